@@ -1,0 +1,339 @@
+// Package config owns ccproxy's runtime settings: their names, defaults,
+// documentation and validation. Every setting can be given as a command-line
+// flag or as an environment variable (CCPROXY_*, plus the conventional
+// DATABASE_URL and REDIS_URL); a flag wins over the environment. Commands
+// declare which settings they use, so `ccproxy <command> --help` lists exactly
+// those, and Load reports the first bad value by its flag and variable name.
+package config
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Config is the union of every setting. A command only reads the fields of
+// the settings it bound; the others keep their zero value or default.
+type Config struct {
+	// DatabaseURL is the Postgres connection URL.
+	DatabaseURL string
+	// RedisURL is the Redis connection URL.
+	RedisURL string
+
+	// LogFormat is json, text or auto (text on a terminal, else json).
+	LogFormat string
+	// LogLevel is the minimum level logged.
+	LogLevel slog.Level
+
+	// ServerSecret keys the HMAC under which access keys are stored.
+	ServerSecret []byte
+	// MasterKey is the local AES-256 master key for stored secrets.
+	MasterKey []byte
+	// KMSKeyID selects AWS KMS envelope encryption when set.
+	KMSKeyID string
+	// KMSEndpoint overrides the KMS API endpoint (tests, VPC endpoints).
+	KMSEndpoint string
+
+	// MetricsAddr is where /metrics, /healthz and /readyz are served; empty disables.
+	MetricsAddr string
+	// ShutdownTimeout bounds graceful shutdown.
+	ShutdownTimeout time.Duration
+}
+
+// Setting describes one configuration value.
+type Setting struct {
+	// Flag is the command-line flag name, without dashes.
+	Flag string
+	// Env is the environment variable name.
+	Env string
+	// Default is the value used when neither flag nor variable is set.
+	Default string
+	// Usage is the one-line description shown in --help and the docs.
+	Usage string
+	// Secret values are never printed, not even in error messages.
+	Secret bool
+	// Required settings must be non-empty after defaults.
+	Required bool
+	// apply parses v into c; an error explains what a valid value looks like.
+	apply func(c *Config, v string) error
+}
+
+// Name returns how the setting is referred to in messages: flag and variable.
+func (s Setting) Name() string { return "--" + s.Flag + " / " + s.Env }
+
+// The settings come in groups, one function per group, named after what
+// they configure. Later components add their own groups here (and to All)
+// so that docs/configuration.md stays complete.
+
+// Database returns the Postgres connection setting.
+func Database() []Setting {
+	return []Setting{{
+		Flag: "database-url", Env: "DATABASE_URL",
+		Default: "postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable",
+		Usage:   "Postgres connection URL (postgres://user:pass@host:port/db?sslmode=…)",
+		apply: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+				return errors.New("must be a postgres:// URL with a host")
+			}
+			c.DatabaseURL = v
+			return nil
+		},
+	}}
+}
+
+// Redis returns the Redis connection setting.
+func Redis() []Setting {
+	return []Setting{{
+		Flag: "redis-url", Env: "REDIS_URL",
+		Default: "redis://127.0.0.1:6379/0",
+		Usage:   "Redis connection URL (redis:// or rediss://)",
+		apply: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
+				return errors.New("must be a redis://, rediss:// or unix:// URL")
+			}
+			c.RedisURL = v
+			return nil
+		},
+	}}
+}
+
+// Logging returns the log output settings; every command has them.
+func Logging() []Setting {
+	return []Setting{{
+		Flag: "log-format", Env: "CCPROXY_LOG_FORMAT", Default: "auto",
+		Usage: "log format: json, text, or auto (text on a terminal, json otherwise)",
+		apply: func(c *Config, v string) error {
+			switch v {
+			case "json", "text", "auto":
+				c.LogFormat = v
+				return nil
+			}
+			return errors.New("must be json, text or auto")
+		},
+	}, {
+		Flag: "log-level", Env: "CCPROXY_LOG_LEVEL", Default: "info",
+		Usage: "minimum log level: debug, info, warn or error",
+		apply: func(c *Config, v string) error {
+			return c.LogLevel.UnmarshalText([]byte(v))
+		},
+	}}
+}
+
+// Keys returns the secret that access keys are hashed with.
+func Keys() []Setting {
+	return []Setting{{
+		Flag: "server-secret", Env: "CCPROXY_SERVER_SECRET", Secret: true, Required: true,
+		Usage: "secret (≥ 32 bytes; base64, hex or raw text) keying the HMAC of stored access keys; changing it invalidates every key",
+		apply: func(c *Config, v string) error {
+			b := decodeSecret(v)
+			if len(b) < 32 {
+				return errors.New("must be at least 32 bytes (e.g. `openssl rand -base64 32`)")
+			}
+			c.ServerSecret = b
+			return nil
+		},
+	}}
+}
+
+// Secrets returns the settings that select how stored secrets (Bedrock API keys) are encrypted.
+func Secrets() []Setting {
+	return []Setting{{
+		Flag: "master-key", Env: "CCPROXY_MASTER_KEY", Secret: true,
+		Usage: "local AES-256 master key for stored secrets: 32 bytes as base64 or hex; required unless --kms-key-id is set",
+		apply: func(c *Config, v string) error {
+			if v == "" {
+				return nil
+			}
+			b, err := decodeKey32(v)
+			if err != nil {
+				return err
+			}
+			c.MasterKey = b
+			return nil
+		},
+	}, {
+		Flag: "kms-key-id", Env: "CCPROXY_KMS_KEY_ID",
+		Usage: "AWS KMS key id or ARN; when set, stored secrets use KMS envelope encryption (AWS credentials and region from the default chain)",
+		apply: func(c *Config, v string) error { c.KMSKeyID = v; return nil },
+	}, {
+		Flag: "kms-endpoint", Env: "CCPROXY_KMS_ENDPOINT",
+		Usage: "override the KMS API endpoint URL (VPC endpoints, tests)",
+		apply: func(c *Config, v string) error {
+			if v != "" {
+				if u, err := url.Parse(v); err != nil || u.Scheme == "" || u.Host == "" {
+					return errors.New("must be an absolute URL")
+				}
+			}
+			c.KMSEndpoint = v
+			return nil
+		},
+	}}
+}
+
+// Serving returns the settings of every long-running component.
+func Serving() []Setting {
+	return []Setting{{
+		Flag: "metrics-addr", Env: "CCPROXY_METRICS_ADDR", Default: "127.0.0.1:9090",
+		Usage: "address for Prometheus /metrics and the /healthz and /readyz probes; empty disables",
+		apply: func(c *Config, v string) error {
+			if v != "" {
+				if err := checkHostPort(v); err != nil {
+					return err
+				}
+			}
+			c.MetricsAddr = v
+			return nil
+		},
+	}, {
+		Flag: "shutdown-timeout", Env: "CCPROXY_SHUTDOWN_TIMEOUT", Default: "30s",
+		Usage: "how long to wait for in-flight work on shutdown",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("must be a positive duration such as 30s")
+			}
+			c.ShutdownTimeout = d
+			return nil
+		},
+	}}
+}
+
+// All returns every known setting group, for documentation.
+func All() map[string][]Setting {
+	return map[string][]Setting{
+		"database": Database(), "redis": Redis(), "logging": Logging(),
+		"keys": Keys(), "secrets": Secrets(), "serving": Serving(),
+	}
+}
+
+// Binding ties settings to a command's flag set.
+type Binding struct {
+	fs       *pflag.FlagSet
+	settings []Setting
+	values   map[string]*string
+	lookup   func(string) (string, bool)
+}
+
+// Bind registers the flags of every setting in groups on fs. Settings that
+// appear in more than one group are bound once.
+func Bind(fs *pflag.FlagSet, groups ...[]Setting) *Binding {
+	b := &Binding{fs: fs, values: map[string]*string{}, lookup: os.LookupEnv}
+	for _, g := range groups {
+		for _, s := range g {
+			if _, dup := b.values[s.Flag]; dup {
+				continue
+			}
+			usage := s.Usage + " (env " + s.Env + ")"
+			def := s.Default
+			if s.Secret {
+				def = ""
+			}
+			b.values[s.Flag] = fs.String(s.Flag, def, usage)
+			b.settings = append(b.settings, s)
+		}
+	}
+	return b
+}
+
+// WithLookup replaces the environment lookup, for tests.
+func (b *Binding) WithLookup(lookup func(string) (string, bool)) *Binding {
+	b.lookup = lookup
+	return b
+}
+
+// Load resolves every bound setting (flag, else environment, else default),
+// validates it and returns the configuration. The error names the first bad
+// setting by flag and variable, without echoing secret values.
+func (b *Binding) Load() (*Config, error) {
+	c := &Config{LogFormat: "auto", ShutdownTimeout: 30 * time.Second}
+	var errs []error
+	for _, s := range b.settings {
+		v := s.Default
+		if env, ok := b.lookup(s.Env); ok {
+			v = env
+		}
+		if f := b.fs.Lookup(s.Flag); f != nil && f.Changed {
+			v = *b.values[s.Flag]
+		}
+		v = strings.TrimSpace(v)
+		if v == "" && s.Required {
+			errs = append(errs, fmt.Errorf("setting %s is required: %s", s.Name(), s.Usage))
+			continue
+		}
+		if err := s.apply(c, v); err != nil {
+			shown := strconv.Quote(v)
+			if s.Secret {
+				shown = "(secret, not shown)"
+			}
+			errs = append(errs, fmt.Errorf("setting %s = %s is invalid: %w", s.Name(), shown, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Settings returns the bound settings sorted by flag name.
+func (b *Binding) Settings() []Setting {
+	out := append([]Setting(nil), b.settings...)
+	sort.Slice(out, func(i, j int) bool { return out[i].Flag < out[j].Flag })
+	return out
+}
+
+func checkHostPort(v string) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return errors.New("must be host:port")
+	}
+	_ = host
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return errors.New("port must be a number from 0 to 65535")
+	}
+	return nil
+}
+
+// decodeSecret accepts base64 (standard or URL, padded or not), hex, or raw
+// text, and returns the bytes the encoding yields. Raw text is accepted so
+// that `openssl rand -base64 48` output works either way.
+func decodeSecret(v string) []byte {
+	if b, err := decodeKeyBytes(v); err == nil {
+		return b
+	}
+	return []byte(v)
+}
+
+func decodeKey32(v string) ([]byte, error) {
+	b, err := decodeKeyBytes(v)
+	if err != nil || len(b) != 32 {
+		return nil, errors.New("must be exactly 32 bytes encoded as base64 or hex (e.g. `openssl rand -base64 32`)")
+	}
+	return b, nil
+}
+
+func decodeKeyBytes(v string) ([]byte, error) {
+	if len(v)%2 == 0 {
+		if b, err := hex.DecodeString(v); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(v); err == nil {
+			return b, nil
+		}
+	}
+	return nil, errors.New("not base64 or hex")
+}

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"flag"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+var update = flag.Bool("update", false, "rewrite docs/configuration.md's settings tables")
+
+func env(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+const secret32 = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=" // base64 of 32 ASCII bytes
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		check   func(t *testing.T, c *Config)
+		wantErr string
+	}{{
+		name: "defaults",
+		env:  map[string]string{"CCPROXY_SERVER_SECRET": secret32},
+		check: func(t *testing.T, c *Config) {
+			if c.DatabaseURL != "postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable" || c.RedisURL != "redis://127.0.0.1:6379/0" {
+				t.Errorf("urls = %q %q", c.DatabaseURL, c.RedisURL)
+			}
+			if c.LogFormat != "auto" || c.LogLevel != slog.LevelInfo || c.ShutdownTimeout != 30*time.Second || c.MetricsAddr != "127.0.0.1:9090" {
+				t.Errorf("got %+v", c)
+			}
+			if string(c.ServerSecret) != "0123456789abcdef0123456789abcdef" {
+				t.Errorf("secret not decoded: %q", c.ServerSecret)
+			}
+		},
+	}, {
+		name: "flag wins over environment",
+		env:  map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_LOG_LEVEL": "warn", "DATABASE_URL": "postgres://a@db:5432/x"},
+		args: []string{"--log-level=debug"},
+		check: func(t *testing.T, c *Config) {
+			if c.LogLevel != slog.LevelDebug || c.DatabaseURL != "postgres://a@db:5432/x" {
+				t.Errorf("got level %v url %q", c.LogLevel, c.DatabaseURL)
+			}
+		},
+	}, {
+		name: "hex master key",
+		env:  map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_MASTER_KEY": strings.Repeat("ab", 32)},
+		check: func(t *testing.T, c *Config) {
+			if len(c.MasterKey) != 32 || c.MasterKey[0] != 0xab {
+				t.Errorf("master key = %x", c.MasterKey)
+			}
+		},
+	}, {
+		name:    "missing secret",
+		env:     map[string]string{},
+		wantErr: "setting --server-secret / CCPROXY_SERVER_SECRET is required",
+	}, {
+		name:    "short secret is not echoed",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": "hunter2"},
+		wantErr: "setting --server-secret / CCPROXY_SERVER_SECRET = (secret, not shown) is invalid: must be at least 32 bytes",
+	}, {
+		name:    "bad database url",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": secret32, "DATABASE_URL": "mysql://x"},
+		wantErr: `setting --database-url / DATABASE_URL = "mysql://x" is invalid: must be a postgres:// URL with a host`,
+	}, {
+		name:    "bad log level",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_LOG_LEVEL": "loud"},
+		wantErr: `setting --log-level / CCPROXY_LOG_LEVEL = "loud" is invalid`,
+	}, {
+		name:    "master key wrong length",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_MASTER_KEY": "abcd"},
+		wantErr: "setting --master-key / CCPROXY_MASTER_KEY = (secret, not shown) is invalid: must be exactly 32 bytes",
+	}, {
+		name:    "bad metrics addr",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_METRICS_ADDR": "9090"},
+		wantErr: `setting --metrics-addr / CCPROXY_METRICS_ADDR = "9090" is invalid: must be host:port`,
+	}, {
+		name:    "bad duration",
+		env:     map[string]string{"CCPROXY_SERVER_SECRET": secret32, "CCPROXY_SHUTDOWN_TIMEOUT": "-1s"},
+		wantErr: `setting --shutdown-timeout / CCPROXY_SHUTDOWN_TIMEOUT = "-1s" is invalid: must be a positive duration`,
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			b := Bind(fs, Database(), Redis(), Logging(), Keys(), Secrets(), Serving()).WithLookup(env(tt.env))
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			c, err := b.Load()
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				if strings.Contains(err.Error(), "hunter2") {
+					t.Fatalf("secret echoed in %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestBindOnlyDeclaredSettings(t *testing.T) {
+	fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+	b := Bind(fs, Logging(), Logging())
+	if got := len(b.Settings()); got != 2 {
+		t.Fatalf("bound %d settings, want 2 (duplicates bound once)", got)
+	}
+	if fs.Lookup("database-url") != nil {
+		t.Fatal("database-url bound without being declared")
+	}
+}
+
+// TestDocsUpToDate keeps docs/configuration.md's tables identical to the
+// settings declared in code. Run with -update to rewrite them.
+func TestDocsUpToDate(t *testing.T) {
+	path := filepath.Join("..", "..", "docs", "configuration.md")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const begin, end = "<!-- settings:begin (generated by internal/config: go test ./internal/config -update) -->\n", "<!-- settings:end -->"
+	doc := string(raw)
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	if i < 0 || j < i {
+		t.Fatalf("%s lacks the settings markers", path)
+	}
+	want := Markdown()
+	got := doc[i+len(begin) : j]
+	if got == want {
+		return
+	}
+	if *update {
+		if err := os.WriteFile(path, []byte(doc[:i+len(begin)]+want+doc[j:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("%s is out of date; run: go test ./internal/config -update", path)
+}
