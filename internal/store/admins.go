@@ -1,0 +1,229 @@
+package store
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+)
+
+// Admin is an administrator account.
+type Admin struct {
+	ID       uuid.UUID
+	Username string
+	// PasswordHash is an argon2id hash in PHC string format.
+	PasswordHash string
+	Disabled     bool
+	CreatedAt    time.Time
+	LastLoginAt  *time.Time
+}
+
+// Admins is the admin account repository.
+type Admins struct{ q *Queries }
+
+// Admins returns the admin account repository.
+func (q *Queries) Admins() Admins { return Admins{q} }
+
+const adminColumns = `id, username, password_hash, disabled, created_at, last_login_at`
+
+func scanAdmin(row pgx.Row) (Admin, error) {
+	var a Admin
+	err := row.Scan(&a.ID, &a.Username, &a.PasswordHash, &a.Disabled, &a.CreatedAt, &a.LastLoginAt)
+	return a, err
+}
+
+// Create inserts an admin. A username taken (case-insensitive) is
+// ErrConflict.
+func (r Admins) Create(ctx context.Context, username, passwordHash string) (Admin, error) {
+	if passwordHash == "" {
+		return Admin{}, invalidf("empty password hash")
+	}
+	a, err := scanAdmin(r.q.db.QueryRow(ctx, `
+		INSERT INTO admins (username, password_hash) VALUES ($1, $2) RETURNING `+adminColumns,
+		username, passwordHash))
+	return a, mapErr("store: create admin", err)
+}
+
+// Get returns an admin by id.
+func (r Admins) Get(ctx context.Context, id uuid.UUID) (Admin, error) {
+	a, err := scanAdmin(r.q.db.QueryRow(ctx, `SELECT `+adminColumns+` FROM admins WHERE id = $1`, id))
+	return a, mapErr("store: get admin", err)
+}
+
+// GetByUsername returns an admin by username, case-insensitively, disabled
+// or not (the login handler decides).
+func (r Admins) GetByUsername(ctx context.Context, username string) (Admin, error) {
+	a, err := scanAdmin(r.q.db.QueryRow(ctx, `SELECT `+adminColumns+` FROM admins WHERE lower(username) = lower($1)`, username))
+	return a, mapErr("store: get admin", err)
+}
+
+// List returns all admins by username.
+func (r Admins) List(ctx context.Context) ([]Admin, error) {
+	rows, err := r.q.db.Query(ctx, `SELECT `+adminColumns+` FROM admins ORDER BY lower(username)`)
+	if err != nil {
+		return nil, mapErr("store: list admins", err)
+	}
+	as, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Admin, error) { return scanAdmin(row) })
+	return as, mapErr("store: list admins", err)
+}
+
+// Count returns the number of admins (the first admin is created from the
+// environment when there is none).
+func (r Admins) Count(ctx context.Context) (int, error) {
+	var n int
+	err := r.q.db.QueryRow(ctx, `SELECT count(*) FROM admins`).Scan(&n)
+	return n, mapErr("store: count admins", err)
+}
+
+// TouchLogin records a successful login.
+func (r Admins) TouchLogin(ctx context.Context, id uuid.UUID) error {
+	return r.exec(ctx, "store: touch admin login", `UPDATE admins SET last_login_at = now() WHERE id = $1`, id)
+}
+
+// SetPassword replaces an admin's password hash.
+func (r Admins) SetPassword(ctx context.Context, id uuid.UUID, passwordHash string) error {
+	if passwordHash == "" {
+		return invalidf("empty password hash")
+	}
+	return r.exec(ctx, "store: set admin password", `UPDATE admins SET password_hash = $2 WHERE id = $1`, id, passwordHash)
+}
+
+// SetDisabled disables or re-enables an admin. Disabling also revokes the
+// admin's sessions, in the same transaction.
+func (r Admins) SetDisabled(ctx context.Context, id uuid.UUID, disabled bool) error {
+	return mapErr("store: set admin disabled", r.q.tx(ctx, func(q *Queries) error {
+		if err := q.Admins().exec(ctx, "", `UPDATE admins SET disabled = $2 WHERE id = $1`, id, disabled); err != nil {
+			return err
+		}
+		if !disabled {
+			return nil
+		}
+		_, err := q.Sessions().RevokeAllForAdmin(ctx, id)
+		return err
+	}))
+}
+
+func (r Admins) exec(ctx context.Context, op, sql string, args ...any) error {
+	tag, err := r.q.db.Exec(ctx, sql, args...)
+	if err == nil && tag.RowsAffected() == 0 {
+		err = pgx.ErrNoRows
+	}
+	if op == "" {
+		return err
+	}
+	return mapErr(op, err)
+}
+
+// SessionIDLen is the length of a session id: SHA-256 of the session token.
+const SessionIDLen = 32
+
+// AdminSession is a server-side admin login session.
+type AdminSession struct {
+	// ID is SHA-256 of the token; the token itself is never stored.
+	ID         []byte
+	AdminID    uuid.UUID
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	LastSeenAt time.Time
+	RevokedAt  *time.Time
+	UserAgent  string
+	IP         *netip.Addr
+}
+
+// NewAdminSession holds the fields of a session to create.
+type NewAdminSession struct {
+	ID        []byte
+	AdminID   uuid.UUID
+	ExpiresAt time.Time
+	UserAgent string
+	IP        *netip.Addr
+}
+
+// Sessions is the admin session repository.
+type Sessions struct{ q *Queries }
+
+// Sessions returns the admin session repository.
+func (q *Queries) Sessions() Sessions { return Sessions{q} }
+
+const sessionColumns = `id, admin_id, created_at, expires_at, last_seen_at, revoked_at, user_agent, ip`
+
+func scanSession(row pgx.Row) (AdminSession, error) {
+	var s AdminSession
+	err := row.Scan(&s.ID, &s.AdminID, &s.CreatedAt, &s.ExpiresAt, &s.LastSeenAt, &s.RevokedAt, &s.UserAgent, &s.IP)
+	return s, err
+}
+
+// Create stores a session for an admin that exists and is not disabled
+// (else ErrNotFound).
+func (r Sessions) Create(ctx context.Context, n NewAdminSession) (AdminSession, error) {
+	if len(n.ID) != SessionIDLen {
+		return AdminSession{}, invalidf("session id must be %d bytes, got %d", SessionIDLen, len(n.ID))
+	}
+	s, err := scanSession(r.q.db.QueryRow(ctx, `
+		INSERT INTO admin_sessions (id, admin_id, expires_at, user_agent, ip)
+		SELECT $1, id, $3, $4, $5 FROM admins WHERE id = $2 AND NOT disabled
+		RETURNING `+sessionColumns, n.ID, n.AdminID, n.ExpiresAt, n.UserAgent, n.IP))
+	return s, mapErr("store: create admin session", err)
+}
+
+// Get returns a valid session with its admin: not revoked, not expired, and
+// its admin not disabled. Anything else is ErrNotFound.
+func (r Sessions) Get(ctx context.Context, id []byte) (AdminSession, Admin, error) {
+	var (
+		s AdminSession
+		a Admin
+	)
+	err := r.q.db.QueryRow(ctx, `
+		SELECT s.id, s.admin_id, s.created_at, s.expires_at, s.last_seen_at, s.revoked_at, s.user_agent, s.ip,
+		       a.id, a.username, a.password_hash, a.disabled, a.created_at, a.last_login_at
+		FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
+		WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT a.disabled`, id).Scan(
+		&s.ID, &s.AdminID, &s.CreatedAt, &s.ExpiresAt, &s.LastSeenAt, &s.RevokedAt, &s.UserAgent, &s.IP,
+		&a.ID, &a.Username, &a.PasswordHash, &a.Disabled, &a.CreatedAt, &a.LastLoginAt)
+	if err != nil {
+		return AdminSession{}, Admin{}, mapErr("store: get admin session", err)
+	}
+	return s, a, nil
+}
+
+// Touch records activity on a session.
+func (r Sessions) Touch(ctx context.Context, id []byte) error {
+	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET last_seen_at = now() WHERE id = $1`, id)
+	if err == nil && tag.RowsAffected() == 0 {
+		err = pgx.ErrNoRows
+	}
+	return mapErr("store: touch admin session", err)
+}
+
+// Revoke ends a session (logout). Revoking an unknown or already revoked
+// session is ErrNotFound.
+func (r Sessions) Revoke(ctx context.Context, id []byte) error {
+	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL`, id)
+	if err == nil && tag.RowsAffected() == 0 {
+		err = pgx.ErrNoRows
+	}
+	return mapErr("store: revoke admin session", err)
+}
+
+// RevokeAllForAdmin ends every open session of an admin and returns how many
+// it ended.
+func (r Sessions) RevokeAllForAdmin(ctx context.Context, adminID uuid.UUID) (int, error) {
+	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET revoked_at = now()
+		WHERE admin_id = $1 AND revoked_at IS NULL AND expires_at > now()`, adminID)
+	if err != nil {
+		return 0, mapErr("store: revoke admin sessions", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// DeleteExpired removes sessions that expired, or were revoked, before
+// cutoff, and returns how many.
+func (r Sessions) DeleteExpired(ctx context.Context, cutoff time.Time) (int, error) {
+	tag, err := r.q.db.Exec(ctx, `DELETE FROM admin_sessions WHERE expires_at < $1 OR revoked_at < $1`, cutoff)
+	if err != nil {
+		return 0, mapErr("store: delete expired admin sessions", err)
+	}
+	return int(tag.RowsAffected()), nil
+}

@@ -1,0 +1,309 @@
+package store
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
+)
+
+// UsageGroupBy is the dimension of a usage summary.
+type UsageGroupBy string
+
+// Usage summary dimensions.
+const (
+	GroupByHour     UsageGroupBy = "hour"
+	GroupByDay      UsageGroupBy = "day"
+	GroupByModel    UsageGroupBy = "model"
+	GroupByProvider UsageGroupBy = "provider"
+	GroupBySession  UsageGroupBy = "session"
+)
+
+// Valid reports whether g is a known dimension.
+func (g UsageGroupBy) Valid() bool {
+	switch g {
+	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession:
+		return true
+	}
+	return false
+}
+
+// UsageSummaryQuery selects what UsageSummary aggregates.
+type UsageSummaryQuery struct {
+	// UserID and AccessKeyID restrict to one user or key when set.
+	UserID      *uuid.UUID
+	AccessKeyID *uuid.UUID
+	// From and To bound the time range [From, To).
+	From, To time.Time
+	GroupBy  UsageGroupBy
+}
+
+// UsageTotals are the sums of a group of usage events. Plan cost (list-price
+// equivalent) and Bedrock cost (spend) are kept apart.
+type UsageTotals struct {
+	Requests           int64
+	BedrockRequests    int64
+	InputTokens        int64
+	OutputTokens       int64
+	CacheReadTokens    int64
+	CacheWrite5mTokens int64
+	CacheWrite1hTokens int64
+	PlanCostUSD        decimal.Decimal
+	BedrockCostUSD     decimal.Decimal
+	Fallbacks          int64
+	// Errors counts requests answered with status 0 or >= 400.
+	Errors  int64
+	Aborted int64
+}
+
+// UsageGroup is one row of a usage summary.
+type UsageGroup struct {
+	// Key is the model, provider or session id; for hour and day it is the
+	// bucket in RFC 3339.
+	Key string
+	// Bucket is the start of the UTC hour or day (hour and day only).
+	Bucket time.Time
+	// FirstAt and LastAt bound a session's events (session only).
+	FirstAt, LastAt time.Time
+	UsageTotals
+}
+
+const totalsSelect = `sum(requests)::bigint, coalesce(sum(requests) FILTER (WHERE provider = 'bedrock'), 0)::bigint,
+	sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_read_tokens)::bigint,
+	sum(cache_write_5m_tokens)::bigint, sum(cache_write_1h_tokens)::bigint,
+	sum(cost_usd) FILTER (WHERE provider = 'anthropic'), sum(cost_usd) FILTER (WHERE provider = 'bedrock'),
+	sum(fallbacks)::bigint, sum(errors)::bigint, sum(aborted)::bigint`
+
+// The raw events have flags where the rollups have counters.
+const eventTotalsSelect = `count(*), count(*) FILTER (WHERE provider = 'bedrock'),
+	sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_read_tokens)::bigint,
+	sum(cache_write_5m_tokens)::bigint, sum(cache_write_1h_tokens)::bigint,
+	sum(cost_usd) FILTER (WHERE provider = 'anthropic'), sum(cost_usd) FILTER (WHERE provider = 'bedrock'),
+	count(*) FILTER (WHERE fallback), count(*) FILTER (WHERE status = 0 OR status >= 400),
+	count(*) FILTER (WHERE aborted)`
+
+func totalsDest(t *UsageTotals, plan, bedrock **decimal.Decimal) []any {
+	return []any{&t.Requests, &t.BedrockRequests, &t.InputTokens, &t.OutputTokens, &t.CacheReadTokens,
+		&t.CacheWrite5mTokens, &t.CacheWrite1hTokens, plan, bedrock, &t.Fallbacks, &t.Errors, &t.Aborted}
+}
+
+func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
+	t.PlanCostUSD, t.BedrockCostUSD = decimal.Zero, decimal.Zero
+	if plan != nil {
+		t.PlanCostUSD = *plan
+	}
+	if bedrock != nil {
+		t.BedrockCostUSD = *bedrock
+	}
+}
+
+// Summary aggregates usage over [From, To) by one dimension. Hour, model and
+// provider read the hourly rollups (buckets starting in the range), or the
+// daily ones when both bounds fall on UTC midnight; day reads the daily
+// rollups; session groups the raw events (key "" gathers events without a
+// session). Time groups are in time order, sessions by first event, models
+// and providers by name.
+func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, error) {
+	if !q.GroupBy.Valid() {
+		return nil, invalidf("group by %q", q.GroupBy)
+	}
+	if !q.From.Before(q.To) {
+		return nil, invalidf("empty time range [%s, %s)", q.From, q.To)
+	}
+	args := []any{q.From, q.To}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	var filter strings.Builder
+	if q.UserID != nil {
+		filter.WriteString(" AND user_id = " + arg(*q.UserID))
+	}
+	if q.AccessKeyID != nil {
+		filter.WriteString(" AND access_key_id = " + arg(*q.AccessKeyID))
+	}
+
+	var sql string
+	if q.GroupBy == GroupBySession {
+		sql = `SELECT session_id, min(event_time), max(event_time), ` + eventTotalsSelect + `
+			FROM usage_events WHERE event_time >= $1 AND event_time < $2` + filter.String() + `
+			GROUP BY session_id ORDER BY min(event_time), session_id`
+	} else {
+		table := "usage_hourly"
+		if q.GroupBy == GroupByDay || q.GroupBy != GroupByHour && isUTCMidnight(q.From) && isUTCMidnight(q.To) {
+			table = "usage_daily"
+		}
+		key := map[UsageGroupBy]string{GroupByHour: "bucket", GroupByDay: "bucket", GroupByModel: "model", GroupByProvider: "provider"}[q.GroupBy]
+		sql = `SELECT ` + key + `, ` + totalsSelect + ` FROM ` + table + `
+			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	}
+	rows, err := u.q.db.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, mapErr("store: usage summary", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (UsageGroup, error) {
+		var (
+			g             UsageGroup
+			plan, bedrock *decimal.Decimal
+			dest          []any
+		)
+		switch q.GroupBy {
+		case GroupByHour, GroupByDay:
+			dest = append(dest, &g.Bucket)
+		case GroupBySession:
+			dest = append(dest, &g.Key, &g.FirstAt, &g.LastAt)
+		default:
+			dest = append(dest, &g.Key)
+		}
+		if err := row.Scan(append(dest, totalsDest(&g.UsageTotals, &plan, &bedrock)...)...); err != nil {
+			return g, err
+		}
+		setCosts(&g.UsageTotals, plan, bedrock)
+		if q.GroupBy == GroupByHour || q.GroupBy == GroupByDay {
+			g.Bucket = g.Bucket.UTC()
+			g.Key = g.Bucket.Format(time.RFC3339)
+		}
+		return g, nil
+	})
+	return out, mapErr("store: usage summary", err)
+}
+
+func isUTCMidnight(t time.Time) bool {
+	t = t.UTC()
+	return t.Hour() == 0 && t.Minute() == 0 && t.Second() == 0 && t.Nanosecond() == 0
+}
+
+// MonthlySpend returns a user's cost for one provider over [from, to) — for
+// budgets, Bedrock over the billing month in the billing time zone. Whole
+// hours come from the hourly rollups and the partial hours at either end
+// (time zones with half-hour offsets) from the raw events, so the result is
+// exact for any bounds.
+func (u Usage) MonthlySpend(ctx context.Context, userID uuid.UUID, provider Provider, from, to time.Time) (decimal.Decimal, error) {
+	if !provider.Valid() {
+		return decimal.Zero, invalidf("provider %q", provider)
+	}
+	hourStart := from.Truncate(time.Hour)
+	if hourStart.Before(from) {
+		hourStart = hourStart.Add(time.Hour)
+	}
+	hourEnd := to.Truncate(time.Hour)
+	if !hourStart.Before(hourEnd) {
+		hourStart, hourEnd = to, to // shorter than an hour: all from the raw events
+	}
+	var spend decimal.Decimal
+	err := u.q.db.QueryRow(ctx, `
+		SELECT coalesce((SELECT sum(cost_usd) FROM usage_hourly
+		                 WHERE user_id = $1 AND provider = $2 AND bucket >= $3 AND bucket < $4), 0)
+		     + coalesce((SELECT sum(cost_usd) FROM usage_events
+		                 WHERE user_id = $1 AND provider = $2
+		                   AND (event_time >= $5 AND event_time < $3 OR event_time >= $4 AND event_time < $6)), 0)`,
+		userID, provider, hourStart, hourEnd, from, to).Scan(&spend)
+	if err != nil {
+		return decimal.Zero, mapErr("store: monthly spend", err)
+	}
+	return spend, nil
+}
+
+// UsageFilter selects usage events to list; zero fields do not filter.
+type UsageFilter struct {
+	UserID      *uuid.UUID
+	AccessKeyID *uuid.UUID
+	SessionID   string
+	Provider    Provider
+	// From and To bound event_time to [From, To) when non-zero.
+	From, To time.Time
+}
+
+const eventColumnList = `request_id, event_time, user_id, access_key_id, session_id, agent_id, client_version,
+	kind, requested_model, bedrock_model_id, provider, region, fallback, fallback_reason, stream, status,
+	input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
+	price_flag, ttft_ms, latency_ms, aborted`
+
+func scanEvent(row pgx.Row) (UsageEvent, error) {
+	var (
+		e       UsageEvent
+		status  int32
+		latency int32
+		ttft    *int32
+	)
+	err := row.Scan(&e.RequestID, &e.EventTime, &e.UserID, &e.AccessKeyID, &e.SessionID, &e.AgentID,
+		&e.ClientVersion, &e.Kind, &e.RequestedModel, &e.BedrockModelID, &e.Provider, &e.Region, &e.Fallback,
+		&e.FallbackReason, &e.Stream, &status, &e.InputTokens, &e.OutputTokens, &e.CacheReadTokens,
+		&e.CacheWrite5mTokens, &e.CacheWrite1hTokens, &e.CostUSD, &e.PriceFlag, &ttft, &latency, &e.Aborted)
+	e.Status, e.LatencyMs = int(status), int(latency)
+	if ttft != nil {
+		v := int(*ttft)
+		e.TTFTMs = &v
+	}
+	return e, err
+}
+
+// ListRequests returns a page of events matching f, newest first, and the
+// cursor of the next page ("" after the last).
+func (u Usage) ListRequests(ctx context.Context, f UsageFilter, limit int, cursor string) ([]UsageEvent, string, error) {
+	limit = pageSize(limit)
+	where := []string{"true"}
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.UserID != nil {
+		where = append(where, "user_id = "+arg(*f.UserID))
+	}
+	if f.AccessKeyID != nil {
+		where = append(where, "access_key_id = "+arg(*f.AccessKeyID))
+	}
+	if f.SessionID != "" {
+		where = append(where, "session_id = "+arg(f.SessionID))
+	}
+	if f.Provider != "" {
+		if !f.Provider.Valid() {
+			return nil, "", invalidf("provider %q", f.Provider)
+		}
+		where = append(where, "provider = "+arg(f.Provider))
+	}
+	if !f.From.IsZero() {
+		where = append(where, "event_time >= "+arg(f.From))
+	}
+	if !f.To.IsZero() {
+		where = append(where, "event_time < "+arg(f.To))
+	}
+	if cursor != "" {
+		t, id, err := decodeCursor(cursor)
+		if err != nil {
+			return nil, "", err
+		}
+		where = append(where, "(event_time, request_id) < ("+arg(t)+", "+arg(id)+")")
+	}
+	rows, err := u.q.db.Query(ctx, `SELECT `+eventColumnList+` FROM usage_events WHERE `+strings.Join(where, " AND ")+
+		` ORDER BY event_time DESC, request_id DESC LIMIT `+arg(limit+1), args...)
+	if err != nil {
+		return nil, "", mapErr("store: list usage requests", err)
+	}
+	evs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (UsageEvent, error) { return scanEvent(row) })
+	if err != nil {
+		return nil, "", mapErr("store: list usage requests", err)
+	}
+	next := ""
+	if len(evs) > limit {
+		evs = evs[:limit]
+		last := evs[limit-1]
+		next = encodeCursor(last.EventTime, last.RequestID)
+	}
+	return evs, next, nil
+}
+
+// GetRequest returns the stored event of a request id.
+func (u Usage) GetRequest(ctx context.Context, requestID string) (UsageEvent, error) {
+	e, err := scanEvent(u.q.db.QueryRow(ctx, `
+		SELECT `+eventColumnList+` FROM usage_events
+		WHERE request_id = $1 AND event_time = (SELECT event_time FROM usage_dedupe WHERE request_id = $1)`,
+		requestID))
+	return e, mapErr("store: get usage request", err)
+}
