@@ -1,0 +1,603 @@
+// Package controlplane owns ccproxy's Envoy configuration: it builds the xDS resources (listener,
+// routes, clusters) that a real Envoy 1.40 runs in production — and that envoysim decodes in
+// development and tests — and serves them to every data plane over ADS with go-control-plane.
+//
+// Every value that differs from Envoy's default is a production setting from DESIGN.md
+// ("Production settings the control plane must generate"); each is commented with the Envoy
+// documentation or source it follows, listed in FIELDS.md, and asserted by the tests.
+package controlplane
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// Names shared with extproc and envoysim (data-path contract, issue 3).
+const (
+	// ListenerName is the downstream HTTP listener.
+	ListenerName = "ccproxy_http"
+	// RouteConfigName is the RouteConfiguration the listener loads over RDS (via ADS).
+	RouteConfigName = "ccproxy_routes"
+	// VirtualHostName is the single virtual host of RouteConfigName.
+	VirtualHostName = "ccproxy"
+	// PlanClusterName is the Anthropic (Plan) upstream cluster.
+	PlanClusterName = "plan"
+	// ExtProcClusterName is the ext_proc sidecar cluster: exactly one local endpoint.
+	ExtProcClusterName = "ccproxy_extproc"
+
+	// RouteHeader carries the route chosen by the router-level ext_proc processor. Routes
+	// match it exactly and remove it before the request goes upstream.
+	RouteHeader = "x-ccproxy-route"
+	// RoutePlan is the RouteHeader value that selects Plan only.
+	RoutePlan = "plan"
+
+	// MetadataNamespace is the dynamic- and endpoint-metadata namespace ccproxy uses.
+	MetadataNamespace = "ccproxy"
+	// BackendMetadataKey is the endpoint filter_metadata key (in MetadataNamespace) naming the
+	// backend of an upstream host, read by the upstream ext_proc through request_attributes.
+	BackendMetadataKey = "backend"
+	// BackendPlan is the BackendMetadataKey value of Plan endpoints.
+	BackendPlan = "plan"
+
+	// PlanRouteName and NotFoundRouteName name the routes of VirtualHostName.
+	PlanRouteName     = "plan"
+	NotFoundRouteName = "not_found"
+)
+
+// Envoy extension names and type keys.
+const (
+	hcmFilterName        = "envoy.filters.network.http_connection_manager"
+	extProcFilterName    = "envoy.filters.http.ext_proc"
+	routerFilterName     = "envoy.filters.http.router"
+	tlsTransportSocket   = "envoy.transport_sockets.tls"
+	httpProtocolOptsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+)
+
+// Fixed settings that are not worth an Options knob.
+const (
+	// planConnectTimeout is Envoy's default, stated so the connect-failure retry is predictable.
+	planConnectTimeout = 5 * time.Second
+	// extProcConnectTimeout is short: the sidecar is local, and every request waits for it.
+	extProcConnectTimeout = 2 * time.Second
+	// planRetryOn retries only failures where Anthropic cannot have seen the request — a
+	// connect failure, or a reset before any byte went upstream (typically a pooled
+	// connection the server had just closed) — so a user's Plan request is never sent twice;
+	// 429, 5xx and per-try timeouts are never retried on this route.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/http/http_filters/router_filter#x-envoy-retry-on
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
+	planRetryOn = "connect-failure,reset-before-request"
+	// accessKeyHeader is the client header that may carry the access key (extproc/auth owns
+	// the name); the Plan route removes it again in case a processor ever forgot to.
+	accessKeyHeader = "x-ccproxy-key"
+)
+
+// Resources is the complete xDS configuration for one data plane.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+}
+
+// BuildResources builds and validates the production configuration described by opts. It is a
+// pure function: the same Options always give byte-identical resources.
+func BuildResources(opts Options) (*Resources, error) {
+	o, err := opts.resolve()
+	if err != nil {
+		return nil, err
+	}
+	l, err := buildListener(o)
+	if err != nil {
+		return nil, err
+	}
+	rc := buildRoutes(o)
+	plan, err := buildPlanCluster(o)
+	if err != nil {
+		return nil, err
+	}
+	extProc, err := buildExtProcCluster(o)
+	if err != nil {
+		return nil, err
+	}
+	r := &Resources{
+		Listeners: []*listenerv3.Listener{l},
+		Routes:    []*routev3.RouteConfiguration{rc},
+		Clusters:  []*clusterv3.Cluster{plan, extProc},
+	}
+	for _, m := range r.all() {
+		if err := validate(m); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// all lists every top-level resource, clusters first (the order Envoy applies them in).
+func (r *Resources) all() []proto.Message {
+	var out []proto.Message
+	for _, c := range r.Clusters {
+		out = append(out, c)
+	}
+	for _, l := range r.Listeners {
+		out = append(out, l)
+	}
+	for _, rc := range r.Routes {
+		out = append(out, rc)
+	}
+	return out
+}
+
+// BuildSnapshot builds the resources for opts into a snapshot for go-control-plane's cache.
+// Each resource type is versioned by a hash of its content, so pushing an unchanged
+// configuration is a no-op for Envoy and a changed cluster does not re-push the listener.
+func BuildSnapshot(opts Options) (*cache.Snapshot, error) {
+	r, err := BuildResources(opts)
+	if err != nil {
+		return nil, err
+	}
+	snap := &cache.Snapshot{}
+	set := func(typ resource.Type, items []types.Resource) error {
+		v, err := contentVersion(items)
+		if err != nil {
+			return err
+		}
+		snap.Resources[cache.GetResponseType(typ)] = cache.NewResources(v, items)
+		return nil
+	}
+	if err := set(resource.ClusterType, toResources(r.Clusters)); err != nil {
+		return nil, err
+	}
+	if err := set(resource.ListenerType, toResources(r.Listeners)); err != nil {
+		return nil, err
+	}
+	if err := set(resource.RouteType, toResources(r.Routes)); err != nil {
+		return nil, err
+	}
+	if err := snap.Consistent(); err != nil {
+		return nil, fmt.Errorf("controlplane: inconsistent snapshot: %w", err)
+	}
+	return snap, nil
+}
+
+// snapshotTypes are the resource types BuildSnapshot fills, in Envoy's apply order.
+var snapshotTypes = []resource.Type{resource.ClusterType, resource.ListenerType, resource.RouteType}
+
+// SnapshotVersion summarises the per-type versions of a snapshot built by BuildSnapshot in one
+// string, for logs and metrics.
+func SnapshotVersion(snap *cache.Snapshot) string {
+	h := sha256.New()
+	for _, typ := range snapshotTypes {
+		fmt.Fprintf(h, "%s=%s\n", typ, snap.GetVersion(typ))
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func toResources[M types.Resource](ms []M) []types.Resource {
+	out := make([]types.Resource, len(ms))
+	for i, m := range ms {
+		out[i] = m
+	}
+	return out
+}
+
+// contentVersion hashes the deterministic wire encoding of items.
+func contentVersion(items []types.Resource) (string, error) {
+	h := sha256.New()
+	opts := proto.MarshalOptions{Deterministic: true}
+	for _, it := range items {
+		b, err := opts.Marshal(it)
+		if err != nil {
+			return "", fmt.Errorf("controlplane: marshal %T: %w", it, err)
+		}
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(b)))
+		h.Write(n[:])
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// validator is implemented by every go-control-plane message (protoc-gen-validate).
+type validator interface {
+	proto.Message
+	ValidateAll() error
+}
+
+func validate(m proto.Message) error {
+	v, ok := m.(validator)
+	if !ok {
+		return fmt.Errorf("controlplane: %T has no validation rules", m)
+	}
+	if err := v.ValidateAll(); err != nil {
+		return fmt.Errorf("controlplane: invalid %T: %w", m, err)
+	}
+	return nil
+}
+
+// pack validates m and wraps it in an Any with a deterministic encoding. Validate() on the
+// outer resource does not look inside an Any, so every typed config is checked here.
+func pack(m validator) (*anypb.Any, error) {
+	if err := validate(m); err != nil {
+		return nil, err
+	}
+	a := &anypb.Any{}
+	if err := anypb.MarshalFrom(a, m, proto.MarshalOptions{Deterministic: true}); err != nil {
+		return nil, fmt.Errorf("controlplane: pack %T: %w", m, err)
+	}
+	return a, nil
+}
+
+func adsConfigSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{
+		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
+		ResourceApiVersion:    corev3.ApiVersion_V3,
+	}
+}
+
+func socketAddress(ip string, port uint32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       ip,
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+	}}}
+}
+
+// buildListener builds ListenerName: HCM with the router-level ext_proc filter, then the router.
+func buildListener(o resolved) (*listenerv3.Listener, error) {
+	extProc, err := pack(buildRouterExtProc(o))
+	if err != nil {
+		return nil, err
+	}
+	router, err := pack(&routerv3.Router{
+		// Keeps the router from adding x-envoy-upstream-service-time, x-envoy-attempt-count,
+		// x-envoy-expected-rq-timeout-ms, … to upstream requests and client responses.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/router/v3/router.proto#envoy-v3-api-field-extensions-filters-http-router-v3-router-suppress-envoy-headers
+		SuppressEnvoyHeaders: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	hcm, err := pack(&hcmv3.HttpConnectionManager{
+		StatPrefix: ListenerName,
+		// HTTP/1.1 and h2c (prior knowledge) on the same port.
+		CodecType: hcmv3.HttpConnectionManager_AUTO,
+		// RDS over ADS: route changes (new Bedrock regions) do not drain the listener.
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
+			ConfigSource:    adsConfigSource(),
+			RouteConfigName: RouteConfigName,
+		}},
+		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: extProcFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: extProc}},
+			{Name: routerFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}},
+		},
+		// The client's address is the connection's peer, never a client-supplied
+		// x-forwarded-for; every request is then "external" and Envoy strips the x-envoy-*
+		// control headers (retry-on, max-retries, upstream-rq-timeout-ms, …) clients could
+		// set (ConnectionManagerUtility::cleanInternalHeaders) and replaces a client
+		// x-request-id. internal_address_config stays UNSET on purpose: since Envoy 1.36 an
+		// unset config trusts no address, while an empty one trusts all RFC1918 addresses.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-use-remote-address
+		// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/http/conn_manager_utility.cc
+		UseRemoteAddress: wrapperspb.Bool(true),
+		// Envoy's default is 5 min; Claude Code waits up to 600 s and a non-streaming answer
+		// sends nothing until it is complete. Routes override it with RouteIdleTimeout.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-stream-idle-timeout
+		StreamIdleTimeout: durationpb.New(o.StreamIdleTimeout),
+		// Off (0): a request's whole lifetime includes a long streamed answer.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-request-timeout
+		RequestTimeout: durationpb.New(0),
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &listenerv3.Listener{
+		Name:    ListenerName,
+		Address: socketAddress(o.listenHost, o.listenPort),
+		// Envoy's default is 1 MiB; a BUFFERED ext_proc body above it is refused with 413.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/listener/v3/listener.proto#envoy-v3-api-field-config-listener-v3-listener-per-connection-buffer-limit-bytes
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(o.MaxRequestBytes),
+		FilterChains: []*listenerv3.FilterChain{{
+			Filters: []*listenerv3.Filter{{
+				Name:       hcmFilterName,
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm},
+			}},
+		}},
+	}, nil
+}
+
+// buildRouterExtProc is the router-level ext_proc filter (data-path contract).
+func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
+	return &extprocv3.ExternalProcessor{
+		GrpcService: &corev3.GrpcService{
+			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+				ClusterName: ExtProcClusterName,
+				// Bounds a processor reply (a body mutation carries up to MaxRequestBytes).
+				// Envoy's default is unlimited; the gRPC server sets its own limit.
+				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/grpc_service.proto#envoy-v3-api-field-config-core-v3-grpcservice-envoygrpc-max-receive-message-length
+				MaxReceiveMessageLength: wrapperspb.UInt32(o.MaxRequestBytes + grpcMessageHeadroom),
+			}},
+			// No GrpcService.timeout: it would bound the whole ext_proc stream, which lives as
+			// long as the streamed answer.
+		},
+		// false (the default, stated): a broken processor fails the request (500/504) instead
+		// of letting it through unauthenticated.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-failure-mode-allow
+		FailureModeAllow: false,
+		// Every field explicit (data-path contract); the processor switches the response body
+		// to STREAMED for text/event-stream 200 responses with mode_override.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/processing_mode.proto
+		ProcessingMode: &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_BUFFERED,
+			ResponseBodyMode:    extprocv3.ProcessingMode_BUFFERED,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		},
+		// The 200 ms default expires while a 32 MB body crosses the stream (local 504).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-message-timeout
+		MessageTimeout: durationpb.New(o.ExtProcMessageTimeout),
+		// Upper bound for override_message_timeout; the default 0 disables that API.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-max-message-timeout
+		MaxMessageTimeout: durationpb.New(o.ExtProcMaxMessageTimeout),
+		// Without it Envoy ignores mode_override and a streamed answer would be buffered whole.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-allow-mode-override
+		AllowModeOverride: true,
+		// Dynamic metadata the processor emits is dropped unless its namespace is listed.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-metadataoptions-receiving-namespaces
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+		},
+	}
+}
+
+// notFoundBody is the catch-all route's Anthropic error JSON.
+const notFoundBody = `{"type":"error","error":{"type":"not_found_error","message":"Not found: no route for this request."}}`
+
+func exactHeader(name, value string) *routev3.HeaderMatcher {
+	return &routev3.HeaderMatcher{
+		Name: name,
+		HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: &matcherv3.StringMatcher{
+			MatchPattern: &matcherv3.StringMatcher_Exact{Exact: value},
+		}},
+	}
+}
+
+func overwriteHeader(key, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
+
+// buildRoutes builds RouteConfigName: the Plan route, selected only by the exact routing
+// header the processor sets, and a catch-all 404.
+func buildRoutes(o resolved) *routev3.RouteConfiguration {
+	plan := &routev3.Route{
+		Name: PlanRouteName,
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers:       []*routev3.HeaderMatcher{exactHeader(RouteHeader, RoutePlan)},
+		},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PlanClusterName},
+			// 0 disables the route timeout; its 15 s default covers the whole streamed answer.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-timeout
+			Timeout: durationpb.New(0),
+			// Replaces the HCM stream_idle_timeout for this route; above PerTryTimeout because the
+			// idle timer also runs while Envoy waits for response headers.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-idle-timeout
+			IdleTimeout: durationpb.New(o.RouteIdleTimeout),
+			// Host becomes the endpoint's hostname (api.anthropic.com), not the gateway's name.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
+			HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+			RetryPolicy: &routev3.RetryPolicy{
+				RetryOn:    planRetryOn,
+				NumRetries: wrapperspb.UInt32(1),
+				// Bounds the wait for response headers only: once the response has started
+				// downstream, Envoy ignores the per-try timer (UpstreamRequest::onPerTryTimeout).
+				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
+				// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/upstream_request.cc
+				PerTryTimeout: durationpb.New(o.PerTryTimeout),
+			},
+		}},
+		// Identity encoding from upstream, overwriting the client's accept-encoding, so usage
+		// extraction and error translation see plain bytes.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-headers-to-add
+		RequestHeadersToAdd: []*corev3.HeaderValueOption{overwriteHeader("accept-encoding", "identity")},
+		// The routing header is internal; the access key header must never reach Anthropic.
+		RequestHeadersToRemove: []string{RouteHeader, accessKeyHeader},
+		// The retry buffer: a body above it cannot be retried. Envoy 1.40 field (replaces the
+		// deprecated per_request_buffer_limit_bytes, which was capped by the connection limit).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-body-buffer-limit
+		RequestBodyBufferLimit: wrapperspb.UInt64(uint64(o.MaxRequestBytes)),
+	}
+	notFound := &routev3.Route{
+		Name:  NotFoundRouteName,
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		// Defence in depth: a request without a valid routing header never reaches an upstream.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-direct-response
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 404,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: notFoundBody}},
+		}},
+		// A local reply's body is text/plain unless the route says otherwise.
+		ResponseHeadersToAdd: []*corev3.HeaderValueOption{overwriteHeader("content-type", "application/json")},
+	}
+	return &routev3.RouteConfiguration{
+		Name: RouteConfigName,
+		// Removed by the HCM from every external request before any filter runs, so only the
+		// processor can set the routing header.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route.proto#envoy-v3-api-field-config-route-v3-routeconfiguration-internal-only-headers
+		InternalOnlyHeaders: []string{RouteHeader},
+		VirtualHosts: []*routev3.VirtualHost{{
+			Name:    VirtualHostName,
+			Domains: []string{"*"},
+			Routes:  []*routev3.Route{plan, notFound},
+		}},
+	}
+}
+
+// buildPlanCluster builds the Anthropic cluster.
+func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
+	md, err := structpb.NewStruct(map[string]any{BackendMetadataKey: BackendPlan})
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: endpoint metadata: %w", err)
+	}
+	c := &clusterv3.Cluster{
+		Name: PlanClusterName,
+		// STRICT_DNS with an endpoint hostname: auto_host_rewrite and auto_host_sni take the
+		// host name from the endpoint, which works when Bedrock endpoints share the cluster.
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
+		ConnectTimeout:       durationpb.New(planConnectTimeout),
+		// With the AUTO default Envoy uses only the IPv6 addresses of a dual-stack name and
+		// fails on IPv4-only Kubernetes nodes; V4_PREFERRED falls back to IPv6 only when there
+		// is no A record. (The docs point new configs at the
+		// envoy.cluster.dns extension; this field is not proto-deprecated and 1.40 honours it
+		// for type STRICT_DNS, which the data-path contract and envoysim use.)
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-field-config-cluster-v3-cluster-dns-lookup-family
+		DnsLookupFamily: clusterv3.Cluster_V4_PREFERRED,
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: PlanClusterName,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+						Address: socketAddress(o.plan.host, o.plan.port),
+						// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-endpoint-hostname
+						Hostname: o.plan.host,
+					}},
+					// The upstream ext_proc learns the backend of each attempt from here;
+					// cluster metadata cannot tell priority-0 Plan from priority-1 Bedrock.
+					Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
+				}},
+			}},
+		},
+		// Envoy's defaults are 1024 and only 3 parallel retries per cluster, beyond which
+		// retries (and so fallback) silently stop.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/upstream/circuit_breaking
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:           corev3.RoutingPriority_DEFAULT,
+			MaxConnections:     wrapperspb.UInt32(o.CircuitBreakers.MaxConnections),
+			MaxPendingRequests: wrapperspb.UInt32(o.CircuitBreakers.MaxPendingRequests),
+			MaxRequests:        wrapperspb.UInt32(o.CircuitBreakers.MaxRequests),
+			MaxRetries:         wrapperspb.UInt32(o.CircuitBreakers.MaxRetries),
+		}}},
+	}
+	var protocol *upstreamhttpv3.HttpProtocolOptions
+	if o.plan.tls {
+		tlsCtx, err := pack(&tlsv3.UpstreamTlsContext{
+			CommonTlsContext: &tlsv3.CommonTlsContext{
+				// ALPN offers both; auto_config below uses whichever Anthropic picks.
+				AlpnProtocols: []string{"h2", "http/1.1"},
+				// Without trusted_ca Envoy does not verify the upstream certificate at all.
+				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/transport_sockets/tls/v3/common.proto#envoy-v3-api-field-extensions-transport-sockets-tls-v3-certificatevalidationcontext-trusted-ca
+				ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+					TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: o.UpstreamCAFile}},
+				}},
+			},
+			// SNI from the chosen endpoint's hostname, and the certificate's DNS SAN checked
+			// against it. Not `sni` (fixed per cluster) and not UpstreamHttpProtocolOptions
+			// auto_sni (takes the host header before auto_host_rewrite: the gateway's name).
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/transport_sockets/tls/v3/tls.proto#envoy-v3-api-field-extensions-transport-sockets-tls-v3-upstreamtlscontext-auto-host-sni
+			AutoHostSni:          true,
+			AutoSniSanValidation: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.TransportSocket = &corev3.TransportSocket{
+			Name:       tlsTransportSocket,
+			ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx},
+		}
+		// HTTP/2 or HTTP/1.1 as negotiated by ALPN.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/upstreams/http/v3/http_protocol_options.proto#envoy-v3-api-field-extensions-upstreams-http-v3-httpprotocoloptions-auto-config
+		protocol = &upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_AutoConfig{AutoConfig: &upstreamhttpv3.HttpProtocolOptions_AutoHttpConfig{
+				HttpProtocolOptions:  &corev3.Http1ProtocolOptions{},
+				Http2ProtocolOptions: &corev3.Http2ProtocolOptions{},
+			}},
+		}
+	} else {
+		// Plaintext upstreams (tests, private endpoints) get HTTP/1.1: without TLS there is
+		// no ALPN to negotiate h2.
+		protocol = &upstreamhttpv3.HttpProtocolOptions{
+			UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+				ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}},
+			}},
+		}
+	}
+	po, err := pack(protocol)
+	if err != nil {
+		return nil, err
+	}
+	c.TypedExtensionProtocolOptions = map[string]*anypb.Any{httpProtocolOptsName: po}
+	return c, nil
+}
+
+// buildExtProcCluster builds the ext_proc sidecar cluster: STATIC, HTTP/2, one local endpoint.
+func buildExtProcCluster(o resolved) (*clusterv3.Cluster, error) {
+	var addr *corev3.Address
+	if o.extProc.pipe != "" {
+		addr = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: o.extProc.pipe}}}
+	} else {
+		addr = socketAddress(o.extProc.ip, o.extProc.port)
+	}
+	po, err := pack(&upstreamhttpv3.HttpProtocolOptions{
+		UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}},
+		}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Each downstream request holds one ext_proc stream (two once the upstream filter
+	// exists); at Envoy's default max_requests of 1024 new streams fail and, with
+	// failure_mode_allow false, so do the requests.
+	streams := 2 * o.CircuitBreakers.MaxRequests
+	return &clusterv3.Cluster{
+		Name:                 ExtProcClusterName,
+		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
+		ConnectTimeout:       durationpb.New(extProcConnectTimeout),
+		// Whole bodies cross this connection in one gRPC message; at the 1 MiB default Envoy
+		// pauses the side stream on the watermark for every large request.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-field-config-cluster-v3-cluster-per-connection-buffer-limit-bytes
+		PerConnectionBufferLimitBytes: wrapperspb.UInt32(o.MaxRequestBytes + grpcMessageHeadroom),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{
+			ClusterName: ExtProcClusterName,
+			Endpoints: []*endpointv3.LocalityLbEndpoints{{
+				LbEndpoints: []*endpointv3.LbEndpoint{{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: addr}},
+				}},
+			}},
+		},
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/upstream/circuit_breaking
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			Priority:           corev3.RoutingPriority_DEFAULT,
+			MaxPendingRequests: wrapperspb.UInt32(streams),
+			MaxRequests:        wrapperspb.UInt32(streams),
+		}}},
+		// gRPC needs HTTP/2.
+		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptsName: po},
+	}, nil
+}

@@ -1,0 +1,225 @@
+package envoysim
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// DialFunc dials an upstream connection; Options.Dial lets tests map a host
+// name such as api.anthropic.com:443 to a local server while SNI and the
+// certificate check still use the real name.
+type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// upstreamCluster is the runtime side of a cluster: round-robin state,
+// circuit-breaker counters (Upstream::ResourceManagerImpl) and one HTTP
+// transport per host and SNI.
+type upstreamCluster struct {
+	cfg  *clusterConfig
+	dial DialFunc
+	log  *slog.Logger
+
+	rr         []atomic.Uint64
+	requests   atomic.Int64
+	pending    atomic.Int64
+	retries    atomic.Int64
+	mu         sync.Mutex
+	transports map[transportKey]*http.Transport
+}
+
+type transportKey struct {
+	host       *hostConfig
+	sni        string
+	verifyName string
+}
+
+func newUpstreamCluster(cfg *clusterConfig, dial DialFunc, log *slog.Logger) *upstreamCluster {
+	return &upstreamCluster{
+		cfg:        cfg,
+		dial:       dial,
+		log:        log,
+		rr:         make([]atomic.Uint64, len(cfg.priorities)),
+		transports: map[transportKey]*http.Transport{},
+	}
+}
+
+// pickHost chooses a host: the lowest priority that has hosts gets all the
+// load (every host is healthy without health checks, so priority 0's
+// health-adjusted load is 100% with the default overprovisioning factor 1.4;
+// source/common/upstream/load_balancer_context_base / priority load), then
+// round robin inside it. attempt is kept for the later retry-priority seam.
+func (c *upstreamCluster) pickHost(load priorityLoad) *hostConfig {
+	p := load.choose(c.cfg.priorities)
+	if p < 0 {
+		return nil
+	}
+	hosts := c.cfg.priorities[p]
+	n := c.rr[p].Add(1) - 1
+	return hosts[int(n%uint64(len(hosts)))]
+}
+
+// priorityLoad decides the priority for an attempt. The default gives every
+// request to the lowest non-empty priority; a retry priority plugin
+// (previous_priorities, a later issue) replaces it per attempt.
+type priorityLoad interface {
+	choose(priorities [][]*hostConfig) int
+}
+
+type defaultPriorityLoad struct{}
+
+func (defaultPriorityLoad) choose(priorities [][]*hostConfig) int {
+	for p, hosts := range priorities {
+		if len(hosts) > 0 {
+			return p
+		}
+	}
+	return -1
+}
+
+// transport returns the HTTP transport for a host. serverName is the value
+// auto_sni would use (the request's host before any rewrite).
+func (c *upstreamCluster) transport(h *hostConfig, autoSNIHost string) *http.Transport {
+	key := transportKey{host: h}
+	if tc := c.cfg.tls; tc != nil {
+		key.sni = tc.sni
+		// SNI precedence (ssl_socket.cc): a router-provided override
+		// (auto_sni) first, then the host name with auto_host_sni, then sni.
+		switch {
+		case c.cfg.autoSNI && autoSNIHost != "":
+			key.sni = stripPort(autoSNIHost)
+		case tc.autoHostSNI && h.hostname != "":
+			key.sni = h.hostname
+		}
+		if tc.autoSNISANValidate || (c.cfg.autoSANValidate && c.cfg.autoSNI) {
+			key.verifyName = key.sni
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t, ok := c.transports[key]; ok {
+		return t
+	}
+	t := c.newTransport(key)
+	c.transports[key] = t
+	return t
+}
+
+func (c *upstreamCluster) newTransport(key transportKey) *http.Transport {
+	h := key.host
+	dial := c.dial
+	connectTimeout := c.cfg.connectTimeout
+	t := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+			defer cancel()
+			return dial(ctx, h.network, h.address)
+		},
+		MaxConnsPerHost:       int(c.cfg.thresholds.maxConnections),
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       time.Hour,
+		TLSHandshakeTimeout:   connectTimeout,
+		DisableCompression:    true,
+		ResponseHeaderTimeout: 0,
+	}
+	protos := new(http.Protocols)
+	tc := c.cfg.tls
+	switch c.cfg.protocol {
+	case protoHTTP1:
+		protos.SetHTTP1(true)
+	case protoHTTP2:
+		if tc != nil {
+			protos.SetHTTP2(true)
+		} else {
+			protos.SetUnencryptedHTTP2(true)
+		}
+	case protoAuto:
+		protos.SetHTTP1(true)
+		protos.SetHTTP2(true)
+	}
+	t.Protocols = protos
+	if tc != nil {
+		roots := tc.roots
+		verifyName := key.verifyName
+		cfg := &tls.Config{
+			ServerName: key.sni,
+			// Envoy verifies the chain only against trusted_ca and the SAN
+			// only when asked (auto_sni_san_validation); without trusted_ca it
+			// verifies nothing (UpstreamTlsContext docs). Go's default
+			// verification couples both, so it is replaced.
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if roots == nil {
+					return nil
+				}
+				return verifyPeer(cs, roots, verifyName)
+			},
+			MinVersion: tls.VersionTLS12,
+		}
+		if len(tc.alpn) > 0 {
+			cfg.NextProtos = append([]string(nil), tc.alpn...)
+		}
+		t.TLSClientConfig = cfg
+		if roots == nil {
+			c.log.Warn("upstream TLS without trusted_ca: the server certificate is not verified (Envoy behaviour)",
+				"cluster", c.cfg.name, "sni", key.sni)
+		}
+	}
+	return t
+}
+
+func verifyPeer(cs tls.ConnectionState, roots *x509.CertPool, name string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("CERTIFICATE_VERIFY_FAILED: no peer certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter}); err != nil {
+		return fmt.Errorf("CERTIFICATE_VERIFY_FAILED: %w", err)
+	}
+	if name != "" {
+		if err := cs.PeerCertificates[0].VerifyHostname(name); err != nil {
+			return fmt.Errorf("CERTIFICATE_VERIFY_FAILED: SAN: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c *upstreamCluster) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, t := range c.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+func stripPort(hostport string) string {
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
+	}
+	return hostport
+}
+
+// resource is a circuit-breaker counter with a limit.
+func tryAcquire(counter *atomic.Int64, limit int64) bool {
+	for {
+		cur := counter.Load()
+		if cur >= limit {
+			return false
+		}
+		if counter.CompareAndSwap(cur, cur+1) {
+			return true
+		}
+	}
+}
+
+type tlsConnState = tls.ConnectionState

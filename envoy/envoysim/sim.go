@@ -1,0 +1,328 @@
+// Package envoysim is the Go data plane that stands in for Envoy in
+// `ccproxy dev` and in end-to-end tests, where Envoy cannot be installed.
+//
+// It implements exactly the subset of Envoy 1.40 that ccproxy's own xDS
+// configuration uses, driven by the same xDS resources the control plane
+// serves to a real Envoy (over ADS, or handed over directly), and it behaves
+// like Envoy where that matters for ccproxy: the ext_proc filter's protocol
+// rules and failure replies, HCM header sanitation, route matching, timeouts
+// and buffer limits with Envoy's defaults, retries and circuit breakers, and
+// upstream TLS. Any configuration field it does not implement is an error,
+// so a setting added to the control plane without an emulation here fails
+// loudly. FIDELITY.md lists every emulated behaviour with the Envoy source it
+// follows.
+//
+// envoysim is for development and tests only; production traffic runs on
+// Envoy.
+package envoysim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// Options configures a Sim. Exactly one of XDSAddress and Resources is set.
+type Options struct {
+	// XDSAddress is the control plane's gRPC address (host:port) serving
+	// ADS (envoy.service.discovery.v3.AggregatedDiscoveryService).
+	XDSAddress string
+	// NodeID identifies this data plane to the control plane.
+	NodeID string
+	// Logger receives envoysim's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Resources is a static configuration (Listeners, RouteConfigurations
+	// and Clusters) used instead of xDS.
+	Resources []types.Resource
+	// Dial makes upstream and ext_proc connections; nil means a net.Dialer.
+	// Tests use it to map a host name such as api.anthropic.com:443 to a
+	// local server while SNI and certificate checks keep the real name.
+	Dial DialFunc
+}
+
+// Sim is a running envoysim data plane.
+type Sim struct {
+	opts   Options
+	log    *slog.Logger
+	dial   DialFunc
+	static *snapshot
+
+	snap      atomic.Pointer[snapshot]
+	mu        sync.Mutex
+	listeners map[string]*runningListener
+	firstAddr atomic.Value // string
+	ready     chan struct{}
+	readyOnce sync.Once
+
+	grpcMu    sync.Mutex
+	grpcConns map[string]*grpc.ClientConn
+}
+
+type runningListener struct {
+	cfg  *listenerConfig
+	ln   net.Listener
+	srv  *http.Server
+	addr string
+}
+
+// New validates the options (and a static configuration) and returns a Sim
+// that starts serving when Run is called.
+func New(opts Options) (*Sim, error) {
+	if (opts.XDSAddress == "") == (len(opts.Resources) == 0) {
+		return nil, errors.New("envoysim: set exactly one of XDSAddress and Resources")
+	}
+	s := &Sim{
+		opts:      opts,
+		log:       opts.Logger,
+		dial:      opts.Dial,
+		listeners: map[string]*runningListener{},
+		ready:     make(chan struct{}),
+		grpcConns: map[string]*grpc.ClientConn{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.log = s.log.With("component", "envoysim")
+	if s.dial == nil {
+		d := &net.Dialer{}
+		s.dial = d.DialContext
+	}
+	if len(opts.Resources) > 0 {
+		snap, err := compile(opts.Resources)
+		if err != nil {
+			return nil, fmt.Errorf("envoysim: %w", err)
+		}
+		if len(snap.listeners) == 0 {
+			return nil, errors.New("envoysim: the static configuration has no listener")
+		}
+		s.static = snap
+	}
+	return s, nil
+}
+
+// Ready is closed once the first listener is serving.
+func (s *Sim) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the bound address of the first listener (by name), or "" before
+// Ready.
+func (s *Sim) Addr() string {
+	v, _ := s.firstAddr.Load().(string)
+	return v
+}
+
+// Run serves until ctx is cancelled. With XDSAddress it follows the control
+// plane over ADS, reconnecting as needed.
+func (s *Sim) Run(ctx context.Context) error {
+	defer s.shutdown()
+	if s.static != nil {
+		if err := s.apply(s.static); err != nil {
+			return err
+		}
+		<-ctx.Done()
+		return nil
+	}
+	return s.runXDS(ctx)
+}
+
+// apply installs a new snapshot: new requests use it; listeners are started,
+// kept or stopped to match.
+func (s *Sim) apply(snap *snapshot) error {
+	snap.upstreams = map[string]*upstreamCluster{}
+	for name, c := range snap.clusters {
+		snap.upstreams[name] = newUpstreamCluster(c, s.dial, s.log)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want := map[string]*listenerConfig{}
+	for _, l := range snap.listeners {
+		want[l.name] = l
+	}
+	var started []*runningListener
+	for _, l := range snap.listeners {
+		if rl, ok := s.listeners[l.name]; ok && rl.cfg.network == l.network && rl.cfg.address == l.address && rl.cfg.hcm.codec == l.hcm.codec {
+			rl.cfg = l
+			continue
+		}
+		rl, err := s.startListener(l)
+		if err != nil {
+			for _, r := range started {
+				r.close()
+			}
+			return fmt.Errorf("envoysim: listener %q: %w", l.name, err)
+		}
+		if old, ok := s.listeners[l.name]; ok {
+			go old.drain()
+		}
+		s.listeners[l.name] = rl
+		started = append(started, rl)
+	}
+	for name, rl := range s.listeners {
+		if _, ok := want[name]; !ok {
+			go rl.drain()
+			delete(s.listeners, name)
+		}
+	}
+	old := s.snap.Swap(snap)
+	if old != nil {
+		for _, uc := range old.upstreams {
+			go uc.closeIdle()
+		}
+	}
+	if len(snap.listeners) > 0 {
+		if rl, ok := s.listeners[snap.listeners[0].name]; ok {
+			s.firstAddr.Store(rl.addr)
+		}
+	}
+	for _, rl := range started {
+		go func() { _ = rl.srv.Serve(rl.ln) }()
+	}
+	if len(s.listeners) > 0 {
+		s.readyOnce.Do(func() { close(s.ready) })
+	}
+	return nil
+}
+
+func (s *Sim) startListener(l *listenerConfig) (*runningListener, error) {
+	if l.network == "unix" {
+		_ = os.Remove(l.address)
+	}
+	ln, err := net.Listen(l.network, l.address)
+	if err != nil {
+		return nil, err
+	}
+	name := l.name
+	srv := &http.Server{
+		Handler:           http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveHTTP(name, w, r) }),
+		IdleTimeout:       l.hcm.connIdleTimeout,
+		ReadHeaderTimeout: time.Minute,
+		ErrorLog:          log.New(io.Discard, "", 0),
+	}
+	protos := new(http.Protocols)
+	switch l.hcm.codec {
+	case codecAuto:
+		// codec_type AUTO on a plaintext listener: HTTP/1.1, or HTTP/2 with
+		// prior knowledge (Envoy does not do the h2c Upgrade dance).
+		protos.SetHTTP1(true)
+		protos.SetUnencryptedHTTP2(true)
+	case codecHTTP1:
+		protos.SetHTTP1(true)
+	case codecHTTP2:
+		protos.SetUnencryptedHTTP2(true)
+	}
+	srv.Protocols = protos
+	s.log.Info("listener serving", "listener", l.name, "address", ln.Addr().String())
+	return &runningListener{cfg: l, ln: ln, srv: srv, addr: ln.Addr().String()}, nil
+}
+
+func (rl *runningListener) drain() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = rl.srv.Shutdown(ctx)
+}
+
+func (rl *runningListener) close() { _ = rl.srv.Close(); _ = rl.ln.Close() }
+
+func (s *Sim) shutdown() {
+	s.mu.Lock()
+	for name, rl := range s.listeners {
+		rl.close()
+		delete(s.listeners, name)
+	}
+	s.mu.Unlock()
+	s.grpcMu.Lock()
+	for k, c := range s.grpcConns {
+		_ = c.Close()
+		delete(s.grpcConns, k)
+	}
+	s.grpcMu.Unlock()
+}
+
+func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request) {
+	snap := s.snap.Load()
+	var lc *listenerConfig
+	for _, l := range snap.listeners {
+		if l.name == listener {
+			lc = l
+		}
+	}
+	if lc == nil {
+		http.Error(w, "listener draining", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	st := &stream{
+		sim:     s,
+		snap:    snap,
+		lc:      lc,
+		hcm:     lc.hcm,
+		routes:  snap.routesFor(lc.hcm),
+		w:       w,
+		r:       r,
+		ctx:     ctx,
+		cancel:  cancel,
+		log:     s.log,
+		info:    &streamInfo{},
+		abortCh: make(chan struct{}),
+	}
+	st.reqH = requestHeaderMap(r, "http")
+	for _, ep := range lc.hcm.extProcs {
+		st.filters = append(st.filters, newExtProcFilter(ep, st))
+	}
+	go func() {
+		// A downstream disconnect resets the stream.
+		select {
+		case <-r.Context().Done():
+			st.requestReset(errors.New("downstream disconnected"))
+		case <-ctx.Done():
+		}
+	}()
+	st.serve()
+}
+
+func (s *Sim) cluster(snap *snapshot, name string) *upstreamCluster {
+	return snap.upstreams[name]
+}
+
+// grpcConn returns the connection to an ext_proc cluster's single endpoint.
+func (s *Sim) grpcConn(snap *snapshot, cfg *extProcConfig) (*grpc.ClientConn, error) {
+	c := snap.clusters[cfg.clusterName]
+	if c == nil || len(c.priorities) == 0 || len(c.priorities[0]) == 0 {
+		return nil, fmt.Errorf("ext_proc cluster %q has no endpoint", cfg.clusterName)
+	}
+	h := c.priorities[0][0]
+	key := h.network + "|" + h.address
+	s.grpcMu.Lock()
+	defer s.grpcMu.Unlock()
+	if conn, ok := s.grpcConns[key]; ok {
+		return conn, nil
+	}
+	dial := s.dial
+	timeout := c.connectTimeout
+	conn, err := grpc.NewClient("passthrough:///"+strings.ReplaceAll(h.address, "/", "_"),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, timeout)
+			defer cancel()
+			return dial(ctx, h.network, h.address)
+		}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	s.grpcConns[key] = conn
+	return conn, nil
+}
