@@ -1,0 +1,165 @@
+// Package auth owns access-key resolution for extproc: turning the access
+// key a client presents into the Identity the gateway acts for.
+//
+// A Resolver does the lookup. StoreResolver answers from a key store (the
+// database or, later, the admin service's KeyService) by the key's HMAC hash;
+// Cache wraps any Resolver with a bounded in-process TTL cache keyed by that
+// hash, so neither the cache nor the store ever holds a plaintext key.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ccproxy/ccproxy/internal/keys"
+)
+
+// Errors a Resolver returns (possibly wrapped) for keys that must be
+// refused with 401. Any other error is a failure of the lookup itself.
+var (
+	// ErrMalformed: the string is not an access key at all.
+	ErrMalformed = errors.New("auth: malformed access key")
+	// ErrUnknownKey: a well-formed key that was never issued.
+	ErrUnknownKey = errors.New("auth: unknown access key")
+	// ErrRevoked: a key that was revoked, expired at the end of its
+	// rotation grace period, or whose user is disabled.
+	ErrRevoked = errors.New("auth: access key revoked")
+)
+
+// Routing strategies (DESIGN.md "Routing policy").
+const (
+	RoutingPlanFirst   = "plan_first"
+	RoutingPlanOnly    = "plan_only"
+	RoutingBedrockOnly = "bedrock_only"
+)
+
+// Identity is who a valid access key acts for.
+type Identity struct {
+	UserID uuid.UUID
+	KeyID  uuid.UUID
+	// KeyPrefix is the key's display prefix (keys.DisplayPrefix), safe to
+	// log.
+	KeyPrefix string
+	// RoutingStrategy is the effective strategy (the key's override, else
+	// the user's): one of the Routing* constants.
+	RoutingStrategy string
+	// ExpiresAt is when the key stops being valid (the end of a rotation
+	// grace period); zero if it does not expire.
+	ExpiresAt time.Time
+}
+
+// A Resolver maps an access key to its Identity. It returns an error
+// wrapping ErrMalformed, ErrUnknownKey or ErrRevoked for keys to refuse, and
+// any other error when it cannot tell. Implementations must be safe for
+// concurrent use.
+type Resolver interface {
+	Resolve(ctx context.Context, key string) (Identity, error)
+}
+
+// KeyRecord is what a KeyStore knows about a key, joined with its user.
+type KeyRecord struct {
+	KeyID  uuid.UUID
+	UserID uuid.UUID
+	// Prefix is the key's display prefix.
+	Prefix string
+	// RoutingStrategy is the effective strategy; empty means
+	// RoutingPlanFirst.
+	RoutingStrategy string
+	// RevokedAt is when the key was revoked; zero if it is not.
+	RevokedAt time.Time
+	// ExpiresAt ends the key's validity (rotation grace period); zero if
+	// none.
+	ExpiresAt time.Time
+	// UserDisabled reports that the key's user is disabled.
+	UserDisabled bool
+}
+
+// A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
+// error wrapping ErrUnknownKey when no key has that hash.
+type KeyStore interface {
+	LookupKeyByHash(ctx context.Context, hash []byte) (KeyRecord, error)
+}
+
+// StoreResolver resolves keys through a KeyStore.
+type StoreResolver struct {
+	store  KeyStore
+	hasher *keys.Hasher
+	now    func() time.Time
+}
+
+// NewStoreResolver returns a Resolver that hashes keys with hasher and looks
+// the hash up in store. now is the clock for revocation and expiry times;
+// nil means time.Now.
+func NewStoreResolver(store KeyStore, hasher *keys.Hasher, now func() time.Time) *StoreResolver {
+	if now == nil {
+		now = time.Now
+	}
+	return &StoreResolver{store: store, hasher: hasher, now: now}
+}
+
+// Resolve implements Resolver.
+func (r *StoreResolver) Resolve(ctx context.Context, key string) (Identity, error) {
+	if _, err := keys.Parse(key); err != nil {
+		return Identity{}, fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	rec, err := r.store.LookupKeyByHash(ctx, r.hasher.Hash(key))
+	if err != nil {
+		if errors.Is(err, ErrUnknownKey) {
+			return Identity{}, err
+		}
+		return Identity{}, fmt.Errorf("auth: look up access key: %w", err)
+	}
+	return identityOf(rec, r.now())
+}
+
+func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
+	switch {
+	case !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt):
+		return Identity{}, ErrRevoked
+	case !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt):
+		return Identity{}, fmt.Errorf("%w: rotation grace period over", ErrRevoked)
+	case rec.UserDisabled:
+		return Identity{}, fmt.Errorf("%w: user disabled", ErrRevoked)
+	}
+	strategy := rec.RoutingStrategy
+	if strategy == "" {
+		strategy = RoutingPlanFirst
+	}
+	expires := rec.ExpiresAt
+	if !rec.RevokedAt.IsZero() && (expires.IsZero() || rec.RevokedAt.Before(expires)) {
+		expires = rec.RevokedAt // revocation scheduled in the future
+	}
+	return Identity{
+		UserID:          rec.UserID,
+		KeyID:           rec.KeyID,
+		KeyPrefix:       rec.Prefix,
+		RoutingStrategy: strategy,
+		ExpiresAt:       expires,
+	}, nil
+}
+
+// MemoryStore is a KeyStore held in memory, keyed by key hash: for tests,
+// benchmarks and single-process tools. It is safe for concurrent reads once
+// populated; populate it before use.
+type MemoryStore map[[keys.HashLen]byte]KeyRecord
+
+// Add stores rec under the hash of key.
+func (m MemoryStore) Add(hasher *keys.Hasher, key string, rec KeyRecord) {
+	m[[keys.HashLen]byte(hasher.Hash(key))] = rec
+}
+
+// LookupKeyByHash implements KeyStore.
+func (m MemoryStore) LookupKeyByHash(_ context.Context, hash []byte) (KeyRecord, error) {
+	if len(hash) != keys.HashLen {
+		return KeyRecord{}, ErrUnknownKey
+	}
+	rec, ok := m[[keys.HashLen]byte(hash)]
+	if !ok {
+		return KeyRecord{}, ErrUnknownKey
+	}
+	return rec, nil
+}

@@ -1,0 +1,124 @@
+package router
+
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccproxy/ccproxy/extproc/usage"
+)
+
+// Request outcomes (label "outcome" of ccproxy_extproc_requests_total).
+const (
+	OutcomeForwarded   = "forwarded"    // sent to an upstream
+	OutcomeProbe       = "probe"        // HEAD answered locally
+	OutcomeModels      = "models"       // GET /v1/models answered locally
+	OutcomeRefused     = "unauthorized" // 401
+	OutcomeNotFound    = "not_found"    // 404
+	OutcomeLookupError = "lookup_error" // key lookup failed: 500
+)
+
+// routeLocal labels requests the gateway answered itself.
+const routeLocal = "local"
+
+// Auth failure reasons (label "reason" of ccproxy_extproc_auth_failures_total).
+const (
+	reasonMissing   = "missing"
+	reasonMalformed = "malformed"
+	reasonUnknown   = "unknown"
+	reasonRevoked   = "revoked"
+	reasonLookup    = "lookup_error"
+)
+
+// Processing phases (label "phase" of ccproxy_extproc_phase_duration_seconds).
+const (
+	phaseRequestHeaders = iota
+	phaseRequestBody
+	phaseResponseHeaders
+	phaseResponseBody
+	phaseTrailers
+	numPhases
+)
+
+var phaseNames = [numPhases]string{"request_headers", "request_body", "response_headers", "response_body", "trailers"}
+
+// Metrics are the router's Prometheus metrics. Label children used on the
+// hot path are resolved once, here.
+type Metrics struct {
+	requests     *prometheus.CounterVec
+	phase        [numPhases]prometheus.Observer
+	usageEvents  *prometheus.CounterVec
+	authFailures *prometheus.CounterVec
+	tokens       [5]prometheus.Counter
+	unparsed     *prometheus.CounterVec
+
+	forwardedPlan prometheus.Counter
+}
+
+// NewMetrics creates the router's metrics and registers them on reg.
+func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
+	m := &Metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_requests_total",
+			Help: "Requests seen by the router ext_proc processor, by outcome and route.",
+		}, []string{"outcome", "route"}),
+		usageEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_usage_events_total",
+			Help: "Usage events emitted, by path kind and whether the request was aborted.",
+		}, []string{"path", "aborted"}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_auth_failures_total",
+			Help: "Requests refused or failed at access-key authentication, by reason.",
+		}, []string{"reason"}),
+		unparsed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_usage_unreadable_total",
+			Help: "Responses whose usage could not be read, by reason.",
+		}, []string{"reason"}),
+	}
+	phase := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "ccproxy_extproc_phase_duration_seconds",
+		Help:    "Time the router processor spends on one ext_proc message, by phase (gRPC transport excluded).",
+		Buckets: prometheus.ExponentialBuckets(5e-6, 4, 10), // 5µs … 1.3s
+	}, []string{"phase"})
+	tokens := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_tokens_total",
+		Help: "Tokens in emitted usage events, by kind.",
+	}, []string{"kind"})
+	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("router: register metrics: %w", err)
+		}
+	}
+	for i, name := range phaseNames {
+		m.phase[i] = phase.WithLabelValues(name)
+	}
+	for i, kind := range []string{"input", "output", "cache_read", "cache_write_5m", "cache_write_1h"} {
+		m.tokens[i] = tokens.WithLabelValues(kind)
+	}
+	m.forwardedPlan = m.requests.WithLabelValues(OutcomeForwarded, RoutePlan)
+	return m, nil
+}
+
+func (m *Metrics) request(outcome string) {
+	if outcome == OutcomeForwarded {
+		m.forwardedPlan.Inc()
+		return
+	}
+	m.requests.WithLabelValues(outcome, routeLocal).Inc()
+}
+
+func (m *Metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }
+
+func (m *Metrics) usageEmitted(ev usage.Event) {
+	aborted := "false"
+	if ev.Aborted {
+		aborted = "true"
+	}
+	m.usageEvents.WithLabelValues(ev.PathKind, aborted).Inc()
+	u := ev.Usage
+	for i, n := range [...]int64{u.InputTokens, u.OutputTokens, u.CacheReadInputTokens, u.CacheWrite5mInputTokens, u.CacheWrite1hInputTokens} {
+		if n > 0 {
+			m.tokens[i].Add(float64(n))
+		}
+	}
+}

@@ -1,0 +1,381 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/google/uuid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccproxy/ccproxy/extproc/apierror"
+	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/usage"
+)
+
+// Processor is the state machine of one ext_proc stream. It is driven by a
+// single goroutine: Process for each message in order, then Close.
+//
+// Envoy sends, for a pass-through request: request headers, the request
+// body (BUFFERED, one message, unless the headers ended the stream),
+// response headers, then the response body — one message when BUFFERED,
+// one per chunk after the STREAMED mode_override. Every message but an
+// ImmediateResponse gets exactly one reply of its own kind.
+type Processor struct {
+	r *Router
+
+	// Request.
+	started   bool
+	start     time.Time
+	requestID string
+	sessionID string
+	agentID   string
+	client    string
+	identity  auth.Identity
+	kind      pathKind
+	forward   bool // the request goes upstream once its last phase is answered
+	route     string
+	fields    requestFields
+
+	// Response.
+	status     int
+	sse        bool
+	encoded    bool // content-encoding other than identity: usage unreadable
+	ended      bool // the response ended (end_of_stream seen)
+	ttft       time.Duration
+	ttftSet    bool
+	latency    time.Duration
+	scanner    usage.SSEScanner
+	jsonUsage  usage.Usage
+	counted    int64
+	bodyReply  *extprocv3.ProcessingResponse
+	closedOnce bool
+}
+
+// Process handles one message and returns the reply to send, or nil when
+// none is due (observability mode, messages that carry no phase). An error
+// is a gRPC status for a message Envoy should not have sent; returning it
+// fails the request (Envoy answers 500 with failure_mode_allow off).
+func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	t := time.Now()
+	var (
+		resp *extprocv3.ProcessingResponse
+		err  error
+		ph   int
+	)
+	switch m := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		ph = phaseRequestHeaders
+		resp, err = p.requestHeaders(ctx, m.RequestHeaders)
+	case *extprocv3.ProcessingRequest_RequestBody:
+		ph = phaseRequestBody
+		resp = p.requestBody(m.RequestBody)
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		ph = phaseResponseHeaders
+		resp = p.responseHeaders(m.ResponseHeaders)
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		ph = phaseResponseBody
+		resp = p.responseBody(m.ResponseBody)
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		ph = phaseTrailers
+		resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
+			RequestTrailers: &extprocv3.TrailersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		ph = phaseTrailers
+		// Trailers end the response when a STREAMED body's last chunk did
+		// not carry end_of_stream.
+		p.endResponse()
+		resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{
+			ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	default:
+		return nil, nil
+	}
+	p.r.metrics.phase[ph].Observe(time.Since(t).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetObservabilityMode() {
+		return nil, nil
+	}
+	return resp, nil
+}
+
+// RequestID returns the request's x-request-id, once its headers were seen.
+func (p *Processor) RequestID() string { return p.requestID }
+
+func rawValue(h *corev3.HeaderValue) []byte {
+	// Envoy sends header values in raw_value (runtime guard
+	// envoy.reloadable_features.send_header_raw_value, on by default);
+	// value is only a fallback for older or differently configured Envoys.
+	if len(h.RawValue) > 0 || h.Value == "" {
+		return h.RawValue
+	}
+	return []byte(h.Value)
+}
+
+func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
+	if p.started {
+		return nil, status.Error(codes.FailedPrecondition, "request headers received twice on one stream")
+	}
+	p.started = true
+	p.start = p.r.now()
+
+	var method, path, headerKey []byte
+	var hasHeaderKey bool
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case ":method":
+			method = rawValue(hv)
+		case ":path":
+			path = rawValue(hv)
+		case KeyHeader:
+			if !hasHeaderKey {
+				headerKey, hasHeaderKey = rawValue(hv), true
+			}
+		case RequestIDHeader:
+			p.requestID = headerString(rawValue(hv))
+		case "user-agent":
+			p.client = clientVersion(rawValue(hv))
+		case sessionIDHeader:
+			p.sessionID = headerString(rawValue(hv))
+		case agentIDHeader:
+			p.agentID = headerString(rawValue(hv))
+		}
+	}
+
+	if p.requestID == "" {
+		// Envoy's HCM always sets one; without it usage rows could not be
+		// told apart (the ingester is idempotent on the request id).
+		p.requestID = uuid.NewString()
+	}
+
+	// The path prefix wins over the header; the header is removed either
+	// way so that no copy of the key travels upstream.
+	key, rest, inPath := splitKeyPath(path)
+	if !inPath {
+		key = headerKey
+	}
+	if !inPath && !hasHeaderKey {
+		return p.refuse(ctx, reasonMissing), nil
+	}
+	id, err := p.r.keys.Resolve(ctx, string(key))
+	if err != nil {
+		switch {
+		case errors.Is(err, auth.ErrMalformed):
+			return p.refuse(ctx, reasonMalformed), nil
+		case errors.Is(err, auth.ErrUnknownKey):
+			return p.refuse(ctx, reasonUnknown), nil
+		case errors.Is(err, auth.ErrRevoked):
+			return p.refuse(ctx, reasonRevoked), nil
+		}
+		p.r.metrics.authFailure(reasonLookup)
+		p.r.metrics.request(OutcomeLookupError)
+		p.r.log.LogAttrs(ctx, slog.LevelError, "access key lookup failed",
+			slog.String("request_id", p.requestID), slog.Any("error", err))
+		return immediate(500, apierror.API, "ccproxy: the access key could not be checked; try again", "ccproxy_key_lookup_failed"), nil
+	}
+	p.identity = id
+
+	p.kind = classify(rest)
+	switch {
+	case string(method) == "HEAD":
+		// Claude Code probes the base URL with HEAD /ak/<key>/api/hello
+		// before its first request.
+		p.r.metrics.request(OutcomeProbe)
+		return immediate(200, "", "", "ccproxy_probe"), nil
+	case p.kind == pathModels && string(method) == "GET":
+		p.r.metrics.request(OutcomeModels)
+		return p.r.modelsResponse(rest), nil
+	case p.kind == pathOther:
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found"), nil
+	}
+
+	p.forward = true
+	p.r.metrics.request(OutcomeForwarded)
+	hm := &extprocv3.HeaderMutation{RemoveHeaders: []string{RouteHeader}}
+	if hasHeaderKey {
+		hm.RemoveHeaders = append(hm.RemoveHeaders, KeyHeader)
+	}
+	if inPath {
+		hm.SetHeaders = []*corev3.HeaderValueOption{setHeader(":path", rest)}
+	}
+	common := &extprocv3.CommonResponse{HeaderMutation: hm}
+	if h.GetEndOfStream() {
+		// No body follows: this is the last request phase, so the route is
+		// chosen here.
+		p.chooseRoute(common)
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}, nil
+}
+
+// chooseRoute sets the route header and clear_route_cache in common, which
+// must be the reply to the last request phase: Envoy re-matches the route
+// only when clear_route_cache comes with a header mutation in the same
+// CommonResponse.
+func (p *Processor) chooseRoute(common *extprocv3.CommonResponse) {
+	p.route = RoutePlan
+	if common.HeaderMutation == nil {
+		common.HeaderMutation = &extprocv3.HeaderMutation{}
+	}
+	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(RouteHeader, []byte(p.route)))
+	common.ClearRouteCache = true
+}
+
+func (p *Processor) refuse(ctx context.Context, reason string) *extprocv3.ProcessingResponse {
+	p.r.metrics.authFailure(reason)
+	p.r.metrics.request(OutcomeRefused)
+	p.r.log.LogAttrs(ctx, slog.LevelInfo, "access key refused",
+		slog.String("request_id", p.requestID), slog.String("reason", reason))
+	var msg string
+	switch reason {
+	case reasonMissing:
+		msg = "ccproxy: no access key; set ANTHROPIC_BASE_URL to the gateway URL ending in /ak/<your access key>"
+	case reasonMalformed:
+		msg = "ccproxy: malformed access key"
+	case reasonRevoked:
+		msg = "ccproxy: access key revoked"
+	default:
+		msg = "ccproxy: invalid access key"
+	}
+	return immediate(401, apierror.Authentication, msg, "ccproxy_auth_"+reason)
+}
+
+func (p *Processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	common := &extprocv3.CommonResponse{}
+	if p.forward && p.route == "" {
+		if p.kind == pathMessages || p.kind == pathCountTokens {
+			p.fields = scanRequest(b.GetBody())
+		}
+		p.chooseRoute(common)
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
+		RequestBody: &extprocv3.BodyResponse{Response: common}}}
+}
+
+func (p *Processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	var ct, ce []byte
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case ":status":
+			p.status = parseStatus(rawValue(hv))
+		case "content-type":
+			ct = rawValue(hv)
+		case "content-encoding":
+			ce = rawValue(hv)
+		}
+	}
+	p.sse = p.status == 200 && isEventStream(ct)
+	p.encoded = len(ce) > 0 && string(ce) != "identity"
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
+	if p.sse {
+		resp.ModeOverride = streamedResponseMode()
+	} else if p.started {
+		p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
+	}
+	if h.GetEndOfStream() {
+		p.endResponse()
+	}
+	return resp
+}
+
+func (p *Processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+	body := b.GetBody()
+	switch {
+	case p.sse:
+		if !p.encoded {
+			p.scanner.Write(body)
+			if !p.ttftSet && p.started && p.scanner.ContentStarted() {
+				p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
+			}
+		}
+		if b.GetEndOfStream() {
+			p.endResponse()
+		}
+	default:
+		// BUFFERED: this one message is the whole body, even when it does
+		// not carry end_of_stream (Envoy sends it that way when trailers
+		// follow).
+		if p.status == 200 && !p.encoded {
+			switch p.kind {
+			case pathMessages:
+				p.jsonUsage, _ = usage.FromJSON(body)
+			case pathCountTokens:
+				p.counted, _ = usage.CountedTokens(body)
+			}
+		}
+		p.endResponse()
+	}
+	if p.bodyReply == nil {
+		p.bodyReply = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
+	}
+	// The reply is identical for every chunk and gRPC has marshalled the
+	// previous one before Process is called again, so it is reused.
+	return p.bodyReply
+}
+
+func (p *Processor) endResponse() {
+	if p.ended || !p.started {
+		return
+	}
+	p.ended = true
+	p.latency = p.r.now().Sub(p.start)
+}
+
+// Close ends the stream: it emits the usage event of a metered request that
+// reached an upstream. ctx should outlive the stream (its values are passed
+// to the sink).
+func (p *Processor) Close(ctx context.Context) {
+	if p.closedOnce {
+		return
+	}
+	p.closedOnce = true
+	if p.route == "" || (p.kind != pathMessages && p.kind != pathCountTokens) {
+		return
+	}
+	aborted := !p.ended && !p.scanner.Completed()
+	latency := p.latency
+	if !p.ended {
+		latency = p.r.now().Sub(p.start)
+	}
+	ev := usage.Event{
+		RequestID:          p.requestID,
+		Time:               p.start,
+		UserID:             p.identity.UserID,
+		KeyID:              p.identity.KeyID,
+		SessionID:          p.sessionID,
+		AgentID:            p.agentID,
+		ClientVersion:      p.client,
+		PathKind:           usage.PathMessages,
+		Model:              p.fields.model,
+		Route:              p.route,
+		Provider:           usage.ProviderAnthropic,
+		Stream:             p.fields.stream,
+		Status:             p.status,
+		CountedInputTokens: p.counted,
+		TTFT:               p.ttft,
+		Latency:            latency,
+		Aborted:            aborted,
+	}
+	if p.kind == pathCountTokens {
+		ev.PathKind = usage.PathCountTokens
+	}
+	if p.sse {
+		ev.Usage = p.scanner.Usage()
+	} else {
+		ev.Usage = p.jsonUsage
+	}
+	if p.encoded && p.status == 200 {
+		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
+		p.r.log.LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response",
+			slog.String("request_id", p.requestID))
+	}
+	p.r.emit(ctx, ev)
+}

@@ -1,0 +1,157 @@
+package router
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/url"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/ccproxy/ccproxy/extproc/apierror"
+)
+
+// setHeader returns a mutation that overwrites header key with value.
+// Envoy's ext_proc reads the value from raw_value (setting value too is an
+// error) and ignores append_action, honouring only the deprecated append
+// flag, so that is what is set (mutation_utils.cc, applyHeaderMutations).
+func setHeader(key string, value []byte) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: key, RawValue: value},
+		//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
+		Append: wrapperspb.Bool(false),
+	}
+}
+
+// immediate returns an ImmediateResponse. With errType set, the body is
+// Anthropic error JSON; otherwise it is empty.
+func immediate(code int, errType, message, details string) *extprocv3.ProcessingResponse {
+	ir := &extprocv3.ImmediateResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(code)},
+		Details: details,
+	}
+	if errType != "" {
+		ir.Body = apierror.Body(errType, message)
+		ir.Headers = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+			setHeader("content-type", []byte("application/json")),
+		}}
+	}
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir}}
+}
+
+// streamedResponseMode is the mode_override sent with the response headers
+// of a streaming answer. Only the response body mode changes; every other
+// field repeats the filter's configuration (see the data-path contract)
+// because Envoy copies the override's modes verbatim and releases disagree
+// on what a DEFAULT header mode means there (processor_state.cc).
+func streamedResponseMode() *extprocfilterv3.ProcessingMode {
+	return &extprocfilterv3.ProcessingMode{
+		RequestHeaderMode:   extprocfilterv3.ProcessingMode_SEND,
+		ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
+		RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,
+		ResponseBodyMode:    extprocfilterv3.ProcessingMode_STREAMED,
+		RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
+		ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
+	}
+}
+
+// Pagination bounds of GET /v1/models, as in Anthropic's API.
+const (
+	defaultModelsLimit = 20
+	maxModelsLimit     = 1000
+)
+
+type modelJSON struct {
+	Type        string `json:"type"`
+	ID          string `json:"id"`
+	DisplayName string `json:"display_name"`
+	CreatedAt   string `json:"created_at"`
+}
+
+type modelListJSON struct {
+	Data    []modelJSON `json:"data"`
+	HasMore bool        `json:"has_more"`
+	FirstID *string     `json:"first_id"`
+	LastID  *string     `json:"last_id"`
+}
+
+// modelsResponse answers GET /v1/models[?limit=&after_id=&before_id=] from
+// the configured list, in Anthropic's list format.
+func (r *Router) modelsResponse(path []byte) *extprocv3.ProcessingResponse {
+	var q url.Values
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		q, _ = url.ParseQuery(string(path[i+1:]))
+	}
+	limit := defaultModelsLimit
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxModelsLimit {
+			return immediate(400, apierror.InvalidRequest, "limit: must be an integer between 1 and 1000", "ccproxy_models_bad_limit")
+		}
+		limit = n
+	}
+	models := r.models
+	if id := q.Get("after_id"); id != "" {
+		models = models[indexAfter(models, id):]
+	}
+	hasMore := false
+	if id := q.Get("before_id"); id != "" {
+		// Paging backwards: the page is the limit models just before id.
+		models = models[:max(indexOf(models, id), 0)]
+		if len(models) > limit {
+			models, hasMore = models[len(models)-limit:], true
+		}
+	} else if len(models) > limit {
+		models, hasMore = models[:limit], true
+	}
+	list := modelListJSON{Data: make([]modelJSON, 0, len(models)), HasMore: hasMore}
+	for _, m := range models {
+		name := m.DisplayName
+		if name == "" {
+			name = m.ID
+		}
+		list.Data = append(list.Data, modelJSON{
+			Type:        "model",
+			ID:          m.ID,
+			DisplayName: name,
+			CreatedAt:   m.CreatedAt.UTC().Format(time.RFC3339),
+		})
+	}
+	if n := len(list.Data); n > 0 {
+		list.FirstID, list.LastID = &list.Data[0].ID, &list.Data[n-1].ID
+	}
+	body, err := json.Marshal(list)
+	if err != nil {
+		return immediate(500, apierror.API, "ccproxy: could not list models", "ccproxy_models_failed")
+	}
+	resp := immediate(200, "", "", "ccproxy_models")
+	ir := resp.GetImmediateResponse()
+	ir.Body = body
+	ir.Headers = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
+		setHeader("content-type", []byte("application/json")),
+	}}
+	return resp
+}
+
+func indexOf(models []Model, id string) int {
+	for i, m := range models {
+		if m.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// indexAfter returns the index just past the model with id, or len(models)
+// when there is none (an unknown cursor yields an empty page).
+func indexAfter(models []Model, id string) int {
+	if i := indexOf(models, id); i >= 0 {
+		return i + 1
+	}
+	return len(models)
+}

@@ -1,0 +1,154 @@
+package router
+
+import (
+	"bytes"
+	"strings"
+
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
+)
+
+// maxModelLen bounds the model name kept from a request body: real names
+// are short, and the value goes into every usage row.
+const maxModelLen = 256
+
+// maxHeaderValueLen bounds the attribution header values kept for usage.
+const maxHeaderValueLen = 128
+
+// requestFields are the body fields routing and metering need.
+type requestFields struct {
+	model  string
+	stream bool
+}
+
+// scanRequest reads the top-level "model" and "stream" of a Messages
+// request body without decoding it. As with encoding/json, the last of
+// duplicate keys wins; a model that is not a string reads as "" and a
+// stream that is not a boolean as false. Malformed JSON yields what was
+// found before the error: the request still goes to Anthropic, which
+// answers it with its own 400.
+func scanRequest(body []byte) requestFields {
+	var model, stream []byte
+	it := jsonscan.Object(body)
+	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
+		switch {
+		case jsonscan.KeyIs(k, "model"):
+			model = v
+		case jsonscan.KeyIs(k, "stream"):
+			stream = v
+		}
+	}
+	var f requestFields
+	if model != nil {
+		f.model, _ = jsonscan.String(model)
+		f.model = truncate(f.model, maxModelLen)
+	}
+	if stream != nil {
+		f.stream, _ = jsonscan.Bool(stream)
+	}
+	return f
+}
+
+// truncate cuts s to at most n bytes, dropping a UTF-8 sequence the cut
+// would split.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
+}
+
+// headerString converts a header value kept for usage, bounded.
+func headerString(v []byte) string {
+	if len(v) > maxHeaderValueLen {
+		v = v[:maxHeaderValueLen]
+	}
+	return strings.ToValidUTF8(string(v), "")
+}
+
+// clientVersion extracts the client version from a User-Agent: the version
+// of "claude-cli/<version> (…)", else the whole first product token.
+func clientVersion(ua []byte) string {
+	tok := ua
+	if i := bytes.IndexByte(tok, ' '); i >= 0 {
+		tok = tok[:i]
+	}
+	if v, ok := bytes.CutPrefix(tok, []byte("claude-cli/")); ok {
+		tok = v
+	}
+	if len(tok) > 64 {
+		tok = tok[:64]
+	}
+	return strings.ToValidUTF8(string(tok), "")
+}
+
+// splitKeyPath splits a :path that starts with KeyPathPrefix into the key
+// segment and the rest of the path, query kept: "/ak/K/v1/x?q" gives "K" and
+// "/v1/x?q"; "/ak/K" gives "K" and "/"; "/ak/K?q" gives "K" and "/?q".
+func splitKeyPath(path []byte) (key, rest []byte, ok bool) {
+	if !bytes.HasPrefix(path, []byte(KeyPathPrefix)) {
+		return nil, path, false
+	}
+	seg := path[len(KeyPathPrefix):]
+	end := bytes.IndexAny(seg, "/?")
+	if end < 0 {
+		end = len(seg)
+	}
+	key, rest = seg[:end], seg[end:]
+	if len(rest) == 0 || rest[0] == '?' {
+		rest = append([]byte{'/'}, rest...)
+	}
+	return key, rest, true
+}
+
+// Path kinds for routing.
+type pathKind uint8
+
+const (
+	pathOther       pathKind = iota // not /v1/: 404
+	pathV1                          // other /v1/ paths: forwarded, not metered
+	pathMessages                    // /v1/messages
+	pathCountTokens                 // /v1/messages/count_tokens
+	pathModels                      // /v1/models
+)
+
+// classify tells what path (query excluded) is.
+func classify(path []byte) pathKind {
+	if i := bytes.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	switch string(path) {
+	case "/v1/messages":
+		return pathMessages
+	case "/v1/messages/count_tokens":
+		return pathCountTokens
+	case "/v1/models":
+		return pathModels
+	}
+	if bytes.HasPrefix(path, []byte("/v1/")) {
+		return pathV1
+	}
+	return pathOther
+}
+
+// isEventStream reports whether a content-type is text/event-stream.
+func isEventStream(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(bytes.TrimSpace(ct), []byte("text/event-stream"))
+}
+
+// parseStatus parses a :status value.
+func parseStatus(v []byte) int {
+	if len(v) != 3 {
+		return 0
+	}
+	n := 0
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return 0
+		}
+		n = n*10 + int(c-'0')
+	}
+	return n
+}

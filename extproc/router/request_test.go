@@ -1,0 +1,167 @@
+package router
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+)
+
+const captures = "../../../shared/testdata/claude-code-2.1.332/"
+
+func TestScanRequest(t *testing.T) {
+	tests := []struct {
+		name string
+		body string
+		want requestFields
+	}{
+		{"typical", `{"model":"claude-opus-5-5","messages":[],"stream":true}`, requestFields{"claude-opus-5-5", true}},
+		{"no stream", `{"model":"m","max_tokens":1}`, requestFields{"m", false}},
+		{"stream false", `{"stream":false,"model":"m"}`, requestFields{"m", false}},
+		{"nested model ignored", `{"metadata":{"model":"x","stream":true},"model":"m"}`, requestFields{"m", false}},
+		{"model in a string ignored", `{"system":"\"model\":\"x\"","model":"m"}`, requestFields{"m", false}},
+		{"duplicate: last wins", `{"model":"a","model":"b","stream":true,"stream":false}`, requestFields{"b", false}},
+		{"escaped key and value", `{"mod\u0065l":"claude-\u00e9","stream":true}`, requestFields{"claude-é", true}},
+		{"non-string model", `{"model":5,"stream":"yes"}`, requestFields{}},
+		{"case-sensitive keys", `{"Model":"m","STREAM":true}`, requestFields{}},
+		{"malformed: what came before", `{"model":"m","messages":[`, requestFields{"m", false}},
+		{"not JSON", `model=m`, requestFields{}},
+		{"empty", ``, requestFields{}},
+		{"long model cut", `{"model":"` + strings.Repeat("é", 200) + `"}`, requestFields{strings.Repeat("é", 128), false}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := scanRequest([]byte(tt.body)); got != tt.want {
+				t.Fatalf("scanRequest = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	for _, name := range []string{"anthropic-turn1", "anthropic-turn2-tool-result"} {
+		body, err := os.ReadFile(captures + name + ".body.json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := scanRequest(body), (requestFields{"claude-opus-5-5", true}); got != want {
+			t.Errorf("%s: scanRequest = %+v, want %+v", name, got, want)
+		}
+	}
+}
+
+// FuzzScanRequest holds scanRequest to encoding/json for every valid JSON
+// object: decoding into a map gives exact, case-sensitive keys with the
+// last duplicate winning.
+func FuzzScanRequest(f *testing.F) {
+	for _, name := range []string{"anthropic-turn1", "anthropic-turn2-tool-result"} {
+		if body, err := os.ReadFile(captures + name + ".body.json"); err == nil {
+			f.Add(body)
+		}
+	}
+	f.Add([]byte(`{"model":"a","model":"b","stream":true,"stream":false}`))
+	f.Add([]byte(`{"mod\u0065l":"claude-\u00e9","stream":true,"x":[{"model":1}]}`))
+	f.Add([]byte(`{"model":null,"stream":null}`))
+	f.Add([]byte(`{"model":"` + strings.Repeat("x", 300) + `"}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		got := scanRequest(body) // must not panic on anything
+		var m map[string]json.RawMessage
+		if json.Unmarshal(body, &m) != nil || m == nil {
+			return
+		}
+		var want requestFields
+		if raw, ok := m["model"]; ok {
+			var s string
+			if len(raw) > 0 && raw[0] == '"' && json.Unmarshal(raw, &s) == nil {
+				want.model = truncate(s, maxModelLen)
+			}
+		}
+		if raw, ok := m["stream"]; ok {
+			want.stream = string(raw) == "true"
+		}
+		if got != want {
+			t.Fatalf("scanRequest(%q) = %+v, encoding/json says %+v", body, got, want)
+		}
+	})
+}
+
+func TestSplitKeyPath(t *testing.T) {
+	tests := []struct {
+		path, key, rest string
+		ok              bool
+	}{
+		{"/ak/K/v1/messages?beta=true", "K", "/v1/messages?beta=true", true},
+		{"/ak/K/api/hello", "K", "/api/hello", true},
+		{"/ak/K", "K", "/", true},
+		{"/ak/K/", "K", "/", true},
+		{"/ak/K?x=1", "K", "/?x=1", true},
+		{"/ak//v1", "", "/v1", true},
+		{"/ak", "", "/ak", false},
+		{"/v1/messages", "", "/v1/messages", false},
+		{"/AK/K/v1", "", "/AK/K/v1", false},
+	}
+	for _, tt := range tests {
+		key, rest, ok := splitKeyPath([]byte(tt.path))
+		if string(key) != tt.key || string(rest) != tt.rest || ok != tt.ok {
+			t.Errorf("splitKeyPath(%q) = %q, %q, %v; want %q, %q, %v", tt.path, key, rest, ok, tt.key, tt.rest, tt.ok)
+		}
+	}
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		path string
+		want pathKind
+	}{
+		{"/v1/messages", pathMessages},
+		{"/v1/messages?beta=true", pathMessages},
+		{"/v1/messages/count_tokens?beta=true", pathCountTokens},
+		{"/v1/models", pathModels},
+		{"/v1/models?limit=5", pathModels},
+		{"/v1/models/claude-opus-5-5", pathV1},
+		{"/v1/messages/batches", pathV1},
+		{"/v1/", pathV1},
+		{"/v1", pathOther},
+		{"/api/hello", pathOther},
+		{"/", pathOther},
+		{"/?q=/v1/", pathOther},
+	}
+	for _, tt := range tests {
+		if got := classify([]byte(tt.path)); got != tt.want {
+			t.Errorf("classify(%q) = %d, want %d", tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestHeaderParsing(t *testing.T) {
+	versions := map[string]string{
+		"claude-cli/2.1.332 (external, sdk-cli)": "2.1.332",
+		"claude-cli/2.1.332":                     "2.1.332",
+		"Bun/1.4.6":                              "Bun/1.4.6",
+		"":                                       "",
+		strings.Repeat("x", 100):                 strings.Repeat("x", 64),
+		"bad\xffutf8":                            "badutf8",
+	}
+	for ua, want := range versions {
+		if got := clientVersion([]byte(ua)); got != want {
+			t.Errorf("clientVersion(%q) = %q, want %q", ua, got, want)
+		}
+	}
+	sse := map[string]bool{
+		"text/event-stream":                  true,
+		"text/event-stream; charset=utf-8":   true,
+		"Text/Event-Stream ;charset=utf-8":   true,
+		"application/json":                   false,
+		"text/event-streamx":                 false,
+		"":                                   false,
+		"application/vnd.amazon.eventstream": false,
+	}
+	for ct, want := range sse {
+		if got := isEventStream([]byte(ct)); got != want {
+			t.Errorf("isEventStream(%q) = %v, want %v", ct, got, want)
+		}
+	}
+	statuses := map[string]int{"200": 200, "429": 429, "20": 0, "2000": 0, "2x0": 0, "": 0}
+	for s, want := range statuses {
+		if got := parseStatus([]byte(s)); got != want {
+			t.Errorf("parseStatus(%q) = %d, want %d", s, got, want)
+		}
+	}
+}

@@ -1,0 +1,244 @@
+// Package extproc owns ccproxy's Envoy external processing (ext_proc) gRPC
+// server: the service Envoy's ext_proc filters call for every request. It
+// wires the router-level processor (package extproc/router), key resolution
+// (extproc/auth) and usage metering (extproc/usage) behind
+// envoy.service.ext_proc.v3.ExternalProcessor, with the gRPC health service
+// beside it, and listens on a Unix socket (the sidecar deployment) or TCP.
+package extproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/router"
+	"github.com/ccproxy/ccproxy/extproc/usage"
+)
+
+// MaxMessageSize is the gRPC message limit in both directions. Request
+// bodies reach 32 MB and arrive in one BUFFERED message; the default 4 MiB
+// would fail them.
+const MaxMessageSize = 64 << 20
+
+// DefaultDrainTimeout is how long Serve lets open streams finish after its
+// context is cancelled.
+const DefaultDrainTimeout = 30 * time.Second
+
+// Options configures a Server.
+type Options struct {
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Keys resolves access keys. Required.
+	Keys auth.Resolver
+	// Usage receives one event per request that reached an upstream.
+	// Required.
+	Usage usage.Sink
+	// Registerer receives the server's metrics; nil keeps them in a private
+	// registry.
+	Registerer prometheus.Registerer
+	// Models is the GET /v1/models answer.
+	Models []router.Model
+	// Now is the clock for usage timings; nil means time.Now.
+	Now func() time.Time
+	// DrainTimeout bounds the graceful stop; zero means
+	// DefaultDrainTimeout. Streamed answers can last minutes, so after it
+	// the remaining streams are cut.
+	DrainTimeout time.Duration
+}
+
+// Server is the ext_proc gRPC service.
+type Server struct {
+	log    *slog.Logger
+	router *router.Router
+	drain  time.Duration
+	pool   mem.BufferPool
+}
+
+// NewServer returns a Server for opts.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
+	m, err := router.NewMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("extproc: %w", err)
+	}
+	rt, err := router.New(router.Config{
+		Keys:    opts.Keys,
+		Usage:   opts.Usage,
+		Models:  opts.Models,
+		Logger:  opts.Logger,
+		Metrics: m,
+		Now:     opts.Now,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("extproc: %w", err)
+	}
+	// gRPC's default pool serves every message between 32 KiB and 1 MiB
+	// from 1 MiB buffers and zeroes the whole buffer on each Get: for the
+	// ~50 KB Claude Code bodies that was the largest single CPU cost of a
+	// request. Power-of-two tiers up to MaxMessageSize zero at most twice
+	// the message size.
+	pool, err := mem.NewBinaryTieredBufferPool(8, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26)
+	if err != nil {
+		return nil, fmt.Errorf("extproc: buffer pool: %w", err)
+	}
+	return &Server{log: opts.Logger, router: rt, drain: opts.DrainTimeout, pool: pool}, nil
+}
+
+// Serve answers ext_proc streams on lis until ctx is cancelled, then stops
+// gracefully: health turns NOT_SERVING, new streams are refused, open ones
+// get DrainTimeout to finish. It closes lis. It returns nil after a
+// cancellation and the listener's error otherwise.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxMessageSize),
+		grpc.MaxSendMsgSize(MaxMessageSize),
+		experimental.BufferPool(s.pool),
+		// Envoy is the only client, over a local socket, and sends ~50 KB
+		// request bodies (up to 32 MB): large flow-control windows let a
+		// body arrive without waiting for WINDOW_UPDATEs, and a larger read
+		// buffer takes it in fewer read(2) calls.
+		grpc.InitialWindowSize(4<<20),
+		grpc.InitialConnWindowSize(16<<20),
+		grpc.ReadBufferSize(256<<10),
+	)
+	extprocv3.RegisterExternalProcessorServer(gs, s)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	hs.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	s.log.Info("extproc serving", slog.String("addr", lis.Addr().String()))
+	errc := make(chan error, 1)
+	go func() { errc <- gs.Serve(lis) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("extproc: serve: %w", err)
+	case <-ctx.Done():
+	}
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	timer := time.NewTimer(s.drain)
+	defer timer.Stop()
+	select {
+	case <-stopped:
+	case <-timer.C:
+		s.log.Warn("extproc drain timeout; closing open streams")
+		gs.Stop()
+		<-stopped
+	}
+	<-errc
+	s.log.Info("extproc stopped")
+	return nil
+}
+
+// Process implements ExternalProcessorServer: it runs one stream (one HTTP
+// request at one filter) through a router.Processor.
+func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
+	ctx := stream.Context()
+	p := s.router.NewProcessor()
+	// The usage event is emitted however the stream ends; its context must
+	// not be the cancelled stream's.
+	defer p.Close(context.WithoutCancel(ctx))
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			// Envoy half-closes (io.EOF) when it expects nothing more, and
+			// resets the stream (Canceled) when the request is destroyed
+			// early, e.g. the client went away. Neither is an error here.
+			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		}
+		resp, err := p.Process(ctx, req)
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "ext_proc protocol violation",
+				slog.String("request_id", p.RequestID()), slog.Any("error", err))
+			return err
+		}
+		if resp == nil {
+			continue
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}
+
+// Listen opens the listener for addr: "unix:///path" or "unix:/path" for a
+// Unix socket (a stale socket file left by a dead process is removed first;
+// a live one is an error), anything else a TCP host:port.
+func Listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix://")
+	if !ok {
+		path, ok = strings.CutPrefix(addr, "unix:")
+	}
+	if !ok {
+		lis, err := net.Listen("tcp", strings.TrimPrefix(addr, "tcp://"))
+		if err != nil {
+			return nil, fmt.Errorf("extproc: listen: %w", err)
+		}
+		return lis, nil
+	}
+	if path == "" {
+		return nil, fmt.Errorf("extproc: listen: empty Unix socket path in %q", addr)
+	}
+	if err := removeStaleSocket(path); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("extproc: listen: %w", err)
+	}
+	return lis, nil
+}
+
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("extproc: listen: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("extproc: listen: %s exists and is not a socket", path)
+	}
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		conn.Close()
+		return fmt.Errorf("extproc: listen: another process is serving on %s", path)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("extproc: listen: remove stale socket: %w", err)
+	}
+	return nil
+}

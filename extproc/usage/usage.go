@@ -1,0 +1,125 @@
+// Package usage owns what extproc measures about each request that reached
+// an upstream: the token usage it extracts from Anthropic responses (SSE
+// streams and JSON bodies), the Event it emits once per request, and the
+// Sink interface those events go to.
+//
+// Durable delivery (a Redis stream, Postgres in `ccproxy dev`) lives in
+// other packages as Sink implementations; this package provides the
+// interface, a logging sink, a fan-out and an in-memory Recorder.
+package usage
+
+import (
+	"context"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// Path kinds of requests that produce usage events.
+const (
+	PathMessages    = "messages"     // POST /v1/messages
+	PathCountTokens = "count_tokens" // POST /v1/messages/count_tokens
+)
+
+// ProviderAnthropic is Event.Provider for requests answered by Anthropic's
+// API (Plan).
+const ProviderAnthropic = "anthropic"
+
+// Usage is the token usage of one response, in Anthropic's terms.
+type Usage struct {
+	// InputTokens excludes cached tokens, as in Anthropic's usage object.
+	InputTokens  int64
+	OutputTokens int64
+	// CacheReadInputTokens are input tokens read from the prompt cache.
+	CacheReadInputTokens int64
+	// CacheWrite5mInputTokens and CacheWrite1hInputTokens are input tokens
+	// written to the prompt cache with a 5-minute or 1-hour lifetime
+	// (usage.cache_creation.ephemeral_5m_input_tokens / _1h_). A response
+	// that gives only cache_creation_input_tokens is counted as 5 minutes,
+	// the API's default lifetime.
+	CacheWrite5mInputTokens int64
+	CacheWrite1hInputTokens int64
+}
+
+// Event describes one request that reached an upstream. Exactly one is
+// emitted per such request, when its ext_proc stream ends.
+type Event struct {
+	// RequestID is Envoy's x-request-id.
+	RequestID string
+	// Time is when the request headers reached extproc.
+	Time   time.Time
+	UserID uuid.UUID
+	KeyID  uuid.UUID
+	// SessionID and AgentID are Claude Code's x-claude-code-session-id and
+	// x-claude-code-agent-id headers (empty when absent).
+	SessionID string
+	AgentID   string
+	// ClientVersion is the Claude Code version from a User-Agent such as
+	// "claude-cli/2.1.332 (external, sdk-cli)"; for other clients it is the
+	// first User-Agent product token (e.g. "python-httpx/0.28.1"), at most
+	// 64 bytes.
+	ClientVersion string
+	// PathKind is PathMessages or PathCountTokens.
+	PathKind string
+	// Model is the model the request asked for (the body's "model"), at
+	// most 256 bytes.
+	Model string
+	// Route is the routing decision (e.g. "plan").
+	Route string
+	// Provider is the backend that answered: ProviderAnthropic for now.
+	Provider string
+	// Stream reports the request's "stream": true.
+	Stream bool
+	// Status is the upstream's HTTP status, 0 if no response headers came.
+	Status int
+	Usage  Usage
+	// CountedInputTokens is the input_tokens answer of a count_tokens
+	// request. It is not usage: counting tokens is not billed.
+	CountedInputTokens int64
+	// TTFT is the time from the request headers to the first token: the
+	// response body chunk that completed the first content_block_delta
+	// event for SSE responses, the response headers otherwise. Zero when
+	// no token arrived.
+	TTFT time.Duration
+	// Latency is the time from the request headers to the end of the
+	// response (or of the ext_proc stream, for aborted requests).
+	Latency time.Duration
+	// Aborted reports that the response did not end: the client went away
+	// or the upstream broke mid-response. Usage then holds what was seen.
+	Aborted bool
+	// Fallback, FallbackReason and BackendModel describe a Bedrock fallback
+	// (later issues fill them).
+	Fallback       bool
+	FallbackReason string
+	BackendModel   string
+}
+
+// A Sink receives usage events. Record is called on the ext_proc stream's
+// goroutine once the response is complete, so it must not block: sinks that
+// do I/O queue the event and deliver it elsewhere. Sinks must be safe for
+// concurrent use.
+type Sink interface {
+	Record(ctx context.Context, ev Event)
+}
+
+// SinkFunc adapts a function to the Sink interface.
+type SinkFunc func(ctx context.Context, ev Event)
+
+// Record calls f(ctx, ev).
+func (f SinkFunc) Record(ctx context.Context, ev Event) { f(ctx, ev) }
+
+// FanOut is a Sink that records every event in each of its sinks, in order.
+type FanOut []Sink
+
+// Record records ev in every sink of f.
+func (f FanOut) Record(ctx context.Context, ev Event) {
+	for _, s := range f {
+		s.Record(ctx, ev)
+	}
+}
+
+// Discard is a Sink that drops every event.
+type Discard struct{}
+
+// Record does nothing.
+func (Discard) Record(context.Context, Event) {}
