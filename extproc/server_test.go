@@ -79,6 +79,10 @@ func immediateReply(code typev3.StatusCode, body, details string) *extprocv3.Pro
 	if body != "" {
 		ir.Body = []byte(body)
 		ir.Headers = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{set("content-type", "application/json")}}
+		if code >= 400 && code < 500 {
+			// Refusals are final: Claude Code must not retry them.
+			ir.Headers.SetHeaders = append(ir.Headers.SetHeaders, set("x-should-retry", "false"))
+		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir}}
 }

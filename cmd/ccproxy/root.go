@@ -24,7 +24,7 @@ Every command takes its settings from flags or environment variables; see docs/c
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newMigrateCommand())
+	root.AddCommand(newVersionCommand(), newMigrateCommand(), newExtProcCommand(), newControlPlaneCommand(), newDevCommand())
 	return root
 }
 

@@ -40,6 +40,13 @@ func immediate(code int, errType, message, details string) *extprocv3.Processing
 		ir.Headers = &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{
 			setHeader("content-type", []byte("application/json")),
 		}}
+		// Retrying a refusal the gateway made (bad key, unknown path) cannot
+		// succeed. Without this header Anthropic's SDK, and so Claude Code,
+		// retries 4xx answers such as 401 with back-off for minutes before
+		// showing the error; with it, Claude Code reports the error at once.
+		if code >= 400 && code < 500 {
+			ir.Headers.SetHeaders = append(ir.Headers.SetHeaders, setHeader("x-should-retry", []byte("false")))
+		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: ir}}
 }

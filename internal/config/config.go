@@ -49,6 +49,22 @@ type Config struct {
 	MetricsAddr string
 	// ShutdownTimeout bounds graceful shutdown.
 	ShutdownTimeout time.Duration
+
+	// ListenAddr is the address of the gateway's HTTP listener (Envoy's, or
+	// envoysim's in dev).
+	ListenAddr string
+	// AnthropicURL is the Plan upstream.
+	AnthropicURL string
+	// UpstreamCAFile is the CA bundle upstream certificates are verified against.
+	UpstreamCAFile string
+	// XDSAddr is where the control plane serves xDS (and where dev's envoysim connects).
+	XDSAddr string
+	// ExtProcAddr is where extproc listens and where Envoy reaches it.
+	ExtProcAddr string
+	// KeyCacheTTL bounds how long extproc trusts a resolved access key.
+	KeyCacheTTL time.Duration
+	// DevStateDir keeps `ccproxy dev`'s generated secrets and demo key.
+	DevStateDir string
 }
 
 // Setting describes one configuration value.
@@ -65,6 +81,9 @@ type Setting struct {
 	Secret bool
 	// Required settings must be non-empty after defaults.
 	Required bool
+	// emptyOK skips apply for an empty value: the command fills the field in
+	// itself (see WithDefault).
+	emptyOK bool
 	// apply parses v into c; an error explains what a valid value looks like.
 	apply func(c *Config, v string) error
 }
@@ -211,11 +230,129 @@ func Serving() []Setting {
 	}}
 }
 
+// DataPlane returns the settings that shape the gateway's traffic: where it
+// listens and which upstreams it calls.
+func DataPlane() []Setting {
+	return []Setting{{
+		Flag: "listen-addr", Env: "CCPROXY_LISTEN_ADDR", Default: "0.0.0.0:8080",
+		Usage: "address (IP:port) of the gateway's HTTP listener that Claude Code connects to",
+		apply: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			c.ListenAddr = v
+			return nil
+		},
+	}, {
+		Flag: "anthropic-url", Env: "CCPROXY_ANTHROPIC_URL", Default: "https://api.anthropic.com",
+		Usage: "Anthropic API (Plan) base URL, scheme://host[:port]; http:// only for tests and private endpoints",
+		apply: func(c *Config, v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+				return errors.New("must be http(s)://host[:port] without a path")
+			}
+			c.AnthropicURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+	}, {
+		Flag: "upstream-ca-file", Env: "CCPROXY_UPSTREAM_CA_FILE", Default: "/etc/ssl/certs/ca-certificates.crt",
+		Usage: "PEM bundle that upstream (Anthropic, Bedrock) certificates are verified against",
+		apply: func(c *Config, v string) error { c.UpstreamCAFile = v; return nil },
+	}}
+}
+
+// XDS returns the control plane's xDS server address.
+func XDS() []Setting {
+	return []Setting{{
+		Flag: "xds-addr", Env: "CCPROXY_XDS_ADDR", Default: "0.0.0.0:18000",
+		Usage: "address of the control plane's xDS (ADS) gRPC server that Envoy connects to",
+		apply: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			c.XDSAddr = v
+			return nil
+		},
+	}}
+}
+
+// ExtProc returns the ext_proc sidecar's settings.
+func ExtProc() []Setting {
+	return []Setting{{
+		Flag: "extproc-addr", Env: "CCPROXY_EXTPROC_ADDR", Default: "unix:///run/ccproxy/extproc.sock",
+		Usage: "ext_proc gRPC address: unix:///absolute/path (the sidecar's socket, shared with Envoy) or IP:port",
+		apply: func(c *Config, v string) error {
+			if p, ok := strings.CutPrefix(v, "unix://"); ok {
+				if !strings.HasPrefix(p, "/") {
+					return errors.New("a unix socket path must be absolute: unix:///path")
+				}
+			} else if err := checkHostPort(v); err != nil {
+				return errors.New("must be unix:///absolute/path or IP:port")
+			}
+			c.ExtProcAddr = v
+			return nil
+		},
+	}, {
+		Flag: "key-cache-ttl", Env: "CCPROXY_KEY_CACHE_TTL", Default: "5s",
+		Usage: "how long extproc trusts a resolved access key before asking again (bounds how late a revocation is noticed)",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("must be a positive duration such as 5s")
+			}
+			c.KeyCacheTTL = d
+			return nil
+		},
+	}}
+}
+
+// Dev returns the settings only `ccproxy dev` has.
+func Dev() []Setting {
+	return []Setting{{
+		Flag: "state-dir", Env: "CCPROXY_DEV_STATE_DIR",
+		Usage: "directory where ccproxy dev keeps its generated server secret and demo access key (mode 0700); empty means $XDG_STATE_HOME/ccproxy or ~/.local/state/ccproxy",
+		apply: func(c *Config, v string) error {
+			if v == "" {
+				v = defaultStateDir()
+			}
+			c.DevStateDir = v
+			return nil
+		},
+	}}
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return d + "/ccproxy"
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return h + "/.local/state/ccproxy"
+	}
+	return ".ccproxy"
+}
+
+// WithDefault returns a copy of settings in which the setting with the
+// given flag has a different default (e.g. loopback addresses for dev) and
+// is optional. An empty default means the command derives the value itself
+// when none is given.
+func WithDefault(settings []Setting, flag, def string) []Setting {
+	out := append([]Setting(nil), settings...)
+	for i := range out {
+		if out[i].Flag == flag {
+			out[i].Default = def
+			out[i].Required = false
+			out[i].emptyOK = def == ""
+		}
+	}
+	return out
+}
+
 // All returns every known setting group, for documentation.
 func All() map[string][]Setting {
 	return map[string][]Setting{
 		"database": Database(), "redis": Redis(), "logging": Logging(),
 		"keys": Keys(), "secrets": Secrets(), "serving": Serving(),
+		"dataplane": DataPlane(), "xds": XDS(), "extproc": ExtProc(), "dev": Dev(),
 	}
 }
 
@@ -271,6 +408,9 @@ func (b *Binding) Load() (*Config, error) {
 		v = strings.TrimSpace(v)
 		if v == "" && s.Required {
 			errs = append(errs, fmt.Errorf("setting %s is required: %s", s.Name(), s.Usage))
+			continue
+		}
+		if v == "" && s.emptyOK {
 			continue
 		}
 		if err := s.apply(c, v); err != nil {

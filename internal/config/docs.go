@@ -14,6 +14,10 @@ var groupTitles = [][2]string{
 	{"keys", "Access keys"},
 	{"secrets", "Stored secrets"},
 	{"serving", "Serving (every long-running command)"},
+	{"dataplane", "Data plane (`ccproxy controlplane`, `ccproxy dev`)"},
+	{"xds", "xDS (`ccproxy controlplane`, `ccproxy dev`)"},
+	{"extproc", "ext_proc sidecar (`ccproxy extproc`, `ccproxy controlplane`, `ccproxy dev`)"},
+	{"dev", "Development (`ccproxy dev`)"},
 }
 
 // Markdown renders every setting as the tables kept in

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ccproxy/ccproxy/extproc"
+	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/router"
+	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/config"
+	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/observability"
+	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/storebridge"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// component is one long-running part of a command; it returns when ctx is
+// done (nil) or when it fails.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
+// runAll runs every component until ctx is done or one of them fails; a
+// failure stops the others.
+func runAll(ctx context.Context, log *slog.Logger, comps ...component) error {
+	g, ctx := errgroup.WithContext(ctx)
+	for _, c := range comps {
+		g.Go(func() error {
+			err := c.run(ctx)
+			if err != nil {
+				log.Error("component failed", "component", c.name, "err", err)
+				return fmt.Errorf("%s: %w", c.name, err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// extprocParts is the ext_proc server with its store-backed dependencies.
+type extprocParts struct {
+	server *extproc.Server
+	sink   *storebridge.UsageSink
+	ln     net.Listener
+}
+
+// newExtProc builds the ext_proc server over the store: keys are resolved
+// through a bounded TTL cache over Postgres; usage goes to Postgres (batched)
+// and to the log.
+func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Store, reg prometheus.Registerer) (*extprocParts, error) {
+	hasher, err := keys.NewHasher(cfg.ServerSecret)
+	if err != nil {
+		return nil, err
+	}
+	resolver := auth.NewCache(auth.NewStoreResolver(storebridge.KeyStore{Store: st}, hasher, nil), hasher, auth.CacheConfig{
+		TTL:           cfg.KeyCacheTTL,
+		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),
+		MaxEntries:    100_000,
+		LookupTimeout: 5 * time.Second,
+	})
+	models, err := modelList(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	sink := storebridge.NewUsageSink(st, storebridge.UsageSinkOptions{Logger: log.With("component", "usage")})
+	srv, err := extproc.NewServer(extproc.Options{
+		Logger:     log.With("component", "extproc"),
+		Keys:       resolver,
+		Usage:      usage.FanOut{sink, usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}},
+		Registerer: reg,
+		Models:     models,
+	})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := extproc.Listen(cfg.ExtProcAddr)
+	if err != nil {
+		return nil, err
+	}
+	return &extprocParts{server: srv, sink: sink, ln: ln}, nil
+}
+
+func (p *extprocParts) components() []component {
+	return []component{
+		{"extproc", func(ctx context.Context) error { return p.server.Serve(ctx, p.ln) }},
+		{"usage-writer", p.sink.Run},
+	}
+}
+
+// modelList is the GET /v1/models answer: the enabled model mappings.
+func modelList(ctx context.Context, st *store.Store) ([]router.Model, error) {
+	mappings, err := st.Models().ListEnabled(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("load model list: %w", err)
+	}
+	out := make([]router.Model, 0, len(mappings))
+	for _, m := range mappings {
+		out = append(out, router.Model{ID: m.AnthropicModelID, DisplayName: displayName(m.AnthropicModelID), CreatedAt: m.CreatedAt})
+	}
+	return out, nil
+}
+
+// displayName turns claude-sonnet-4-5-20250929 into "Claude Sonnet 4.5".
+func displayName(id string) string {
+	parts := []byte(id)
+	out := make([]byte, 0, len(parts))
+	word := true
+	prevDigit := false
+	for i := 0; i < len(parts); i++ {
+		c := parts[i]
+		switch {
+		case c == '-':
+			// A date suffix ends the name.
+			if len(parts)-i == 9 {
+				return string(out)
+			}
+			if prevDigit && i+1 < len(parts) && parts[i+1] >= '0' && parts[i+1] <= '9' {
+				out = append(out, '.')
+			} else {
+				out = append(out, ' ')
+			}
+			word = true
+			continue
+		case word && c >= 'a' && c <= 'z':
+			c -= 'a' - 'A'
+		}
+		word = false
+		prevDigit = c >= '0' && c <= '9'
+		out = append(out, c)
+	}
+	return string(out)
+}
+
+// metricsComponent serves /metrics and the health probes.
+func metricsComponent(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry, health *observability.Health) component {
+	return component{"metrics", func(ctx context.Context) error {
+		return observability.ServeMetrics(ctx, log, cfg.MetricsAddr, reg, health)
+	}}
+}
