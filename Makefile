@@ -15,12 +15,15 @@ BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1
 
 export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 
-.PHONY: all build test lint vet services tools bench clean
+.PHONY: all build run test lint vet services tools bench clean
 
 all: build
 
 build: ## build bin/ccproxy
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ccproxy ./cmd/ccproxy
+
+run: services build ## the whole gateway on 127.0.0.1:8080 (ccproxy dev); prints the lines for Claude Code
+	bin/ccproxy dev
 
 services: ## find or start Postgres and Redis (installing them on Debian when root)
 	@bash scripts/services.sh ccproxy

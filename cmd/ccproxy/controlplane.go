@@ -20,7 +20,7 @@ func newControlPlaneCommand() *cobra.Command {
 the gateway's listener, routes and clusters with the production settings ccproxy needs.`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.XDS(), config.DataPlane(), config.ExtProc()[:1], config.Serving())
+	b := settings(cmd, config.XDS(), config.DataPlane(), config.ExtProcAddress(), config.Serving())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -108,35 +109,38 @@ func modelList(ctx context.Context, st *store.Store) ([]router.Model, error) {
 	return out, nil
 }
 
-// displayName turns claude-sonnet-4-5-20250929 into "Claude Sonnet 4.5".
+// displayName turns claude-sonnet-4-5-20250929 into "Claude Sonnet 4.5":
+// words capitalised, adjacent version numbers joined with dots, the date
+// suffix dropped.
 func displayName(id string) string {
-	parts := []byte(id)
-	out := make([]byte, 0, len(parts))
-	word := true
-	prevDigit := false
-	for i := 0; i < len(parts); i++ {
-		c := parts[i]
-		switch {
-		case c == '-':
-			// A date suffix ends the name.
-			if len(parts)-i == 9 {
-				return string(out)
-			}
-			if prevDigit && i+1 < len(parts) && parts[i+1] >= '0' && parts[i+1] <= '9' {
-				out = append(out, '.')
-			} else {
-				out = append(out, ' ')
-			}
-			word = true
-			continue
-		case word && c >= 'a' && c <= 'z':
-			c -= 'a' - 'A'
-		}
-		word = false
-		prevDigit = c >= '0' && c <= '9'
-		out = append(out, c)
+	parts := strings.Split(id, "-")
+	if n := len(parts); n > 1 && len(parts[n-1]) == 8 && isDigits(parts[n-1]) {
+		parts = parts[:n-1]
 	}
-	return string(out)
+	var b strings.Builder
+	for i, p := range parts {
+		switch {
+		case i == 0:
+		case isDigits(p) && isDigits(parts[i-1]):
+			b.WriteByte('.')
+		default:
+			b.WriteByte(' ')
+		}
+		if p != "" && p[0] >= 'a' && p[0] <= 'z' {
+			p = string(p[0]-'a'+'A') + p[1:]
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // metricsComponent serves /metrics and the health probes.

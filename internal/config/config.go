@@ -278,6 +278,23 @@ func XDS() []Setting {
 
 // ExtProc returns the ext_proc sidecar's settings.
 func ExtProc() []Setting {
+	return append(ExtProcAddress(), Setting{
+		Flag: "key-cache-ttl", Env: "CCPROXY_KEY_CACHE_TTL", Default: "5s",
+		Usage: "how long extproc trusts a resolved access key before asking again (bounds how late a revocation is noticed)",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("must be a positive duration such as 5s")
+			}
+			c.KeyCacheTTL = d
+			return nil
+		},
+	})
+}
+
+// ExtProcAddress returns the ext_proc address setting alone: extproc
+// listens there and the control plane tells Envoy to connect there.
+func ExtProcAddress() []Setting {
 	return []Setting{{
 		Flag: "extproc-addr", Env: "CCPROXY_EXTPROC_ADDR", Default: "unix:///run/ccproxy/extproc.sock",
 		Usage: "ext_proc gRPC address: unix:///absolute/path (the sidecar's socket, shared with Envoy) or IP:port",
@@ -290,17 +307,6 @@ func ExtProc() []Setting {
 				return errors.New("must be unix:///absolute/path or IP:port")
 			}
 			c.ExtProcAddr = v
-			return nil
-		},
-	}, {
-		Flag: "key-cache-ttl", Env: "CCPROXY_KEY_CACHE_TTL", Default: "5s",
-		Usage: "how long extproc trusts a resolved access key before asking again (bounds how late a revocation is noticed)",
-		apply: func(c *Config, v string) error {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 {
-				return errors.New("must be a positive duration such as 5s")
-			}
-			c.KeyCacheTTL = d
 			return nil
 		},
 	}}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/testenv"
+)
+
+func TestDisplayName(t *testing.T) {
+	for in, want := range map[string]string{
+		"claude-sonnet-4-5-20250929": "Claude Sonnet 4.5",
+		"claude-opus-5-5":            "Claude Opus 5.5",
+		"claude-3-5-haiku-20241022":  "Claude 3.5 Haiku",
+		"claude-opus-4-6":            "Claude Opus 4.6",
+		"claude-haiku-4":             "Claude Haiku 4",
+	} {
+		if got := displayName(in); got != want {
+			t.Errorf("displayName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestDevStateSurvivesRestarts(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.Postgres(t)
+	if _, err := store.MigrateUp(ctx, dsn); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dir := t.TempDir()
+
+	secret, err := stateSecret(filepath.Join(dir, "server-secret"))
+	if err != nil || len(secret) != 32 {
+		t.Fatalf("secret: %d bytes, %v", len(secret), err)
+	}
+	again, err := stateSecret(filepath.Join(dir, "server-secret"))
+	if err != nil || string(again) != string(secret) {
+		t.Fatal("the server secret changed across restarts")
+	}
+	hasher, _ := keys.NewHasher(secret)
+	keyFile := filepath.Join(dir, "demo-key")
+
+	first, err := ensureDemoKey(ctx, st, hasher, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := keys.Parse(first); err != nil {
+		t.Fatalf("demo key %v", err)
+	}
+	second, err := ensureDemoKey(ctx, st, hasher, keyFile)
+	if err != nil || second != first {
+		t.Fatalf("restart issued a new key (%v)", err)
+	}
+	// The key file is lost: the existing demo user gets a new key.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	third, err := ensureDemoKey(ctx, st, hasher, keyFile)
+	if err != nil || third == first {
+		t.Fatalf("lost key file: %v", err)
+	}
+	users, _, err := st.Users().List(ctx, store.UserListOptions{})
+	if err != nil || len(users) != 1 || users[0].Name != "demo" {
+		t.Fatalf("users = %+v, %v", users, err)
+	}
+	ks, _ := st.AccessKeys().ListByUser(ctx, users[0].ID)
+	if len(ks) != 2 {
+		t.Fatalf("demo user has %d keys, want 2", len(ks))
+	}
+	if raw, _ := os.ReadFile(keyFile); strings.TrimSpace(string(raw)) != third {
+		t.Fatal("key file does not hold the current key")
+	}
+	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file mode %v", st.Mode().Perm())
+	}
+}
