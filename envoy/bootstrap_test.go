@@ -1,6 +1,8 @@
 package envoy
 
 import (
+	"github.com/ccproxy/ccproxy/internal/xdsvalidate"
+
 	"os"
 	"strings"
 	"testing"
@@ -12,7 +14,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 
 	// Types named by "@type" in bootstrap.yaml; protojson resolves them from the global
@@ -53,41 +54,14 @@ func TestBootstrapValidates(t *testing.T) {
 	}
 }
 
-// validateDeep runs the protoc-gen-validate rules on msg and on every message below it,
-// including the typed configs inside Anys, which Validate() itself does not open.
+// validateDeep validates msg and everything below it (xdsvalidate.Deep),
+// reporting violations on t, and returns how many messages had rules.
 func validateDeep(t *testing.T, msg protoreflect.Message) int {
 	t.Helper()
-	n := 0
-	if v, ok := msg.Interface().(interface{ ValidateAll() error }); ok {
-		n++
-		if err := v.ValidateAll(); err != nil {
-			t.Errorf("%s: %v", msg.Descriptor().FullName(), err)
-		}
+	n, err := xdsvalidate.Deep(msg.Interface())
+	if err != nil {
+		t.Error(err)
 	}
-	if a, ok := msg.Interface().(*anypb.Any); ok {
-		inner, err := a.UnmarshalNew()
-		if err != nil {
-			t.Errorf("unpack %s: %v", a.GetTypeUrl(), err)
-			return n
-		}
-		return n + validateDeep(t, inner.ProtoReflect())
-	}
-	msg.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		switch {
-		case fd.IsList() && fd.Message() != nil:
-			for i := 0; i < v.List().Len(); i++ {
-				n += validateDeep(t, v.List().Get(i).Message())
-			}
-		case fd.IsMap() && fd.MapValue().Message() != nil:
-			v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
-				n += validateDeep(t, mv.Message())
-				return true
-			})
-		case !fd.IsList() && !fd.IsMap() && fd.Message() != nil:
-			n += validateDeep(t, v.Message())
-		}
-		return true
-	})
 	return n
 }
 

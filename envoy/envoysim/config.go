@@ -1,6 +1,8 @@
 package envoysim
 
 import (
+	"github.com/ccproxy/ccproxy/internal/xdsvalidate"
+
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -199,13 +201,14 @@ func (s *snapshot) routesFor(h *hcmConfig) *routeConfig {
 	return s.routeConfigs[h.rdsName]
 }
 
-type validator interface{ Validate() error }
-
+// validateResource rejects what Envoy rejects on load: protoc-gen-validate
+// violations anywhere in the resource, typed configs in Anys included (Envoy
+// validates each extension's config when it instantiates it,
+// source/common/protobuf/utility.h MessageUtil::validate), and then any field
+// envoysim does not implement.
 func validateResource(r types.Resource) error {
-	if v, ok := r.(validator); ok {
-		if err := v.Validate(); err != nil {
-			return fmt.Errorf("invalid %T: %w", r, err)
-		}
+	if _, err := xdsvalidate.Deep(r); err != nil {
+		return fmt.Errorf("invalid %T: %w", r, err)
 	}
 	if err := checkImplemented(r); err != nil {
 		return err

@@ -151,7 +151,7 @@ func TestRejectsUnimplementedConfig(t *testing.T) {
 					l.FilterChains[0].Filters[0].ConfigType = &listenerv3.Filter_TypedConfig{TypedConfig: &anypb.Any{TypeUrl: "type.googleapis.com/x.Y"}}
 				}
 			},
-			wantErr: "cannot decode typed config",
+			wantErr: "unpack type.googleapis.com/x.Y",
 		},
 		{
 			name: "circuit breaker retry budget",
