@@ -1,0 +1,112 @@
+package keyservice_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/keyservice"
+)
+
+// proxy is a TCP proxy to Redis that the test can cut, standing in for a
+// Redis outage without disturbing the shared server.
+type proxy struct {
+	lis    net.Listener
+	target string
+	down   atomic.Bool
+	mu     sync.Mutex
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{lis: lis, target: target}
+	t.Cleanup(func() { lis.Close(); p.cut() })
+	go p.serve()
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.lis.Accept()
+		if err != nil {
+			return
+		}
+		if p.down.Load() {
+			c.Close()
+			continue
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		go func() { io.Copy(up, c); up.Close() }()
+		go func() { io.Copy(c, up); c.Close() }()
+	}
+}
+
+// cut drops every connection and refuses new ones until restore.
+func (p *proxy) cut() {
+	p.down.Store(true)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) restore() { p.down.Store(false) }
+
+func TestSubscriberPurgesAfterRedisOutage(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	p := newProxy(t, e.rdb.Options().Addr)
+	opts := *e.rdb.Options()
+	opts.Addr = p.lis.Addr().String()
+	viaProxy := redis.NewClient(&opts)
+	t.Cleanup(func() { viaProxy.Close() })
+
+	in := e.instance(t, keyservice.Config{FreshTTL: time.Hour}, auth.CacheConfig{TTL: time.Hour})
+	subscribed := make(chan struct{}, 10)
+	e.subscribe(t, viaProxy, in, subscribed)
+	<-subscribed
+
+	key, row := e.newKey(t)
+	if _, err := in.cache.Resolve(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	p.cut()
+	// Published while the subscriber is cut off: this message is lost.
+	if _, err := e.st.AccessKeys().Revoke(ctx, row.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := keyservice.NewPublisher(e.rdb, e.prefix).PublishKeyChange(ctx, e.hasher.Hash(key)); err != nil {
+		t.Fatal(err)
+	}
+	p.restore()
+	select {
+	case <-subscribed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("subscriber did not resubscribe")
+	}
+	if _, err := in.cache.Resolve(ctx, key); !errors.Is(err, auth.ErrRevoked) {
+		t.Fatalf("after resubscribing: err = %v, want ErrRevoked", err)
+	}
+}
