@@ -11,7 +11,10 @@ TOOLS_BIN    ?= $(HOME)/.cache/ccproxy/tools-$(TOOLS_HASH)
 STATICCHECK  := $(TOOLS_BIN)/staticcheck
 LOCAL_KMS    := $(TOOLS_BIN)/local-kms
 TEST_FLAGS   ?= -race -count=1 -timeout 20m
-BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1
+# 1 s per benchmark keeps `make bench` to a few minutes on the 2-core machine;
+# raise BENCH_TIME (or -count) for less noisy numbers.
+BENCH_TIME   ?= 1s
+BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1 -benchtime $(BENCH_TIME) -timeout 15m
 
 export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 
@@ -46,8 +49,24 @@ lint: vet $(STATICCHECK) ## go vet + staticcheck
 test: services tools lint ## everything CI runs: lint, unit, fuzz seeds, integration
 	$(GO) test $(TEST_FLAGS) ./...
 
-bench: services tools ## Go benchmarks (numbers go to docs/performance.md)
+# Go benchmarks (go test runs them one package at a time), then the running
+# extproc measured by ../shared/tools/extproc-bench (scripts/bench-extproc.sh;
+# BENCH_DURATION, BENCH_REPEAT, BENCH_CONCURRENCY tune it).
+bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to docs/performance.md)
 	$(GO) test $(BENCH_FLAGS) ./...
+	GO='$(GO)' bash scripts/bench-extproc.sh
 
 clean:
 	rm -rf bin
+
+# Regenerates the Go code for proto/ (committed, so builds and CI need no
+# protoc). Needs protoc (Debian: apt-get install protobuf-compiler); the Go
+# plugins are the versions pinned in tools/go.mod.
+.PHONY: proto
+proto: ## regenerate proto/**/*.pb.go
+	@mkdir -p $(TOOLS_BIN)
+	cd tools && $(GO) build -o $(TOOLS_BIN)/ google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+	PATH="$(TOOLS_BIN):$$PATH" protoc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		$$(find proto -name '*.proto')
