@@ -1,0 +1,157 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/ccproxy/ccproxy/internal/testenv"
+)
+
+// gateway is one running `ccproxy dev`.
+type gateway struct {
+	// Base is the gateway's root URL (http://127.0.0.1:port).
+	Base string
+	// Key is the demo access key ccproxy dev created.
+	Key string
+	// BaseURL is what ccproxy dev told Claude Code to use: Base + /ak/<key>.
+	BaseURL string
+	// DB is a pool on the gateway's database.
+	DB *pgxpool.Pool
+
+	stderr *tail
+}
+
+const announcePrefix = "export ANTHROPIC_BASE_URL="
+
+// startDev runs `ccproxy dev` against a fresh database with its upstream set
+// to anthropicURL, waits for the line it prints when ready, and stops it with
+// SIGTERM when the test ends. If the test failed, the end of its log is
+// attached to the test output.
+func startDev(t *testing.T, anthropicURL string) *gateway {
+	t.Helper()
+	dbURL := testenv.Postgres(t)
+	g := &gateway{stderr: &tail{max: 64 << 10}}
+
+	cmd := exec.Command(binaries.ccproxy, "dev")
+	cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + t.TempDir(),
+		"DATABASE_URL=" + dbURL,
+		"CCPROXY_LISTEN_ADDR=" + freeAddr(t),
+		"CCPROXY_XDS_ADDR=" + freeAddr(t),
+		"CCPROXY_METRICS_ADDR=" + freeAddr(t),
+		"CCPROXY_ANTHROPIC_URL=" + anthropicURL,
+		"CCPROXY_DEV_STATE_DIR=" + t.TempDir(),
+		"CCPROXY_LOG_FORMAT=json",
+	}
+	cmd.Stderr = g.stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start ccproxy dev: %v", err)
+	}
+	exited := make(chan error, 1)
+	announced := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), announcePrefix); ok {
+				select {
+				case announced <- v:
+				default:
+				}
+			}
+		}
+		// Drain whatever follows so the process never blocks on stdout.
+		_, _ = io.Copy(io.Discard, stdout)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("ccproxy dev stderr (last %d bytes):\n%s", g.stderr.max, g.stderr.String())
+		}
+	})
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("ccproxy dev did not exit cleanly on SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("ccproxy dev still running 20s after SIGTERM; killed")
+		}
+	})
+
+	select {
+	case v := <-announced:
+		g.BaseURL = v
+	case err := <-exited:
+		exited <- err
+		t.Fatalf("ccproxy dev exited before it was ready: %v\nstderr:\n%s", err, g.stderr.String())
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("ccproxy dev printed no %q line within 2m\nstderr:\n%s", announcePrefix, g.stderr.String())
+	}
+	base, key, ok := strings.Cut(g.BaseURL, "/ak/")
+	if !ok || key == "" || strings.Contains(key, "/") {
+		t.Fatalf("ccproxy dev announced ANTHROPIC_BASE_URL=%q; want http://host:port/ak/<key>", g.BaseURL)
+	}
+	g.Base, g.Key = base, key
+
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatalf("connect to the gateway's database: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	g.DB = pool
+	return g
+}
+
+// freeAddr returns a loopback address with a port that was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (w *tail) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, p...)
+	if over := len(w.buf) - w.max; over > 0 {
+		w.buf = append(w.buf[:0], w.buf[over:]...)
+	}
+	return len(p), nil
+}
+
+func (w *tail) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(w.buf)
+}
