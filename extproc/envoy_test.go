@@ -33,7 +33,7 @@ import (
 // ext_proc filter sends (header values in raw_value, pseudo-headers first,
 // protocol_config on the first message).
 
-const captures = "../../shared/testdata/claude-code-2.1.332/"
+const captures = "../testdata/claude-code-2.1.332/"
 
 // clock is a manually advanced clock shared by the test and the server.
 type clock struct {
@@ -238,7 +238,7 @@ func responseBody(b []byte, eos bool) *extprocv3.ProcessingRequest {
 		ResponseBody: &extprocv3.HttpBody{Body: b, EndOfStream: eos}}}
 }
 
-// capture is a recorded Claude Code request (shared/testdata).
+// capture is a recorded Claude Code request (testdata/ at the repository root).
 type capture struct {
 	Method  string            `json:"method"`
 	Path    string            `json:"path"`

@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-const captures = "../../../shared/testdata/claude-code-2.1.332/"
+const captures = "../../testdata/claude-code-2.1.332/"
 
 func TestScanRequest(t *testing.T) {
 	tests := []struct {

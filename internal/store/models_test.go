@@ -58,7 +58,7 @@ func TestSeededModelMappings(t *testing.T) {
 // The seed maps the model Claude Code 2.1.332 asks for in Anthropic mode to
 // the very id it invokes itself in Bedrock mode (us-east-1 default region).
 func TestSeedMatchesClaudeCodeBedrockMode(t *testing.T) {
-	dir := "../../../shared/testdata/claude-code-2.1.332/"
+	dir := "../../testdata/claude-code-2.1.332/"
 	var body struct{ Model string }
 	var req struct{ Path string }
 	for file, v := range map[string]any{"anthropic-turn1.body.json": &body, "bedrock-mode-turn1.request.json": &req} {

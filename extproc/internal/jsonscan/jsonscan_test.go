@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-const turn1 = "../../../../shared/testdata/claude-code-2.1.332/anthropic-turn1.body.json"
+const turn1 = "../../../testdata/claude-code-2.1.332/anthropic-turn1.body.json"
 
 type member struct{ key, value string }
 
