@@ -1,0 +1,281 @@
+package admin
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/ccproxy/ccproxy/internal/store"
+)
+
+// problemTypeBase prefixes the "type" URI of every problem.
+const problemTypeBase = "https://ccproxy.dev/problems/"
+
+// fieldError is one entry of a validation problem's "errors" list.
+type fieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+// problemDoc is an RFC 9457 problem details document.
+type problemDoc struct {
+	Type   string       `json:"type"`
+	Title  string       `json:"title"`
+	Status int          `json:"status"`
+	Detail string       `json:"detail,omitempty"`
+	Errors []fieldError `json:"errors,omitempty"`
+}
+
+// problemTypes names the problem type of each status the API returns.
+var problemTypes = map[int]string{
+	http.StatusBadRequest:            "bad-request",
+	http.StatusUnauthorized:          "unauthorized",
+	http.StatusForbidden:             "forbidden",
+	http.StatusNotFound:              "not-found",
+	http.StatusMethodNotAllowed:      "method-not-allowed",
+	http.StatusConflict:              "conflict",
+	http.StatusRequestEntityTooLarge: "body-too-large",
+	http.StatusUnsupportedMediaType:  "unsupported-media-type",
+	http.StatusUnprocessableEntity:   "validation-failed",
+	http.StatusTooManyRequests:       "too-many-requests",
+	http.StatusInternalServerError:   "internal",
+}
+
+func (s *Server) problem(w http.ResponseWriter, _ *http.Request, status int, title, detail string, errs ...fieldError) {
+	t, ok := problemTypes[status]
+	if !ok {
+		t = "error"
+	}
+	writeJSONType(w, "application/problem+json", status, problemDoc{
+		Type: problemTypeBase + t, Title: title, Status: status, Detail: detail, Errors: errs,
+	})
+}
+
+func (s *Server) invalid(w http.ResponseWriter, r *http.Request, errs []fieldError) {
+	s.problem(w, r, http.StatusUnprocessableEntity, "validation failed", "the request has invalid fields", errs...)
+}
+
+// storeError answers for an error from the store or the transaction.
+func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
+	var he *httpError
+	switch {
+	case errors.As(err, &he):
+		s.problem(w, r, he.status, he.title, he.detail)
+	case errors.Is(err, store.ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, "not found", "")
+	case errors.Is(err, store.ErrConflict):
+		s.problem(w, r, http.StatusConflict, "conflict", conflictDetail(err))
+	case errors.Is(err, store.ErrInvalid):
+		s.problem(w, r, http.StatusUnprocessableEntity, "validation failed", strings.TrimPrefix(err.Error(), "store: "))
+	default:
+		s.log.LogAttrs(r.Context(), slog.LevelError, "admin: request failed",
+			slog.String("route", r.Pattern), slog.String("error", err.Error()))
+		s.problem(w, r, http.StatusInternalServerError, "internal error", "")
+	}
+}
+
+// conflictDetail keeps the store's explanation but not the Postgres
+// constraint text after it.
+func conflictDetail(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, store.ErrConflict.Error()); i >= 0 {
+		msg = msg[i+len(store.ErrConflict.Error()):]
+	}
+	msg = strings.TrimLeft(msg, ": ")
+	if msg == "" || strings.Contains(msg, "duplicate key") || strings.Contains(msg, "violates") {
+		return "the change conflicts with an existing record"
+	}
+	return msg
+}
+
+// httpError is a handler-chosen problem returned from inside a transaction.
+type httpError struct {
+	status        int
+	title, detail string
+}
+
+func (e *httpError) Error() string { return e.title + ": " + e.detail }
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	writeJSONType(w, "application/json", status, v)
+}
+
+func writeJSONType(w http.ResponseWriter, ctype string, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "internal error", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", ctype)
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// decode reads the JSON body into dst strictly: application/json only, no
+// unknown fields, one value, at most maxBodyBytes. It answers the problem
+// itself and returns false on failure.
+func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		s.problem(w, r, http.StatusUnsupportedMediaType, "unsupported media type", "the body must be application/json")
+		return false
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err = dec.Decode(dst)
+	if err == nil {
+		if _, extra := dec.Token(); extra != io.EOF {
+			err = errors.New("trailing data after the JSON value")
+		}
+	}
+	if err == nil {
+		return true
+	}
+	var (
+		mbe *http.MaxBytesError
+		se  *json.SyntaxError
+		te  *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.As(err, &mbe):
+		s.problem(w, r, http.StatusRequestEntityTooLarge, "body too large",
+			"the body exceeds "+strconv.FormatInt(mbe.Limit, 10)+" bytes")
+	case errors.As(err, &se):
+		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "syntax error at byte "+strconv.FormatInt(se.Offset, 10))
+	case errors.As(err, &te):
+		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "",
+			fieldError{Field: te.Field, Message: "must be " + jsonKind(te.Type.Kind().String())})
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
+		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "the body is empty or truncated")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		s.problem(w, r, http.StatusBadRequest, "unknown field", "", fieldError{Field: f, Message: "unknown field"})
+	default:
+		var fe *fieldDecodeError
+		if errors.As(err, &fe) {
+			s.problem(w, r, http.StatusBadRequest, "malformed JSON", "", fieldError{Field: fe.field, Message: fe.msg})
+			return false
+		}
+		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "the body is not valid JSON")
+	}
+	return false
+}
+
+// fieldDecodeError is returned by custom UnmarshalJSON methods.
+type fieldDecodeError struct{ field, msg string }
+
+func (e *fieldDecodeError) Error() string { return e.field + ": " + e.msg }
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "bool":
+		return "a boolean"
+	case "int", "int64", "int32", "uint", "uint64", "float64":
+		return "a number"
+	case "slice":
+		return "an array"
+	case "map", "struct":
+		return "an object"
+	}
+	return "of another type"
+}
+
+// optional is a PATCH field: Set tells an absent field from a present one,
+// Null a present null.
+type optional[T any] struct {
+	Value T
+	Set   bool
+	Null  bool
+}
+
+// UnmarshalJSON implements json.Unmarshaler; encoding/json calls it for
+// null too, which is what lets Set tell null from absent.
+func (o *optional[T]) UnmarshalJSON(b []byte) error {
+	o.Set = true
+	if string(b) == "null" {
+		o.Null = true
+		return nil
+	}
+	return json.Unmarshal(b, &o.Value)
+}
+
+// pathID parses the {id} path value; it answers 404 itself when it is not a
+// UUID, because no such resource can exist.
+func (s *Server) pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil || len(r.PathValue("id")) != 36 {
+		s.problem(w, r, http.StatusNotFound, "not found", "no resource has this id")
+		return uuid.Nil, false
+	}
+	return id, true
+}
+
+// page is the envelope of every list response.
+type page[T any] struct {
+	Items      []T     `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func newPage[T any](items []T, next string) page[T] {
+	if items == nil {
+		items = []T{}
+	}
+	p := page[T]{Items: items}
+	if next != "" {
+		p.NextCursor = &next
+	}
+	return p
+}
+
+// pageParams reads limit and cursor.
+func pageParams(r *http.Request, errs *[]fieldError) (limit int, cursor string) {
+	q := r.URL.Query()
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > store.MaxPageSize {
+			*errs = append(*errs, fieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(store.MaxPageSize)})
+		}
+		limit = n
+	}
+	cursor = q.Get("cursor")
+	if len(cursor) > 200 {
+		*errs = append(*errs, fieldError{Field: "cursor", Message: "malformed cursor"})
+	}
+	return limit, cursor
+}
+
+// slicePage pages through a list the store returns whole; its cursor is the
+// base64url offset of the next item.
+func slicePage[T any](items []T, limit int, cursor string) ([]T, string, bool) {
+	if limit <= 0 {
+		limit = store.DefaultPageSize
+	}
+	off := 0
+	if cursor != "" {
+		raw, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil {
+			return nil, "", false
+		}
+		n, err := strconv.Atoi(strings.TrimPrefix(string(raw), "o:"))
+		if err != nil || n < 0 || !strings.HasPrefix(string(raw), "o:") {
+			return nil, "", false
+		}
+		off = min(n, len(items))
+	}
+	end := min(off+limit, len(items))
+	next := ""
+	if end < len(items) {
+		next = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
+	}
+	return items[off:end], next, true
+}

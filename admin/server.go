@@ -1,0 +1,315 @@
+// Package admin owns the admin service's REST API (/api/v1) and the
+// authentication of administrators: argon2id password hashes, server-side
+// sessions, CSRF protection for cookie-authenticated writes, login
+// throttling, and an audit entry for every change, written in the same
+// transaction as the change itself. The OpenAPI 3 document of the API is
+// embedded and served at /api/v1/openapi.json.
+//
+// Authentication. POST /api/v1/auth/login returns a session token (32 random
+// bytes, base64url) and sets it as the HttpOnly, SameSite=Strict cookie
+// ccproxy_session (Secure when the request came over TLS). Only the SHA-256
+// of the token is stored, so a database dump yields no usable session. Every
+// other endpoint takes the token as "Authorization: Bearer <token>" or the
+// cookie.
+//
+// CSRF. The service uses the double-submit pattern: login also sets the
+// readable cookie ccproxy_csrf, and a cookie-authenticated request with an
+// unsafe method must echo its value in the X-CSRF-Token header. A
+// cross-site page can neither read that cookie nor set the header, and
+// SameSite=Strict already keeps browsers from sending the session cookie
+// cross-site; the token covers older browsers and same-site subdomains.
+// Bearer-authenticated requests need no token: browsers never attach an
+// Authorization header on their own.
+//
+// Throttling. Failed logins are counted per (lower-cased username, client
+// IP) in memory; after maxLoginFailures within loginWindow the pair gets 429
+// until the window ends. The client IP is the TCP peer: X-Forwarded-For is
+// not trusted, because anyone can set it.
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	_ "embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/secrets"
+	"github.com/ccproxy/ccproxy/internal/store"
+)
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// OpenAPI returns the OpenAPI 3 document of the API (a copy).
+func OpenAPI() []byte { return append([]byte(nil), openAPIDocument...) }
+
+// DefaultSessionTTL is how long an admin session lasts when
+// Options.SessionTTL is zero.
+const DefaultSessionTTL = 12 * time.Hour
+
+// DefaultRotationGrace is how long a rotated key keeps working when the
+// rotate request names no grace period.
+const DefaultRotationGrace = 24 * time.Hour
+
+// maxBodyBytes caps every request body; no valid request comes close.
+const maxBodyBytes = 64 << 10
+
+// Invalidation names what a change made stale in the data path's key
+// caches.
+type Invalidation struct {
+	// UserID is the user whose keys (or whose own settings) changed.
+	UserID uuid.UUID
+	// KeyIDs and KeyHashes are the affected access keys (the same keys, in
+	// the same order).
+	KeyIDs    []uuid.UUID
+	KeyHashes [][]byte
+}
+
+// Invalidator is told, after the change has committed, about every change
+// that affects key lookups: a key issued, rotated or revoked, a user changed
+// or deleted, a Bedrock credential put or removed. A Redis pub/sub publisher
+// plugs in here. An error is logged and not returned to the admin: the
+// change is already committed, and the caches' bounded TTL is the backstop.
+type Invalidator interface {
+	Invalidate(ctx context.Context, inv Invalidation) error
+}
+
+// Options configures a Server.
+type Options struct {
+	// Store is the database; required.
+	Store *store.Store
+	// Sealer encrypts Bedrock API keys; required.
+	Sealer secrets.Sealer
+	// Hasher computes access key hashes; required.
+	Hasher *keys.Hasher
+	// Logger receives request logs and errors; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the API's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// SessionTTL is the lifetime of admin sessions (default
+	// DefaultSessionTTL).
+	SessionTTL time.Duration
+	// Invalidator, when set, is told about changes to keys and users.
+	Invalidator Invalidator
+}
+
+// Server serves the admin REST API. It is safe for concurrent use.
+type Server struct {
+	st       *store.Store
+	sealer   secrets.Sealer
+	hasher   *keys.Hasher
+	log      *slog.Logger
+	now      func() time.Time
+	ttl      time.Duration
+	inv      Invalidator
+	throttle *throttle
+	// dummyHash is verified against when a login names an unknown admin, so
+	// the response time does not reveal which usernames exist.
+	dummyHash string
+	requests  *prometheus.CounterVec
+	logins    *prometheus.CounterVec
+	mux       *http.ServeMux
+}
+
+// New returns a Server for opts.
+func New(opts Options) (*Server, error) {
+	if opts.Store == nil || opts.Sealer == nil || opts.Hasher == nil {
+		return nil, errors.New("admin: Store, Sealer and Hasher are required")
+	}
+	s := &Server{
+		st:     opts.Store,
+		sealer: opts.Sealer,
+		hasher: opts.Hasher,
+		log:    opts.Logger,
+		now:    opts.Now,
+		ttl:    opts.SessionTTL,
+		inv:    opts.Invalidator,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_admin_http_requests_total",
+			Help: "Admin API requests by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_admin_logins_total",
+			Help: "Admin login attempts by result (ok, bad_credentials, throttled).",
+		}, []string{"result"}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.ttl <= 0 {
+		s.ttl = DefaultSessionTTL
+	}
+	s.throttle = newThrottle(maxThrottleEntries)
+	h, err := hashPassword(uuid.NewString())
+	if err != nil {
+		return nil, err
+	}
+	s.dummyHash = h
+	if opts.Registerer != nil {
+		for _, c := range []prometheus.Collector{s.requests, s.logins} {
+			if err := opts.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("admin: register metrics: %w", err)
+			}
+		}
+	}
+	s.routes()
+	return s, nil
+}
+
+// Handler returns the HTTP handler of the API.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	s.mux = m
+	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, s.wrap(h, false)) }
+	authed := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, s.wrap(h, true)) }
+
+	open("GET /api/v1/openapi.json", s.handleOpenAPI)
+	open("POST /api/v1/auth/login", s.handleLogin)
+	authed("POST /api/v1/auth/logout", s.handleLogout)
+
+	authed("POST /api/v1/users", s.handleCreateUser)
+	authed("GET /api/v1/users", s.handleListUsers)
+	authed("GET /api/v1/users/{id}", s.handleGetUser)
+	authed("PATCH /api/v1/users/{id}", s.handlePatchUser)
+	authed("DELETE /api/v1/users/{id}", s.handleDeleteUser)
+
+	authed("POST /api/v1/users/{id}/keys", s.handleIssueKey)
+	authed("GET /api/v1/users/{id}/keys", s.handleListKeys)
+	authed("POST /api/v1/keys/{id}/rotate", s.handleRotateKey)
+	authed("DELETE /api/v1/keys/{id}", s.handleRevokeKey)
+
+	authed("PUT /api/v1/users/{id}/bedrock", s.handlePutUserBedrock)
+	authed("DELETE /api/v1/users/{id}/bedrock", s.handleDeleteUserBedrock)
+	authed("PUT /api/v1/keys/{id}/bedrock", s.handlePutKeyBedrock)
+	authed("DELETE /api/v1/keys/{id}/bedrock", s.handleDeleteKeyBedrock)
+
+	authed("GET /api/v1/usage", s.handleUsage)
+	authed("GET /api/v1/usage/requests", s.handleUsageRequests)
+
+	authed("POST /api/v1/models", s.handleCreateModel)
+	authed("GET /api/v1/models", s.handleListModels)
+	authed("GET /api/v1/models/{id}", s.handleGetModel)
+	authed("PATCH /api/v1/models/{id}", s.handlePatchModel)
+	authed("DELETE /api/v1/models/{id}", s.handleDeleteModel)
+
+	authed("POST /api/v1/prices", s.handleCreatePrice)
+	authed("GET /api/v1/prices", s.handleListPrices)
+	authed("GET /api/v1/prices/{id}", s.handleGetPrice)
+	authed("PATCH /api/v1/prices/{id}", s.handlePatchPrice)
+	authed("DELETE /api/v1/prices/{id}", s.handleDeletePrice)
+
+	authed("GET /api/v1/audit", s.handleListAudit)
+
+	m.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) {
+		s.problem(w, r, http.StatusNotFound, "no such endpoint", "")
+	}, false))
+}
+
+func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-cache")
+	_, _ = w.Write(openAPIDocument)
+}
+
+// statusWriter remembers the status code for logs and metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// wrap adds the body limit, logging, metrics and, when auth is set,
+// authentication and CSRF checks around h.
+func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		w = sw
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		r.Body = http.MaxBytesReader(w, r.Body, maxBodyBytes)
+		defer func() {
+			route := r.Pattern
+			if route == "" || route == "/" {
+				route = "unmatched"
+			}
+			s.requests.WithLabelValues(r.Method, route, fmt.Sprint(sw.code)).Inc()
+			// The path holds only ids; never log headers or bodies.
+			s.log.LogAttrs(r.Context(), slog.LevelInfo, "admin request",
+				slog.String("method", r.Method), slog.String("route", route),
+				slog.String("path", r.URL.Path), slog.Int("status", sw.code),
+				slog.Duration("duration", time.Since(start)))
+		}()
+		if auth {
+			a, ok := s.authenticate(w, r)
+			if !ok {
+				return
+			}
+			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, a))
+		}
+		h(w, r)
+	})
+}
+
+// invalidate tells the Invalidator about inv, after commit.
+func (s *Server) invalidate(ctx context.Context, inv Invalidation) {
+	if s.inv == nil {
+		return
+	}
+	if err := s.inv.Invalidate(context.WithoutCancel(ctx), inv); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelWarn, "admin: cache invalidation failed",
+			slog.String("user_id", inv.UserID.String()), slog.Int("keys", len(inv.KeyIDs)),
+			slog.String("error", err.Error()))
+	}
+}
+
+func keysInvalidation(userID uuid.UUID, ks []store.AccessKey) Invalidation {
+	inv := Invalidation{UserID: userID}
+	for _, k := range ks {
+		inv.KeyIDs = append(inv.KeyIDs, k.ID)
+		inv.KeyHashes = append(inv.KeyHashes, k.Hash)
+	}
+	return inv
+}
+
+// sessionID is the stored form of a session token.
+func sessionID(token []byte) []byte {
+	sum := sha256.Sum256(token)
+	return sum[:]
+}
+
+// CredentialAAD is the associated data Bedrock API keys are sealed with
+// (secrets.Sealer), for whoever opens them (extproc). It binds the blob to
+// the user rather than to the row or key, because key rotation copies a
+// key's credential to the new key.
+func CredentialAAD(userID uuid.UUID) []byte {
+	return []byte("ccproxy/bedrock-credential/user/" + userID.String())
+}

@@ -1,0 +1,268 @@
+package admin
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/internal/store"
+)
+
+// userJSON is the API form of a user.
+type userJSON struct {
+	ID               uuid.UUID  `json:"id"`
+	Name             string     `json:"name"`
+	Email            *string    `json:"email"`
+	RoutingStrategy  string     `json:"routing_strategy"`
+	MonthlyBudgetUSD *string    `json:"monthly_budget_usd"`
+	Status           string     `json:"status"`
+	CreatedAt        time.Time  `json:"created_at"`
+	UpdatedAt        time.Time  `json:"updated_at"`
+	DeletedAt        *time.Time `json:"deleted_at,omitempty"`
+}
+
+func toUser(u store.User) userJSON {
+	out := userJSON{ID: u.ID, Name: u.Name, Email: u.Email, RoutingStrategy: string(u.RoutingStrategy),
+		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt}
+	if u.MonthlyBudgetUSD != nil {
+		b := u.MonthlyBudgetUSD.StringFixed(2)
+		out.MonthlyBudgetUSD = &b
+	}
+	return out
+}
+
+var (
+	budgetRE = regexp.MustCompile(`^[0-9]{1,10}(\.[0-9]{1,2})?$`)
+	emailRE  = regexp.MustCompile(`^[^\s@]+@[^\s@]+$`)
+)
+
+func checkName(field, v string, max int, errs *[]fieldError) {
+	if strings.TrimSpace(v) == "" || utf8.RuneCountInString(v) > max || !utf8.ValidString(v) || strings.ContainsFunc(v, isControl) {
+		*errs = append(*errs, fieldError{Field: field, Message: "must be 1 to " + itoa(max) + " characters without control characters"})
+	}
+}
+
+func checkEmail(v string, errs *[]fieldError) {
+	if len(v) > 254 || !emailRE.MatchString(v) {
+		*errs = append(*errs, fieldError{Field: "email", Message: "must be an email address"})
+	}
+}
+
+func checkStrategy(field, v string, errs *[]fieldError) store.RoutingStrategy {
+	rs := store.RoutingStrategy(v)
+	if !rs.Valid() {
+		*errs = append(*errs, fieldError{Field: field, Message: "must be plan_first, bedrock_only or plan_only"})
+	}
+	return rs
+}
+
+func parseBudget(v string, errs *[]fieldError) *decimal.Decimal {
+	if !budgetRE.MatchString(v) {
+		*errs = append(*errs, fieldError{Field: "monthly_budget_usd", Message: `must be a non-negative decimal string with at most 2 decimals, like "12.50"`})
+		return nil
+	}
+	d, err := decimal.NewFromString(v)
+	if err != nil {
+		*errs = append(*errs, fieldError{Field: "monthly_budget_usd", Message: "must be a decimal string"})
+		return nil
+	}
+	return &d
+}
+
+type createUserRequest struct {
+	Name             string  `json:"name"`
+	Email            *string `json:"email"`
+	RoutingStrategy  *string `json:"routing_strategy"`
+	MonthlyBudgetUSD *string `json:"monthly_budget_usd"`
+}
+
+func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
+	var req createUserRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	var errs []fieldError
+	nu := store.NewUser{Name: req.Name, Email: req.Email}
+	checkName("name", req.Name, 200, &errs)
+	if req.Email != nil {
+		checkEmail(*req.Email, &errs)
+	}
+	if req.RoutingStrategy != nil {
+		nu.RoutingStrategy = checkStrategy("routing_strategy", *req.RoutingStrategy, &errs)
+	}
+	if req.MonthlyBudgetUSD != nil {
+		nu.MonthlyBudgetUSD = parseBudget(*req.MonthlyBudgetUSD, &errs)
+	}
+	if len(errs) > 0 {
+		s.invalid(w, r, errs)
+		return
+	}
+	var out userJSON
+	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
+		u, err := q.Users().Create(r.Context(), nu)
+		if err != nil {
+			return err
+		}
+		out = toUser(u)
+		return s.audit(r.Context(), q, "user.create", "user", u.ID.String(), nil, out)
+	})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	w.Header().Set("Location", "/api/v1/users/"+out.ID.String())
+	writeJSON(w, http.StatusCreated, out)
+}
+
+func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
+	var errs []fieldError
+	limit, cursor := pageParams(r, &errs)
+	status := r.URL.Query().Get("status")
+	if status != "" && !store.UserStatus(status).Valid() {
+		errs = append(errs, fieldError{Field: "status", Message: "must be active or disabled"})
+	}
+	if len(errs) > 0 {
+		s.invalid(w, r, errs)
+		return
+	}
+	users, next, err := s.st.Users().List(r.Context(), store.UserListOptions{Limit: limit, Cursor: cursor, Status: store.UserStatus(status)})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	items := make([]userJSON, len(users))
+	for i, u := range users {
+		items[i] = toUser(u)
+	}
+	writeJSON(w, http.StatusOK, newPage(items, next))
+}
+
+func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.pathID(w, r)
+	if !ok {
+		return
+	}
+	u, err := s.st.Users().Get(r.Context(), id)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toUser(u))
+}
+
+type patchUserRequest struct {
+	Name             optional[string] `json:"name"`
+	Email            optional[string] `json:"email"`
+	RoutingStrategy  optional[string] `json:"routing_strategy"`
+	MonthlyBudgetUSD optional[string] `json:"monthly_budget_usd"`
+	Status           optional[string] `json:"status"`
+}
+
+func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.pathID(w, r)
+	if !ok {
+		return
+	}
+	var req patchUserRequest
+	if !s.decode(w, r, &req) {
+		return
+	}
+	var (
+		errs []fieldError
+		p    store.UserPatch
+	)
+	if req.Name.Set {
+		if req.Name.Null {
+			errs = append(errs, fieldError{Field: "name", Message: "cannot be null"})
+		} else {
+			checkName("name", req.Name.Value, 200, &errs)
+			p.Name = store.Some(req.Name.Value)
+		}
+	}
+	if req.Email.Set {
+		if req.Email.Null {
+			p.Email = store.Some[*string](nil)
+		} else {
+			checkEmail(req.Email.Value, &errs)
+			p.Email = store.Some(&req.Email.Value)
+		}
+	}
+	if req.RoutingStrategy.Set {
+		p.RoutingStrategy = store.Some(checkStrategy("routing_strategy", req.RoutingStrategy.Value, &errs))
+	}
+	if req.MonthlyBudgetUSD.Set {
+		if req.MonthlyBudgetUSD.Null {
+			p.MonthlyBudgetUSD = store.Some[*decimal.Decimal](nil)
+		} else {
+			p.MonthlyBudgetUSD = store.Some(parseBudget(req.MonthlyBudgetUSD.Value, &errs))
+		}
+	}
+	if req.Status.Set {
+		st := store.UserStatus(req.Status.Value)
+		if !st.Valid() {
+			errs = append(errs, fieldError{Field: "status", Message: "must be active or disabled"})
+		}
+		p.Status = store.Some(st)
+	}
+	if len(errs) > 0 {
+		s.invalid(w, r, errs)
+		return
+	}
+	var (
+		out  userJSON
+		keys []store.AccessKey
+	)
+	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
+		before, err := q.Users().Get(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		u, err := q.Users().Update(r.Context(), id, p)
+		if err != nil {
+			return err
+		}
+		out = toUser(u)
+		if keys, err = q.AccessKeys().ListByUser(r.Context(), id); err != nil {
+			return err
+		}
+		return s.audit(r.Context(), q, "user.update", "user", id.String(), toUser(before), out)
+	})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	s.invalidate(r.Context(), keysInvalidation(id, keys))
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.pathID(w, r)
+	if !ok {
+		return
+	}
+	var keys []store.AccessKey
+	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
+		before, err := q.Users().Get(r.Context(), id)
+		if err != nil {
+			return err
+		}
+		if keys, err = q.AccessKeys().ListByUser(r.Context(), id); err != nil {
+			return err
+		}
+		if _, err := q.Users().SoftDelete(r.Context(), id); err != nil {
+			return err
+		}
+		return s.audit(r.Context(), q, "user.delete", "user", id.String(), toUser(before), nil)
+	})
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	s.invalidate(r.Context(), keysInvalidation(id, keys))
+	w.WriteHeader(http.StatusNoContent)
+}
