@@ -36,7 +36,8 @@ The server secret and the demo key are kept in --state-dir so that restarts keep
 		Args: cobra.NoArgs,
 	}
 	b := settings(cmd,
-		config.Database(), config.WithDefault(config.Keys(), "server-secret", ""),
+		config.Database(), config.Redis(), config.RedisNamespace(), config.WithDefault(config.Keys(), "server-secret", ""), config.Secrets(),
+		config.WithDefault(config.WithDefault(config.Admin(), "admin-addr", "127.0.0.1:8081"), "admin-grpc-addr", "127.0.0.1:0"),
 		config.WithDefault(config.DataPlane(), "listen-addr", "127.0.0.1:8080"),
 		config.WithDefault(config.XDS(), "xds-addr", "127.0.0.1:18000"),
 		config.WithDefault(config.ExtProc(), "extproc-addr", ""),
@@ -62,6 +63,13 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		}
 		cfg.ServerSecret = secret
 	}
+	if len(cfg.MasterKey) == 0 && cfg.KMSKeyID == "" {
+		key, err := stateSecret(filepath.Join(cfg.DevStateDir, "master-key"))
+		if err != nil {
+			return err
+		}
+		cfg.MasterKey = key[:32]
+	}
 	if cfg.ExtProcAddr == "" {
 		cfg.ExtProcAddr = "unix://" + filepath.Join(cfg.DevStateDir, "extproc.sock")
 	}
@@ -84,11 +92,24 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		return err
 	}
 
+	rdb, err := redisClient(cfg)
+	if err != nil {
+		return err
+	}
+	defer rdb.Close()
 	reg := observability.NewRegistry()
 	health := observability.NewHealth()
 	health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
+	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
-	ep, err := newExtProc(ctx, cfg, log, st, reg)
+	var adminNote strings.Builder
+	adminComps, ksAddr, err := adminComponents(ctx, cfg, log, st, rdb, reg, &adminNote)
+	if err != nil {
+		return err
+	}
+	// extproc resolves keys the production way, through the KeyService and
+	// Redis; the store is passed only for usage rows and the model list.
+	ep, err := newExtProc(ctx, cfg, log, st, rdb, ksAddr, reg)
 	if err != nil {
 		return err
 	}
@@ -113,7 +134,7 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		}
 	})
 
-	comps := append(ep.components(),
+	comps := append(append(adminComps, ep.components()...),
 		component{"controlplane", func(ctx context.Context) error { return cp.Serve(ctx, xdsLn) }},
 		component{"envoysim", sim.Run},
 		metricsComponent(cfg, log, reg, health),
@@ -123,7 +144,8 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 			case <-ctx.Done():
 				return nil
 			}
-			announce(out, "http://"+sim.Addr(), demoKey)
+			fmt.Fprint(out, adminNote.String())
+			announce(out, "http://"+sim.Addr(), "http://"+cfg.AdminAddr, demoKey)
 			log.Info("gateway ready", "listen", sim.Addr(), "anthropic", cfg.AnthropicURL)
 			return nil
 		}},
@@ -131,15 +153,15 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 	return runAll(ctx, log, comps...)
 }
 
-func announce(out io.Writer, base, key string) {
-	fmt.Fprintf(out, `ccproxy dev is running: gateway %s (envoysim, for development only).
+func announce(out io.Writer, base, adminURL, key string) {
+	fmt.Fprintf(out, `ccproxy dev is running: gateway %s (envoysim, for development only), admin API %s/api/v1.
 
 Point Claude Code at it with your own Anthropic credential:
 
 export ANTHROPIC_BASE_URL=%s/ak/%s
 export ANTHROPIC_API_KEY=<your Anthropic API key, or use ANTHROPIC_AUTH_TOKEN or your claude login>
 
-`, base, base, key)
+`, base, adminURL, base, key)
 }
 
 // stateSecret returns the server secret kept in path, creating a random one

@@ -18,32 +18,48 @@ func newExtProcCommand() *cobra.Command {
 route, passes Plan traffic through untouched and meters usage. Run it beside every Envoy, on a Unix
 socket shared with Envoy (--extproc-addr unix:///run/ccproxy/extproc.sock) or on loopback.
 
-This release resolves keys and records usage through Postgres (DATABASE_URL).`,
+Access keys are resolved through an in-process cache, Redis and the admin service's KeyService
+(--keyservice-addr); revocations arrive over Redis pub/sub. No database credentials are needed for
+that. Until the Redis usage stream lands, usage rows are written to Postgres only when DATABASE_URL
+is set (otherwise usage is logged at debug level and counted in metrics).`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.Database(), config.Keys(), config.ExtProc(), config.Serving())
+	b := settings(cmd, config.Redis(), config.RedisNamespace(), config.Keys(), config.ExtProc(), config.KeyService(), config.Serving())
+	dbURL := cmd.Flags().String("database-url", "", "optional Postgres URL for usage rows and the /v1/models list (env DATABASE_URL)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		st, err := store.Open(ctx, cfg.DatabaseURL)
-		if err != nil {
-			return err
-		}
-		defer st.Close()
-		if err := st.CheckSchema(ctx); err != nil {
-			return err
-		}
 		reg := observability.NewRegistry()
 		health := observability.NewHealth()
-		health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
-		ep, err := newExtProc(ctx, cfg, log, st, reg)
+		rdb, err := redisClient(cfg)
 		if err != nil {
 			return err
 		}
-		log.Info("extproc listening", "addr", cfg.ExtProcAddr)
+		defer rdb.Close()
+		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+
+		var st *store.Store
+		dsn := *dbURL
+		if !cmd.Flags().Changed("database-url") {
+			dsn = envOr("DATABASE_URL", "")
+		}
+		if dsn != "" {
+			if st, err = store.Open(ctx, dsn); err != nil {
+				return err
+			}
+			defer st.Close()
+			if err := st.CheckSchema(ctx); err != nil {
+				return err
+			}
+		}
+		ep, err := newExtProc(ctx, cfg, log, st, rdb, cfg.KeyServiceAddr, reg)
+		if err != nil {
+			return err
+		}
+		log.Info("extproc listening", "addr", cfg.ExtProcAddr, "keyservice", cfg.KeyServiceAddr)
 		return runAll(ctx, log, append(ep.components(), metricsComponent(cfg, log, reg, health))...)
 	}
 	return cmd

@@ -3,6 +3,7 @@ package main
 import (
 	"io"
 	"log/slog"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +25,7 @@ Every command takes its settings from flags or environment variables; see docs/c
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newMigrateCommand(), newExtProcCommand(), newControlPlaneCommand(), newDevCommand())
+	root.AddCommand(newVersionCommand(), newMigrateCommand(), newExtProcCommand(), newControlPlaneCommand(), newAdminCommand(), newDevCommand())
 	return root
 }
 
@@ -41,4 +42,11 @@ func load(b *config.Binding, stderr io.Writer) (*config.Config, *slog.Logger, er
 		return nil, nil, err
 	}
 	return cfg, observability.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel), nil
+}
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
 }

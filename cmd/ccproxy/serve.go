@@ -12,6 +12,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/keyservice"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -19,7 +20,11 @@ import (
 	"github.com/ccproxy/ccproxy/internal/observability"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/storebridge"
+	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // component is one long-running part of a command; it returns when ctx is
@@ -46,55 +51,79 @@ func runAll(ctx context.Context, log *slog.Logger, comps ...component) error {
 	return g.Wait()
 }
 
-// extprocParts is the ext_proc server with its store-backed dependencies.
+// extprocParts is the ext_proc server with its dependencies.
 type extprocParts struct {
 	server *extproc.Server
-	sink   *storebridge.UsageSink
 	ln     net.Listener
+	comps  []component
 }
 
-// newExtProc builds the ext_proc server over the store: keys are resolved
-// through a bounded TTL cache over Postgres; usage goes to Postgres (batched)
-// and to the log.
-func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Store, reg prometheus.Registerer) (*extprocParts, error) {
+// newExtProc builds the ext_proc server. Access keys are resolved the
+// production way — in-process cache, then Redis, then the admin service's
+// KeyService at ksAddr — and invalidated through Redis pub/sub, so extproc
+// needs no database for them. st is optional: with it, usage rows are
+// written to Postgres and /v1/models lists the model mappings; without it,
+// usage is only logged (the Redis usage stream replaces this in a later
+// release).
+func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Store, rdb redis.UniversalClient, ksAddr string, reg prometheus.Registerer) (*extprocParts, error) {
 	hasher, err := keys.NewHasher(cfg.ServerSecret)
 	if err != nil {
 		return nil, err
 	}
-	resolver := auth.NewCache(auth.NewStoreResolver(storebridge.KeyStore{Store: st}, hasher, nil), hasher, auth.CacheConfig{
+	conn, err := grpc.NewClient(ksAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("keyservice client: %w", err)
+	}
+	klog := log.With("component", "keylookup")
+	ks := keyservice.New(keyservice.Config{
+		Client: keyservicev1.NewKeyServiceClient(conn), Redis: rdb, Prefix: cfg.RedisPrefix,
+		FreshTTL: cfg.KeyCacheTTL, Logger: klog,
+	})
+	resolver := keyservice.NewResolver(ks, hasher, auth.CacheConfig{
 		TTL:           cfg.KeyCacheTTL,
 		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),
 		MaxEntries:    100_000,
 		LookupTimeout: 5 * time.Second,
 	})
-	models, err := modelList(ctx, st)
-	if err != nil {
-		return nil, err
+	sub := keyservice.NewSubscriber(rdb, cfg.RedisPrefix, keyservice.SubscriberOptions{Logger: klog}, resolver, ks)
+
+	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
+	var sink usage.Sink = logSink
+	var models []router.Model
+	comps := []component{{"key-invalidation", sub.Run}}
+	if st != nil {
+		if models, err = modelList(ctx, st); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		w := storebridge.NewUsageSink(st, storebridge.UsageSinkOptions{Logger: log.With("component", "usage")})
+		sink = usage.FanOut{w, logSink}
+		comps = append(comps, component{"usage-writer", w.Run})
 	}
-	sink := storebridge.NewUsageSink(st, storebridge.UsageSinkOptions{Logger: log.With("component", "usage")})
 	srv, err := extproc.NewServer(extproc.Options{
 		Logger:     log.With("component", "extproc"),
 		Keys:       resolver,
-		Usage:      usage.FanOut{sink, usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}},
+		Usage:      sink,
 		Registerer: reg,
 		Models:     models,
 	})
 	if err != nil {
+		conn.Close()
 		return nil, err
 	}
 	ln, err := extproc.Listen(cfg.ExtProcAddr)
 	if err != nil {
+		conn.Close()
 		return nil, err
 	}
-	return &extprocParts{server: srv, sink: sink, ln: ln}, nil
+	comps = append(comps, component{"extproc", func(ctx context.Context) error {
+		defer conn.Close()
+		return srv.Serve(ctx, ln)
+	}})
+	return &extprocParts{server: srv, ln: ln, comps: comps}, nil
 }
 
-func (p *extprocParts) components() []component {
-	return []component{
-		{"extproc", func(ctx context.Context) error { return p.server.Serve(ctx, p.ln) }},
-		{"usage-writer", p.sink.Run},
-	}
-}
+func (p *extprocParts) components() []component { return p.comps }
 
 // modelList is the GET /v1/models answer: the enabled model mappings.
 func modelList(ctx context.Context, st *store.Store) ([]router.Model, error) {

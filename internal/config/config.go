@@ -65,6 +65,18 @@ type Config struct {
 	KeyCacheTTL time.Duration
 	// DevStateDir keeps `ccproxy dev`'s generated secrets and demo key.
 	DevStateDir string
+
+	// RedisPrefix starts every Redis key and channel ccproxy uses.
+	RedisPrefix string
+	// AdminAddr is where the admin REST API listens.
+	AdminAddr string
+	// AdminGRPCAddr is where the admin service's internal KeyService listens.
+	AdminGRPCAddr string
+	// KeyServiceAddr is where extproc reaches the KeyService.
+	KeyServiceAddr string
+	// AdminUsername and AdminPassword create the first admin when none exists.
+	AdminUsername string
+	AdminPassword string
 }
 
 // Setting describes one configuration value.
@@ -353,12 +365,76 @@ func WithDefault(settings []Setting, flag, def string) []Setting {
 	return out
 }
 
+// RedisNamespace returns the prefix of ccproxy's Redis keys and channels.
+func RedisNamespace() []Setting {
+	return []Setting{{
+		Flag: "redis-prefix", Env: "CCPROXY_REDIS_PREFIX", Default: "ccproxy:",
+		Usage: "prefix of every Redis key and pub/sub channel ccproxy uses (several installations may share one Redis)",
+		apply: func(c *Config, v string) error { c.RedisPrefix = v; return nil },
+	}}
+}
+
+// Admin returns the admin service's settings.
+func Admin() []Setting {
+	return []Setting{{
+		Flag: "admin-addr", Env: "CCPROXY_ADMIN_ADDR", Default: "0.0.0.0:8081",
+		Usage: "address (IP:port) of the admin REST API (/api/v1)",
+		apply: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			c.AdminAddr = v
+			return nil
+		},
+	}, {
+		Flag: "admin-grpc-addr", Env: "CCPROXY_ADMIN_GRPC_ADDR", Default: "0.0.0.0:9091",
+		Usage: "address (IP:port) of the internal KeyService gRPC server that extproc calls; keep it on a private network",
+		apply: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			c.AdminGRPCAddr = v
+			return nil
+		},
+	}, {
+		Flag: "admin-username", Env: "CCPROXY_ADMIN_USERNAME", Default: "admin",
+		Usage: "username of the first admin, created when no admin exists",
+		apply: func(c *Config, v string) error { c.AdminUsername = v; return nil },
+	}, {
+		Flag: "admin-password", Env: "CCPROXY_ADMIN_PASSWORD", Secret: true,
+		Usage: "password of the first admin, created when no admin exists (ccproxy dev generates and prints one when empty)",
+		apply: func(c *Config, v string) error {
+			if v != "" && len(v) < 12 {
+				return errors.New("must be at least 12 characters")
+			}
+			c.AdminPassword = v
+			return nil
+		},
+	}}
+}
+
+// KeyService returns where extproc reaches the admin service's KeyService.
+func KeyService() []Setting {
+	return []Setting{{
+		Flag: "keyservice-addr", Env: "CCPROXY_KEYSERVICE_ADDR", Default: "127.0.0.1:9091",
+		Usage: "host:port of the admin service's KeyService (CCPROXY_ADMIN_GRPC_ADDR) for access-key lookups",
+		apply: func(c *Config, v string) error {
+			if _, _, err := net.SplitHostPort(v); err != nil {
+				return errors.New("must be host:port")
+			}
+			c.KeyServiceAddr = v
+			return nil
+		},
+	}}
+}
+
 // All returns every known setting group, for documentation.
 func All() map[string][]Setting {
 	return map[string][]Setting{
 		"database": Database(), "redis": Redis(), "logging": Logging(),
 		"keys": Keys(), "secrets": Secrets(), "serving": Serving(),
 		"dataplane": DataPlane(), "xds": XDS(), "extproc": ExtProc(), "dev": Dev(),
+		"redisns": RedisNamespace(), "admin": Admin(), "keyservice": KeyService(),
 	}
 }
 

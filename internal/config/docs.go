@@ -17,6 +17,9 @@ var groupTitles = [][2]string{
 	{"dataplane", "Data plane (`ccproxy controlplane`, `ccproxy dev`)"},
 	{"xds", "xDS (`ccproxy controlplane`, `ccproxy dev`)"},
 	{"extproc", "ext_proc sidecar (`ccproxy extproc`, `ccproxy controlplane`, `ccproxy dev`)"},
+	{"redisns", "Redis namespace (`ccproxy admin`, `ccproxy extproc`)"},
+	{"admin", "Admin service (`ccproxy admin`, `ccproxy dev`)"},
+	{"keyservice", "Key lookups (`ccproxy extproc`)"},
 	{"dev", "Development (`ccproxy dev`)"},
 }
 

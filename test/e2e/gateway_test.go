@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"github.com/google/uuid"
+
 	"bufio"
 	"context"
 	"io"
@@ -51,8 +53,12 @@ func startDev(t *testing.T, anthropicURL string) *gateway {
 		"CCPROXY_LISTEN_ADDR=" + freeAddr(t),
 		"CCPROXY_XDS_ADDR=" + freeAddr(t),
 		"CCPROXY_METRICS_ADDR=" + freeAddr(t),
+		"CCPROXY_ADMIN_ADDR=" + freeAddr(t),
 		"CCPROXY_ANTHROPIC_URL=" + anthropicURL,
 		"CCPROXY_DEV_STATE_DIR=" + t.TempDir(),
+		"REDIS_URL=" + testenv.RedisURL(),
+		// Each run's Redis keys and invalidation channel stay its own.
+		"CCPROXY_REDIS_PREFIX=ccproxytest:" + uuid.NewString() + ":",
 		"CCPROXY_LOG_FORMAT=json",
 	}
 	cmd.Stderr = g.stderr
