@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -30,6 +31,8 @@ type gateway struct {
 	BaseURL string
 	// DB is a pool on the gateway's database.
 	DB *pgxpool.Pool
+	// AdminAddr is the admin API's host:port.
+	AdminAddr string
 
 	stderr *tail
 }
@@ -42,8 +45,40 @@ const announcePrefix = "export ANTHROPIC_BASE_URL="
 // attached to the test output.
 func startDev(t *testing.T, anthropicURL string) *gateway {
 	t.Helper()
-	dbURL := testenv.Postgres(t)
-	g := &gateway{stderr: &tail{max: 64 << 10}}
+	return startDevWith(t, devConfig{AnthropicURL: anthropicURL})
+}
+
+// devConfig lets several `ccproxy dev` processes share one installation.
+type devConfig struct {
+	AnthropicURL string
+	// DatabaseURL, StateDir and RedisPrefix default to fresh ones; sharing
+	// them makes processes share users, keys and invalidations.
+	DatabaseURL, StateDir, RedisPrefix string
+	// AdminPassword sets CCPROXY_ADMIN_PASSWORD.
+	AdminPassword string
+}
+
+func startDevWith(t *testing.T, c devConfig) *gateway {
+	t.Helper()
+	if c.DatabaseURL == "" {
+		c.DatabaseURL = testenv.Postgres(t)
+	}
+	if c.StateDir == "" {
+		c.StateDir = t.TempDir()
+	}
+	if c.RedisPrefix == "" {
+		c.RedisPrefix = "ccproxytest:" + uuid.NewString() + ":"
+	}
+	dbURL := c.DatabaseURL
+	anthropicURL := c.AnthropicURL
+	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t)}
+	// Unix socket paths are limited to 108 bytes; test temp dirs carry the
+	// test's name and can be longer.
+	sockDir, err := os.MkdirTemp("", "ccx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
 
 	cmd := exec.Command(binaries.ccproxy, "dev")
 	cmd.Env = []string{
@@ -53,12 +88,15 @@ func startDev(t *testing.T, anthropicURL string) *gateway {
 		"CCPROXY_LISTEN_ADDR=" + freeAddr(t),
 		"CCPROXY_XDS_ADDR=" + freeAddr(t),
 		"CCPROXY_METRICS_ADDR=" + freeAddr(t),
-		"CCPROXY_ADMIN_ADDR=" + freeAddr(t),
+		"CCPROXY_ADMIN_ADDR=" + g.AdminAddr,
 		"CCPROXY_ANTHROPIC_URL=" + anthropicURL,
-		"CCPROXY_DEV_STATE_DIR=" + t.TempDir(),
+		"CCPROXY_DEV_STATE_DIR=" + c.StateDir,
+		// Its own socket, so that processes sharing a state dir do not collide.
+		"CCPROXY_EXTPROC_ADDR=unix://" + filepath.Join(sockDir, "extproc.sock"),
 		"REDIS_URL=" + testenv.RedisURL(),
-		// Each run's Redis keys and invalidation channel stay its own.
-		"CCPROXY_REDIS_PREFIX=ccproxytest:" + uuid.NewString() + ":",
+		// Each installation's Redis keys and invalidation channel stay its own.
+		"CCPROXY_REDIS_PREFIX=" + c.RedisPrefix,
+		"CCPROXY_ADMIN_PASSWORD=" + c.AdminPassword,
 		"CCPROXY_LOG_FORMAT=json",
 	}
 	cmd.Stderr = g.stderr
