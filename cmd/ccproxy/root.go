@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccproxy/ccproxy/internal/cli"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
@@ -26,6 +27,7 @@ Every command takes its settings from flags or environment variables; see docs/c
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCommand(), newMigrateCommand(), newExtProcCommand(), newControlPlaneCommand(), newAdminCommand(), newDevCommand())
+	root.AddCommand(cli.Commands()...)
 	return root
 }
 
