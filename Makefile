@@ -18,7 +18,7 @@ BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1 -benchtime $(BENCH_TIME) 
 
 export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 
-.PHONY: all build run test lint vet services tools bench clean
+.PHONY: all build run test lint vet services tools bench clean e2e-deps
 
 all: build
 
@@ -46,7 +46,13 @@ lint: vet $(STATICCHECK) ## go vet + staticcheck
 	$(STATICCHECK) ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-test: services tools lint ## everything CI runs: lint, unit, fuzz seeds, integration
+# The end-to-end tests install Claude Code with npm (cached in ~/.cache/ccproxy/e2e).
+e2e-deps:
+	@command -v npm >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } || \
+		{ echo "npm is required for the end-to-end tests (apt-get install npm)"; exit 1; }
+
+test: services tools lint e2e-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end
 	$(GO) test $(TEST_FLAGS) ./...
 
 # Go benchmarks (go test runs them one package at a time), then the running
