@@ -1,6 +1,8 @@
 package admin_test
 
 import (
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -24,7 +26,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/testenv"
 )
 
 const (
@@ -89,15 +90,7 @@ type env struct {
 func newEnv(t *testing.T, configure ...func(*admin.Options)) *env {
 	t.Helper()
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st := storetest.Open(t)
 	mk := make([]byte, 32)
 	_, _ = rand.Read(mk)
 	sealer, err := secrets.NewLocal(mk)

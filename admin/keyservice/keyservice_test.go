@@ -1,6 +1,8 @@
 package keyservice
 
 import (
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+
 	"context"
 	"net"
 	"testing"
@@ -17,21 +19,12 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/testenv"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
 
 func TestLookupKeyOverGRPC(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st := storetest.Open(t)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
 )
 
 func TestDisplayName(t *testing.T) {
@@ -28,15 +28,7 @@ func TestDisplayName(t *testing.T) {
 
 func TestDevStateSurvivesRestarts(t *testing.T) {
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := storetest.Open(t)
 	dir := t.TempDir()
 
 	secret, err := stateSecret(filepath.Join(dir, "server-secret"))

@@ -1,6 +1,8 @@
 package keyservice_test
 
 import (
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+
 	"context"
 	"encoding/hex"
 	"errors"
@@ -38,15 +40,7 @@ type env struct {
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st := storetest.Open(t)
 	hasher, err := keys.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)

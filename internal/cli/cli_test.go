@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -23,7 +25,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/testenv"
 )
 
 const (
@@ -47,15 +48,7 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
+	st := storetest.Open(t)
 	sealer, err := secrets.NewLocal(randomBytes(t, 32))
 	if err != nil {
 		t.Fatal(err)

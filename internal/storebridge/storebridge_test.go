@@ -1,6 +1,8 @@
 package storebridge
 
 import (
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+
 	"context"
 	"errors"
 	"testing"
@@ -13,23 +15,9 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/testenv"
 )
 
-func openStore(t *testing.T) *store.Store {
-	t.Helper()
-	ctx := context.Background()
-	dsn := testenv.Postgres(t)
-	if _, err := store.MigrateUp(ctx, dsn); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(st.Close)
-	return st
-}
+func openStore(t *testing.T) *store.Store { return storetest.Open(t) }
 
 func TestKeyStoreThroughResolver(t *testing.T) {
 	ctx := context.Background()
