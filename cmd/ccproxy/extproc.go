@@ -24,8 +24,9 @@ that. Until the Redis usage stream lands, usage rows are written to Postgres onl
 is set (otherwise usage is logged at debug level and counted in metrics).`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.Redis(), config.RedisNamespace(), config.Keys(), config.ExtProc(), config.KeyService(), config.Serving())
-	dbURL := cmd.Flags().String("database-url", "", "optional Postgres URL for usage rows and the /v1/models list (env DATABASE_URL)")
+	// DATABASE_URL is optional here: see the command's description.
+	b := settings(cmd, config.WithDefault(config.Database(), "database-url", ""), config.Redis(), config.RedisNamespace(),
+		config.Keys(), config.ExtProc(), config.KeyService(), config.Serving())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {
@@ -42,12 +43,8 @@ is set (otherwise usage is logged at debug level and counted in metrics).`,
 		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
 		var st *store.Store
-		dsn := *dbURL
-		if !cmd.Flags().Changed("database-url") {
-			dsn = envOr("DATABASE_URL", "")
-		}
-		if dsn != "" {
-			if st, err = store.Open(ctx, dsn); err != nil {
+		if cfg.DatabaseURL != "" {
+			if st, err = store.Open(ctx, cfg.DatabaseURL); err != nil {
 				return err
 			}
 			defer st.Close()

@@ -3,7 +3,6 @@ package main
 import (
 	"io"
 	"log/slog"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -44,11 +43,4 @@ func load(b *config.Binding, stderr io.Writer) (*config.Config, *slog.Logger, er
 		return nil, nil, err
 	}
 	return cfg, observability.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel), nil
-}
-
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
 }
