@@ -1,0 +1,321 @@
+// Package bedrock owns the request-side translation of an Anthropic Messages
+// request into an AWS Bedrock InvokeModel request, and the mapping of Bedrock
+// HTTP errors back to Anthropic error responses.
+//
+// The translation never re-serialises the body: Claude Code sends ~50 KB per
+// turn, so the top-level object is scanned once and the members that survive
+// the allow-list are copied byte-for-byte, with the Bedrock-only members
+// appended.
+package bedrock
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"unicode/utf8"
+)
+
+// AnthropicVersion is the anthropic_version Bedrock requires in the body.
+const AnthropicVersion = "bedrock-2023-05-31"
+
+// Request is a translated Bedrock InvokeModel request.
+type Request struct {
+	// Path is the escaped request path, e.g.
+	// /model/us.anthropic.claude-opus-5-5/invoke-with-response-stream.
+	// SigV4 must sign exactly this string.
+	Path string
+	// Body is the Bedrock request body.
+	Body []byte
+	// Betas is the anthropic_beta array sent, in table order.
+	Betas []string
+	// DroppedBetas lists the header flags not forwarded, in header order.
+	DroppedBetas []string
+	// DroppedFields lists the body members removed by the field allow-list;
+	// members of message objects appear as "messages[].<key>".
+	DroppedFields []string
+}
+
+// Translator translates requests with one beta table and one field table.
+// It is immutable and safe for concurrent use.
+type Translator struct {
+	betaVersion  string
+	fieldVersion string
+	betaIndex    map[string]int // Anthropic flag → index into betaNames
+	betaNames    []string       // distinct Bedrock names in table order
+	betaQuoted   []string       // betaNames as JSON strings
+	topLevel     map[string]struct{}
+	message      map[string]struct{}
+}
+
+// NewTranslator builds a Translator from the given tables.
+func NewTranslator(betas BetaTable, fields FieldTable) *Translator {
+	t := &Translator{
+		betaVersion:  betas.Version,
+		fieldVersion: fields.Version,
+		betaIndex:    make(map[string]int),
+		topLevel:     make(map[string]struct{}, len(fields.TopLevel)),
+		message:      make(map[string]struct{}, len(fields.Message)),
+	}
+	nameIndex := make(map[string]int)
+	for _, r := range betas.Rules {
+		var name string
+		switch r.Action {
+		case BetaKeep:
+			name = r.Anthropic
+		case BetaRename:
+			name = r.Bedrock
+		default:
+			continue
+		}
+		if _, dup := t.betaIndex[r.Anthropic]; dup || name == "" {
+			continue
+		}
+		idx, ok := nameIndex[name]
+		if !ok {
+			idx = len(t.betaNames)
+			nameIndex[name] = idx
+			t.betaNames = append(t.betaNames, name)
+			q, _ := json.Marshal(name) // a Go string always marshals
+			t.betaQuoted = append(t.betaQuoted, string(q))
+		}
+		t.betaIndex[r.Anthropic] = idx
+	}
+	for _, f := range fields.TopLevel {
+		t.topLevel[f] = struct{}{}
+	}
+	for _, f := range fields.Message {
+		t.message[f] = struct{}{}
+	}
+	return t
+}
+
+// Versions reports the versions of the beta and field tables in use.
+func (t *Translator) Versions() (beta, field string) { return t.betaVersion, t.fieldVersion }
+
+// ErrInvalidBody is returned (wrapped) when the body is not a JSON object.
+var ErrInvalidBody = errSyntax
+
+// ErrEmptyModel is returned when no Bedrock model id is given.
+var ErrEmptyModel = errors.New("bedrock: empty model id")
+
+// TranslateRequest translates an Anthropic Messages body and its
+// anthropic-beta header (all values joined with commas) into the Bedrock
+// InvokeModel request for modelID, streaming or not.
+func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream bool, modelID string) (Request, error) {
+	if modelID == "" {
+		return Request{}, ErrEmptyModel
+	}
+	var membersBuf [16]member
+	members, err := scanObject(body, membersBuf[:0])
+	if err != nil {
+		return Request{}, err
+	}
+	req := Request{Path: ModelPath(modelID, stream)}
+	betaIdx, dropped := t.betas(betaHeader)
+	req.DroppedBetas = dropped
+	for _, i := range betaIdx {
+		req.Betas = append(req.Betas, t.betaNames[i])
+	}
+
+	n := len(body) + len(`,"anthropic_version":"`+AnthropicVersion+`"}`) + len(`"anthropic_beta":[]`)
+	for _, b := range req.Betas {
+		n += len(b) + 3
+	}
+	out := make([]byte, 0, n)
+	out = append(out, '{')
+	first := true
+	for _, m := range members {
+		key := keyName(body[m.key.start:m.key.end])
+		switch string(key) {
+		case "model", "stream", "anthropic_version", "anthropic_beta":
+			continue
+		}
+		if _, ok := t.topLevel[string(key)]; !ok {
+			req.DroppedFields = appendUnique(req.DroppedFields, string(key))
+			continue
+		}
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, body[m.key.start:m.key.end]...)
+		out = append(out, ':')
+		val := body[m.val.start:m.val.end]
+		if string(key) == "messages" && val[0] == '[' {
+			if out, req.DroppedFields, err = t.appendMessages(out, val, req.DroppedFields); err != nil {
+				return Request{}, err
+			}
+			continue
+		}
+		out = append(out, val...)
+	}
+	if len(req.Betas) > 0 {
+		if !first {
+			out = append(out, ',')
+		}
+		first = false
+		out = append(out, `"anthropic_beta":[`...)
+		for i, q := range betaIdx {
+			if i > 0 {
+				out = append(out, ',')
+			}
+			out = append(out, t.betaQuoted[q]...)
+		}
+		out = append(out, ']')
+	}
+	if !first {
+		out = append(out, ',')
+	}
+	out = append(out, `"anthropic_version":"`+AnthropicVersion+`"}`...)
+	req.Body = out
+	return req, nil
+}
+
+// appendMessages copies the messages array, removing members of message
+// objects the message allow-list does not hold. Elements that need no
+// change are copied byte-for-byte.
+func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, []string, error) {
+	elems, err := scanArray(val, nil)
+	if err != nil {
+		return out, dropped, err
+	}
+	cursor := 0
+	var buf []member
+	for _, e := range elems {
+		elem := val[e.start:e.end]
+		if elem[0] != '{' {
+			continue
+		}
+		if buf, err = scanObject(elem, buf[:0]); err != nil {
+			return out, dropped, err
+		}
+		clean := true
+		for _, m := range buf {
+			if _, ok := t.message[string(keyName(elem[m.key.start:m.key.end]))]; !ok {
+				clean = false
+				break
+			}
+		}
+		if clean {
+			continue
+		}
+		out = append(out, val[cursor:e.start]...)
+		out = append(out, '{')
+		first := true
+		for _, m := range buf {
+			key := keyName(elem[m.key.start:m.key.end])
+			if _, ok := t.message[string(key)]; !ok {
+				dropped = appendUnique(dropped, "messages[]."+string(key))
+				continue
+			}
+			if !first {
+				out = append(out, ',')
+			}
+			first = false
+			out = append(out, elem[m.key.start:m.key.end]...)
+			out = append(out, ':')
+			out = append(out, elem[m.val.start:m.val.end]...)
+		}
+		out = append(out, '}')
+		cursor = e.end
+	}
+	return append(out, val[cursor:]...), dropped, nil
+}
+
+// betas turns the anthropic-beta header into indexes into t.betaNames, in
+// table order, and the flags dropped.
+func (t *Translator) betas(header string) (kept []int, dropped []string) {
+	var seenBuf [64]bool
+	var seen []bool
+	if len(t.betaNames) <= len(seenBuf) {
+		seen = seenBuf[:len(t.betaNames)]
+	} else {
+		seen = make([]bool, len(t.betaNames))
+	}
+	found := false
+	for rest := header; rest != ""; {
+		var flag string
+		flag, rest, _ = strings.Cut(rest, ",")
+		flag = strings.TrimSpace(flag)
+		if flag == "" {
+			continue
+		}
+		if idx, ok := t.betaIndex[flag]; ok {
+			seen[idx] = true
+			found = true
+			continue
+		}
+		dropped = appendUnique(dropped, flag)
+	}
+	if !found {
+		return nil, dropped
+	}
+	for i, s := range seen {
+		if s {
+			kept = append(kept, i)
+		}
+	}
+	return kept, dropped
+}
+
+// ModelPath returns the InvokeModel path for modelID. Every byte outside
+// RFC 3986's unreserved set is percent-encoded, as the AWS SDK does for
+// path labels, so ARNs (with ':' and '/') form a single path segment and
+// the path is already in the form SigV4's canonical request expects.
+func ModelPath(modelID string, stream bool) string {
+	const hex = "0123456789ABCDEF"
+	suffix := "/invoke"
+	if stream {
+		suffix = "/invoke-with-response-stream"
+	}
+	var b strings.Builder
+	b.Grow(len("/model/") + 3*len(modelID) + len(suffix))
+	b.WriteString("/model/")
+	for i := 0; i < len(modelID); i++ {
+		c := modelID[i]
+		if isUnreserved(c) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&15])
+	}
+	b.WriteString(suffix)
+	return b.String()
+}
+
+func isUnreserved(c byte) bool {
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// keyName returns the decoded member name of a raw, already validated,
+// quoted JSON key, exactly as encoding/json would decode it. Plain ASCII
+// names are returned in place, without allocating; escaped or non-ASCII
+// names are rare and decoded so that an escaped spelling cannot slip past
+// the allow-list.
+func keyName(raw []byte) []byte {
+	inner := raw[1 : len(raw)-1]
+	for _, c := range inner {
+		if c == '\\' || c >= utf8.RuneSelf {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				// Unreachable for scanner-validated keys; an unmatched
+				// name is dropped, which is the safe outcome.
+				return raw
+			}
+			return []byte(s)
+		}
+	}
+	return inner
+}
+
+func appendUnique(list []string, s string) []string {
+	for _, x := range list {
+		if x == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
