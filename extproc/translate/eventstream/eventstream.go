@@ -388,54 +388,33 @@ func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 	return append(dst, "\n\n"...), nil
 }
 
-func (c *Converter) readUsage(obj []byte) {
-	if len(obj) == 0 || obj[0] != '{' {
-		return
-	}
-	it := newObjectIter(obj)
-	for m, ok := it.next(); ok; m, ok = it.next() {
-		var i int
-		var dst *int64
-		switch string(m.key) {
-		case "input_tokens":
-			i, dst = 0, &c.usage.InputTokens
-		case "output_tokens":
-			i, dst = 1, &c.usage.OutputTokens
-		case "cache_read_input_tokens":
-			i, dst = 2, &c.usage.CacheReadInputTokens
-		case "cache_creation_input_tokens":
-			i, dst = 3, &c.usage.CacheCreationInputTokens
-		default:
-			continue
-		}
-		if v, ok := parseCount(m.value); ok {
-			*dst, c.seen[i] = v, true
-		}
-	}
-}
+// Names of the four counts, in Usage field order, in Anthropic's usage object
+// and in Bedrock's amazon-bedrock-invocationMetrics.
+var (
+	usageNames   = [4]string{"input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"}
+	metricsNames = [4]string{"inputTokenCount", "outputTokenCount", "cacheReadInputTokenCount", "cacheWriteInputTokenCount"}
+)
 
-func (c *Converter) readMetrics(obj []byte) {
+func (c *Converter) readUsage(obj []byte)   { readCounts(obj, &usageNames, &c.usage, &c.seen) }
+func (c *Converter) readMetrics(obj []byte) { readCounts(obj, &metricsNames, &c.metrics, &c.mseen) }
+
+// readCounts sets the counts named in names from the JSON object obj into
+// dst, marking each one found in seen.
+func readCounts(obj []byte, names *[4]string, dst *Usage, seen *[4]bool) {
 	if len(obj) == 0 || obj[0] != '{' {
 		return
 	}
+	fields := [4]*int64{&dst.InputTokens, &dst.OutputTokens, &dst.CacheReadInputTokens, &dst.CacheCreationInputTokens}
 	it := newObjectIter(obj)
 	for m, ok := it.next(); ok; m, ok = it.next() {
-		var i int
-		var dst *int64
-		switch string(m.key) {
-		case "inputTokenCount":
-			i, dst = 0, &c.metrics.InputTokens
-		case "outputTokenCount":
-			i, dst = 1, &c.metrics.OutputTokens
-		case "cacheReadInputTokenCount":
-			i, dst = 2, &c.metrics.CacheReadInputTokens
-		case "cacheWriteInputTokenCount":
-			i, dst = 3, &c.metrics.CacheCreationInputTokens
-		default:
-			continue
-		}
-		if v, ok := parseCount(m.value); ok {
-			*dst, c.mseen[i] = v, true
+		for i, name := range names {
+			if string(m.key) != name {
+				continue
+			}
+			if v, ok := parseCount(m.value); ok {
+				*fields[i], seen[i] = v, true
+			}
+			break
 		}
 	}
 }
