@@ -50,6 +50,23 @@ type Identity struct {
 	// ExpiresAt is when the key stops being valid (the end of a rotation
 	// grace period); zero if it does not expire.
 	ExpiresAt time.Time
+	// Bedrock is the Bedrock credential in effect for the key (the key's
+	// override, else the user's default); nil if none.
+	Bedrock *BedrockCredential
+}
+
+// BedrockCredential is a Bedrock credential as the key lookup returns it:
+// the secret still sealed. extproc opens it itself (extproc/bedrockauth),
+// so no plaintext secret is ever cached or sent between services.
+type BedrockCredential struct {
+	ID uuid.UUID `json:"id"`
+	// Kind is api_key or aws_default_chain.
+	Kind string `json:"kind"`
+	// Region is the AWS region requests go to and are signed for.
+	Region string `json:"region"`
+	// SecretCiphertext is the envelope-encrypted Bedrock API key
+	// (internal/secrets); empty for aws_default_chain. Never log it.
+	SecretCiphertext []byte `json:"secret_ciphertext,omitempty"`
 }
 
 // A Resolver maps an access key to its Identity. It returns an error
@@ -76,6 +93,9 @@ type KeyRecord struct {
 	ExpiresAt time.Time
 	// UserDisabled reports that the key's user is disabled.
 	UserDisabled bool
+	// Credential is the Bedrock credential in effect for the key; nil if
+	// none.
+	Credential *BedrockCredential `json:"credential,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -139,6 +159,7 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		KeyPrefix:       rec.Prefix,
 		RoutingStrategy: strategy,
 		ExpiresAt:       expires,
+		Bedrock:         rec.Credential,
 	}, nil
 }
 

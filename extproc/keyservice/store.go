@@ -70,22 +70,13 @@ const (
 )
 
 // Credential is the Bedrock credential in effect for a key.
-type Credential struct {
-	ID     uuid.UUID `json:"id"`
-	Kind   string    `json:"kind"`
-	Region string    `json:"region"`
-	// SecretCiphertext is the envelope-encrypted Bedrock API key
-	// (internal/secrets); empty for aws_default_chain. Never log it.
-	SecretCiphertext []byte `json:"secret_ciphertext,omitempty"`
-}
+type Credential = auth.BedrockCredential
 
 // Record is everything the KeyService says about a key.
 type Record struct {
 	auth.KeyRecord
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means none.
 	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
-	// Credential is nil when the key has no Bedrock credential.
-	Credential *Credential `json:"credential,omitempty"`
 }
 
 // Config configures a Store.

@@ -47,6 +47,9 @@ func (k KeyStore) LookupKeyByHash(ctx context.Context, hash []byte) (auth.KeyRec
 		RoutingStrategy: string(l.RoutingStrategy()),
 		UserDisabled:    l.User.DeletedAt != nil || l.User.Status != store.UserActive,
 	}
+	if c := l.Credential; c != nil {
+		rec.Credential = &auth.BedrockCredential{ID: c.ID, Kind: string(c.Kind), Region: c.Region, SecretCiphertext: c.SecretCiphertext}
+	}
 	switch l.Key.Status {
 	case store.KeyRevoked:
 		rec.RevokedAt = time.Unix(0, 0).UTC()
