@@ -25,10 +25,15 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/router"
+	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
+	"github.com/ccproxy/ccproxy/extproc/upstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
 )
 
@@ -61,14 +66,26 @@ type Options struct {
 	// DefaultDrainTimeout. Streamed answers can last minutes, so after it
 	// the remaining streams are cut.
 	DrainTimeout time.Duration
+	// Bedrock enables Bedrock routes; nil refuses Bedrock-bound requests
+	// with a clear error.
+	Bedrock *BedrockOptions
+}
+
+// BedrockOptions is what serving Bedrock needs.
+type BedrockOptions struct {
+	// Runtime supplies the control plane's runtime configuration.
+	Runtime runtimeconfig.Source
+	// Signer checks and applies Bedrock credentials.
+	Signer *bedrockauth.Signer
 }
 
 // Server is the ext_proc gRPC service.
 type Server struct {
-	log    *slog.Logger
-	router *router.Router
-	drain  time.Duration
-	pool   mem.BufferPool
+	log      *slog.Logger
+	router   *router.Router
+	upstream *upstream.Handler // nil without Bedrock
+	drain    time.Duration
+	pool     mem.BufferPool
 }
 
 // NewServer returns a Server for opts.
@@ -86,14 +103,27 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extproc: %w", err)
 	}
-	rt, err := router.New(router.Config{
+	rcfg := router.Config{
 		Keys:    opts.Keys,
 		Usage:   opts.Usage,
 		Models:  opts.Models,
 		Logger:  opts.Logger,
 		Metrics: m,
 		Now:     opts.Now,
-	})
+	}
+	var up *upstream.Handler
+	if b := opts.Bedrock; b != nil {
+		if b.Runtime == nil || b.Signer == nil {
+			return nil, errors.New("extproc: BedrockOptions needs Runtime and Signer")
+		}
+		requests := handoff.NewStore()
+		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests}
+		up, err = upstream.New(upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer})
+		if err != nil {
+			return nil, fmt.Errorf("extproc: %w", err)
+		}
+	}
+	rt, err := router.New(rcfg)
 	if err != nil {
 		return nil, fmt.Errorf("extproc: %w", err)
 	}
@@ -106,7 +136,7 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extproc: buffer pool: %w", err)
 	}
-	return &Server{log: opts.Logger, router: rt, drain: opts.DrainTimeout, pool: pool}, nil
+	return &Server{log: opts.Logger, router: rt, upstream: up, drain: opts.DrainTimeout, pool: pool}, nil
 }
 
 // Serve answers ext_proc streams on lis until ctx is cancelled, then stops
@@ -160,35 +190,86 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 // Process implements ExternalProcessorServer: it runs one stream (one HTTP
-// request at one filter) through a router.Processor.
+// request at one filter) through a router.Processor, or, for the upstream
+// filter's streams (one per attempt), through an upstream.Processor. The
+// upstream filter is told apart by the gRPC initial metadata the control
+// plane configures for it, or by the upstream request_attributes its first
+// message carries (the router-level filter requests none).
 func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error {
 	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return endOfStream(err)
+	}
+	if isUpstreamStream(ctx, first) {
+		return s.processUpstream(ctx, stream, first)
+	}
 	p := s.router.NewProcessor()
 	// The usage event is emitted however the stream ends; its context must
 	// not be the cancelled stream's.
 	defer p.Close(context.WithoutCancel(ctx))
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			// Envoy half-closes (io.EOF) when it expects nothing more, and
-			// resets the stream (Canceled) when the request is destroyed
-			// early, e.g. the client went away. Neither is an error here.
-			if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
-				return nil
-			}
-			return err
-		}
+	for req := first; ; {
 		resp, err := p.Process(ctx, req)
 		if err != nil {
 			s.log.LogAttrs(ctx, slog.LevelWarn, "ext_proc protocol violation",
 				slog.String("request_id", p.RequestID()), slog.Any("error", err))
 			return err
 		}
-		if resp == nil {
-			continue
+		if resp != nil {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
 		}
-		if err := stream.Send(resp); err != nil {
-			return err
+		if req, err = stream.Recv(); err != nil {
+			return endOfStream(err)
+		}
+	}
+}
+
+// endOfStream maps the error that ended a Recv loop to Process's result.
+// Envoy half-closes (io.EOF) when it expects nothing more, and resets the
+// stream (Canceled) when the request is destroyed early, e.g. the client
+// went away. Neither is an error here.
+func endOfStream(err error) error {
+	if errors.Is(err, io.EOF) || status.Code(err) == codes.Canceled {
+		return nil
+	}
+	return err
+}
+
+func isUpstreamStream(ctx context.Context, first *extprocv3.ProcessingRequest) bool {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(upstream.FilterMetadataKey); len(v) > 0 {
+			return v[0] == upstream.FilterUpstream
+		}
+	}
+	_, ok := first.GetAttributes()[upstream.AttributesKey].GetFields()[upstream.AttributeBackend]
+	return ok
+}
+
+// processUpstream runs an upstream filter stream. It never ends the stream
+// with an error of its own: Envoy ignores an upstream filter's failure and
+// the attempt would hang (PROTOCOL-NOTES.md "Replies").
+func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, first *extprocv3.ProcessingRequest) error {
+	var p *upstream.Processor
+	if s.upstream != nil {
+		p = s.upstream.NewProcessor()
+	}
+	for req := first; ; {
+		var resp *extprocv3.ProcessingResponse
+		if p != nil {
+			resp = p.Process(ctx, req)
+		} else {
+			resp = upstream.Unchanged(req)
+		}
+		if resp != nil {
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+		var err error
+		if req, err = stream.Recv(); err != nil {
+			return endOfStream(err)
 		}
 	}
 }

@@ -256,7 +256,7 @@ func TestPassThroughStreaming(t *testing.T) {
 			assertProto(t, "request headers reply", s.send(requestHeaders(hs, false)), headersReply(&extprocv3.CommonResponse{
 				HeaderMutation: &extprocv3.HeaderMutation{
 					SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true")},
-					RemoveHeaders: []string{"x-ccproxy-route"},
+					RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 				},
 			}))
 			e.clock.Advance(2 * time.Millisecond)
@@ -341,7 +341,7 @@ func TestPassThroughBuffered(t *testing.T) {
 			body:    nonStream,
 			wantHeaders: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
 				SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true")},
-				RemoveHeaders: []string{"x-ccproxy-route"},
+				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 			}},
 			respHeaders: jsonHeaders("200"),
 			respBody:    readFile(t, sseFixtures+"message.json"),
@@ -358,7 +358,7 @@ func TestPassThroughBuffered(t *testing.T) {
 				{"x-claude-code-agent-id", "agent-7"}, {"x-request-id", "rid-count"}},
 			body: countBody,
 			wantHeaders: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-key"},
+				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state", "x-ccproxy-key"},
 			}},
 			respHeaders: jsonHeaders("200"),
 			respBody:    readFile(t, sseFixtures+"count_tokens.json"),
@@ -372,7 +372,7 @@ func TestPassThroughBuffered(t *testing.T) {
 			body:    readFile(t, captures+"anthropic-turn1.body.json"),
 			wantHeaders: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
 				SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true")},
-				RemoveHeaders: []string{"x-ccproxy-route"},
+				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 			}},
 			respHeaders: []header{{":status", "429"}, {"content-type", "application/json"}, {"retry-after", "17"}},
 			respBody:    errBody,
@@ -385,7 +385,7 @@ func TestPassThroughBuffered(t *testing.T) {
 			body:    []byte(`{"model":"claude-opus-5-5","messages":[`),
 			wantHeaders: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
 				SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true")},
-				RemoveHeaders: []string{"x-ccproxy-route"},
+				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 			}},
 			respHeaders: []header{{":status", "400"}, {"content-type", "application/json"}},
 			respBody:    []byte(`{"type":"error","error":{"type":"invalid_request_error","message":"invalid JSON"}}`),
@@ -469,7 +469,7 @@ func TestBodilessForwarded(t *testing.T) {
 	assertProto(t, "request headers reply", got, headersReply(&extprocv3.CommonResponse{
 		HeaderMutation: &extprocv3.HeaderMutation{
 			SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/files?limit=2"), set("x-ccproxy-route", "plan")},
-			RemoveHeaders: []string{"x-ccproxy-route"},
+			RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 		},
 		ClearRouteCache: true,
 	}))

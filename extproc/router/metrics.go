@@ -16,6 +16,10 @@ const (
 	OutcomeRefused     = "unauthorized" // 401
 	OutcomeNotFound    = "not_found"    // 404
 	OutcomeLookupError = "lookup_error" // key lookup failed: 500
+	// OutcomeBedrockRefused: a Bedrock-bound request the gateway could not
+	// serve (no credential, unmappable model, …; see
+	// ccproxy_extproc_bedrock_refusals_total for the reason).
+	OutcomeBedrockRefused = "bedrock_refused"
 )
 
 // routeLocal labels requests the gateway answered itself.
@@ -53,6 +57,12 @@ type Metrics struct {
 	unparsed     *prometheus.CounterVec
 
 	forwardedPlan prometheus.Counter
+
+	bedrockRefusals           *prometheus.CounterVec
+	bedrockDroppedBetas       prometheus.Counter
+	bedrockDroppedFields      prometheus.Counter
+	bedrockCredentialRejected prometheus.Counter
+	bedrockGuessed            prometheus.Counter
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -84,7 +94,26 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "ccproxy_extproc_tokens_total",
 		Help: "Tokens in emitted usage events, by kind.",
 	}, []string{"kind"})
-	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens} {
+	m.bedrockRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_bedrock_refusals_total",
+		Help: "Bedrock-bound requests refused before routing, by reason.",
+	}, []string{"reason"})
+	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_bedrock_dropped_total",
+		Help: "anthropic-beta flags and body fields removed by the Bedrock allow-lists (names are logged).",
+	}, []string{"kind"})
+	m.bedrockDroppedBetas = dropped.WithLabelValues("beta")
+	m.bedrockDroppedFields = dropped.WithLabelValues("field")
+	m.bedrockCredentialRejected = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_bedrock_credential_rejected_total",
+		Help: "Bedrock answers rejecting the gateway's own Bedrock credential (an administrator must act).",
+	})
+	m.bedrockGuessed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_bedrock_model_guessed_total",
+		Help: "Requests whose Bedrock model id was guessed by the profile rule for want of a mapping.",
+	})
+	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
+		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}
@@ -100,11 +129,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 }
 
 func (m *Metrics) request(outcome string) {
-	if outcome == OutcomeForwarded {
+	m.requests.WithLabelValues(outcome, routeLocal).Inc()
+}
+
+// forwarded counts a request routed upstream.
+func (m *Metrics) forwarded(route string) {
+	if route == RoutePlan {
 		m.forwardedPlan.Inc()
 		return
 	}
-	m.requests.WithLabelValues(outcome, routeLocal).Inc()
+	m.requests.WithLabelValues(OutcomeForwarded, route).Inc()
 }
 
 func (m *Metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }

@@ -14,6 +14,8 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/apierror"
 	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
 )
 
@@ -40,6 +42,19 @@ type Processor struct {
 	forward   bool // the request goes upstream once its last phase is answered
 	route     string
 	fields    requestFields
+
+	// Bedrock (bedrock.go).
+	bedrockKind             bedrockKind
+	bedrockPath             bedrockPath
+	backendModel            string
+	handoffID               string
+	betaHeader              string
+	anthropicHeaders        []string // anthropic-* header names, removed for Bedrock
+	clientCredentialHeaders []string // x-api-key, authorization: never sent to Bedrock
+	amznErrorType           string
+	bedrockStream           bool
+	conv                    *eventstream.Converter
+	sseBuf                  []byte
 
 	// Response.
 	status     int
@@ -73,13 +88,13 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 		resp, err = p.requestHeaders(ctx, m.RequestHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		ph = phaseRequestBody
-		resp = p.requestBody(m.RequestBody)
+		resp = p.requestBody(ctx, m.RequestBody)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		ph = phaseResponseHeaders
 		resp = p.responseHeaders(m.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		ph = phaseResponseBody
-		resp = p.responseBody(m.ResponseBody)
+		resp = p.responseBody(ctx, m.ResponseBody)
 	case *extprocv3.ProcessingRequest_RequestTrailers:
 		ph = phaseTrailers
 		resp = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{
@@ -159,6 +174,7 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if !inPath {
 		key = headerKey
 	}
+	p.kind = classify(rest)
 	if !inPath && !hasHeaderKey {
 		return p.refuse(ctx, reasonMissing), nil
 	}
@@ -180,7 +196,6 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	}
 	p.identity = id
 
-	p.kind = classify(rest)
 	switch {
 	case string(method) == "HEAD":
 		// Claude Code probes the base URL with HEAD /ak/<key>/api/hello
@@ -193,11 +208,29 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	case p.kind == pathOther:
 		p.r.metrics.request(OutcomeNotFound)
 		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found"), nil
+	case p.kind == pathBedrockProfiles && string(method) == "GET":
+		return p.inferenceProfiles(ctx), nil
+	case p.kind == pathBedrockOther || p.kind == pathBedrockProfiles:
+		p.r.metrics.request(OutcomeNotFound)
+		return bedrockImmediate(404, "ccproxy: the gateway serves only InvokeModel, InvokeModelWithResponseStream, CountTokens and ListInferenceProfiles in Bedrock mode"), nil
+	case p.kind == pathBedrockModel:
+		var ok bool
+		if p.bedrockPath, ok = parseBedrockPath(rest); !ok || string(method) != "POST" {
+			p.r.metrics.request(OutcomeNotFound)
+			return bedrockImmediate(404, "ccproxy: unsupported Bedrock request"), nil
+		}
+		if id.RoutingStrategy == auth.RoutingPlanOnly {
+			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil), nil
+		}
+	case p.kind == pathV1 && id.RoutingStrategy == auth.RoutingBedrockOnly:
+		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil), nil
 	}
 
+	if p.wantsBedrock() {
+		p.collectBedrockHeaders(h)
+	}
 	p.forward = true
-	p.r.metrics.request(OutcomeForwarded)
-	hm := &extprocv3.HeaderMutation{RemoveHeaders: []string{RouteHeader}}
+	hm := &extprocv3.HeaderMutation{RemoveHeaders: []string{RouteHeader, handoff.StateHeader}}
 	if hasHeaderKey {
 		hm.RemoveHeaders = append(hm.RemoveHeaders, KeyHeader)
 	}
@@ -208,18 +241,22 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if h.GetEndOfStream() {
 		// No body follows: this is the last request phase, so the route is
 		// chosen here.
-		p.chooseRoute(common)
+		if p.wantsBedrock() {
+			return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request has no body", nil), nil
+		}
+		p.setRoute(common, RoutePlan)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}, nil
 }
 
-// chooseRoute sets the route header and clear_route_cache in common, which
+// setRoute sets the route header and clear_route_cache in common, which
 // must be the reply to the last request phase: Envoy re-matches the route
 // only when clear_route_cache comes with a header mutation in the same
 // CommonResponse.
-func (p *Processor) chooseRoute(common *extprocv3.CommonResponse) {
-	p.route = RoutePlan
+func (p *Processor) setRoute(common *extprocv3.CommonResponse, route string) {
+	p.route = route
+	p.r.metrics.forwarded(route)
 	if common.HeaderMutation == nil {
 		common.HeaderMutation = &extprocv3.HeaderMutation{}
 	}
@@ -243,23 +280,62 @@ func (p *Processor) refuse(ctx context.Context, reason string) *extprocv3.Proces
 	default:
 		msg = "ccproxy: invalid access key"
 	}
+	if p.kind == pathBedrockModel || p.kind == pathBedrockProfiles || p.kind == pathBedrockOther {
+		// The AWS SDK of Claude Code's Bedrock mode parses Bedrock's format.
+		return bedrockImmediate(403, msg)
+	}
 	return immediate(401, apierror.Authentication, msg, "ccproxy_auth_"+reason)
 }
 
-func (p *Processor) requestBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+// collectBedrockHeaders notes what a Bedrock-bound request must lose or
+// carry over: the client's credentials, the anthropic-* headers (for a
+// translated request), and the anthropic-beta flags.
+func (p *Processor) collectBedrockHeaders(h *extprocv3.HttpHeaders) {
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch {
+		case hv.Key == "x-api-key" || hv.Key == "authorization":
+			p.clientCredentialHeaders = appendOnce(p.clientCredentialHeaders, hv.Key)
+		case hv.Key == "anthropic-beta":
+			if p.betaHeader != "" {
+				p.betaHeader += ","
+			}
+			p.betaHeader += string(rawValue(hv))
+			p.anthropicHeaders = appendOnce(p.anthropicHeaders, hv.Key)
+		case len(hv.Key) > len("anthropic-") && hv.Key[:len("anthropic-")] == "anthropic-":
+			p.anthropicHeaders = appendOnce(p.anthropicHeaders, hv.Key)
+		}
+	}
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, v := range list {
+		if v == s {
+			return list
+		}
+	}
+	return append(list, s)
+}
+
+func (p *Processor) requestBody(ctx context.Context, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	common := &extprocv3.CommonResponse{}
 	if p.forward && p.route == "" {
 		if p.kind == pathMessages || p.kind == pathCountTokens {
 			p.fields = scanRequest(b.GetBody())
 		}
-		p.chooseRoute(common)
+		if p.wantsBedrock() {
+			if refusal := p.routeBedrock(ctx, b.GetBody(), common); refusal != nil {
+				return refusal
+			}
+		} else {
+			p.setRoute(common, RoutePlan)
+		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 		RequestBody: &extprocv3.BodyResponse{Response: common}}}
 }
 
 func (p *Processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	var ct, ce []byte
+	var ct, ce, amznType []byte
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case ":status":
@@ -268,7 +344,22 @@ func (p *Processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 			ct = rawValue(hv)
 		case "content-encoding":
 			ce = rawValue(hv)
+		case "x-amzn-errortype":
+			amznType = rawValue(hv)
 		}
+	}
+	if p.bedrockKind != bedrockNone {
+		p.encoded = len(ce) > 0 && string(ce) != "identity"
+		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
+			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
+		p.bedrockResponseHeaders(resp, ct, amznType)
+		if !p.bedrockStream && p.started {
+			p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
+		}
+		if h.GetEndOfStream() {
+			p.endResponse()
+		}
+		return resp
 	}
 	p.sse = p.status == 200 && isEventStream(ct)
 	p.encoded = len(ce) > 0 && string(ce) != "identity"
@@ -285,8 +376,22 @@ func (p *Processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.Process
 	return resp
 }
 
-func (p *Processor) responseBody(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
+func (p *Processor) responseBody(ctx context.Context, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	body := b.GetBody()
+	if p.bedrockStream {
+		return p.bedrockStreamChunk(b)
+	}
+	if p.bedrockKind != bedrockNone {
+		// BUFFERED: the whole body, see below.
+		common := p.bedrockBufferedBody(ctx, body)
+		p.endResponse()
+		if common != nil {
+			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+				ResponseBody: &extprocv3.BodyResponse{Response: common}}}
+		}
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
+			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
+	}
 	switch {
 	case p.sse:
 		if !p.encoded {
@@ -337,7 +442,12 @@ func (p *Processor) Close(ctx context.Context) {
 		return
 	}
 	p.closedOnce = true
-	if p.route == "" || (p.kind != pathMessages && p.kind != pathCountTokens) {
+	if p.handoffID != "" {
+		p.r.bedrock.Requests.Delete(p.handoffID)
+	}
+	metered := p.kind == pathMessages || p.kind == pathCountTokens ||
+		(p.kind == pathBedrockModel && p.bedrockPath.op != "")
+	if p.route == "" || !metered {
 		return
 	}
 	aborted := !p.ended && !p.scanner.Completed()
@@ -364,13 +474,36 @@ func (p *Processor) Close(ctx context.Context) {
 		Latency:            latency,
 		Aborted:            aborted,
 	}
-	if p.kind == pathCountTokens {
+	if p.kind == pathCountTokens || p.bedrockPath.op == "count-tokens" {
 		ev.PathKind = usage.PathCountTokens
 	}
-	if p.sse {
+	switch {
+	case p.bedrockStream:
 		ev.Usage = p.scanner.Usage()
-	} else {
+		// Bedrock's invocation metrics fill counts the events left out.
+		cu := p.conv.Usage()
+		if ev.Usage.InputTokens == 0 {
+			ev.Usage.InputTokens = cu.InputTokens
+		}
+		if ev.Usage.OutputTokens == 0 {
+			ev.Usage.OutputTokens = cu.OutputTokens
+		}
+		if ev.Usage.CacheReadInputTokens == 0 {
+			ev.Usage.CacheReadInputTokens = cu.CacheReadInputTokens
+		}
+		if ev.Usage.CacheWrite5mInputTokens == 0 && ev.Usage.CacheWrite1hInputTokens == 0 {
+			ev.Usage.CacheWrite5mInputTokens = cu.CacheCreationInputTokens
+		}
+		aborted = !p.ended && !p.scanner.Completed()
+	case p.sse:
+		ev.Usage = p.scanner.Usage()
+	default:
 		ev.Usage = p.jsonUsage
+	}
+	if p.bedrockKind != bedrockNone {
+		ev.Provider = usage.ProviderBedrock
+		ev.BackendModel = p.backendModel
+		ev.Aborted = aborted
 	}
 	if p.encoded && p.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()

@@ -109,6 +109,9 @@ const (
 	pathMessages                    // /v1/messages
 	pathCountTokens                 // /v1/messages/count_tokens
 	pathModels                      // /v1/models
+	pathBedrockModel                // /bedrock/model/{id}/{op}: Claude Code's Bedrock mode
+	pathBedrockProfiles             // /bedrock/inference-profiles
+	pathBedrockOther                // other /bedrock/ paths: 404
 )
 
 // classify tells what path (query excluded) is.
@@ -126,6 +129,15 @@ func classify(path []byte) pathKind {
 	}
 	if bytes.HasPrefix(path, []byte("/v1/")) {
 		return pathV1
+	}
+	if rest, ok := bytes.CutPrefix(path, []byte(bedrockModePrefix)); ok {
+		switch {
+		case string(rest) == "inference-profiles":
+			return pathBedrockProfiles
+		case bytes.HasPrefix(rest, []byte("model/")):
+			return pathBedrockModel
+		}
+		return pathBedrockOther
 	}
 	return pathOther
 }

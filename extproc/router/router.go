@@ -68,6 +68,9 @@ type Config struct {
 	Metrics *Metrics
 	// Now is the clock for usage timings; nil means time.Now.
 	Now func() time.Time
+	// Bedrock serves bedrock_only users and Claude Code's Bedrock mode;
+	// nil refuses them with a clear error.
+	Bedrock *BedrockConfig
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -79,6 +82,7 @@ type Router struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+	bedrock *BedrockConfig
 }
 
 // New returns a Router for cfg.
@@ -91,6 +95,9 @@ func New(cfg Config) (*Router, error) {
 	}
 	if cfg.Metrics == nil {
 		return nil, errors.New("router: Config.Metrics is required")
+	}
+	if b := cfg.Bedrock; b != nil && (b.Runtime == nil || b.Credentials == nil || b.Requests == nil) {
+		return nil, errors.New("router: Config.Bedrock needs Runtime, Credentials and Requests")
 	}
 	for i, m := range cfg.Models {
 		if m.ID == "" {
@@ -110,6 +117,7 @@ func New(cfg Config) (*Router, error) {
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
 		now:     cfg.Now,
+		bedrock: cfg.Bedrock,
 	}, nil
 }
 

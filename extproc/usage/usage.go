@@ -25,6 +25,9 @@ const (
 // API (Plan).
 const ProviderAnthropic = "anthropic"
 
+// ProviderBedrock is Event.Provider for requests answered by AWS Bedrock.
+const ProviderBedrock = "bedrock"
+
 // Usage is the token usage of one response, in Anthropic's terms.
 type Usage struct {
 	// InputTokens excludes cached tokens, as in Anthropic's usage object.

@@ -1,0 +1,307 @@
+// Package upstream owns the upstream-level ext_proc processor: the filter in
+// a Bedrock cluster's upstream HTTP filter chain, which Envoy runs once per
+// upstream attempt, retries included (DESIGN.md "Request lifecycle on
+// Envoy").
+//
+// For each attempt it learns the chosen backend from the endpoint's host
+// metadata (the filter's request_attributes) and rewrites the request for
+// it from what the router-level processor decided and stored in a
+// handoff.Store: the Bedrock path, the translated body
+// (CONTINUE_AND_REPLACE, with the new length published as dynamic metadata
+// for the header_mutation filter that restores content-length), the
+// removal of the client's credentials and the Bedrock credential itself —
+// an API key or a SigV4 signature computed here, per attempt, over the
+// final body and the endpoint's host.
+//
+// It never fails a request: Envoy ignores an ImmediateResponse or a gRPC
+// error from an upstream filter and the request would hang until a timeout
+// (PROTOCOL-NOTES.md "Replies"). Everything that could fail was checked by
+// the router-level processor; what still fails here (a lost handoff entry,
+// AWS credentials that expired between check and sign) is logged, counted,
+// and the request continues unchanged so that Bedrock's own error reaches
+// the router-level processor, which reports it.
+package upstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/handoff"
+)
+
+// The upstream filter's request_attributes, as the control plane configures
+// them (the contract in controlplane). Envoy sends them on the first message
+// in ProcessingRequest.attributes[AttributesKey], a Struct keyed by the
+// expression text.
+const (
+	AttributesKey    = "envoy.filters.http.ext_proc"
+	AttributeBackend = "xds.upstream_host_metadata.filter_metadata['ccproxy']['backend']"
+	AttributeRegion  = "xds.upstream_host_metadata.filter_metadata['ccproxy']['region']"
+	AttributeHost    = "xds.upstream_host_metadata.filter_metadata['ccproxy']['host']"
+)
+
+// FilterMetadataKey is the gRPC initial metadata key the control plane sets
+// on the upstream filter's grpc_service, and FilterUpstream its value: the
+// server uses it to tell the two ext_proc filters' streams apart.
+const (
+	FilterMetadataKey = "x-ccproxy-filter"
+	FilterUpstream    = "upstream"
+)
+
+// MetadataNamespace and ContentLengthKey name the dynamic metadata the
+// header_mutation filter after this one reads
+// (%DYNAMIC_METADATA(ccproxy:content_length)%): Envoy removes content-length
+// when an ext_proc replaces the body, and Bedrock needs it.
+const (
+	MetadataNamespace = "ccproxy"
+	ContentLengthKey  = "content_length"
+)
+
+// Signer applies a Bedrock credential to a request (bedrockauth.Signer).
+type Signer interface {
+	Sign(ctx context.Context, cred bedrockauth.Credential, method, host, escapedPath string, body []byte) ([]bedrockauth.Header, error)
+}
+
+// Config configures a Handler.
+type Config struct {
+	// Requests holds what the router-level processor decided. Required.
+	Requests *handoff.Store
+	// Signer applies credentials. Required.
+	Signer Signer
+	// Logger receives the processor's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the metrics; nil skips registration.
+	Registerer prometheus.Registerer
+}
+
+// Handler holds what every attempt's Processor shares. It is safe for
+// concurrent use.
+type Handler struct {
+	requests *handoff.Store
+	signer   Signer
+	log      *slog.Logger
+
+	attempts *prometheus.CounterVec
+	failures *prometheus.CounterVec
+	phase    prometheus.Observer
+}
+
+// Attempt outcomes (label "outcome" of ccproxy_extproc_upstream_attempts_total).
+const (
+	outcomeBedrock = "bedrock"      // rewritten for Bedrock
+	outcomePlan    = "plan"         // Plan endpoint: nothing to change
+	outcomeUnknown = "unrecognised" // no or unknown backend attribute: unchanged
+	outcomeLost    = "no_state"     // no handoff entry: unchanged
+	outcomeSignErr = "sign_error"   // credential could not be applied: unchanged
+)
+
+// New returns a Handler for cfg.
+func New(cfg Config) (*Handler, error) {
+	if cfg.Requests == nil || cfg.Signer == nil {
+		return nil, errors.New("upstream: Config.Requests and Config.Signer are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	h := &Handler{
+		requests: cfg.Requests,
+		signer:   cfg.Signer,
+		log:      cfg.Logger,
+		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_upstream_attempts_total",
+			Help: "Upstream attempts seen by the upstream-level ext_proc filter, by outcome.",
+		}, []string{"outcome"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_upstream_failures_total",
+			Help: "Upstream attempts the upstream-level filter could not rewrite (they continue unchanged and fail at Bedrock), by reason.",
+		}, []string{"reason"}),
+	}
+	hist := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "ccproxy_extproc_upstream_request_headers_seconds",
+		Help:    "Time to answer the upstream filter's request headers (including SigV4 signing).",
+		Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 5e-3, 25e-3, 0.1},
+	})
+	h.phase = hist
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{h.attempts, h.failures, hist} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("upstream: register metrics: %w", err)
+			}
+		}
+	}
+	return h, nil
+}
+
+// NewProcessor returns the processor of one upstream attempt's ext_proc
+// stream.
+func (h *Handler) NewProcessor() *Processor { return &Processor{h: h} }
+
+// Processor handles one attempt: request headers, then response headers.
+// It is driven by a single goroutine.
+type Processor struct {
+	h     *Handler
+	attrs map[string]*structpb.Value
+}
+
+// Process returns the reply to req, or nil when none is due. It never
+// returns an error for a message it understands, so that the attempt is
+// never stalled by this filter.
+func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	if a := req.GetAttributes()[AttributesKey]; a != nil && p.attrs == nil {
+		p.attrs = a.GetFields()
+	}
+	hs, ok := req.GetRequest().(*extprocv3.ProcessingRequest_RequestHeaders)
+	if !ok || req.GetObservabilityMode() {
+		// Response headers (per attempt; the circuit breaker's input in a
+		// later change) and anything else pass unchanged.
+		return Unchanged(req)
+	}
+	t := time.Now()
+	resp := p.requestHeaders(ctx, hs.RequestHeaders)
+	p.h.phase.Observe(time.Since(t).Seconds())
+	return resp
+}
+
+func (p *Processor) attr(name string) string {
+	return p.attrs[name].GetStringValue()
+}
+
+func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	unchanged := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{}}}
+
+	var stateID, method string
+	for _, hv := range hs.GetHeaders().GetHeaders() {
+		switch hv.Key {
+		case handoff.StateHeader:
+			stateID = string(rawValue(hv))
+		case ":method":
+			method = string(rawValue(hv))
+		}
+	}
+	backend := p.attr(AttributeBackend)
+	switch backend {
+	case handoff.BackendBedrock:
+	case handoff.BackendPlan:
+		p.h.attempts.WithLabelValues(outcomePlan).Inc()
+		if stateID != "" {
+			return reply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{handoff.StateHeader}}})
+		}
+		return unchanged
+	default:
+		p.h.attempts.WithLabelValues(outcomeUnknown).Inc()
+		p.h.log.LogAttrs(ctx, slog.LevelError, "upstream attempt without a known backend in its host metadata; request continues unchanged",
+			slog.String("backend", backend))
+		return unchanged
+	}
+
+	r := p.h.requests.Get(stateID)
+	if r == nil {
+		p.h.attempts.WithLabelValues(outcomeLost).Inc()
+		p.h.failures.WithLabelValues("no_state").Inc()
+		p.h.log.LogAttrs(ctx, slog.LevelError, "bedrock attempt without its routing state; request continues unchanged and Bedrock will refuse it",
+			slog.Bool("state_header", stateID != ""))
+		return unchanged
+	}
+	if method == "" {
+		method = r.Method
+	}
+	host := p.attr(AttributeHost)
+	auth, err := p.h.signer.Sign(ctx, r.Credential, method, host, r.Path, r.Body)
+	if err != nil {
+		p.h.attempts.WithLabelValues(outcomeSignErr).Inc()
+		p.h.failures.WithLabelValues("sign").Inc()
+		p.h.log.LogAttrs(ctx, slog.LevelError, "bedrock credential could not be applied; request continues unsigned and Bedrock will refuse it",
+			slog.String("request_id", r.RequestID), slog.String("credential_id", r.Credential.ID.String()), slog.Any("error", err))
+		auth = nil
+	}
+	p.h.attempts.WithLabelValues(outcomeBedrock).Inc()
+
+	// Every mutation is rebuilt from the stored request: an earlier attempt
+	// already changed Envoy's shared header map (source/docs/upstream_filters.md).
+	hm := &extprocv3.HeaderMutation{
+		RemoveHeaders: append([]string{handoff.StateHeader}, r.RemoveHeaders...),
+		SetHeaders:    make([]*corev3.HeaderValueOption, 0, 2+len(r.SetHeaders)+len(auth)),
+	}
+	hm.SetHeaders = append(hm.SetHeaders, setHeader(":path", r.Path))
+	for _, h := range r.SetHeaders {
+		hm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))
+	}
+	for _, h := range auth {
+		hm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))
+	}
+	common := &extprocv3.CommonResponse{HeaderMutation: hm}
+	resp := reply(common)
+	if r.ReplaceBody {
+		// CONTINUE_AND_REPLACE replaces the body with body_mutation and
+		// drops content-length (ext_proc.cc, handleHeadersResponse); the
+		// header_mutation filter after this one puts the new length back
+		// from dynamic metadata.
+		common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
+		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
+		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
+			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+				ContentLengthKey: structpb.NewStringValue(strconv.Itoa(len(r.Body))),
+			}}),
+		}}
+	}
+	return resp
+}
+
+// Unchanged returns the reply that lets req's phase continue unmodified
+// (nil for messages that need none). A server without Bedrock configured
+// answers upstream streams with it.
+func Unchanged(req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
+	if req.GetObservabilityMode() {
+		return nil
+	}
+	switch req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{RequestHeaders: &extprocv3.HeadersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{ResponseHeaders: &extprocv3.HeadersResponse{}}}
+	case *extprocv3.ProcessingRequest_RequestBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{RequestBody: &extprocv3.BodyResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseBody:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{ResponseBody: &extprocv3.BodyResponse{}}}
+	case *extprocv3.ProcessingRequest_RequestTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestTrailers{RequestTrailers: &extprocv3.TrailersResponse{}}}
+	case *extprocv3.ProcessingRequest_ResponseTrailers:
+		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseTrailers{ResponseTrailers: &extprocv3.TrailersResponse{}}}
+	}
+	return nil
+}
+
+func reply(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
+	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{Response: c}}}
+}
+
+// setHeader overwrites key with value, in raw_value only and with the
+// deprecated append flag, which is what Envoy's ext_proc reads
+// (mutation_utils.cc, applyHeaderMutations).
+func setHeader(key, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
+		//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
+		Append: wrapperspb.Bool(false),
+	}
+}
+
+func rawValue(h *corev3.HeaderValue) []byte {
+	if len(h.RawValue) > 0 || h.Value == "" {
+		return h.RawValue
+	}
+	return []byte(h.Value)
+}
