@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"github.com/ccproxy/ccproxy/internal/xdsvalidate"
+	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 
 	"bytes"
 	"encoding/json"
@@ -23,14 +24,31 @@ var goldenCases = []struct {
 	opts Options
 }{
 	{
-		// Production on Kubernetes: Anthropic over TLS, extproc sidecar on a Unix socket.
+		// Production on Kubernetes: Anthropic and Bedrock over TLS, extproc sidecar on a Unix
+		// socket, two Bedrock regions (given unsorted, with a duplicate) and one model mapping.
 		name: "production",
-		opts: Options{ListenAddress: "0.0.0.0:8080", ExtProcAddress: "unix:///run/ccproxy/extproc.sock"},
+		opts: Options{
+			ListenAddress: "0.0.0.0:8080", ExtProcAddress: "unix:///run/ccproxy/extproc.sock",
+			BedrockRegions: []string{"us-west-2", "us-east-1", "us-west-2"},
+			Bedrock: &runtimev1.BedrockConfig{Models: []*runtimev1.ModelMapping{{
+				AnthropicModelId: "claude-sonnet-4-5-20250929",
+				Aliases:          []string{"claude-sonnet-4-5"},
+				Family:           "sonnet",
+				BedrockModelId:   "anthropic.claude-sonnet-4-5-20250929-v1:0",
+				RegionModelIds: map[string]string{
+					"":          "global.anthropic.claude-sonnet-4-5-20250929-v1:0",
+					"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
+				},
+			}}},
+		},
 	},
 	{
-		// ccproxy dev / tests: plaintext fake Anthropic, extproc on loopback TCP.
+		// ccproxy dev / tests: plaintext fake Anthropic and fake Bedrock, extproc on loopback TCP.
 		name: "dev",
-		opts: Options{ListenAddress: "127.0.0.1:8080", ExtProcAddress: "127.0.0.1:9002", AnthropicURL: "http://127.0.0.1:18081"},
+		opts: Options{
+			ListenAddress: "127.0.0.1:8080", ExtProcAddress: "127.0.0.1:9002", AnthropicURL: "http://127.0.0.1:18081",
+			BedrockURL: "http://127.0.0.1:18082", BedrockRegions: []string{"us-east-1"},
+		},
 	},
 }
 
@@ -55,9 +73,10 @@ func canonicalJSON(t *testing.T, r *Resources) []byte {
 		return out
 	}
 	doc := map[string]any{
-		"clusters":  render(toMessages(r.Clusters)),
-		"listeners": render(toMessages(r.Listeners)),
-		"routes":    render(toMessages(r.Routes)),
+		"clusters":          render(toMessages(r.Clusters)),
+		"listeners":         render(toMessages(r.Listeners)),
+		"routes":            render(toMessages(r.Routes)),
+		"extension_configs": render(toMessages(r.ExtensionConfigs)),
 	}
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)

@@ -7,9 +7,13 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
 // Defaults for Options. Each one is a production value for Claude Code traffic on Envoy 1.40;
@@ -17,6 +21,11 @@ import (
 const (
 	// DefaultAnthropicURL is Plan's public endpoint.
 	DefaultAnthropicURL = "https://api.anthropic.com"
+	// DefaultBedrockURL is the public Bedrock runtime endpoint of each region.
+	// https://docs.aws.amazon.com/general/latest/gr/bedrock.html#br-rt
+	DefaultBedrockURL = "https://bedrock-runtime." + RegionPlaceholder + ".amazonaws.com"
+	// RegionPlaceholder is replaced by the AWS region in BedrockURL.
+	RegionPlaceholder = "{region}"
 	// DefaultUpstreamCAFile is the Debian/Ubuntu/Alpine system CA bundle, present in the
 	// official Envoy images.
 	DefaultUpstreamCAFile = "/etc/ssl/certs/ca-certificates.crt"
@@ -65,6 +74,21 @@ type Options struct {
 	// UpstreamCAFile is the PEM bundle Envoy verifies upstream certificates against.
 	UpstreamCAFile string
 
+	// BedrockURL is the Bedrock runtime endpoint as a template, scheme://host[:port] with no
+	// path, in which RegionPlaceholder (host only) is replaced by each region of
+	// BedrockRegions. https is verified against UpstreamCAFile like AnthropicURL; http is for
+	// tests (a fake Bedrock). Without the placeholder every region uses the same host.
+	BedrockURL string
+	// BedrockRegions are the AWS regions (us-east-1, …) that get a bedrock-<region> cluster
+	// and route: the regions of the Bedrock credentials in use. Order and duplicates do not
+	// matter; the resources list them sorted.
+	BedrockRegions []string
+	// Bedrock is the runtime configuration served to extproc as the ExtensionConfig
+	// RuntimeBedrockName. It is never modified. nil is an empty configuration (no model
+	// mappings); its Regions are always replaced by BedrockRegions, and empty Betas or
+	// Fields by the built-in tables of extproc/translate/bedrock.
+	Bedrock *runtimev1.BedrockConfig
+
 	// MaxRequestBytes bounds buffered bodies: listener and ext_proc cluster buffers, the
 	// route's retry buffer and (plus headroom) the ext_proc gRPC message size.
 	MaxRequestBytes uint32
@@ -104,6 +128,9 @@ func (o Options) WithDefaults() Options {
 	if o.UpstreamCAFile == "" {
 		o.UpstreamCAFile = DefaultUpstreamCAFile
 	}
+	if o.BedrockURL == "" {
+		o.BedrockURL = DefaultBedrockURL
+	}
 	if o.MaxRequestBytes == 0 {
 		o.MaxRequestBytes = DefaultMaxRequestBytes
 	}
@@ -141,6 +168,16 @@ type resolved struct {
 	listenPort uint32
 	extProc    endpointAddress
 	plan       upstreamURL
+	// bedrock has one entry per region, sorted by region.
+	bedrock []bedrockEndpoint
+	// runtime is the BedrockConfig served to extproc, complete (see Options.Bedrock).
+	runtime *runtimev1.BedrockConfig
+}
+
+// bedrockEndpoint is BedrockURL for one region.
+type bedrockEndpoint struct {
+	region string
+	url    upstreamURL
 }
 
 // endpointAddress is either a Unix socket path or an IP and port.
@@ -171,11 +208,21 @@ func (o Options) resolve() (resolved, error) {
 	if r.extProc, err = parseExtProcAddress(r.ExtProcAddress); err != nil {
 		return resolved{}, err
 	}
-	if r.plan, err = parseUpstreamURL(r.AnthropicURL); err != nil {
+	if r.plan, err = parseUpstreamURL(r.AnthropicURL, "AnthropicURL"); err != nil {
 		return resolved{}, err
 	}
-	if r.plan.tls && !path.IsAbs(r.UpstreamCAFile) {
+	if r.bedrock, err = parseBedrock(r.BedrockURL, r.BedrockRegions); err != nil {
+		return resolved{}, err
+	}
+	tls := r.plan.tls
+	for _, b := range r.bedrock {
+		tls = tls || b.url.tls
+	}
+	if tls && !path.IsAbs(r.UpstreamCAFile) {
 		return resolved{}, invalid("UpstreamCAFile %q: must be an absolute path", r.UpstreamCAFile)
+	}
+	if r.runtime, err = resolveBedrockConfig(r.Bedrock, r.bedrock); err != nil {
+		return resolved{}, err
 	}
 	if r.MaxRequestBytes < minMaxRequestBytes {
 		return resolved{}, invalid("MaxRequestBytes %d: below Anthropic's 32 MiB request limit", r.MaxRequestBytes)
@@ -255,11 +302,12 @@ func parseExtProcAddress(s string) (endpointAddress, error) {
 }
 
 // parseUpstreamURL accepts http(s)://host[:port] with an empty or "/" path. A path prefix
-// would need a route prefix_rewrite, which the Plan route deliberately does not do.
-func parseUpstreamURL(s string) (upstreamURL, error) {
+// would need a route prefix_rewrite, which the upstream routes deliberately do not do. what
+// names the option in errors.
+func parseUpstreamURL(s, what string) (upstreamURL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return upstreamURL{}, invalid("AnthropicURL %q: %v", s, err)
+		return upstreamURL{}, invalid("%s %q: %v", what, s, err)
 	}
 	var out upstreamURL
 	switch u.Scheme {
@@ -268,19 +316,106 @@ func parseUpstreamURL(s string) (upstreamURL, error) {
 	case "http":
 		out.port = 80
 	default:
-		return upstreamURL{}, invalid("AnthropicURL %q: scheme must be http or https", s)
+		return upstreamURL{}, invalid("%s %q: scheme must be http or https", what, s)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" || (u.Path != "" && u.Path != "/") {
-		return upstreamURL{}, invalid("AnthropicURL %q: want scheme://host[:port] without path, query or credentials", s)
+		return upstreamURL{}, invalid("%s %q: want scheme://host[:port] without path, query or credentials", what, s)
 	}
 	out.host = u.Hostname()
 	if out.host == "" {
-		return upstreamURL{}, invalid("AnthropicURL %q: missing host", s)
+		return upstreamURL{}, invalid("%s %q: missing host", what, s)
 	}
 	if p := u.Port(); p != "" {
-		if out.port, err = parsePort(p, "AnthropicURL"); err != nil {
+		if out.port, err = parsePort(p, what); err != nil {
 			return upstreamURL{}, err
 		}
 	}
 	return out, nil
+}
+
+// regionPattern is the shape of an AWS region name (us-east-1, us-gov-west-1, ap-southeast-4),
+// the same check as the model_regions table's.
+var regionPattern = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+
+// maxRegionLen keeps bedrock-<region> a valid DNS label and a sane cluster name.
+const maxRegionLen = 32
+
+// CheckRegion reports whether region looks like an AWS region name. The control plane only
+// builds clusters for such regions: the name becomes part of a host name, a cluster name and
+// a routing header value.
+func CheckRegion(region string) error {
+	if len(region) > maxRegionLen || !regionPattern.MatchString(region) {
+		return invalid("Bedrock region %q: not an AWS region name such as us-east-1", region)
+	}
+	return nil
+}
+
+// parseBedrock checks the BedrockURL template and expands it for each region (deduplicated,
+// sorted). The template is checked even without regions, so a bad setting fails at start.
+func parseBedrock(tmpl string, regions []string) ([]bedrockEndpoint, error) {
+	_, rest, ok := strings.Cut(tmpl, "://")
+	if !ok {
+		return nil, invalid("BedrockURL %q: want scheme://host[:port]", tmpl)
+	}
+	authority := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		authority = rest[:i]
+	}
+	if strings.Count(tmpl, RegionPlaceholder) != strings.Count(authority, RegionPlaceholder) {
+		return nil, invalid("BedrockURL %q: %s may only appear in the host", tmpl, RegionPlaceholder)
+	}
+	expand := func(region string) (upstreamURL, error) {
+		s := strings.ReplaceAll(tmpl, RegionPlaceholder, region)
+		if strings.ContainsAny(s, "{}") {
+			return upstreamURL{}, invalid("BedrockURL %q: the only placeholder is %s", tmpl, RegionPlaceholder)
+		}
+		u, err := parseUpstreamURL(s, "BedrockURL")
+		if err != nil {
+			return upstreamURL{}, err
+		}
+		if !validHost(u.host) {
+			return upstreamURL{}, invalid("BedrockURL %q: host %q is not a valid DNS name or IP address", tmpl, u.host)
+		}
+		return u, nil
+	}
+	if _, err := expand("us-east-1"); err != nil {
+		return nil, err
+	}
+	sorted := slices.Clone(regions)
+	slices.Sort(sorted)
+	sorted = slices.Compact(sorted)
+	out := make([]bedrockEndpoint, 0, len(sorted))
+	for _, region := range sorted {
+		if err := CheckRegion(region); err != nil {
+			return nil, err
+		}
+		u, err := expand(region)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bedrockEndpoint{region: region, url: u})
+	}
+	return out, nil
+}
+
+// validHost accepts an IP literal or a DNS name of letters, digits and hyphens (RFC 1123):
+// the endpoint hostname becomes SNI, the certificate name checked and the SigV4-signed host.
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,7 @@ func TestWithDefaults(t *testing.T) {
 		ExtProcAddress:           "b",
 		AnthropicURL:             DefaultAnthropicURL,
 		UpstreamCAFile:           DefaultUpstreamCAFile,
+		BedrockURL:               DefaultBedrockURL,
 		MaxRequestBytes:          DefaultMaxRequestBytes,
 		StreamIdleTimeout:        DefaultStreamIdleTimeout,
 		RouteIdleTimeout:         DefaultRouteIdleTimeout,
@@ -139,7 +141,7 @@ func TestWithDefaults(t *testing.T) {
 			MaxRetries:         DefaultCircuitBreakerLimit,
 		},
 	}
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Errorf("WithDefaults() = %+v\nwant %+v", got, want)
 	}
 	set := Options{AnthropicURL: "http://x", MaxRequestBytes: 1, CircuitBreakers: CircuitBreakers{MaxRetries: 7}}.WithDefaults()

@@ -15,12 +15,15 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
+	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	upstreamcodecv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
@@ -61,6 +64,30 @@ const (
 	BackendMetadataKey = "backend"
 	// BackendPlan is the BackendMetadataKey value of Plan endpoints.
 	BackendPlan = "plan"
+	// BackendBedrock is the BackendMetadataKey value of Bedrock endpoints.
+	BackendBedrock = "bedrock"
+	// RegionMetadataKey (Bedrock endpoints only) is the endpoint's AWS region.
+	RegionMetadataKey = "region"
+	// HostMetadataKey (Bedrock endpoints only) is the host Envoy writes to :authority after
+	// auto_host_rewrite (the endpoint hostname, without port): what SigV4 signs.
+	HostMetadataKey = "host"
+	// ContentLengthMetadataKey is the dynamic-metadata key (in MetadataNamespace) under which
+	// the upstream processor publishes the replaced body's length as a decimal string.
+	ContentLengthMetadataKey = "content_length"
+
+	// BedrockClusterPrefix starts the name of each region's Bedrock cluster, route and
+	// RouteHeader value: bedrock-<region> (see BedrockClusterName).
+	BedrockClusterPrefix = "bedrock-"
+
+	// FilterHeader is the gRPC initial metadata the upstream ext_proc filter sends on each
+	// stream, so that one extproc server tells the two filters apart.
+	FilterHeader = "x-ccproxy-filter"
+	// FilterUpstream is FilterHeader's value on the upstream filter's streams.
+	FilterUpstream = "upstream"
+	// UpstreamExtProcName and ContentLengthFilterName name the filters of the Bedrock
+	// clusters' upstream filter chain.
+	UpstreamExtProcName     = "ccproxy.upstream_ext_proc"
+	ContentLengthFilterName = "ccproxy.content_length"
 
 	// PlanRouteName and NotFoundRouteName name the routes of VirtualHostName.
 	PlanRouteName     = "plan"
@@ -72,6 +99,7 @@ const (
 	hcmFilterName        = "envoy.filters.network.http_connection_manager"
 	extProcFilterName    = "envoy.filters.http.ext_proc"
 	routerFilterName     = "envoy.filters.http.router"
+	upstreamCodecName    = "envoy.filters.http.upstream_codec"
 	tlsTransportSocket   = "envoy.transport_sockets.tls"
 	httpProtocolOptsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
@@ -94,11 +122,29 @@ const (
 	accessKeyHeader = "x-ccproxy-key"
 )
 
+// upstreamHostAttributes are the ext_proc request_attributes through which the upstream
+// processor learns which endpoint an attempt goes to: scalar paths into the upstream host's
+// endpoint metadata (the CEL `xds.upstream_host_metadata` attribute). Host metadata, not
+// cluster metadata, because the priorities of one cluster may be different backends.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/advanced/attributes#upstream-attributes
+var upstreamHostAttributes = []string{
+	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + BackendMetadataKey + "']",
+	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + RegionMetadataKey + "']",
+	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + HostMetadataKey + "']",
+}
+
+// BedrockClusterName is the name of region's Bedrock cluster, which is also the name of its
+// route and the RouteHeader value that selects it.
+func BedrockClusterName(region string) string { return BedrockClusterPrefix + region }
+
 // Resources is the complete xDS configuration for one data plane.
 type Resources struct {
 	Listeners []*listenerv3.Listener
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
+	// ExtensionConfigs holds one TypedExtensionConfig, RuntimeBedrockName: extproc's
+	// runtime configuration (resource.ExtensionConfigType).
+	ExtensionConfigs []*corev3.TypedExtensionConfig
 }
 
 // BuildResources builds and validates the production configuration described by opts. It is a
@@ -121,10 +167,23 @@ func BuildResources(opts Options) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
+	clusters := []*clusterv3.Cluster{plan, extProc}
+	for _, b := range o.bedrock {
+		c, err := buildBedrockCluster(o, b)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, c)
+	}
+	rt, err := buildRuntimeConfig(o)
+	if err != nil {
+		return nil, err
+	}
 	r := &Resources{
-		Listeners: []*listenerv3.Listener{l},
-		Routes:    []*routev3.RouteConfiguration{rc},
-		Clusters:  []*clusterv3.Cluster{plan, extProc},
+		Listeners:        []*listenerv3.Listener{l},
+		Routes:           []*routev3.RouteConfiguration{rc},
+		Clusters:         clusters,
+		ExtensionConfigs: []*corev3.TypedExtensionConfig{rt},
 	}
 	for _, m := range r.all() {
 		if err := validate(m); err != nil {
@@ -145,6 +204,9 @@ func (r *Resources) all() []proto.Message {
 	}
 	for _, rc := range r.Routes {
 		out = append(out, rc)
+	}
+	for _, e := range r.ExtensionConfigs {
+		out = append(out, e)
 	}
 	return out
 }
@@ -175,6 +237,9 @@ func BuildSnapshot(opts Options) (*cache.Snapshot, error) {
 	if err := set(resource.RouteType, toResources(r.Routes)); err != nil {
 		return nil, err
 	}
+	if err := set(resource.ExtensionConfigType, toResources(r.ExtensionConfigs)); err != nil {
+		return nil, err
+	}
 	if err := snap.Consistent(); err != nil {
 		return nil, fmt.Errorf("controlplane: inconsistent snapshot: %w", err)
 	}
@@ -182,7 +247,7 @@ func BuildSnapshot(opts Options) (*cache.Snapshot, error) {
 }
 
 // snapshotTypes are the resource types BuildSnapshot fills, in Envoy's apply order.
-var snapshotTypes = []resource.Type{resource.ClusterType, resource.ListenerType, resource.RouteType}
+var snapshotTypes = []resource.Type{resource.ClusterType, resource.ListenerType, resource.RouteType, resource.ExtensionConfigType}
 
 // SnapshotVersion summarises the per-type versions of a snapshot built by BuildSnapshot in one
 // string, for logs and metrics.
@@ -329,17 +394,7 @@ func buildListener(o resolved) (*listenerv3.Listener, error) {
 // buildRouterExtProc is the router-level ext_proc filter (data-path contract).
 func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
 	return &extprocv3.ExternalProcessor{
-		GrpcService: &corev3.GrpcService{
-			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-				ClusterName: ExtProcClusterName,
-				// Bounds a processor reply (a body mutation carries up to MaxRequestBytes).
-				// Envoy's default is unlimited; the gRPC server sets its own limit.
-				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/grpc_service.proto#envoy-v3-api-field-config-core-v3-grpcservice-envoygrpc-max-receive-message-length
-				MaxReceiveMessageLength: wrapperspb.UInt32(o.MaxRequestBytes + grpcMessageHeadroom),
-			}},
-			// No GrpcService.timeout: it would bound the whole ext_proc stream, which lives as
-			// long as the streamed answer.
-		},
+		GrpcService: extProcGrpcService(o),
 		// false (the default, stated): a broken processor fails the request (500/504) instead
 		// of letting it through unauthenticated.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-failure-mode-allow
@@ -372,6 +427,110 @@ func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
 	}
 }
 
+// extProcGrpcService is the ext_proc sidecar as both ext_proc filters reach it.
+func extProcGrpcService(o resolved) *corev3.GrpcService {
+	return &corev3.GrpcService{
+		TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+			ClusterName: ExtProcClusterName,
+			// Bounds a processor reply (a body mutation carries up to MaxRequestBytes).
+			// Envoy's default is unlimited; the gRPC server sets its own limit.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/grpc_service.proto#envoy-v3-api-field-config-core-v3-grpcservice-envoygrpc-max-receive-message-length
+			MaxReceiveMessageLength: wrapperspb.UInt32(o.MaxRequestBytes + grpcMessageHeadroom),
+		}},
+		// No GrpcService.timeout: it would bound the whole ext_proc stream, which lives as
+		// long as the streamed answer.
+	}
+}
+
+// buildUpstreamExtProc is the upstream ext_proc filter of the Bedrock clusters
+// (data-path contract): it runs once per attempt, after the host is chosen, and rewrites the
+// request for that host from the request the router-level processor stored.
+func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
+	gs := extProcGrpcService(o)
+	// Sent as gRPC metadata on every stream: one extproc server serves both filters and
+	// tells them apart by it.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/grpc_service.proto#envoy-v3-api-field-config-core-v3-grpcservice-initial-metadata
+	gs.InitialMetadata = []*corev3.HeaderValue{{Key: FilterHeader, Value: FilterUpstream}}
+	return &extprocv3.ExternalProcessor{
+		GrpcService: gs,
+		// false (the default, stated): a broken processor fails the attempt rather than
+		// sending an untranslated, unsigned request to Bedrock.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-failure-mode-allow
+		FailureModeAllow: false,
+		// Headers only: the stored request supplies the body, which the processor replaces
+		// with CONTINUE_AND_REPLACE on the request headers; response headers feed the
+		// per-attempt status (circuit breaker). Bodies stay with the router-level filter.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/processing_mode.proto
+		ProcessingMode: &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+			ResponseBodyMode:    extprocv3.ProcessingMode_NONE,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		},
+		// The chosen host's backend, region and host name, sent with the request headers.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-request-attributes
+		RequestAttributes: upstreamHostAttributes,
+		// The reply carries the whole translated body; same bounds as the router filter.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-message-timeout
+		MessageTimeout:    durationpb.New(o.ExtProcMessageTimeout),
+		MaxMessageTimeout: durationpb.New(o.ExtProcMaxMessageTimeout),
+		// The processor publishes the new content length here for the header_mutation filter;
+		// other namespaces are dropped.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-metadataoptions-receiving-namespaces
+		MetadataOptions: &extprocv3.MetadataOptions{
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+		},
+		// false (the default, stated): the modes above are the whole contract of this filter.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-allow-mode-override
+		AllowModeOverride: false,
+	}
+}
+
+// contentLengthValue formats the length the upstream processor publishes as dynamic
+// metadata. When the key is absent the header formatter yields an empty value, and the
+// mutation skips an empty value unless keep_empty_value (AppendMutation::evaluateHeaders), so
+// a request whose body was not replaced keeps its own content-length.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/observability/access_log/usage#config-access-log-format-dynamic-metadata
+// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/http/header_mutation.cc
+const contentLengthValue = "%DYNAMIC_METADATA(" + MetadataNamespace + ":" + ContentLengthMetadataKey + ")%"
+
+// buildUpstreamFilters is the upstream HTTP filter chain of a Bedrock cluster.
+func buildUpstreamFilters(o resolved) ([]*hcmv3.HttpFilter, error) {
+	extProc, err := pack(buildUpstreamExtProc(o))
+	if err != nil {
+		return nil, err
+	}
+	// Envoy removes content-length when a processor replaces the body with
+	// CONTINUE_AND_REPLACE (DESIGN.md, "Request lifecycle on Envoy"), and the request would
+	// go to Bedrock chunked; this filter, after the processor in the chain, writes the length
+	// back from the processor's dynamic metadata.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/service/ext_proc/v3/external_processor.proto#enum-service-ext-proc-v3-commonresponse-responsestatus
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/header_mutation/v3/header_mutation.proto
+	mutation, err := pack(&headermutationv3.HeaderMutation{
+		Mutations: &headermutationv3.Mutations{
+			RequestMutations: []*mutationrulesv3.HeaderMutation{{
+				Action: &mutationrulesv3.HeaderMutation_Append{Append: overwriteHeader("content-length", contentLengthValue)},
+			}},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The terminal upstream filter: it hands the request to the codec, so it must be last.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/upstream_codec/v3/upstream_codec.proto
+	codec, err := pack(&upstreamcodecv3.UpstreamCodec{})
+	if err != nil {
+		return nil, err
+	}
+	return []*hcmv3.HttpFilter{
+		{Name: UpstreamExtProcName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: extProc}},
+		{Name: ContentLengthFilterName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mutation}},
+		{Name: upstreamCodecName, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: codec}},
+	}, nil
+}
+
 // notFoundBody is the catch-all route's Anthropic error JSON.
 const notFoundBody = `{"type":"error","error":{"type":"not_found_error","message":"Not found: no route for this request."}}`
 
@@ -391,47 +550,15 @@ func overwriteHeader(key, value string) *corev3.HeaderValueOption {
 	}
 }
 
-// buildRoutes builds RouteConfigName: the Plan route, selected only by the exact routing
-// header the processor sets, and a catch-all 404.
+// buildRoutes builds RouteConfigName: the Plan route and one route per Bedrock region, each
+// selected only by the exact routing header the processor sets, and a catch-all 404.
 func buildRoutes(o resolved) *routev3.RouteConfiguration {
-	plan := &routev3.Route{
-		Name: PlanRouteName,
-		Match: &routev3.RouteMatch{
-			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
-			Headers:       []*routev3.HeaderMatcher{exactHeader(RouteHeader, RoutePlan)},
-		},
-		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
-			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: PlanClusterName},
-			// 0 disables the route timeout; its 15 s default covers the whole streamed answer.
-			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-timeout
-			Timeout: durationpb.New(0),
-			// Replaces the HCM stream_idle_timeout for this route; above PerTryTimeout because the
-			// idle timer also runs while Envoy waits for response headers.
-			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-idle-timeout
-			IdleTimeout: durationpb.New(o.RouteIdleTimeout),
-			// Host becomes the endpoint's hostname (api.anthropic.com), not the gateway's name.
-			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
-			HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
-			RetryPolicy: &routev3.RetryPolicy{
-				RetryOn:    planRetryOn,
-				NumRetries: wrapperspb.UInt32(1),
-				// Bounds the wait for response headers only: once the response has started
-				// downstream, Envoy ignores the per-try timer (UpstreamRequest::onPerTryTimeout).
-				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
-				// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/upstream_request.cc
-				PerTryTimeout: durationpb.New(o.PerTryTimeout),
-			},
-		}},
-		// Identity encoding from upstream, overwriting the client's accept-encoding, so usage
-		// extraction and error translation see plain bytes.
-		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-headers-to-add
-		RequestHeadersToAdd: []*corev3.HeaderValueOption{overwriteHeader("accept-encoding", "identity")},
-		// The routing header is internal; the access key header must never reach Anthropic.
-		RequestHeadersToRemove: []string{RouteHeader, accessKeyHeader},
-		// The retry buffer: a body above it cannot be retried. Envoy 1.40 field (replaces the
-		// deprecated per_request_buffer_limit_bytes, which was capped by the connection limit).
-		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-body-buffer-limit
-		RequestBodyBufferLimit: wrapperspb.UInt64(uint64(o.MaxRequestBytes)),
+	routes := []*routev3.Route{upstreamRoute(o, PlanRouteName, RoutePlan, PlanClusterName)}
+	for _, b := range o.bedrock {
+		// The same settings as Plan: a Bedrock answer streams as long and is as large. Its
+		// retry policy is Plan's too (no retry on 429: Claude Code retries 429 itself).
+		name := BedrockClusterName(b.region)
+		routes = append(routes, upstreamRoute(o, name, name, name))
 	}
 	notFound := &routev3.Route{
 		Name:  NotFoundRouteName,
@@ -454,19 +581,91 @@ func buildRoutes(o resolved) *routev3.RouteConfiguration {
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    VirtualHostName,
 			Domains: []string{"*"},
-			Routes:  []*routev3.Route{plan, notFound},
+			Routes:  append(routes, notFound),
 		}},
+	}
+}
+
+// upstreamRoute is the route named name that sends requests whose RouteHeader is exactly
+// value to cluster.
+func upstreamRoute(o resolved, name, value, cluster string) *routev3.Route {
+	return &routev3.Route{
+		Name: name,
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
+			Headers:       []*routev3.HeaderMatcher{exactHeader(RouteHeader, value)},
+		},
+		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
+			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
+			// 0 disables the route timeout; its 15 s default covers the whole streamed answer.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-timeout
+			Timeout: durationpb.New(0),
+			// Replaces the HCM stream_idle_timeout for this route; above PerTryTimeout because the
+			// idle timer also runs while Envoy waits for response headers.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-idle-timeout
+			IdleTimeout: durationpb.New(o.RouteIdleTimeout),
+			// Host becomes the endpoint's hostname (api.anthropic.com,
+			// bedrock-runtime.<region>.amazonaws.com), not the gateway's name.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
+			HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
+			RetryPolicy: &routev3.RetryPolicy{
+				RetryOn:    planRetryOn,
+				NumRetries: wrapperspb.UInt32(1),
+				// Bounds the wait for response headers only: once the response has started
+				// downstream, Envoy ignores the per-try timer (UpstreamRequest::onPerTryTimeout).
+				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
+				// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/upstream_request.cc
+				PerTryTimeout: durationpb.New(o.PerTryTimeout),
+			},
+		}},
+		// Identity encoding from upstream, overwriting the client's accept-encoding, so usage
+		// extraction and error translation see plain bytes.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-headers-to-add
+		RequestHeadersToAdd: []*corev3.HeaderValueOption{overwriteHeader("accept-encoding", "identity")},
+		// The routing header is internal; the access key header must never reach an upstream.
+		// Route header changes apply before the upstream filters run, so the upstream
+		// processor never sees either.
+		RequestHeadersToRemove: []string{RouteHeader, accessKeyHeader},
+		// The retry buffer: a body above it cannot be retried. Envoy 1.40 field (replaces the
+		// deprecated per_request_buffer_limit_bytes, which was capped by the connection limit).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-body-buffer-limit
+		RequestBodyBufferLimit: wrapperspb.UInt64(uint64(o.MaxRequestBytes)),
 	}
 }
 
 // buildPlanCluster builds the Anthropic cluster.
 func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
-	md, err := structpb.NewStruct(map[string]any{BackendMetadataKey: BackendPlan})
+	return buildUpstreamCluster(o, PlanClusterName, o.plan, map[string]any{BackendMetadataKey: BackendPlan}, nil)
+}
+
+// buildBedrockCluster builds region's Bedrock cluster: Plan's settings, plus endpoint
+// metadata naming the region and host for the upstream processor (which signs for them),
+// and the upstream filter chain that rewrites each attempt for Bedrock.
+func buildBedrockCluster(o resolved, b bedrockEndpoint) (*clusterv3.Cluster, error) {
+	filters, err := buildUpstreamFilters(o)
+	if err != nil {
+		return nil, err
+	}
+	md := map[string]any{
+		BackendMetadataKey: BackendBedrock,
+		RegionMetadataKey:  b.region,
+		// auto_host_rewrite writes the endpoint hostname, without the port, to :authority.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
+		HostMetadataKey: b.url.host,
+	}
+	return buildUpstreamCluster(o, BedrockClusterName(b.region), b.url, md, filters)
+}
+
+// buildUpstreamCluster builds a cluster with one DNS endpoint at u, whose endpoint metadata
+// (in MetadataNamespace) is md, and with the upstream HTTP filters given (none: Envoy's
+// default chain, the codec alone).
+func buildUpstreamCluster(o resolved, name string, u upstreamURL, md map[string]any, filters []*hcmv3.HttpFilter) (*clusterv3.Cluster, error) {
+	mds, err := structpb.NewStruct(md)
 	if err != nil {
 		return nil, fmt.Errorf("controlplane: endpoint metadata: %w", err)
 	}
 	c := &clusterv3.Cluster{
-		Name: PlanClusterName,
+		Name: name,
 		// STRICT_DNS with an endpoint hostname: auto_host_rewrite and auto_host_sni take the
 		// host name from the endpoint, which works when Bedrock endpoints share the cluster.
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS},
@@ -479,17 +678,17 @@ func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-field-config-cluster-v3-cluster-dns-lookup-family
 		DnsLookupFamily: clusterv3.Cluster_V4_PREFERRED,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
-			ClusterName: PlanClusterName,
+			ClusterName: name,
 			Endpoints: []*endpointv3.LocalityLbEndpoints{{
 				LbEndpoints: []*endpointv3.LbEndpoint{{
 					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: socketAddress(o.plan.host, o.plan.port),
+						Address: socketAddress(u.host, u.port),
 						// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-endpoint-hostname
-						Hostname: o.plan.host,
+						Hostname: u.host,
 					}},
 					// The upstream ext_proc learns the backend of each attempt from here;
 					// cluster metadata cannot tell priority-0 Plan from priority-1 Bedrock.
-					Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: md}},
+					Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: mds}},
 				}},
 			}},
 		},
@@ -505,10 +704,10 @@ func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
 		}}},
 	}
 	var protocol *upstreamhttpv3.HttpProtocolOptions
-	if o.plan.tls {
+	if u.tls {
 		tlsCtx, err := pack(&tlsv3.UpstreamTlsContext{
 			CommonTlsContext: &tlsv3.CommonTlsContext{
-				// ALPN offers both; auto_config below uses whichever Anthropic picks.
+				// ALPN offers both; auto_config below uses whichever the server picks.
 				AlpnProtocols: []string{"h2", "http/1.1"},
 				// Without trusted_ca Envoy does not verify the upstream certificate at all.
 				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/transport_sockets/tls/v3/common.proto#envoy-v3-api-field-extensions-transport-sockets-tls-v3-certificatevalidationcontext-trusted-ca
@@ -547,6 +746,9 @@ func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
 			}},
 		}
 	}
+	// The upstream filter chain (Bedrock clusters); upstream_codec must be last.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/upstreams/http/v3/http_protocol_options.proto#envoy-v3-api-field-extensions-upstreams-http-v3-httpprotocoloptions-http-filters
+	protocol.HttpFilters = filters
 	po, err := pack(protocol)
 	if err != nil {
 		return nil, err

@@ -121,7 +121,8 @@ func (s *Server) Update(ctx context.Context, opts Options) error {
 		slog.String("version", version),
 		slog.String("clusters_version", snap.GetVersion(resource.ClusterType)),
 		slog.String("listeners_version", snap.GetVersion(resource.ListenerType)),
-		slog.String("routes_version", snap.GetVersion(resource.RouteType)))
+		slog.String("routes_version", snap.GetVersion(resource.RouteType)),
+		slog.String("extension_configs_version", snap.GetVersion(resource.ExtensionConfigType)))
 	return nil
 }
 

@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"encoding/json"
+	"slices"
 	"testing"
 	"time"
 
@@ -56,8 +57,9 @@ func decode(t *testing.T, opts Options) decoded {
 		t.Fatal(err)
 	}
 	var d decoded
-	if len(r.Listeners) != 1 || len(r.Routes) != 1 || len(r.Clusters) != 2 {
-		t.Fatalf("got %d listeners, %d route configs, %d clusters; want 1, 1, 2", len(r.Listeners), len(r.Routes), len(r.Clusters))
+	regions := len(slices.Compact(slices.Sorted(slices.Values(opts.BedrockRegions))))
+	if len(r.Listeners) != 1 || len(r.Routes) != 1 || len(r.Clusters) != 2+regions {
+		t.Fatalf("got %d listeners, %d route configs, %d clusters; want 1, 1, %d", len(r.Listeners), len(r.Routes), len(r.Clusters), 2+regions)
 	}
 	d.listener = r.Listeners[0]
 	if n := len(d.listener.GetFilterChains()); n != 1 {

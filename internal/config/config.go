@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"sort"
@@ -42,6 +43,8 @@ type Config struct {
 	MasterKey []byte
 	// KMSKeyID selects AWS KMS envelope encryption when set.
 	KMSKeyID string
+	// ControlPlaneAddr is the control plane's xDS address, for extproc.
+	ControlPlaneAddr string
 	// KMSEndpoint overrides the KMS API endpoint (tests, VPC endpoints).
 	KMSEndpoint string
 
@@ -55,6 +58,9 @@ type Config struct {
 	ListenAddr string
 	// AnthropicURL is the Plan upstream.
 	AnthropicURL string
+	// BedrockURL is the Bedrock runtime endpoint template; {region} in the host is replaced
+	// by each region in use (controlplane.Options.BedrockURL).
+	BedrockURL string
 	// UpstreamCAFile is the CA bundle upstream certificates are verified against.
 	UpstreamCAFile string
 	// XDSAddr is where the control plane serves xDS (and where dev's envoysim connects).
@@ -65,6 +71,9 @@ type Config struct {
 	KeyCacheTTL time.Duration
 	// DevStateDir keeps `ccproxy dev`'s generated secrets and demo key.
 	DevStateDir string
+	// DevResolve maps an upstream host:port (lower case) to the ip:port that `ccproxy dev`'s
+	// envoysim dials instead, like curl --resolve; nil when unset.
+	DevResolve map[string]string
 
 	// RedisPrefix starts every Redis key and channel ccproxy uses.
 	RedisPrefix string
@@ -267,6 +276,18 @@ func DataPlane() []Setting {
 			return nil
 		},
 	}, {
+		Flag: "bedrock-url", Env: "CCPROXY_BEDROCK_URL", Default: "https://bedrock-runtime.{region}.amazonaws.com",
+		Usage: "Bedrock runtime endpoint, scheme://host[:port] where {region} in the host is replaced by each AWS region in use (VPC endpoints, FIPS); http:// only for tests",
+		apply: func(c *Config, v string) error {
+			u, err := url.Parse(strings.ReplaceAll(v, "{region}", "us-east-1"))
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil ||
+				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(u.Host, "{}") {
+				return errors.New("must be http(s)://host[:port] without a path; {region} may appear in the host")
+			}
+			c.BedrockURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+	}, {
 		Flag: "upstream-ca-file", Env: "CCPROXY_UPSTREAM_CA_FILE", Default: "/etc/ssl/certs/ca-certificates.crt",
 		Usage: "PEM bundle that upstream (Anthropic, Bedrock) certificates are verified against",
 		apply: func(c *Config, v string) error { c.UpstreamCAFile = v; return nil },
@@ -304,6 +325,22 @@ func ExtProc() []Setting {
 	})
 }
 
+// ControlPlane returns where extproc reaches the control plane for its
+// runtime configuration (model mappings, allow-lists, Bedrock regions).
+func ControlPlane() []Setting {
+	return []Setting{{
+		Flag: "controlplane-addr", Env: "CCPROXY_CONTROLPLANE_ADDR", Default: "127.0.0.1:18000",
+		Usage: "host:port of the control plane's xDS server, from which extproc receives its Bedrock runtime configuration",
+		apply: func(c *Config, v string) error {
+			if err := checkHostPort(v); err != nil {
+				return err
+			}
+			c.ControlPlaneAddr = v
+			return nil
+		},
+	}}
+}
+
 // ExtProcAddress returns the ext_proc address setting alone: extproc
 // listens there and the control plane tells Envoy to connect there.
 func ExtProcAddress() []Setting {
@@ -336,7 +373,56 @@ func Dev() []Setting {
 			c.DevStateDir = v
 			return nil
 		},
+	}, {
+		Flag: "dev-resolve", Env: "CCPROXY_DEV_RESOLVE",
+		Usage: "comma-separated host:port=ip:port pairs: envoysim connects to ip:port for upstream host:port (like curl --resolve: Host, SNI and certificate checks keep the name), e.g. bedrock-runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443",
+		apply: func(c *Config, v string) error {
+			m, err := parseResolve(v)
+			if err != nil {
+				return err
+			}
+			c.DevResolve = m
+			return nil
+		},
 	}}
+}
+
+// parseResolve parses host:port=ip:port[,…]; an empty string is no overrides.
+func parseResolve(v string) (map[string]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, pair := range strings.Split(v, ",") {
+		pair = strings.TrimSpace(pair)
+		from, to, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want host:port=ip:port", pair)
+		}
+		host, port, err := net.SplitHostPort(strings.TrimSpace(from))
+		if err != nil || host == "" || !validPort(port) {
+			return nil, fmt.Errorf("%q: %q is not host:port", pair, from)
+		}
+		ip, toPort, err := net.SplitHostPort(strings.TrimSpace(to))
+		if err != nil || !validPort(toPort) {
+			return nil, fmt.Errorf("%q: %q is not ip:port", pair, to)
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil || addr.Zone() != "" {
+			return nil, fmt.Errorf("%q: %q is not an IP address", pair, ip)
+		}
+		key := net.JoinHostPort(strings.ToLower(host), port)
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("%s is given twice", key)
+		}
+		out[key] = net.JoinHostPort(addr.String(), toPort)
+	}
+	return out, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n <= 65535 && strconv.Itoa(n) == p
 }
 
 func defaultStateDir() string {
@@ -435,6 +521,7 @@ func All() map[string][]Setting {
 		"keys": Keys(), "secrets": Secrets(), "serving": Serving(),
 		"dataplane": DataPlane(), "xds": XDS(), "extproc": ExtProc(), "dev": Dev(),
 		"redisns": RedisNamespace(), "admin": Admin(), "keyservice": KeyService(),
+		"controlplane": ControlPlane(),
 	}
 }
 

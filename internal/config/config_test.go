@@ -150,3 +150,65 @@ func TestDocsUpToDate(t *testing.T) {
 	}
 	t.Errorf("%s is out of date; run: go test ./internal/config -update", path)
 }
+
+func TestBedrockURLAndDevResolve(t *testing.T) {
+	load := func(t *testing.T, e map[string]string) (*Config, error) {
+		t.Helper()
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		return Bind(fs, DataPlane(), Dev()).WithLookup(env(e)).Load()
+	}
+	t.Run("defaults", func(t *testing.T) {
+		c, err := load(t, map[string]string{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.BedrockURL != "https://bedrock-runtime.{region}.amazonaws.com" || c.DevResolve != nil {
+			t.Errorf("BedrockURL = %q, DevResolve = %v", c.BedrockURL, c.DevResolve)
+		}
+	})
+	t.Run("values", func(t *testing.T) {
+		c, err := load(t, map[string]string{
+			"CCPROXY_BEDROCK_URL": "http://127.0.0.1:18082/",
+			"CCPROXY_DEV_RESOLVE": "Bedrock-Runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443, api.anthropic.com:443=[::1]:9443",
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.BedrockURL != "http://127.0.0.1:18082" {
+			t.Errorf("BedrockURL = %q", c.BedrockURL)
+		}
+		want := map[string]string{
+			"bedrock-runtime.us-east-1.amazonaws.com:443": "127.0.0.1:18443",
+			"api.anthropic.com:443":                       "[::1]:9443",
+		}
+		if len(c.DevResolve) != len(want) {
+			t.Fatalf("DevResolve = %v, want %v", c.DevResolve, want)
+		}
+		for k, v := range want {
+			if c.DevResolve[k] != v {
+				t.Errorf("DevResolve[%s] = %q, want %q", k, c.DevResolve[k], v)
+			}
+		}
+	})
+	for _, tc := range []struct{ name, env, value, want string }{
+		{"bedrock scheme", "CCPROXY_BEDROCK_URL", "ftp://bedrock.example.com", "must be http(s)://host[:port]"},
+		{"bedrock path", "CCPROXY_BEDROCK_URL", "https://bedrock-runtime.{region}.amazonaws.com/x", "without a path"},
+		{"bedrock userinfo", "CCPROXY_BEDROCK_URL", "https://u@bedrock.example.com", "without a path"},
+		{"bedrock placeholder in path", "CCPROXY_BEDROCK_URL", "https://bedrock.example.com/{region}", "without a path"},
+		{"bedrock other placeholder", "CCPROXY_BEDROCK_URL", "https://{zone}.example.com", "must be http(s)"},
+		{"resolve without =", "CCPROXY_DEV_RESOLVE", "api.anthropic.com:443", "want host:port=ip:port"},
+		{"resolve without port", "CCPROXY_DEV_RESOLVE", "api.anthropic.com=127.0.0.1:1", "is not host:port"},
+		{"resolve bad port", "CCPROXY_DEV_RESOLVE", "api.anthropic.com:0=127.0.0.1:1", "is not host:port"},
+		{"resolve host name target", "CCPROXY_DEV_RESOLVE", "api.anthropic.com:443=localhost:1", "is not an IP address"},
+		{"resolve target port", "CCPROXY_DEV_RESOLVE", "api.anthropic.com:443=127.0.0.1:99999", "is not ip:port"},
+		{"resolve duplicate", "CCPROXY_DEV_RESOLVE", "a.test:443=127.0.0.1:1,A.test:443=127.0.0.1:2", "a.test:443 is given twice"},
+		{"resolve empty entry", "CCPROXY_DEV_RESOLVE", "a.test:443=127.0.0.1:1,", "want host:port=ip:port"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := load(t, map[string]string{tc.env: tc.value})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("err = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
