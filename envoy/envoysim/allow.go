@@ -59,11 +59,13 @@ var implemented = map[protoreflect.FullName][]string{
 		"cluster", "cluster_header", "cluster_not_found_response_code", "timeout", "idle_timeout",
 		"retry_policy", "auto_host_rewrite", "host_rewrite_literal",
 	},
-	"envoy.config.route.v3.RetryPolicy":              {"retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off"},
-	"envoy.config.route.v3.RetryPolicy.RetryBackOff": {"base_interval", "max_interval"},
-	"envoy.config.core.v3.HeaderValueOption":         {"header", "append_action", "append", "keep_empty_value"},
-	"envoy.config.core.v3.HeaderValue":               {"key", "value", "raw_value"},
-	"envoy.config.core.v3.DataSource":                {"filename", "inline_bytes", "inline_string"},
+	"envoy.config.route.v3.RetryPolicy":                                               {"retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off", "retry_priority"},
+	"envoy.config.route.v3.RetryPolicy.RetryPriority":                                 {"name", "typed_config"},
+	"envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig": {"update_frequency"},
+	"envoy.config.route.v3.RetryPolicy.RetryBackOff":                                  {"base_interval", "max_interval"},
+	"envoy.config.core.v3.HeaderValueOption":                                          {"header", "append_action", "append", "keep_empty_value"},
+	"envoy.config.core.v3.HeaderValue":                                                {"key", "value", "raw_value"},
+	"envoy.config.core.v3.DataSource":                                                 {"filename", "inline_bytes", "inline_string"},
 
 	// Clusters.
 	"envoy.config.cluster.v3.Cluster": {
@@ -84,6 +86,7 @@ var implemented = map[protoreflect.FullName][]string{
 	"envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext": {"trusted_ca"},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
 		"explicit_http_config", "auto_config", "common_http_protocol_options", "upstream_http_protocol_options",
+		"http_filters",
 	},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig": {"http_protocol_options", "http2_protocol_options"},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.AutoHttpConfig":     {"http_protocol_options", "http2_protocol_options"},
@@ -95,7 +98,7 @@ var implemented = map[protoreflect.FullName][]string{
 	"envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor": {
 		"grpc_service", "failure_mode_allow", "processing_mode", "message_timeout", "max_message_timeout", "stat_prefix",
 		"mutation_rules", "allow_mode_override", "metadata_options", "status_on_error",
-		"route_cache_action", "disable_clear_route_cache",
+		"route_cache_action", "disable_clear_route_cache", "request_attributes",
 	},
 	"envoy.extensions.filters.http.ext_proc.v3.ProcessingMode": {
 		"request_header_mode", "response_header_mode", "request_body_mode", "response_body_mode",
@@ -107,6 +110,12 @@ var implemented = map[protoreflect.FullName][]string{
 	"envoy.config.core.v3.GrpcService.EnvoyGrpc":                                   {"cluster_name", "authority", "max_receive_message_length"},
 	"envoy.config.common.mutation_rules.v3.HeaderMutationRules":                    {"allow_all_routing", "allow_envoy", "disallow_all", "disallow_is_error"},
 	"envoy.type.v3.HttpStatus":                                                     {"code"},
+
+	// Upstream HTTP filters (HttpProtocolOptions.http_filters).
+	"envoy.extensions.filters.http.header_mutation.v3.HeaderMutation": {"mutations"},
+	"envoy.extensions.filters.http.header_mutation.v3.Mutations":      {"request_mutations"},
+	"envoy.config.common.mutation_rules.v3.HeaderMutation":            {"append", "remove"},
+	"envoy.extensions.filters.http.upstream_codec.v3.UpstreamCodec":   {},
 }
 
 // opaque messages are accepted whole: well-known value types and free-form

@@ -166,6 +166,24 @@ func (rb *retryBuffer) push(data []byte, eos bool, err error) {
 	rb.mu.Unlock()
 }
 
+// waitComplete waits until the whole downstream request is buffered; false
+// when ctx ends first.
+func (rb *retryBuffer) waitComplete(ctx context.Context) bool {
+	for {
+		rb.mu.Lock()
+		eos, wait := rb.eos, rb.cond
+		rb.mu.Unlock()
+		if eos {
+			return true
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 func (rb *retryBuffer) canRetry() bool {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()

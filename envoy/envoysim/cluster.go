@@ -73,6 +73,45 @@ type priorityLoad interface {
 	choose(priorities [][]*hostConfig) int
 }
 
+// previousPriorities is the envoy.retry_priorities.previous_priorities
+// plugin (source/extensions/retry/priority/previous_priorities/
+// previous_priorities.cc, Envoy 1.40): once update_frequency hosts were
+// attempted, their priorities are excluded and the load goes to the lowest
+// remaining priority with hosts; when every priority is excluded the
+// exclusions are reset and the original load returns.
+type previousPriorities struct {
+	freq      int
+	attempted []int
+	excluded  map[int]bool
+}
+
+func newPreviousPriorities(freq int) *previousPriorities {
+	return &previousPriorities{freq: freq, excluded: map[int]bool{}}
+}
+
+// onHostAttempted is RetryPriority::onHostAttempted (router
+// onUpstreamHostSelected).
+func (p *previousPriorities) onHostAttempted(h *hostConfig) {
+	p.attempted = append(p.attempted, h.priority)
+}
+
+func (p *previousPriorities) choose(priorities [][]*hostConfig) int {
+	if len(p.attempted) >= p.freq {
+		for _, pr := range p.attempted {
+			p.excluded[pr] = true
+		}
+		p.attempted = nil
+	}
+	for pr, hosts := range priorities {
+		if len(hosts) > 0 && !p.excluded[pr] {
+			return pr
+		}
+	}
+	// adjustForAttemptedPriorities: no healthy load left -> reset.
+	p.excluded = map[int]bool{}
+	return defaultPriorityLoad{}.choose(priorities)
+}
+
 type defaultPriorityLoad struct{}
 
 func (defaultPriorityLoad) choose(priorities [][]*hostConfig) int {

@@ -22,6 +22,7 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previouspriorititesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -65,6 +66,8 @@ const (
 	filterExtProc = "envoy.filters.http.ext_proc"
 	filterRouter  = "envoy.filters.http.router"
 	socketTLS     = "envoy.transport_sockets.tls"
+	// Retry priority plugin name.
+	retryPreviousPriorities = "envoy.retry_priorities.previous_priorities"
 	// Key of HttpProtocolOptions in Cluster.typed_extension_protocol_options.
 	httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
@@ -183,6 +186,20 @@ func (s *snapshot) link() error {
 			// (route.proto RouteConfiguration.validate_clusters).
 			if err := h.inlineRoutes.validateClusters(s, true); err != nil {
 				return fmt.Errorf("listener %q: %w", l.name, err)
+			}
+		}
+	}
+	for _, c := range s.clusters {
+		for _, uf := range c.upstreamFilters {
+			if uf.extProc == nil {
+				continue
+			}
+			gc, ok := s.clusters[uf.extProc.clusterName]
+			if !ok {
+				return fmt.Errorf("cluster %q: upstream ext_proc grpc cluster %q not found", c.name, uf.extProc.clusterName)
+			}
+			if gc.protocol != protoHTTP2 {
+				return fmt.Errorf("cluster %q: ext_proc cluster %q must use HTTP/2 (explicit http2_protocol_options) for gRPC", c.name, gc.name)
 			}
 		}
 	}
@@ -329,6 +346,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager) (*hcmConfig, error) {
 			if err != nil {
 				return nil, fmt.Errorf("http filter %q: %w", f.GetName(), err)
 			}
+			if len(v.GetRequestAttributes()) > 0 {
+				return nil, fmt.Errorf("http filter %q: envoysim implements request_attributes only in a cluster's upstream filter chain", f.GetName())
+			}
 			c.extProcs = append(c.extProcs, ep)
 		case *routerv3.Router:
 			if i != len(filters)-1 {
@@ -417,6 +437,8 @@ type retryPolicy struct {
 	statusCodes   map[int]bool
 	baseInterval  time.Duration
 	maxInterval   time.Duration
+	// previous_priorities update_frequency; 0 = no retry priority plugin.
+	previousPrioritiesFreq int
 }
 
 type retryOn struct {
@@ -619,6 +641,20 @@ func compileRetry(rp *routev3.RetryPolicy) (*retryPolicy, error) {
 			return nil, fmt.Errorf("envoysim does not implement retry_on %q", tok)
 		}
 	}
+	if pr := rp.GetRetryPriority(); pr != nil {
+		if pr.GetName() != retryPreviousPriorities || pr.GetTypedConfig() == nil {
+			return nil, fmt.Errorf("envoysim implements only the %s retry priority with typed_config", retryPreviousPriorities)
+		}
+		msg, err := pr.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return nil, err
+		}
+		pp, ok := msg.(*previouspriorititesv3.PreviousPrioritiesConfig)
+		if !ok {
+			return nil, fmt.Errorf("retry_priority %s: typed_config must be PreviousPrioritiesConfig, got %T", retryPreviousPriorities, msg)
+		}
+		out.previousPrioritiesFreq = int(pp.GetUpdateFrequency())
+	}
 	if bo := rp.GetRetryBackOff(); bo != nil {
 		out.baseInterval = bo.GetBaseInterval().AsDuration()
 		if bo.GetMaxInterval() != nil {
@@ -775,6 +811,7 @@ type clusterConfig struct {
 	autoSNI         bool
 	autoSANValidate bool
 	thresholds      thresholds
+	upstreamFilters []upstreamFilterConfig // HttpProtocolOptions.http_filters without the codec
 }
 
 type thresholds struct {
@@ -961,6 +998,10 @@ func compileHTTPProtocolOptions(c *clusterConfig, o *upstreamhttpv3.HttpProtocol
 	default:
 		return fmt.Errorf("envoysim does not implement upstream protocol options %T", p)
 	}
+	var err error
+	if c.upstreamFilters, err = compileUpstreamFilters(o.GetHttpFilters()); err != nil {
+		return err
+	}
 	c.autoSNI = o.GetUpstreamHttpProtocolOptions().GetAutoSni()
 	c.autoSANValidate = o.GetUpstreamHttpProtocolOptions().GetAutoSanValidation()
 	return nil
@@ -984,6 +1025,8 @@ type extProcConfig struct {
 	receiveNamespaces []string
 	statusOnError     int
 	routeCacheAction  extprocv3.ExternalProcessor_RouteCacheAction
+	upstream          bool       // in a cluster's upstream filter chain
+	requestAttrs      []attrExpr // upstream only
 }
 
 func compileExtProc(name string, e *extprocv3.ExternalProcessor) (*extProcConfig, error) {

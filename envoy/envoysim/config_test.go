@@ -49,11 +49,11 @@ func TestRejectsUnimplementedConfig(t *testing.T) {
 			wantErr: "internal_address_config",
 		},
 		{
-			name: "ext_proc request_attributes",
+			name: "router-level ext_proc request_attributes",
 			mutate: func(t *testing.T, c *cfg) {
 				c.extProc = func(e *extprocv3.ExternalProcessor) { e.RequestAttributes = []string{"request.path"} }
 			},
-			wantErr: "ExternalProcessor.request_attributes",
+			wantErr: "request_attributes only in a cluster's upstream filter chain",
 		},
 		{
 			name: "ext_proc BUFFERED_PARTIAL",

@@ -114,6 +114,14 @@ type extProcFilter struct {
 	protocolConfigSent bool
 	dec, enc           *procState
 
+	// Upstream filter chain only: the attempt's host (request_attributes),
+	// the attempt context (per-try/route timeout) and whether a local reply
+	// was ignored so the attempt stalls.
+	host       *hostConfig
+	attemptCtx context.Context
+	stalled    bool
+	attrsSent  bool
+
 	sendMu sync.Mutex
 	sendQ  []*extprocsvc.ProcessingRequest
 	sendC  chan struct{}
@@ -399,7 +407,51 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 			}
 		},
 	}
+	if f.cfg.upstream {
+		// Filter::sendImmediateResponse: "Ignoring send immediate response
+		// when ext_proc filter is in upstream" (counter
+		// send_immediate_resp_upstream_ignored). Nothing continues the
+		// filter chain: the attempt stalls until a timeout ends it.
+		f.s.sim.sendImmediateRespUpstreamIgnored.Add(1)
+		f.s.log.Debug("ignoring send immediate response when ext_proc filter is in upstream", "filter", f.cfg.name, "status", lr.status, "details", lr.details)
+		f.stalled = true
+		return
+	}
 	f.s.requestLocalReply(lr)
+}
+
+// waitIfStalled blocks an upstream attempt whose processor asked for an
+// ignored local reply until the attempt ends; it returns false then.
+func (f *extProcFilter) waitIfStalled(ctx context.Context) bool {
+	f.mu.Lock()
+	stalled := f.stalled
+	f.mu.Unlock()
+	if !stalled {
+		return f.s.alive() && ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+	case <-f.s.abortCh:
+	}
+	return false
+}
+
+// wait blocks until a call finishes; an upstream filter also stops when its
+// attempt ends.
+func (f *extProcFilter) wait(done chan struct{}) bool {
+	if f.attemptCtx == nil {
+		return f.s.wait(done)
+	}
+	select {
+	case <-done:
+		return f.s.alive() && f.attemptCtx.Err() == nil
+	case <-f.s.abortCh:
+		return false
+	case <-f.s.ctx.Done():
+		return false
+	case <-f.attemptCtx.Done():
+		return false
+	}
 }
 
 func (f *extProcFilter) handleErrorLocked(err error) {
@@ -629,6 +681,14 @@ func (f *extProcFilter) clearRouteCacheLocked(st *procState, cr *extprocsvc.Comm
 	if st.dir != dirRequest {
 		return
 	}
+	if f.cfg.upstream {
+		// An upstream filter cannot clear the route cache (counter
+		// clear_route_cache_upstream_ignored).
+		if cr.GetClearRouteCache() {
+			f.s.log.Debug("ext_proc clear_route_cache ignored in an upstream filter chain", "filter", f.cfg.name)
+		}
+		return
+	}
 	if cr.GetHeaderMutation() == nil {
 		if cr.GetClearRouteCache() {
 			f.s.log.Debug("ext_proc clear_route_cache ignored: no header mutation", "filter", f.cfg.name)
@@ -676,6 +736,12 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	st.headers = h
 	st.noBody = endStream
 	req := f.baseRequestLocked()
+	if st.dir == dirRequest && len(f.cfg.requestAttrs) > 0 && !f.attrsSent {
+		// Filter::addAttributes: request attributes on the first message of
+		// the request direction, keyed by the filter name.
+		f.attrsSent = true
+		req.Attributes = map[string]*structpb.Struct{extProcAttributesKey: evaluateAttributes(f.cfg.requestAttrs, f.host)}
+	}
 	hh := &extprocsvc.HttpHeaders{Headers: h.toProto(), EndOfStream: endStream}
 	if st.dir == dirRequest {
 		req.Request = &extprocsvc.ProcessingRequest_RequestHeaders{RequestHeaders: hh}
@@ -693,7 +759,7 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	}
 	f.mu.Unlock()
 	f.send(req)
-	return f.s.wait(done)
+	return f.wait(done)
 }
 
 // bodyAfterHeaders wires the body for the mode in force after the headers

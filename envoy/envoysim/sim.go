@@ -70,6 +70,10 @@ type Sim struct {
 
 	grpcMu    sync.Mutex
 	grpcConns map[string]*grpc.ClientConn
+
+	// sendImmediateRespUpstreamIgnored is the ext_proc counter
+	// send_immediate_resp_upstream_ignored, summed over filters.
+	sendImmediateRespUpstreamIgnored atomic.Int64
 }
 
 type runningListener struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -399,6 +400,9 @@ const (
 
 type attemptResult struct {
 	resp          *http.Response
+	respH         *headerMap // response headers after the upstream filter chain
+	status        int
+	chain         *upstreamChain
 	kind          resetKind
 	started       bool // request headers were written upstream
 	transportFail string
@@ -542,8 +546,12 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 	}
 	defer releaseRetry()
 	var load priorityLoad = defaultPriorityLoad{}
+	if policy != nil && policy.previousPrioritiesFreq > 0 {
+		load = newPreviousPriorities(policy.previousPrioritiesFreq)
+	}
 	attempts := 0
 	var res attemptResult
+	defer func() { res.chain.destroy() }()
 	for {
 		attempts++
 		host := uc.pickHost(load)
@@ -551,19 +559,21 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 			s.requestLocalReply(&localReply{status: 503, body: []byte("no healthy upstream"), mutate: respMut, details: "no_healthy_upstream"})
 			return
 		}
-		if ra.autoHostRewrite && host.hostname != "" {
-			// UpstreamRequest: auto_host_rewrite writes the shared downstream
-			// header map, so later attempts see it.
-			s.reqH.set(":authority", host.hostname)
+		if pp, ok := load.(*previousPriorities); ok {
+			pp.onHostAttempted(host)
 		}
-		res = s.attempt(uc, host, rb, noBody, perTry, globalFired, autoSNIHost)
+		rewrite := ""
+		if ra.autoHostRewrite && host.hostname != "" {
+			rewrite = host.hostname
+		}
+		res = s.attempt(uc, host, rb, noBody, perTry, globalFired, autoSNIHost, rewrite)
 		// RetryStateImpl::shouldRetry: a held retry slot is released first.
 		releaseRetry()
 		retry := false
 		if policy != nil && rb.canRetry() && res.kind != resetGlobalTimeout && res.kind != resetDownstream {
 			would := false
 			if res.resp != nil {
-				would = policy.wouldRetryStatus(res.resp.StatusCode)
+				would = policy.wouldRetryStatus(res.status)
 			} else {
 				would = policy.wouldRetryReset(res.kind, res.started)
 			}
@@ -584,6 +594,9 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 			_ = res.resp.Body.Close()
 			res.release()
 		}
+		// The retried UpstreamRequest is destroyed with its filters.
+		res.chain.destroy()
+		res.chain = nil
 		if !s.backoff(policy, attempts, globalFired) {
 			s.timeoutOrAbort(respMut, globalFired)
 			return
@@ -689,8 +702,10 @@ func (s *stream) timeoutOrAbort(respMut func(*headerMap), globalFired chan struc
 	}
 }
 
-// attempt runs one upstream request until its response headers.
-func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer, noBody bool, perTry time.Duration, globalFired chan struct{}, autoSNIHost string) attemptResult {
+// attempt runs one upstream request until its response headers have passed
+// the cluster's upstream filter chain. rewriteHost is the auto_host_rewrite
+// value ("" for none).
+func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer, noBody bool, perTry time.Duration, globalFired chan struct{}, autoSNIHost, rewriteHost string) attemptResult {
 	res := attemptResult{start: time.Now(), release: func() {}}
 	if !tryAcquire(&uc.requests, uc.cfg.thresholds.maxRequests) {
 		res.kind = resetOverflow
@@ -755,6 +770,68 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 		}
 	}
 
+	// The attempt context ends with the per-try or route timeout and with a
+	// downstream abort, so an upstream filter waiting for its processor (or
+	// stalled by an ignored local reply) gives up with the attempt.
+	watchStop := make(chan struct{})
+	defer close(watchStop)
+	go func() {
+		select {
+		case <-perTryFired:
+			cancel(errPerTry)
+		case <-globalFired:
+			cancel(errGlobal)
+		case <-s.abortCh:
+			cancel(errDownstream)
+		case <-watchStop:
+		}
+	}()
+	failPhase := func() attemptResult {
+		cause := context.Cause(ctx)
+		stopPerTry()
+		cancel(cause)
+		res.release()
+		switch {
+		case errors.Is(cause, errPerTry):
+			res.kind = resetPerTryTimeout
+		case errors.Is(cause, errGlobal):
+			res.kind = resetGlobalTimeout
+		default:
+			res.kind = resetDownstream
+		}
+		res.chain.destroy()
+		res.chain = nil
+		return res
+	}
+	var replacement []byte
+	replaced := false
+	if len(uc.cfg.upstreamFilters) > 0 {
+		// UpstreamRequest::acceptHeadersFromRouter asks the pool for a stream
+		// (newStream) before the upstream filter chain decodes the headers;
+		// onPoolReady starts the per-try timer once the downstream request is
+		// complete, concurrently with the chain.
+		// Otherwise the timer starts when the downstream request completes
+		// (create_per_try_timeout_on_request_complete_).
+		go func() {
+			if rb.waitComplete(ctx) {
+				startPerTry()
+			}
+		}()
+		res.chain = newUpstreamChain(s, uc.cfg.upstreamFilters, host, ctx)
+		if !res.chain.decodeHeaders(s, s.reqH, noBody, ctx) {
+			return failPhase()
+		}
+		replacement, replaced = res.chain.requestBody()
+	}
+	if rewriteHost != "" {
+		// UpstreamRequest::onPoolReady: auto_host_rewrite updates :authority
+		// in the shared downstream header map (later attempts see it). The
+		// pool becomes ready after the upstream filters started, so their
+		// first request-headers message shows the header map before this
+		// attempt's rewrite.
+		s.reqH.set(":authority", rewriteHost)
+	}
+
 	scheme := "http"
 	if uc.cfg.tls != nil {
 		scheme = "https"
@@ -772,7 +849,21 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	}
 	req.Host = authority
 	req.Header = s.reqH.httpHeader()
-	if noBody {
+	if replaced {
+		// CONTINUE_AND_REPLACE: the replacement is the body; the original is
+		// discarded and content-length was removed (a later filter may set it).
+		req.Body = &onceReader{data: replacement, onEOF: startPerTry}
+		req.ContentLength = -1
+		if len(replacement) == 0 {
+			req.Body = http.NoBody
+			startPerTry()
+		}
+		if cl, ok := s.reqH.get("content-length"); ok {
+			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
+				req.ContentLength = n
+			}
+		}
+	} else if noBody {
 		req.Body = http.NoBody
 		req.ContentLength = 0
 		startPerTry()
@@ -822,20 +913,27 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 		}
 		r = rtResult{err: errDownstream}
 	}
-	stopPerTry()
+	if res.chain == nil {
+		stopPerTry()
+	}
 	res.started = wroteHeaders.Load()
 	if pendingCounted.CompareAndSwap(true, false) {
 		uc.pending.Add(-1)
 	}
 	if r.err != nil {
+		stopPerTry()
 		cancel(r.err)
 		res.release()
+		res.chain.destroy()
+		res.chain = nil
+		// The attempt watcher may have cancelled the request first.
+		cause := context.Cause(ctx)
 		switch {
-		case errors.Is(r.err, errPerTry):
+		case errors.Is(r.err, errPerTry) || errors.Is(cause, errPerTry):
 			res.kind = resetPerTryTimeout
-		case errors.Is(r.err, errGlobal):
+		case errors.Is(r.err, errGlobal) || errors.Is(cause, errGlobal):
 			res.kind = resetGlobalTimeout
-		case errors.Is(r.err, errDownstream) || s.ctx.Err() != nil:
+		case errors.Is(r.err, errDownstream) || errors.Is(cause, errDownstream) || s.ctx.Err() != nil:
 			res.kind = resetDownstream
 		case !gotConn.Load():
 			res.kind = resetConnectFailure
@@ -865,10 +963,73 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 		return res
 	}
 	res.resp = r.resp
+	res.respH = responseHeaderMap(r.resp)
+	res.status = r.resp.StatusCode
+	if res.chain != nil {
+		// The response headers pass the upstream filters (in reverse order)
+		// before the router sees them; the per-try timer still runs.
+		if !res.chain.encodeHeaders(s, res.respH, responseNoBody(r.resp, s.r.Method), ctx) {
+			_ = r.resp.Body.Close()
+			res.resp = nil
+			return failPhase()
+		}
+		stopPerTry()
+		if code, err := strconv.Atoi(res.respH.value(":status")); err == nil {
+			res.status = code
+		}
+	}
 	prevRelease := res.release
 	res.release = func() { cancel(nil); prevRelease() }
 	return res
 }
+
+func responseNoBody(resp *http.Response, method string) bool {
+	return resp.ContentLength == 0 || method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304
+}
+
+// responseHeaderMap is the codec's view of an upstream response.
+func responseHeaderMap(resp *http.Response) *headerMap {
+	h := &headerMap{}
+	h.set(":status", strconv.Itoa(resp.StatusCode))
+	for k, vs := range resp.Header {
+		lk := strings.ToLower(k)
+		if hopByHop[lk] {
+			continue
+		}
+		for _, v := range vs {
+			h.add(lk, v)
+		}
+	}
+	if resp.ContentLength >= 0 && !h.has("content-length") && resp.ContentLength > 0 {
+		h.set("content-length", strconv.FormatInt(resp.ContentLength, 10))
+	}
+	return h
+}
+
+// onceReader delivers a replacement body and reports its end.
+type onceReader struct {
+	data  []byte
+	off   int
+	onEOF func()
+	eof   bool
+}
+
+func (r *onceReader) Read(p []byte) (int, error) {
+	if r.off >= len(r.data) {
+		if !r.eof {
+			r.eof = true
+			if r.onEOF != nil {
+				r.onEOF()
+			}
+		}
+		return 0, io.EOF
+	}
+	n := copy(p, r.data[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *onceReader) Close() error { return nil }
 
 var (
 	errPerTry     = errors.New("per try timeout")
@@ -899,25 +1060,12 @@ func connectErrorText(err error) string {
 // and streams it downstream, flushing every chunk.
 func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFired chan struct{}) {
 	resp := res.resp
-	h := &headerMap{}
-	h.set(":status", strconv.Itoa(resp.StatusCode))
-	for k, vs := range resp.Header {
-		lk := strings.ToLower(k)
-		if hopByHop[lk] {
-			continue
-		}
-		for _, v := range vs {
-			h.add(lk, v)
-		}
-	}
-	if resp.ContentLength >= 0 && !h.has("content-length") && resp.ContentLength > 0 {
-		h.set("content-length", strconv.FormatInt(resp.ContentLength, 10))
-	}
+	h := res.respH
 	if !s.hcm.suppressEnvoyHeaders {
 		h.set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(res.start).Milliseconds(), 10))
 	}
 	respMut(h)
-	noBody := resp.ContentLength == 0 || s.r.Method == http.MethodHead || resp.StatusCode == 204 || resp.StatusCode == 304
+	noBody := responseNoBody(resp, s.r.Method)
 	upstreamDone := make(chan struct{})
 	var upOnce sync.Once
 	var body bodySource = &readerBody{
@@ -929,6 +1077,9 @@ func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFire
 	if noBody {
 		upOnce.Do(func() { close(upstreamDone) })
 		body = &bytesBody{sent: true}
+	}
+	if res.chain != nil {
+		body = res.chain.responseBody(body, noBody)
 	}
 	// The route timeout covers the response until it is complete: when it
 	// fires mid-stream the downstream stream is reset.
