@@ -107,21 +107,33 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 	if err != nil {
 		return err
 	}
-	// extproc resolves keys the production way, through the KeyService and
-	// Redis; the store is passed only for usage rows and the model list.
-	ep, err := newExtProc(ctx, cfg, log, st, rdb, ksAddr, reg)
-	if err != nil {
-		return err
-	}
-	cp, err := controlplane.NewServer(controlPlaneOptions(cfg), log.With("component", "controlplane"), reg)
-	if err != nil {
-		return err
-	}
 	xdsLn, err := net.Listen("tcp", cfg.XDSAddr)
 	if err != nil {
 		return fmt.Errorf("xds: listen on %s: %w", cfg.XDSAddr, err)
 	}
-	sim, err := envoysim.New(envoysim.Options{XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev", Logger: log})
+	// The control plane reads the Bedrock regions and model mappings from
+	// the database before serving, as in production.
+	cpLog := log.With("component", "controlplane")
+	cpOpts, err := controlplane.DatabaseOptions(ctx, st, controlPlaneOptions(cfg), cpLog)
+	if err != nil {
+		xdsLn.Close()
+		return err
+	}
+	cp, err := controlplane.NewServer(cpOpts, cpLog, reg)
+	if err != nil {
+		xdsLn.Close()
+		return err
+	}
+	// extproc resolves keys the production way, through the KeyService and
+	// Redis, and receives its runtime configuration from the control plane
+	// over xDS; the store is passed only for usage rows and the model list.
+	cfg.ControlPlaneAddr = xdsLn.Addr().String()
+	ep, err := newExtProc(ctx, cfg, log, st, rdb, ksAddr, reg)
+	if err != nil {
+		xdsLn.Close()
+		return err
+	}
+	sim, err := envoysim.New(envoysim.Options{XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev", Logger: log, Dial: devDialer(cfg.DevResolve)})
 	if err != nil {
 		return err
 	}
@@ -136,6 +148,9 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 
 	comps := append(append(adminComps, ep.components()...),
 		component{"controlplane", func(ctx context.Context) error { return cp.Serve(ctx, xdsLn) }},
+		component{"controlplane-db", func(ctx context.Context) error {
+			return controlplane.WatchDatabase(ctx, st, controlPlaneOptions(cfg), cp, cpLog)
+		}},
 		component{"envoysim", sim.Run},
 		metricsComponent(cfg, log, reg, health),
 		component{"announce", func(ctx context.Context) error {
@@ -151,6 +166,22 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		}},
 	)
 	return runAll(ctx, log, comps...)
+}
+
+// devDialer maps upstream host:port pairs to other addresses (like curl
+// --resolve), so that tests can serve Bedrock's real host names from
+// loopback while envoysim keeps SNI and certificate checks on those names.
+func devDialer(resolve map[string]string) envoysim.DialFunc {
+	if len(resolve) == 0 {
+		return nil
+	}
+	d := &net.Dialer{}
+	return func(ctx context.Context, network, address string) (net.Conn, error) {
+		if to, ok := resolve[strings.ToLower(address)]; ok {
+			address = to
+		}
+		return d.DialContext(ctx, network, address)
+	}
 }
 
 func announce(out io.Writer, base, adminURL, key string) {

@@ -26,7 +26,7 @@ is set (otherwise usage is logged at debug level and counted in metrics).`,
 	}
 	// DATABASE_URL is optional here: see the command's description.
 	b := settings(cmd, config.WithDefault(config.Database(), "database-url", ""), config.Redis(), config.RedisNamespace(),
-		config.Keys(), config.ExtProc(), config.KeyService(), config.Serving())
+		config.Keys(), config.Secrets(), config.ExtProc(), config.ControlPlane(), config.KeyService(), config.Serving())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {

@@ -12,12 +12,15 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/keyservice"
 	"github.com/ccproxy/ccproxy/extproc/router"
+	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
+	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/storebridge"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
@@ -100,12 +103,19 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *s
 		sink = usage.FanOut{w, logSink}
 		comps = append(comps, component{"usage-writer", w.Run})
 	}
+	bedrockOpts, bedrockComps, err := newBedrock(ctx, cfg, log, reg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	comps = append(comps, bedrockComps...)
 	srv, err := extproc.NewServer(extproc.Options{
 		Logger:     log.With("component", "extproc"),
 		Keys:       resolver,
 		Usage:      sink,
 		Registerer: reg,
 		Models:     models,
+		Bedrock:    bedrockOpts,
 	})
 	if err != nil {
 		conn.Close()
@@ -124,6 +134,39 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *s
 }
 
 func (p *extprocParts) components() []component { return p.comps }
+
+// newBedrock builds what extproc needs to serve Bedrock: the runtime
+// configuration client (model mappings, allow-lists and regions, from the
+// control plane over xDS) and the credential signer. Bedrock API keys are
+// decrypted by extproc itself with the master key or KMS; without either,
+// only aws_default_chain credentials can be used, and requests of users
+// with an API key are refused with a message naming the gateway's
+// configuration.
+func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
+	var sealer secrets.Sealer
+	if len(cfg.MasterKey) > 0 || cfg.KMSKeyID != "" {
+		var err error
+		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: cfg.MasterKey, KMSKeyID: cfg.KMSKeyID, KMSEndpoint: cfg.KMSEndpoint})
+		if err != nil {
+			return nil, nil, err
+		}
+	} else {
+		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
+	}
+	rc, err := runtimeconfig.NewClient(runtimeconfig.ClientConfig{
+		Addr:       cfg.ControlPlaneAddr,
+		Logger:     log.With("component", "runtimeconfig"),
+		Registerer: reg,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	opts := &extproc.BedrockOptions{
+		Runtime: rc,
+		Signer:  bedrockauth.New(bedrockauth.Config{Sealer: sealer}),
+	}
+	return opts, []component{{"runtime-config", rc.Run}}, nil
+}
 
 // modelList is the GET /v1/models answer: the enabled model mappings.
 func modelList(ctx context.Context, st *store.Store) ([]router.Model, error) {

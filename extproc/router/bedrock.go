@@ -529,7 +529,6 @@ func replaceBody(status int, body []byte) *extprocv3.CommonResponse {
 	}
 }
 
-
 // invokeIDFor is the model id m is invoked by from region.
 func invokeIDFor(m runtimeconfig.ModelInfo, region string) string {
 	if id, ok := m.InvokeIDs[region]; ok {

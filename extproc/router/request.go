@@ -104,14 +104,14 @@ func splitKeyPath(path []byte) (key, rest []byte, ok bool) {
 type pathKind uint8
 
 const (
-	pathOther       pathKind = iota // not /v1/: 404
-	pathV1                          // other /v1/ paths: forwarded, not metered
-	pathMessages                    // /v1/messages
-	pathCountTokens                 // /v1/messages/count_tokens
-	pathModels                      // /v1/models
-	pathBedrockModel                // /bedrock/model/{id}/{op}: Claude Code's Bedrock mode
-	pathBedrockProfiles             // /bedrock/inference-profiles
-	pathBedrockOther                // other /bedrock/ paths: 404
+	pathOther           pathKind = iota // not /v1/: 404
+	pathV1                              // other /v1/ paths: forwarded, not metered
+	pathMessages                        // /v1/messages
+	pathCountTokens                     // /v1/messages/count_tokens
+	pathModels                          // /v1/models
+	pathBedrockModel                    // /bedrock/model/{id}/{op}: Claude Code's Bedrock mode
+	pathBedrockProfiles                 // /bedrock/inference-profiles
+	pathBedrockOther                    // other /bedrock/ paths: 404
 )
 
 // classify tells what path (query excluded) is.

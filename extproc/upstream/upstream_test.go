@@ -55,7 +55,11 @@ func headersMsg(attrs map[string]string, headers ...string) *extprocv3.Processin
 }
 
 func set(k, v string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)}, Append: wrapperspb.Bool(false)}
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: k, RawValue: []byte(v)},
+		//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
+		Append: wrapperspb.Bool(false),
+	}
 }
 
 func headersReply(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
