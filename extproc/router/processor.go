@@ -503,6 +503,9 @@ func (p *Processor) Close(ctx context.Context) {
 	if p.bedrockKind != bedrockNone {
 		ev.Provider = usage.ProviderBedrock
 		ev.BackendModel = p.backendModel
+		if c := p.identity.Bedrock; c != nil {
+			ev.Region = c.Region
+		}
 		ev.Aborted = aborted
 	}
 	if p.encoded && p.status == 200 {

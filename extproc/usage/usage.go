@@ -69,8 +69,12 @@ type Event struct {
 	Model string
 	// Route is the routing decision (e.g. "plan").
 	Route string
-	// Provider is the backend that answered: ProviderAnthropic for now.
+	// Provider is the backend that answered: ProviderAnthropic or
+	// ProviderBedrock.
 	Provider string
+	// Region is the AWS region of a Bedrock request ("" for Anthropic):
+	// Bedrock prices differ per region.
+	Region string
 	// Stream reports the request's "stream": true.
 	Stream bool
 	// Status is the upstream's HTTP status, 0 if no response headers came.

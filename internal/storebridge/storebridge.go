@@ -261,6 +261,7 @@ func toStoreEvent(ev usage.Event) store.UsageEvent {
 		RequestedModel:     ev.Model,
 		BedrockModelID:     ev.BackendModel,
 		Provider:           store.Provider(ev.Provider),
+		Region:             ev.Region,
 		Fallback:           ev.Fallback,
 		FallbackReason:     ev.FallbackReason,
 		Stream:             ev.Stream,

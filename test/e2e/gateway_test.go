@@ -33,6 +33,8 @@ type gateway struct {
 	DB *pgxpool.Pool
 	// AdminAddr is the admin API's host:port.
 	AdminAddr string
+	// MetricsAddr serves /metrics.
+	MetricsAddr string
 
 	stderr *tail
 }
@@ -56,6 +58,8 @@ type devConfig struct {
 	DatabaseURL, StateDir, RedisPrefix string
 	// AdminPassword sets CCPROXY_ADMIN_PASSWORD.
 	AdminPassword string
+	// Env adds variables to the process's environment.
+	Env []string
 }
 
 func startDevWith(t *testing.T, c devConfig) *gateway {
@@ -71,7 +75,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	dbURL := c.DatabaseURL
 	anthropicURL := c.AnthropicURL
-	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t)}
+	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t), MetricsAddr: freeAddr(t)}
 	// Unix socket paths are limited to 108 bytes; test temp dirs carry the
 	// test's name and can be longer.
 	sockDir, err := os.MkdirTemp("", "ccx")
@@ -87,7 +91,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 		"DATABASE_URL=" + dbURL,
 		"CCPROXY_LISTEN_ADDR=" + freeAddr(t),
 		"CCPROXY_XDS_ADDR=" + freeAddr(t),
-		"CCPROXY_METRICS_ADDR=" + freeAddr(t),
+		"CCPROXY_METRICS_ADDR=" + g.MetricsAddr,
 		"CCPROXY_ADMIN_ADDR=" + g.AdminAddr,
 		"CCPROXY_ANTHROPIC_URL=" + anthropicURL,
 		"CCPROXY_DEV_STATE_DIR=" + c.StateDir,
@@ -99,6 +103,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 		"CCPROXY_ADMIN_PASSWORD=" + c.AdminPassword,
 		"CCPROXY_LOG_FORMAT=json",
 	}
+	cmd.Env = append(cmd.Env, c.Env...)
 	cmd.Stderr = g.stderr
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

@@ -98,6 +98,10 @@ type Config struct {
 	// Handler chooses replies when no scripted reply is queued; nil or a
 	// zero Reply means Echo (or DefaultCountTokens for count-tokens).
 	Handler Handler
+	// AllowAnthropicHeaders accepts anthropic-* request headers, which
+	// Claude Code's own Bedrock mode sends and Bedrock ignores; by default
+	// they are a problem (a translated request must not carry them).
+	AllowAnthropicHeaders bool
 	// AllowProblems stops New from failing the test at cleanup when
 	// Failures is non-empty (for tests that send bad requests on purpose).
 	AllowProblems bool
@@ -546,7 +550,8 @@ func (s *Server) handle(req *Request, perr error) Reply {
 	var names []string
 	for k := range req.Header {
 		lk := strings.ToLower(k)
-		if lk == "x-api-key" || strings.HasPrefix(lk, "anthropic-") || strings.HasPrefix(lk, "x-ccproxy-") {
+		if lk == "x-api-key" || strings.HasPrefix(lk, "x-ccproxy-") ||
+			(strings.HasPrefix(lk, "anthropic-") && !s.cfg.AllowAnthropicHeaders) {
 			names = append(names, lk)
 		}
 	}
