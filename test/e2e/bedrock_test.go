@@ -211,7 +211,7 @@ func TestBedrock(t *testing.T) {
 		if r.RawPath != "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream" {
 			t.Errorf("path %q", r.RawPath)
 		}
-		rows := waitBedrockUsage(t, g, east.ID, 1)
+		rows := waitBedrockUsage(t, g, r.Header.Get("X-Claude-Code-Session-Id"), 1)
 		want := bedrockUsageRow{Provider: "bedrock", RequestedModel: "claude-opus-5-5", BedrockModel: "us.anthropic.claude-opus-5-5",
 			Status: 200, Input: 1234, Output: 56, CacheRead: 7000, CacheWrite5m: 300}
 		if rows[0] != want {
@@ -398,7 +398,7 @@ func TestBedrock(t *testing.T) {
 		if r.Op != fakebedrock.OpInvokeStream {
 			t.Errorf("operation %q", r.Op)
 		}
-		rows := waitBedrockUsage(t, g, planFirst.ID, 1)
+		rows := waitBedrockUsage(t, g, r.Header.Get("X-Claude-Code-Session-Id"), 1)
 		if rows[0].Provider != "bedrock" || rows[0].Input != 77 || rows[0].Output != 8 || rows[0].BedrockModel != r.ModelID {
 			t.Errorf("usage row %+v", rows[0])
 		}
@@ -490,13 +490,15 @@ type bedrockUsageRow struct {
 	Input, Output, CacheRead, CacheWrite5m int64
 }
 
-func waitBedrockUsage(t *testing.T, g *gateway, userID string, want int) []bedrockUsageRow {
+// waitBedrockUsage returns the usage rows of one Claude Code session (each
+// run has its own), once there are want of them.
+func waitBedrockUsage(t *testing.T, g *gateway, session string, want int) []bedrockUsageRow {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		rows, err := g.DB.Query(context.Background(), `
 			SELECT provider, requested_model, coalesce(bedrock_model_id, ''), status, input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens
-			FROM usage_events WHERE user_id = $1 AND kind = 'messages' ORDER BY event_time`, userID)
+			FROM usage_events WHERE session_id = $1 AND kind = 'messages' ORDER BY event_time`, session)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -511,7 +513,7 @@ func waitBedrockUsage(t *testing.T, g *gateway, userID string, want int) []bedro
 		rows.Close()
 		if len(out) >= want || time.Now().After(deadline) {
 			if len(out) != want {
-				t.Fatalf("usage_events has %d rows for user %s, want %d: %+v", len(out), userID, want, out)
+				t.Fatalf("usage_events has %d rows for session %q, want %d: %+v", len(out), session, want, out)
 			}
 			return out
 		}

@@ -515,10 +515,14 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.seq++
 	seq := s.seq
-	s.reqs = append(s.reqs, req)
 	s.mu.Unlock()
 
+	// The request is published (Requests, Carrying) only once handle has
+	// filled it in: handle writes its fields without the lock.
 	reply := s.handle(req, perr)
+	s.mu.Lock()
+	s.reqs = append(s.reqs, req)
+	s.mu.Unlock()
 	s.write(w, r, req, reply, seq)
 }
 
