@@ -24,13 +24,13 @@ import (
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/internal/bufpool"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/upstream"
@@ -85,7 +85,7 @@ type Server struct {
 	router   *router.Router
 	upstream *upstream.Handler // nil without Bedrock
 	drain    time.Duration
-	pool     mem.BufferPool
+	pool     *bufpool.Pool
 }
 
 // NewServer returns a Server for opts.
@@ -130,12 +130,9 @@ func NewServer(opts Options) (*Server, error) {
 	// gRPC's default pool serves every message between 32 KiB and 1 MiB
 	// from 1 MiB buffers and zeroes the whole buffer on each Get: for the
 	// ~50 KB Claude Code bodies that was the largest single CPU cost of a
-	// request. Power-of-two tiers up to MaxMessageSize zero at most twice
-	// the message size.
-	pool, err := mem.NewBinaryTieredBufferPool(8, 10, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26)
-	if err != nil {
-		return nil, fmt.Errorf("extproc: buffer pool: %w", err)
-	}
+	// request. Power-of-two tiers up to MaxMessageSize, handed out without
+	// zeroing (see bufpool), cost neither.
+	pool := bufpool.New(8, 26)
 	return &Server{log: opts.Logger, router: rt, upstream: up, drain: opts.DrainTimeout, pool: pool}, nil
 }
 

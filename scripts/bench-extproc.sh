@@ -14,7 +14,8 @@
 #
 # Environment (all optional):
 #   EXTPROC_BENCH_SRC   driver source   (default: <repo>/../shared/tools/extproc-bench)
-#   BENCH_SCENARIO      scenario file   (default: extproc/testdata/bench/plan-passthrough-stream.json)
+#   BENCH_SCENARIOS     scenario files  (default: extproc/testdata/bench/plan-passthrough-stream.json
+#                                        and extproc/testdata/bench/bedrock-stream.json)
 #   BENCH_CONCURRENCY   levels to run   (default: "1 16")
 #   BENCH_DURATION      per run         (default: 6s)
 #   BENCH_REPEAT        runs per level  (default: 3; the median is reported)
@@ -25,7 +26,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 go_cmd=${GO:-go}
 driver_src=${EXTPROC_BENCH_SRC:-$root/../shared/tools/extproc-bench}
-scenario=${BENCH_SCENARIO:-$root/extproc/testdata/bench/plan-passthrough-stream.json}
+scenarios=${BENCH_SCENARIOS:-$root/extproc/testdata/bench/plan-passthrough-stream.json $root/extproc/testdata/bench/bedrock-stream.json}
 levels=${BENCH_CONCURRENCY:-1 16}
 duration=${BENCH_DURATION:-6s}
 repeat=${BENCH_REPEAT:-3}
@@ -34,7 +35,9 @@ cache=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccproxy/bench}
 die() { echo "bench-extproc: FAIL: $*" >&2; exit 1; }
 
 [[ -f $driver_src/go.mod ]] || die "extproc-bench source not found at $driver_src (set EXTPROC_BENCH_SRC)"
-[[ -f $scenario ]] || die "scenario not found: $scenario"
+for scenario in $scenarios; do
+	[[ -f $scenario ]] || die "scenario not found: $scenario"
+done
 
 mkdir -p "$cache"
 server_bin=$cache/ccproxy-benchserver
@@ -81,36 +84,39 @@ for _ in $(seq 100); do
 done
 [[ -S $sock ]] || die "benchserver did not create $sock within 10s"
 
-# One exchange in full first: a scenario that no longer matches the server
-# fails here with the whole exchange in the log rather than as a bare count.
-if ! "$driver_bin" -addr "$addr" -scenario "$scenario" -dump >"$tmp/dump.log" 2>&1; then
-	cat "$tmp/dump.log" >&2
-	die "the -dump exchange failed"
-fi
+for scenario in $scenarios; do
+	# One exchange in full first: a scenario that no longer matches the server
+	# fails here with the whole exchange in the log rather than as a bare count.
+	if ! "$driver_bin" -addr "$addr" -scenario "$scenario" -dump >"$tmp/dump.log" 2>&1; then
+		cat "$tmp/dump.log" >&2
+		die "the -dump exchange failed"
+	fi
 
-echo "bench-extproc: $(basename "$scenario"), server pid $server_pid on $addr (unpinned), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-declare -A median
-for c in $levels; do
-	echo "== C=$c: -d $duration -repeat $repeat"
-	out=$("$driver_bin" -addr "$addr" -scenario "$scenario" -pid "$server_pid" \
-		-c "$c" -d "$duration" -repeat "$repeat" 2>&1) || { echo "$out" >&2; die "extproc-bench at C=$c"; }
-	echo "$out"
-	server_alive
-	line=$(grep '^median:' <<<"$out" || grep '^run 1/1:' <<<"$out") || die "no result line at C=$c"
-	median[$c]=$line
-done
+	echo "bench-extproc: $(basename "$scenario"), server pid $server_pid on $addr (unpinned), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	declare -A median
+	for c in $levels; do
+		echo "== C=$c: -d $duration -repeat $repeat"
+		out=$("$driver_bin" -addr "$addr" -scenario "$scenario" -pid "$server_pid" \
+			-c "$c" -d "$duration" -repeat "$repeat" 2>&1) || { echo "$out" >&2; die "extproc-bench at C=$c"; }
+		echo "$out"
+		server_alive
+		line=$(grep '^median:' <<<"$out" || grep '^run 1/1:' <<<"$out") || die "no result line at C=$c"
+		median[$c]=$line
+	done
 
-echo
-echo "bench-extproc: medians over $repeat run(s) of $duration (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
-printf '%-6s %18s %10s %14s %14s %10s\n' C 'server CPU/req' req/s 'latency p50' 'latency p99' RSS
-for c in $levels; do
-	l=${median[$c]}
-	cpu=$(sed -E 's/.*server CPU ([0-9]+µs)\/req.*/\1/' <<<"$l")
-	rps=$(sed -E 's/.* ([0-9.]+) req\/s.*/\1/' <<<"$l")
-	p50=$(sed -E 's/.* p50 ([0-9]+µs).*/\1/' <<<"$l")
-	p99=$(sed -E 's/.* p99 ([0-9]+µs).*/\1/' <<<"$l")
-	rss=$(sed -E 's/.*RSS ([0-9]+ MiB).*/\1/' <<<"$l")
-	printf '%-6s %18s %10s %14s %14s %10s\n' "$c" "$cpu" "$rps" "$p50" "$p99" "$rss"
+	echo
+	echo "bench-extproc: medians over $repeat run(s) of $duration (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
+	printf '%-6s %18s %10s %14s %14s %10s\n' C 'server CPU/req' req/s 'latency p50' 'latency p99' RSS
+	for c in $levels; do
+		l=${median[$c]}
+		cpu=$(sed -E 's/.*server CPU ([0-9]+µs)\/req.*/\1/' <<<"$l")
+		rps=$(sed -E 's/.* ([0-9.]+) req\/s.*/\1/' <<<"$l")
+		p50=$(sed -E 's/.* p50 ([0-9]+µs).*/\1/' <<<"$l")
+		p99=$(sed -E 's/.* p99 ([0-9]+µs).*/\1/' <<<"$l")
+		rss=$(sed -E 's/.*RSS ([0-9]+ MiB).*/\1/' <<<"$l")
+		printf '%-6s %18s %10s %14s %14s %10s\n' "$c" "$cpu" "$rps" "$p50" "$p99" "$rss"
+	done
+
 done
 
 # Stop the server here, not only in the trap, so that an unclean shutdown
