@@ -241,7 +241,7 @@ const (
 // existence).
 func special8(w uint64) bool {
 	hasZero := func(x uint64) uint64 { return (x - ones) & ^x & highs }
-	return (hasZero(w^(ones*'"'))|hasZero(w^(ones*'\\'))|((w-ones*0x20) & ^w & highs)) != 0
+	return (hasZero(w^(ones*'"')) | hasZero(w^(ones*'\\')) | ((w - ones*0x20) & ^w & highs)) != 0
 }
 
 func isHex(c byte) bool {
