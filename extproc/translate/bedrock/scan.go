@@ -240,8 +240,9 @@ const (
 // classic "has zero byte" and "has byte less than" bit tricks, exact for
 // existence).
 func special8(w uint64) bool {
-	hasZero := func(x uint64) uint64 { return (x - ones) & ^x & highs }
-	return (hasZero(w^(ones*'"')) | hasZero(w^(ones*'\\')) | ((w - ones*0x20) & ^w & highs)) != 0
+	q := w ^ (ones * '"')
+	e := w ^ (ones * '\\')
+	return ((q-ones)&^q|(e-ones)&^e|(w-ones*0x20)&^w)&highs != 0
 }
 
 func isHex(c byte) bool {

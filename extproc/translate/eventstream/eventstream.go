@@ -11,6 +11,7 @@
 package eventstream
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -302,20 +303,22 @@ const metricsKey = "amazon-bedrock-invocationMetrics"
 
 // chunk unwraps {"bytes":"<base64>",…} and emits the Anthropic event.
 func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
-	it := newObjectIter(payload)
-	var b64 []byte
-	for m, ok := it.next(); ok; m, ok = it.next() {
-		if string(m.key) == "bytes" {
-			b64 = m.value
+	b64, ok := bedrockChunkBytes(payload)
+	if !ok {
+		it := newObjectIter(payload)
+		for m, ok := it.next(); ok; m, ok = it.next() {
+			if string(m.key) == "bytes" {
+				b64 = m.value
+			}
 		}
+		if !it.trailingOK() {
+			return c.fail(dst, fmt.Errorf("%w: chunk payload is not a JSON object", ErrCorrupt))
+		}
+		if len(b64) < 2 || b64[0] != '"' {
+			return c.fail(dst, fmt.Errorf("%w: chunk payload has no \"bytes\" string", ErrCorrupt))
+		}
+		b64 = b64[1 : len(b64)-1]
 	}
-	if !it.trailingOK() {
-		return c.fail(dst, fmt.Errorf("%w: chunk payload is not a JSON object", ErrCorrupt))
-	}
-	if len(b64) < 2 || b64[0] != '"' {
-		return c.fail(dst, fmt.Errorf("%w: chunk payload has no \"bytes\" string", ErrCorrupt))
-	}
-	b64 = b64[1 : len(b64)-1]
 	need := base64.StdEncoding.DecodedLen(len(b64))
 	if cap(c.decoded) < need {
 		c.decoded = make([]byte, need)
@@ -330,7 +333,7 @@ func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 	// to cut, and the objects holding usage.
 	var typ, usageObj, msgObj []byte
 	cutStart, cutEnd, cutFirst := -1, -1, false
-	it = newObjectIter(ev)
+	it := newObjectIter(ev)
 	prevEnd := -1
 	for m, ok := it.next(); ok; m, ok = it.next() {
 		if cutFirst {
@@ -386,6 +389,38 @@ func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 		dst = append(dst, ev...)
 	}
 	return append(dst, "\n\n"...), nil
+}
+
+// bedrockChunkBytes is the fast path for the payload shape Bedrock sends,
+// {"bytes":"<base64>"} or {"bytes":"<base64>","p":"<[A-Za-z0-9]*>"}: it
+// returns the base64 text without scanning it as a JSON string (base64
+// holds no quote or backslash, and Decode rejects every byte outside its
+// alphabet). Any other shape, valid or not, reports false and takes the
+// general JSON path.
+func bedrockChunkBytes(payload []byte) ([]byte, bool) {
+	const head = `{"bytes":"`
+	if !bytes.HasPrefix(payload, []byte(head)) {
+		return nil, false
+	}
+	rest := payload[len(head):]
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return nil, false
+	}
+	b64, tail := rest[:end], rest[end+1:]
+	if string(tail) == "}" {
+		return b64, true
+	}
+	const pHead = `,"p":"`
+	if len(tail) < len(pHead)+2 || string(tail[:len(pHead)]) != pHead || string(tail[len(tail)-2:]) != `"}` {
+		return nil, false
+	}
+	for _, ch := range tail[len(pHead) : len(tail)-2] {
+		if !('a' <= ch && ch <= 'z' || 'A' <= ch && ch <= 'Z' || '0' <= ch && ch <= '9') {
+			return nil, false
+		}
+	}
+	return b64, true
 }
 
 // Names of the four counts, in Usage field order, in Anthropic's usage object

@@ -2,6 +2,8 @@ package eventstream
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"flag"
 	"math/rand/v2"
@@ -381,5 +383,114 @@ func BenchmarkSDKDecoder(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// longStream is a long answer made of the capture's own frames: its
+// message_start and content_block_start, its content_block_delta frames
+// repeated n times, then its closing frames — what a real multi-thousand-
+// token answer looks like on the wire, where per-byte cost dominates.
+func longStream(tb testing.TB, n int) []byte {
+	tb.Helper()
+	capture := readCapture(tb)
+	var frames [][]byte
+	for rest := capture; len(rest) > 0; {
+		size := int(binary.BigEndian.Uint32(rest))
+		frames = append(frames, rest[:size])
+		rest = rest[size:]
+	}
+	var deltas, head, tail [][]byte
+	d := sdk.NewDecoder()
+	for _, f := range frames {
+		m, err := d.Decode(bytes.NewReader(f), nil)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var p struct{ Bytes []byte }
+		if err := json.Unmarshal(m.Payload, &p); err != nil {
+			tb.Fatal(err)
+		}
+		switch {
+		case bytes.Contains(p.Bytes, []byte(`"content_block_delta"`)):
+			deltas = append(deltas, f)
+		case len(deltas) == 0:
+			head = append(head, f)
+		default:
+			tail = append(tail, f)
+		}
+	}
+	out := bytes.Join(head, nil)
+	for range n {
+		for _, f := range deltas {
+			out = append(out, f...)
+		}
+	}
+	return append(out, bytes.Join(tail, nil)...)
+}
+
+// BenchmarkConvertLongStream feeds a ~1 MB answer in 16 KiB chunks.
+func BenchmarkConvertLongStream(b *testing.B) {
+	stream := longStream(b, 1000)
+	chunks := [][]byte{}
+	for off := 0; off < len(stream); off += 16 << 10 {
+		chunks = append(chunks, stream[off:min(off+16<<10, len(stream))])
+	}
+	c := NewConverter()
+	out := make([]byte, 0, 64<<10)
+	b.SetBytes(int64(len(stream)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.Reset()
+		for _, ch := range chunks {
+			out, _ = c.Write(out[:0], ch)
+		}
+		out, _ = c.Finish(out[:0])
+		if c.Err() != nil {
+			b.Fatal(c.Err())
+		}
+	}
+}
+
+func TestBedrockChunkBytes(t *testing.T) {
+	tests := []struct {
+		payload string
+		want    string
+		ok      bool
+	}{
+		{`{"bytes":"QUJD"}`, "QUJD", true},
+		{`{"bytes":"QUJD","p":"abcXYZ019"}`, "QUJD", true},
+		{`{"bytes":"QUJD","p":""}`, "QUJD", true},
+		// Anything else takes the general JSON path.
+		{`{"bytes":"QUJD","p":"a-b"}`, "", false},
+		{`{"bytes":"QUJD","p":"ab"} `, "", false},
+		{`{"bytes":"QUJD","x":"ab"}`, "", false},
+		{`{"bytes":"QUJD" }`, "", false},
+		{`{ "bytes":"QUJD"}`, "", false},
+		{`{"p":"ab","bytes":"QUJD"}`, "", false},
+		{`{"bytes":"QUJD`, "", false},
+		{`{"bytes":"QU\"JD"}`, "", false},
+	}
+	for _, tc := range tests {
+		got, ok := bedrockChunkBytes([]byte(tc.payload))
+		if ok != tc.ok || string(got) != tc.want {
+			t.Errorf("bedrockChunkBytes(%s) = %q, %v; want %q, %v", tc.payload, got, ok, tc.want, tc.ok)
+		}
+	}
+	// Both paths give the same SSE for the same event.
+	event := b64(`{"type":"ping"}`)
+	var outs []string
+	for _, payload := range []string{`{"bytes":"` + event + `","p":"abc"}`, `{ "p" : "abc", "bytes" : "` + event + `" }`} {
+		frame := encode(t, sdk.Headers{
+			{Name: ":message-type", Value: sdk.StringValue("event")},
+			{Name: ":event-type", Value: sdk.StringValue("chunk")},
+		}, []byte(payload))
+		out, err := NewConverter().Write(nil, frame)
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, string(out))
+	}
+	if outs[0] != outs[1] || outs[0] != "event: ping\ndata: {\"type\":\"ping\"}\n\n" {
+		t.Fatalf("fast and general paths differ: %q vs %q", outs[0], outs[1])
 	}
 }
