@@ -20,6 +20,8 @@
 #   BENCH_DURATION      per run         (default: 6s)
 #   BENCH_REPEAT        runs per level  (default: 3; the median is reported)
 #   BENCH_CACHE         binaries        (default: ${XDG_CACHE_HOME:-$HOME/.cache}/ccproxy/bench)
+#   BENCH_PIN           1: server on CPU 0, driver on CPU 1 (taskset), so that
+#                       they do not compete for a core; default unpinned
 #   GO                  go command      (default: go)
 set -euo pipefail
 
@@ -33,6 +35,12 @@ repeat=${BENCH_REPEAT:-3}
 cache=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ccproxy/bench}
 
 die() { echo "bench-extproc: FAIL: $*" >&2; exit 1; }
+
+server_cpu=() driver_cpu=() placement=unpinned
+if [[ ${BENCH_PIN:-0} == 1 ]]; then
+	command -v taskset >/dev/null || die "BENCH_PIN=1 needs taskset (util-linux)"
+	server_cpu=(taskset -c 0) driver_cpu=(taskset -c 1) placement="server on CPU 0, driver on CPU 1"
+fi
 
 [[ -f $driver_src/go.mod ]] || die "extproc-bench source not found at $driver_src (set EXTPROC_BENCH_SRC)"
 for scenario in $scenarios; do
@@ -72,7 +80,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$server_bin" -addr "$addr" 2>"$tmp/server.log" &
+"${server_cpu[@]}" "$server_bin" -addr "$addr" 2>"$tmp/server.log" &
 server_pid=$!
 
 server_alive() { kill -0 "$server_pid" 2>/dev/null || die "benchserver (pid $server_pid) exited"; }
@@ -92,11 +100,11 @@ for scenario in $scenarios; do
 		die "the -dump exchange failed"
 	fi
 
-	echo "bench-extproc: $(basename "$scenario"), server pid $server_pid on $addr (unpinned), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+	echo "bench-extproc: $(basename "$scenario"), server pid $server_pid on $addr ($placement), $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 	declare -A median
 	for c in $levels; do
 		echo "== C=$c: -d $duration -repeat $repeat"
-		out=$("$driver_bin" -addr "$addr" -scenario "$scenario" -pid "$server_pid" \
+		out=$("${driver_cpu[@]}" "$driver_bin" -addr "$addr" -scenario "$scenario" -pid "$server_pid" \
 			-c "$c" -d "$duration" -repeat "$repeat" 2>&1) || { echo "$out" >&2; die "extproc-bench at C=$c"; }
 		echo "$out"
 		server_alive
