@@ -523,3 +523,23 @@ func BenchmarkProcessorBedrock(b *testing.B) {
 		p.Close(ctx)
 	}
 }
+
+// TestBedrockCountTokensUnsupported: when Bedrock cannot count tokens for a
+// model the client gets Bedrock's reason as an Anthropic 400, never a
+// made-up count.
+func TestBedrockCountTokensUnsupported(t *testing.T) {
+	h := newBedrockHarness(t, testRuntime(t), nil)
+	p := h.r.NewProcessor()
+	mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock"]+"/v1/messages/count_tokens"))
+	mustProcess(t, p, reqBody([]byte(`{"model":"claude-opus-5-5","messages":[{"role":"user","content":"hi"}]}`)))
+	mustProcess(t, p, respHeaders("400", "content-type", "application/json", "x-amzn-errortype", "ValidationException"))
+	common := mustProcess(t, p, respBody([]byte(`{"message":"The provided model doesn't support counting tokens."}`), true)).GetResponseBody().GetResponse()
+	want := `{"type":"error","error":{"type":"invalid_request_error","message":"The provided model doesn't support counting tokens."}}`
+	if got := string(common.GetBodyMutation().GetBody()); got != want || setHeaders(common.GetHeaderMutation())[":status"] != "400" {
+		t.Fatalf("got %s %v; want 400 %s", got, setHeaders(common.GetHeaderMutation()), want)
+	}
+	p.Close(context.Background())
+	if ev := h.sink.Events()[0]; ev.CountedInputTokens != 0 || ev.Status != 400 {
+		t.Fatalf("usage %+v", ev)
+	}
+}
