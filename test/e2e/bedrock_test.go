@@ -3,8 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -36,34 +34,16 @@ const (
 )
 
 // bedrockScenarios routes the fake Bedrock's requests to the subtest whose
-// marker they carry, like scenarios does for the fake Anthropic.
+// marker they carry; unmarked requests get the fake's echo answer.
 type bedrockScenarios struct {
-	mu       sync.Mutex
-	handlers map[string]fakebedrock.Handler
-}
-
-func (s *bedrockScenarios) add(h fakebedrock.Handler) string {
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	marker := "e2e-" + hex.EncodeToString(b)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.handlers == nil {
-		s.handlers = map[string]fakebedrock.Handler{}
-	}
-	s.handlers[marker] = h
-	return marker
+	markers[fakebedrock.Handler]
 }
 
 func (s *bedrockScenarios) handle(r fakebedrock.Request) fakebedrock.Reply {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for marker, h := range s.handlers {
-		if bytes.Contains(r.InvokeBody(), []byte(marker)) {
-			return h(r)
-		}
+	if h, ok := s.find(r.InvokeBody()); ok {
+		return h(r)
 	}
-	return fakebedrock.Reply{} // the echo answer
+	return fakebedrock.Reply{}
 }
 
 // bedrockBetas is what the fake Bedrock accepts: every flag the gateway's

@@ -17,13 +17,46 @@ import (
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 )
 
-// scenarios lets subtests running in parallel share one fake Anthropic: each
+// markers lets subtests running in parallel share one fake upstream: each
 // subtest registers a handler under a random marker that it puts in its
 // prompt (and so in every request body of its conversation), and requests
 // are routed by the marker they carry.
-type scenarios struct {
+type markers[H any] struct {
 	mu       sync.Mutex
-	handlers map[string]fakeanthropic.Handler
+	handlers map[string]H
+}
+
+// add registers h and returns the marker that routes to it.
+func (m *markers[H]) add(h H) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	marker := "e2e-" + hex.EncodeToString(b)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.handlers == nil {
+		m.handlers = map[string]H{}
+	}
+	m.handlers[marker] = h
+	return marker
+}
+
+// find returns the handler whose marker body carries.
+func (m *markers[H]) find(body []byte) (H, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for marker, h := range m.handlers {
+		if bytes.Contains(body, []byte(marker)) {
+			return h, true
+		}
+	}
+	var zero H
+	return zero, false
+}
+
+// scenarios routes the fake Anthropic's requests by marker.
+type scenarios struct {
+	markers[fakeanthropic.Handler]
+	mu sync.Mutex
 	// unrouted describes the requests that carried no marker.
 	unrouted []string
 }
@@ -31,32 +64,15 @@ type scenarios struct {
 // add registers h and returns the marker that routes to it.
 func (s *scenarios) add(t *testing.T, h fakeanthropic.Handler) string {
 	t.Helper()
-	b := make([]byte, 8)
-	_, _ = rand.Read(b)
-	marker := "e2e-" + hex.EncodeToString(b)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.handlers == nil {
-		s.handlers = map[string]fakeanthropic.Handler{}
-	}
-	s.handlers[marker] = h
-	return marker
+	return s.markers.add(h)
 }
 
 func (s *scenarios) handle(r fakeanthropic.Request) fakeanthropic.Reply {
-	s.mu.Lock()
-	var h fakeanthropic.Handler
-	for marker, hm := range s.handlers {
-		if bytes.Contains(r.Body, []byte(marker)) {
-			h = hm
-			break
-		}
-	}
-	if h == nil {
+	h, ok := s.find(r.Body)
+	if !ok {
+		s.mu.Lock()
 		s.unrouted = append(s.unrouted, fmt.Sprintf("%s %s (%d bytes)", r.Method, r.Path, len(r.Body)))
-	}
-	s.mu.Unlock()
-	if h == nil {
+		s.mu.Unlock()
 		return fakeanthropic.Reply{Status: http.StatusNotFound, Body: []byte(`{"type":"error","error":{"type":"not_found_error","message":"fake: no scenario for this request"}}`)}
 	}
 	return h(r)

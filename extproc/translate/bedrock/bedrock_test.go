@@ -2,9 +2,7 @@ package bedrock
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -397,34 +395,4 @@ func BenchmarkTranslateTurn1(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(body)), "body-bytes")
-}
-
-// TestSpecial8 checks the word-at-a-time string scan against the byte-wise
-// definition: every byte value in every position, on random backgrounds.
-func TestSpecial8(t *testing.T) {
-	isSpecial := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 }
-	rng := rand.New(rand.NewPCG(1, 2))
-	for trial := 0; trial < 64; trial++ {
-		var bg [8]byte
-		for i := range bg {
-			for {
-				bg[i] = byte(rng.IntN(256))
-				if !isSpecial(bg[i]) {
-					break
-				}
-			}
-		}
-		if special8(binary.LittleEndian.Uint64(bg[:])) {
-			t.Fatalf("background %q reported special", bg)
-		}
-		for pos := 0; pos < 8; pos++ {
-			for c := 0; c < 256; c++ {
-				w := bg
-				w[pos] = byte(c)
-				if got, want := special8(binary.LittleEndian.Uint64(w[:])), isSpecial(byte(c)); got != want {
-					t.Fatalf("special8(%q) = %v, want %v", w, got, want)
-				}
-			}
-		}
-	}
 }

@@ -1,9 +1,10 @@
 package bedrock
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 )
 
 // maxDepth matches encoding/json's nesting limit so that the scanner accepts
@@ -189,12 +190,7 @@ func skipContainer(b []byte, i, depth int, closer byte) (int, error) {
 func skipString(b []byte, i int) (int, error) {
 	i++
 	for i < len(b) {
-		// Eight bytes at a time while none of them ends the string, starts
-		// an escape or is a control character (SWAR: Claude Code bodies are
-		// mostly long strings, and this loop was the translation's hot spot).
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
+		i += jsonscan.PlainPrefix(b[i:])
 		if i >= len(b) {
 			break
 		}
@@ -229,20 +225,6 @@ func skipString(b []byte, i int) (int, error) {
 		}
 	}
 	return i, errSyntax
-}
-
-const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-)
-
-// special8 reports whether any byte of w is '"', '\\' or below 0x20 (the
-// classic "has zero byte" and "has byte less than" bit tricks, exact for
-// existence).
-func special8(w uint64) bool {
-	q := w ^ (ones * '"')
-	e := w ^ (ones * '\\')
-	return ((q-ones)&^q|(e-ones)&^e|(w-ones*0x20)&^w)&highs != 0
 }
 
 func isHex(c byte) bool {

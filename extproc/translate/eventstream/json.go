@@ -1,10 +1,10 @@
 package eventstream
 
-import "encoding/binary"
-
 // A minimal JSON scanner: it validates syntax and finds members without
 // building values, so that the steady state allocates nothing and the
 // upstream event bytes can be forwarded as they are.
+
+import "github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 
 // maxDepth bounds nesting so that hostile input cannot exhaust the stack.
 const maxDepth = 256
@@ -31,11 +31,7 @@ func skipWS(b []byte, i int) int {
 func scanString(b []byte, i int) (end int, esc, ok bool) {
 	i++
 	for i < len(b) {
-		// Eight bytes at a time while none of them is special: a chunk's
-		// payload is mostly one long base64 string.
-		for i+8 <= len(b) && !special8(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
+		i += jsonscan.PlainPrefix(b[i:])
 		if i >= len(b) {
 			break
 		}
@@ -68,20 +64,6 @@ func scanString(b []byte, i int) (end int, esc, ok bool) {
 		}
 	}
 	return 0, false, false
-}
-
-const (
-	ones  = 0x0101010101010101
-	highs = 0x8080808080808080
-)
-
-// special8 reports whether any byte of w stops a string scan: '"', '\\' or a
-// control character (the "has zero byte" and "has byte less than" bit
-// tricks, exact for existence; strStop is the byte-wise definition).
-func special8(w uint64) bool {
-	q := w ^ (ones * '"')
-	e := w ^ (ones * '\\')
-	return ((q-ones)&^q|(e-ones)&^e|(w-ones*0x20)&^w)&highs != 0
 }
 
 func isHex(c byte) bool {
