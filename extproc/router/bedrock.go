@@ -461,7 +461,9 @@ func (p *Processor) bedrockStreamChunk(b *extprocv3.HttpBody) *extprocv3.Process
 		return p.bodyReply
 	}
 	// Exactly one reply per chunk; an empty output (a frame split across
-	// chunks) empties the chunk.
+	// chunks) empties the chunk. The reply gets its own copy: p.sseBuf is
+	// reused for the next chunk, and gRPC does not promise that a message is
+	// no longer read once Send returns (stats handlers may read it lazily).
 	bm := &extprocv3.BodyMutation{}
 	if len(out) == 0 {
 		bm.Mutation = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
@@ -478,8 +480,18 @@ func (p *Processor) bedrockStreamChunk(b *extprocv3.HttpBody) *extprocv3.Process
 func (p *Processor) bedrockBufferedBody(ctx context.Context, body []byte) *extprocv3.CommonResponse {
 	switch {
 	case p.bedrockKind == bedrockPassthrough:
-		if p.status == 200 && !p.encoded && p.bedrockPath.op == "invoke" {
-			p.jsonUsage, _ = usage.FromJSON(body)
+		if p.status == 200 && !p.encoded {
+			switch p.bedrockPath.op {
+			case "invoke":
+				p.jsonUsage, _ = usage.FromJSON(body)
+			case "count-tokens":
+				var ans struct {
+					InputTokens int64 `json:"inputTokens"`
+				}
+				if json.Unmarshal(body, &ans) == nil {
+					p.counted = ans.InputTokens
+				}
+			}
 		}
 		return nil
 	case p.status == 200 && p.bedrockKind == bedrockMessages:

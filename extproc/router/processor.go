@@ -494,7 +494,6 @@ func (p *Processor) Close(ctx context.Context) {
 		if ev.Usage.CacheWrite5mInputTokens == 0 && ev.Usage.CacheWrite1hInputTokens == 0 {
 			ev.Usage.CacheWrite5mInputTokens = cu.CacheCreationInputTokens
 		}
-		aborted = !p.ended && !p.scanner.Completed()
 	case p.sse:
 		ev.Usage = p.scanner.Usage()
 	default:
@@ -506,7 +505,6 @@ func (p *Processor) Close(ctx context.Context) {
 		if c := p.identity.Bedrock; c != nil {
 			ev.Region = c.Region
 		}
-		ev.Aborted = aborted
 	}
 	if p.encoded && p.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
