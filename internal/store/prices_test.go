@@ -34,7 +34,6 @@ func TestPriceAt(t *testing.T) {
 	}
 	// Bedrock prices that differ from the seed, to see which row wins.
 	mustPrice(store.NewPrice{Provider: store.ProviderBedrock, Region: "eu-west-1", Family: "opus", PriceRates: rates("7")})
-	mustPrice(store.NewPrice{Provider: store.ProviderBedrock, Region: "eu-west-1", ModelID: "claude-sonnet-4-5-20250929", PriceRates: rates("3.3")})
 	mustPrice(store.NewPrice{Provider: store.ProviderBedrock, Region: "eu-west-1", PriceRates: rates("9")})
 	// A mapped model without a price of its own is priced by its family.
 	if _, err := st.Models().Create(ctx, store.NewModelMapping{AnthropicModelID: "claude-haiku-9", Family: "haiku", BedrockModelID: "anthropic.claude-haiku-9"}); err != nil {
@@ -54,8 +53,11 @@ func TestPriceAt(t *testing.T) {
 		{"family from the mapping", store.PriceQuery{Provider: store.ProviderAnthropic, Model: "claude-haiku-9", At: at}, "1", store.PriceFamily},
 		{"unknown model and family", store.PriceQuery{Provider: store.ProviderAnthropic, Model: "gpt-7", At: at}, "5", store.PriceDefault},
 		{"model any-region beats family in region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "claude-opus-5-5", At: at}, "4", store.PriceExact},
-		{"model in region beats model any-region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "claude-sonnet-4-5", At: at}, "3.3", store.PriceExact},
-		{"model any-region elsewhere", store.PriceQuery{Provider: store.ProviderBedrock, Region: "us-east-1", Model: "claude-sonnet-4-5", At: at}, "3", store.PriceExact},
+		{"model in region (seeded eu. profile premium) beats model any-region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "claude-sonnet-4-5", At: at}, "3.3", store.PriceExact},
+		{"model any-region where the global profile serves", store.PriceQuery{Provider: store.ProviderBedrock, Region: "sa-east-1", Model: "claude-sonnet-4-5", At: at}, "3", store.PriceExact},
+		{"seeded geographic-profile premium", store.PriceQuery{Provider: store.ProviderBedrock, Region: "us-east-1", Model: "claude-opus-4-8", At: at}, "5.5", store.PriceExact},
+		{"no premium before Sonnet 4.5", store.PriceQuery{Provider: store.ProviderBedrock, Region: "us-east-1", Model: "claude-opus-4-1", At: at}, "15", store.PriceExact},
+		{"no premium for Plan", store.PriceQuery{Provider: store.ProviderAnthropic, Region: "", Model: "claude-opus-4-8", At: at}, "5", store.PriceExact},
 		{"family in region beats family any-region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "claude-opus-9", Family: "opus", At: at}, "7", store.PriceFamily},
 		{"family beats default in region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "claude-haiku-9", At: at}, "1", store.PriceFamily},
 		{"default in region beats default any-region", store.PriceQuery{Provider: store.ProviderBedrock, Region: "eu-west-1", Model: "gpt-7", At: at}, "9", store.PriceDefault},
