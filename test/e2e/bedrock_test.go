@@ -116,10 +116,25 @@ func (a admin) user(name, strategy string, cred map[string]string) bedrockUser {
 	return bedrockUser{ID: u.ID, Key: k.Key}
 }
 
-// TestBedrock runs real Claude Code against the gateway for bedrock_only
-// users, with a fake Bedrock serving TLS on Bedrock's real host names.
-func TestBedrock(t *testing.T) {
-	var sc bedrockScenarios
+// bedrockGateway is a `ccproxy dev` with fake Bedrocks on Bedrock's real
+// host names (TLS with a test CA, names mapped to loopback) and users of
+// every kind.
+type bedrockGateway struct {
+	*gateway
+	admin admin
+	// fb serves us-east-1 and us-west-2; fbMode serves eu-west-1, where
+	// Claude Code's own Bedrock mode is tested.
+	fb, fbMode *fakebedrock.Server
+	// east: bedrock_only, API key, us-east-1. west: bedrock_only,
+	// aws_default_chain, us-west-2. noCred: bedrock_only without a
+	// credential. planFirst: plan_first with an API key in eu-west-1.
+	east, west, noCred, planFirst bedrockUser
+}
+
+// startBedrockGateway starts the gateway with plan as the fake Anthropic
+// and routes both fake Bedrocks' requests through sc.
+func startBedrockGateway(t *testing.T, sc *bedrockScenarios, plan *fakeanthropic.Server) *bedrockGateway {
+	t.Helper()
 	ca := fakebedrock.NewCA(t)
 	fb := fakebedrock.New(t, fakebedrock.Config{
 		Hosts:       []string{eastHost, westHost},
@@ -140,11 +155,6 @@ func TestBedrock(t *testing.T) {
 		Handler:               sc.handle,
 		AllowAnthropicHeaders: true,
 	})
-	// Plan must never be called for these users.
-	plan := fakeanthropic.New(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
-		t.Errorf("Plan received %s %s for a Bedrock user", r.Method, r.Path)
-		return fakeanthropic.Reply{Status: http.StatusInternalServerError}
-	})
 	g := startDevWith(t, devConfig{
 		AnthropicURL:  plan.URL,
 		AdminPassword: adminE2EPassword,
@@ -159,15 +169,32 @@ func TestBedrock(t *testing.T) {
 			"AWS_EC2_METADATA_DISABLED=true",
 		},
 	})
-	a := admin{t: t, base: "http://" + g.AdminAddr}
-	a.token = adminLogin(t, g.AdminAddr, "admin", adminE2EPassword)
-	east := a.user("east", "bedrock_only", map[string]string{"type": "api_key", "api_key": bedrockAPIKey, "region": "us-east-1"})
-	west := a.user("west", "bedrock_only", map[string]string{"type": "aws_default_chain", "region": "us-west-2"})
-	noCred := a.user("nocred", "bedrock_only", nil)
-	planFirst := a.user("planfirst", "plan_first", map[string]string{"type": "api_key", "api_key": bedrockAPIKey, "region": "eu-west-1"})
+	bg := &bedrockGateway{gateway: g, fb: fb, fbMode: fbMode}
+	bg.admin = admin{t: t, base: "http://" + g.AdminAddr}
+	bg.admin.token = adminLogin(t, g.AdminAddr, "admin", adminE2EPassword)
+	a := bg.admin
+	bg.east = a.user("east", "bedrock_only", map[string]string{"type": "api_key", "api_key": bedrockAPIKey, "region": "us-east-1"})
+	bg.west = a.user("west", "bedrock_only", map[string]string{"type": "aws_default_chain", "region": "us-west-2"})
+	bg.noCred = a.user("nocred", "bedrock_only", nil)
+	bg.planFirst = a.user("planfirst", "plan_first", map[string]string{"type": "api_key", "api_key": bedrockAPIKey, "region": "eu-west-1"})
 	// A bedrock_only user in eu-west-1 only to see that region routed.
 	euProbe := a.user("euprobe", "bedrock_only", map[string]string{"type": "api_key", "api_key": bedrockAPIKey, "region": "eu-west-1"})
-	waitBedrockRoutes(t, g, east.Key, west.Key, euProbe.Key)
+	waitBedrockRoutes(t, g, bg.east.Key, bg.west.Key, euProbe.Key)
+	return bg
+}
+
+// TestBedrock runs real Claude Code against the gateway for bedrock_only
+// users, with a fake Bedrock serving TLS on Bedrock's real host names.
+func TestBedrock(t *testing.T) {
+	var sc bedrockScenarios
+	// Plan must never be called for these users.
+	plan := fakeanthropic.New(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
+		t.Errorf("Plan received %s %s for a Bedrock user", r.Method, r.Path)
+		return fakeanthropic.Reply{Status: http.StatusInternalServerError}
+	})
+	bg := startBedrockGateway(t, &sc, plan)
+	g, fb, fbMode := bg.gateway, bg.fb, bg.fbMode
+	east, west, noCred, planFirst := bg.east, bg.west, bg.noCred, bg.planFirst
 
 	claude := func(key string) claudecode.Run {
 		return claudecode.Run{Bin: binaries.claude, BaseURL: g.Base + "/ak/" + key, APIKey: apiKey, Timeout: 2 * time.Minute}
