@@ -18,6 +18,7 @@ var wantMigrations = []string{
 	"00004_usage.sql",
 	"00005_admin.sql",
 	"00006_bedrock_regional_prices.sql",
+	"00007_usage_hourly_all.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -78,7 +79,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	wantTables := []string{
 		"access_keys", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
 		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_dedupe",
-		"usage_events", "usage_events_default", "usage_hourly", "users",
+		"usage_events", "usage_events_default", "usage_hourly", "usage_hourly_all", "users",
 	}
 	if got := publicTables(t, dsn); !slices.Equal(got, wantTables) {
 		t.Fatalf("tables after up = %v\nwant %v", got, wantTables)

@@ -128,7 +128,7 @@ ins AS (
 		f.aborted
 	FROM firsts f JOIN fresh USING (request_id)
 	ORDER BY f.event_time, f.request_id
-	RETURNING event_time, user_id, access_key_id, requested_model, provider, fallback, status, aborted,
+	RETURNING request_id, event_time, user_id, access_key_id, requested_model, provider, fallback, status, aborted,
 		input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd
 ),
 hourly AS (
@@ -179,7 +179,7 @@ daily AS (
 		errors = d.errors + EXCLUDED.errors,
 		aborted = d.aborted + EXCLUDED.aborted
 )
-SELECT count(*) FROM ins`
+SELECT request_id FROM ins`
 
 // eventColumns holds a chunk of events as the parallel arrays of
 // insertEventsSQL.
@@ -241,35 +241,46 @@ func (c *eventColumns) args() []any {
 // must pass Validate, else nothing is stored. The monthly partitions the
 // batch needs are created first.
 func (u Usage) InsertEvents(ctx context.Context, events []UsageEvent) (int, error) {
+	ids, err := u.InsertNewEvents(ctx, events)
+	return len(ids), err
+}
+
+// InsertNewEvents is InsertEvents returning the request ids of the events
+// that were new (in no particular order), for callers that account for them.
+func (u Usage) InsertNewEvents(ctx context.Context, events []UsageEvent) ([]string, error) {
 	if len(events) == 0 {
-		return 0, nil
+		return nil, nil
 	}
 	months := map[int64]time.Time{}
 	for i := range events {
 		if err := events[i].Validate(); err != nil {
-			return 0, fmt.Errorf("store: insert usage events: event %d: %w", i, err)
+			return nil, fmt.Errorf("store: insert usage events: event %d: %w", i, err)
 		}
 		m := monthStart(events[i].EventTime)
 		months[m.Unix()] = m
 	}
 	for _, m := range months {
 		if err := u.ensurePartition(ctx, m); err != nil {
-			return 0, err
+			return nil, err
 		}
 	}
 	chunks := make([]*eventColumns, 0, (len(events)+insertChunk-1)/insertChunk)
 	for start := 0; start < len(events); start += insertChunk {
 		chunks = append(chunks, newEventColumns(events[start:min(start+insertChunk, len(events))]))
 	}
-	var inserted int
+	var inserted []string
 	run := func(q *Queries) error {
-		inserted = 0
+		inserted = inserted[:0]
 		for _, c := range chunks {
-			var n int
-			if err := q.db.QueryRow(ctx, insertEventsSQL, c.args()...).Scan(&n); err != nil {
+			rows, err := q.db.Query(ctx, insertEventsSQL, c.args()...)
+			if err != nil {
 				return err
 			}
-			inserted += n
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+			if err != nil {
+				return err
+			}
+			inserted = append(inserted, ids...)
 		}
 		return nil
 	}
@@ -284,7 +295,7 @@ func (u Usage) InsertEvents(ctx context.Context, events []UsageEvent) (int, erro
 		}
 	}
 	if err != nil {
-		return 0, mapErr("store: insert usage events", err)
+		return nil, mapErr("store: insert usage events", err)
 	}
 	return inserted, nil
 }

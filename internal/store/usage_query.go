@@ -104,7 +104,9 @@ func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
 // Summary aggregates usage over [From, To) by one dimension. Hour, model and
 // provider read the hourly rollups (buckets starting in the range), or the
 // daily ones when both bounds fall on UTC midnight; day reads the daily
-// rollups; session groups the raw events (key "" gathers events without a
+// rollups (days starting in the range); without a user or key filter all
+// four read the all-users hourly rollup instead, with the same result;
+// session groups the raw events (key "" gathers events without a
 // session). Time groups are in time order, sessions by first event, models
 // and providers by name.
 func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, error) {
@@ -132,6 +134,20 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		sql = `SELECT session_id, min(event_time), max(event_time), ` + eventTotalsSelect + `
 			FROM usage_events WHERE event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY session_id ORDER BY min(event_time), session_id`
+	} else if q.UserID == nil && q.AccessKeyID == nil {
+		// All users: the all-users hourly rollup (migration 00007) has a
+		// few thousand rows a month where the per-user ones have millions.
+		// Day groups cover the same buckets the daily rollup would: the
+		// days starting in [From, To), i.e. the hours of
+		// [ceilDay(From), ceilDay(To)).
+		key := map[UsageGroupBy]string{GroupByHour: "bucket", GroupByModel: "model", GroupByProvider: "provider",
+			GroupByDay: `date_trunc('day', bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`}[q.GroupBy]
+		if q.GroupBy == GroupByDay {
+			args[0], args[1] = ceilUTCDay(q.From), ceilUTCDay(q.To)
+		}
+		sql = `SELECT ` + key + `, ` + totalsSelect + ` FROM usage_hourly_all
+			WHERE bucket >= $1 AND bucket < $2
+			GROUP BY 1 ORDER BY 1`
 	} else {
 		table := "usage_hourly"
 		if q.GroupBy == GroupByDay || q.GroupBy != GroupByHour && isUTCMidnight(q.From) && isUTCMidnight(q.To) {
@@ -171,6 +187,15 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		return g, nil
 	})
 	return out, mapErr("store: usage summary", err)
+}
+
+// ceilUTCDay is the first UTC midnight at or after t.
+func ceilUTCDay(t time.Time) time.Time {
+	d := t.UTC().Truncate(24 * time.Hour)
+	if d.Before(t) {
+		d = d.Add(24 * time.Hour)
+	}
+	return d
 }
 
 func isUTCMidnight(t time.Time) bool {
