@@ -3,6 +3,11 @@
 // so the data path holds no database credentials. It answers by key hash
 // from internal/store and returns the Bedrock credential still encrypted.
 //
+// MonthlySpend serves extproc's budget checks (extproc/budget): it
+// recomputes a user's Bedrock spend in a billing month from Postgres and
+// stores it as the shared Redis counter <prefix>spend:<user>:<YYYY-MM>
+// (billing.SpendTTL), the same counter the usage ingester SETs after each commit.
+//
 // Invalidation is the other half of the contract: after changing a key, its
 // user or a credential, the admin service calls the Publisher of
 // extproc/keyservice, which deletes the shared Redis entries and tells every
@@ -15,12 +20,15 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
@@ -38,6 +46,14 @@ type Options struct {
 	CacheTTL time.Duration
 	// Logger receives lookup failures; nil discards them.
 	Logger *slog.Logger
+	// Redis receives the spend counters MonthlySpend computes; nil means
+	// MonthlySpend only answers (tests, tools).
+	Redis redis.UniversalClient
+	// RedisPrefix starts every Redis key (CCPROXY_REDIS_PREFIX).
+	RedisPrefix string
+	// Location is the billing time zone (CCPROXY_BILLING_TIMEZONE); nil
+	// means UTC.
+	Location *time.Location
 }
 
 // Server implements keyservicev1.KeyServiceServer over a store.
@@ -54,6 +70,9 @@ func NewServer(st *store.Store, opts Options) *Server {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
 	}
 	return &Server{store: st, opts: opts}
 }
@@ -83,6 +102,43 @@ func (s *Server) LookupKey(ctx context.Context, req *keyservicev1.LookupKeyReque
 		return nil, status.Error(codes.Unavailable, "key lookup failed")
 	}
 	return s.response(l), nil
+}
+
+// MonthlySpend implements keyservicev1.KeyServiceServer: the user's exact
+// Bedrock spend over the billing month (the calendar month "YYYY-MM" in
+// Options.Location), as a decimal string with 6 decimals, also SET as the
+// user's Redis spend counter for that month. A malformed user_id or month is
+// INVALID_ARGUMENT; an unknown user simply has no spend. Failing to store
+// the counter is logged, not returned: the answer is still right.
+func (s *Server) MonthlySpend(ctx context.Context, req *keyservicev1.MonthlySpendRequest) (*keyservicev1.MonthlySpendResponse, error) {
+	userID, err := uuid.Parse(req.GetUserId())
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "user_id must be a UUID")
+	}
+	month, err := billing.ParseMonth(req.GetMonth(), s.opts.Location)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, "month must be YYYY-MM")
+	}
+	spend, err := s.store.Usage().MonthlySpend(ctx, userID, store.ProviderBedrock, month.Start, month.End)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+		s.opts.Logger.ErrorContext(ctx, "monthly spend query failed", "user_id", userID, "month", req.GetMonth(), "err", err)
+		return nil, status.Error(codes.Unavailable, "monthly spend query failed")
+	}
+	value := billing.FormatSpend(spend)
+	if s.opts.Redis != nil {
+		key := billing.SpendKey(s.opts.RedisPrefix, userID, month.Key)
+		// Not bound to the caller: a counter computed is worth keeping even
+		// if the caller gave up.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		if err := s.opts.Redis.Set(sctx, key, value, billing.SpendTTL).Err(); err != nil {
+			s.opts.Logger.WarnContext(ctx, "storing the spend counter failed", "key", key, "err", err)
+		}
+	}
+	return &keyservicev1.MonthlySpendResponse{SpendUsd: value}, nil
 }
 
 func (s *Server) response(l store.KeyLookup) *keyservicev1.LookupKeyResponse {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/testenv"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
 
@@ -119,5 +121,126 @@ func TestLookupKeyOverGRPC(t *testing.T) {
 				t.Fatalf("response =\n%v\nwant\n%v", got, tc.want)
 			}
 		})
+	}
+}
+
+// spendEvent is a priced usage event for MonthlySpend tests.
+func spendEvent(id string, user uuid.UUID, provider store.Provider, at time.Time, cost string) store.UsageEvent {
+	return store.UsageEvent{
+		RequestID: id, EventTime: at, UserID: user, AccessKeyID: uuid.New(), Kind: store.KindMessages,
+		RequestedModel: "claude-sonnet-4-5", Provider: provider, Status: 200, InputTokens: 10, OutputTokens: 20,
+		CostUSD: decimal.RequireFromString(cost), PriceFlag: store.PriceExact, LatencyMs: 100,
+	}
+}
+
+func TestMonthlySpendOverGRPC(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	kolkata, err := time.LoadLocation("Asia/Kolkata")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	NewServer(st, Options{Redis: rdb, RedisPrefix: prefix, Location: kolkata}).Register(g)
+	go g.Serve(lis)
+	t.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	client := keyservicev1.NewKeyServiceClient(conn)
+
+	// March 2026 in Kolkata (UTC+5:30) is [Feb 28 18:30 UTC, Mar 31 18:30 UTC).
+	user, other := uuid.New(), uuid.New()
+	start := time.Date(2026, 2, 28, 18, 30, 0, 0, time.UTC)
+	end := time.Date(2026, 3, 31, 18, 30, 0, 0, time.UTC)
+	events := []store.UsageEvent{
+		spendEvent("before", user, store.ProviderBedrock, start.Add(-time.Second), "100"),
+		spendEvent("first", user, store.ProviderBedrock, start, "0.100001"),
+		spendEvent("middle", user, store.ProviderBedrock, time.Date(2026, 3, 15, 9, 0, 0, 0, time.UTC), "2.2"),
+		spendEvent("middle-2", user, store.ProviderBedrock, time.Date(2026, 3, 15, 9, 59, 0, 0, time.UTC), "0.000002"),
+		spendEvent("last", user, store.ProviderBedrock, end.Add(-time.Microsecond), "3"),
+		spendEvent("after", user, store.ProviderBedrock, end, "200"),
+		spendEvent("plan", user, store.ProviderAnthropic, time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC), "400"),
+		spendEvent("other-user", other, store.ProviderBedrock, time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC), "800"),
+	}
+	if _, err := st.Usage().InsertEvents(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("computes the month from rows and sets the counter", func(t *testing.T) {
+		resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: "2026-03"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetSpendUsd() != "5.300003" {
+			t.Fatalf("spend_usd = %q, want 5.300003", resp.GetSpendUsd())
+		}
+		key := prefix + "spend:" + user.String() + ":2026-03"
+		if v, err := rdb.Get(ctx, key).Result(); err != nil || v != "5.300003" {
+			t.Fatalf("counter = %q, %v", v, err)
+		}
+		if ttl := rdb.TTL(ctx, key).Val(); ttl <= 39*24*time.Hour || ttl > 40*24*time.Hour {
+			t.Fatalf("counter TTL = %v, want 40 days", ttl)
+		}
+	})
+	t.Run("overwrites an unreadable counter", func(t *testing.T) {
+		key := prefix + "spend:" + user.String() + ":2026-03"
+		rdb.Set(ctx, key, "garbage", time.Hour)
+		if _, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: "2026-03"}); err != nil {
+			t.Fatal(err)
+		}
+		if v, err := rdb.Get(ctx, key).Result(); err != nil || v != "5.300003" {
+			t.Fatalf("counter = %q, %v", v, err)
+		}
+	})
+	t.Run("other months", func(t *testing.T) {
+		for month, want := range map[string]string{"2026-02": "100.000000", "2026-04": "200.000000", "2025-12": "0.000000"} {
+			resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: month})
+			if err != nil || resp.GetSpendUsd() != want {
+				t.Fatalf("%s: spend_usd = %q, %v; want %s", month, resp.GetSpendUsd(), err, want)
+			}
+		}
+	})
+	t.Run("unknown user has no spend", func(t *testing.T) {
+		resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: uuid.NewString(), Month: "2026-03"})
+		if err != nil || resp.GetSpendUsd() != "0.000000" {
+			t.Fatalf("spend_usd = %q, %v", resp.GetSpendUsd(), err)
+		}
+	})
+	for _, tc := range []struct{ name, user, month string }{
+		{"bad user", "nope", "2026-03"},
+		{"bad month", user.String(), "2026-13"},
+		{"empty month", user.String(), ""},
+		{"long month", user.String(), "2026-03-01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: tc.user, Month: tc.month})
+			if status.Code(err) != codes.InvalidArgument {
+				t.Fatalf("code = %v (%v), want InvalidArgument", status.Code(err), err)
+			}
+		})
+	}
+}
+
+func TestMonthlySpendWithoutRedis(t *testing.T) {
+	st := storetest.Open(t)
+	user := uuid.New()
+	if _, err := st.Usage().InsertEvents(context.Background(), []store.UsageEvent{
+		spendEvent("a", user, store.ProviderBedrock, time.Date(2026, 3, 31, 23, 0, 0, 0, time.UTC), "1.5"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// UTC by default: 23:00 UTC on Mar 31 is March.
+	resp, err := NewServer(st, Options{}).MonthlySpend(context.Background(), &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: "2026-03"})
+	if err != nil || resp.GetSpendUsd() != "1.500000" {
+		t.Fatalf("spend_usd = %q, %v", resp.GetSpendUsd(), err)
 	}
 }

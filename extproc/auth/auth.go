@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 )
@@ -53,6 +54,9 @@ type Identity struct {
 	// Bedrock is the Bedrock credential in effect for the key (the key's
 	// override, else the user's default); nil if none.
 	Bedrock *BedrockCredential
+	// MonthlyBudgetUSD is the user's monthly Bedrock budget (extproc/budget
+	// checks it); nil means no budget.
+	MonthlyBudgetUSD *decimal.Decimal
 }
 
 // BedrockCredential is a Bedrock credential as the key lookup returns it:
@@ -96,6 +100,9 @@ type KeyRecord struct {
 	// Credential is the Bedrock credential in effect for the key; nil if
 	// none.
 	Credential *BedrockCredential `json:"credential,omitempty"`
+	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means
+	// none.
+	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -154,12 +161,13 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		expires = rec.RevokedAt // revocation scheduled in the future
 	}
 	return Identity{
-		UserID:          rec.UserID,
-		KeyID:           rec.KeyID,
-		KeyPrefix:       rec.Prefix,
-		RoutingStrategy: strategy,
-		ExpiresAt:       expires,
-		Bedrock:         rec.Credential,
+		UserID:           rec.UserID,
+		KeyID:            rec.KeyID,
+		KeyPrefix:        rec.Prefix,
+		RoutingStrategy:  strategy,
+		ExpiresAt:        expires,
+		Bedrock:          rec.Credential,
+		MonthlyBudgetUSD: rec.MonthlyBudgetUSD,
 	}, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 )
@@ -52,7 +53,11 @@ func TestStoreResolver(t *testing.T) {
 	user, keyID := uuid.New(), uuid.New()
 	active, planOnly, revoked, futureRevoked, expired, rotating, disabled, unknown :=
 		newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t), newKey(t)
+	budgeted := newKey(t)
+	budget := decimal.RequireFromString("12.50")
+	cred := &BedrockCredential{ID: uuid.New(), Kind: "api_key", Region: "us-east-1"}
 	store := MemoryStore{}
+	store.Add(h, budgeted, KeyRecord{KeyID: keyID, UserID: user, RoutingStrategy: RoutingBedrockOnly, Credential: cred, MonthlyBudgetUSD: &budget})
 	store.Add(h, active, KeyRecord{KeyID: keyID, UserID: user, Prefix: keys.DisplayPrefix(active)})
 	store.Add(h, planOnly, KeyRecord{KeyID: keyID, UserID: user, RoutingStrategy: RoutingPlanOnly})
 	store.Add(h, revoked, KeyRecord{KeyID: keyID, UserID: user, RevokedAt: t0.Add(-time.Second)})
@@ -69,6 +74,7 @@ func TestStoreResolver(t *testing.T) {
 		wantErr error
 	}{
 		{"active", active, Identity{UserID: user, KeyID: keyID, KeyPrefix: keys.DisplayPrefix(active), RoutingStrategy: RoutingPlanFirst}, nil},
+		{"budget and credential", budgeted, Identity{UserID: user, KeyID: keyID, RoutingStrategy: RoutingBedrockOnly, Bedrock: cred, MonthlyBudgetUSD: &budget}, nil},
 		{"plan only", planOnly, Identity{UserID: user, KeyID: keyID, RoutingStrategy: RoutingPlanOnly}, nil},
 		{"revoked", revoked, Identity{}, ErrRevoked},
 		{"revocation scheduled", futureRevoked, Identity{UserID: user, KeyID: keyID, RoutingStrategy: RoutingPlanFirst, ExpiresAt: t0.Add(time.Hour)}, nil},

@@ -165,7 +165,7 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 		t.Fatalf("record = %+v", rec)
 	}
 	id, err := a.cache.Resolve(ctx, key)
-	if err != nil || id.KeyID != row.ID {
+	if err != nil || id.KeyID != row.ID || id.MonthlyBudgetUSD == nil || !id.MonthlyBudgetUSD.Equal(decimal.RequireFromString("40")) {
 		t.Fatalf("Resolve = %+v, %v", id, err)
 	}
 
@@ -186,7 +186,7 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 	})
 	t.Run("a second instance answers from redis", func(t *testing.T) {
 		b := e.instance(t, keyservice.Config{}, auth.CacheConfig{})
-		if id, err := b.cache.Resolve(ctx, key); err != nil || id.KeyID != row.ID {
+		if id, err := b.cache.Resolve(ctx, key); err != nil || id.KeyID != row.ID || id.MonthlyBudgetUSD == nil || id.MonthlyBudgetUSD.String() != "40" {
 			t.Fatalf("Resolve = %+v, %v", id, err)
 		}
 		other, _ := e.newKey(t)

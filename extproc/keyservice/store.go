@@ -72,11 +72,11 @@ const (
 // Credential is the Bedrock credential in effect for a key.
 type Credential = auth.BedrockCredential
 
-// Record is everything the KeyService says about a key.
+// Record is everything the KeyService says about a key. (The monthly budget
+// travels in KeyRecord.MonthlyBudgetUSD, like the Bedrock credential, so it
+// reaches auth.Identity; the Redis JSON shape is unchanged.)
 type Record struct {
 	auth.KeyRecord
-	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means none.
-	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
 }
 
 // Config configures a Store.

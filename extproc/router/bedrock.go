@@ -4,18 +4,24 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/extproc/apierror"
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
@@ -44,6 +50,14 @@ type BedrockConfig struct {
 	Credentials CredentialChecker
 	// Requests receives what the upstream processor needs. Required.
 	Requests *handoff.Store
+	// Budgets checks monthly Bedrock budgets; nil checks none (users
+	// without a budget are never checked).
+	Budgets BudgetChecker
+}
+
+// BudgetChecker is implemented by budget.Checker.
+type BudgetChecker interface {
+	Check(ctx context.Context, userID uuid.UUID, budget decimal.Decimal) (budget.Status, error)
 }
 
 // CredentialChecker is implemented by bedrockauth.Signer.
@@ -73,6 +87,7 @@ const (
 	refuseBody          = "invalid_body"
 	refusePlanOnly      = "plan_only"
 	refusePath          = "unsupported_path"
+	refuseBudget        = "over_budget"
 )
 
 // bedrockPath is a parsed Bedrock-mode path (after the /bedrock prefix).
@@ -132,6 +147,9 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	}
 	if !cfg.HasRegion(c.Region) {
 		return p.refuseBedrock(ctx, refuseNoRegion, 503, "ccproxy: the gateway has no Bedrock route for region "+c.Region+" yet; try again shortly", nil)
+	}
+	if refusal := p.checkBudget(ctx); refusal != nil {
+		return refusal
 	}
 	cred := bedrockauth.Credential{ID: c.ID, UserID: p.identity.UserID, Kind: c.Kind, Region: c.Region, SecretCiphertext: c.SecretCiphertext}
 	if err := bc.Credentials.Check(ctx, cred); err != nil {
@@ -202,6 +220,39 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	p.setRoute(common, RouteBedrockPrefix+c.Region)
 	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(handoff.StateHeader, []byte(id)))
 	return nil
+}
+
+// checkBudget refuses a Bedrock-bound request of a user whose monthly
+// Bedrock budget is spent: 429 rate_limit_error with retry-after to the
+// reset (Claude Code must not retry: x-should-retry false). When the spend
+// cannot be learned at all it fails open (extproc/budget explains why),
+// logging and counting the request.
+func (p *Processor) checkBudget(ctx context.Context) *extprocv3.ProcessingResponse {
+	b := p.identity.MonthlyBudgetUSD
+	if b == nil || p.r.bedrock.Budgets == nil {
+		return nil
+	}
+	st, err := p.r.bedrock.Budgets.Check(ctx, p.identity.UserID, *b)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // the request is going away anyway
+		}
+		p.r.metrics.budgetUnchecked.Inc()
+		p.r.log.LogAttrs(ctx, slog.LevelWarn, "budget unknown: serving the request (fail open)",
+			slog.String("request_id", p.requestID), slog.String("user_id", p.identity.UserID.String()), slog.Any("error", err))
+		return nil
+	}
+	if !st.Over {
+		return nil
+	}
+	retryAfter := int64(math.Ceil(st.ResetAt.Sub(p.r.now()).Seconds()))
+	retryAfter = max(retryAfter, 1)
+	msg := fmt.Sprintf("ccproxy: your monthly Bedrock budget of $%s is used up ($%s spent); it resets at %s",
+		st.Budget.StringFixed(2), st.Spent.StringFixed(2), st.ResetAt.UTC().Format(time.RFC3339))
+	resp := p.refuseBedrock(ctx, refuseBudget, 429, msg, nil)
+	ir := resp.GetImmediateResponse()
+	ir.Headers.SetHeaders = append(ir.Headers.SetHeaders, setHeader("retry-after", []byte(strconv.FormatInt(retryAfter, 10))))
+	return resp
 }
 
 // countTokensBody wraps an InvokeModel body for Bedrock's CountTokens API,
@@ -279,6 +330,10 @@ func (p *Processor) refuseBedrock(ctx context.Context, reason string, code int, 
 		typ = apierror.Permission
 	case 404:
 		typ = apierror.NotFound
+	case 429:
+		// Only a spent budget: immediate adds x-should-retry: false, as for
+		// every gateway 4xx, so Claude Code reports it at once.
+		typ = apierror.RateLimit
 	default:
 		typ = apierror.API
 	}
@@ -303,6 +358,10 @@ func bedrockImmediate(code int, msg string) *extprocv3.ProcessingResponse {
 		typ = "AccessDeniedException"
 	case 404:
 		typ = "ResourceNotFoundException"
+	case 429:
+		// A spent budget; unlike ThrottlingException the AWS SDK does not
+		// retry it.
+		typ = "ServiceQuotaExceededException"
 	case 503:
 		typ = "ServiceUnavailableException"
 	}

@@ -8,15 +8,18 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
@@ -25,6 +28,8 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
+
+var fiveDollars = decimal.RequireFromString("5")
 
 // checker is a CredentialChecker with a fixed answer.
 type checker struct{ err error }
@@ -69,6 +74,7 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 	store := auth.MemoryStore{}
 	for name, rec := range map[string]auth.KeyRecord{
 		"bedrock":         {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred},
+		"bedrock-budget":  {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
 		"bedrock-no-cred": {RoutingStrategy: auth.RoutingBedrockOnly},
 		"plan-first":      {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred},
 		"plan-only":       {RoutingStrategy: auth.RoutingPlanOnly, Credential: h.cred},
@@ -541,5 +547,94 @@ func TestBedrockCountTokensUnsupported(t *testing.T) {
 	p.Close(context.Background())
 	if ev := h.sink.Events()[0]; ev.CountedInputTokens != 0 || ev.Status != 400 {
 		t.Fatalf("usage %+v", ev)
+	}
+}
+
+// fakeBudgets answers every check with st or err and counts the calls.
+type fakeBudgets struct {
+	st    budget.Status
+	err   error
+	calls int
+}
+
+func (f *fakeBudgets) Check(_ context.Context, _ uuid.UUID, b decimal.Decimal) (budget.Status, error) {
+	f.calls++
+	st := f.st
+	st.Budget = b
+	return st, f.err
+}
+
+func TestBedrockBudget(t *testing.T) {
+	now := time.Date(2026, 11, 30, 23, 0, 0, 0, time.UTC)
+	reset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	body := []byte(`{"model":"claude-opus-5-5","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	tests := []struct {
+		name       string
+		budgets    fakeBudgets
+		noBudget   bool
+		path       string
+		wantStatus int
+		wantBody   string
+		wantHeader map[string]string
+		unchecked  float64
+	}{
+		{name: "under budget is served", budgets: fakeBudgets{st: budget.Status{Spent: decimal.RequireFromString("4.99"), ResetAt: reset}}},
+		{name: "over budget: 429 that Claude Code does not retry",
+			budgets:    fakeBudgets{st: budget.Status{Spent: decimal.RequireFromString("5.004"), Over: true, ResetAt: reset}},
+			wantStatus: 429,
+			wantBody:   `{"type":"error","error":{"type":"rate_limit_error","message":"ccproxy: your monthly Bedrock budget of $5.00 is used up ($5.00 spent); it resets at 2026-12-01T00:00:00Z"}}`,
+			wantHeader: map[string]string{"retry-after": "3600", "x-should-retry": "false", "content-type": "application/json"}},
+		{name: "over budget in Bedrock mode: Bedrock's format",
+			budgets:    fakeBudgets{st: budget.Status{Spent: decimal.RequireFromString("7"), Over: true, ResetAt: reset}},
+			path:       "/bedrock/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream",
+			wantStatus: 429,
+			wantBody:   `{"message":"ccproxy: your monthly Bedrock budget of $5.00 is used up ($7.00 spent); it resets at 2026-12-01T00:00:00Z"}`,
+			wantHeader: map[string]string{"retry-after": "3600", "x-amzn-errortype": "ServiceQuotaExceededException"}},
+		{name: "spend unknown: fail open, counted", budgets: fakeBudgets{err: errors.New("redis and keyservice down")}, unchecked: 1},
+		{name: "no budget: not checked", noBudget: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newBedrockHarness(t, testRuntime(t), nil)
+			h.r.now = func() time.Time { return now }
+			h.r.bedrock.Budgets = &tc.budgets
+			key := h.keys["bedrock-budget"]
+			if tc.noBudget {
+				key = h.keys["bedrock"]
+			}
+			path := "/v1/messages"
+			if tc.path != "" {
+				path = tc.path
+			}
+			p := h.r.NewProcessor()
+			mustProcess(t, p, reqHeaders("POST", "/ak/"+key+path))
+			resp := mustProcess(t, p, reqBody(body))
+			ir := resp.GetImmediateResponse()
+			if tc.wantStatus == 0 {
+				if ir != nil {
+					t.Fatalf("refused: %d %s", ir.GetStatus().GetCode(), ir.GetBody())
+				}
+			} else {
+				if ir == nil || int(ir.GetStatus().GetCode()) != tc.wantStatus || string(ir.GetBody()) != tc.wantBody {
+					t.Fatalf("got %v, want %d %s", ir, tc.wantStatus, tc.wantBody)
+				}
+				hs := setHeaders(ir.GetHeaders())
+				for k, v := range tc.wantHeader {
+					if hs[k] != v {
+						t.Errorf("header %s = %q, want %q", k, hs[k], v)
+					}
+				}
+			}
+			wantCalls := 1
+			if tc.noBudget {
+				wantCalls = 0 // a user without a budget is never checked
+			}
+			if tc.budgets.calls != wantCalls {
+				t.Fatalf("checked %d times, want %d", tc.budgets.calls, wantCalls)
+			}
+			if got := testutil.ToFloat64(h.metrics.budgetUnchecked); got != tc.unchecked {
+				t.Fatalf("unchecked = %v, want %v", got, tc.unchecked)
+			}
+		})
 	}
 }

@@ -63,6 +63,7 @@ type Metrics struct {
 	bedrockDroppedFields      prometheus.Counter
 	bedrockCredentialRejected prometheus.Counter
 	bedrockGuessed            prometheus.Counter
+	budgetUnchecked           prometheus.Counter
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -112,8 +113,12 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "ccproxy_extproc_bedrock_model_guessed_total",
 		Help: "Requests whose Bedrock model id was guessed by the profile rule for want of a mapping.",
 	})
+	m.budgetUnchecked = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_budget_unchecked_total",
+		Help: "Bedrock-bound requests served without a budget check because the spend could not be learned (fail open).",
+	})
 	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
-		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed} {
+		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}

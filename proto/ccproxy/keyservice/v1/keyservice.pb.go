@@ -329,6 +329,105 @@ func (x *BedrockCredential) GetSecretCiphertext() []byte {
 	return nil
 }
 
+type MonthlySpendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's UUID.
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// Billing month, "YYYY-MM", in the billing time zone.
+	Month         string `protobuf:"bytes,2,opt,name=month,proto3" json:"month,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MonthlySpendRequest) Reset() {
+	*x = MonthlySpendRequest{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MonthlySpendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MonthlySpendRequest) ProtoMessage() {}
+
+func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MonthlySpendRequest.ProtoReflect.Descriptor instead.
+func (*MonthlySpendRequest) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *MonthlySpendRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *MonthlySpendRequest) GetMonth() string {
+	if x != nil {
+		return x.Month
+	}
+	return ""
+}
+
+type MonthlySpendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bedrock spend in USD as a decimal string with 6 decimals ("12.345600").
+	SpendUsd      string `protobuf:"bytes,1,opt,name=spend_usd,json=spendUsd,proto3" json:"spend_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MonthlySpendResponse) Reset() {
+	*x = MonthlySpendResponse{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MonthlySpendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MonthlySpendResponse) ProtoMessage() {}
+
+func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MonthlySpendResponse.ProtoReflect.Descriptor instead.
+func (*MonthlySpendResponse) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *MonthlySpendResponse) GetSpendUsd() string {
+	if x != nil {
+		return x.SpendUsd
+	}
+	return ""
+}
+
 var File_ccproxy_keyservice_v1_keyservice_proto protoreflect.FileDescriptor
 
 const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
@@ -356,15 +455,21 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
 	"\x06region\x18\x03 \x01(\tR\x06region\x12+\n" +
-	"\x11secret_ciphertext\x18\x04 \x01(\fR\x10secretCiphertext*o\n" +
+	"\x11secret_ciphertext\x18\x04 \x01(\fR\x10secretCiphertext\"D\n" +
+	"\x13MonthlySpendRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
+	"\x05month\x18\x02 \x01(\tR\x05month\"3\n" +
+	"\x14MonthlySpendResponse\x12\x1b\n" +
+	"\tspend_usd\x18\x01 \x01(\tR\bspendUsd*o\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13KEY_STATUS_ROTATING\x10\x02\x12\x16\n" +
-	"\x12KEY_STATUS_REVOKED\x10\x032l\n" +
+	"\x12KEY_STATUS_REVOKED\x10\x032\xd5\x01\n" +
 	"\n" +
 	"KeyService\x12^\n" +
-	"\tLookupKey\x12'.ccproxy.keyservice.v1.LookupKeyRequest\x1a(.ccproxy.keyservice.v1.LookupKeyResponseBEZCgithub.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1;keyservicev1b\x06proto3"
+	"\tLookupKey\x12'.ccproxy.keyservice.v1.LookupKeyRequest\x1a(.ccproxy.keyservice.v1.LookupKeyResponse\x12g\n" +
+	"\fMonthlySpend\x12*.ccproxy.keyservice.v1.MonthlySpendRequest\x1a+.ccproxy.keyservice.v1.MonthlySpendResponseBEZCgithub.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1;keyservicev1b\x06proto3"
 
 var (
 	file_ccproxy_keyservice_v1_keyservice_proto_rawDescOnce sync.Once
@@ -379,25 +484,29 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(KeyStatus)(0),                // 0: ccproxy.keyservice.v1.KeyStatus
 	(*LookupKeyRequest)(nil),      // 1: ccproxy.keyservice.v1.LookupKeyRequest
 	(*LookupKeyResponse)(nil),     // 2: ccproxy.keyservice.v1.LookupKeyResponse
 	(*BedrockCredential)(nil),     // 3: ccproxy.keyservice.v1.BedrockCredential
-	(*timestamppb.Timestamp)(nil), // 4: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 5: google.protobuf.Duration
+	(*MonthlySpendRequest)(nil),   // 4: ccproxy.keyservice.v1.MonthlySpendRequest
+	(*MonthlySpendResponse)(nil),  // 5: ccproxy.keyservice.v1.MonthlySpendResponse
+	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
 	0, // 0: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	4, // 1: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	4, // 2: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	6, // 1: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	6, // 2: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
 	3, // 3: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	5, // 4: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	7, // 4: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
 	1, // 5: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
-	2, // 6: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	6, // [6:7] is the sub-list for method output_type
-	5, // [5:6] is the sub-list for method input_type
+	4, // 6: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
+	2, // 7: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	5, // 8: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	7, // [7:9] is the sub-list for method output_type
+	5, // [5:7] is the sub-list for method input_type
 	5, // [5:5] is the sub-list for extension type_name
 	5, // [5:5] is the sub-list for extension extendee
 	0, // [0:5] is the sub-list for field type_name
@@ -414,7 +523,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   5,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,7 +24,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyService_LookupKey_FullMethodName = "/ccproxy.keyservice.v1.KeyService/LookupKey"
+	KeyService_LookupKey_FullMethodName    = "/ccproxy.keyservice.v1.KeyService/LookupKey"
+	KeyService_MonthlySpend_FullMethodName = "/ccproxy.keyservice.v1.KeyService/MonthlySpend"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -35,6 +36,12 @@ type KeyServiceClient interface {
 	// NOT_FOUND; revoked, rotated-out and disabled-user keys are returned (with
 	// their status) so callers can cache the refusal.
 	LookupKey(ctx context.Context, in *LookupKeyRequest, opts ...grpc.CallOption) (*LookupKeyResponse, error)
+	// MonthlySpend returns a user's exact Bedrock spend in one billing month
+	// (the calendar month in the billing time zone), computed from Postgres,
+	// and stores it as the shared Redis spend counter
+	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
+	// malformed user_id or month is INVALID_ARGUMENT.
+	MonthlySpend(ctx context.Context, in *MonthlySpendRequest, opts ...grpc.CallOption) (*MonthlySpendResponse, error)
 }
 
 type keyServiceClient struct {
@@ -55,6 +62,16 @@ func (c *keyServiceClient) LookupKey(ctx context.Context, in *LookupKeyRequest, 
 	return out, nil
 }
 
+func (c *keyServiceClient) MonthlySpend(ctx context.Context, in *MonthlySpendRequest, opts ...grpc.CallOption) (*MonthlySpendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MonthlySpendResponse)
+	err := c.cc.Invoke(ctx, KeyService_MonthlySpend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -63,6 +80,12 @@ type KeyServiceServer interface {
 	// NOT_FOUND; revoked, rotated-out and disabled-user keys are returned (with
 	// their status) so callers can cache the refusal.
 	LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error)
+	// MonthlySpend returns a user's exact Bedrock spend in one billing month
+	// (the calendar month in the billing time zone), computed from Postgres,
+	// and stores it as the shared Redis spend counter
+	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
+	// malformed user_id or month is INVALID_ARGUMENT.
+	MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -75,6 +98,9 @@ type UnimplementedKeyServiceServer struct{}
 
 func (UnimplementedKeyServiceServer) LookupKey(context.Context, *LookupKeyRequest) (*LookupKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method LookupKey not implemented")
+}
+func (UnimplementedKeyServiceServer) MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method MonthlySpend not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -115,6 +141,24 @@ func _KeyService_LookupKey_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_MonthlySpend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MonthlySpendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).MonthlySpend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_MonthlySpend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).MonthlySpend(ctx, req.(*MonthlySpendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -125,6 +169,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "LookupKey",
 			Handler:    _KeyService_LookupKey_Handler,
+		},
+		{
+			MethodName: "MonthlySpend",
+			Handler:    _KeyService_MonthlySpend_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
