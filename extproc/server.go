@@ -60,6 +60,10 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Models is the GET /v1/models answer.
 	Models []router.Model
+	// ModelsFunc, when set, supplies the GET /v1/models answer per request
+	// instead of Models (cmd/ccproxy builds it from the runtime
+	// configuration the control plane sends).
+	ModelsFunc func() []router.Model
 	// Now is the clock for usage timings; nil means time.Now.
 	Now func() time.Time
 	// DrainTimeout bounds the graceful stop; zero means
@@ -77,6 +81,9 @@ type BedrockOptions struct {
 	Runtime runtimeconfig.Source
 	// Signer checks and applies Bedrock credentials.
 	Signer *bedrockauth.Signer
+	// Budgets checks monthly Bedrock budgets (budget.Checker); nil checks
+	// none.
+	Budgets router.BudgetChecker
 }
 
 // Server is the ext_proc gRPC service.
@@ -104,12 +111,13 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("extproc: %w", err)
 	}
 	rcfg := router.Config{
-		Keys:    opts.Keys,
-		Usage:   opts.Usage,
-		Models:  opts.Models,
-		Logger:  opts.Logger,
-		Metrics: m,
-		Now:     opts.Now,
+		Keys:       opts.Keys,
+		Usage:      opts.Usage,
+		Models:     opts.Models,
+		ModelsFunc: opts.ModelsFunc,
+		Logger:     opts.Logger,
+		Metrics:    m,
+		Now:        opts.Now,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {
@@ -117,7 +125,7 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, errors.New("extproc: BedrockOptions needs Runtime and Signer")
 		}
 		requests := handoff.NewStore()
-		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests}
+		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests, Budgets: b.Budgets}
 		up, err = upstream.New(upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer})
 		if err != nil {
 			return nil, fmt.Errorf("extproc: %w", err)

@@ -20,13 +20,17 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/ccproxy/ccproxy/admin"
+	"github.com/ccproxy/ccproxy/admin/ingest"
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
+	"github.com/ccproxy/ccproxy/admin/maintenance"
 	"github.com/ccproxy/ccproxy/extproc/keyservice"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
+	"github.com/ccproxy/ccproxy/internal/observability/emf"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/usagestream"
 )
 
 func newAdminCommand() *cobra.Command {
@@ -36,12 +40,13 @@ func newAdminCommand() *cobra.Command {
 		Long: `Runs the admin service: the REST API under /api/v1 (OpenAPI document at /api/v1/openapi.json) for
 managing users, access keys, Bedrock credentials, model mappings, prices and reading usage, and the
 internal KeyService that extproc uses to resolve access keys. Changes to keys and users are published
-on Redis so that every extproc drops its cached copy within a second.
+on Redis so that every extproc drops its cached copy within a second. It also ingests the usage events
+extproc publishes on the Redis usage stream into Postgres (every replica takes a share).
 
 When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPROXY_ADMIN_PASSWORD.`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.Database(), config.Redis(), config.RedisNamespace(), config.Keys(), config.Secrets(), config.Admin(), config.Serving())
+	b := settings(cmd, config.Database(), config.Redis(), config.RedisNamespace(), config.Keys(), config.Secrets(), config.Admin(), config.Billing(), config.UsageIngest(), config.Serving())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {
@@ -141,7 +146,11 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 		return nil, "", fmt.Errorf("keyservice: listen on %s: %w", cfg.AdminGRPCAddr, err)
 	}
 	gs := grpc.NewServer()
-	adminks.NewServer(st, adminks.Options{Logger: log.With("component", "keyservice")}).Register(gs)
+	adminks.NewServer(st, adminks.Options{
+		Logger: log.With("component", "keyservice"),
+		// MonthlySpend rebuilds a missing spend counter from Postgres.
+		Redis: rdb, RedisPrefix: cfg.RedisPrefix, Location: cfg.BillingLocation,
+	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -174,6 +183,39 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 			return nil
 		}},
 	}
+	// Partition maintenance, usage retention, session and rotated-key expiry
+	// (admin/maintenance); one replica at a time, at start and hourly.
+	comps = append(comps, component{"maintenance", func(ctx context.Context) error {
+		job, err := maintenance.New(maintenance.Options{
+			Store: st, Retention: cfg.UsageRetentionMonths, Registerer: reg, Logger: log.With("component", "maintenance"),
+			Invalidate: keyservice.NewPublisher(rdb, cfg.RedisPrefix).PublishKeyChange,
+		})
+		if err != nil {
+			return err
+		}
+		return job.Run(ctx)
+	}})
+	// Usage ingest: the Redis usage stream into Postgres, priced, with the
+	// Bedrock spend counters kept exact (admin/ingest, internal/usagestream).
+	emfOut, err := emf.New(cfg.CloudWatchEMF, emf.Options{})
+	if err != nil {
+		return nil, "", err
+	}
+	ingester, err := ingest.New(ingest.Options{
+		Store: st, Redis: rdb, Prefix: cfg.RedisPrefix, Location: cfg.BillingLocation, EMF: emfOut,
+		Logger: log.With("component", "usage-ingest"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	consumer, err := usagestream.NewConsumer(usagestream.ConsumerOptions{
+		Redis: rdb, Prefix: cfg.RedisPrefix, ClaimIdle: cfg.UsageClaimIdle,
+		Logger: log.With("component", "usage-ingest"), Registerer: reg,
+	}, ingester.Handle)
+	if err != nil {
+		return nil, "", err
+	}
+	comps = append(comps, component{"usage-ingest", consumer.Run})
 	return comps, grpcLn.Addr().String(), nil
 }
 

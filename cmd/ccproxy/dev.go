@@ -41,7 +41,7 @@ The server secret and the demo key are kept in --state-dir so that restarts keep
 		config.WithDefault(config.DataPlane(), "listen-addr", "127.0.0.1:8080"),
 		config.WithDefault(config.XDS(), "xds-addr", "127.0.0.1:18000"),
 		config.WithDefault(config.ExtProc(), "extproc-addr", ""),
-		config.Serving(), config.Dev())
+		config.Billing(), config.UsageIngest(), config.Serving(), config.Dev())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {
@@ -124,11 +124,12 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		xdsLn.Close()
 		return err
 	}
-	// extproc resolves keys the production way, through the KeyService and
-	// Redis, and receives its runtime configuration from the control plane
-	// over xDS; the store is passed only for usage rows and the model list.
+	// extproc runs as in production, without the database: it resolves
+	// keys through the KeyService and Redis, receives its runtime
+	// configuration from the control plane over xDS and publishes usage to
+	// the Redis stream that the admin components ingest.
 	cfg.ControlPlaneAddr = xdsLn.Addr().String()
-	ep, err := newExtProc(ctx, cfg, log, st, rdb, ksAddr, reg)
+	ep, err := newExtProc(ctx, cfg, log, rdb, ksAddr, reg)
 	if err != nil {
 		xdsLn.Close()
 		return err

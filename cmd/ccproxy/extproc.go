@@ -7,7 +7,6 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/observability"
-	"github.com/ccproxy/ccproxy/internal/store"
 )
 
 func newExtProcCommand() *cobra.Command {
@@ -19,14 +18,14 @@ route, passes Plan traffic through untouched and meters usage. Run it beside eve
 socket shared with Envoy (--extproc-addr unix:///run/ccproxy/extproc.sock) or on loopback.
 
 Access keys are resolved through an in-process cache, Redis and the admin service's KeyService
-(--keyservice-addr); revocations arrive over Redis pub/sub. No database credentials are needed for
-that. Until the Redis usage stream lands, usage rows are written to Postgres only when DATABASE_URL
-is set (otherwise usage is logged at debug level and counted in metrics).`,
+(--keyservice-addr); revocations arrive over Redis pub/sub. Usage events are published to a Redis
+stream that the admin service ingests into Postgres; while Redis is unreachable they wait in memory
+(--usage-buffer). The model list and Bedrock configuration come from the control plane. extproc
+holds no database credentials.`,
 		Args: cobra.NoArgs,
 	}
-	// DATABASE_URL is optional here: see the command's description.
-	b := settings(cmd, config.WithDefault(config.Database(), "database-url", ""), config.Redis(), config.RedisNamespace(),
-		config.Keys(), config.Secrets(), config.ExtProc(), config.ControlPlane(), config.KeyService(), config.Serving())
+	b := settings(cmd, config.Redis(), config.RedisNamespace(), config.Keys(), config.Secrets(), config.ExtProc(),
+		config.ControlPlane(), config.KeyService(), config.Billing(), config.Serving())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		cfg, log, err := load(b, cmd.ErrOrStderr())
 		if err != nil {
@@ -42,17 +41,7 @@ is set (otherwise usage is logged at debug level and counted in metrics).`,
 		defer rdb.Close()
 		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
-		var st *store.Store
-		if cfg.DatabaseURL != "" {
-			if st, err = store.Open(ctx, cfg.DatabaseURL); err != nil {
-				return err
-			}
-			defer st.Close()
-			if err := st.CheckSchema(ctx); err != nil {
-				return err
-			}
-		}
-		ep, err := newExtProc(ctx, cfg, log, st, rdb, cfg.KeyServiceAddr, reg)
+		ep, err := newExtProc(ctx, cfg, log, rdb, cfg.KeyServiceAddr, reg)
 		if err != nil {
 			return err
 		}

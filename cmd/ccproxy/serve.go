@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -13,6 +15,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/keyservice"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
@@ -21,8 +24,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
 	"github.com/ccproxy/ccproxy/internal/secrets"
-	"github.com/ccproxy/ccproxy/internal/store"
-	"github.com/ccproxy/ccproxy/internal/storebridge"
+	"github.com/ccproxy/ccproxy/internal/usagestream"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -61,15 +63,22 @@ type extprocParts struct {
 	comps  []component
 }
 
-// newExtProc builds the ext_proc server. Access keys are resolved the
-// production way — in-process cache, then Redis, then the admin service's
-// KeyService at ksAddr — and invalidated through Redis pub/sub, so extproc
-// needs no database for them. st is optional: with it, usage rows are
-// written to Postgres and /v1/models lists the model mappings; without it,
-// usage is only logged (the Redis usage stream replaces this in a later
-// release).
-func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Store, rdb redis.UniversalClient, ksAddr string, reg prometheus.Registerer) (*extprocParts, error) {
+// newExtProc builds the ext_proc server. It holds no database
+// credentials: access keys are resolved the production way — in-process
+// cache, then Redis, then the admin service's KeyService at ksAddr — and
+// invalidated through Redis pub/sub; usage events are published to the
+// Redis usage stream (internal/usagestream) that the admin service
+// ingests; GET /v1/models lists the model mappings of the runtime
+// configuration the control plane sends.
+func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, ksAddr string, reg prometheus.Registerer) (*extprocParts, error) {
 	hasher, err := keys.NewHasher(cfg.ServerSecret)
+	if err != nil {
+		return nil, err
+	}
+	producer, err := usagestream.NewProducer(usagestream.ProducerOptions{
+		Redis: rdb, Prefix: cfg.RedisPrefix, Buffer: cfg.UsageBuffer,
+		Logger: log.With("component", "usage-stream"), Registerer: reg,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -91,30 +100,30 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *s
 	sub := keyservice.NewSubscriber(rdb, cfg.RedisPrefix, keyservice.SubscriberOptions{Logger: klog}, resolver, ks)
 
 	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
-	var sink usage.Sink = logSink
-	var models []router.Model
 	comps := []component{{"key-invalidation", sub.Run}}
-	if st != nil {
-		if models, err = modelList(ctx, st); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		w := storebridge.NewUsageSink(st, storebridge.UsageSinkOptions{Logger: log.With("component", "usage")})
-		sink = usage.FanOut{w, logSink}
-		comps = append(comps, component{"usage-writer", w.Run})
-	}
 	bedrockOpts, bedrockComps, err := newBedrock(ctx, cfg, log, reg)
 	if err != nil {
 		conn.Close()
 		return nil, err
 	}
+	// Budgets read the spend counters the admin's ingester keeps in Redis,
+	// and ask the KeyService to rebuild a missing one from Postgres.
+	budgets, err := budget.New(budget.Config{
+		Redis: rdb, Prefix: cfg.RedisPrefix, KeyService: keyservicev1.NewKeyServiceClient(conn),
+		Location: cfg.BillingLocation, Logger: log.With("component", "budget"), Registerer: reg,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	bedrockOpts.Budgets = budgets
 	comps = append(comps, bedrockComps...)
 	srv, err := extproc.NewServer(extproc.Options{
 		Logger:     log.With("component", "extproc"),
 		Keys:       resolver,
-		Usage:      sink,
+		Usage:      usage.FanOut{producer, logSink},
 		Registerer: reg,
-		Models:     models,
+		ModelsFunc: runtimeModels(bedrockOpts.Runtime),
 		Bedrock:    bedrockOpts,
 	})
 	if err != nil {
@@ -128,7 +137,15 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, st *s
 	}
 	comps = append(comps, component{"extproc", func(ctx context.Context) error {
 		defer conn.Close()
-		return srv.Serve(ctx, ln)
+		// The producer outlives the server: streams still draining after
+		// ctx ends record their events, which must still be published. It
+		// stops (with its bounded final flush) once Serve has returned.
+		pctx, stopProducer := context.WithCancel(context.WithoutCancel(ctx))
+		produced := make(chan error, 1)
+		go func() { produced <- producer.Run(pctx) }()
+		err := srv.Serve(ctx, ln)
+		stopProducer()
+		return errors.Join(err, <-produced)
 	}})
 	return &extprocParts{server: srv, ln: ln, comps: comps}, nil
 }
@@ -168,17 +185,44 @@ func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 	return opts, []component{{"runtime-config", rc.Run}}, nil
 }
 
-// modelList is the GET /v1/models answer: the enabled model mappings.
-func modelList(ctx context.Context, st *store.Store) ([]router.Model, error) {
-	mappings, err := st.Models().ListEnabled(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("load model list: %w", err)
+// runtimeModels returns the GET /v1/models answer of the runtime
+// configuration in force: its model mappings in the control plane's order
+// (empty until the first configuration arrives).
+func runtimeModels(src runtimeconfig.Source) func() []router.Model {
+	type cached struct {
+		cfg    *runtimeconfig.Config
+		models []router.Model
 	}
-	out := make([]router.Model, 0, len(mappings))
-	for _, m := range mappings {
-		out = append(out, router.Model{ID: m.AnthropicModelID, DisplayName: displayName(m.AnthropicModelID), CreatedAt: m.CreatedAt})
+	var last atomic.Pointer[cached]
+	return func() []router.Model {
+		cfg := src.Current()
+		if cfg == nil {
+			return nil
+		}
+		if c := last.Load(); c != nil && c.cfg == cfg {
+			return c.models
+		}
+		infos := cfg.Models()
+		models := make([]router.Model, 0, len(infos))
+		for _, m := range infos {
+			models = append(models, router.Model{ID: m.AnthropicID, DisplayName: displayName(m.AnthropicID), CreatedAt: modelCreatedAt(m.AnthropicID)})
+		}
+		last.Store(&cached{cfg, models})
+		return models
 	}
-	return out, nil
+}
+
+// modelCreatedAt is a model's created_at in GET /v1/models: the date its id
+// ends with (claude-sonnet-4-5-20250929 → 2025-09-29, as Anthropic's API
+// answers), or the Unix epoch for dateless ids. The runtime configuration
+// carries no creation time.
+func modelCreatedAt(id string) time.Time {
+	if i := strings.LastIndexByte(id, '-'); i >= 0 && len(id)-i-1 == 8 && isDigits(id[i+1:]) {
+		if t, err := time.Parse("20060102", id[i+1:]); err == nil {
+			return t
+		}
+	}
+	return time.Unix(0, 0).UTC()
 }
 
 // displayName turns claude-sonnet-4-5-20250929 into "Claude Sonnet 4.5":

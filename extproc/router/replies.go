@@ -102,7 +102,7 @@ func (r *Router) modelsResponse(path []byte) *extprocv3.ProcessingResponse {
 		}
 		limit = n
 	}
-	models := r.models
+	models := r.modelList()
 	if id := q.Get("after_id"); id != "" {
 		models = models[indexAfter(models, id):]
 	}

@@ -62,6 +62,10 @@ type Config struct {
 	Usage usage.Sink
 	// Models is the GET /v1/models answer, in order.
 	Models []Model
+	// ModelsFunc, when set, supplies the GET /v1/models answer for each
+	// request instead of Models (e.g. from the control plane's runtime
+	// configuration, which changes while extproc runs).
+	ModelsFunc func() []Model
 	// Logger receives the router's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics records the router's metrics. Required (see NewMetrics).
@@ -79,6 +83,7 @@ type Router struct {
 	keys    auth.Resolver
 	sink    usage.Sink
 	models  []Model
+	modelsF func() []Model
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
@@ -114,11 +119,20 @@ func New(cfg Config) (*Router, error) {
 		keys:    cfg.Keys,
 		sink:    cfg.Usage,
 		models:  append([]Model(nil), cfg.Models...),
+		modelsF: cfg.ModelsFunc,
 		log:     cfg.Logger,
 		metrics: cfg.Metrics,
 		now:     cfg.Now,
 		bedrock: cfg.Bedrock,
 	}, nil
+}
+
+// modelList is the current GET /v1/models answer.
+func (r *Router) modelList() []Model {
+	if r.modelsF != nil {
+		return r.modelsF()
+	}
+	return r.models
 }
 
 // NewProcessor returns the processor for one ext_proc stream (one HTTP

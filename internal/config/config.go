@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/spf13/pflag"
+
+	"github.com/ccproxy/ccproxy/internal/billing"
 )
 
 // Config is the union of every setting. A command only reads the fields of
@@ -86,6 +88,22 @@ type Config struct {
 	// AdminUsername and AdminPassword create the first admin when none exists.
 	AdminUsername string
 	AdminPassword string
+	// UsageRetentionMonths is how many whole months of raw usage events the
+	// admin service keeps before the current month; 0 keeps them forever.
+	UsageRetentionMonths int
+	// CloudWatchEMF is where usage metrics are written in CloudWatch's
+	// embedded metric format: "off" or "stdout".
+	CloudWatchEMF string
+
+	// BillingLocation is the time zone of billing months (budgets, monthly
+	// spend); nil means UTC.
+	BillingLocation *time.Location
+	// UsageBuffer bounds the usage events extproc keeps in memory while
+	// Redis is unreachable.
+	UsageBuffer int
+	// UsageClaimIdle is how long a usage stream entry may stay unacknowledged
+	// by a consumer before another admin replica takes it over.
+	UsageClaimIdle time.Duration
 }
 
 // Setting describes one configuration value.
@@ -312,6 +330,17 @@ func XDS() []Setting {
 // ExtProc returns the ext_proc sidecar's settings.
 func ExtProc() []Setting {
 	return append(ExtProcAddress(), Setting{
+		Flag: "usage-buffer", Env: "CCPROXY_USAGE_BUFFER", Default: "100000",
+		Usage: "usage events extproc keeps in memory while Redis is unreachable; beyond it the oldest are dropped (counted in ccproxy_usage_stream_dropped_total)",
+		apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10_000_000 {
+				return errors.New("must be a number of events from 1 to 10000000")
+			}
+			c.UsageBuffer = n
+			return nil
+		},
+	}, Setting{
 		Flag: "key-cache-ttl", Env: "CCPROXY_KEY_CACHE_TTL", Default: "5s",
 		Usage: "how long extproc trusts a resolved access key before asking again (bounds how late a revocation is noticed)",
 		apply: func(c *Config, v string) error {
@@ -496,6 +525,67 @@ func Admin() []Setting {
 			c.AdminPassword = v
 			return nil
 		},
+	}, {
+		Flag: "usage-retention", Env: "CCPROXY_USAGE_RETENTION",
+		Usage: "months of raw usage events (per-request rows) to keep before the current month, a whole number such as 13; " +
+			"older monthly partitions are dropped by the hourly maintenance job. Hourly and daily rollups are always kept. Empty or 0 keeps everything",
+		apply: func(c *Config, v string) error {
+			if v == "" {
+				c.UsageRetentionMonths = 0
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1200 {
+				return errors.New("must be a whole number of months from 0 to 1200 (e.g. 13); 0 or empty keeps usage events forever")
+			}
+			c.UsageRetentionMonths = n
+			return nil
+		},
+	}, {
+		Flag: "cloudwatch-emf", Env: "CCPROXY_CLOUDWATCH_EMF", Default: "off",
+		Usage: "CloudWatch embedded metric format (EMF) output of usage metrics (tokens, cost by provider and model): " +
+			"off, or stdout (one JSON line per usage event batch, for the CloudWatch agent or a Lambda/ECS/EKS log pipeline)",
+		apply: func(c *Config, v string) error {
+			switch v {
+			case "off", "stdout":
+				c.CloudWatchEMF = v
+				return nil
+			}
+			return errors.New("must be off or stdout")
+		},
+	}}
+}
+
+// Billing returns the billing time zone, which the admin service (monthly
+// spend) and extproc (budget resets) must agree on.
+func Billing() []Setting {
+	return []Setting{{
+		Flag: "billing-timezone", Env: "CCPROXY_BILLING_TIMEZONE", Default: "UTC",
+		Usage: "IANA time zone (e.g. Europe/Paris) whose calendar months are the billing months of budgets and monthly spend",
+		apply: func(c *Config, v string) error {
+			loc, err := billing.LoadLocation(v)
+			if err != nil {
+				return errors.New("must be an IANA time zone name such as UTC or America/New_York")
+			}
+			c.BillingLocation = loc
+			return nil
+		},
+	}}
+}
+
+// UsageIngest returns the admin service's usage ingester settings.
+func UsageIngest() []Setting {
+	return []Setting{{
+		Flag: "usage-claim-idle", Env: "CCPROXY_USAGE_CLAIM_IDLE", Default: "30s",
+		Usage: "how long a usage event may stay unacknowledged by an admin replica (crashed, stuck) before another replica takes it over",
+		apply: func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return errors.New("must be a duration of at least 1s, such as 30s")
+			}
+			c.UsageClaimIdle = d
+			return nil
+		},
 	}}
 }
 
@@ -521,7 +611,7 @@ func All() map[string][]Setting {
 		"keys": Keys(), "secrets": Secrets(), "serving": Serving(),
 		"dataplane": DataPlane(), "xds": XDS(), "extproc": ExtProc(), "dev": Dev(),
 		"redisns": RedisNamespace(), "admin": Admin(), "keyservice": KeyService(),
-		"controlplane": ControlPlane(),
+		"controlplane": ControlPlane(), "billing": Billing(), "usageingest": UsageIngest(),
 	}
 }
 

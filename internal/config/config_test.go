@@ -212,3 +212,37 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		})
 	}
 }
+
+func TestUsageRetentionAndEMF(t *testing.T) {
+	load := func(e map[string]string) (*Config, error) {
+		fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+		return Bind(fs, Admin()).WithLookup(env(e)).Load()
+	}
+	c, err := load(map[string]string{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UsageRetentionMonths != 0 || c.CloudWatchEMF != "off" {
+		t.Errorf("defaults: retention %d, emf %q", c.UsageRetentionMonths, c.CloudWatchEMF)
+	}
+	for _, v := range []string{"0", " 0 ", ""} {
+		if c, err := load(map[string]string{"CCPROXY_USAGE_RETENTION": v}); err != nil || c.UsageRetentionMonths != 0 {
+			t.Errorf("retention %q: %d, %v", v, c.UsageRetentionMonths, err)
+		}
+	}
+	c, err = load(map[string]string{"CCPROXY_USAGE_RETENTION": "13", "CCPROXY_CLOUDWATCH_EMF": "stdout"})
+	if err != nil || c.UsageRetentionMonths != 13 || c.CloudWatchEMF != "stdout" {
+		t.Errorf("got %d %q, %v", c.UsageRetentionMonths, c.CloudWatchEMF, err)
+	}
+	for _, tc := range []struct{ env, value, want string }{
+		{"CCPROXY_USAGE_RETENTION", "-1", "must be a whole number of months"},
+		{"CCPROXY_USAGE_RETENTION", "13mo", "must be a whole number of months"},
+		{"CCPROXY_USAGE_RETENTION", "720h", "must be a whole number of months"},
+		{"CCPROXY_USAGE_RETENTION", "1201", "must be a whole number of months"},
+		{"CCPROXY_CLOUDWATCH_EMF", "cloudwatch", "must be off or stdout"},
+	} {
+		if _, err := load(map[string]string{tc.env: tc.value}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s=%q: err = %v, want %q", tc.env, tc.value, err, tc.want)
+		}
+	}
+}

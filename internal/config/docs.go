@@ -20,6 +20,8 @@ var groupTitles = [][2]string{
 	{"redisns", "Redis namespace (`ccproxy admin`, `ccproxy extproc`)"},
 	{"admin", "Admin service (`ccproxy admin`, `ccproxy dev`)"},
 	{"keyservice", "Key lookups (`ccproxy extproc`)"},
+	{"billing", "Billing (`ccproxy admin`, `ccproxy extproc`, `ccproxy dev`)"},
+	{"usageingest", "Usage ingest (`ccproxy admin`, `ccproxy dev`)"},
 	{"dev", "Development (`ccproxy dev`)"},
 }
 

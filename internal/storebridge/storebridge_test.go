@@ -9,10 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
@@ -91,88 +89,4 @@ func TestKeyStoreThroughResolver(t *testing.T) {
 			t.Fatal("a disabled user's key still resolves")
 		}
 	})
-}
-
-func TestUsageSinkWritesPricedEvents(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	st := openStore(t)
-	sink := NewUsageSink(st, UsageSinkOptions{FlushInterval: 10 * time.Millisecond})
-	done := make(chan error, 1)
-	go func() { done <- sink.Run(ctx) }()
-
-	user, key := uuid.New(), uuid.New()
-	at := time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
-	ev := usage.Event{
-		RequestID: "req-1", Time: at, UserID: user, KeyID: key, SessionID: "sess", PathKind: usage.PathMessages,
-		Model: "claude-sonnet-4-5-20250929", Provider: usage.ProviderAnthropic, Stream: true, Status: 200,
-		Usage: usage.Usage{InputTokens: 1000, OutputTokens: 2000, CacheReadInputTokens: 3000, CacheWrite5mInputTokens: 4000, CacheWrite1hInputTokens: 5000},
-		TTFT:  250 * time.Millisecond, Latency: 2 * time.Second,
-	}
-	sink.Record(ctx, ev)
-	sink.Record(ctx, ev) // a duplicate delivery is stored once
-	count := ev
-	count.RequestID, count.PathKind, count.Usage = "req-2", usage.PathCountTokens, usage.Usage{}
-	sink.Record(ctx, count)
-	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-	defer wcancel()
-	if err := sink.WaitWritten(wctx, 3); err != nil {
-		t.Fatal(err)
-	}
-
-	got, err := st.Usage().GetRequest(ctx, "req-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	price, flag, err := st.Prices().PriceAt(ctx, store.PriceQuery{Provider: store.ProviderAnthropic, Model: ev.Model, At: at})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Hand-computed from the rate card row: tokens × USD per million.
-	want := price.Input.Mul(decimal.NewFromInt(1000)).Add(price.Output.Mul(decimal.NewFromInt(2000))).
-		Add(price.CacheRead.Mul(decimal.NewFromInt(3000))).Add(price.CacheWrite5m.Mul(decimal.NewFromInt(4000))).
-		Add(price.CacheWrite1h.Mul(decimal.NewFromInt(5000))).Div(decimal.NewFromInt(1_000_000)).Round(6)
-	if !got.CostUSD.Equal(want) || got.PriceFlag != flag || flag != store.PriceExact {
-		t.Errorf("cost = %s (%s), want %s (exact)", got.CostUSD, got.PriceFlag, want)
-	}
-	if got.InputTokens != 1000 || got.OutputTokens != 2000 || got.CacheReadTokens != 3000 || got.CacheWrite5mTokens != 4000 ||
-		got.CacheWrite1hTokens != 5000 || got.TTFTMs == nil || *got.TTFTMs != 250 || got.LatencyMs != 2000 ||
-		got.SessionID != "sess" || got.UserID != user || got.AccessKeyID != key || !got.Stream || got.Status != 200 {
-		t.Errorf("row = %+v", got)
-	}
-	counted, err := st.Usage().GetRequest(ctx, "req-2")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !counted.CostUSD.IsZero() || counted.PriceFlag != store.PriceNone || counted.Kind != store.KindCountTokens {
-		t.Errorf("count_tokens row = %+v", counted)
-	}
-	if written, dropped := sink.Stats(); written != 3 || dropped != 0 {
-		t.Errorf("stats = %d written, %d dropped", written, dropped)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-}
-
-func TestUsageSinkDropsWhenFullAndFlushesOnStop(t *testing.T) {
-	st := openStore(t)
-	sink := NewUsageSink(st, UsageSinkOptions{Buffer: 2})
-	ev := usage.Event{RequestID: "a", Time: time.Now(), PathKind: usage.PathMessages, Provider: usage.ProviderAnthropic, Model: "claude-sonnet-4-5"}
-	for _, id := range []string{"a", "b", "c"} {
-		ev.RequestID = id
-		sink.Record(context.Background(), ev)
-	}
-	if _, dropped := sink.Stats(); dropped != 1 {
-		t.Fatalf("dropped = %d, want 1", dropped)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel() // Run must still write what was queued.
-	if err := sink.Run(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if written, _ := sink.Stats(); written != 2 {
-		t.Fatalf("written at stop = %d, want 2", written)
-	}
 }

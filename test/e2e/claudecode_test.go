@@ -281,18 +281,26 @@ func testAnsweredLocally(t *testing.T, g *gateway, fake *fakeanthropic.Server) {
 		t.Fatalf("GET /v1/models: %v in %s", err, body)
 	}
 	rows, err := g.DB.Query(context.Background(),
-		`SELECT anthropic_model_id, created_at FROM model_mappings WHERE enabled ORDER BY family, anthropic_model_id LIMIT 20`)
+		`SELECT anthropic_model_id FROM model_mappings WHERE enabled ORDER BY family, anthropic_model_id LIMIT 20`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want []model
 	for rows.Next() {
 		var id string
-		var created time.Time
-		if err := rows.Scan(&id, &created); err != nil {
+		if err := rows.Scan(&id); err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, model{"model", id, created.UTC().Format(time.RFC3339)})
+		// extproc lists the runtime configuration's mappings, which carry
+		// no creation time: created_at is the date the id ends with (as in
+		// Anthropic's API), else the Unix epoch.
+		created := time.Unix(0, 0).UTC()
+		if i := strings.LastIndexByte(id, '-'); i >= 0 {
+			if d, err := time.Parse("20060102", id[i+1:]); err == nil {
+				created = d
+			}
+		}
+		want = append(want, model{"model", id, created.Format(time.RFC3339)})
 	}
 	if err := rows.Err(); err != nil || len(want) == 0 {
 		t.Fatalf("enabled model mappings: %d, %v; want the seeded ones", len(want), err)

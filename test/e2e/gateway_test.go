@@ -35,6 +35,8 @@ type gateway struct {
 	AdminAddr string
 	// MetricsAddr serves /metrics.
 	MetricsAddr string
+	// RedisPrefix starts the gateway's Redis keys.
+	RedisPrefix string
 
 	stderr *tail
 }
@@ -75,7 +77,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	dbURL := c.DatabaseURL
 	anthropicURL := c.AnthropicURL
-	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t), MetricsAddr: freeAddr(t)}
+	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t), MetricsAddr: freeAddr(t), RedisPrefix: c.RedisPrefix}
 	// Unix socket paths are limited to 108 bytes; test temp dirs carry the
 	// test's name and can be longer.
 	sockDir, err := os.MkdirTemp("", "ccx")

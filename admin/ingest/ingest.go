@@ -1,0 +1,486 @@
+// Package ingest is the admin service's usage ingester: the handler that
+// the usage stream's consumer (internal/usagestream) hands batches of
+// usage events to. For each batch it
+//
+//   - converts the events to usage rows, shortening over-long free text and
+//     removing NUL bytes so that no event can make a batch unstorable;
+//   - prices them from the rate card (store.Prices().PriceAt) by provider,
+//     region and model at the event time: a model without a price of its
+//     own is priced by its family or the provider default and flagged,
+//     never at $0; count_tokens rows are unpriced; costs are exact
+//     decimals rounded to 6 places;
+//   - stores them with store.Usage().InsertNewEvents, idempotent on the
+//     request id (a redelivered event is skipped and counted as a
+//     duplicate), rollups included, in one transaction;
+//   - for every user with Bedrock rows in the batch, recomputes the exact
+//     Bedrock spend of the current billing month and of the events' billing
+//     months (store.Usage().MonthlySpend, billing time zone) and SETs the
+//     Redis counter <prefix>spend:<user>:<YYYY-MM> that extproc's budget
+//     check reads (internal/billing).
+//
+// An error leaves the batch unacknowledged; the consumer delivers it again
+// and the idempotent insert makes the retry safe.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/billing"
+	"github.com/ccproxy/ccproxy/internal/observability/emf"
+	"github.com/ccproxy/ccproxy/internal/store"
+)
+
+// MaxTextLen bounds the free-text columns of a usage row (session and agent
+// ids, client version, models, region, fallback reason): longer values are
+// cut at a character boundary. Claude Code's values are far shorter; the
+// bound keeps a hostile header from failing the indexes.
+const MaxTextLen = 512
+
+// FallbackRates price an event when the rate card has no row at all for
+// its provider (not even the default an admin may have deleted): the seeded
+// provider default, so that usage is never free.
+var FallbackRates = store.PriceRates{
+	Input:        decimal.RequireFromString("5"),
+	Output:       decimal.RequireFromString("25"),
+	CacheRead:    decimal.RequireFromString("0.5"),
+	CacheWrite5m: decimal.RequireFromString("6.25"),
+	CacheWrite1h: decimal.RequireFromString("10"),
+}
+
+// Options configures an Ingester.
+type Options struct {
+	// Store is where rows go. Required.
+	Store *store.Store
+	// Redis receives the spend counters. Required.
+	Redis redis.UniversalClient
+	// Prefix starts the counter keys (CCPROXY_REDIS_PREFIX).
+	Prefix string
+	// Location is the billing time zone; nil means UTC.
+	Location *time.Location
+	// Now is the clock that decides the current billing month; nil means
+	// time.Now.
+	Now func() time.Time
+	// EMF, when set, receives the stored usage per batch as CloudWatch
+	// embedded-metric lines (CCPROXY_CLOUDWATCH_EMF), one per provider and
+	// model (the same labels as the Prometheus metrics).
+	EMF *emf.Writer
+	// Logger receives the ingester's logs; nil discards them.
+	Logger *slog.Logger
+	// Registerer receives the ingester's metrics; nil keeps them private.
+	Registerer prometheus.Registerer
+}
+
+// Ingester commits usage batches; Handle is its usagestream.Handler.
+type Ingester struct {
+	st  *store.Store
+	rdb redis.UniversalClient
+	opt Options
+	log *slog.Logger
+	m   *metrics
+}
+
+type metrics struct {
+	events     *prometheus.CounterVec
+	tokens     *prometheus.CounterVec
+	cost       *prometheus.CounterVec
+	duplicates prometheus.Counter
+	rejected   prometheus.Counter
+	unpriced   *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_usage_events_ingested_total",
+			Help: "Usage events stored in Postgres (duplicates excluded), by provider and model (\"other\" for models without a price of their own).",
+		}, []string{"provider", "model"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_usage_tokens_total",
+			Help: "Tokens of the stored usage events, by provider and kind (input, output, cache_read, cache_write_5m, cache_write_1h).",
+		}, []string{"provider", "kind"}),
+		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_usage_cost_usd_total",
+			Help: "Cost in USD of the stored usage events (Bedrock: spend; anthropic: list-price equivalent of Plan usage), by provider and model.",
+		}, []string{"provider", "model"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccproxy_usage_duplicates_total",
+			Help: "Usage events skipped because their request id was already stored (redeliveries).",
+		}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccproxy_usage_rejected_total",
+			Help: "Usage events that could not be stored as rows (logged with their request id).",
+		}),
+		unpriced: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_usage_fallback_priced_total",
+			Help: "Usage events priced without a price row for their model, by how (family or default).",
+		}, []string{"flag"}),
+	}
+	for _, c := range []prometheus.Collector{m.events, m.tokens, m.cost, m.duplicates, m.rejected, m.unpriced} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+// New returns an Ingester.
+func New(opts Options) (*Ingester, error) {
+	if opts.Store == nil || opts.Redis == nil {
+		return nil, errors.New("ingest: Options.Store and Options.Redis are required")
+	}
+	if opts.Location == nil {
+		opts.Location = time.UTC
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Registerer == nil {
+		opts.Registerer = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("ingest: metrics: %w", err)
+	}
+	return &Ingester{st: opts.Store, rdb: opts.Redis, opt: opts, log: opts.Logger, m: m}, nil
+}
+
+// Handle stores a batch and refreshes the spend counters of its Bedrock
+// users. It returns nil only when both are done.
+func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
+	rows := make([]store.UsageEvent, 0, len(events))
+	known := make([]bool, 0, len(events)) // the model has a price row of its own
+	pr := pricer{st: in.st}
+	for _, ev := range events {
+		row := ToStoreEvent(ev)
+		exact, err := pr.price(ctx, &row)
+		if err != nil {
+			return fmt.Errorf("ingest: price %s: %w", row.RequestID, err)
+		}
+		if err := row.Validate(); err != nil {
+			// The stream decoder refuses what the schema would; this is a
+			// safety net that keeps one event from blocking the stream.
+			in.m.rejected.Inc()
+			in.log.Error("usage event cannot be stored; skipped", "request_id", ev.RequestID, "err", err)
+			continue
+		}
+		if row.PriceFlag == store.PriceFamily || row.PriceFlag == store.PriceDefault {
+			in.m.unpriced.WithLabelValues(string(row.PriceFlag)).Inc()
+		}
+		rows = append(rows, row)
+		known = append(known, exact)
+	}
+	newIDs, err := in.st.Usage().InsertNewEvents(ctx, rows)
+	if err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
+	in.account(ctx, rows, known, newIDs)
+	return in.refreshSpend(ctx, rows)
+}
+
+// account updates the metrics for the rows that were new.
+func (in *Ingester) account(ctx context.Context, rows []store.UsageEvent, known []bool, newIDs []string) {
+	fresh := make(map[string]bool, len(newIDs))
+	for _, id := range newIDs {
+		fresh[id] = true
+	}
+	if dup := len(rows) - len(newIDs); dup > 0 {
+		in.m.duplicates.Add(float64(dup))
+	}
+	type pair struct{ provider, model string }
+	var records map[pair]*emf.Record
+	if in.opt.EMF != nil {
+		records = map[pair]*emf.Record{}
+	}
+	for i := range rows {
+		r := &rows[i]
+		if !fresh[r.RequestID] {
+			continue
+		}
+		delete(fresh, r.RequestID) // a second copy in the batch is a duplicate
+		provider := string(r.Provider)
+		model := "other"
+		if known[i] {
+			model = r.RequestedModel
+		}
+		in.m.events.WithLabelValues(provider, model).Inc()
+		for kind, n := range map[string]int64{
+			"input": r.InputTokens, "output": r.OutputTokens, "cache_read": r.CacheReadTokens,
+			"cache_write_5m": r.CacheWrite5mTokens, "cache_write_1h": r.CacheWrite1hTokens,
+		} {
+			if n > 0 {
+				in.m.tokens.WithLabelValues(provider, kind).Add(float64(n))
+			}
+		}
+		if !r.CostUSD.IsZero() {
+			in.m.cost.WithLabelValues(provider, model).Add(r.CostUSD.InexactFloat64())
+		}
+		if records != nil {
+			rec := records[pair{provider, model}]
+			if rec == nil {
+				rec = &emf.Record{Provider: provider, Model: model}
+				records[pair{provider, model}] = rec
+			}
+			rec.Requests++
+			rec.InputTokens += r.InputTokens
+			rec.OutputTokens += r.OutputTokens
+			rec.CacheReadTokens += r.CacheReadTokens
+			rec.CacheWrite5mTokens += r.CacheWrite5mTokens
+			rec.CacheWrite1hTokens += r.CacheWrite1hTokens
+			rec.CostUSD = rec.CostUSD.Add(r.CostUSD)
+		}
+	}
+	for _, rec := range records {
+		if err := in.opt.EMF.Usage(ctx, *rec); err != nil {
+			in.log.Warn("writing CloudWatch EMF usage metrics failed", "provider", rec.Provider, "model", rec.Model, "err", err)
+		}
+	}
+}
+
+// refreshSpend recomputes from Postgres, and SETs in Redis, the Bedrock
+// spend of every user with Bedrock rows in the batch, for the current
+// billing month and each month the rows fall in. It does so for
+// duplicates too, so that a retried batch repairs a counter that a failed
+// SET left stale.
+func (in *Ingester) refreshSpend(ctx context.Context, rows []store.UsageEvent) error {
+	type userMonth struct {
+		user  uuid.UUID
+		month string
+	}
+	current := billing.MonthKey(in.opt.Now(), in.opt.Location)
+	todo := map[userMonth]billing.Month{}
+	for i := range rows {
+		r := &rows[i]
+		if r.Provider != store.ProviderBedrock {
+			continue
+		}
+		m := billing.MonthOf(r.EventTime, in.opt.Location)
+		todo[userMonth{r.UserID, m.Key}] = m
+		if _, ok := todo[userMonth{r.UserID, current}]; !ok {
+			todo[userMonth{r.UserID, current}] = billing.MonthOf(in.opt.Now(), in.opt.Location)
+		}
+	}
+	if len(todo) == 0 {
+		return nil
+	}
+	pipe := in.rdb.Pipeline()
+	for um, m := range todo {
+		spend, err := in.st.Usage().MonthlySpend(ctx, um.user, store.ProviderBedrock, m.Start, m.End)
+		if err != nil {
+			return fmt.Errorf("ingest: monthly spend of %s in %s: %w", um.user, um.month, err)
+		}
+		pipe.Set(ctx, billing.SpendKey(in.opt.Prefix, um.user, um.month), billing.FormatSpend(spend), billing.SpendTTL)
+	}
+	cmds, err := pipe.Exec(ctx)
+	if err == nil {
+		for _, c := range cmds {
+			if err = c.Err(); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("ingest: set spend counters: %w", err)
+	}
+	return nil
+}
+
+// ToStoreEvent converts a usage event to a usage row, unpriced. Free-text
+// fields lose NUL bytes (Postgres text cannot hold them) and are cut to
+// MaxTextLen bytes.
+func ToStoreEvent(ev usage.Event) store.UsageEvent {
+	out := store.UsageEvent{
+		RequestID:          clean(ev.RequestID, 200),
+		EventTime:          ev.Time.UTC(),
+		UserID:             ev.UserID,
+		AccessKeyID:        ev.KeyID,
+		SessionID:          clean(ev.SessionID, MaxTextLen),
+		AgentID:            clean(ev.AgentID, MaxTextLen),
+		ClientVersion:      clean(ev.ClientVersion, MaxTextLen),
+		Kind:               store.RequestKind(ev.PathKind),
+		RequestedModel:     clean(ev.Model, MaxTextLen),
+		BedrockModelID:     clean(ev.BackendModel, MaxTextLen),
+		Provider:           store.Provider(ev.Provider),
+		Region:             clean(ev.Region, MaxTextLen),
+		Fallback:           ev.Fallback,
+		FallbackReason:     clean(ev.FallbackReason, MaxTextLen),
+		Stream:             ev.Stream,
+		Status:             ev.Status,
+		InputTokens:        ev.Usage.InputTokens,
+		OutputTokens:       ev.Usage.OutputTokens,
+		CacheReadTokens:    ev.Usage.CacheReadInputTokens,
+		CacheWrite5mTokens: ev.Usage.CacheWrite5mInputTokens,
+		CacheWrite1hTokens: ev.Usage.CacheWrite1hInputTokens,
+		LatencyMs:          int(ev.Latency.Milliseconds()),
+		Aborted:            ev.Aborted,
+	}
+	if ev.TTFT > 0 {
+		ms := int(ev.TTFT.Milliseconds())
+		out.TTFTMs = &ms
+	}
+	return out
+}
+
+// clean removes NUL bytes and invalid UTF-8 from s and cuts it to at most
+// n bytes at a character boundary.
+func clean(s string, n int) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "")
+	}
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	if len(s) <= n {
+		return s
+	}
+	cut := n
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// Cost is the exact cost of a row's tokens at rates given per million
+// tokens, rounded to 6 decimal places.
+func Cost(r store.PriceRates, ev *store.UsageEvent) decimal.Decimal {
+	million := decimal.NewFromInt(1_000_000)
+	sum := r.Input.Mul(decimal.NewFromInt(ev.InputTokens)).
+		Add(r.Output.Mul(decimal.NewFromInt(ev.OutputTokens))).
+		Add(r.CacheRead.Mul(decimal.NewFromInt(ev.CacheReadTokens))).
+		Add(r.CacheWrite5m.Mul(decimal.NewFromInt(ev.CacheWrite5mTokens))).
+		Add(r.CacheWrite1h.Mul(decimal.NewFromInt(ev.CacheWrite1hTokens)))
+	return sum.Div(million).Round(6)
+}
+
+// pricer prices the rows of one batch, remembering each lookup for the
+// time range its price row is effective in.
+type pricer struct {
+	st    *store.Store
+	cache map[priceKey][]cachedPrice
+}
+
+type priceKey struct {
+	provider      store.Provider
+	region, model string
+}
+
+type cachedPrice struct {
+	// from and to are the price row's effective window; without a row
+	// (FallbackRates) from is zero and the lookup holds only for at.
+	from  time.Time
+	to    *time.Time
+	at    time.Time
+	rates store.PriceRates
+	flag  store.PriceFlag
+}
+
+func (c cachedPrice) covers(t time.Time) bool {
+	if c.from.IsZero() {
+		return t.Equal(c.at)
+	}
+	return !t.Before(c.from) && (c.to == nil || t.Before(*c.to))
+}
+
+// price sets the row's cost and price flag (count_tokens rows are
+// unpriced) and reports whether the model has a price row of its own.
+func (p *pricer) price(ctx context.Context, row *store.UsageEvent) (bool, error) {
+	key := priceKey{row.Provider, row.Region, row.RequestedModel}
+	c, ok := p.cached(key, row.EventTime)
+	if !ok {
+		var err error
+		if c, err = p.lookup(ctx, key, row.EventTime); err != nil {
+			return false, err
+		}
+		if p.cache == nil {
+			p.cache = map[priceKey][]cachedPrice{}
+		}
+		p.cache[key] = append(p.cache[key], c)
+	}
+	if row.Kind == store.KindCountTokens {
+		row.PriceFlag, row.CostUSD = store.PriceNone, decimal.Zero
+	} else {
+		row.PriceFlag, row.CostUSD = c.flag, Cost(c.rates, row)
+	}
+	return c.flag == store.PriceExact, nil
+}
+
+func (p *pricer) cached(key priceKey, at time.Time) (cachedPrice, bool) {
+	for _, c := range p.cache[key] {
+		if c.covers(at) {
+			return c, true
+		}
+	}
+	return cachedPrice{}, false
+}
+
+// lookup finds the price of a model: its own row or its mapping's family
+// first; then, for a model the mappings do not know, the family its name
+// says (claude-opus-9 → opus); then the provider default; then
+// FallbackRates.
+func (p *pricer) lookup(ctx context.Context, k priceKey, at time.Time) (cachedPrice, error) {
+	q := store.PriceQuery{Provider: k.provider, Region: k.region, Model: k.model, At: at}
+	pr, flag, err := p.st.Prices().PriceAt(ctx, q)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return cachedPrice{}, err
+	}
+	found := err == nil
+	if (!found || flag == store.PriceDefault) && FamilyOf(k.model) != "" {
+		q.Family = FamilyOf(k.model)
+		fp, fflag, ferr := p.st.Prices().PriceAt(ctx, q)
+		switch {
+		case ferr == nil && fflag != store.PriceDefault:
+			pr, flag, found = fp, fflag, true
+		case ferr != nil && !errors.Is(ferr, store.ErrNotFound):
+			return cachedPrice{}, ferr
+		}
+	}
+	if !found {
+		return cachedPrice{at: at, rates: FallbackRates, flag: store.PriceDefault}, nil
+	}
+	return cachedPrice{from: pr.EffectiveFrom, to: pr.EffectiveTo, rates: pr.PriceRates, flag: flag}, nil
+}
+
+// FamilyOf guesses a model's family from its name: the first word after
+// "claude" that is all letters ("claude-opus-4-9" → "opus",
+// "claude-3-5-haiku-20241022" → "haiku",
+// "us.anthropic.claude-sonnet-4-5-v1:0" → "sonnet"); "" when there is none.
+func FamilyOf(model string) string {
+	words := strings.FieldsFunc(strings.ToLower(model), func(r rune) bool {
+		return r == '-' || r == '.' || r == ':' || r == '_' || r == '/' || r == '[' || r == ']' || r == '@'
+	})
+	for i, w := range words {
+		if w != "claude" {
+			continue
+		}
+		for _, f := range words[i+1:] {
+			if isLetters(f) {
+				return f
+			}
+		}
+		return ""
+	}
+	return ""
+}
+
+func isLetters(s string) bool {
+	for _, c := range s {
+		if c < 'a' || c > 'z' {
+			return false
+		}
+	}
+	return s != ""
+}

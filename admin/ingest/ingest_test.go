@@ -1,0 +1,399 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/billing"
+	"github.com/ccproxy/ccproxy/internal/observability/emf"
+	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/store/storetest"
+	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/usagestream"
+)
+
+var (
+	userA = uuid.MustParse("0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69")
+	userB = uuid.MustParse("5d2c1b0a-9f8e-4d7c-8b6a-5f4e3d2c1b0a")
+	keyA  = uuid.MustParse("1c8f9a4b-4d1f-4c9f-8b54-2a3e4d5c6b7a")
+)
+
+func event(id string, at time.Time, provider, model string, in, out int64) usage.Event {
+	return usage.Event{
+		RequestID: id, Time: at, UserID: userA, KeyID: keyA, PathKind: usage.PathMessages,
+		Model: model, Provider: provider, Status: 200,
+		Usage: usage.Usage{InputTokens: in, OutputTokens: out},
+	}
+}
+
+func newIngester(t *testing.T, st *store.Store, rdb redis.UniversalClient, prefix string, loc *time.Location, now time.Time) *Ingester {
+	t.Helper()
+	in, err := New(Options{Store: st, Redis: rdb, Prefix: prefix, Location: loc, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
+}
+
+func dec(s string) decimal.Decimal { return decimal.RequireFromString(s) }
+
+func TestHandlePricesRows(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	in := newIngester(t, st, rdb, prefix, time.UTC, at)
+
+	exact := event("exact", at, usage.ProviderAnthropic, "claude-sonnet-4-5-20250929", 1000, 2000)
+	exact.Usage.CacheReadInputTokens, exact.Usage.CacheWrite5mInputTokens, exact.Usage.CacheWrite1hInputTokens = 10000, 400, 100
+	alias := event("alias", at, usage.ProviderAnthropic, "claude-sonnet-4-5", 1_000_000, 0)
+	family := event("family", at, usage.ProviderAnthropic, "claude-opus-9-1", 1_000_000, 1_000_000)
+	unknown := event("unknown", at, usage.ProviderAnthropic, "mystery-model", 1_000_000, 0)
+	counted := event("counted", at, usage.ProviderAnthropic, "claude-sonnet-4-5", 0, 0)
+	counted.PathKind, counted.CountedInputTokens = usage.PathCountTokens, 123
+	tiny := event("tiny", at, usage.ProviderAnthropic, "claude-haiku-4-5", 1, 0) // $0.000001
+	odd := event("odd", at, usage.ProviderAnthropic, "claude-haiku-4-5", 0, 1)   // $0.000005
+
+	if err := in.Handle(ctx, []usage.Event{exact, alias, family, unknown, counted, tiny, odd}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		id   string
+		cost string
+		flag store.PriceFlag
+	}{
+		// 1000×3 + 2000×15 + 10000×0.3 + 400×3.75 + 100×6 per million.
+		{"exact", "0.038100", store.PriceExact},
+		{"alias", "3", store.PriceExact},
+		{"family", "30", store.PriceFamily}, // opus family: 5 + 25
+		{"unknown", "5", store.PriceDefault},
+		{"counted", "0", store.PriceNone},
+		{"tiny", "0.000001", store.PriceExact},
+		{"odd", "0.000005", store.PriceExact},
+	}
+	for _, tt := range tests {
+		row, err := st.Usage().GetRequest(ctx, tt.id)
+		if err != nil {
+			t.Fatalf("%s: %v", tt.id, err)
+		}
+		if !row.CostUSD.Equal(dec(tt.cost)) || row.PriceFlag != tt.flag {
+			t.Errorf("%s: cost %s flag %q; want %s %q", tt.id, row.CostUSD, row.PriceFlag, tt.cost, tt.flag)
+		}
+	}
+	if got := testutil.ToFloat64(in.m.events.WithLabelValues("anthropic", "claude-sonnet-4-5-20250929")); got != 1 {
+		t.Errorf("events{model=exact id} = %v", got)
+	}
+	if got := testutil.ToFloat64(in.m.events.WithLabelValues("anthropic", "other")); got != 2 {
+		t.Errorf("events{model=other} = %v, want 2 (family and default)", got)
+	}
+	if got := testutil.ToFloat64(in.m.tokens.WithLabelValues("anthropic", "cache_read")); got != 10000 {
+		t.Errorf("tokens{cache_read} = %v", got)
+	}
+	if got := testutil.ToFloat64(in.m.cost.WithLabelValues("anthropic", "other")); got != 35 {
+		t.Errorf("cost{other} = %v", got)
+	}
+}
+
+func TestHandlePricesAtEventTime(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	change := time.Date(2026, 3, 10, 0, 0, 0, 0, time.UTC)
+	if _, err := st.Prices().Supersede(ctx, store.NewPrice{
+		Provider: store.ProviderAnthropic, ModelID: "claude-haiku-4-5-20251001",
+		PriceRates:    store.PriceRates{Input: dec("2"), Output: dec("10"), CacheRead: dec("0.2"), CacheWrite5m: dec("2.5"), CacheWrite1h: dec("4")},
+		EffectiveFrom: change,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	in := newIngester(t, st, rdb, prefix, time.UTC, change)
+	before := event("before", change.Add(-time.Nanosecond), usage.ProviderAnthropic, "claude-haiku-4-5", 1_000_000, 0)
+	after := event("after", change, usage.ProviderAnthropic, "claude-haiku-4-5", 1_000_000, 0)
+	again := event("before-again", change.Add(-time.Hour), usage.ProviderAnthropic, "claude-haiku-4-5", 1_000_000, 0)
+	if err := in.Handle(ctx, []usage.Event{before, after, again}); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]string{"before": "1", "after": "2", "before-again": "1"} {
+		row, err := st.Usage().GetRequest(ctx, id)
+		if err != nil || !row.CostUSD.Equal(dec(want)) {
+			t.Errorf("%s: cost %s, %v; want %s", id, row.CostUSD, err, want)
+		}
+	}
+}
+
+func TestHandleIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	in := newIngester(t, st, rdb, prefix, time.UTC, at)
+	a := event("a", at, usage.ProviderBedrock, "claude-sonnet-4-5", 1000, 100)
+	b := event("b", at, usage.ProviderBedrock, "claude-sonnet-4-5", 2000, 200)
+	aLater := a
+	aLater.Time = at.Add(time.Minute) // same request id, different time: still a duplicate
+	if err := in.Handle(ctx, []usage.Event{a, a}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Handle(ctx, []usage.Event{aLater, b, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Handle(ctx, []usage.Event{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	rows, _, err := st.Usage().ListRequests(ctx, store.UsageFilter{}, 100, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 2 {
+		t.Fatalf("%d rows, want 2", len(rows))
+	}
+	// a twice in the first batch, aLater and b twice in the second, a and b.
+	if got := testutil.ToFloat64(in.m.duplicates); got != 5 {
+		t.Errorf("duplicates = %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(in.m.events.WithLabelValues("bedrock", "claude-sonnet-4-5")); got != 2 {
+		t.Errorf("events = %v, want 2", got)
+	}
+	// The rollups count each request once.
+	spend, err := st.Usage().MonthlySpend(ctx, userA, store.ProviderBedrock, at.Add(-time.Hour), at.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Cost(store.PriceRates{Input: dec("3"), Output: dec("15")}, &store.UsageEvent{InputTokens: 3000, OutputTokens: 300})
+	if !spend.Equal(want) {
+		t.Errorf("spend %s, want %s", spend, want)
+	}
+}
+
+func TestHandleSetsSpendCounters(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	ny, err := billing.LoadLocation("America/New_York")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
+	in := newIngester(t, st, rdb, prefix, ny, now)
+	febLocal := event("feb", time.Date(2026, 3, 1, 3, 0, 0, 0, time.UTC), usage.ProviderBedrock, "claude-sonnet-4-5", 1_000_000, 0) // Feb 28 in New York
+	mar := event("mar", time.Date(2026, 3, 1, 6, 0, 0, 0, time.UTC), usage.ProviderBedrock, "claude-sonnet-4-5", 0, 1_000_000)
+	plan := event("plan", time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), usage.ProviderAnthropic, "claude-sonnet-4-5", 1_000_000, 0)
+	planOnly := event("plan-b", time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC), usage.ProviderAnthropic, "claude-sonnet-4-5", 1, 0)
+	planOnly.UserID = userB
+	if err := in.Handle(ctx, []usage.Event{febLocal, mar, plan, planOnly}); err != nil {
+		t.Fatal(err)
+	}
+	for month, want := range map[string]string{"2026-02": "3.000000", "2026-03": "15.000000"} {
+		key := billing.SpendKey(prefix, userA, month)
+		got, err := rdb.Get(ctx, key).Result()
+		if err != nil || got != want {
+			t.Errorf("%s = %q, %v; want %s (Bedrock only, New York months)", key, got, err, want)
+		}
+		if ttl := rdb.TTL(ctx, key).Val(); ttl < billing.SpendTTL-time.Minute || ttl > billing.SpendTTL {
+			t.Errorf("%s TTL %v", key, ttl)
+		}
+	}
+	if n := rdb.Exists(ctx, billing.SpendKey(prefix, userB, "2026-03")).Val(); n != 0 {
+		t.Errorf("a counter was set for a user without Bedrock rows")
+	}
+	// A batch of an older month refreshes that month and the current one.
+	if err := rdb.Set(ctx, billing.SpendKey(prefix, userA, "2026-03"), "999", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	late := event("late-feb", time.Date(2026, 2, 10, 0, 0, 0, 0, time.UTC), usage.ProviderBedrock, "claude-sonnet-4-5", 1_000_000, 0)
+	if err := in.Handle(ctx, []usage.Event{late}); err != nil {
+		t.Fatal(err)
+	}
+	for month, want := range map[string]string{"2026-02": "6.000000", "2026-03": "15.000000"} {
+		if got := rdb.Get(ctx, billing.SpendKey(prefix, userA, month)).Val(); got != want {
+			t.Errorf("after a late event, %s = %s, want %s", month, got, want)
+		}
+	}
+	// A redelivered batch (all duplicates) still repairs the counters.
+	if err := rdb.Set(ctx, billing.SpendKey(prefix, userA, "2026-02"), "0.000000", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Handle(ctx, []usage.Event{late}); err != nil {
+		t.Fatal(err)
+	}
+	if got := rdb.Get(ctx, billing.SpendKey(prefix, userA, "2026-02")).Val(); got != "6.000000" {
+		t.Errorf("after a redelivery, 2026-02 = %s", got)
+	}
+}
+
+func TestToStoreEventCleansText(t *testing.T) {
+	ev := event("r", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), usage.ProviderAnthropic, "claude\x00-sonnet", 1, 1)
+	ev.SessionID = strings.Repeat("é", 400) // 800 bytes
+	ev.AgentID = "a\xffb"
+	ev.TTFT, ev.Latency = 1500*time.Microsecond, 2*time.Second
+	row := ToStoreEvent(ev)
+	if row.RequestedModel != "claude-sonnet" || len(row.SessionID) != MaxTextLen || !strings.HasPrefix(ev.SessionID, row.SessionID) || row.AgentID != "a\uFFFDb" {
+		t.Errorf("row %q %d %q", row.RequestedModel, len(row.SessionID), row.AgentID)
+	}
+	if row.TTFTMs == nil || *row.TTFTMs != 1 || row.LatencyMs != 2000 {
+		t.Errorf("durations %v %d", row.TTFTMs, row.LatencyMs)
+	}
+	if err := row.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestFamilyOf(t *testing.T) {
+	for in, want := range map[string]string{
+		"claude-opus-9-1": "opus", "claude-3-5-haiku-20241022": "haiku", "us.anthropic.claude-sonnet-4-5-20250929-v1:0": "sonnet",
+		"Claude-Fable-5[1m]": "fable", "gpt-4o": "", "claude-4": "", "": "", "claude": "",
+	} {
+		if got := FamilyOf(in); got != want {
+			t.Errorf("FamilyOf(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// FuzzStoreEvent: whatever the stream decoder accepts becomes a row the
+// schema accepts, so an entry can never block the ingester.
+func FuzzStoreEvent(f *testing.F) {
+	f.Add([]byte(usagestream.Encode(event("r", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), "bedrock", "claude-sonnet-4-5", 1, 2))))
+	f.Add([]byte(`{"v":1,"request_id":"x","time":"2026-01-01T00:00:00Z","path":"messages","provider":"anthropic","status":0,"model":"a\u0000b","session_id":"\udc00"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ev, err := usagestream.Decode(b)
+		if err != nil {
+			return
+		}
+		row := ToStoreEvent(ev)
+		row.PriceFlag, row.CostUSD = store.PriceDefault, Cost(FallbackRates, &row)
+		if err := row.Validate(); err != nil {
+			t.Fatalf("decoded event %+v makes an invalid row: %v", ev, err)
+		}
+		for _, s := range []string{row.RequestID, row.SessionID, row.AgentID, row.ClientVersion, row.RequestedModel, row.BedrockModelID, row.Region, row.FallbackReason} {
+			if strings.IndexByte(s, 0) >= 0 || len(s) > MaxTextLen {
+				t.Fatalf("unstorable text %q", s)
+			}
+		}
+	})
+}
+
+func TestPipelineEndToEnd(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	in := newIngester(t, st, rdb, prefix, time.UTC, time.Now())
+	p, err := usagestream.NewProducer(usagestream.ProducerOptions{Redis: rdb, Prefix: prefix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := usagestream.NewConsumer(usagestream.ConsumerOptions{Redis: rdb, Prefix: prefix, Block: 100 * time.Millisecond}, in.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	go func() { _ = p.Run(rctx); done <- struct{}{} }()
+	go func() { _ = c.Run(rctx); done <- struct{}{} }()
+	defer func() { cancel(); <-done; <-done }()
+
+	at := time.Now().UTC().Truncate(time.Millisecond)
+	for i := range 300 {
+		ev := event(fmt.Sprintf("e2e-%03d", i), at.Add(time.Duration(i)*time.Millisecond), usage.ProviderBedrock, "claude-sonnet-4-5", 1000, 10)
+		p.Record(ctx, ev)
+		if i%10 == 0 {
+			p.Record(ctx, ev) // extproc never does this, but a retried XADD can
+		}
+	}
+	waitRows(t, st, 300, 10*time.Second)
+	time.Sleep(200 * time.Millisecond)
+	waitRows(t, st, 300, 0)
+	month := billing.MonthOf(at, time.UTC)
+	spend, err := st.Usage().MonthlySpend(ctx, userA, store.ProviderBedrock, month.Start, month.End)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := dec("0.003150").Mul(decimal.NewFromInt(300)); !spend.Equal(want) {
+		t.Errorf("spend %s, want %s", spend, want)
+	}
+	waitFor(t, "spend counter", 5*time.Second, func() bool {
+		return rdb.Get(ctx, billing.SpendKey(prefix, userA, month.Key)).Val() == billing.FormatSpend(spend)
+	})
+}
+
+func countRows(t *testing.T, st *store.Store) int {
+	t.Helper()
+	var n int
+	if err := st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM usage_events`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitRows waits until usage_events has want rows, and fails if it ever
+// has more.
+func waitRows(t *testing.T, st *store.Store, want int, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		n := countRows(t, st)
+		if n > want {
+			t.Fatalf("usage_events has %d rows, want %d", n, want)
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage_events has %d rows after %v, want %d", n, timeout, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestHandleWritesEMF(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	var out bytes.Buffer
+	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	in, err := New(Options{Store: st, Redis: rdb, Prefix: prefix, EMF: emf.NewWriter(&out, emf.Options{Now: func() time.Time { return at }})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := event("a", at, usage.ProviderBedrock, "claude-sonnet-4-5", 1_000_000, 0)
+	b := event("b", at, usage.ProviderBedrock, "claude-sonnet-4-5", 0, 1_000_000)
+	if err := in.Handle(ctx, []usage.Event{a, b}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Handle(ctx, []usage.Event{a}); err != nil { // a duplicate: nothing written
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("%d EMF lines, want 1: %s", len(lines), out.String())
+	}
+	var doc map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &doc); err != nil {
+		t.Fatal(err)
+	}
+	if doc["Provider"] != "bedrock" || doc["Model"] != "claude-sonnet-4-5" || doc["Requests"] != float64(2) ||
+		doc["InputTokens"] != float64(1_000_000) || doc["CostUSD"] != float64(18) {
+		t.Errorf("EMF line %s", lines[0])
+	}
+}

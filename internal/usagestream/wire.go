@@ -1,0 +1,224 @@
+// Package usagestream owns the path of usage events from extproc to the
+// admin service through Redis: the stream's names and entry format (JSON,
+// version 1, of every usage.Event field), the Producer that extproc
+// publishes through (a never-blocking usage.Sink with a bounded in-memory
+// buffer that rides out Redis outages), and the Consumer that the admin
+// service's ingester reads with (a consumer group with at-least-once
+// delivery: entries are acknowledged only after the handler committed
+// them, and entries left by a dead consumer are claimed by a live one).
+//
+// Exactly-once in Postgres is the handler's job: the admin ingester stores
+// events idempotently by request id (admin/ingest), so a redelivered or
+// re-published event is skipped.
+//
+// Redis layout, under the configured prefix (CCPROXY_REDIS_PREFIX):
+//
+//	<prefix>usage:stream   the stream; each entry has one field "e", the JSON event
+//	<prefix>usage:dead     entries the consumer could not decode, with the
+//	                       original id ("id"), payload ("e") and error ("err")
+//
+// The consumer group is "ingest".
+package usagestream
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/ccproxy/ccproxy/extproc/usage"
+)
+
+// Version is the entry format version, the "v" field of every entry.
+const Version = 1
+
+// Field is the name of the stream entry field that holds the JSON event.
+const Field = "e"
+
+// Group is the consumer group of the admin ingesters.
+const Group = "ingest"
+
+// MaxEntrySize bounds an entry the decoder accepts. Real events are well
+// under 2 KB: the router caps the model name and client version.
+const MaxEntrySize = 64 << 10
+
+// StreamKey is the usage stream's key.
+func StreamKey(prefix string) string { return prefix + "usage:stream" }
+
+// DeadLetterKey is the dead-letter stream's key.
+func DeadLetterKey(prefix string) string { return prefix + "usage:dead" }
+
+// wireEvent is the JSON form of a usage.Event. Times are RFC 3339 in UTC
+// with nanoseconds and durations are integer nanoseconds, so that a decoded
+// event equals the encoded one exactly. Empty strings and zero numbers are
+// omitted.
+type wireEvent struct {
+	V              int       `json:"v"`
+	RequestID      string    `json:"request_id"`
+	Time           string    `json:"time"`
+	UserID         uuid.UUID `json:"user_id"`
+	KeyID          uuid.UUID `json:"key_id"`
+	SessionID      string    `json:"session_id,omitempty"`
+	AgentID        string    `json:"agent_id,omitempty"`
+	ClientVersion  string    `json:"client_version,omitempty"`
+	PathKind       string    `json:"path"`
+	Model          string    `json:"model,omitempty"`
+	BackendModel   string    `json:"backend_model,omitempty"`
+	Provider       string    `json:"provider"`
+	Region         string    `json:"region,omitempty"`
+	Route          string    `json:"route,omitempty"`
+	Fallback       bool      `json:"fallback,omitempty"`
+	FallbackReason string    `json:"fallback_reason,omitempty"`
+	Stream         bool      `json:"stream,omitempty"`
+	Status         int       `json:"status"`
+	Input          int64     `json:"input_tokens,omitempty"`
+	Output         int64     `json:"output_tokens,omitempty"`
+	CacheRead      int64     `json:"cache_read_tokens,omitempty"`
+	CacheWrite5m   int64     `json:"cache_write_5m_tokens,omitempty"`
+	CacheWrite1h   int64     `json:"cache_write_1h_tokens,omitempty"`
+	CountedInput   int64     `json:"counted_input_tokens,omitempty"`
+	TTFTNanos      int64     `json:"ttft_ns,omitempty"`
+	LatencyNanos   int64     `json:"latency_ns,omitempty"`
+	Aborted        bool      `json:"aborted,omitempty"`
+}
+
+// Encode returns the entry payload of ev. Time is stored in UTC (the
+// location and monotonic reading are not kept).
+func Encode(ev usage.Event) []byte {
+	w := wireEvent{
+		V:              Version,
+		RequestID:      ev.RequestID,
+		Time:           ev.Time.UTC().Format(time.RFC3339Nano),
+		UserID:         ev.UserID,
+		KeyID:          ev.KeyID,
+		SessionID:      ev.SessionID,
+		AgentID:        ev.AgentID,
+		ClientVersion:  ev.ClientVersion,
+		PathKind:       ev.PathKind,
+		Model:          ev.Model,
+		BackendModel:   ev.BackendModel,
+		Provider:       ev.Provider,
+		Region:         ev.Region,
+		Route:          ev.Route,
+		Fallback:       ev.Fallback,
+		FallbackReason: ev.FallbackReason,
+		Stream:         ev.Stream,
+		Status:         ev.Status,
+		Input:          ev.Usage.InputTokens,
+		Output:         ev.Usage.OutputTokens,
+		CacheRead:      ev.Usage.CacheReadInputTokens,
+		CacheWrite5m:   ev.Usage.CacheWrite5mInputTokens,
+		CacheWrite1h:   ev.Usage.CacheWrite1hInputTokens,
+		CountedInput:   ev.CountedInputTokens,
+		TTFTNanos:      int64(ev.TTFT),
+		LatencyNanos:   int64(ev.Latency),
+		Aborted:        ev.Aborted,
+	}
+	b, err := json.Marshal(w)
+	if err != nil {
+		// Only strings, numbers, booleans and UUIDs: Marshal cannot fail.
+		panic("usagestream: encode: " + err.Error())
+	}
+	return b
+}
+
+// ErrUndecodable wraps every Decode error.
+var ErrUndecodable = errors.New("usagestream: undecodable entry")
+
+// Time bounds of a decodable event: anything else is corrupt, and would
+// make the ingester create absurd monthly partitions.
+var (
+	minTime = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	maxTime = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// maxDuration bounds TTFT and latency: they are stored as int32
+// milliseconds.
+const maxDuration = time.Duration(1<<31-1) * time.Millisecond
+
+// Decode parses an entry payload from untrusted bytes. It rejects, with an
+// error wrapping ErrUndecodable, anything the ingester could not store as
+// is: another version, a missing or over-long request id, a bad time, an
+// unknown path kind or provider, a status outside 0–999, negative counts
+// or durations. Unknown fields are ignored, so a later producer may add
+// fields without a new version. Over-long free-text fields (model, session
+// id, …) are accepted; the ingester shortens them.
+func Decode(b []byte) (usage.Event, error) {
+	if len(b) > MaxEntrySize {
+		return usage.Event{}, fmt.Errorf("%w: %d bytes (limit %d)", ErrUndecodable, len(b), MaxEntrySize)
+	}
+	var w wireEvent
+	d := json.NewDecoder(bytes.NewReader(b))
+	if err := d.Decode(&w); err != nil {
+		return usage.Event{}, fmt.Errorf("%w: %v", ErrUndecodable, err)
+	}
+	if d.More() {
+		return usage.Event{}, fmt.Errorf("%w: data after the JSON object", ErrUndecodable)
+	}
+	if w.V != Version {
+		return usage.Event{}, fmt.Errorf("%w: version %d (want %d)", ErrUndecodable, w.V, Version)
+	}
+	t, err := time.Parse(time.RFC3339Nano, w.Time)
+	if err != nil {
+		return usage.Event{}, fmt.Errorf("%w: time %q", ErrUndecodable, w.Time)
+	}
+	t = t.UTC()
+	ev := usage.Event{
+		RequestID:      w.RequestID,
+		Time:           t,
+		UserID:         w.UserID,
+		KeyID:          w.KeyID,
+		SessionID:      w.SessionID,
+		AgentID:        w.AgentID,
+		ClientVersion:  w.ClientVersion,
+		PathKind:       w.PathKind,
+		Model:          w.Model,
+		BackendModel:   w.BackendModel,
+		Provider:       w.Provider,
+		Region:         w.Region,
+		Route:          w.Route,
+		Fallback:       w.Fallback,
+		FallbackReason: w.FallbackReason,
+		Stream:         w.Stream,
+		Status:         w.Status,
+		Usage: usage.Usage{
+			InputTokens:             w.Input,
+			OutputTokens:            w.Output,
+			CacheReadInputTokens:    w.CacheRead,
+			CacheWrite5mInputTokens: w.CacheWrite5m,
+			CacheWrite1hInputTokens: w.CacheWrite1h,
+		},
+		CountedInputTokens: w.CountedInput,
+		TTFT:               time.Duration(w.TTFTNanos),
+		Latency:            time.Duration(w.LatencyNanos),
+		Aborted:            w.Aborted,
+	}
+	if err := check(ev); err != nil {
+		return usage.Event{}, fmt.Errorf("%w: request %q: %v", ErrUndecodable, ev.RequestID, err)
+	}
+	return ev, nil
+}
+
+func check(ev usage.Event) error {
+	switch {
+	case ev.RequestID == "" || len(ev.RequestID) > 200:
+		return fmt.Errorf("request id of %d bytes (want 1 to 200)", len(ev.RequestID))
+	case ev.Time.Before(minTime) || !ev.Time.Before(maxTime):
+		return fmt.Errorf("time %s out of range", ev.Time.Format(time.RFC3339))
+	case ev.PathKind != usage.PathMessages && ev.PathKind != usage.PathCountTokens:
+		return fmt.Errorf("path kind %q", ev.PathKind)
+	case ev.Provider != usage.ProviderAnthropic && ev.Provider != usage.ProviderBedrock:
+		return fmt.Errorf("provider %q", ev.Provider)
+	case ev.Status < 0 || ev.Status > 999:
+		return fmt.Errorf("status %d", ev.Status)
+	case ev.Usage.InputTokens < 0 || ev.Usage.OutputTokens < 0 || ev.Usage.CacheReadInputTokens < 0 ||
+		ev.Usage.CacheWrite5mInputTokens < 0 || ev.Usage.CacheWrite1hInputTokens < 0 || ev.CountedInputTokens < 0:
+		return errors.New("negative token count")
+	case ev.TTFT < 0 || ev.Latency < 0 || ev.TTFT > maxDuration || ev.Latency > maxDuration:
+		return errors.New("duration out of range")
+	}
+	return nil
+}
