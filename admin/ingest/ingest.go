@@ -277,13 +277,29 @@ func (in *Ingester) refreshSpend(ctx context.Context, rows []store.UsageEvent) e
 	if len(todo) == 0 {
 		return nil
 	}
-	pipe := in.rdb.Pipeline()
+	// One query per month (usually one) for all the batch's users.
+	type monthUsers struct {
+		m     billing.Month
+		users []uuid.UUID
+	}
+	byMonth := map[string]*monthUsers{}
 	for um, m := range todo {
-		spend, err := in.st.Usage().MonthlySpend(ctx, um.user, store.ProviderBedrock, m.Start, m.End)
-		if err != nil {
-			return fmt.Errorf("ingest: monthly spend of %s in %s: %w", um.user, um.month, err)
+		mu := byMonth[um.month]
+		if mu == nil {
+			mu = &monthUsers{m: m}
+			byMonth[um.month] = mu
 		}
-		pipe.Set(ctx, billing.SpendKey(in.opt.Prefix, um.user, um.month), billing.FormatSpend(spend), billing.SpendTTL)
+		mu.users = append(mu.users, um.user)
+	}
+	pipe := in.rdb.Pipeline()
+	for key, mu := range byMonth {
+		spends, err := in.st.Usage().MonthlySpends(ctx, mu.users, store.ProviderBedrock, mu.m.Start, mu.m.End)
+		if err != nil {
+			return fmt.Errorf("ingest: monthly spend in %s: %w", key, err)
+		}
+		for _, user := range mu.users {
+			pipe.Set(ctx, billing.SpendKey(in.opt.Prefix, user, key), billing.FormatSpend(spends[user]), billing.SpendTTL)
+		}
 	}
 	cmds, err := pipe.Exec(ctx)
 	if err == nil {

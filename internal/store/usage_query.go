@@ -234,6 +234,53 @@ func (u Usage) MonthlySpend(ctx context.Context, userID uuid.UUID, provider Prov
 	return spend, nil
 }
 
+// MonthlySpends is MonthlySpend for several users in one query: the
+// ingester refreshes the spend of every Bedrock user of a batch at once.
+// Users without rows in the window are absent from the map (spend zero).
+func (u Usage) MonthlySpends(ctx context.Context, users []uuid.UUID, provider Provider, from, to time.Time) (map[uuid.UUID]decimal.Decimal, error) {
+	if !provider.Valid() {
+		return nil, invalidf("provider %q", provider)
+	}
+	out := make(map[uuid.UUID]decimal.Decimal, len(users))
+	if len(users) == 0 {
+		return out, nil
+	}
+	hourStart := from.Truncate(time.Hour)
+	if hourStart.Before(from) {
+		hourStart = hourStart.Add(time.Hour)
+	}
+	hourEnd := to.Truncate(time.Hour)
+	if !hourStart.Before(hourEnd) {
+		hourStart, hourEnd = to, to
+	}
+	rows, err := u.q.db.Query(ctx, `
+		SELECT user_id, sum(cost) FROM (
+			SELECT user_id, cost_usd AS cost FROM usage_hourly
+			WHERE user_id = ANY($1) AND provider = $2 AND bucket >= $3 AND bucket < $4
+			UNION ALL
+			SELECT user_id, cost_usd FROM usage_events
+			WHERE user_id = ANY($1) AND provider = $2
+			  AND (event_time >= $5 AND event_time < $3 OR event_time >= $4 AND event_time < $6)
+		) s GROUP BY user_id`,
+		users, provider, hourStart, hourEnd, from, to)
+	if err != nil {
+		return nil, mapErr("store: monthly spends", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id uuid.UUID
+		var spend decimal.Decimal
+		if err := rows.Scan(&id, &spend); err != nil {
+			return nil, mapErr("store: monthly spends", err)
+		}
+		out[id] = spend
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mapErr("store: monthly spends", err)
+	}
+	return out, nil
+}
+
 // UsageFilter selects usage events to list; zero fields do not filter.
 type UsageFilter struct {
 	UserID      *uuid.UUID

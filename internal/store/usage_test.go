@@ -410,7 +410,22 @@ func TestMonthlySpend(t *testing.T) {
 			if !got.Equal(decimal.RequireFromString(tc.want)) {
 				t.Fatalf("spend = %s, want %s", got, tc.want)
 			}
+			// The many-users form agrees, for the user and a user
+			// without rows (absent: zero).
+			nobody := uuid.New()
+			many, err := st.Usage().MonthlySpends(ctx, []uuid.UUID{tc.user, nobody}, tc.provider, tc.from, tc.to)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !many[tc.user].Equal(got) || !many[nobody].IsZero() {
+				t.Fatalf("MonthlySpends = %v, want %s for the user and nothing else", many, got)
+			}
 		})
+	}
+	both, err := st.Usage().MonthlySpends(ctx, []uuid.UUID{u1, u2}, store.ProviderBedrock,
+		time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC))
+	if err != nil || len(both) != 2 || !both[u1].Equal(decimal.RequireFromString("2.5")) || !both[u2].Equal(decimal.RequireFromString("8")) {
+		t.Fatalf("MonthlySpends(u1, u2) = %v, %v; want 2.5 and 8", both, err)
 	}
 	// A billing month in a half-hour time zone (India, UTC+5:30).
 	ist := time.FixedZone("IST", 5*3600+1800)
