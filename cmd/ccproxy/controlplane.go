@@ -11,6 +11,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/observability"
 	"github.com/ccproxy/ccproxy/internal/store"
+	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
 func newControlPlaneCommand() *cobra.Command {
@@ -77,5 +78,6 @@ func controlPlaneOptions(cfg *config.Config) controlplane.Options {
 		AnthropicURL:   cfg.AnthropicURL,
 		UpstreamCAFile: cfg.UpstreamCAFile,
 		BedrockURL:     cfg.BedrockURL,
+		Bedrock:        &runtimev1.BedrockConfig{ProfileRuleFallback: cfg.BedrockProfileRule},
 	}.WithDefaults()
 }

@@ -63,6 +63,9 @@ type Config struct {
 	// BedrockURL is the Bedrock runtime endpoint template; {region} in the host is replaced
 	// by each region in use (controlplane.Options.BedrockURL).
 	BedrockURL string
+	// BedrockProfileRule lets extproc guess "<geo>.anthropic.<model>" for a Claude model
+	// without a mapping (a flagged last resort; off by default).
+	BedrockProfileRule bool
 	// UpstreamCAFile is the CA bundle upstream certificates are verified against.
 	UpstreamCAFile string
 	// XDSAddr is where the control plane serves xDS (and where dev's envoysim connects).
@@ -303,6 +306,17 @@ func DataPlane() []Setting {
 				return errors.New("must be http(s)://host[:port] without a path; {region} may appear in the host")
 			}
 			c.BedrockURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+	}, {
+		Flag: "bedrock-profile-rule", Env: "CCPROXY_BEDROCK_PROFILE_RULE", Default: "false",
+		Usage: "invoke a Claude model without a model mapping as <geo profile>.anthropic.<model> (a guess that may not exist on Bedrock; each use is logged and counted) instead of refusing it",
+		apply: func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			c.BedrockProfileRule = b
 			return nil
 		},
 	}, {
