@@ -67,6 +67,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/ccproxy/ccproxy/extproc/internal/depbreaker"
 	"github.com/ccproxy/ccproxy/internal/billing"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
@@ -262,17 +263,7 @@ func New(cfg Config) (*Checker, error) {
 }
 
 func (c *Checker) breakerSettings(name string, ok func(error) bool) gobreaker.Settings {
-	return gobreaker.Settings{
-		Name:        name,
-		Timeout:     c.cfg.BreakerOpenDelay,
-		ReadyToTrip: func(n gobreaker.Counts) bool { return n.ConsecutiveFailures >= c.cfg.BreakerFailures },
-		// The caller giving up says nothing about the dependency.
-		IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
-		IsSuccessful: ok,
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			c.cfg.Logger.Warn("circuit breaker state changed", "breaker", name, "from", from.String(), "to", to.String())
-		},
-	}
+	return depbreaker.Settings(name, c.cfg.BreakerFailures, c.cfg.BreakerOpenDelay, c.cfg.Logger, ok)
 }
 
 // BreakerStates reports the Redis and KeyService breakers' states.

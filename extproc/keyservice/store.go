@@ -54,6 +54,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/internal/depbreaker"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
@@ -173,17 +174,7 @@ func New(cfg Config) *Store {
 }
 
 func (s *Store) breakerSettings(name string, ok func(error) bool) gobreaker.Settings {
-	return gobreaker.Settings{
-		Name:        name,
-		Timeout:     s.cfg.BreakerOpenDelay,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= s.cfg.BreakerFailures },
-		// The caller giving up says nothing about the dependency.
-		IsExcluded:   func(err error) bool { return errors.Is(err, context.Canceled) },
-		IsSuccessful: ok,
-		OnStateChange: func(name string, from, to gobreaker.State) {
-			s.cfg.Logger.Warn("circuit breaker state changed", "breaker", name, "from", from.String(), "to", to.String())
-		},
-	}
+	return depbreaker.Settings(name, s.cfg.BreakerFailures, s.cfg.BreakerOpenDelay, s.cfg.Logger, ok)
 }
 
 // BreakerStates reports the Redis and KeyService breakers' states.
