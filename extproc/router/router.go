@@ -144,6 +144,8 @@ func (r *Router) NewProcessor() *Processor {
 
 // emit records ev in the sink and the metrics.
 func (r *Router) emit(ctx context.Context, ev usage.Event) {
-	r.sink.Record(ctx, ev)
+	// Metrics first: once the sink has the event, anything waiting for it
+	// (tests, a flush at shutdown) may read the metrics.
 	r.metrics.usageEmitted(ev)
+	r.sink.Record(ctx, ev)
 }
