@@ -22,6 +22,8 @@
 #   BENCH_CACHE         binaries        (default: ${XDG_CACHE_HOME:-$HOME/.cache}/ccproxy/bench)
 #   BENCH_PIN           1: server on CPU 0, driver on CPU 1 (taskset), so that
 #                       they do not compete for a core; default unpinned
+#   BENCH_GOMAXPROCS    the server's GOMAXPROCS (default: Go's choice, the CPU
+#                       count or the container's CPU limit)
 #   GO                  go command      (default: go)
 set -euo pipefail
 
@@ -80,7 +82,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"${server_cpu[@]}" "$server_bin" -addr "$addr" 2>"$tmp/server.log" &
+server_env=()
+if [[ -n ${BENCH_GOMAXPROCS:-} ]]; then
+	server_env=(env "GOMAXPROCS=$BENCH_GOMAXPROCS")
+	placement="$placement, server GOMAXPROCS=$BENCH_GOMAXPROCS"
+fi
+"${server_env[@]}" "${server_cpu[@]}" "$server_bin" -addr "$addr" 2>"$tmp/server.log" &
 server_pid=$!
 
 server_alive() { kill -0 "$server_pid" 2>/dev/null || die "benchserver (pid $server_pid) exited"; }
