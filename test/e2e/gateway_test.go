@@ -62,6 +62,8 @@ type devConfig struct {
 	AdminPassword string
 	// Env adds variables to the process's environment.
 	Env []string
+	// RedisURL defaults to the machine's Redis (testenv).
+	RedisURL string
 }
 
 func startDevWith(t *testing.T, c devConfig) *gateway {
@@ -71,6 +73,9 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	if c.StateDir == "" {
 		c.StateDir = t.TempDir()
+	}
+	if c.RedisURL == "" {
+		c.RedisURL = testenv.RedisURL()
 	}
 	if c.RedisPrefix == "" {
 		c.RedisPrefix = "ccproxytest:" + uuid.NewString() + ":"
@@ -99,7 +104,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 		"CCPROXY_DEV_STATE_DIR=" + c.StateDir,
 		// Its own socket, so that processes sharing a state dir do not collide.
 		"CCPROXY_EXTPROC_ADDR=unix://" + filepath.Join(sockDir, "extproc.sock"),
-		"REDIS_URL=" + testenv.RedisURL(),
+		"REDIS_URL=" + c.RedisURL,
 		// Each installation's Redis keys and invalidation channel stay its own.
 		"CCPROXY_REDIS_PREFIX=" + c.RedisPrefix,
 		"CCPROXY_ADMIN_PASSWORD=" + c.AdminPassword,
