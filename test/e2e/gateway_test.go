@@ -82,7 +82,9 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	dbURL := c.DatabaseURL
 	anthropicURL := c.AnthropicURL
-	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: freeAddr(t), MetricsAddr: freeAddr(t), RedisPrefix: c.RedisPrefix}
+	// Four distinct ports: listener, xDS, metrics, admin API.
+	addrs := freeAddrs(t, 4)
+	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: addrs[3], MetricsAddr: addrs[2], RedisPrefix: c.RedisPrefix}
 	// Unix socket paths are limited to 108 bytes; test temp dirs carry the
 	// test's name and can be longer.
 	sockDir, err := os.MkdirTemp("", "ccx")
@@ -96,8 +98,8 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + t.TempDir(),
 		"DATABASE_URL=" + dbURL,
-		"CCPROXY_LISTEN_ADDR=" + freeAddr(t),
-		"CCPROXY_XDS_ADDR=" + freeAddr(t),
+		"CCPROXY_LISTEN_ADDR=" + addrs[0],
+		"CCPROXY_XDS_ADDR=" + addrs[1],
 		"CCPROXY_METRICS_ADDR=" + g.MetricsAddr,
 		"CCPROXY_ADMIN_ADDR=" + g.AdminAddr,
 		"CCPROXY_ANTHROPIC_URL=" + anthropicURL,
@@ -178,15 +180,22 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	return g
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago. The listeners are held open until all n are chosen: closing
+// each before asking for the next lets the kernel hand the same port out
+// twice.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // tail keeps the last max bytes written to it.
