@@ -138,6 +138,7 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 	if err != nil {
 		return err
 	}
+	health.Add("key-invalidation", ep.invalidationReady)
 	health.Add("envoysim", func(context.Context) error {
 		select {
 		case <-sim.Ready():
@@ -155,10 +156,14 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		component{"envoysim", sim.Run},
 		metricsComponent(cfg, log, reg, health),
 		component{"announce", func(ctx context.Context) error {
-			select {
-			case <-sim.Ready():
-			case <-ctx.Done():
-				return nil
+			// Ready once envoysim serves and extproc's key invalidation feed
+			// is live (its first subscription purges the keys resolved so far).
+			for _, ready := range []<-chan struct{}{sim.Ready(), ep.subscribed} {
+				select {
+				case <-ready:
+				case <-ctx.Done():
+					return nil
+				}
 			}
 			fmt.Fprint(out, adminNote.String())
 			announce(out, "http://"+sim.Addr(), "http://"+cfg.AdminAddr, demoKey)

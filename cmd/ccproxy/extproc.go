@@ -46,6 +46,7 @@ holds no database credentials.`,
 			return err
 		}
 		log.Info("extproc listening", "addr", cfg.ExtProcAddr, "keyservice", cfg.KeyServiceAddr)
+		health.Add("key-invalidation", ep.invalidationReady)
 		return runAll(ctx, log, append(ep.components(), metricsComponent(cfg, log, reg, health))...)
 	}
 	return cmd

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -61,6 +62,21 @@ type extprocParts struct {
 	server *extproc.Server
 	ln     net.Listener
 	comps  []component
+	// subscribed is closed once the key invalidation feed is live: before
+	// that, its first subscription purges every key resolved so far (it
+	// cannot know what it missed), so requests would race that purge.
+	subscribed chan struct{}
+}
+
+// invalidationReady is a health check that fails until the key
+// invalidation feed is live: until then a revocation could go unnoticed.
+func (p *extprocParts) invalidationReady(context.Context) error {
+	select {
+	case <-p.subscribed:
+		return nil
+	default:
+		return errors.New("key invalidation feed not subscribed yet")
+	}
 }
 
 // newExtProc builds the ext_proc server. It holds no database
@@ -97,7 +113,12 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		MaxEntries:    100_000,
 		LookupTimeout: 5 * time.Second,
 	})
-	sub := keyservice.NewSubscriber(rdb, cfg.RedisPrefix, keyservice.SubscriberOptions{Logger: klog}, resolver, ks)
+	subscribed := make(chan struct{})
+	var subscribedOnce sync.Once
+	sub := keyservice.NewSubscriber(rdb, cfg.RedisPrefix, keyservice.SubscriberOptions{
+		Logger:      klog,
+		OnSubscribe: func() { subscribedOnce.Do(func() { close(subscribed) }) },
+	}, resolver, ks)
 
 	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
 	comps := []component{{"key-invalidation", sub.Run}}
@@ -147,7 +168,7 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		stopProducer()
 		return errors.Join(err, <-produced)
 	}})
-	return &extprocParts{server: srv, ln: ln, comps: comps}, nil
+	return &extprocParts{server: srv, ln: ln, comps: comps, subscribed: subscribed}, nil
 }
 
 func (p *extprocParts) components() []component { return p.comps }
