@@ -171,7 +171,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 		r.Path = p.bedrockPath.upstream
 		r.Body = body
 		p.backendModel = p.bedrockPath.model
-		p.fields.model = anthropicModelFor(cfg, p.bedrockPath.model)
+		p.fields.model = cfg.AnthropicIDFor(p.bedrockPath.model)
 		if p.fields.model == "" {
 			p.fields.model = truncate(p.bedrockPath.model, maxModelLen)
 		}
@@ -412,7 +412,7 @@ func (p *Processor) inferenceProfiles(ctx context.Context) *extprocv3.Processing
 		InferenceProfileSummaries []profile `json:"inferenceProfileSummaries"`
 	}{InferenceProfileSummaries: []profile{}}
 	for _, m := range cfg.Models() {
-		id := invokeIDFor(m, region)
+		id := m.InvokeIDFor(region)
 		if id == "" || id == m.BaseID {
 			continue // not a profile
 		}
@@ -598,29 +598,4 @@ func replaceBody(status int, body []byte) *extprocv3.CommonResponse {
 		},
 		BodyMutation: &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: body}},
 	}
-}
-
-// invokeIDFor is the model id m is invoked by from region.
-func invokeIDFor(m runtimeconfig.ModelInfo, region string) string {
-	if id, ok := m.InvokeIDs[region]; ok {
-		return id
-	}
-	return m.InvokeIDs[""]
-}
-
-// anthropicModelFor maps a Bedrock model or profile id back to the
-// Anthropic id it is mapped from, so that Bedrock-mode usage is priced and
-// reported under the same model names; "" if no mapping has it.
-func anthropicModelFor(cfg *runtimeconfig.Config, bedrockID string) string {
-	for _, m := range cfg.Models() {
-		if m.BaseID == bedrockID {
-			return m.AnthropicID
-		}
-		for _, id := range m.InvokeIDs {
-			if id == bedrockID {
-				return m.AnthropicID
-			}
-		}
-	}
-	return ""
 }

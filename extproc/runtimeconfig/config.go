@@ -76,11 +76,12 @@ type Config struct {
 	// tables. Read-only: it is shared by every request using the Config.
 	Translator *bedrock.Translator
 
-	models   []modelEntry
-	byName   map[string]*modelEntry // canonical ids and aliases
-	regions  map[string]struct{}
-	fallback bool
-	version  string
+	models    []modelEntry
+	byName    map[string]*modelEntry // canonical ids and aliases
+	byBedrock map[string]string      // base and invoke ids → Anthropic id
+	regions   map[string]struct{}
+	fallback  bool
+	version   string
 }
 
 type modelEntry struct {
@@ -109,10 +110,11 @@ func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 		return nil, errors.New("runtimeconfig: nil BedrockConfig")
 	}
 	c := &Config{
-		models:   make([]modelEntry, 0, len(pb.GetModels())),
-		byName:   make(map[string]*modelEntry),
-		regions:  make(map[string]struct{}, len(pb.GetRegions())),
-		fallback: pb.GetProfileRuleFallback(),
+		models:    make([]modelEntry, 0, len(pb.GetModels())),
+		byName:    make(map[string]*modelEntry),
+		byBedrock: make(map[string]string),
+		regions:   make(map[string]struct{}, len(pb.GetRegions())),
+		fallback:  pb.GetProfileRuleFallback(),
 	}
 	for _, r := range pb.GetRegions() {
 		if !validRegion(r) {
@@ -175,6 +177,12 @@ func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 		c.byName[e.id] = e
 		for _, a := range e.aliases {
 			c.byName[a] = e
+		}
+		// The first model to name a Bedrock id keeps it.
+		for _, bid := range append([]string{e.baseID}, slices.Collect(maps.Values(e.invokeIDs))...) {
+			if _, taken := c.byBedrock[bid]; !taken {
+				c.byBedrock[bid] = e.id
+			}
 		}
 	}
 
@@ -372,6 +380,20 @@ func StripContextSuffix(name string) string {
 		name = name[:open]
 	}
 	return name
+}
+
+// AnthropicIDFor returns the Anthropic model id whose mapping names
+// bedrockID as its base or an invoke id, "" if none does: Claude Code's
+// Bedrock mode requests Bedrock ids, metered under Anthropic names.
+func (c *Config) AnthropicIDFor(bedrockID string) string { return c.byBedrock[bedrockID] }
+
+// InvokeIDFor is the model id m is invoked by from region: the region's
+// own entry, else the "" entry, else "".
+func (m ModelInfo) InvokeIDFor(region string) string {
+	if id, ok := m.InvokeIDs[region]; ok {
+		return id
+	}
+	return m.InvokeIDs[""]
 }
 
 // Models lists the mapped models in the order the control plane sent them.

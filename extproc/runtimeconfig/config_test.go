@@ -433,3 +433,33 @@ func BenchmarkResolveModel(b *testing.B) {
 		})
 	}
 }
+
+func TestAnthropicIDFor(t *testing.T) {
+	c, err := FromProto(testProto(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for bid, want := range map[string]string{
+		sonnetBase:                        sonnetID,
+		sonnetUS:                          sonnetID,
+		sonnetGlobal:                      sonnetID,
+		"us.anthropic.claude-opus-5-5":    opusID,
+		opus41US:                          opus41ID,
+		"anthropic.claude-imaginary-9-v1": "",
+		"claude-sonnet-4-5-20250929":      "", // an Anthropic id is not a Bedrock id
+	} {
+		if got := c.AnthropicIDFor(bid); got != want {
+			t.Errorf("AnthropicIDFor(%q) = %q, want %q", bid, got, want)
+		}
+	}
+	for _, m := range c.Models() {
+		if m.AnthropicID != sonnetID {
+			continue
+		}
+		for region, want := range map[string]string{"us-east-1": sonnetUS, "eu-west-1": sonnetGlobal} {
+			if got := m.InvokeIDFor(region); got != want {
+				t.Errorf("InvokeIDFor(%q) = %q, want %q", region, got, want)
+			}
+		}
+	}
+}
