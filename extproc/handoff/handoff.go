@@ -10,12 +10,28 @@
 // is why the ext_proc cluster is exactly one local endpoint: both processors
 // of a request must be the same process. An entry lives from the router's
 // routing decision to the end of the router's stream.
+//
+// Attempts share Envoy's header map (source/docs/upstream_filters.md), and
+// the first attempt's upstream processor removes StateHeader so that it never
+// reaches an upstream. A retried attempt therefore finds its request by
+// Envoy's x-request-id instead (Store.Lookup), which the HCM generates for
+// every external request and which stays in the header map; an id shared by
+// two requests in flight resolves to neither, so a client that chose another
+// request's id can only break its own retry, never borrow another request.
+//
+// Each Request also records its attempts (Attempts): the upstream processor
+// notes which backend each attempt went to and the status it got, and the
+// router-level processor reads that to learn which backend answered and why
+// a fallback happened.
 package handoff
 
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"hash/maphash"
 	"sync"
+
+	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 )
@@ -32,11 +48,13 @@ const (
 	BackendBedrock = "bedrock"
 )
 
-// Request is what an upstream attempt needs to reach Bedrock. It is
+// Request is what an upstream attempt needs to reach Bedrock. Its fields are
 // immutable once stored: attempts share it, and rebuild every mutation from
-// it rather than from the (shared, already mutated) Envoy header map.
+// it rather than from the (shared, already mutated) Envoy header map. Only
+// Attempts changes, through its own lock.
 type Request struct {
-	// RequestID is Envoy's x-request-id, for logs.
+	// RequestID is Envoy's x-request-id: for logs, and the key under which
+	// a retried attempt finds the request (Store.Lookup).
 	RequestID string
 	// Method is the request method, signed by SigV4.
 	Method string
@@ -57,6 +75,53 @@ type Request struct {
 	// Credential is the Bedrock credential to apply; it was checked (and an
 	// API key decrypted into the signer's cache) by the router processor.
 	Credential bedrockauth.Credential
+	// KeyID is the access key whose Plan circuit breaker the outcome of a
+	// Plan attempt feeds; zero when the route has no Plan endpoint.
+	KeyID uuid.UUID
+	// Attempts records the request's upstream attempts.
+	Attempts Attempts
+}
+
+// Attempt is one upstream attempt as the upstream processor saw it.
+type Attempt struct {
+	// Backend is BackendPlan or BackendBedrock, from the host's metadata.
+	Backend string
+	// Status is the attempt's response status; 0 while no response headers
+	// arrived, and for good when the attempt had none (a connect failure,
+	// a reset, a per-try timeout).
+	Status int
+}
+
+// Attempts is the attempt log of one Request. It is safe for concurrent
+// use: upstream processors write it, the router-level processor reads it.
+type Attempts struct {
+	mu   sync.Mutex
+	list []Attempt
+}
+
+// Start records a new attempt to backend and returns its index for
+// Respond.
+func (a *Attempts) Start(backend string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.list = append(a.list, Attempt{Backend: backend})
+	return len(a.list) - 1
+}
+
+// Respond records the response status of attempt i.
+func (a *Attempts) Respond(i, status int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i >= 0 && i < len(a.list) {
+		a.list[i].Status = status
+	}
+}
+
+// List returns a copy of the attempts so far, in order.
+func (a *Attempts) List() []Attempt {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]Attempt(nil), a.list...)
 }
 
 // shards spreads the lock: every request takes it twice (store, delete) and
@@ -67,6 +132,10 @@ const shards = 32
 // use. The zero value is not usable; call NewStore.
 type Store struct {
 	shards [shards]shard
+	// byRequestID indexes the Requests by RequestID, for retried attempts
+	// (see the package doc).
+	byRequestID [shards]indexShard
+	seed        maphash.Seed
 }
 
 type shard struct {
@@ -74,11 +143,17 @@ type shard struct {
 	m  map[string]*Request
 }
 
+type indexShard struct {
+	mu sync.Mutex
+	m  map[string][]*Request
+}
+
 // NewStore returns an empty Store.
 func NewStore() *Store {
-	s := &Store{}
+	s := &Store{seed: maphash.MakeSeed()}
 	for i := range s.shards {
 		s.shards[i].m = make(map[string]*Request)
+		s.byRequestID[i].m = make(map[string][]*Request)
 	}
 	return s
 }
@@ -92,7 +167,37 @@ func (s *Store) Put(r *Request) string {
 	sh.mu.Lock()
 	sh.m[id] = r
 	sh.mu.Unlock()
+	if r.RequestID != "" {
+		ix := s.indexOf(r.RequestID)
+		ix.mu.Lock()
+		ix.m[r.RequestID] = append(ix.m[r.RequestID], r)
+		ix.mu.Unlock()
+	}
 	return id
+}
+
+// Lookup finds the Request of an upstream attempt: by stateID, the
+// StateHeader value, when the attempt still carries it; otherwise by
+// requestID, Envoy's x-request-id, when exactly one Request in flight has
+// it. It returns nil when neither identifies one.
+func (s *Store) Lookup(stateID, requestID string) *Request {
+	if stateID != "" {
+		return s.Get(stateID)
+	}
+	if requestID == "" {
+		return nil
+	}
+	ix := s.indexOf(requestID)
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if rs := ix.m[requestID]; len(rs) == 1 {
+		return rs[0]
+	}
+	return nil
+}
+
+func (s *Store) indexOf(requestID string) *indexShard {
+	return &s.byRequestID[maphash.String(s.seed, requestID)%shards]
 }
 
 // Get returns the Request stored under id, or nil.
@@ -114,8 +219,27 @@ func (s *Store) Delete(id string) {
 		return
 	}
 	sh.mu.Lock()
+	r := sh.m[id]
 	delete(sh.m, id)
 	sh.mu.Unlock()
+	if r == nil || r.RequestID == "" {
+		return
+	}
+	ix := s.indexOf(r.RequestID)
+	ix.mu.Lock()
+	rs := ix.m[r.RequestID]
+	for i, x := range rs {
+		if x == r {
+			rs = append(rs[:i], rs[i+1:]...)
+			break
+		}
+	}
+	if len(rs) == 0 {
+		delete(ix.m, r.RequestID)
+	} else {
+		ix.m[r.RequestID] = rs
+	}
+	ix.mu.Unlock()
 }
 
 // Len returns the number of stored Requests.

@@ -68,3 +68,73 @@ func BenchmarkPutGetDelete(b *testing.B) {
 		}
 	})
 }
+
+func TestLookup(t *testing.T) {
+	s := NewStore()
+	a := &Request{RequestID: "req-a"}
+	idA := s.Put(a)
+	noID := &Request{}
+	idNoID := s.Put(noID)
+
+	tests := []struct {
+		name           string
+		stateID, reqID string
+		want           *Request
+	}{
+		{"state id wins", idA, "req-other", a},
+		{"unknown state id is not retried by request id", "ffffffffffffffffffffffffffffffff", "req-a", nil},
+		{"request id when the state header is gone", "", "req-a", a},
+		{"unknown request id", "", "req-b", nil},
+		{"neither", "", "", nil},
+		{"request without an id by its state id", idNoID, "", noID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := s.Lookup(tt.stateID, tt.reqID); got != tt.want {
+				t.Fatalf("Lookup(%q, %q) = %p, want %p", tt.stateID, tt.reqID, got, tt.want)
+			}
+		})
+	}
+
+	t.Run("a shared request id resolves to neither", func(t *testing.T) {
+		dup := &Request{RequestID: "req-a"}
+		idDup := s.Put(dup)
+		if got := s.Lookup("", "req-a"); got != nil {
+			t.Fatalf("Lookup by a shared request id = %p, want nil", got)
+		}
+		s.Delete(idDup)
+		if got := s.Lookup("", "req-a"); got != a {
+			t.Fatalf("after the duplicate ended: Lookup = %p, want the first request", got)
+		}
+	})
+	t.Run("delete removes the index entry", func(t *testing.T) {
+		s.Delete(idA)
+		if got := s.Lookup("", "req-a"); got != nil {
+			t.Fatalf("Lookup after Delete = %p", got)
+		}
+		n := 0
+		for i := range s.byRequestID {
+			n += len(s.byRequestID[i].m)
+		}
+		if n != 0 {
+			t.Fatalf("index holds %d request ids after every indexed request ended", n)
+		}
+	})
+}
+
+func TestAttempts(t *testing.T) {
+	var a Attempts
+	i := a.Start(BackendPlan)
+	j := a.Start(BackendBedrock)
+	a.Respond(i, 429)
+	a.Respond(7, 500) // out of range: ignored
+	got := a.List()
+	want := []Attempt{{Backend: BackendPlan, Status: 429}, {Backend: BackendBedrock}}
+	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("List = %+v, want %+v", got, want)
+	}
+	a.Respond(j, 200)
+	if got[1].Status != 0 {
+		t.Fatal("List returned a view, not a copy")
+	}
+}

@@ -36,7 +36,10 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/google/uuid"
+
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 )
 
@@ -73,12 +76,19 @@ type Signer interface {
 	Sign(ctx context.Context, cred bedrockauth.Credential, method, host, escapedPath string, body []byte) ([]bedrockauth.Header, error)
 }
 
+// Breaker receives the outcome of Plan attempts (breaker.Breaker).
+type Breaker interface {
+	Report(ctx context.Context, keyID uuid.UUID, status int, get func(name string) string) breaker.Outcome
+}
+
 // Config configures a Handler.
 type Config struct {
 	// Requests holds what the router-level processor decided. Required.
 	Requests *handoff.Store
 	// Signer applies credentials. Required.
 	Signer Signer
+	// Breaker receives Plan attempts' outcomes; nil reports none.
+	Breaker Breaker
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil skips registration.
@@ -90,6 +100,7 @@ type Config struct {
 type Handler struct {
 	requests *handoff.Store
 	signer   Signer
+	breaker  Breaker
 	log      *slog.Logger
 
 	attempts *prometheus.CounterVec
@@ -104,6 +115,10 @@ const (
 	outcomeUnknown = "unrecognised" // no or unknown backend attribute: unchanged
 	outcomeLost    = "no_state"     // no handoff entry: unchanged
 	outcomeSignErr = "sign_error"   // credential could not be applied: unchanged
+	// A Plan attempt after a Bedrock attempt: cannot happen with the
+	// control plane's single retry and previous_priorities, and the shared
+	// header map already carries the Bedrock rewrite, so it is only logged.
+	outcomePlanAfterBedrock = "plan_after_bedrock"
 )
 
 // New returns a Handler for cfg.
@@ -117,6 +132,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		requests: cfg.Requests,
 		signer:   cfg.Signer,
+		breaker:  cfg.Breaker,
 		log:      cfg.Logger,
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_extproc_upstream_attempts_total",
@@ -152,6 +168,11 @@ func (h *Handler) NewProcessor() *Processor { return &Processor{h: h} }
 type Processor struct {
 	h     *Handler
 	attrs map[string]*structpb.Value
+	// The attempt's request and its index in req.Attempts, once the
+	// request headers were seen.
+	req     *handoff.Request
+	attempt int
+	backend string
 }
 
 // Process returns the reply to req, or nil when none is due. It never
@@ -161,16 +182,47 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 	if a := req.GetAttributes()[AttributesKey]; a != nil && p.attrs == nil {
 		p.attrs = a.GetFields()
 	}
-	hs, ok := req.GetRequest().(*extprocv3.ProcessingRequest_RequestHeaders)
-	if !ok || req.GetObservabilityMode() {
-		// Response headers (per attempt; the circuit breaker's input in a
-		// later change) and anything else pass unchanged.
-		return Unchanged(req)
+	switch m := req.GetRequest().(type) {
+	case *extprocv3.ProcessingRequest_RequestHeaders:
+		if req.GetObservabilityMode() {
+			return nil
+		}
+		t := time.Now()
+		resp := p.requestHeaders(ctx, m.RequestHeaders)
+		p.h.phase.Observe(time.Since(t).Seconds())
+		return resp
+	case *extprocv3.ProcessingRequest_ResponseHeaders:
+		p.responseHeaders(ctx, m.ResponseHeaders)
 	}
-	t := time.Now()
-	resp := p.requestHeaders(ctx, hs.RequestHeaders)
-	p.h.phase.Observe(time.Since(t).Seconds())
-	return resp
+	return Unchanged(req)
+}
+
+// responseHeaders records the attempt's status and reports a Plan
+// attempt's outcome to the breaker, before Envoy decides on a retry (the
+// router-level processor reads the record when the answer reaches it).
+func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeaders) {
+	if p.req == nil {
+		return
+	}
+	headers := hs.GetHeaders().GetHeaders()
+	get := func(name string) string {
+		for _, hv := range headers {
+			if hv.Key == name {
+				return string(rawValue(hv))
+			}
+		}
+		return ""
+	}
+	status, _ := strconv.Atoi(get(":status"))
+	p.req.Attempts.Respond(p.attempt, status)
+	if p.backend != handoff.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
+		return
+	}
+	o := p.h.breaker.Report(ctx, p.req.KeyID, status, get)
+	if o != breaker.OutcomeSuccess {
+		p.h.log.LogAttrs(ctx, slog.LevelInfo, "plan attempt reported to the circuit breaker",
+			slog.String("request_id", p.req.RequestID), slog.Int("status", status), slog.String("outcome", o.String()))
+	}
 }
 
 func (p *Processor) attr(name string) string {
@@ -181,20 +233,37 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	unchanged := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{}}}
 
-	var stateID, method string
+	var stateID, requestID, method string
 	for _, hv := range hs.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case handoff.StateHeader:
 			stateID = string(rawValue(hv))
+		case "x-request-id":
+			requestID = string(rawValue(hv))
 		case ":method":
 			method = string(rawValue(hv))
 		}
 	}
+	// The first attempt finds its request by the handoff header and removes
+	// it; a retry, which shares the header map, by x-request-id.
+	r := p.h.requests.Lookup(stateID, requestID)
 	backend := p.attr(AttributeBackend)
 	switch backend {
 	case handoff.BackendBedrock:
 	case handoff.BackendPlan:
 		p.h.attempts.WithLabelValues(outcomePlan).Inc()
+		if r != nil {
+			for _, a := range r.Attempts.List() {
+				if a.Backend == handoff.BackendBedrock {
+					p.h.attempts.WithLabelValues(outcomePlanAfterBedrock).Inc()
+					p.h.log.LogAttrs(ctx, slog.LevelError, "plan attempt after a bedrock attempt: the route's retry policy is not the control plane's",
+						slog.String("request_id", r.RequestID))
+					break
+				}
+			}
+			p.req, p.backend = r, backend
+			p.attempt = r.Attempts.Start(backend)
+		}
 		if stateID != "" {
 			return reply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{handoff.StateHeader}}})
 		}
@@ -206,7 +275,6 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 		return unchanged
 	}
 
-	r := p.h.requests.Get(stateID)
 	if r == nil {
 		p.h.attempts.WithLabelValues(outcomeLost).Inc()
 		p.h.failures.WithLabelValues("no_state").Inc()
@@ -214,6 +282,8 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 			slog.Bool("state_header", stateID != ""))
 		return unchanged
 	}
+	p.req, p.backend = r, backend
+	p.attempt = r.Attempts.Start(backend)
 	if method == "" {
 		method = r.Method
 	}

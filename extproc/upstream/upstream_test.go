@@ -14,7 +14,10 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/google/uuid"
+
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 )
 
@@ -217,4 +220,100 @@ func TestOtherPhasesPassUnchanged(t *testing.T) {
 		Request: &extprocv3.ProcessingRequest_ResponseHeaders{ResponseHeaders: &extprocv3.HttpHeaders{}}}); got != nil {
 		t.Fatalf("observability mode reply = %v, want nil", got)
 	}
+}
+
+// reportingBreaker records Report calls.
+type reportingBreaker struct {
+	calls []breakerCall
+}
+
+type breakerCall struct {
+	key        uuid.UUID
+	status     int
+	retryAfter string
+}
+
+func (b *reportingBreaker) Report(_ context.Context, keyID uuid.UUID, status int, get func(string) string) breaker.Outcome {
+	b.calls = append(b.calls, breakerCall{keyID, status, get("retry-after")})
+	return breaker.Classify(status, get)
+}
+
+func responseMsg(headers ...string) *extprocv3.ProcessingRequest {
+	hm := &corev3.HeaderMap{}
+	for i := 0; i < len(headers); i += 2 {
+		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: headers[i], RawValue: []byte(headers[i+1])})
+	}
+	return &extprocv3.ProcessingRequest{Request: &extprocv3.ProcessingRequest_ResponseHeaders{
+		ResponseHeaders: &extprocv3.HttpHeaders{Headers: hm}}}
+}
+
+// TestFallbackAttempts plays Envoy's two attempts of a plan+bedrock route:
+// Plan first (unchanged but for the handoff header, which it removes from
+// the shared header map), then Bedrock, which finds the request by
+// x-request-id. Both are recorded; only Plan's outcome reaches the breaker.
+func TestFallbackAttempts(t *testing.T) {
+	store := handoff.NewStore()
+	keyID := uuid.New()
+	r := &handoff.Request{
+		RequestID: "rid-fallback", Method: "POST", KeyID: keyID,
+		Path: "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream", Body: []byte(`{"messages":[]}`), ReplaceBody: true,
+		RemoveHeaders: []string{"x-api-key"},
+		Credential:    bedrockauth.Credential{Kind: "api_key", Region: "us-east-1"},
+	}
+	id := store.Put(r)
+	signer := &recordingSigner{}
+	brk := &reportingBreaker{}
+	h, err := New(Config{Requests: store, Signer: signer, Breaker: brk})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+
+	// Attempt 1: Plan.
+	plan := h.NewProcessor()
+	resp := plan.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"},
+		":method", "POST", ":path", "/v1/messages", "x-request-id", "rid-fallback", handoff.StateHeader, id, "x-api-key", "sk-client"))
+	want := headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{handoff.StateHeader}}})
+	if !proto.Equal(resp, want) {
+		t.Fatalf("plan attempt reply:\n got %v\nwant %v", prototext.Format(resp), prototext.Format(want))
+	}
+	if got := plan.Process(ctx, responseMsg(":status", "429", "retry-after", "120")); !proto.Equal(got, Unchanged(responseMsg())) {
+		t.Fatalf("plan response headers reply %v", got)
+	}
+
+	// Attempt 2: Bedrock, on the shared header map that lost the handoff header.
+	bed := h.NewProcessor()
+	resp = bed.Process(ctx, headersMsg(map[string]string{AttributeBackend: "bedrock", AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"},
+		":method", "POST", ":path", "/v1/messages", "x-request-id", "rid-fallback", "x-api-key", "sk-client"))
+	hm := resp.GetRequestHeaders().GetResponse().GetHeaderMutation()
+	if resp.GetRequestHeaders().GetResponse().GetStatus() != extprocv3.CommonResponse_CONTINUE_AND_REPLACE || len(hm.GetSetHeaders()) == 0 ||
+		hm.GetSetHeaders()[0].GetHeader().GetKey() != ":path" || string(hm.GetSetHeaders()[0].GetHeader().GetRawValue()) != r.Path {
+		t.Fatalf("bedrock attempt not rewritten: %v", prototext.Format(resp))
+	}
+	if len(signer.calls) != 1 || signer.calls[0].host != "bedrock-runtime.us-east-1.amazonaws.com" {
+		t.Fatalf("sign calls %+v", signer.calls)
+	}
+	bed.Process(ctx, responseMsg(":status", "200", "content-type", "application/vnd.amazon.eventstream"))
+
+	wantAttempts := []handoff.Attempt{{Backend: "plan", Status: 429}, {Backend: "bedrock", Status: 200}}
+	if got := r.Attempts.List(); !slices.Equal(got, wantAttempts) {
+		t.Fatalf("attempts %+v, want %+v", got, wantAttempts)
+	}
+	if want := []breakerCall{{keyID, 429, "120"}}; !slices.Equal(brk.calls, want) {
+		t.Fatalf("breaker reports %+v, want %+v (Plan's only)", brk.calls, want)
+	}
+
+	t.Run("no breaker key: plan outcome not reported", func(t *testing.T) {
+		r2 := &handoff.Request{RequestID: "rid-2"}
+		id2 := store.Put(r2)
+		p := h.NewProcessor()
+		p.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"}, handoff.StateHeader, id2))
+		p.Process(ctx, responseMsg(":status", "503"))
+		if len(brk.calls) != 1 {
+			t.Fatalf("breaker reports %+v", brk.calls)
+		}
+		if got := r2.Attempts.List(); len(got) != 1 || got[0].Status != 503 {
+			t.Fatalf("attempts %+v", got)
+		}
+	})
 }
