@@ -109,10 +109,10 @@ func TestBedrockProductionSettings(t *testing.T) {
 		for _, c := range d.all.Clusters {
 			clusters = append(clusters, c.GetName())
 		}
-		if want := []string{PlanClusterName, ExtProcClusterName, "bedrock-us-east-1", "bedrock-us-west-2"}; !slices.Equal(clusters, want) {
+		if want := []string{PlanClusterName, ExtProcClusterName, "bedrock-us-east-1", "bedrock-us-west-2", "plan+bedrock-us-east-1", "plan+bedrock-us-west-2"}; !slices.Equal(clusters, want) {
 			t.Errorf("clusters = %v, want %v", clusters, want)
 		}
-		if want := []string{PlanRouteName, "bedrock-us-east-1", "bedrock-us-west-2", NotFoundRouteName}; !slices.Equal(d.routeNames, want) {
+		if want := []string{PlanRouteName, "bedrock-us-east-1", "bedrock-us-west-2", "plan+bedrock-us-east-1", "plan+bedrock-us-west-2", NotFoundRouteName}; !slices.Equal(d.routeNames, want) {
 			t.Errorf("routes = %v, want %v", d.routeNames, want)
 		}
 	})
@@ -317,9 +317,10 @@ func TestBedrockProductionSettings(t *testing.T) {
 			t.Errorf("name = %q", d.runtimeName)
 		}
 		want := &runtimev1.BedrockConfig{
-			Regions: []string{"us-east-1", "us-west-2"},
-			Betas:   BetaTableProto(bedrock.DefaultBetaTable()),
-			Fields:  FieldTableProto(bedrock.DefaultFieldTable()),
+			Regions:         []string{"us-east-1", "us-west-2"},
+			FallbackRegions: []string{"us-east-1", "us-west-2"},
+			Betas:           BetaTableProto(bedrock.DefaultBetaTable()),
+			Fields:          FieldTableProto(bedrock.DefaultFieldTable()),
 		}
 		if !proto.Equal(d.runtime, want) {
 			t.Errorf("runtime = %v, want %v", d.runtime, want)
@@ -478,6 +479,7 @@ func TestRuntimeConfig(t *testing.T) {
 		d := decodeBedrock(t, opts, "us-west-2")
 		want := proto.Clone(in).(*runtimev1.BedrockConfig)
 		want.Regions = []string{"us-east-1", "us-west-2"}
+		want.FallbackRegions = []string{"us-east-1", "us-west-2"}
 		if !proto.Equal(d.runtime, want) {
 			t.Errorf("runtime = %v, want %v", d.runtime, want)
 		}
@@ -523,8 +525,9 @@ func TestSnapshotBedrockVersions(t *testing.T) {
 			t.Errorf("%s version changed = %v, want %v", typ, got, changed)
 		}
 	}
-	if len(b.GetResources(resource.ClusterType)) != 4 {
-		t.Errorf("clusters = %d, want 4", len(b.GetResources(resource.ClusterType)))
+	// plan, extproc, and per region bedrock-<region> and plan+bedrock-<region>.
+	if len(b.GetResources(resource.ClusterType)) != 6 {
+		t.Errorf("clusters = %d, want 6", len(b.GetResources(resource.ClusterType)))
 	}
 }
 

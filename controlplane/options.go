@@ -170,6 +170,11 @@ type resolved struct {
 	plan       upstreamURL
 	// bedrock has one entry per region, sorted by region.
 	bedrock []bedrockEndpoint
+	// fallback are the entries of bedrock that get a plan+bedrock-<region>
+	// cluster and route: those whose URL has the Plan URL's scheme.
+	fallback []bedrockEndpoint
+	// warnings explain what the configuration leaves out (Resources.Warnings).
+	warnings []string
 	// runtime is the BedrockConfig served to extproc, complete (see Options.Bedrock).
 	runtime *runtimev1.BedrockConfig
 }
@@ -221,7 +226,8 @@ func (o Options) resolve() (resolved, error) {
 	if tls && !path.IsAbs(r.UpstreamCAFile) {
 		return resolved{}, invalid("UpstreamCAFile %q: must be an absolute path", r.UpstreamCAFile)
 	}
-	if r.runtime, err = resolveBedrockConfig(r.Bedrock, r.bedrock); err != nil {
+	r.fallback, r.warnings = fallbackEndpoints(r.plan, r.bedrock)
+	if r.runtime, err = resolveBedrockConfig(r.Bedrock, r.bedrock, r.fallback); err != nil {
 		return resolved{}, err
 	}
 	if r.MaxRequestBytes < minMaxRequestBytes {
@@ -396,6 +402,32 @@ func parseBedrock(tmpl string, regions []string) ([]bedrockEndpoint, error) {
 		out = append(out, bedrockEndpoint{region: region, url: u})
 	}
 	return out, nil
+}
+
+// fallbackEndpoints picks the Bedrock endpoints that get a plan+bedrock-<region> cluster,
+// keeping bedrock's order, and explains each one left out. A cluster has exactly one
+// transport socket (TLS or none) for all its endpoints, so Plan (priority 0) and the region's
+// Bedrock (priority 1) can share a cluster only when both URLs are https or both http; a
+// region left out keeps its bedrock-<region> route, and its Plan-first requests get no
+// fallback (extproc learns which regions have one from BedrockConfig.fallback_regions).
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/cluster/v3/cluster.proto#envoy-v3-api-field-config-cluster-v3-cluster-transport-socket
+func fallbackEndpoints(plan upstreamURL, bedrock []bedrockEndpoint) (fallback []bedrockEndpoint, warnings []string) {
+	scheme := func(tls bool) string {
+		if tls {
+			return "https"
+		}
+		return "http"
+	}
+	for _, b := range bedrock {
+		if b.url.tls != plan.tls {
+			warnings = append(warnings, fmt.Sprintf(
+				"no %s cluster or route: AnthropicURL is %s but BedrockURL for %s is %s (one cluster has one transport socket); requests for %s get no Bedrock fallback",
+				FallbackClusterName(b.region), scheme(plan.tls), b.region, scheme(b.url.tls), b.region))
+			continue
+		}
+		fallback = append(fallback, b)
+	}
+	return fallback, warnings
 }
 
 // validHost accepts an IP literal or a DNS name of letters, digits and hyphens (RFC 1123):

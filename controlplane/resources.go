@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -25,6 +26,7 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	upstreamcodecv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/upstream_codec/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -68,8 +70,9 @@ const (
 	BackendBedrock = "bedrock"
 	// RegionMetadataKey (Bedrock endpoints only) is the endpoint's AWS region.
 	RegionMetadataKey = "region"
-	// HostMetadataKey (Bedrock endpoints only) is the host Envoy writes to :authority after
-	// auto_host_rewrite (the endpoint hostname, without port): what SigV4 signs.
+	// HostMetadataKey (Bedrock endpoints, and the Plan endpoint of a fallback cluster) is the
+	// host Envoy writes to :authority after auto_host_rewrite (the endpoint hostname, without
+	// port): what SigV4 signs.
 	HostMetadataKey = "host"
 	// ContentLengthMetadataKey is the dynamic-metadata key (in MetadataNamespace) under which
 	// the upstream processor publishes the replaced body's length as a decimal string.
@@ -78,14 +81,29 @@ const (
 	// BedrockClusterPrefix starts the name of each region's Bedrock cluster, route and
 	// RouteHeader value: bedrock-<region> (see BedrockClusterName).
 	BedrockClusterPrefix = "bedrock-"
+	// FallbackClusterPrefix starts the name of each region's Plan-first cluster, route and
+	// RouteHeader value: plan+bedrock-<region> (see FallbackClusterName). The cluster has the
+	// Plan endpoint at priority 0 and the region's Bedrock endpoint at priority 1; the route
+	// retries once, to priority 1 (DESIGN.md, "Fallback is Envoy's retry").
+	FallbackClusterPrefix = "plan+bedrock-"
+
+	// AttemptCountAttribute is the CEL attribute the router-level ext_proc filter sends with
+	// the response headers (response_attributes): the number of upstream attempts the router
+	// made for the request, so the processor knows whether the answer came from a retry (on a
+	// fallback route: from Bedrock). Envoy evaluates it to a CEL uint and sends it as a number
+	// in ProcessingRequest.attributes["envoy.filters.http.ext_proc"], keyed by this text.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/advanced/attributes#upstream-attributes
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/common/expr/context.cc (UpstreamRequestAttemptCount)
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/http/ext_proc/matching_utils.cc (evaluateAttributes: uint64 → number_value)
+	AttemptCountAttribute = "upstream.request_attempt_count"
 
 	// FilterHeader is the gRPC initial metadata the upstream ext_proc filter sends on each
 	// stream, so that one extproc server tells the two filters apart.
 	FilterHeader = "x-ccproxy-filter"
 	// FilterUpstream is FilterHeader's value on the upstream filter's streams.
 	FilterUpstream = "upstream"
-	// UpstreamExtProcName and ContentLengthFilterName name the filters of the Bedrock
-	// clusters' upstream filter chain.
+	// UpstreamExtProcName and ContentLengthFilterName name the filters of the Bedrock and
+	// fallback clusters' upstream filter chain.
 	UpstreamExtProcName     = "ccproxy.upstream_ext_proc"
 	ContentLengthFilterName = "ccproxy.content_length"
 
@@ -96,12 +114,13 @@ const (
 
 // Envoy extension names and type keys.
 const (
-	hcmFilterName        = "envoy.filters.network.http_connection_manager"
-	extProcFilterName    = "envoy.filters.http.ext_proc"
-	routerFilterName     = "envoy.filters.http.router"
-	upstreamCodecName    = "envoy.filters.http.upstream_codec"
-	tlsTransportSocket   = "envoy.transport_sockets.tls"
-	httpProtocolOptsName = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	hcmFilterName          = "envoy.filters.network.http_connection_manager"
+	extProcFilterName      = "envoy.filters.http.ext_proc"
+	routerFilterName       = "envoy.filters.http.router"
+	upstreamCodecName      = "envoy.filters.http.upstream_codec"
+	tlsTransportSocket     = "envoy.transport_sockets.tls"
+	previousPrioritiesName = "envoy.retry_priorities.previous_priorities"
+	httpProtocolOptsName   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // Fixed settings that are not worth an Options knob.
@@ -117,6 +136,15 @@ const (
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/http/http_filters/router_filter#x-envoy-retry-on
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
 	planRetryOn = "connect-failure,reset-before-request"
+	// fallbackRetryOn retries what DESIGN.md's plan_first policy falls back on: the status
+	// codes below; `reset`, which covers every reset before response headers including the
+	// per-try timeout (Router::Filter::onPerTryTimeout resets the attempt and asks
+	// RetryStateImpl::wouldRetryFromReset, which retries any reset but overflow under
+	// `reset`); and connect failures.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/http/http_filters/router_filter#x-envoy-retry-on
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/router.cc (onPerTryTimeoutCommon)
+	fallbackRetryOn = "retriable-status-codes,reset,connect-failure"
 	// accessKeyHeader is the client header that may carry the access key (extproc/auth owns
 	// the name); the Plan route removes it again in case a processor ever forgot to.
 	accessKeyHeader = "x-ccproxy-key"
@@ -133,9 +161,21 @@ var upstreamHostAttributes = []string{
 	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + HostMetadataKey + "']",
 }
 
+// fallbackStatusCodes are the Plan answers a fallback route retries on Bedrock: rate limited
+// (429), overloaded (529, Anthropic's own code) and the server errors 500, 502, 503 and 504.
+// Never other 4xx: those are the client's problem and pass through unchanged (DESIGN.md,
+// "Routing policy").
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-retriable-status-codes
+var fallbackStatusCodes = []uint32{429, 500, 502, 503, 504, 529}
+
 // BedrockClusterName is the name of region's Bedrock cluster, which is also the name of its
 // route and the RouteHeader value that selects it.
 func BedrockClusterName(region string) string { return BedrockClusterPrefix + region }
+
+// FallbackClusterName is the name of region's Plan-first cluster (Plan at priority 0, the
+// region's Bedrock at priority 1), which is also the name of its route and the RouteHeader
+// value that selects it.
+func FallbackClusterName(region string) string { return FallbackClusterPrefix + region }
 
 // Resources is the complete xDS configuration for one data plane.
 type Resources struct {
@@ -145,6 +185,11 @@ type Resources struct {
 	// ExtensionConfigs holds one TypedExtensionConfig, RuntimeBedrockName: extproc's
 	// runtime configuration (resource.ExtensionConfigType).
 	ExtensionConfigs []*corev3.TypedExtensionConfig
+	// Warnings explain what the Options asked for that the configuration leaves out (a
+	// Bedrock region without a plan+bedrock-<region> cluster because its URL scheme differs
+	// from Plan's). They are not errors: the rest of the configuration is complete. The
+	// server logs them once per configuration it installs.
+	Warnings []string
 }
 
 // BuildResources builds and validates the production configuration described by opts. It is a
@@ -158,7 +203,10 @@ func BuildResources(opts Options) (*Resources, error) {
 	if err != nil {
 		return nil, err
 	}
-	rc := buildRoutes(o)
+	rc, err := buildRoutes(o)
+	if err != nil {
+		return nil, err
+	}
 	plan, err := buildPlanCluster(o)
 	if err != nil {
 		return nil, err
@@ -175,6 +223,13 @@ func BuildResources(opts Options) (*Resources, error) {
 		}
 		clusters = append(clusters, c)
 	}
+	for _, b := range o.fallback {
+		c, err := buildFallbackCluster(o, b)
+		if err != nil {
+			return nil, err
+		}
+		clusters = append(clusters, c)
+	}
 	rt, err := buildRuntimeConfig(o)
 	if err != nil {
 		return nil, err
@@ -184,6 +239,7 @@ func BuildResources(opts Options) (*Resources, error) {
 		Routes:           []*routev3.RouteConfiguration{rc},
 		Clusters:         clusters,
 		ExtensionConfigs: []*corev3.TypedExtensionConfig{rt},
+		Warnings:         slices.Clone(o.warnings),
 	}
 	for _, m := range r.all() {
 		if err := validate(m); err != nil {
@@ -219,6 +275,11 @@ func BuildSnapshot(opts Options) (*cache.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.snapshot()
+}
+
+// snapshot puts r into a snapshot for go-control-plane's cache (see BuildSnapshot).
+func (r *Resources) snapshot() (*cache.Snapshot, error) {
 	snap := &cache.Snapshot{}
 	set := func(typ resource.Type, items []types.Resource) error {
 		v, err := contentVersion(items)
@@ -424,6 +485,16 @@ func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
 		MetadataOptions: &extprocv3.MetadataOptions{
 			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
 		},
+		// The number of upstream attempts, sent with the response headers: on a
+		// plan+bedrock-<region> route 2 means the answer is Bedrock's (the retry went to
+		// priority 1), which the router processor needs to translate and account it. The
+		// attempt's own status is known only to the upstream filter; connect failures, resets
+		// and per-try timeouts produce no response headers there, so this is how the router
+		// processor learns a fallback happened. Envoy sends response attributes on the first
+		// message of the response direction (Filter::addAttributes in buildHeaderRequest).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-response-attributes
+		// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/http/ext_proc/ext_proc.cc (addAttributes)
+		ResponseAttributes: []string{AttemptCountAttribute},
 	}
 }
 
@@ -442,7 +513,7 @@ func extProcGrpcService(o resolved) *corev3.GrpcService {
 	}
 }
 
-// buildUpstreamExtProc is the upstream ext_proc filter of the Bedrock clusters
+// buildUpstreamExtProc is the upstream ext_proc filter of the Bedrock and fallback clusters
 // (data-path contract): it runs once per attempt, after the host is chosen, and rewrites the
 // request for that host from the request the router-level processor stored.
 func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
@@ -496,7 +567,7 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 // https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/http/header_mutation.cc
 const contentLengthValue = "%DYNAMIC_METADATA(" + MetadataNamespace + ":" + ContentLengthMetadataKey + ")%"
 
-// buildUpstreamFilters is the upstream HTTP filter chain of a Bedrock cluster.
+// buildUpstreamFilters is the upstream HTTP filter chain of a Bedrock or fallback cluster.
 func buildUpstreamFilters(o resolved) ([]*hcmv3.HttpFilter, error) {
 	extProc, err := pack(buildUpstreamExtProc(o))
 	if err != nil {
@@ -550,15 +621,25 @@ func overwriteHeader(key, value string) *corev3.HeaderValueOption {
 	}
 }
 
-// buildRoutes builds RouteConfigName: the Plan route and one route per Bedrock region, each
-// selected only by the exact routing header the processor sets, and a catch-all 404.
-func buildRoutes(o resolved) *routev3.RouteConfiguration {
-	routes := []*routev3.Route{upstreamRoute(o, PlanRouteName, RoutePlan, PlanClusterName)}
+// buildRoutes builds RouteConfigName: the Plan route, one route per Bedrock region, one
+// Plan-first route per fallback region, each selected only by the exact routing header the
+// processor sets, and a catch-all 404.
+func buildRoutes(o resolved) (*routev3.RouteConfiguration, error) {
+	routes := []*routev3.Route{upstreamRoute(o, PlanRouteName, RoutePlan, PlanClusterName, planRetryPolicy(o))}
 	for _, b := range o.bedrock {
 		// The same settings as Plan: a Bedrock answer streams as long and is as large. Its
 		// retry policy is Plan's too (no retry on 429: Claude Code retries 429 itself).
 		name := BedrockClusterName(b.region)
-		routes = append(routes, upstreamRoute(o, name, name, name))
+		routes = append(routes, upstreamRoute(o, name, name, name, planRetryPolicy(o)))
+	}
+	for _, b := range o.fallback {
+		// Plan's settings, but the retry is the fallback: one retry, to Bedrock.
+		retry, err := fallbackRetryPolicy(o)
+		if err != nil {
+			return nil, err
+		}
+		name := FallbackClusterName(b.region)
+		routes = append(routes, upstreamRoute(o, name, name, name, retry))
 	}
 	notFound := &routev3.Route{
 		Name:  NotFoundRouteName,
@@ -583,12 +664,60 @@ func buildRoutes(o resolved) *routev3.RouteConfiguration {
 			Domains: []string{"*"},
 			Routes:  append(routes, notFound),
 		}},
+	}, nil
+}
+
+// planRetryPolicy is the retry policy of the plan and bedrock-<region> routes: only where
+// the upstream cannot have seen the request (planRetryOn), never on an answer.
+func planRetryPolicy(o resolved) *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{
+		RetryOn:    planRetryOn,
+		NumRetries: wrapperspb.UInt32(1),
+		// Bounds the wait for response headers only: once the response has started
+		// downstream, Envoy ignores the per-try timer (UpstreamRequest::onPerTryTimeout).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
+		// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/upstream_request.cc
+		PerTryTimeout: durationpb.New(o.PerTryTimeout),
 	}
 }
 
+// fallbackRetryPolicy is the retry policy of a plan+bedrock-<region> route: Plan's failure
+// answers, resets (per-try timeout included) and connect failures are retried once, and the
+// retry goes to the cluster's priority 1, Bedrock. Envoy decides on the response headers,
+// before anything goes downstream, so a streamed request falls back too; the retried
+// answer's body is discarded.
+func fallbackRetryPolicy(o resolved) (*routev3.RetryPolicy, error) {
+	// previous_priorities with update_frequency 1: once one host has been attempted its
+	// priority is excluded, so with a healthy priority 0 the first attempt goes to Plan
+	// (priority 1 gets no first attempts) and the retry gets 100 % of the load on priority
+	// 1. Once every priority has been attempted the exclusions reset and the original load
+	// returns, so a third attempt would go back to Plan: hence exactly one retry.
+	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/retry/priority/previous_priorities/v3/previous_priorities_config.proto
+	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/retry/priority/previous_priorities/previous_priorities.cc (determinePriorityLoad, adjustForAttemptedPriorities)
+	pp, err := pack(&previousprioritiesv3.PreviousPrioritiesConfig{UpdateFrequency: 1})
+	if err != nil {
+		return nil, err
+	}
+	return &routev3.RetryPolicy{
+		RetryOn: fallbackRetryOn,
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-retriable-status-codes
+		RetriableStatusCodes: slices.Clone(fallbackStatusCodes),
+		NumRetries:           wrapperspb.UInt32(1),
+		// As planRetryPolicy: bounds the wait for Plan's response headers; when it fires the
+		// attempt is reset and retried on Bedrock (fallbackRetryOn's `reset`).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
+		PerTryTimeout: durationpb.New(o.PerTryTimeout),
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-retry-priority
+		RetryPriority: &routev3.RetryPolicy_RetryPriority{
+			Name:       previousPrioritiesName,
+			ConfigType: &routev3.RetryPolicy_RetryPriority_TypedConfig{TypedConfig: pp},
+		},
+	}, nil
+}
+
 // upstreamRoute is the route named name that sends requests whose RouteHeader is exactly
-// value to cluster.
-func upstreamRoute(o resolved, name, value, cluster string) *routev3.Route {
+// value to cluster, retrying as retry says.
+func upstreamRoute(o resolved, name, value, cluster string, retry *routev3.RetryPolicy) *routev3.Route {
 	return &routev3.Route{
 		Name: name,
 		Match: &routev3.RouteMatch{
@@ -608,15 +737,7 @@ func upstreamRoute(o resolved, name, value, cluster string) *routev3.Route {
 			// bedrock-runtime.<region>.amazonaws.com), not the gateway's name.
 			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
 			HostRewriteSpecifier: &routev3.RouteAction_AutoHostRewrite{AutoHostRewrite: wrapperspb.Bool(true)},
-			RetryPolicy: &routev3.RetryPolicy{
-				RetryOn:    planRetryOn,
-				NumRetries: wrapperspb.UInt32(1),
-				// Bounds the wait for response headers only: once the response has started
-				// downstream, Envoy ignores the per-try timer (UpstreamRequest::onPerTryTimeout).
-				// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-per-try-timeout
-				// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/upstream_request.cc
-				PerTryTimeout: durationpb.New(o.PerTryTimeout),
-			},
+			RetryPolicy:          retry,
 		}},
 		// Identity encoding from upstream, overwriting the client's accept-encoding, so usage
 		// extraction and error translation see plain bytes.
@@ -633,9 +754,16 @@ func upstreamRoute(o resolved, name, value, cluster string) *routev3.Route {
 	}
 }
 
+// clusterEndpoint is one endpoint of an upstream cluster: a DNS name (or IP) and port, and
+// its endpoint metadata in MetadataNamespace.
+type clusterEndpoint struct {
+	url upstreamURL
+	md  map[string]any
+}
+
 // buildPlanCluster builds the Anthropic cluster.
 func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
-	return buildUpstreamCluster(o, PlanClusterName, o.plan, map[string]any{BackendMetadataKey: BackendPlan}, nil)
+	return buildUpstreamCluster(o, PlanClusterName, []clusterEndpoint{{o.plan, map[string]any{BackendMetadataKey: BackendPlan}}}, nil)
 }
 
 // buildBedrockCluster builds region's Bedrock cluster: Plan's settings, plus endpoint
@@ -646,23 +774,81 @@ func buildBedrockCluster(o resolved, b bedrockEndpoint) (*clusterv3.Cluster, err
 	if err != nil {
 		return nil, err
 	}
-	md := map[string]any{
+	return buildUpstreamCluster(o, BedrockClusterName(b.region), []clusterEndpoint{bedrockClusterEndpoint(b)}, filters)
+}
+
+// bedrockClusterEndpoint is region b's Bedrock endpoint, with the metadata the upstream
+// processor signs from.
+func bedrockClusterEndpoint(b bedrockEndpoint) clusterEndpoint {
+	return clusterEndpoint{b.url, map[string]any{
 		BackendMetadataKey: BackendBedrock,
 		RegionMetadataKey:  b.region,
 		// auto_host_rewrite writes the endpoint hostname, without the port, to :authority.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
 		HostMetadataKey: b.url.host,
-	}
-	return buildUpstreamCluster(o, BedrockClusterName(b.region), b.url, md, filters)
+	}}
 }
 
-// buildUpstreamCluster builds a cluster with one DNS endpoint at u, whose endpoint metadata
-// (in MetadataNamespace) is md, and with the upstream HTTP filters given (none: Envoy's
-// default chain, the codec alone).
-func buildUpstreamCluster(o resolved, name string, u upstreamURL, md map[string]any, filters []*hcmv3.HttpFilter) (*clusterv3.Cluster, error) {
-	mds, err := structpb.NewStruct(md)
+// buildFallbackCluster builds region b's Plan-first cluster: the Plan endpoint at priority 0
+// and b's Bedrock endpoint at priority 1 (the fallback route's single retry goes to priority
+// 1, see fallbackRetryPolicy), with the Bedrock clusters' upstream filter chain — the upstream
+// processor must see the Plan attempts too: their response headers feed the circuit breaker,
+// and it learns from the host metadata which backend each attempt goes to. Only built when
+// both URLs have the same scheme (fallbackEndpoints): a cluster has one transport socket.
+//
+// No health_checks and no outlier_detection, deliberately: Plan's hosts are shared by every
+// user, so active checks or ejections driven by one user's 429s and errors would move every
+// user to Bedrock (priority spill-over), and an ejected Plan host would also fail plan-only
+// users. Without health checking every host stays healthy and priority 0 gets all first
+// attempts; the per-user circuit breaker in extproc decides who skips Plan.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/upstream/load_balancing/priority
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/upstream/outlier
+func buildFallbackCluster(o resolved, b bedrockEndpoint) (*clusterv3.Cluster, error) {
+	filters, err := buildUpstreamFilters(o)
 	if err != nil {
-		return nil, fmt.Errorf("controlplane: endpoint metadata: %w", err)
+		return nil, err
+	}
+	plan := clusterEndpoint{o.plan, map[string]any{
+		BackendMetadataKey: BackendPlan,
+		// The :authority auto_host_rewrite writes for a Plan attempt: a retry's upstream
+		// processor sees the shared header map with the previous attempt's rewrite, so it
+		// takes the host of the attempt from here.
+		HostMetadataKey: o.plan.host,
+	}}
+	return buildUpstreamCluster(o, FallbackClusterName(b.region), []clusterEndpoint{plan, bedrockClusterEndpoint(b)}, filters)
+}
+
+// buildUpstreamCluster builds a cluster with one DNS endpoint per entry of eps, the i-th at
+// priority i, and with the upstream HTTP filters given (none: Envoy's default chain, the codec
+// alone). Every endpoint must have the scheme of eps[0]: one transport socket serves them all.
+func buildUpstreamCluster(o resolved, name string, eps []clusterEndpoint, filters []*hcmv3.HttpFilter) (*clusterv3.Cluster, error) {
+	u := eps[0].url
+	localities := make([]*endpointv3.LocalityLbEndpoints, len(eps))
+	for i, ep := range eps {
+		if ep.url.tls != u.tls {
+			return nil, fmt.Errorf("controlplane: cluster %s mixes http and https endpoints", name)
+		}
+		mds, err := structpb.NewStruct(ep.md)
+		if err != nil {
+			return nil, fmt.Errorf("controlplane: endpoint metadata: %w", err)
+		}
+		localities[i] = &endpointv3.LocalityLbEndpoints{
+			// With one endpoint per priority, all the load goes to the lowest priority
+			// (every host is healthy without health checks) and a retry with
+			// previous_priorities moves to the next.
+			// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-localitylbendpoints-priority
+			Priority: uint32(i),
+			LbEndpoints: []*endpointv3.LbEndpoint{{
+				HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
+					Address: socketAddress(ep.url.host, ep.url.port),
+					// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-endpoint-hostname
+					Hostname: ep.url.host,
+				}},
+				// The upstream ext_proc learns the backend of each attempt from here;
+				// cluster metadata cannot tell priority-0 Plan from priority-1 Bedrock.
+				Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: mds}},
+			}},
+		}
 	}
 	c := &clusterv3.Cluster{
 		Name: name,
@@ -679,21 +865,11 @@ func buildUpstreamCluster(o resolved, name string, u upstreamURL, md map[string]
 		DnsLookupFamily: clusterv3.Cluster_V4_PREFERRED,
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{
 			ClusterName: name,
-			Endpoints: []*endpointv3.LocalityLbEndpoints{{
-				LbEndpoints: []*endpointv3.LbEndpoint{{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-						Address: socketAddress(u.host, u.port),
-						// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/endpoint/v3/endpoint_components.proto#envoy-v3-api-field-config-endpoint-v3-endpoint-hostname
-						Hostname: u.host,
-					}},
-					// The upstream ext_proc learns the backend of each attempt from here;
-					// cluster metadata cannot tell priority-0 Plan from priority-1 Bedrock.
-					Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: mds}},
-				}},
-			}},
+			Endpoints:   localities,
 		},
 		// Envoy's defaults are 1024 and only 3 parallel retries per cluster, beyond which
-		// retries (and so fallback) silently stop.
+		// retries silently stop: on a fallback cluster the 4th concurrent Plan 429 would go
+		// back to the client instead of to Bedrock.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/upstream/circuit_breaking
 		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 			Priority:           corev3.RoutingPriority_DEFAULT,
@@ -746,7 +922,7 @@ func buildUpstreamCluster(o resolved, name string, u upstreamURL, md map[string]
 			}},
 		}
 	}
-	// The upstream filter chain (Bedrock clusters); upstream_codec must be last.
+	// The upstream filter chain (Bedrock and fallback clusters); upstream_codec must be last.
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/upstreams/http/v3/http_protocol_options.proto#envoy-v3-api-field-extensions-upstreams-http-v3-httpprotocoloptions-http-filters
 	protocol.HttpFilters = filters
 	po, err := pack(protocol)

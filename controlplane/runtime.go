@@ -50,9 +50,9 @@ func ModelMappingProto(m store.ModelMapping) *runtimev1.ModelMapping {
 	}
 }
 
-// resolveBedrockConfig completes a copy of in (nil is empty): the regions of the clusters
-// built, and the built-in beta and field tables where in has none.
-func resolveBedrockConfig(in *runtimev1.BedrockConfig, endpoints []bedrockEndpoint) (*runtimev1.BedrockConfig, error) {
+// resolveBedrockConfig completes a copy of in (nil is empty): the regions of the Bedrock and
+// fallback clusters built, and the built-in beta and field tables where in has none.
+func resolveBedrockConfig(in *runtimev1.BedrockConfig, endpoints, fallback []bedrockEndpoint) (*runtimev1.BedrockConfig, error) {
 	c := &runtimev1.BedrockConfig{}
 	if in != nil {
 		c = proto.Clone(in).(*runtimev1.BedrockConfig)
@@ -60,6 +60,12 @@ func resolveBedrockConfig(in *runtimev1.BedrockConfig, endpoints []bedrockEndpoi
 	c.Regions = make([]string, len(endpoints))
 	for i, e := range endpoints {
 		c.Regions[i] = e.region
+	}
+	// Computed like Regions, never taken from in: only the control plane knows which
+	// plan+bedrock-<region> clusters it built. Both lists are sorted (parseBedrock).
+	c.FallbackRegions = make([]string, len(fallback))
+	for i, e := range fallback {
+		c.FallbackRegions[i] = e.region
 	}
 	if len(c.GetBetas().GetRules()) == 0 {
 		c.Betas = BetaTableProto(bedrock.DefaultBetaTable())

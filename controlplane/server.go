@@ -100,7 +100,11 @@ func NewServer(opts Options, logger *slog.Logger, reg prometheus.Registerer) (*S
 // Update rebuilds the configuration from opts and pushes it to every connected data plane.
 // Resource types whose content did not change keep their version and are not re-sent.
 func (s *Server) Update(ctx context.Context, opts Options) error {
-	snap, err := BuildSnapshot(opts)
+	r, err := BuildResources(opts)
+	if err != nil {
+		return err
+	}
+	snap, err := r.snapshot()
 	if err != nil {
 		return err
 	}
@@ -123,6 +127,11 @@ func (s *Server) Update(ctx context.Context, opts Options) error {
 		slog.String("listeners_version", snap.GetVersion(resource.ListenerType)),
 		slog.String("routes_version", snap.GetVersion(resource.RouteType)),
 		slog.String("extension_configs_version", snap.GetVersion(resource.ExtensionConfigType)))
+	// Once per configuration installed: an unchanged configuration returned above.
+	for _, w := range r.Warnings {
+		s.logger.LogAttrs(ctx, slog.LevelWarn, "xds configuration incomplete",
+			slog.String("version", version), slog.String("warning", w))
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package controlplane
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -50,6 +51,14 @@ func unpack[M proto.Message](t *testing.T, a *anypb.Any, m M) M {
 	return m
 }
 
+// isHTTPS reports whether the upstream URL setting u (def when empty) is https.
+func isHTTPS(u, def string) bool {
+	if u == "" {
+		u = def
+	}
+	return strings.HasPrefix(u, "https://")
+}
+
 func decode(t *testing.T, opts Options) decoded {
 	t.Helper()
 	r, err := BuildResources(opts)
@@ -58,8 +67,14 @@ func decode(t *testing.T, opts Options) decoded {
 	}
 	var d decoded
 	regions := len(slices.Compact(slices.Sorted(slices.Values(opts.BedrockRegions))))
-	if len(r.Listeners) != 1 || len(r.Routes) != 1 || len(r.Clusters) != 2+regions {
-		t.Fatalf("got %d listeners, %d route configs, %d clusters; want 1, 1, %d", len(r.Listeners), len(r.Routes), len(r.Clusters), 2+regions)
+	// Each region also gets a plan+bedrock-<region> cluster when Plan and Bedrock share a
+	// scheme (one transport socket per cluster).
+	fallbacks := 0
+	if isHTTPS(opts.AnthropicURL, DefaultAnthropicURL) == isHTTPS(opts.BedrockURL, DefaultBedrockURL) {
+		fallbacks = regions
+	}
+	if want := 2 + regions + fallbacks; len(r.Listeners) != 1 || len(r.Routes) != 1 || len(r.Clusters) != want {
+		t.Fatalf("got %d listeners, %d route configs, %d clusters; want 1, 1, %d", len(r.Listeners), len(r.Routes), len(r.Clusters), want)
 	}
 	d.listener = r.Listeners[0]
 	if n := len(d.listener.GetFilterChains()); n != 1 {

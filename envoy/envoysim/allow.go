@@ -98,7 +98,7 @@ var implemented = map[protoreflect.FullName][]string{
 	"envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor": {
 		"grpc_service", "failure_mode_allow", "processing_mode", "message_timeout", "max_message_timeout", "stat_prefix",
 		"mutation_rules", "allow_mode_override", "metadata_options", "status_on_error",
-		"route_cache_action", "disable_clear_route_cache", "request_attributes",
+		"route_cache_action", "disable_clear_route_cache", "request_attributes", "response_attributes",
 	},
 	"envoy.extensions.filters.http.ext_proc.v3.ProcessingMode": {
 		"request_header_mode", "response_header_mode", "request_body_mode", "response_body_mode",

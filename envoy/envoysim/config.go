@@ -349,6 +349,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager) (*hcmConfig, error) {
 			if len(v.GetRequestAttributes()) > 0 {
 				return nil, fmt.Errorf("http filter %q: envoysim implements request_attributes only in a cluster's upstream filter chain", f.GetName())
 			}
+			if ep.responseAttrs, err = compileResponseAttributes(v.GetResponseAttributes()); err != nil {
+				return nil, fmt.Errorf("http filter %q: %w", f.GetName(), err)
+			}
 			c.extProcs = append(c.extProcs, ep)
 		case *routerv3.Router:
 			if i != len(filters)-1 {
@@ -1027,6 +1030,7 @@ type extProcConfig struct {
 	routeCacheAction  extprocv3.ExternalProcessor_RouteCacheAction
 	upstream          bool       // in a cluster's upstream filter chain
 	requestAttrs      []attrExpr // upstream only
+	responseAttrs     []attrExpr // router level only
 }
 
 func compileExtProc(name string, e *extprocv3.ExternalProcessor) (*extProcConfig, error) {

@@ -66,6 +66,7 @@ type procState struct {
 	outSig       chan struct{}
 	bodyReplaced bool
 	replacement  []byte
+	attrsSent    bool // this direction's attributes went out (sent_attributes_)
 }
 
 func (st *procState) setMode(m *extprocv3.ProcessingMode) {
@@ -120,7 +121,6 @@ type extProcFilter struct {
 	host       *hostConfig
 	attemptCtx context.Context
 	stalled    bool
-	attrsSent  bool
 
 	sendMu sync.Mutex
 	sendQ  []*extprocsvc.ProcessingRequest
@@ -705,8 +705,22 @@ func (f *extProcFilter) clearRouteCacheLocked(st *procState, cr *extprocsvc.Comm
 	}
 }
 
-func (f *extProcFilter) baseRequestLocked() *extprocsvc.ProcessingRequest {
+// baseRequestLocked starts a message of st's direction. Like
+// Filter::buildHeaderRequest and Filter::setupBodyChunk (both call
+// Filter::addAttributes), the first message of a direction carries that
+// direction's attributes — request_attributes, response_attributes — in
+// attributes["envoy.filters.http.ext_proc"], once
+// (ProcessorState::sendAttributes / setSentAttributes).
+func (f *extProcFilter) baseRequestLocked(st *procState) *extprocsvc.ProcessingRequest {
 	req := &extprocsvc.ProcessingRequest{MetadataContext: f.s.info.forwardMetadata(f.cfg.forwardNamespaces)}
+	attrs := f.cfg.requestAttrs
+	if st.dir == dirResponse {
+		attrs = f.cfg.responseAttrs
+	}
+	if len(attrs) > 0 && !st.attrsSent {
+		st.attrsSent = true
+		req.Attributes = map[string]*structpb.Struct{extProcAttributesKey: evaluateAttributes(attrs, f.host, f.s.info.attempts())}
+	}
 	if !f.protocolConfigSent {
 		f.protocolConfigSent = true
 		req.ProtocolConfig = &extprocsvc.ProtocolConfiguration{
@@ -735,13 +749,7 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	}
 	st.headers = h
 	st.noBody = endStream
-	req := f.baseRequestLocked()
-	if st.dir == dirRequest && len(f.cfg.requestAttrs) > 0 && !f.attrsSent {
-		// Filter::addAttributes: request attributes on the first message of
-		// the request direction, keyed by the filter name.
-		f.attrsSent = true
-		req.Attributes = map[string]*structpb.Struct{extProcAttributesKey: evaluateAttributes(f.cfg.requestAttrs, f.host)}
-	}
+	req := f.baseRequestLocked(st)
 	hh := &extprocsvc.HttpHeaders{Headers: h.toProto(), EndOfStream: endStream}
 	if st.dir == dirRequest {
 		req.Request = &extprocsvc.ProcessingRequest_RequestHeaders{RequestHeaders: hh}
@@ -806,7 +814,7 @@ func (f *extProcFilter) buffered(st *procState, body bodySource, limit int64) (b
 		return &bytesBody{data: data}, f.s.alive()
 	}
 	st.body = data
-	req := f.baseRequestLocked()
+	req := f.baseRequestLocked(st)
 	hb := &extprocsvc.HttpBody{Body: data, EndOfStream: true}
 	if st.dir == dirRequest {
 		req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
@@ -878,7 +886,7 @@ func (b *streamedBody) pump(ctx context.Context) {
 			st.notifyOut()
 			f.mu.Unlock()
 		} else {
-			req := f.baseRequestLocked()
+			req := f.baseRequestLocked(st)
 			hb := &extprocsvc.HttpBody{Body: data, EndOfStream: eos}
 			if st.dir == dirRequest {
 				req.Request = &extprocsvc.ProcessingRequest_RequestBody{RequestBody: hb}
@@ -917,6 +925,24 @@ func (f *extProcFilter) destroy() {
 type streamInfo struct {
 	mu       sync.Mutex
 	metadata map[string]*structpb.Struct
+	// attemptCount is StreamInfo::attemptCount, set by the router for each
+	// upstream attempt (Router::Filter::decodeHeaders, doRetry:
+	// callbacks_->streamInfo().setAttemptCount(attempt_count_)).
+	attemptCount uint32
+}
+
+// setAttempts records the router's attempt count.
+func (si *streamInfo) setAttempts(n int) {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	si.attemptCount = uint32(n)
+}
+
+// attempts is the router's attempt count so far, 0 before the router ran.
+func (si *streamInfo) attempts() uint32 {
+	si.mu.Lock()
+	defer si.mu.Unlock()
+	return si.attemptCount
 }
 
 func (si *streamInfo) mergeMetadata(ns string, v *structpb.Struct) {

@@ -562,6 +562,9 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 		if pp, ok := load.(*previousPriorities); ok {
 			pp.onHostAttempted(host)
 		}
+		// The downstream StreamInfo's attempt count (upstream.request_attempt_count):
+		// 1 for the first attempt, incremented by Router::Filter::doRetry.
+		s.info.setAttempts(attempts)
 		rewrite := ""
 		if ra.autoHostRewrite && host.hostname != "" {
 			rewrite = host.hostname

@@ -75,6 +75,9 @@ func compileUpstreamFilters(filters []*hcmv3.HttpFilter) ([]upstreamFilterConfig
 			if ep.requestAttrs, err = compileAttributes(v.GetRequestAttributes()); err != nil {
 				return nil, fmt.Errorf("upstream http filter %q: %w", f.GetName(), err)
 			}
+			if len(v.GetResponseAttributes()) > 0 {
+				return nil, fmt.Errorf("upstream http filter %q: envoysim implements response_attributes only on the router-level ext_proc filter", f.GetName())
+			}
 			for _, m := range []extprocv3.ProcessingMode_BodySendMode{ep.mode.GetRequestBodyMode(), ep.mode.GetResponseBodyMode()} {
 				if m != extprocv3.ProcessingMode_NONE {
 					return nil, fmt.Errorf("upstream http filter %q: envoysim implements body mode NONE only in an upstream filter chain, got %s", f.GetName(), m)
@@ -104,13 +107,37 @@ func compileUpstreamFilters(filters []*hcmv3.HttpFilter) ([]upstreamFilterConfig
 	return out, nil
 }
 
-// ---- request_attributes ----
+// ---- request_attributes and response_attributes ----
 
-// attrExpr is a CEL request attribute of the only form envoysim evaluates:
-// xds.upstream_host_metadata.filter_metadata['ns']['key'].
+// attrExpr is a CEL attribute of one of the only forms envoysim evaluates:
+// xds.upstream_host_metadata.filter_metadata['ns']['key'] (request_attributes
+// of an upstream filter) or upstream.request_attempt_count
+// (response_attributes of the router-level filter).
 type attrExpr struct {
-	text    string
-	ns, key string
+	text         string
+	ns, key      string
+	attemptCount bool
+}
+
+// attemptCountAttr is the CEL attribute upstream.request_attempt_count:
+// StreamInfo::attemptCount().value_or(0) as a CEL uint
+// (source/extensions/filters/common/expr/context.cc, UpstreamLookupValues).
+const attemptCountAttr = "upstream.request_attempt_count"
+
+// compileResponseAttributes compiles the router-level filter's
+// response_attributes: only upstream.request_attempt_count is implemented.
+func compileResponseAttributes(exprs []string) ([]attrExpr, error) {
+	var out []attrExpr
+	for _, e := range exprs {
+		if e != attemptCountAttr {
+			return nil, fmt.Errorf("response_attributes: envoysim evaluates only %s, not %q", attemptCountAttr, e)
+		}
+		// ExpressionManager::initExpressions skips duplicates.
+		if len(out) == 0 {
+			out = append(out, attrExpr{text: e, attemptCount: true})
+		}
+	}
+	return out, nil
 }
 
 var hostMetadataAttr = regexp.MustCompile(`^xds\.upstream_host_metadata\.filter_metadata\['([^'\\]+)'\]\['([^'\\]+)'\]$`)
@@ -136,11 +163,19 @@ func compileAttributes(exprs []string) ([]attrExpr, error) {
 // evaluateAttributes is ExpressionManager::evaluateAttributes
 // (source/extensions/filters/http/ext_proc/matching_utils.cc, Envoy 1.40):
 // an expression that evaluates to an error (a missing map key) is skipped;
-// bool stays bool, everything else is printed as a string. The Struct is
-// sent even when empty.
-func evaluateAttributes(exprs []attrExpr, h *hostConfig) *structpb.Struct {
+// bool stays bool, a CEL int or uint (upstream.request_attempt_count) becomes
+// a number_value, everything else — a Struct number included, which CEL sees
+// as a double — is printed as a string. The Struct is sent even when empty.
+// h is the attempt's host (upstream filters), attempts the router's attempt
+// count so far (StreamInfo::attemptCount, 0 when unset).
+func evaluateAttributes(exprs []attrExpr, h *hostConfig, attempts uint32) *structpb.Struct {
 	out := &structpb.Struct{Fields: map[string]*structpb.Value{}}
 	for _, e := range exprs {
+		if e.attemptCount {
+			// case CelValue::Type::kUint64: value.set_number_value(...).
+			out.Fields[e.text] = structpb.NewNumberValue(float64(attempts))
+			continue
+		}
 		if h == nil {
 			continue
 		}

@@ -595,6 +595,25 @@ func TestUpstreamFilterConfig(t *testing.T) {
 			}
 			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: filterExtProc, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, ep)}}}, h.HttpFilters...)
 		}, "envoysim implements request_attributes only in a cluster's upstream filter chain"},
+		{"response_attributes on the router-level filter accepted", contractFilters, func(h *hcmv3.HttpConnectionManager) {
+			ep := &extprocv3.ExternalProcessor{
+				GrpcService:        &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "ccproxy_extproc"}}},
+				ResponseAttributes: []string{attemptCountAttr, attemptCountAttr},
+			}
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: filterExtProc, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, ep)}}}, h.HttpFilters...)
+		}, ""},
+		{"unsupported response attribute on the router-level filter", contractFilters, func(h *hcmv3.HttpConnectionManager) {
+			ep := &extprocv3.ExternalProcessor{
+				GrpcService:        &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "ccproxy_extproc"}}},
+				ResponseAttributes: []string{attemptCountAttr, "response.flags"},
+			}
+			h.HttpFilters = append([]*hcmv3.HttpFilter{{Name: filterExtProc, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(t, ep)}}}, h.HttpFilters...)
+		}, `response_attributes: envoysim evaluates only upstream.request_attempt_count, not "response.flags"`},
+		{"response_attributes in the upstream chain", func(t testing.TB) []*hcmv3.HttpFilter {
+			return []*hcmv3.HttpFilter{upstreamExtProcFilter(t, func(ep *extprocv3.ExternalProcessor) {
+				ep.ResponseAttributes = []string{attemptCountAttr}
+			}), codecFilter(t)}
+		}, nil, "envoysim implements response_attributes only on the router-level ext_proc filter"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -80,8 +80,10 @@ type Config struct {
 	byName    map[string]*modelEntry // canonical ids and aliases
 	byBedrock map[string]string      // base and invoke ids → Anthropic id
 	regions   map[string]struct{}
-	fallback  bool
-	version   string
+	// fallbackRegions have a plan+bedrock-<region> cluster and route.
+	fallbackRegions map[string]struct{}
+	fallback        bool
+	version         string
 }
 
 type modelEntry struct {
@@ -110,17 +112,26 @@ func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 		return nil, errors.New("runtimeconfig: nil BedrockConfig")
 	}
 	c := &Config{
-		models:    make([]modelEntry, 0, len(pb.GetModels())),
-		byName:    make(map[string]*modelEntry),
-		byBedrock: make(map[string]string),
-		regions:   make(map[string]struct{}, len(pb.GetRegions())),
-		fallback:  pb.GetProfileRuleFallback(),
+		models:          make([]modelEntry, 0, len(pb.GetModels())),
+		byName:          make(map[string]*modelEntry),
+		byBedrock:       make(map[string]string),
+		regions:         make(map[string]struct{}, len(pb.GetRegions())),
+		fallbackRegions: make(map[string]struct{}, len(pb.GetFallbackRegions())),
+		fallback:        pb.GetProfileRuleFallback(),
 	}
 	for _, r := range pb.GetRegions() {
 		if !validRegion(r) {
 			return nil, fmt.Errorf("runtimeconfig: regions: invalid region %q", r)
 		}
 		c.regions[r] = struct{}{}
+	}
+	for _, r := range pb.GetFallbackRegions() {
+		// A fallback route ends on that region's Bedrock cluster, so the
+		// region must have one.
+		if _, ok := c.regions[r]; !ok {
+			return nil, fmt.Errorf("runtimeconfig: fallback_regions: %q is not in regions", r)
+		}
+		c.fallbackRegions[r] = struct{}{}
 	}
 
 	owner := make(map[string]int) // name → index of the model that claims it
@@ -283,6 +294,13 @@ func (c *Config) Version() string {
 // HasRegion reports whether region has a Bedrock cluster and route.
 func (c *Config) HasRegion(region string) bool {
 	_, ok := c.regions[region]
+	return ok
+}
+
+// HasFallback reports whether region has a plan+bedrock-<region> cluster and
+// route: Plan first, falling back to the region's Bedrock by Envoy's retry.
+func (c *Config) HasFallback(region string) bool {
+	_, ok := c.fallbackRegions[region]
 	return ok
 }
 

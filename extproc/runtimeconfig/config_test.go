@@ -463,3 +463,23 @@ func TestAnthropicIDFor(t *testing.T) {
 		}
 	}
 }
+
+func TestHasFallback(t *testing.T) {
+	pb := testProto(false)
+	pb.FallbackRegions = []string{"us-east-1"}
+	c := mustConfig(t, pb)
+	for region, want := range map[string]bool{"us-east-1": true, "eu-west-1": false, "us-west-2": false, "": false} {
+		if got := c.HasFallback(region); got != want {
+			t.Errorf("HasFallback(%q) = %v, want %v", region, got, want)
+		}
+	}
+	if c := mustConfig(t, testProto(false)); c.HasFallback("us-east-1") {
+		t.Error("HasFallback(us-east-1) = true without fallback_regions")
+	}
+	// A fallback route ends on the region's Bedrock cluster: a region
+	// without one is inconsistent.
+	pb.FallbackRegions = []string{"us-west-2"}
+	if _, err := FromProto(pb); err == nil || !strings.Contains(err.Error(), `fallback_regions: "us-west-2" is not in regions`) {
+		t.Fatalf("FromProto with a fallback region outside regions: err = %v", err)
+	}
+}

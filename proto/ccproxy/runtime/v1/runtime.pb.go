@@ -99,8 +99,14 @@ type BedrockConfig struct {
 	// and the use is logged and counted: a last resort an admin opts into,
 	// since the guessed id may not exist on Bedrock.
 	ProfileRuleFallback bool `protobuf:"varint,5,opt,name=profile_rule_fallback,json=profileRuleFallback,proto3" json:"profile_rule_fallback,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Regions with a plan+bedrock-<region> cluster and route (Plan first,
+	// falling back to that region's Bedrock by Envoy's retry), sorted. A subset
+	// of regions: the control plane builds the fallback cluster only when the
+	// Plan and Bedrock URLs are both TLS or both plaintext (one transport
+	// socket per cluster). extproc selects the fallback route only for these.
+	FallbackRegions []string `protobuf:"bytes,6,rep,name=fallback_regions,json=fallbackRegions,proto3" json:"fallback_regions,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *BedrockConfig) Reset() {
@@ -166,6 +172,13 @@ func (x *BedrockConfig) GetProfileRuleFallback() bool {
 		return x.ProfileRuleFallback
 	}
 	return false
+}
+
+func (x *BedrockConfig) GetFallbackRegions() []string {
+	if x != nil {
+		return x.FallbackRegions
+	}
+	return nil
 }
 
 // ModelMapping maps an Anthropic model id and its aliases to Bedrock.
@@ -435,13 +448,14 @@ var File_ccproxy_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_ccproxy_runtime_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	" ccproxy/runtime/v1/runtime.proto\x12\x12ccproxy.runtime.v1\"\x84\x02\n" +
+	" ccproxy/runtime/v1/runtime.proto\x12\x12ccproxy.runtime.v1\"\xaf\x02\n" +
 	"\rBedrockConfig\x128\n" +
 	"\x06models\x18\x01 \x03(\v2 .ccproxy.runtime.v1.ModelMappingR\x06models\x12\x18\n" +
 	"\aregions\x18\x02 \x03(\tR\aregions\x123\n" +
 	"\x05betas\x18\x03 \x01(\v2\x1d.ccproxy.runtime.v1.BetaTableR\x05betas\x126\n" +
 	"\x06fields\x18\x04 \x01(\v2\x1e.ccproxy.runtime.v1.FieldTableR\x06fields\x122\n" +
-	"\x15profile_rule_fallback\x18\x05 \x01(\bR\x13profileRuleFallback\"\xbb\x02\n" +
+	"\x15profile_rule_fallback\x18\x05 \x01(\bR\x13profileRuleFallback\x12)\n" +
+	"\x10fallback_regions\x18\x06 \x03(\tR\x0ffallbackRegions\"\xbb\x02\n" +
 	"\fModelMapping\x12,\n" +
 	"\x12anthropic_model_id\x18\x01 \x01(\tR\x10anthropicModelId\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x16\n" +
