@@ -29,6 +29,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/internal/bufpool"
 	"github.com/ccproxy/ccproxy/extproc/router"
@@ -84,6 +85,10 @@ type BedrockOptions struct {
 	// Budgets checks monthly Bedrock budgets (budget.Checker); nil checks
 	// none.
 	Budgets router.BudgetChecker
+	// Breaker is the per-access-key Plan circuit breaker of plan_first
+	// requests; nil means always closed (fallback still happens, Envoy
+	// retrying each refused request on Bedrock).
+	Breaker *breaker.Breaker
 }
 
 // Server is the ext_proc gRPC service.
@@ -126,7 +131,11 @@ func NewServer(opts Options) (*Server, error) {
 		}
 		requests := handoff.NewStore()
 		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests, Budgets: b.Budgets}
-		up, err = upstream.New(upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer})
+		ucfg := upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer}
+		if b.Breaker != nil {
+			rcfg.Bedrock.Breaker, ucfg.Breaker = b.Breaker, b.Breaker
+		}
+		up, err = upstream.New(ucfg)
 		if err != nil {
 			return nil, fmt.Errorf("extproc: %w", err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
+	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/keyservice"
 	"github.com/ccproxy/ccproxy/extproc/router"
@@ -138,6 +139,20 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		return nil, err
 	}
 	bedrockOpts.Budgets = budgets
+	// The per-access-key Plan circuit breaker lives in Redis so that every
+	// replica, and both filters' streams of one request, agree.
+	brk, err := breaker.New(breaker.Config{
+		Redis: rdb, Prefix: cfg.RedisPrefix,
+		DefaultOpen: cfg.Breaker.DefaultOpen, MaxOpen: cfg.Breaker.MaxOpen,
+		FailureThreshold: cfg.Breaker.FailureThreshold, FailureWindow: cfg.Breaker.FailureWindow,
+		ProbeLease: cfg.Breaker.ProbeLease,
+		Logger:     log.With("component", "breaker"), Registerer: reg,
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	bedrockOpts.Breaker = brk
 	comps = append(comps, bedrockComps...)
 	srv, err := extproc.NewServer(extproc.Options{
 		Logger:     log.With("component", "extproc"),

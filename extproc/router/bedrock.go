@@ -53,6 +53,9 @@ type BedrockConfig struct {
 	// Budgets checks monthly Bedrock budgets; nil checks none (users
 	// without a budget are never checked).
 	Budgets BudgetChecker
+	// Breaker is the per-access-key Plan circuit breaker consulted before a
+	// plan_first request is routed; nil means always closed.
+	Breaker Breaker
 }
 
 // BudgetChecker is implemented by budget.Checker.
@@ -148,15 +151,49 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	if !cfg.HasRegion(c.Region) {
 		return p.refuseBedrock(ctx, refuseNoRegion, 503, "ccproxy: the gateway has no Bedrock route for region "+c.Region+" yet; try again shortly", nil)
 	}
-	if refusal := p.checkBudget(ctx); refusal != nil {
-		return refusal
+	if st, over := p.budgetSpent(ctx); over {
+		return p.refuseBudget(ctx, st)
 	}
+	r, bf := p.prepareBedrock(ctx, body, cfg)
+	if bf != nil {
+		return p.refuseBedrock(ctx, bf.reason, bf.code, bf.msg, bf.cause)
+	}
+	p.handOff(common, r, RouteBedrockPrefix+c.Region)
+	return nil
+}
+
+// handOff stores r for the upstream processor and routes the request to
+// route with the handoff header.
+func (p *Processor) handOff(common *extprocv3.CommonResponse, r *handoff.Request, route string) {
+	id := p.r.bedrock.Requests.Put(r)
+	p.handoffID = id
+	p.handoffReq = r
+	p.setRoute(common, route)
+	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(handoff.StateHeader, []byte(id)))
+}
+
+// bedrockFailure is why a request cannot be sent to Bedrock: a refusal for
+// a Bedrock-bound request, the reason Plan gets it alone for a plan_first
+// one.
+type bedrockFailure struct {
+	reason string
+	code   int
+	msg    string
+	cause  error
+}
+
+// prepareBedrock checks the user's credential and translates the request
+// for Bedrock. It sets p.bedrockKind and p.backendModel (the Bedrock
+// translation of the request; a plan_first request only uses them if
+// Bedrock answers) and returns the request for the upstream processor.
+func (p *Processor) prepareBedrock(ctx context.Context, body []byte, cfg *runtimeconfig.Config) (*handoff.Request, *bedrockFailure) {
+	c := p.identity.Bedrock
 	cred := bedrockauth.Credential{ID: c.ID, UserID: p.identity.UserID, Kind: c.Kind, Region: c.Region, SecretCiphertext: c.SecretCiphertext}
-	if err := bc.Credentials.Check(ctx, cred); err != nil {
-		p.r.log.LogAttrs(ctx, slog.LevelError, "bedrock credential unusable: request refused",
+	if err := p.r.bedrock.Credentials.Check(ctx, cred); err != nil {
+		p.r.log.LogAttrs(ctx, slog.LevelError, "bedrock credential unusable",
 			slog.String("request_id", p.requestID), slog.String("credential_id", c.ID.String()),
 			slog.String("credential_kind", c.Kind), slog.Any("error", err))
-		return p.refuseBedrock(ctx, refuseCredential, 500, "ccproxy: the gateway's Bedrock credential for your account cannot be used; ask the gateway administrator to check it", err)
+		return nil, &bedrockFailure{refuseCredential, 500, "ccproxy: the gateway's Bedrock credential for your account cannot be used; ask the gateway administrator to check it", err}
 	}
 
 	r := &handoff.Request{
@@ -179,7 +216,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	case pathMessages, pathCountTokens:
 		m, err := cfg.ResolveModel(p.fields.model, c.Region)
 		if err != nil {
-			return p.refuseBedrock(ctx, refuseModel, 400, "ccproxy: model "+strconv.Quote(p.fields.model)+" is not available on Bedrock for region "+c.Region+"; choose another model or ask the gateway administrator to map it", nil)
+			return nil, &bedrockFailure{refuseModel, 400, "ccproxy: model " + strconv.Quote(p.fields.model) + " is not available on Bedrock for region " + c.Region + "; choose another model or ask the gateway administrator to map it", nil}
 		}
 		if m.Guessed {
 			p.r.metrics.bedrockGuessed.Inc()
@@ -187,10 +224,11 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 				slog.String("request_id", p.requestID), slog.String("model", p.fields.model), slog.String("bedrock_model", m.InvokeID))
 		}
 		r.RemoveHeaders = append(r.RemoveHeaders, p.anthropicHeaders...)
+		invalid := &bedrockFailure{refuseBody, 400, "ccproxy: the request body is not a valid JSON object", nil}
 		if p.kind == pathMessages {
 			tr, err := cfg.Translator.TranslateRequest(body, p.betaHeader, p.fields.stream, m.InvokeID)
 			if err != nil {
-				return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request body is not a valid JSON object", nil)
+				return nil, invalid
 			}
 			p.noteDrops(ctx, tr)
 			p.bedrockKind = bedrockMessages
@@ -204,7 +242,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 		} else {
 			tr, err := cfg.Translator.TranslateRequest(body, p.betaHeader, false, m.BaseID)
 			if err != nil {
-				return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request body is not a valid JSON object", nil)
+				return nil, invalid
 			}
 			p.noteDrops(ctx, tr)
 			p.bedrockKind = bedrockCountTokens
@@ -215,36 +253,34 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 		}
 		r.ReplaceBody = true
 	}
-	id := bc.Requests.Put(r)
-	p.handoffID = id
-	p.setRoute(common, RouteBedrockPrefix+c.Region)
-	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(handoff.StateHeader, []byte(id)))
-	return nil
+	return r, nil
 }
 
-// checkBudget refuses a Bedrock-bound request of a user whose monthly
-// Bedrock budget is spent: 429 rate_limit_error with retry-after to the
-// reset (Claude Code must not retry: x-should-retry false). When the spend
-// cannot be learned at all it fails open (extproc/budget explains why),
-// logging and counting the request.
-func (p *Processor) checkBudget(ctx context.Context) *extprocv3.ProcessingResponse {
+// budgetSpent reports whether the user's monthly Bedrock budget is spent.
+// When the spend cannot be learned at all it fails open (extproc/budget
+// explains why), logging and counting the request.
+func (p *Processor) budgetSpent(ctx context.Context) (budget.Status, bool) {
 	b := p.identity.MonthlyBudgetUSD
 	if b == nil || p.r.bedrock.Budgets == nil {
-		return nil
+		return budget.Status{}, false
 	}
 	st, err := p.r.bedrock.Budgets.Check(ctx, p.identity.UserID, *b)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil // the request is going away anyway
+			return budget.Status{}, false // the request is going away anyway
 		}
 		p.r.metrics.budgetUnchecked.Inc()
 		p.r.log.LogAttrs(ctx, slog.LevelWarn, "budget unknown: serving the request (fail open)",
 			slog.String("request_id", p.requestID), slog.String("user_id", p.identity.UserID.String()), slog.Any("error", err))
-		return nil
+		return budget.Status{}, false
 	}
-	if !st.Over {
-		return nil
-	}
+	return st, st.Over
+}
+
+// refuseBudget refuses a Bedrock-bound request of a user whose monthly
+// Bedrock budget is spent: 429 rate_limit_error with retry-after to the
+// reset (Claude Code must not retry: x-should-retry false).
+func (p *Processor) refuseBudget(ctx context.Context, st budget.Status) *extprocv3.ProcessingResponse {
 	retryAfter := int64(math.Ceil(st.ResetAt.Sub(p.r.now()).Seconds()))
 	retryAfter = max(retryAfter, 1)
 	msg := fmt.Sprintf("ccproxy: your monthly Bedrock budget of $%s is used up ($%s spent); it resets at %s",

@@ -73,11 +73,13 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 	h.cred = &auth.BedrockCredential{ID: uuid.New(), Kind: "api_key", Region: "us-east-1", SecretCiphertext: []byte("sealed")}
 	store := auth.MemoryStore{}
 	for name, rec := range map[string]auth.KeyRecord{
-		"bedrock":         {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred},
-		"bedrock-budget":  {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
-		"bedrock-no-cred": {RoutingStrategy: auth.RoutingBedrockOnly},
-		"plan-first":      {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred},
-		"plan-only":       {RoutingStrategy: auth.RoutingPlanOnly, Credential: h.cred},
+		"bedrock":            {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred},
+		"bedrock-budget":     {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
+		"bedrock-no-cred":    {RoutingStrategy: auth.RoutingBedrockOnly},
+		"plan-first":         {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred},
+		"plan-only":          {RoutingStrategy: auth.RoutingPlanOnly, Credential: h.cred},
+		"plan-first-no-cred": {RoutingStrategy: auth.RoutingPlanFirst},
+		"plan-first-budget":  {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
 	} {
 		key, err := keys.Generate()
 		if err != nil {

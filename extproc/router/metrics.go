@@ -64,6 +64,9 @@ type Metrics struct {
 	bedrockCredentialRejected prometheus.Counter
 	bedrockGuessed            prometheus.Counter
 	budgetUnchecked           prometheus.Counter
+
+	fallbacks *prometheus.CounterVec
+	planAlone *prometheus.CounterVec
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -117,8 +120,16 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "ccproxy_extproc_budget_unchecked_total",
 		Help: "Bedrock-bound requests served without a budget check because the spend could not be learned (fail open).",
 	})
+	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_fallbacks_total",
+		Help: "plan_first requests answered by Bedrock, by reason (plan_<status> after a Plan answer Envoy retried, plan_unreachable after a connect failure, reset or per-try timeout, breaker_open when the access key's circuit breaker sent it straight to Bedrock).",
+	}, []string{"reason"})
+	m.planAlone = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_fallback_unavailable_total",
+		Help: "plan_first requests of users with a Bedrock credential sent to Plan without a fallback, by reason (over_budget, unmappable_model, credential_unusable, invalid_body, no_fallback_route, no_runtime_config).",
+	}, []string{"reason"})
 	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
-		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked} {
+		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}

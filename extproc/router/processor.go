@@ -48,6 +48,7 @@ type Processor struct {
 	bedrockPath             bedrockPath
 	backendModel            string
 	handoffID               string
+	handoffReq              *handoff.Request
 	betaHeader              string
 	anthropicHeaders        []string // anthropic-* header names, removed for Bedrock
 	clientCredentialHeaders []string // x-api-key, authorization: never sent to Bedrock
@@ -55,6 +56,13 @@ type Processor struct {
 	bedrockStream           bool
 	conv                    *eventstream.Converter
 	sseBuf                  []byte
+
+	// Fallback (fallback.go).
+	fallbackKind   bedrockKind // the Bedrock translation, used if Bedrock answers
+	fallbackModel  string      // its Bedrock model id
+	fallback       bool        // Bedrock answered a plan_first request
+	fallbackReason string
+	attemptCount   int // upstream.request_attempt_count, 0 when not sent
 
 	// Response.
 	status     int
@@ -91,6 +99,10 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 		resp = p.requestBody(ctx, m.RequestBody)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		ph = phaseResponseHeaders
+		p.readResponseAttributes(req)
+		if p.fallbackKind != bedrockNone {
+			p.whoAnswered(ctx)
+		}
 		resp = p.responseHeaders(m.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		ph = phaseResponseBody
@@ -226,7 +238,7 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil), nil
 	}
 
-	if p.wantsBedrock() {
+	if p.wantsBedrock() || p.mayFallBack() {
 		p.collectBedrockHeaders(h)
 	}
 	p.forward = true
@@ -322,11 +334,14 @@ func (p *Processor) requestBody(ctx context.Context, b *extprocv3.HttpBody) *ext
 		if p.kind == pathMessages || p.kind == pathCountTokens {
 			p.fields = scanRequest(b.GetBody())
 		}
-		if p.wantsBedrock() {
+		switch {
+		case p.wantsBedrock():
 			if refusal := p.routeBedrock(ctx, b.GetBody(), common); refusal != nil {
 				return refusal
 			}
-		} else {
+		case p.mayFallBack():
+			p.routePlanFirst(ctx, b.GetBody(), common)
+		default:
 			p.setRoute(common, RoutePlan)
 		}
 	}
@@ -443,6 +458,11 @@ func (p *Processor) Close(ctx context.Context) {
 	}
 	p.closedOnce = true
 	if p.handoffID != "" {
+		if p.fallbackKind != bedrockNone && p.status == 0 {
+			// No response reached this filter: whatever Plan attempt there
+			// was got none either.
+			p.whoAnswered(ctx)
+		}
 		p.r.bedrock.Requests.Delete(p.handoffID)
 	}
 	metered := p.kind == pathMessages || p.kind == pathCountTokens ||
@@ -473,6 +493,8 @@ func (p *Processor) Close(ctx context.Context) {
 		TTFT:               p.ttft,
 		Latency:            latency,
 		Aborted:            aborted,
+		Fallback:           p.fallback,
+		FallbackReason:     p.fallbackReason,
 	}
 	if p.kind == pathCountTokens || p.bedrockPath.op == "count-tokens" {
 		ev.PathKind = usage.PathCountTokens

@@ -107,6 +107,25 @@ type Config struct {
 	// UsageClaimIdle is how long a usage stream entry may stay unacknowledged
 	// by a consumer before another admin replica takes it over.
 	UsageClaimIdle time.Duration
+
+	// Breaker configures the per-access-key Plan circuit breaker.
+	Breaker BreakerSettings
+}
+
+// BreakerSettings configure the per-access-key Plan circuit breaker
+// (extproc/breaker).
+type BreakerSettings struct {
+	// DefaultOpen is how long a 429 without an announced reset, a failed
+	// probe, or FailureThreshold failures open the breaker.
+	DefaultOpen time.Duration
+	// MaxOpen caps the reset a Plan response announces.
+	MaxOpen time.Duration
+	// FailureThreshold failures within FailureWindow open it.
+	FailureThreshold int
+	FailureWindow    time.Duration
+	// ProbeLease is how long the half-open probe may take before another
+	// request gets the probe.
+	ProbeLease time.Duration
 }
 
 // Setting describes one configuration value.
@@ -365,7 +384,46 @@ func ExtProc() []Setting {
 			c.KeyCacheTTL = d
 			return nil
 		},
+	}, Setting{
+		Flag: "breaker-default-open", Env: "CCPROXY_BREAKER_DEFAULT_OPEN", Default: "60s",
+		Usage: "how long an access key's Plan circuit breaker stays open (its plan_first requests go straight to Bedrock) after a Plan 429 that announces no reset, after the failure threshold, or after a failed probe",
+		apply: durationSetting(time.Second, func(c *Config, d time.Duration) { c.Breaker.DefaultOpen = d }),
+	}, Setting{
+		Flag: "breaker-max-open", Env: "CCPROXY_BREAKER_MAX_OPEN", Default: "1h",
+		Usage: "cap on how long a Plan 429's announced reset (retry-after, anthropic-ratelimit-*-reset) keeps the breaker open; after it one probe request goes to Plan",
+		apply: durationSetting(time.Second, func(c *Config, d time.Duration) { c.Breaker.MaxOpen = d }),
+	}, Setting{
+		Flag: "breaker-failure-threshold", Env: "CCPROXY_BREAKER_FAILURE_THRESHOLD", Default: "3",
+		Usage: "Plan 5xx/529 answers, connect failures and timeouts within CCPROXY_BREAKER_FAILURE_WINDOW that open an access key's breaker",
+		apply: func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				return errors.New("must be a number from 1 to 1000")
+			}
+			c.Breaker.FailureThreshold = n
+			return nil
+		},
+	}, Setting{
+		Flag: "breaker-failure-window", Env: "CCPROXY_BREAKER_FAILURE_WINDOW", Default: "60s",
+		Usage: "sliding window in which CCPROXY_BREAKER_FAILURE_THRESHOLD failures open the breaker",
+		apply: durationSetting(time.Second, func(c *Config, d time.Duration) { c.Breaker.FailureWindow = d }),
+	}, Setting{
+		Flag: "breaker-probe-lease", Env: "CCPROXY_BREAKER_PROBE_LEASE", Default: "30s",
+		Usage: "how long the single half-open probe to Plan may take to report before another request becomes the probe",
+		apply: durationSetting(time.Second, func(c *Config, d time.Duration) { c.Breaker.ProbeLease = d }),
 	})
+}
+
+// durationSetting parses a duration of at least min and stores it with set.
+func durationSetting(min time.Duration, set func(*Config, time.Duration)) func(*Config, string) error {
+	return func(c *Config, v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < min {
+			return fmt.Errorf("must be a duration of at least %s, such as 60s", min)
+		}
+		set(c, d)
+		return nil
+	}
 }
 
 // ControlPlane returns where extproc reaches the control plane for its
