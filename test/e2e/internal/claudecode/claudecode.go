@@ -116,6 +116,9 @@ type Run struct {
 	Args []string
 	// Dir is the working directory (a fresh temp dir when empty).
 	Dir string
+	// Home is HOME (a fresh temp dir when empty). Runs sharing Home and
+	// Dir can continue one conversation (Args "--continue").
+	Home string
 	// Timeout bounds the run (default 3 minutes).
 	Timeout time.Duration
 }
@@ -135,7 +138,10 @@ func (r Run) Prompt(t testing.TB, prompt string) Result {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	home := t.TempDir()
+	home := r.Home
+	if home == "" {
+		home = t.TempDir()
+	}
 	dir := r.Dir
 	if dir == "" {
 		dir = t.TempDir()

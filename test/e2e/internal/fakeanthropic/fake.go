@@ -1,20 +1,33 @@
 // Package fakeanthropic is a scriptable stand-in for Anthropic's Messages API
 // used by the end-to-end tests: it records every request exactly as received
 // (method, path, headers, body bytes) and answers with streamed SSE or JSON
-// that the test chooses, including slow trickles and tool calls.
+// that the test chooses, including slow trickles, tool calls and signed
+// thinking blocks. New serves plain HTTP on a loopback port; NewTLS serves
+// HTTPS (h2 and HTTP/1.1) with a given certificate, e.g. one for
+// api.anthropic.com issued by fakebedrock's test CA.
+//
+// Like the Claude API, the fake rejects a /v1/messages request whose history
+// carries a thinking block with a missing or altered signature (see package
+// thinking), answering 400 invalid_request_error without asking the handler,
+// and records that in Failures.
 package fakeanthropic
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ccproxy/ccproxy/test/e2e/internal/thinking"
 )
 
 // Request is one request as the fake received it.
@@ -24,6 +37,26 @@ type Request struct {
 	Path   string
 	Header http.Header
 	Body   []byte
+	// Proto is "HTTP/1.1" or "HTTP/2.0".
+	Proto string
+	// SNI is the TLS server name the client sent ("" over plain HTTP or
+	// when the client sent none).
+	SNI string
+}
+
+// URLPath is Path without the query string.
+func (r Request) URLPath() string {
+	p, _, _ := strings.Cut(r.Path, "?")
+	return p
+}
+
+// Model is the body's "model" ("" when absent or not JSON).
+func (r Request) Model() string {
+	var b struct {
+		Model string `json:"model"`
+	}
+	_ = json.Unmarshal(r.Body, &b)
+	return b.Model
 }
 
 // JSON decodes the body into a generic map (nil when not JSON).
@@ -59,20 +92,86 @@ type Event struct {
 // Handler chooses the reply to a request.
 type Handler func(Request) Reply
 
-// Server is the fake. Create it with New.
+// Server is the fake. Create it with New or NewTLS. Close (from the
+// embedded httptest.Server) may be called while the test runs to make
+// further connections fail; Requests, Count and Failures keep working.
 type Server struct {
 	*httptest.Server
-	mu      sync.Mutex
-	reqs    []Request
-	handler Handler
+	mu       sync.Mutex
+	reqs     []Request
+	failures []string
+	handler  Handler
 }
 
-// New starts a fake answering with h and stops it when the test ends.
+// New starts a fake answering with h over plain HTTP on a loopback port and
+// stops it when the test ends.
 func New(t testing.TB, h Handler) *Server {
 	s := &Server{handler: h}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
+}
+
+// NewTLS starts a fake answering with h over HTTPS on a loopback port, with
+// certificate cert (e.g. fakebedrock's ca.Leaf(t, "api.anthropic.com"),
+// whose chain a client trusting ca.Pool() accepts), offering ALPN h2 and
+// http/1.1, and stops it when the test ends. Clients reach it at Addr under
+// the certificate's host name, e.g. https://api.anthropic.com:443 with the
+// name mapped to Addr.
+func NewTLS(t testing.TB, h Handler, cert tls.Certificate) *Server {
+	t.Helper()
+	s := &Server{handler: h}
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.EnableHTTP2 = true
+	s.TLS = &tls.Config{
+		MinVersion:   tls.VersionTLS12,
+		Certificates: []tls.Certificate{cert},
+		NextProtos:   []string{"h2", "http/1.1"},
+	}
+	s.Config.Protocols = new(http.Protocols)
+	s.Config.Protocols.SetHTTP1(true)
+	s.Config.Protocols.SetHTTP2(true)
+	s.StartTLS()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Addr is the address the fake listens on, "127.0.0.1:port".
+func (s *Server) Addr() string { return s.Listener.Addr().String() }
+
+// Count returns how many requests were received whose path, without the
+// query string, is path and whose JSON body's "model" is model; model ""
+// counts every model. Claude Code makes side requests (title generation with
+// a small model, count_tokens), so tests count per path and model, e.g.
+// Count("/v1/messages", "claude-opus-5-5").
+func (s *Server) Count(path, model string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, r := range s.reqs {
+		if r.URLPath() == path && (model == "" || r.Model() == model) {
+			n++
+		}
+	}
+	return n
+}
+
+// Failures returns the contract violations the fake found so far, one line
+// each: "POST /v1/messages?beta=true: messages.1.content.0: Invalid
+// `signature` in `thinking` block" for every thinking block of a request's
+// history whose signature did not verify. Tests assert it is empty.
+func (s *Server) Failures() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.failures)
+}
+
+// ThinkingErrorBody is the 400 body the fake answers for a history with a
+// bad thinking signature, as the Claude API does: {"type":"error","error":
+// {"type":"invalid_request_error","message":"<err>"}}.
+func ThinkingErrorBody(err *thinking.BlockError) []byte {
+	b, _ := json.Marshal(map[string]any{"type": "error", "error": map[string]any{"type": "invalid_request_error", "message": err.Error()}})
+	return b
 }
 
 // SetHandler replaces the reply policy.
@@ -101,16 +200,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body}
+	req := Request{Method: r.Method, Path: r.URL.RequestURI(), Header: r.Header.Clone(), Body: body, Proto: r.Proto}
 	if r.Host != "" {
 		req.Header.Set("Host", r.Host)
+	}
+	if r.TLS != nil {
+		req.SNI = r.TLS.ServerName
+	}
+	var bad error
+	if req.URLPath() == "/v1/messages" {
+		bad = thinking.CheckHistory(body)
 	}
 	s.mu.Lock()
 	s.reqs = append(s.reqs, req)
 	h := s.handler
+	if bad != nil {
+		for _, line := range strings.Split(bad.Error(), "\n") {
+			s.failures = append(s.failures, fmt.Sprintf("%s %s: %s", req.Method, req.Path, line))
+		}
+	}
 	s.mu.Unlock()
 
-	reply := h(req)
+	var reply Reply
+	if be := (*thinking.BlockError)(nil); errors.As(bad, &be) {
+		reply = Reply{Status: http.StatusBadRequest, Body: ThinkingErrorBody(be)}
+	} else {
+		reply = h(req)
+	}
 	for k, v := range reply.Header {
 		w.Header()[k] = v
 	}
@@ -162,7 +278,9 @@ func usageJSON(u Usage, full bool) map[string]any {
 	return m
 }
 
-// Block is one content block of an answer.
+// Block is one content block of an answer. ToolName makes a tool_use block,
+// else Thinking a thinking block, else RedactedThinking a redacted_thinking
+// block, else it is a text block.
 type Block struct {
 	// Text is a text block's text, split into Chunks deltas when Chunks > 1.
 	Text   string
@@ -171,6 +289,38 @@ type Block struct {
 	ToolName  string
 	ToolInput map[string]any
 	ToolID    string
+	// Thinking makes a thinking block with this text, split into Chunks
+	// thinking_delta deltas, followed by one signature_delta carrying
+	// thinking.Sign(Thinking) (Signature instead when set, to script a
+	// bad one).
+	Thinking  string
+	Signature string
+	// RedactedThinking makes a redacted_thinking block with this data.
+	RedactedThinking string
+}
+
+func (b Block) signature() string {
+	if b.Signature != "" {
+		return b.Signature
+	}
+	return thinking.Sign(b.Thinking)
+}
+
+// content is the block as it appears in a complete (non-streaming) message.
+func (b Block) content() map[string]any {
+	switch {
+	case b.ToolName != "":
+		in := b.ToolInput
+		if in == nil {
+			in = map[string]any{}
+		}
+		return map[string]any{"type": "tool_use", "id": b.ToolID, "name": b.ToolName, "input": in}
+	case b.Thinking != "":
+		return map[string]any{"type": "thinking", "thinking": b.Thinking, "signature": b.signature()}
+	case b.RedactedThinking != "":
+		return map[string]any{"type": "redacted_thinking", "data": b.RedactedThinking}
+	}
+	return map[string]any{"type": "text", "text": b.Text}
 }
 
 // Stream builds the SSE events of a complete answer with the given blocks
@@ -192,6 +342,22 @@ func Stream(model string, u Usage, blocks ...Block) []Event {
 				Event{"content_block_stop", map[string]any{"type": "content_block_stop", "index": i}})
 			continue
 		}
+		if b.Thinking != "" {
+			evs = append(evs, Event{"content_block_start", map[string]any{"type": "content_block_start", "index": i, "content_block": map[string]any{"type": "thinking", "thinking": "", "signature": ""}}})
+			for _, part := range split(b.Thinking, b.Chunks) {
+				evs = append(evs, Event{"content_block_delta", map[string]any{"type": "content_block_delta", "index": i, "delta": map[string]any{"type": "thinking_delta", "thinking": part}}})
+			}
+			evs = append(evs,
+				Event{"content_block_delta", map[string]any{"type": "content_block_delta", "index": i, "delta": map[string]any{"type": "signature_delta", "signature": b.signature()}}},
+				Event{"content_block_stop", map[string]any{"type": "content_block_stop", "index": i}})
+			continue
+		}
+		if b.RedactedThinking != "" {
+			evs = append(evs,
+				Event{"content_block_start", map[string]any{"type": "content_block_start", "index": i, "content_block": b.content()}},
+				Event{"content_block_stop", map[string]any{"type": "content_block_stop", "index": i}})
+			continue
+		}
 		evs = append(evs, Event{"content_block_start", map[string]any{"type": "content_block_start", "index": i, "content_block": map[string]any{"type": "text", "text": ""}}})
 		for _, part := range split(b.Text, b.Chunks) {
 			evs = append(evs, Event{"content_block_delta", map[string]any{"type": "content_block_delta", "index": i, "delta": map[string]any{"type": "text_delta", "text": part}}})
@@ -205,12 +371,26 @@ func Stream(model string, u Usage, blocks ...Block) []Event {
 	return evs
 }
 
-// Message builds a complete non-streaming answer.
+// Message builds a complete non-streaming answer with one text block.
 func Message(model, text string, u Usage) []byte {
+	return MessageBlocks(model, u, Block{Text: text})
+}
+
+// MessageBlocks builds a complete non-streaming answer with the given
+// blocks (stop_reason tool_use when one is a tool_use block, else end_turn);
+// a thinking block carries its signature as in Stream.
+func MessageBlocks(model string, u Usage, blocks ...Block) []byte {
+	content := []any{}
+	stop := "end_turn"
+	for _, b := range blocks {
+		if b.ToolName != "" {
+			stop = "tool_use"
+		}
+		content = append(content, b.content())
+	}
 	b, _ := json.Marshal(map[string]any{
 		"id": "msg_fake02", "type": "message", "role": "assistant", "model": model,
-		"content":     []any{map[string]any{"type": "text", "text": text}},
-		"stop_reason": "end_turn", "stop_sequence": nil, "usage": usageJSON(u, true),
+		"content": content, "stop_reason": stop, "stop_sequence": nil, "usage": usageJSON(u, true),
 	})
 	return b
 }

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
+
+	"github.com/ccproxy/ccproxy/test/e2e/internal/thinking"
 )
 
 // Usage is the token accounting the fake reports. Input excludes cache
@@ -69,7 +71,9 @@ type Reply struct {
 	Gap time.Duration
 }
 
-// Block is one content block of an answer.
+// Block is one content block of an answer. ToolName makes a tool_use block,
+// else Thinking a thinking block, else RedactedThinking a redacted_thinking
+// block, else it is a text block.
 type Block struct {
 	// Text is a text block's text, split into Chunks deltas when Chunks > 1.
 	Text   string
@@ -79,6 +83,22 @@ type Block struct {
 	ToolName  string
 	ToolInput map[string]any
 	ToolID    string
+	// Thinking makes a thinking block with this text, split into Chunks
+	// thinking_delta deltas, followed by one signature_delta carrying
+	// thinking.Sign(Thinking) (Signature instead when set, to script a bad
+	// one). Signatures are the same as fakeanthropic's: each fake accepts
+	// the other's, as Bedrock and the Claude API do.
+	Thinking  string
+	Signature string
+	// RedactedThinking makes a redacted_thinking block with this data.
+	RedactedThinking string
+}
+
+func (b Block) signature() string {
+	if b.Signature != "" {
+		return b.Signature
+	}
+	return thinking.Sign(b.Thinking)
 }
 
 // obj builds a JSON object with keys in the given order: obj("a", 1, "b", x).
@@ -169,6 +189,26 @@ func Stream(model string, u Usage, blocks ...Block) []Event {
 			evs = append(evs, Event{"content_block_stop", obj("type", "content_block_stop", "index", i)})
 			continue
 		}
+		if b.Thinking != "" {
+			evs = append(evs, Event{"content_block_start", obj("type", "content_block_start", "index", i,
+				"content_block", obj("type", "thinking", "thinking", "", "signature", ""))})
+			for _, part := range split(b.Thinking, b.Chunks) {
+				evs = append(evs, Event{"content_block_delta", obj("type", "content_block_delta", "index", i,
+					"delta", obj("type", "thinking_delta", "thinking", part))})
+			}
+			evs = append(evs,
+				Event{"content_block_delta", obj("type", "content_block_delta", "index", i,
+					"delta", obj("type", "signature_delta", "signature", b.signature()))},
+				Event{"content_block_stop", obj("type", "content_block_stop", "index", i)})
+			continue
+		}
+		if b.RedactedThinking != "" {
+			evs = append(evs,
+				Event{"content_block_start", obj("type", "content_block_start", "index", i,
+					"content_block", obj("type", "redacted_thinking", "data", b.RedactedThinking))},
+				Event{"content_block_stop", obj("type", "content_block_stop", "index", i)})
+			continue
+		}
 		evs = append(evs, Event{"content_block_start", obj("type", "content_block_start", "index", i,
 			"content_block", obj("type", "text", "text", ""))})
 		for _, part := range split(b.Text, b.Chunks) {
@@ -197,7 +237,14 @@ func Message(model string, u Usage, blocks ...Block) []byte {
 			content = append(content, obj("type", "tool_use", "id", b.ToolID, "name", b.ToolName, "input", in))
 			continue
 		}
-		content = append(content, obj("type", "text", "text", b.Text))
+		switch {
+		case b.Thinking != "":
+			content = append(content, obj("type", "thinking", "thinking", b.Thinking, "signature", b.signature()))
+		case b.RedactedThinking != "":
+			content = append(content, obj("type", "redacted_thinking", "data", b.RedactedThinking))
+		default:
+			content = append(content, obj("type", "text", "text", b.Text))
+		}
 	}
 	usage := obj("input_tokens", u.Input,
 		"cache_creation_input_tokens", u.CacheWrite5m+u.CacheWrite1h,

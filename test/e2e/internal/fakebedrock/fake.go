@@ -6,7 +6,11 @@
 // and Host the gateway sends, authenticates the request (Bedrock API key or
 // SigV4, verified with aws-sdk-go-v2's signer) and validates the body as
 // Bedrock does, records every request exactly as received, and answers with
-// event-stream frames or JSON that the test scripts.
+// event-stream frames or JSON that the test scripts. Thinking blocks carry
+// signatures shared with fakeanthropic (package thinking): a history whose
+// thinking block has a missing or altered signature is refused with
+// ValidationException, and a signature fakeanthropic made is accepted, as
+// Bedrock accepts the Claude API's.
 package fakebedrock
 
 import (
@@ -35,6 +39,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/ccproxy/ccproxy/test/e2e/internal/thinking"
 )
 
 // AnthropicVersion is the anthropic_version Bedrock requires in the body.
@@ -674,7 +680,11 @@ func profilePrefix(id string) string {
 	return ""
 }
 
-// validate applies Bedrock's checks to an InvokeModel body.
+// validate applies Bedrock's checks to an InvokeModel body, including, for
+// invoke and invoke-with-response-stream, the signatures of the thinking
+// blocks in its history (thinking.CheckHistory): a bad one is answered with
+// ValidationException "messages.N.content.M: Invalid `signature` in
+// `thinking` block" and recorded as a problem.
 func (s *Server) validate(req *Request, body []byte) (Reply, bool) {
 	malformed := func(detail string) Reply {
 		return validation("Malformed input request: " + detail + ", please reformat your input and try again.")
@@ -736,6 +746,16 @@ func (s *Server) validate(req *Request, body []byte) (Reply, bool) {
 		if !slices.Contains(s.cfg.Betas, b) {
 			s.problem(req, "anthropic_beta %q is not a flag Bedrock knows (allowed: %q)", b, s.cfg.Betas)
 			return validation("invalid beta flag"), false
+		}
+	}
+	if req.Op != OpCountTokens {
+		if err := thinking.CheckHistory(body); err != nil {
+			for _, line := range strings.Split(err.Error(), "\n") {
+				s.problem(req, "%s", line)
+			}
+			var be *thinking.BlockError
+			errors.As(err, &be)
+			return validation(be.Error()), false
 		}
 	}
 	return Reply{}, true

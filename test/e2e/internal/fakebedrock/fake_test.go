@@ -24,6 +24,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
+
+	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
+	"github.com/ccproxy/ccproxy/test/e2e/internal/thinking"
 )
 
 const (
@@ -824,5 +827,112 @@ func TestClaudeCodeBody(t *testing.T) {
 	r := fake.Requests()[0]
 	if !slices.Equal(r.Betas(), ClaudeCodeBetas) || r.ModelID != "us.anthropic.claude-opus-5-5" || len(r.Problems) != 0 {
 		t.Errorf("recorded betas %q model %q problems %q", r.Betas(), r.ModelID, r.Problems)
+	}
+}
+
+func TestThinking(t *testing.T) {
+	const thought = "Think <first>, then answer."
+	sig := thinking.Sign(thought)
+	fake := New(t, Config{APIKeys: []string{key}})
+	fake.Push(Answer(name, Usage{Input: 3, Output: 5}, Block{Thinking: thought, Chunks: 2}, Block{RedactedThinking: "opaque=="}, Block{Text: "Hi", Chunks: 1}))
+	_, _, got := call(t, fake.HTTP1Client(), "POST", streamURL, body(""), bearer())
+	var events []string
+	for _, f := range decode(t, got) {
+		events = append(events, f.Event)
+	}
+	want := []string{start35,
+		`{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":"","signature":""}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Think <first>,"}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":" then answer."}}`,
+		`{"type":"content_block_delta","index":0,"delta":{"type":"signature_delta","signature":"` + sig + `"}}`,
+		`{"type":"content_block_stop","index":0}`,
+		`{"type":"content_block_start","index":1,"content_block":{"type":"redacted_thinking","data":"opaque=="}}`,
+		`{"type":"content_block_stop","index":1}`,
+		`{"type":"content_block_start","index":2,"content_block":{"type":"text","text":""}}`,
+		`{"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"Hi"}}`,
+		`{"type":"content_block_stop","index":2}`,
+		`{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":5}}`,
+		`{"type":"message_stop","amazon-bedrock-invocationMetrics":{"inputTokenCount":3,"outputTokenCount":5,"invocationLatency":1798,"firstByteLatency":1507}}`,
+	}
+	if !slices.Equal(events, want) {
+		t.Errorf("events:\n got %q\nwant %q", events, want)
+	}
+	msg := string(Message(name, Usage{}, Block{Thinking: thought}, Block{RedactedThinking: "opaque=="}, Block{Text: "Hi"}))
+	if wantContent := `"content":[{"type":"thinking","thinking":"Think <first>, then answer.","signature":"` + sig + `"},{"type":"redacted_thinking","data":"opaque=="},{"type":"text","text":"Hi"}]`; !strings.Contains(msg, wantContent) {
+		t.Errorf("Message %s; want content %s", msg, wantContent)
+	}
+}
+
+// anthropicSignature returns the thinking text and signature fakeanthropic
+// streams for thought.
+func anthropicSignature(t *testing.T, thought string) (string, string) {
+	t.Helper()
+	var text, sig string
+	for _, ev := range fakeanthropic.Stream("claude-opus-5-5", fakeanthropic.Usage{}, fakeanthropic.Block{Thinking: thought, Chunks: 2}) {
+		var d struct {
+			Delta struct{ Type, Thinking, Signature string }
+		}
+		b, _ := json.Marshal(ev.Data)
+		_ = json.Unmarshal(b, &d)
+		text += d.Delta.Thinking
+		if d.Delta.Type == "signature_delta" {
+			sig = d.Delta.Signature
+		}
+	}
+	if text != thought || sig == "" {
+		t.Fatalf("fakeanthropic streamed %q %q", text, sig)
+	}
+	return text, sig
+}
+
+func TestThinkingHistory(t *testing.T) {
+	text, sig := anthropicSignature(t, "The Claude API thought about it.")
+	history := func(thinkingText, signature string) string {
+		block, _ := json.Marshal(map[string]any{"type": "thinking", "thinking": thinkingText, "signature": signature})
+		return `{"anthropic_version":"bedrock-2023-05-31","max_tokens":64,"thinking":{"type":"enabled","budget_tokens":1024},"messages":[` +
+			`{"role":"user","content":[{"type":"text","text":"hi","cache_control":{"type":"ephemeral"}}]},` +
+			`{"role":"assistant","content":[{"type":"redacted_thinking","data":"opaque=="},` + string(block) + `,{"type":"tool_use","id":"t1","name":"Bash","input":{"command":"ls"}}]},` +
+			`{"role":"user","content":[{"type":"tool_result","tool_use_id":"t1","content":"a.txt","cache_control":{"type":"ephemeral","ttl":"1h"}}]}]}`
+	}
+	const bad = "messages.1.content.1: Invalid `signature` in `thinking` block"
+	tests := []struct {
+		name, url, body string
+		status          int
+		want            string
+	}{
+		{name: "fakeanthropic's signature", url: streamURL, body: history(text, sig), status: 200},
+		{name: "fakeanthropic's signature, invoke", url: invokeURL, body: history(text, sig), status: 200},
+		{name: "altered text", url: streamURL, body: history(text+"!", sig), status: 400, want: bad},
+		{name: "altered signature", url: invokeURL, body: history(text, "A"+sig[1:]), status: 400, want: bad},
+		{name: "no signature", url: streamURL, body: history(text, ""), status: 400, want: bad},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fake := New(t, Config{APIKeys: []string{key}, AllowProblems: true})
+			status, hdr, got := call(t, fake.Client(), "POST", tt.url, tt.body, bearer())
+			if status != tt.status {
+				t.Fatalf("got %d %s; want %d", status, got, tt.status)
+			}
+			if tt.status == 200 {
+				if f := fake.Failures(); len(f) != 0 {
+					t.Errorf("failures %q", f)
+				}
+				return
+			}
+			if want := `{"message":"` + tt.want + `"}`; string(got) != want || hdr.Get("X-Amzn-ErrorType") != "ValidationException:http://internal.amazon.com/coral/com.amazon.bedrock/" {
+				t.Errorf("got %s %q; want %s ValidationException", got, hdr.Get("X-Amzn-ErrorType"), want)
+			}
+			if r := fake.Requests()[0]; !slices.Equal(r.Problems, []string{tt.want}) || r.ErrorType != "ValidationException" {
+				t.Errorf("recorded problems %q error %q", r.Problems, r.ErrorType)
+			}
+		})
+	}
+	// count-tokens does not check signatures.
+	fake := New(t, Config{APIKeys: []string{key}})
+	inner := base64.StdEncoding.EncodeToString([]byte(history(text+"!", sig)))
+	status, _, got := call(t, fake.Client(), "POST", "https://"+host+"/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens",
+		`{"input":{"invokeModel":{"body":"`+inner+`"}}}`, bearer())
+	if status != 200 {
+		t.Errorf("count-tokens: %d %s", status, got)
 	}
 }
