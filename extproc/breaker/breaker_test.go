@@ -631,3 +631,24 @@ func TestReport(t *testing.T) {
 		t.Fatalf("State = %+v, want closed", d)
 	}
 }
+
+// BenchmarkPlanRequest is what the breaker adds to one plan_first request
+// that may fall back: State before routing and Report of Plan's 200, each
+// one script on Redis.
+func BenchmarkPlanRequest(b *testing.B) {
+	client, prefix := testenv.Redis(b)
+	br, err := New(Config{Redis: client, Prefix: prefix, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	id := uuid.New()
+	get := func(string) string { return "" }
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := br.State(ctx, id); err != nil {
+			b.Fatal(err)
+		}
+		br.Report(ctx, id, 200, get)
+	}
+}
