@@ -91,7 +91,7 @@ func TestPlanFirstFallback(t *testing.T) {
 		route        breaker.Route
 		attempts     []attempt
 		attemptCount float64 // response attribute; 0 = not sent
-		noResponse   bool   // the stream ends without response headers
+		noResponse   bool    // the stream ends without response headers
 		wantRoute    string
 		wantProvider string
 		wantReason   string // "" = no fallback
