@@ -78,6 +78,9 @@ type Request struct {
 	// KeyID is the access key whose Plan circuit breaker the outcome of a
 	// Plan attempt feeds; zero when the route has no Plan endpoint.
 	KeyID uuid.UUID
+	// Probe marks the breaker's half-open probe: only its Plan success
+	// needs reporting (a success changes nothing in a closed breaker).
+	Probe bool
 	// Attempts records the request's upstream attempts.
 	Attempts Attempts
 }

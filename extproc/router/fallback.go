@@ -119,6 +119,7 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	}
 	// Plan first: the response tells which backend answered (whoAnswered).
 	r.KeyID = p.identity.KeyID
+	r.Probe = d.Route == breaker.RouteProbe
 	p.fallbackKind, p.fallbackModel = p.bedrockKind, p.backendModel
 	p.bedrockKind, p.backendModel = bedrockNone, ""
 	p.handOff(common, r, RouteFallbackPrefix+region)

@@ -148,6 +148,9 @@ func TestPlanFirstFallback(t *testing.T) {
 			if wantKey := tc.route != breaker.RouteOpen; (stored.KeyID != uuid.Nil) != wantKey {
 				t.Fatalf("stored KeyID %v: the breaker key must be set exactly for routes with a Plan endpoint", stored.KeyID)
 			}
+			if stored.Probe != (tc.route == breaker.RouteProbe) {
+				t.Fatalf("stored Probe %v for breaker route %v", stored.Probe, tc.route)
+			}
 			if len(fb.states) != 1 {
 				t.Fatalf("breaker asked %d times", len(fb.states))
 			}

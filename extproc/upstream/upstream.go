@@ -218,6 +218,11 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	if p.backend != handoff.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
 		return
 	}
+	if !p.req.Probe && breaker.Classify(status, get) == breaker.OutcomeSuccess {
+		// A success changes nothing unless it ends the half-open probe:
+		// skip the Redis round trip on every ordinary Plan answer.
+		return
+	}
 	o := p.h.breaker.Report(ctx, p.req.KeyID, status, get)
 	if o != breaker.OutcomeSuccess {
 		p.h.log.LogAttrs(ctx, slog.LevelInfo, "plan attempt reported to the circuit breaker",

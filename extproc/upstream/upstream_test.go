@@ -303,6 +303,21 @@ func TestFallbackAttempts(t *testing.T) {
 		t.Fatalf("breaker reports %+v, want %+v (Plan's only)", brk.calls, want)
 	}
 
+	t.Run("a plan success is reported only for the probe", func(t *testing.T) {
+		for _, probe := range []bool{false, true} {
+			before := len(brk.calls)
+			rq := &handoff.Request{RequestID: "rid-ok", KeyID: keyID, Probe: probe}
+			idOK := store.Put(rq)
+			p := h.NewProcessor()
+			p.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"}, handoff.StateHeader, idOK))
+			p.Process(ctx, responseMsg(":status", "200"))
+			store.Delete(idOK)
+			if got, want := len(brk.calls)-before, map[bool]int{false: 0, true: 1}[probe]; got != want {
+				t.Fatalf("probe=%v: %d breaker reports, want %d", probe, got, want)
+			}
+		}
+		brk.calls = brk.calls[:1]
+	})
 	t.Run("no breaker key: plan outcome not reported", func(t *testing.T) {
 		r2 := &handoff.Request{RequestID: "rid-2"}
 		id2 := store.Put(r2)
