@@ -242,8 +242,10 @@ func TestFallback(t *testing.T) {
 		var limited atomic.Bool
 		limited.Store(true)
 		var bedrockTurn atomic.Int32
+		var firstLimit atomic.Int64 // when Plan first refused (unix ns): the breaker's window starts then
 		marker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
 			if limited.Load() {
+				firstLimit.CompareAndSwap(0, time.Now().UnixNano())
 				return planLimited("120")
 			}
 			return planText(r, "Plan is back.")
@@ -268,7 +270,7 @@ func TestFallback(t *testing.T) {
 			t.Fatalf("four turns took %v: too close to the breaker's %v window for this test to mean anything", took, fallbackMaxOpen)
 		}
 		limited.Store(false)
-		time.Sleep(time.Until(start.Add(fallbackMaxOpen + 500*time.Millisecond)))
+		time.Sleep(time.Until(time.Unix(0, firstLimit.Load()).Add(fallbackMaxOpen + time.Second)))
 		res = fg.claude(u.Key).Prompt(t, "Probe turn "+marker)
 		wantPrinted(t, res, "Plan is back.")
 		if n := fg.planMain(marker); n != 2 {
