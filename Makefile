@@ -17,8 +17,13 @@ BENCH_TIME   ?= 1s
 BENCH_FLAGS  ?= -run '^$$' -bench . -benchmem -count 1 -benchtime $(BENCH_TIME) -timeout 15m
 
 export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
+# The fault-injection tests start their own Postgres and Redis servers; when
+# a server binary is missing they fail instead of skipping, so a broken
+# install can never turn them into silent skips (scripts/services.sh
+# installs both on Debian).
+export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps
+.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate
 
 all: build
 
@@ -54,6 +59,11 @@ e2e-deps:
 
 test: services tools lint e2e-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end
 	$(GO) test $(TEST_FLAGS) ./...
+
+# Breaks, one at a time, each condition listed in test/mutate/mutations.go
+# and runs the owning package's tests: every mutation must be caught.
+mutate: services tools ## mutation check of the conditions correctness rests on (a few minutes)
+	$(GO) run ./test/mutate
 
 # Go benchmarks (go test runs them one package at a time), then the running
 # extproc measured by ../shared/tools/extproc-bench (scripts/bench-extproc.sh;

@@ -276,6 +276,43 @@ func TestAPI(t *testing.T) {
 		keyID = rot.Previous.ID
 	})
 
+	// A key's own routing strategy overrides its user's (bedrock_only
+	// here) in what the data path looks up, and survives rotation.
+	t.Run("key with its own routing strategy", func(t *testing.T) {
+		resp := e.do("POST", "/api/v1/users/"+userID+"/keys", map[string]any{"name": "ci", "routing_strategy": "plan_only"})
+		want(t, resp, http.StatusCreated)
+		var k struct {
+			ID, Key  string
+			Strategy *string `json:"routing_strategy"`
+		}
+		resp.decode(t, &k)
+		if k.Strategy == nil || *k.Strategy != "plan_only" {
+			t.Fatalf("issued key routing_strategy = %v, want plan_only", k.Strategy)
+		}
+		ctx := context.Background()
+		l, err := e.st.AccessKeys().LookupByHash(ctx, e.hasher.Hash(k.Key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Key.RoutingStrategy == nil || *l.Key.RoutingStrategy != store.PlanOnly || l.User.RoutingStrategy != store.BedrockOnly {
+			t.Fatalf("lookup: key strategy %v, user strategy %q; want plan_only over bedrock_only", l.Key.RoutingStrategy, l.User.RoutingStrategy)
+		}
+		resp = e.do("POST", "/api/v1/keys/"+k.ID+"/rotate", map[string]any{"grace_period_seconds": 0})
+		want(t, resp, http.StatusCreated)
+		var rot struct {
+			Strategy *string `json:"routing_strategy"`
+		}
+		resp.decode(t, &rot)
+		if rot.Strategy == nil || *rot.Strategy != "plan_only" {
+			t.Fatalf("rotated key routing_strategy = %v, want plan_only", rot.Strategy)
+		}
+		resp = e.do("POST", "/api/v1/users/"+userID+"/keys", map[string]any{"routing_strategy": "cheapest"})
+		want(t, resp, http.StatusUnprocessableEntity)
+		if p := resp.problem(t); len(p.Errors) != 1 || p.Errors[0].Field != "routing_strategy" {
+			t.Fatalf("invalid strategy: %+v", p)
+		}
+	})
+
 	const bedrockSecret = "ABSKbedrock-secret-never-shown-0123456789"
 	t.Run("bedrock", func(t *testing.T) {
 		resp := e.do("PUT", "/api/v1/users/"+userID+"/bedrock", map[string]any{"type": "api_key", "api_key": bedrockSecret, "region": "us-west-2"})

@@ -77,6 +77,7 @@ type env struct {
 	t      *testing.T
 	st     *store.Store
 	sealer secrets.Sealer
+	hasher *keys.Hasher
 	srv    *httptest.Server
 	logs   *syncBuffer
 	inv    *recorder
@@ -118,7 +119,7 @@ func newEnv(t *testing.T, configure ...func(*admin.Options)) *env {
 	if created, err := admin.EnsureFirstAdmin(ctx, st, testAdmin, testPassword); err != nil || !created {
 		t.Fatalf("EnsureFirstAdmin = %v, %v; want true, nil", created, err)
 	}
-	e := &env{t: t, st: st, sealer: sealer, logs: logs, inv: inv, srv: httptest.NewServer(srv.Handler())}
+	e := &env{t: t, st: st, sealer: sealer, hasher: hasher, logs: logs, inv: inv, srv: httptest.NewServer(srv.Handler())}
 	t.Cleanup(e.srv.Close)
 
 	loader := openapi3.NewLoader()

@@ -91,6 +91,7 @@ func TestPlanFirstFallback(t *testing.T) {
 		route        breaker.Route
 		attempts     []attempt
 		attemptCount float64 // response attribute; 0 = not sent
+		countString  string  // the attribute as a string value instead
 		noResponse   bool    // the stream ends without response headers
 		wantRoute    string
 		wantProvider string
@@ -107,6 +108,12 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record: the attempt count decides", attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
+		{name: "no attempt record, one attempt: plan answered", attemptCount: 1,
+			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
+		{name: "no attempt record, attempt count as a string", countString: "2",
+			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
+		{name: "no attempt record, no attempt count: plan answered",
+			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
 		{name: "half-open probe goes to plan", route: breaker.RouteProbe, attempts: []attempt{{handoff.BackendPlan, 200}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
 		{name: "breaker open: straight to bedrock", route: breaker.RouteOpen, attempts: []attempt{{handoff.BackendBedrock, 200}}, attemptCount: 1,
@@ -167,8 +174,12 @@ func TestPlanFirstFallback(t *testing.T) {
 					m = respHeaders("200", "content-type", "text/event-stream; charset=utf-8")
 					chunks = [][]byte{planSSE}
 				}
-				if tc.attemptCount != 0 {
+				switch {
+				case tc.attemptCount != 0:
 					withAttemptCount(m, tc.attemptCount)
+				case tc.countString != "":
+					m.Attributes = map[string]*structpb.Struct{attributesKey: {Fields: map[string]*structpb.Value{
+						AttemptCountAttribute: structpb.NewStringValue(tc.countString)}}}
 				}
 				resp = mustProcess(t, p, m)
 				if resp.GetModeOverride().GetResponseBodyMode().String() != "STREAMED" {

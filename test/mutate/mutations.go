@@ -1,0 +1,234 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+)
+
+// Mutation breaks one condition the gateway's correctness rests on.
+type Mutation struct {
+	// Name says what breaks, as the report prints it.
+	Name string
+	// File is the source file, relative to the module root.
+	File string
+	// From must occur exactly once in File; it is replaced by To.
+	From, To string
+	// Packages are the packages whose tests must notice: the package that
+	// owns the code, never only the end-to-end suite.
+	Packages []string
+	// Run, when set, limits the tests run (go test -run) to save time.
+	Run string
+}
+
+// Apply returns the contents of path (File, resolved) with the mutation
+// applied, or an error when From does not occur exactly once.
+func (m Mutation) Apply(path string) ([]byte, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if m.From == m.To {
+		return nil, fmt.Errorf("%s: From and To are the same", m.Name)
+	}
+	if n := bytes.Count(src, []byte(m.From)); n != 1 {
+		return nil, fmt.Errorf("%s: %q occurs %d times in %s, want exactly 1", m.Name, m.From, n, m.File)
+	}
+	return bytes.Replace(src, []byte(m.From), []byte(m.To), 1), nil
+}
+
+const (
+	pkgRouter     = "./extproc/router"
+	pkgUpstream   = "./extproc/upstream"
+	pkgAuth       = "./extproc/auth"
+	pkgBreaker    = "./extproc/breaker"
+	pkgBudget     = "./extproc/budget"
+	pkgHandoff    = "./extproc/handoff"
+	pkgTranslate  = "./extproc/translate/bedrock"
+	pkgAdmin      = "./admin"
+	pkgIngest     = "./admin/ingest"
+	pkgStore      = "./internal/store"
+	pkgKeys       = "./internal/keys"
+	pkgUsage      = "./extproc/usage"
+)
+
+// Mutations is the list `make mutate` runs. Every entry must be caught by
+// the tests of the package(s) it names.
+var Mutations = []Mutation{
+	// Access keys.
+	{
+		Name: "key: revoked key served", File: "extproc/auth/auth.go",
+		From: "case !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt):",
+		To:   "case false:", Packages: []string{pkgAuth, pkgRouter},
+	},
+	{
+		Name: "key: revoked one instant late", File: "extproc/auth/auth.go",
+		From: "case !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt):",
+		To:   "case !rec.RevokedAt.IsZero() && now.After(rec.RevokedAt):", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "key: grace period never ends", File: "extproc/auth/auth.go",
+		From: "case !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt):",
+		To:   "case false:", Packages: []string{pkgAuth, pkgRouter},
+	},
+	{
+		Name: "key: disabled user served", File: "extproc/auth/auth.go",
+		From: "case rec.UserDisabled:", To: "case false && rec.UserDisabled:", Packages: []string{pkgAuth, pkgRouter},
+	},
+	{
+		Name: "key: router treats revoked as lookup error", File: "extproc/router/processor.go",
+		From: "case errors.Is(err, auth.ErrRevoked):", To: "case false:", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "key: prefix left in the upstream path", File: "extproc/router/processor.go",
+		From: `hm.SetHeaders = []*corev3.HeaderValueOption{setHeader(":path", rest)}`,
+		To:   `hm.SetHeaders = []*corev3.HeaderValueOption{setHeader(":path", path)}`, Packages: []string{pkgRouter, "./extproc"},
+	},
+	{
+		Name: "key: header copy forwarded", File: "extproc/router/processor.go",
+		From: "hm.RemoveHeaders = append(hm.RemoveHeaders, KeyHeader)", To: "_ = hm", Packages: []string{pkgRouter, "./extproc"},
+	},
+	{
+		Name: "key: hash ignores the secret", File: "internal/keys/keys.go",
+		From: "hmac.New(sha256.New, key)", To: "hmac.New(sha256.New, key[:0])", Packages: []string{pkgKeys},
+	},
+
+	// Routing and fallback.
+	{
+		Name: "fallback: plan_only may fall back", File: "extproc/router/fallback.go",
+		From: "p.identity.RoutingStrategy == auth.RoutingPlanFirst &&",
+		To:   "p.identity.RoutingStrategy != auth.RoutingBedrockOnly &&", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: open breaker ignored", File: "extproc/router/fallback.go",
+		From: "if d.Route == breaker.RouteOpen && cfg.HasRegion(region) {",
+		To:   "if d.Route == breaker.RouteProbe && cfg.HasRegion(region) {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: over budget still falls back", File: "extproc/router/fallback.go",
+		From: "if _, over := p.budgetSpent(ctx); over {", To: "if _, over := p.budgetSpent(ctx); false && over {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: attempt count 1 read as Bedrock", File: "extproc/router/fallback.go",
+		From: "case p.attemptCount >= 2:", To: "case p.attemptCount >= 1:", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: string attempt count ignored", File: "extproc/router/fallback.go",
+		From: "p.attemptCount, _ = strconv.Atoi(x.StringValue)", To: "_ = x", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: reason ignores Plan's status", File: "extproc/router/fallback.go",
+		From: "if a.Status != 0 {", To: "if a.Status == 0 {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: unreachable Plan not charged", File: "extproc/router/fallback.go",
+		From: "if p.fallbackReason == ReasonPlanUnreachable && p.r.bedrock.Breaker != nil {",
+		To:   "if false && p.r.bedrock.Breaker != nil {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "breaker: 429 not rate limited", File: "extproc/breaker/headers.go",
+		From: "case http.StatusTooManyRequests:\n\t\treturn OutcomeRateLimited", To: "case http.StatusTooManyRequests:\n\t\treturn OutcomeSuccess",
+		Packages: []string{pkgBreaker},
+	},
+	{
+		Name: "breaker: exhausted limit ignored", File: "extproc/breaker/headers.go",
+		From: "if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= 0 {",
+		To:   "if n, err := strconv.ParseInt(v, 10, 64); err == nil && n < 0 {", Packages: []string{pkgBreaker},
+	},
+	{
+		Name: "handoff: ambiguous request id resolved", File: "extproc/handoff/handoff.go",
+		From: "if rs := ix.m[requestID]; len(rs) == 1 {", To: "if rs := ix.m[requestID]; len(rs) >= 1 {", Packages: []string{pkgHandoff},
+	},
+
+	// Bedrock translation and credentials.
+	{
+		Name: "bedrock: client authorization reaches Bedrock", File: "extproc/router/processor.go",
+		From: `case hv.Key == "x-api-key" || hv.Key == "authorization":`, To: `case hv.Key == "x-api-key":`, Packages: []string{pkgRouter},
+	},
+	{
+		Name: "bedrock: unknown beta kept", File: "extproc/translate/bedrock/bedrock.go",
+		From: "\t\tdefault:\n\t\t\tcontinue\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
+		To:   "\t\tdefault:\n\t\t\tname = r.Anthropic\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
+		Packages: []string{pkgTranslate},
+	},
+	{
+		Name: "bedrock: gateway credential error blamed on developer", File: "extproc/translate/bedrock/errors.go",
+		From: "\t\tm.CredentialRejected = true\n\t\tm.Status = http.StatusInternalServerError",
+		To:   "\t\tm.CredentialRejected = true\n\t\tm.Status = http.StatusUnauthorized", Packages: []string{pkgTranslate},
+	},
+	{
+		Name: "bedrock: plan_only allowed in Bedrock mode", File: "extproc/router/processor.go",
+		From: "if id.RoutingStrategy == auth.RoutingPlanOnly {", To: "if id.RoutingStrategy == auth.RoutingBedrockOnly {", Packages: []string{pkgRouter},
+	},
+
+	// Metering.
+	{
+		Name: "metering: content-encoding ignored (Plan)", File: "extproc/router/processor.go",
+		From: "p.sse = p.status == 200 && isEventStream(ct)\n\tp.encoded = len(ce) > 0 && string(ce) != \"identity\"",
+		To:   "p.sse = p.status == 200 && isEventStream(ct)\n\tp.encoded = false && len(ce) > 0", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "metering: content-encoding ignored (Bedrock)", File: "extproc/router/processor.go",
+		From: "if p.bedrockKind != bedrockNone {\n\t\tp.encoded = len(ce) > 0 && string(ce) != \"identity\"",
+		To:   "if p.bedrockKind != bedrockNone {\n\t\tp.encoded = false && len(ce) > 0", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "metering: Bedrock-mode invoke unmetered", File: "extproc/router/bedrock.go",
+		From: "case \"invoke\":\n\t\t\t\tp.jsonUsage, _ = usage.FromJSON(body)", To: "case \"invoke\":", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "metering: Bedrock-mode count-tokens unmetered", File: "extproc/router/bedrock.go",
+		From: "\t\t\t\t\tp.counted = ans.InputTokens\n", To: "\n", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "metering: translated stream:false unmetered", File: "extproc/router/bedrock.go",
+		From: "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {\n\t\t\tp.jsonUsage, _ = usage.FromJSON(body)",
+		To:   "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "metering: cumulative usage added up", File: "extproc/usage/extract.go",
+		From: "\t\t*dst = n\n", To: "\t\t*dst += n\n", Packages: []string{pkgUsage},
+	},
+	{
+		Name: "metering: duplicate request ids stored twice", File: "internal/store/usage.go",
+		From: "FROM firsts f JOIN fresh USING (request_id)", To: "FROM firsts f", Packages: []string{pkgStore},
+	},
+	{
+		Name: "metering: duplicate in a batch counted twice", File: "admin/ingest/ingest.go",
+		From: "delete(fresh, r.RequestID) // a second copy in the batch is a duplicate", To: "_ = fresh", Packages: []string{pkgIngest},
+	},
+
+	// Budgets.
+	{
+		Name: "budget: reaching the budget is not over it", File: "extproc/budget/budget.go",
+		From: "st.Over = spent.GreaterThanOrEqual(st.Budget)", To: "st.Over = spent.GreaterThan(st.Budget)", Packages: []string{pkgBudget},
+	},
+	{
+		Name: "budget: bedrock_only served over budget", File: "extproc/router/bedrock.go",
+		From: "if st, over := p.budgetSpent(ctx); over {", To: "if st, over := p.budgetSpent(ctx); false && over {", Packages: []string{pkgRouter},
+	},
+
+	// Admin API.
+	{
+		Name: "admin: CSRF not checked", File: "admin/auth.go",
+		From: "if fromCookie && !safeMethod(r.Method) {", To: "if false && fromCookie && !safeMethod(r.Method) {", Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: CSRF token not compared", File: "admin/auth.go",
+		From: "subtle.ConstantTimeCompare([]byte(c.Value), []byte(h)) != 1", To: "subtle.ConstantTimeCompare([]byte(c.Value), []byte(h)) != 1 && false",
+		Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: login throttle off", File: "admin/auth.go",
+		From: "if e.failures < maxLoginFailures {", To: "if e.failures < maxLoginFailures*1000 {", Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: key routing strategy dropped", File: "admin/keys.go",
+		From: "nk.RoutingStrategy = &rs", To: "_ = rs", Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: expired session accepted", File: "internal/store/admins.go",
+		From: "s.revoked_at IS NULL AND s.expires_at > now() AND NOT a.disabled",
+		To:   "s.revoked_at IS NULL AND NOT a.disabled", Packages: []string{pkgStore, pkgAdmin},
+	},
+}
