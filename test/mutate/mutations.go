@@ -38,18 +38,18 @@ func (m Mutation) Apply(path string) ([]byte, error) {
 }
 
 const (
-	pkgRouter     = "./extproc/router"
-	pkgUpstream   = "./extproc/upstream"
-	pkgAuth       = "./extproc/auth"
-	pkgBreaker    = "./extproc/breaker"
-	pkgBudget     = "./extproc/budget"
-	pkgHandoff    = "./extproc/handoff"
-	pkgTranslate  = "./extproc/translate/bedrock"
-	pkgAdmin      = "./admin"
-	pkgIngest     = "./admin/ingest"
-	pkgStore      = "./internal/store"
-	pkgKeys       = "./internal/keys"
-	pkgUsage      = "./extproc/usage"
+	pkgRouter    = "./extproc/router"
+	pkgUpstream  = "./extproc/upstream"
+	pkgAuth      = "./extproc/auth"
+	pkgBreaker   = "./extproc/breaker"
+	pkgBudget    = "./extproc/budget"
+	pkgHandoff   = "./extproc/handoff"
+	pkgTranslate = "./extproc/translate/bedrock"
+	pkgAdmin     = "./admin"
+	pkgIngest    = "./admin/ingest"
+	pkgStore     = "./internal/store"
+	pkgKeys      = "./internal/keys"
+	pkgUsage     = "./extproc/usage"
 )
 
 // Mutations is the list `make mutate` runs. Every entry must be caught by
@@ -147,8 +147,8 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "bedrock: unknown beta kept", File: "extproc/translate/bedrock/bedrock.go",
-		From: "\t\tdefault:\n\t\t\tcontinue\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
-		To:   "\t\tdefault:\n\t\t\tname = r.Anthropic\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
+		From:     "\t\tdefault:\n\t\t\tcontinue\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
+		To:       "\t\tdefault:\n\t\t\tname = r.Anthropic\n\t\t}\n\t\tif _, dup := t.betaIndex[r.Anthropic]; dup || name == \"\" {",
 		Packages: []string{pkgTranslate},
 	},
 	{
