@@ -114,6 +114,9 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	if d.Route == breaker.RouteOpen && cfg.HasRegion(region) {
 		p.fallback, p.fallbackReason = true, ReasonBreakerOpen
 		p.r.metrics.fallbacks.WithLabelValues(ReasonBreakerOpen).Inc()
+		p.r.log.LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
+			slog.String("request_id", p.requestID), slog.String("reason", ReasonBreakerOpen),
+			slog.Time("open_until", d.OpenUntil))
 		p.handOff(common, r, RouteBedrockPrefix+region)
 		return
 	}

@@ -72,7 +72,7 @@ func TestUsageSurvivesPostgresOutage(t *testing.T) {
 		err := g.DB.QueryRow(context.Background(),
 			`SELECT count(*), count(DISTINCT input_tokens) FROM usage_events WHERE session_id = $1`, session).Scan(&n, &distinct)
 		if err == nil && n >= 51 {
-			time.Sleep(time.Second) // a duplicate would land within a batch or two
+			waitUsageSettled(t, g) // only now is the count final
 			if err := g.DB.QueryRow(context.Background(),
 				`SELECT count(*), count(DISTINCT input_tokens) FROM usage_events WHERE session_id = $1`, session).Scan(&n, &distinct); err != nil {
 				t.Fatal(err)

@@ -5,6 +5,8 @@ import (
 
 	"bufio"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -37,6 +39,8 @@ type gateway struct {
 	MetricsAddr string
 	// RedisPrefix starts the gateway's Redis keys.
 	RedisPrefix string
+	// RedisURL is the Redis the gateway uses.
+	RedisURL string
 
 	stderr *tail
 }
@@ -80,11 +84,32 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	if c.RedisPrefix == "" {
 		c.RedisPrefix = "ccproxytest:" + uuid.NewString() + ":"
 	}
+	// The ports are free when chosen but another process (a test package
+	// running in parallel, an outgoing connection's ephemeral port) may take
+	// one before ccproxy dev binds it: then it exits at once, naming the
+	// address, and is started again on new ports.
+	for attempt := 1; ; attempt++ {
+		g, err := tryStartDev(t, c)
+		if err == nil {
+			return g
+		}
+		if !errors.Is(err, errPortTaken) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; retrying on other ports", attempt, err)
+	}
+}
+
+// errPortTaken: ccproxy dev could not bind a port chosen for it.
+var errPortTaken = errors.New("a port chosen for ccproxy dev was taken")
+
+func tryStartDev(t *testing.T, c devConfig) (*gateway, error) {
+	t.Helper()
 	dbURL := c.DatabaseURL
 	anthropicURL := c.AnthropicURL
 	// Four distinct ports: listener, xDS, metrics, admin API.
 	addrs := freeAddrs(t, 4)
-	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: addrs[3], MetricsAddr: addrs[2], RedisPrefix: c.RedisPrefix}
+	g := &gateway{stderr: &tail{max: 8 << 20}, AdminAddr: addrs[3], MetricsAddr: addrs[2], RedisPrefix: c.RedisPrefix, RedisURL: c.RedisURL}
 	// Unix socket paths are limited to 108 bytes; test temp dirs carry the
 	// test's name and can be longer.
 	sockDir, err := os.MkdirTemp("", "ccx")
@@ -123,6 +148,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	exited := make(chan error, 1)
 	announced := make(chan string, 1)
+	var abandoned bool // an attempt that failed to start: nothing to stop or report
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		for sc.Scan() {
@@ -138,11 +164,14 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 		exited <- cmd.Wait()
 	}()
 	t.Cleanup(func() {
-		if t.Failed() {
+		if t.Failed() && !abandoned {
 			t.Logf("ccproxy dev stderr (last %d bytes):\n%s", g.stderr.max, g.stderr.String())
 		}
 	})
 	t.Cleanup(func() {
+		if abandoned {
+			return
+		}
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case err := <-exited:
@@ -160,8 +189,11 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	case v := <-announced:
 		g.BaseURL = v
 	case err := <-exited:
-		exited <- err
-		t.Fatalf("ccproxy dev exited before it was ready: %v\nstderr:\n%s", err, g.stderr.String())
+		abandoned = true
+		if strings.Contains(g.stderr.String(), "address already in use") {
+			return nil, fmt.Errorf("%w: %v\nstderr:\n%s", errPortTaken, err, g.stderr.String())
+		}
+		return nil, fmt.Errorf("ccproxy dev exited before it was ready: %v\nstderr:\n%s", err, g.stderr.String())
 	case <-time.After(2 * time.Minute):
 		t.Fatalf("ccproxy dev printed no %q line within 2m\nstderr:\n%s", announcePrefix, g.stderr.String())
 	}
@@ -177,7 +209,7 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 	t.Cleanup(pool.Close)
 	g.DB = pool
-	return g
+	return g, nil
 }
 
 // freeAddrs returns n distinct loopback addresses whose ports were free a

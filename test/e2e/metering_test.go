@@ -237,7 +237,7 @@ func waitMeteredRows(t *testing.T, g *gateway, session string, want int) []meter
 	for {
 		rows := query()
 		if len(rows) >= want || time.Now().After(deadline) {
-			time.Sleep(time.Second) // a duplicate would land within a batch or two
+			waitUsageSettled(t, g) // only now is the count final
 			rows = query()
 			if len(rows) != want {
 				t.Fatalf("usage_events has %d rows for the mix, want exactly %d", len(rows), want)

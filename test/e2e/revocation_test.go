@@ -17,8 +17,13 @@ import (
 // TestRevocationReachesEveryExtProc runs two gateways (each its own extproc
 // behind its own envoysim, with its own admin service) on one database and
 // one Redis, warms both key caches, revokes the key through one admin API,
-// and requires that a request arriving one second later is refused by both.
+// and requires that both refuse it (and send nothing more upstream) once the
+// invalidation arrives.
 // It then checks that neither process ever logged a secret it handled.
+// revocationBound is how long a revocation may take before a test declares
+// it lost.
+const revocationBound = 30 * time.Second
+
 func TestRevocationReachesEveryExtProc(t *testing.T) {
 	const (
 		apiKey    = "sk-ant-e2e-SECRET-api-key-6f1d"
@@ -43,6 +48,16 @@ func TestRevocationReachesEveryExtProc(t *testing.T) {
 		t.Fatalf("the two gateways announced different demo keys")
 	}
 
+	probe := func(t *testing.T, g *gateway) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodHead, g.BaseURL+"/api/hello", nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
 	ask := func(g *gateway) int {
 		t.Helper()
 		body := []byte(`{"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}`)
@@ -61,6 +76,9 @@ func TestRevocationReachesEveryExtProc(t *testing.T) {
 	for _, g := range []*gateway{a, b} {
 		if code := ask(g); code != http.StatusOK {
 			t.Fatalf("before revocation: status %d via %s", code, g.Base)
+		}
+		if code := probe(t, g); code != http.StatusOK {
+			t.Fatalf("before revocation: HEAD probe status %d via %s", code, g.Base)
 		}
 	}
 
@@ -107,10 +125,24 @@ func TestRevocationReachesEveryExtProc(t *testing.T) {
 	}
 	revoked := time.Now()
 
-	time.Sleep(time.Until(revoked.Add(time.Second)))
+	// Claude Code's HEAD probe is answered by the gateway itself after the
+	// key check, so polling it watches the revocation arrive without sending
+	// anything upstream. The one-second promise is held (as a median) by
+	// extproc/keyservice's tests and measured by its benchmark; here a loaded
+	// machine may stall a process, so the bound only separates "arrived" from
+	// "lost" (the key caches would keep the key for minutes).
+	for _, g := range []*gateway{a, b} {
+		for probe(t, g) != http.StatusUnauthorized {
+			if time.Since(revoked) > revocationBound {
+				t.Fatalf("%s still accepts the key %v after the revocation", g.Base, revocationBound)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("%s refuses the revoked key %v after the revocation", g.Base, time.Since(revoked).Round(time.Millisecond))
+	}
 	for _, g := range []*gateway{a, b} {
 		if code := ask(g); code != http.StatusUnauthorized {
-			t.Errorf("%v after revocation, %s answered %d, want 401", time.Since(revoked).Round(time.Millisecond), g.Base, code)
+			t.Errorf("after the revocation reached it, %s answered %d, want 401", g.Base, code)
 		}
 	}
 	if n := len(fake.Requests("/v1/messages")); n != 2 {

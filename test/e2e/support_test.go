@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ccproxy/ccproxy/internal/usagestream"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 )
 
@@ -212,13 +215,13 @@ func waitUsage(t *testing.T, g *gateway, session string, want int) ([]usageRow, 
 		}
 		return out, tim
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		rows, tim := query()
 		if len(rows) >= want || time.Now().After(deadline) {
 			if len(rows) == want {
-				// A late duplicate would land within a writer batch or two.
-				time.Sleep(500 * time.Millisecond)
+				// Only now is the count final.
+				waitUsageSettled(t, g)
 				rows, tim = query()
 			}
 			if len(rows) != want {
@@ -227,6 +230,50 @@ func waitUsage(t *testing.T, g *gateway, session string, want int) ([]usageRow, 
 			return rows, tim
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitUsageSettled waits until no usage event of g can still be stored:
+// extproc's producer holds none in its buffer, and the ingesters' consumer
+// group has read every entry of the stream and acknowledged (committed)
+// every one it read. A duplicate could only come from an entry that is
+// still pending (redelivered after a crash or a failed commit), so once
+// nothing is pending and nothing unread, the row count is final.
+func waitUsageSettled(t *testing.T, g *gateway) {
+	t.Helper()
+	ctx := context.Background()
+	opts, err := redis.ParseURL(g.RedisURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opts)
+	defer rdb.Close()
+	stream := usagestream.StreamKey(g.RedisPrefix)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		var state string
+		buffered := metricValue(t, g, "ccproxy_usage_stream_buffer_events")
+		groups, err := rdb.XInfoGroups(ctx, stream).Result()
+		switch {
+		case err != nil:
+			state = err.Error()
+		case buffered != 0:
+			state = fmt.Sprintf("%v events in extproc's buffer", buffered)
+		default:
+			state = "no consumer group " + usagestream.Group
+			for _, gr := range groups {
+				if gr.Name == usagestream.Group {
+					if gr.Pending == 0 && gr.Lag == 0 {
+						return
+					}
+					state = fmt.Sprintf("%d pending, %d unread", gr.Pending, gr.Lag)
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage stream %s not settled after 60 s: %s", stream, state)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
