@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -217,5 +218,18 @@ func TestMissingBinariesSkipUnlessRequired(t *testing.T) {
 	unavailable(f, "redis-server not found")
 	if f.skipped || !f.failed {
 		t.Fatalf("with %s=1: skipped=%v failed=%v, want a failure", RequireEnv, f.skipped, f.failed)
+	}
+}
+
+// TestMakeTestRequiresFaultTests keeps CI honest: `make test` (what CI runs)
+// must export RequireEnv=1, so that a missing initdb or redis-server fails
+// the fault tests instead of skipping them.
+func TestMakeTestRequiresFaultTests(t *testing.T) {
+	mk, err := os.ReadFile("../../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(mk), "\nexport "+RequireEnv+" := 1\n") {
+		t.Fatalf("the Makefile does not export %s := 1", RequireEnv)
 	}
 }
