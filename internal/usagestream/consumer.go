@@ -100,9 +100,9 @@ type Consumer struct {
 }
 
 type consumerMetrics struct {
-	consumed, acked, deadLettered, trimmed, claimed, handlerErrors, redisErrors, resets prometheus.Counter
-	pending, lag, length                                                                prometheus.Gauge
-	commit                                                                              prometheus.Histogram
+	consumed, acked, deadLettered, trimmed, claimed, claimPasses, handlerErrors, redisErrors, resets prometheus.Counter
+	pending, lag, length                                                                             prometheus.Gauge
+	commit                                                                                           prometheus.Histogram
 }
 
 func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
@@ -118,6 +118,7 @@ func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
 		deadLettered:  counter("ccproxy_usage_ingest_dead_lettered_total", "Undecodable usage stream entries moved to the dead-letter stream."),
 		trimmed:       counter("ccproxy_usage_ingest_trimmed_total", "Pending usage stream entries found deleted (trimmed by MAXLEN) before they were committed: lost events."),
 		claimed:       counter("ccproxy_usage_ingest_claimed_total", "Usage stream entries taken over from other consumers (XAUTOCLAIM)."),
+		claimPasses:   counter("ccproxy_usage_ingest_claim_passes_total", "Completed passes looking for entries other consumers left unacknowledged for the claim delay (one per claim interval while healthy)."),
 		handlerErrors: counter("ccproxy_usage_ingest_batch_errors_total", "Usage batches whose commit failed (they are retried)."),
 		redisErrors:   counter("ccproxy_usage_ingest_redis_errors_total", "Failed Redis calls of the usage ingester."),
 		resets: counter("ccproxy_usage_ingest_group_resets_total",
@@ -131,7 +132,7 @@ func newConsumerMetrics(reg prometheus.Registerer) (*consumerMetrics, error) {
 			Buckets: prometheus.ExponentialBuckets(0.001, 2.5, 12),
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.acked, m.deadLettered, m.trimmed, m.claimed, m.handlerErrors,
+	for _, c := range []prometheus.Collector{m.consumed, m.acked, m.deadLettered, m.trimmed, m.claimed, m.claimPasses, m.handlerErrors,
 		m.redisErrors, m.resets, m.pending, m.lag, m.length, m.commit} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
@@ -237,6 +238,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 			if err != nil && ctx.Err() == nil {
 				c.m.redisErrors.Inc()
 				c.log.Warn("usage ingest: claiming idle entries failed", "err", err)
+			}
+			if err == nil {
+				c.m.claimPasses.Inc()
 			}
 			if n > 0 {
 				ownPending = true

@@ -228,10 +228,28 @@ func TestConsumerDoesNotClaimBeforeIdle(t *testing.T) {
 	addEvents(t, rdb, prefix, 0, 5)
 	readAs(t, rdb, prefix, "busy", 5)
 	col := newCollector(0)
-	startConsumer(t, ConsumerOptions{Redis: rdb, Prefix: prefix, Name: "other", ClaimIdle: time.Minute, ClaimInterval: 20 * time.Millisecond}, col.handle)
-	time.Sleep(300 * time.Millisecond)
+	c, _ := startConsumer(t, ConsumerOptions{Redis: rdb, Prefix: prefix, Name: "other", ClaimIdle: time.Minute, ClaimInterval: 20 * time.Millisecond}, col.handle)
+	// The loop runs claim pass, read, claim pass, … one at a time: entries
+	// taken by pass k would have reached the handler before pass k+1 ends.
+	// Three completed passes therefore prove the loop ran and took nothing.
+	waitFor(t, "three claim passes", 10*time.Second, func() bool { return testutil.ToFloat64(c.m.claimPasses) >= 3 })
 	if n := col.count(); n != 0 {
 		t.Fatalf("took %d entries another consumer is still working on", n)
+	}
+	if got := testutil.ToFloat64(c.m.claimed); got != 0 {
+		t.Errorf("claimed = %v, want 0", got)
+	}
+	owners, err := rdb.XPendingExt(context.Background(), &redis.XPendingExtArgs{Stream: StreamKey(prefix), Group: Group, Start: "-", End: "+", Count: 10}).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(owners) != 5 {
+		t.Fatalf("%d entries pending, want the 5 that busy holds", len(owners))
+	}
+	for _, p := range owners {
+		if p.Consumer != "busy" || p.RetryCount != 1 {
+			t.Errorf("entry %s held by %q, delivered %d times; want busy, once", p.ID, p.Consumer, p.RetryCount)
+		}
 	}
 }
 
@@ -312,16 +330,22 @@ func TestConsumerCountsTrimmedPendingEntries(t *testing.T) {
 func TestConsumerSurvivesStreamDeletion(t *testing.T) {
 	rdb, prefix := testenv.Redis(t)
 	col := newCollector(0)
-	startConsumer(t, ConsumerOptions{Redis: rdb, Prefix: prefix}, col.handle)
-	addEvents(t, rdb, prefix, 0, 3)
+	c, _ := startConsumer(t, ConsumerOptions{Redis: rdb, Prefix: prefix}, col.handle)
+	ids := addEvents(t, rdb, prefix, 0, 3)
 	waitFor(t, "first events", 5*time.Second, func() bool { return col.count() == 3 })
 	// Redis restarted without persistence: the stream and group are gone.
 	if err := rdb.Del(context.Background(), StreamKey(prefix)).Err(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	addEvents(t, rdb, prefix, 3, 3)
+	// The consumer notices and recreates the group before new events come.
+	waitFor(t, "the group recreated", 10*time.Second, func() bool { return testutil.ToFloat64(c.m.resets) == 1 })
+	ids = append(ids, addEvents(t, rdb, prefix, 3, 3)...)
 	waitFor(t, "events after the group was recreated", 10*time.Second, func() bool { return col.count() == 6 })
+	col.check(t, ids)
+	waitFor(t, "no pending", 5*time.Second, func() bool { return pendingCount(t, rdb, prefix) == 0 })
+	if got := testutil.ToFloat64(c.m.resets); got != 1 {
+		t.Errorf("group resets = %v, want 1", got)
+	}
 }
 
 func TestProducerToConsumer(t *testing.T) {
