@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -82,12 +84,16 @@ func (e *faultEnv) producer(t *testing.T) *usagestream.Producer {
 	return p
 }
 
-func (e *faultEnv) consumer(t *testing.T, name string, reg prometheus.Registerer, h usagestream.Handler) *usagestream.Consumer {
+func (e *faultEnv) consumer(t *testing.T, name string, reg prometheus.Registerer, h usagestream.Handler, configure ...func(*usagestream.ConsumerOptions)) *usagestream.Consumer {
 	t.Helper()
-	c, err := usagestream.NewConsumer(usagestream.ConsumerOptions{Redis: e.rdb, Prefix: e.prefix, Name: name, Batch: 20,
+	opts := usagestream.ConsumerOptions{Redis: e.rdb, Prefix: e.prefix, Name: name, Batch: 20,
 		Block: 100 * time.Millisecond, ClaimIdle: 500 * time.Millisecond, ClaimInterval: 100 * time.Millisecond,
 		HandleTimeout: 2 * time.Second, StatsInterval: 50 * time.Millisecond,
-		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Registerer: reg}, h)
+		MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Registerer: reg}
+	for _, c := range configure {
+		c(&opts)
+	}
+	c, err := usagestream.NewConsumer(opts, h)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +111,30 @@ func (e *faultEnv) ingester(t *testing.T, reg prometheus.Registerer) *Ingester {
 
 func faultEvent(i int) usage.Event {
 	return event(fmt.Sprintf("fault-%03d", i), time.Now().UTC(), usage.ProviderBedrock, "claude-sonnet-4-5", 1000, 100)
+}
+
+// series returns a counter's value per label set ("k=v,k=v", sorted by
+// label name) in reg.
+func series(t *testing.T, reg *prometheus.Registry, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, l.GetName()+"="+l.GetValue())
+			}
+			out[strings.Join(labels, ",")] = m.GetCounter().GetValue()
+		}
+	}
+	return out
 }
 
 // gathered returns the sum of a metric's samples in reg.
@@ -169,6 +199,37 @@ func seq(from, to int) []int {
 	return out
 }
 
+// groupState returns the ingest group's pending entries (delivered, not
+// acknowledged) and its lag (entries not yet delivered); ok is false when
+// the group does not exist or its lag is unknown.
+func groupState(rdb *redis.Client, prefix string) (pending, lag int64, ok bool) {
+	groups, err := rdb.XInfoGroups(context.Background(), usagestream.StreamKey(prefix)).Result()
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, g := range groups {
+		if g.Name == usagestream.Group {
+			return g.Pending, g.Lag, g.Lag >= 0
+		}
+	}
+	return 0, 0, false
+}
+
+// waitSettled waits until the producer has added all n recorded events to
+// the stream and the group has every entry delivered and acknowledged. An
+// entry is acknowledged only after the handler call that committed it
+// returned, so from then on no handler call can insert anything more:
+// checks that "nothing late arrives" need no sleep after it. (Where Redis
+// lost entries a handler may still hold, see the marker event in
+// TestFaultRedisRestartWithoutPersistence.)
+func (e *faultEnv) waitSettled(t *testing.T, p *usagestream.Producer, n int64) {
+	t.Helper()
+	waitFor(t, "every entry delivered and acknowledged", 10*time.Second, func() bool {
+		pend, lag, ok := groupState(e.rdb, e.prefix)
+		return p.Sent() == n && ok && pend == 0 && lag == 0
+	})
+}
+
 func pending(t *testing.T, rdb *redis.Client, prefix string) int64 {
 	t.Helper()
 	p, err := rdb.XPending(context.Background(), usagestream.StreamKey(prefix), usagestream.Group).Result()
@@ -182,7 +243,14 @@ func TestFaultPostgresStoppedWhileEventsFlow(t *testing.T) {
 	e := startFaultEnv(t)
 	reg := prometheus.NewRegistry()
 	in := e.ingester(t, reg)
-	c := e.consumer(t, "admin-1", reg, in.Handle)
+	var failing atomic.Int64 // events in the last batch whose commit failed
+	c := e.consumer(t, "admin-1", reg, func(ctx context.Context, evs []usage.Event) error {
+		err := in.Handle(ctx, evs)
+		if err != nil {
+			failing.Store(int64(len(evs)))
+		}
+		return err
+	})
 	run(t, c.Run)
 	p := e.producer(t)
 
@@ -199,14 +267,26 @@ func TestFaultPostgresStoppedWhileEventsFlow(t *testing.T) {
 	waitFor(t, "failed commits while Postgres is down", 10*time.Second, func() bool {
 		return gathered(t, reg, "ccproxy_usage_ingest_batch_errors_total") >= 2
 	})
-	if n := pending(t, e.rdb, e.prefix); n == 0 {
-		t.Fatalf("nothing pending while Postgres is down: entries were acknowledged without a commit")
+	// The consumer retries the failing batch and reads nothing new: exactly
+	// that batch is pending (none of it acknowledged without a commit), the
+	// other 50 - k events wait undelivered.
+	var pend, lag int64
+	waitFor(t, "the failing batch pending, the rest undelivered", 10*time.Second, func() bool {
+		var ok bool
+		pend, lag, ok = groupState(e.rdb, e.prefix)
+		return p.Sent() == 60 && ok && pend == failing.Load() && pend+lag == 50
+	})
+	if pend < 1 {
+		t.Fatalf("%d entries pending while Postgres is down, want the failing batch", pend)
 	}
 	e.pg.Start(t)
 	waitRows(t, e.st, 60, 20*time.Second)
-	waitFor(t, "nothing pending", 5*time.Second, func() bool { return pending(t, e.rdb, e.prefix) == 0 })
-	time.Sleep(300 * time.Millisecond)
+	e.waitSettled(t, p, 60)
 	checkExactlyOnce(t, e.st, seq(0, 60))
+	// Each entry is acknowledged once, after its commit.
+	if got := gathered(t, reg, "ccproxy_usage_ingest_acked_total"); got != 60 {
+		t.Errorf("acked = %v, want 60", got)
+	}
 }
 
 func TestFaultIngesterKilledMidBatch(t *testing.T) {
@@ -237,9 +317,12 @@ func TestFaultIngesterKilledMidBatch(t *testing.T) {
 	}
 	waitFor(t, "the first ingester's death", 10*time.Second, killed.Load)
 	stopFirst()
-	committed := countRows(t, e.st)
-	if committed == 0 || pending(t, e.rdb, e.prefix) == 0 {
-		t.Fatalf("after the kill: %d rows, %d pending; want a committed but unacknowledged batch", committed, pending(t, e.rdb, e.prefix))
+	// The dying consumer read one batch of k events (k depends on how the
+	// producer's batches met its read), committed it and acknowledged
+	// none: exactly those k entries are pending.
+	committed := int64(countRows(t, e.st))
+	if n := pending(t, e.rdb, e.prefix); committed < 1 || n != committed {
+		t.Fatalf("after the kill: %d rows, %d pending; want a committed batch, all of it unacknowledged", committed, n)
 	}
 
 	// A second replica takes the dead one's entries over after ClaimIdle
@@ -247,29 +330,97 @@ func TestFaultIngesterKilledMidBatch(t *testing.T) {
 	second := e.consumer(t, "admin-2", reg, in.Handle)
 	run(t, second.Run)
 	waitRows(t, e.st, 50, 15*time.Second)
-	waitFor(t, "nothing pending", 5*time.Second, func() bool { return pending(t, e.rdb, e.prefix) == 0 })
+	e.waitSettled(t, p, 50)
 	checkExactlyOnce(t, e.st, seq(0, 50))
-	if got := gathered(t, reg, "ccproxy_usage_ingest_claimed_total"); got == 0 {
-		t.Errorf("nothing claimed from the dead consumer")
+	// Exactly the dead consumer's k entries were claimed and redelivered;
+	// all of them were committed already, so all k are duplicates, and the
+	// ingester stored each of the 50 events once.
+	if got := gathered(t, reg, "ccproxy_usage_ingest_claimed_total"); got != float64(committed) {
+		t.Errorf("claimed = %v, want the dead consumer's %d entries", got, committed)
 	}
-	if got := gathered(t, reg, "ccproxy_usage_duplicates_total"); got == 0 {
-		t.Errorf("no duplicates skipped: the committed batch should have been redelivered")
+	if got := gathered(t, reg, "ccproxy_usage_duplicates_total"); got != float64(committed) {
+		t.Errorf("duplicates = %v, want the %d redelivered committed entries", got, committed)
+	}
+	want := map[string]float64{"model=claude-sonnet-4-5,provider=bedrock": 50}
+	if got := series(t, reg, "ccproxy_usage_events_ingested_total"); !maps.Equal(got, want) {
+		t.Errorf("events ingested %v, want %v", got, want)
 	}
 }
 
+// Two replicas share the stream: both commit work, each event is stored
+// once. The handlers are gated so that both replicas hold a batch at the
+// same time: A's first batch waits until B has committed one, and B's
+// first commit waits until A holds a batch. So neither can take the whole
+// stream alone, and a replica that never reads fails the test.
 func TestFaultTwoIngestersRacing(t *testing.T) {
 	e := startFaultEnv(t)
-	reg1, reg2 := prometheus.NewRegistry(), prometheus.NewRegistry()
-	in1, in2 := e.ingester(t, reg1), e.ingester(t, reg2)
-	run(t, e.consumer(t, "admin-a", reg1, in1.Handle).Run)
-	run(t, e.consumer(t, "admin-b", reg2, in2.Handle).Run)
+	regA, regB := prometheus.NewRegistry(), prometheus.NewRegistry()
+	inA, inB := e.ingester(t, regA), e.ingester(t, regB)
+	aHolds, bCommitted, testOver := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var aOnce, bOnce sync.Once
+	wait := func(ctx context.Context, ch chan struct{}) error {
+		select {
+		case <-ch:
+			return nil
+		case <-testOver:
+			return errors.New("test over")
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	handleA := func(ctx context.Context, evs []usage.Event) error {
+		aOnce.Do(func() { close(aHolds) })
+		if err := wait(ctx, bCommitted); err != nil {
+			return err
+		}
+		return inA.Handle(ctx, evs)
+	}
+	handleB := func(ctx context.Context, evs []usage.Event) error {
+		if err := wait(ctx, aHolds); err != nil {
+			return err
+		}
+		if err := inB.Handle(ctx, evs); err != nil {
+			return err
+		}
+		bOnce.Do(func() { close(bCommitted) })
+		return nil
+	}
+	// No claiming (each replica commits what it read) and room for the
+	// gates: the counts below are then exact.
+	opts := func(o *usagestream.ConsumerOptions) { o.ClaimIdle, o.HandleTimeout = time.Minute, 30*time.Second }
+	run(t, e.consumer(t, "admin-a", regA, handleA, opts).Run)
+	run(t, e.consumer(t, "admin-b", regB, handleB, opts).Run)
+	t.Cleanup(func() { close(testOver) }) // before the consumers stop
 	p := e.producer(t)
 	for i := range 200 {
 		p.Record(context.Background(), faultEvent(i))
 	}
 	waitRows(t, e.st, 200, 15*time.Second)
-	waitFor(t, "nothing pending", 5*time.Second, func() bool { return pending(t, e.rdb, e.prefix) == 0 })
+	e.waitSettled(t, p, 200)
 	checkExactlyOnce(t, e.st, seq(0, 200))
+
+	const label = "model=claude-sonnet-4-5,provider=bedrock"
+	stored := map[string]float64{}
+	for name, reg := range map[string]*prometheus.Registry{"A": regA, "B": regB} {
+		got := series(t, reg, "ccproxy_usage_events_ingested_total")
+		if len(got) != 1 || got[label] < 1 {
+			t.Errorf("ingester %s stored %v; want some events, all under %s", name, got, label)
+		}
+		stored[name] = got[label]
+		for _, m := range []string{"ccproxy_usage_duplicates_total", "ccproxy_usage_ingest_claimed_total", "ccproxy_usage_ingest_batch_errors_total"} {
+			if v := gathered(t, reg, m); v != 0 {
+				t.Errorf("ingester %s: %s = %v, want 0", name, m, v)
+			}
+		}
+		// What a replica read, it committed and acknowledged.
+		if c, a := gathered(t, reg, "ccproxy_usage_ingest_consumed_total"), gathered(t, reg, "ccproxy_usage_ingest_acked_total"); c != stored[name] || a != stored[name] {
+			t.Errorf("ingester %s: consumed %v, acked %v, stored %v; want all equal", name, c, a, stored[name])
+		}
+	}
+	t.Logf("ingester A stored %v events, B %v", stored["A"], stored["B"])
+	if stored["A"]+stored["B"] != 200 {
+		t.Errorf("ingesters stored %v + %v events, want 200 in all", stored["A"], stored["B"])
+	}
 }
 
 // Redis without persistence loses what it holds when it restarts: the
@@ -306,10 +457,18 @@ func TestFaultRedisRestartWithoutPersistence(t *testing.T) {
 	e.redis.Start(t)
 	e.pg.Start(t)
 	waitRows(t, e.st, 60, 20*time.Second)
-	time.Sleep(500 * time.Millisecond)
-	checkExactlyOnce(t, e.st, append(seq(0, 30), seq(50, 80)...))
-	if got := gathered(t, reg, "ccproxy_usage_ingest_group_resets_total"); got < 1 {
-		t.Errorf("group resets = %v; the loss must be counted", got)
+	// A lost event could only come back through a batch read before the
+	// restart. The consumer handles one batch at a time, so once a marker
+	// recorded now is committed, every earlier batch is done; and the
+	// settled stream has nothing left to deliver.
+	p.Record(context.Background(), faultEvent(80))
+	waitRows(t, e.st, 61, 10*time.Second)
+	e.waitSettled(t, p, 81)
+	checkExactlyOnce(t, e.st, append(seq(0, 30), seq(50, 81)...))
+	// One restart, noticed once: the consumer recreates the group when a
+	// read fails with NOGROUP, and nothing deletes it again.
+	if got := gathered(t, reg, "ccproxy_usage_ingest_group_resets_total"); got != 1 {
+		t.Errorf("group resets = %v, want 1; the loss must be counted", got)
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
@@ -287,12 +288,16 @@ func TestPipelineEndToEnd(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t)
 	rdb, prefix := testenv.Redis(t)
-	in := newIngester(t, st, rdb, prefix, time.UTC, time.Now())
+	reg := prometheus.NewRegistry()
+	in, err := New(Options{Store: st, Redis: rdb, Prefix: prefix, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	p, err := usagestream.NewProducer(usagestream.ProducerOptions{Redis: rdb, Prefix: prefix})
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := usagestream.NewConsumer(usagestream.ConsumerOptions{Redis: rdb, Prefix: prefix, Block: 100 * time.Millisecond}, in.Handle)
+	c, err := usagestream.NewConsumer(usagestream.ConsumerOptions{Redis: rdb, Prefix: prefix, Block: 100 * time.Millisecond, Registerer: reg}, in.Handle)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,8 +316,15 @@ func TestPipelineEndToEnd(t *testing.T) {
 		}
 	}
 	waitRows(t, st, 300, 10*time.Second)
-	time.Sleep(200 * time.Millisecond)
+	// 330 entries: once all are acknowledged, every handler call that could
+	// store a late duplicate has returned (acknowledgement follows commit).
+	waitFor(t, "330 entries acknowledged", 10*time.Second, func() bool {
+		return p.Sent() == 330 && gathered(t, reg, "ccproxy_usage_ingest_acked_total") == 330
+	})
 	waitRows(t, st, 300, 0)
+	if got := gathered(t, reg, "ccproxy_usage_duplicates_total"); got != 30 {
+		t.Errorf("duplicates = %v, want the 30 events added twice", got)
+	}
 	month := billing.MonthOf(at, time.UTC)
 	spend, err := st.Usage().MonthlySpend(ctx, userA, store.ProviderBedrock, month.Start, month.End)
 	if err != nil {
