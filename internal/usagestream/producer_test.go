@@ -92,14 +92,16 @@ func TestProducerBuffersWhileRedisIsUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runProducer(t, p)
+	// Recorded before Run starts, so that its first batch is a full one.
 	for i := range 300 {
 		p.Record(context.Background(), testEvent(i))
 	}
+	runProducer(t, p)
 	waitFor(t, "XADD errors", 5*time.Second, func() bool { return testutil.ToFloat64(p.metrics.xaddErrors) >= 3 })
-	// Up to one batch is in flight, the rest buffered; nothing sent.
-	if got := p.Buffered(); got < 250 || p.Sent() != 0 {
-		t.Fatalf("buffered %d, sent %d while Redis is unreachable", got, p.Sent())
+	// One batch of 50 is being retried, the other 250 are buffered; nothing
+	// was sent.
+	if got := p.Buffered(); got != 250 || p.Sent() != 0 {
+		t.Fatalf("buffered %d, sent %d while Redis is unreachable; want 250, 0", got, p.Sent())
 	}
 	for i := 300; i < 400; i++ {
 		p.Record(context.Background(), testEvent(i))
