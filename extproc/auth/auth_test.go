@@ -13,6 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/testenv/parked"
 )
 
 func newHasher(t testing.TB) *keys.Hasher {
@@ -232,9 +233,17 @@ func TestCache(t *testing.T) {
 		}
 	})
 	t.Run("concurrent misses share one lookup", func(t *testing.T) {
+		const resolve = "github.com/ccproxy/ccproxy/extproc/auth.(*Cache).Resolve"
 		clk.now = t0
 		c, cr := newCache(10)
 		cr.gate = make(chan struct{})
+		// The caller that starts the lookup gives up; the lookup goes on
+		// for the others.
+		cctx, cancel := context.WithCancel(ctx)
+		done := make(chan error)
+		go func() { _, err := c.Resolve(cctx, good); done <- err }()
+		parked.Wait(t, 1, "select", resolve)
+		parked.Wait(t, 1, "select", "github.com/ccproxy/ccproxy/extproc/auth.(*countingResolver).Resolve") // the lookup, at the gate
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
 		for range 8 {
@@ -246,13 +255,9 @@ func TestCache(t *testing.T) {
 				errs <- err
 			})
 		}
-		// A waiter that gives up does not cancel the shared lookup.
-		cctx, cancel := context.WithCancel(ctx)
-		done := make(chan error)
-		go func() { _, err := c.Resolve(cctx, good); done <- err }()
-		for cr.calls.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		// All nine callers wait while the gate holds the lookup: had any
+		// of them started another, the store would count it.
+		parked.Wait(t, 9, "select", resolve)
 		cancel()
 		if err := <-done; !errors.Is(err, context.Canceled) {
 			t.Fatalf("cancelled waiter: err = %v", err)
