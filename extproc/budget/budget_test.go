@@ -22,6 +22,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/testenv/parked"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
 
@@ -466,6 +467,12 @@ func (*getCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Pro
 	return next
 }
 
+// Where checks and the gated lookup block, for parked.Wait.
+const (
+	checkFunc        = "github.com/ccproxy/ccproxy/extproc/budget.(*Checker).Check"
+	monthlySpendFunc = "github.com/ccproxy/ccproxy/extproc/budget_test.(*countingClient).MonthlySpend"
+)
+
 func TestConcurrentMissesShareOneLookup(t *testing.T) {
 	e := newEnv(t, time.UTC)
 	user := uuid.New()
@@ -493,7 +500,9 @@ func TestConcurrentMissesShareOneLookup(t *testing.T) {
 		})
 	}
 	started.Wait()
-	time.Sleep(100 * time.Millisecond) // let every check join the lookup
+	// Every check waits for the one lookup the gate holds: had any of them
+	// started another, the counts below would show it.
+	parked.Wait(t, n, "select", checkFunc)
 	close(ks.gate)
 	wg.Wait()
 	close(errs)
@@ -524,9 +533,7 @@ func TestCanceledCallerDoesNotFailOthers(t *testing.T) {
 		_, err := c.Check(ctx, user, dec("10"))
 		first <- err
 	}()
-	for ks.calls.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	parked.Wait(t, 1, "chan receive", monthlySpendFunc) // the first check's lookup, at the gate
 	second := make(chan error, 1)
 	go func() {
 		st, err := c.Check(context.Background(), user, dec("10"))
@@ -535,6 +542,7 @@ func TestCanceledCallerDoesNotFailOthers(t *testing.T) {
 		}
 		second <- err
 	}()
+	parked.Wait(t, 2, "select", checkFunc) // both checks wait for that lookup
 	cancel()
 	if err := <-first; !errors.Is(err, context.Canceled) {
 		t.Fatalf("canceled check: err = %v", err)
