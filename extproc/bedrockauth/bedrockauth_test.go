@@ -20,6 +20,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/admin"
 	"github.com/ccproxy/ccproxy/internal/secrets"
+	"github.com/ccproxy/ccproxy/internal/testenv/parked"
 )
 
 // countingSealer counts Opens and can hold them until release is closed.
@@ -212,10 +213,11 @@ func TestAPIKeyCache(t *testing.T) {
 				errs <- err
 			})
 		}
-		for cs.opens.Load() == 0 {
-			time.Sleep(time.Millisecond)
-		}
-		time.Sleep(20 * time.Millisecond) // let the others queue behind the first
+		// One caller decrypts (held at the release), the other 31 wait for
+		// it; had any of them started another decryption, opens would
+		// count it.
+		parked.Wait(t, 1, "chan receive", "github.com/ccproxy/ccproxy/extproc/bedrockauth.(*countingSealer).Open")
+		parked.Wait(t, n-1, "select", "github.com/ccproxy/ccproxy/extproc/bedrockauth.(*Signer).apiKeyHeader")
 		close(cs.release)
 		wg.Wait()
 		close(errs)
