@@ -2,6 +2,8 @@ package breaker
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -95,22 +97,26 @@ func TestLimitExhausted(t *testing.T) {
 }
 
 // FuzzResetFromHeaders: untrusted header values never panic, the result is
-// the latest of what each header alone yields, and RateLimited's clamp
-// always lands in [now+MinOpen, now+MaxOpen].
+// the latest of what each header alone yields, RateLimited's clamp always
+// lands in [now+MinOpen, now+MaxOpen], and LimitExhausted holds exactly
+// when the unified status is "rejected" or the remaining count is an
+// integer <= 0.
 func FuzzResetFromHeaders(f *testing.F) {
-	f.Add("120", "", "", "", "")
-	f.Add("Sun, 01 Mar 2026 12:05:00 GMT", "rejected", "1772370000", "2026-03-01T12:00:20Z", "2026-03-01T12:00:30+00:00")
-	f.Add("", "allowed", "1772370000500", "", "")
-	f.Add("99999999999999999999999", "", "9223372036854775807", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z")
-	f.Add("-1", "REJECTED", "-9223372036854775808", "x", "2026-02-30T25:61:61Z")
+	f.Add("120", "", "", "", "", "")
+	f.Add("Sun, 01 Mar 2026 12:05:00 GMT", "rejected", "1772370000", "2026-03-01T12:00:20Z", "2026-03-01T12:00:30+00:00", "5")
+	f.Add("", "allowed", "1772370000500", "", "", "0")
+	f.Add("99999999999999999999999", "", "9223372036854775807", "9999-12-31T23:59:59Z", "0001-01-01T00:00:00Z", " -3 ")
+	f.Add("-1", "REJECTED", "-9223372036854775808", "x", "2026-02-30T25:61:61Z", "none")
+	f.Add("", " Rejected\t", "", "", "", "-9223372036854775809")
 	b := &Breaker{cfg: Config{DefaultOpen: DefaultDefaultOpen, MaxOpen: DefaultMaxOpen}}
-	f.Fuzz(func(t *testing.T, retryAfter, status, unified, requests, tokens string) {
+	f.Fuzz(func(t *testing.T, retryAfter, status, unified, requests, tokens, remaining string) {
 		all := []string{
 			HeaderRetryAfter, retryAfter,
 			HeaderUnifiedStatus, status,
 			HeaderUnifiedReset, unified,
 			"anthropic-ratelimit-requests-reset", requests,
 			"anthropic-ratelimit-tokens-reset", tokens,
+			"anthropic-ratelimit-tokens-remaining", remaining,
 		}
 		get := func(kv []string) func(string) string {
 			return func(name string) string {
@@ -136,7 +142,12 @@ func FuzzResetFromHeaders(f *testing.F) {
 		if until.Before(hnow.Add(MinOpen)) || until.After(hnow.Add(DefaultMaxOpen)) {
 			t.Fatalf("clamped reset %s outside [now+%s, now+%s]", until, MinOpen, DefaultMaxOpen)
 		}
-		_ = LimitExhausted(get(all))
+		rejected := strings.EqualFold(strings.TrimSpace(status), "rejected")
+		n, err := strconv.ParseInt(strings.TrimSpace(remaining), 10, 64)
+		usedUp := err == nil && n <= 0
+		if got := LimitExhausted(get(all)); got != (rejected || usedUp) {
+			t.Fatalf("LimitExhausted(status %q, remaining %q) = %v, want %v", status, remaining, got, rejected || usedUp)
+		}
 	})
 }
 
