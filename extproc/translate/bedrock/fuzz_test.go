@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 )
 
@@ -26,28 +28,36 @@ func fuzzSeeds(f *testing.F) {
 }
 
 // referenceMembers lists the top-level members the way encoding/json sees
-// them: decoded key and raw value.
+// them: decoded key, raw value.
 func referenceMembers(b []byte) (keys []string, vals [][]byte, ok bool) {
+	keys, _, vals, ok = referenceRawMembers(b)
+	return keys, vals, ok
+}
+
+// referenceRawMembers is referenceMembers with the raw (quoted, possibly
+// escaped) keys too.
+func referenceRawMembers(b []byte) (keys []string, rawKeys, vals [][]byte, ok bool) {
 	if !isObject(b) {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if _, err := dec.Token(); err != nil {
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
 	for dec.More() {
+		before := dec.InputOffset() // the end of the previous token
 		k, err := dec.Token()
 		if err != nil {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
+		raw := bytes.TrimLeft(b[before:dec.InputOffset()], " \t\r\n,")
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
-			return nil, nil, false
+			return nil, nil, nil, false
 		}
-		keys = append(keys, k.(string))
-		vals = append(vals, v)
+		keys, rawKeys, vals = append(keys, k.(string)), append(rawKeys, raw), append(vals, v)
 	}
-	return keys, vals, true
+	return keys, rawKeys, vals, true
 }
 
 // FuzzScanObject checks the hand-written scanner against encoding/json:
@@ -56,7 +66,7 @@ func FuzzScanObject(f *testing.F) {
 	fuzzSeeds(f)
 	f.Fuzz(func(t *testing.T, b []byte, _ string) {
 		members, err := scanObject(b, nil)
-		keys, vals, ok := referenceMembers(b)
+		keys, rawKeys, vals, ok := referenceRawMembers(b)
 		if (err == nil) != ok {
 			t.Fatalf("scanObject(%q) err = %v, encoding/json ok = %v", b, err, ok)
 		}
@@ -70,6 +80,9 @@ func FuzzScanObject(f *testing.F) {
 			if k := string(keyName(b[m.key.start:m.key.end])); k != keys[i] {
 				t.Errorf("key %d = %q, encoding/json %q", i, k, keys[i])
 			}
+			if raw := b[m.key.start:m.key.end]; !bytes.Equal(raw, rawKeys[i]) {
+				t.Errorf("raw key %d = %q, encoding/json %q", i, raw, rawKeys[i])
+			}
 			if v := b[m.val.start:m.val.end]; !bytes.Equal(v, vals[i]) {
 				t.Errorf("value %d = %q, encoding/json %q", i, v, vals[i])
 			}
@@ -77,11 +90,26 @@ func FuzzScanObject(f *testing.F) {
 	})
 }
 
-// FuzzTranslateRequest checks that translation never panics and yields a
-// valid JSON object for every valid JSON object.
+// FuzzTranslateRequest checks every translation against a reference built
+// with encoding/json from the tables alone: the output is the input's
+// allow-listed members in order, keys and values byte-identical (message
+// objects filtered to their own allow-list), then anthropic_beta (the
+// header's kept and renamed flags, unique, in table order) and
+// anthropic_version; the dropped fields and flags are reported exactly.
 func FuzzTranslateRequest(f *testing.F) {
 	fuzzSeeds(f)
-	tr := NewTranslator(DefaultBetaTable(), DefaultFieldTable())
+	for _, h := range []string{
+		"", ",, ,", " interleaved-thinking-2025-05-14 ,interleaved-thinking-2025-05-14",
+		"advanced-tool-use-2025-11-20,tool-search-tool-2025-10-19,context-1m-2025-08-07,unknown,unknown,effort-2025-11-24",
+		"output-128k-2025-02-19,computer-use-2024-10-22,claude-code-20250219,x,computer-use-2025-01-24",
+	} {
+		f.Add([]byte(`{"anthropic_beta":["x"],"anthropic_version":"v","stream":false,"model":"m","max_tokens":1,"top_k":2,"x":3,"x":4,`+
+			`"messages":[{"role":"user","content":"a"},{"role":"assistant","content":[],"output_config":{}},[],"s",`+
+			`{"content":"c","cache":1,"role":"user","cache":2}],"system":[{"type":"text","text":"t"}]}`), h)
+	}
+	betas, fields := DefaultBetaTable(), DefaultFieldTable()
+	tr := NewTranslator(betas, fields)
+	ref := newReferenceTranslation(betas, fields)
 	f.Fuzz(func(t *testing.T, b []byte, beta string) {
 		got, err := tr.TranslateRequest(b, beta, true, "m")
 		valid := isObject(b)
@@ -91,19 +119,205 @@ func FuzzTranslateRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var out map[string]json.RawMessage
-		if err := json.Unmarshal(got.Body, &out); err != nil {
-			t.Fatalf("output %q is not a JSON object: %v", got.Body, err)
+		if want := ModelPath("m", true); got.Path != want {
+			t.Errorf("path %q, want %q", got.Path, want)
 		}
-		for _, k := range []string{"model", "stream", "context_management"} {
-			if _, ok := out[k]; ok {
-				t.Errorf("output keeps %q", k)
+		keys, rawKeys, vals, ok := referenceRawMembers(got.Body)
+		if !ok {
+			t.Fatalf("output %q is not a JSON object", got.Body)
+		}
+		want := ref.translate(t, b, beta)
+
+		// The translation's own members come last, in this order.
+		n := len(keys) - 1
+		if n < 0 || keys[n] != "anthropic_version" || string(vals[n]) != `"`+AnthropicVersion+`"` {
+			t.Fatalf("output %q does not end with anthropic_version %q", got.Body, AnthropicVersion)
+		}
+		var sentBetas []string
+		if n > 0 && keys[n-1] == "anthropic_beta" {
+			n--
+			if err := json.Unmarshal(vals[n], &sentBetas); err != nil || sentBetas == nil {
+				t.Fatalf("anthropic_beta %s is not an array of strings: %v", vals[n], err)
 			}
 		}
-		if string(out["anthropic_version"]) != `"`+AnthropicVersion+`"` {
-			t.Errorf("anthropic_version = %s", out["anthropic_version"])
+		if !slices.Equal(sentBetas, want.betas) || !slices.Equal(got.Betas, want.betas) {
+			t.Errorf("betas: sent %q, reported %q; want %q (header %q)", sentBetas, got.Betas, want.betas, beta)
+		}
+		if !slices.Equal(got.DroppedBetas, want.droppedBetas) {
+			t.Errorf("dropped betas %q, want %q", got.DroppedBetas, want.droppedBetas)
+		}
+
+		// Everything before them is the input's kept members.
+		if n != len(want.keys) {
+			t.Fatalf("output keeps %d members %q, want %d %q", n, keys[:n], len(want.keys), want.keys)
+		}
+		for i := range n {
+			if keys[i] != want.keys[i] || !bytes.Equal(rawKeys[i], want.rawKeys[i]) {
+				t.Errorf("member %d is %s, want the input's %s", i, rawKeys[i], want.rawKeys[i])
+				continue
+			}
+			if want.messages[i] == nil {
+				if !bytes.Equal(vals[i], want.vals[i]) {
+					t.Errorf("member %q = %s, want the input's %s", keys[i], vals[i], want.vals[i])
+				}
+				continue
+			}
+			checkMessages(t, vals[i], want.messages[i])
+		}
+		if !slices.Equal(got.DroppedFields, want.droppedFields) {
+			t.Errorf("dropped fields %q, want %q", got.DroppedFields, want.droppedFields)
 		}
 	})
+}
+
+// referenceTranslation computes what TranslateRequest must produce,
+// independently of its scanner, from the tables as documented.
+type referenceTranslation struct {
+	nameOf   map[string]string // flag kept or renamed → Bedrock name (first rule wins)
+	order    []string          // distinct Bedrock names in table order
+	topLevel map[string]bool
+	message  map[string]bool
+}
+
+func newReferenceTranslation(betas BetaTable, fields FieldTable) *referenceTranslation {
+	r := &referenceTranslation{nameOf: map[string]string{}, topLevel: map[string]bool{}, message: map[string]bool{}}
+	for _, rule := range betas.Rules {
+		name := rule.Anthropic
+		switch rule.Action {
+		case BetaKeep:
+		case BetaRename:
+			name = rule.Bedrock
+		default:
+			continue
+		}
+		if _, dup := r.nameOf[rule.Anthropic]; dup || name == "" {
+			continue
+		}
+		r.nameOf[rule.Anthropic] = name
+		if !slices.Contains(r.order, name) {
+			r.order = append(r.order, name)
+		}
+	}
+	for _, k := range fields.TopLevel {
+		r.topLevel[k] = true
+	}
+	for _, k := range fields.Message {
+		r.message[k] = true
+	}
+	return r
+}
+
+// wantMessage is one element of the messages array: the input element
+// and, for an object, its members that must be kept.
+type wantMessage struct {
+	raw           []byte
+	object        bool
+	keys          []string
+	rawKeys, vals [][]byte
+	unfiltered    bool // every member allowed: copied byte for byte
+}
+
+type wantTranslation struct {
+	keys                        []string
+	rawKeys, vals               [][]byte
+	messages                    [][]wantMessage // per kept member; nil unless it is a messages array
+	betas                       []string
+	droppedBetas, droppedFields []string
+}
+
+func (r *referenceTranslation) translate(t *testing.T, body []byte, header string) wantTranslation {
+	t.Helper()
+	var w wantTranslation
+	keys, rawKeys, vals, ok := referenceRawMembers(body)
+	if !ok {
+		t.Fatalf("reference: %q is not an object", body)
+	}
+	addUnique := func(list []string, s string) []string {
+		if slices.Contains(list, s) {
+			return list
+		}
+		return append(list, s)
+	}
+	for i, k := range keys {
+		switch k {
+		case "model", "stream", "anthropic_version", "anthropic_beta":
+			continue
+		}
+		if !r.topLevel[k] {
+			w.droppedFields = addUnique(w.droppedFields, k)
+			continue
+		}
+		w.keys, w.rawKeys, w.vals = append(w.keys, k), append(w.rawKeys, rawKeys[i]), append(w.vals, vals[i])
+		var msgs []wantMessage
+		if k == "messages" && vals[i][0] == '[' {
+			var elems []json.RawMessage
+			if err := json.Unmarshal(vals[i], &elems); err != nil {
+				t.Fatalf("reference: messages %s: %v", vals[i], err)
+			}
+			msgs = make([]wantMessage, 0, len(elems))
+			for _, e := range elems {
+				m := wantMessage{raw: e, unfiltered: true}
+				if mk, mr, mv, ok := referenceRawMembers(e); ok {
+					m.object = true
+					for j, key := range mk {
+						if !r.message[key] {
+							m.unfiltered = false
+							w.droppedFields = addUnique(w.droppedFields, "messages[]."+key)
+							continue
+						}
+						m.keys, m.rawKeys, m.vals = append(m.keys, key), append(m.rawKeys, mr[j]), append(m.vals, mv[j])
+					}
+				}
+				msgs = append(msgs, m)
+			}
+		}
+		w.messages = append(w.messages, msgs)
+	}
+	present := map[string]bool{}
+	for _, flag := range strings.Split(header, ",") {
+		flag = strings.TrimSpace(flag)
+		if flag == "" {
+			continue
+		}
+		if name, ok := r.nameOf[flag]; ok {
+			present[name] = true
+			continue
+		}
+		w.droppedBetas = addUnique(w.droppedBetas, flag)
+	}
+	for _, name := range r.order {
+		if present[name] {
+			w.betas = append(w.betas, name)
+		}
+	}
+	return w
+}
+
+// checkMessages compares a translated messages array with the reference.
+func checkMessages(t *testing.T, got []byte, want []wantMessage) {
+	t.Helper()
+	var elems []json.RawMessage
+	if err := json.Unmarshal(got, &elems); err != nil || len(elems) != len(want) {
+		t.Fatalf("messages %s: %d elements (%v), want %d", got, len(elems), err, len(want))
+	}
+	for i, w := range want {
+		if !w.object || w.unfiltered {
+			if !bytes.Equal(elems[i], w.raw) {
+				t.Errorf("message %d = %s, want the input's %s", i, elems[i], w.raw)
+			}
+			continue
+		}
+		keys, rawKeys, vals, ok := referenceRawMembers(elems[i])
+		if !ok || !slices.Equal(keys, w.keys) || !slices.EqualFunc(rawKeys, w.rawKeys, bytes.Equal) {
+			t.Errorf("message %d keeps %q, want %q", i, rawKeys, w.rawKeys)
+			continue
+		}
+		for j := range vals {
+			if !bytes.Equal(vals[j], w.vals[j]) {
+				t.Errorf("message %d member %q = %s, want the input's %s", i, keys[j], vals[j], w.vals[j])
+			}
+		}
+	}
 }
 
 // isObject reports whether encoding/json accepts b as one JSON object.
