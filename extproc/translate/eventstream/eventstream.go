@@ -379,6 +379,18 @@ func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 		c.stopped = true
 	}
 
+	// A line break in the event can only be white space between tokens
+	// (the scan rejects control characters in strings); forwarded, it would
+	// end the SSE data line and cut the event's JSON. A space means the
+	// same. ev is this Converter's own buffer.
+	if bytes.IndexByte(ev, '\n') >= 0 || bytes.IndexByte(ev, '\r') >= 0 {
+		for i, ch := range ev {
+			if ch == '\n' || ch == '\r' {
+				ev[i] = ' '
+			}
+		}
+	}
+
 	dst = append(dst, "event: "...)
 	dst = append(dst, typ...)
 	dst = append(dst, "\ndata: "...)
