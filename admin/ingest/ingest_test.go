@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
@@ -262,10 +263,18 @@ func TestFamilyOf(t *testing.T) {
 }
 
 // FuzzStoreEvent: whatever the stream decoder accepts becomes a row the
-// schema accepts, so an entry can never block the ingester.
+// schema accepts, so an entry can never block the ingester; the row keeps
+// the event's values, its free text only cleaned (NUL bytes removed,
+// invalid UTF-8 replaced) and cut at a character boundary to the longest
+// prefix that fits.
 func FuzzStoreEvent(f *testing.F) {
 	f.Add([]byte(usagestream.Encode(event("r", time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC), "bedrock", "claude-sonnet-4-5", 1, 2))))
 	f.Add([]byte(`{"v":1,"request_id":"x","time":"2026-01-01T00:00:00Z","path":"messages","provider":"anthropic","status":0,"model":"a\u0000b","session_id":"\udc00"}`))
+	long := usage.Event{RequestID: strings.Repeat("é", 99) + "x", Time: time.Date(2026, 3, 1, 0, 0, 0, 0, time.FixedZone("x", 3600)),
+		PathKind: usage.PathMessages, Provider: usage.ProviderBedrock, Model: "m" + strings.Repeat("\u20ac", 200), SessionID: strings.Repeat("\x00a", 600),
+		Region: "r\xffr", Status: 529, Latency: 1500 * time.Microsecond, TTFT: time.Millisecond,
+		Usage: usage.Usage{InputTokens: 1, OutputTokens: 2, CacheReadInputTokens: 3, CacheWrite5mInputTokens: 4, CacheWrite1hInputTokens: 5}}
+	f.Add([]byte(usagestream.Encode(long)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ev, err := usagestream.Decode(b)
 		if err != nil {
@@ -276,10 +285,39 @@ func FuzzStoreEvent(f *testing.F) {
 		if err := row.Validate(); err != nil {
 			t.Fatalf("decoded event %+v makes an invalid row: %v", ev, err)
 		}
-		for _, s := range []string{row.RequestID, row.SessionID, row.AgentID, row.ClientVersion, row.RequestedModel, row.BedrockModelID, row.Region, row.FallbackReason} {
-			if strings.IndexByte(s, 0) >= 0 || len(s) > MaxTextLen {
-				t.Fatalf("unstorable text %q", s)
+		for _, c := range []struct {
+			name, got, in string
+			max           int
+		}{
+			{"request_id", row.RequestID, ev.RequestID, 200},
+			{"session_id", row.SessionID, ev.SessionID, MaxTextLen},
+			{"agent_id", row.AgentID, ev.AgentID, MaxTextLen},
+			{"client_version", row.ClientVersion, ev.ClientVersion, MaxTextLen},
+			{"requested_model", row.RequestedModel, ev.Model, MaxTextLen},
+			{"bedrock_model_id", row.BedrockModelID, ev.BackendModel, MaxTextLen},
+			{"region", row.Region, ev.Region, MaxTextLen},
+			{"fallback_reason", row.FallbackReason, ev.FallbackReason, MaxTextLen},
+		} {
+			full := strings.ToValidUTF8(strings.ReplaceAll(c.in, "\x00", ""), "\uFFFD")
+			rest, isPrefix := strings.CutPrefix(full, c.got)
+			_, next := utf8.DecodeRuneInString(rest)
+			if !isPrefix || len(c.got) > c.max || !utf8.ValidString(c.got) || rest != "" && len(c.got)+next <= c.max {
+				t.Fatalf("%s %q from %q: want the longest prefix of %q within %d bytes", c.name, c.got, c.in, full, c.max)
 			}
+		}
+		ttft := (*int)(nil)
+		if ev.TTFT > 0 {
+			ms := int(ev.TTFT.Milliseconds())
+			ttft = &ms
+		}
+		if !row.EventTime.Equal(ev.Time) || row.EventTime.Location() != time.UTC || row.UserID != ev.UserID || row.AccessKeyID != ev.KeyID ||
+			string(row.Kind) != ev.PathKind || string(row.Provider) != ev.Provider || row.Fallback != ev.Fallback || row.Stream != ev.Stream ||
+			row.Status != ev.Status || row.Aborted != ev.Aborted || row.LatencyMs != int(ev.Latency.Milliseconds()) ||
+			(row.TTFTMs == nil) != (ttft == nil) || ttft != nil && *row.TTFTMs != *ttft ||
+			row.InputTokens != ev.Usage.InputTokens || row.OutputTokens != ev.Usage.OutputTokens ||
+			row.CacheReadTokens != ev.Usage.CacheReadInputTokens || row.CacheWrite5mTokens != ev.Usage.CacheWrite5mInputTokens ||
+			row.CacheWrite1hTokens != ev.Usage.CacheWrite1hInputTokens {
+			t.Fatalf("row %+v does not keep the values of event %+v", row, ev)
 		}
 	})
 }
