@@ -1,9 +1,13 @@
 package cli
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"mime"
 	"net/http"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -33,14 +37,37 @@ func TestProblemError(t *testing.T) {
 	}
 }
 
+// FuzzProblemError: the error keeps the status; a problem document's title
+// (else the status text), detail and field errors are taken exactly, and
+// nothing of any other body is echoed.
 func FuzzProblemError(f *testing.F) {
-	f.Add(`{"title":"t","detail":"d","errors":[{"field":"f","message":"m"}]}`, 422)
-	f.Add(`{"title":""}`, 404)
-	f.Add(`not json`, 500)
-	f.Fuzz(func(t *testing.T, body string, status int) {
-		resp := &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {"application/problem+json"}}}
-		if e := problemError(resp, []byte(body)); e.Title == "" || e.Status != status {
-			t.Fatalf("problem %+v", e)
+	const problem = "application/problem+json"
+	f.Add(`{"title":"t","detail":"d","errors":[{"field":"f","message":"m"}]}`, 422, problem)
+	f.Add(`{"title":""}`, 404, problem+"; charset=utf-8")
+	f.Add(`not json`, 500, problem)
+	f.Add(`{"title":"t","detail":"d"}`, 502, "text/html")
+	f.Add(`{"detail":"d","errors":null}`, 299, "Application/Problem+JSON")
+	f.Add(`{"title":1}`, 400, problem)
+	f.Fuzz(func(t *testing.T, body string, status int, ctype string) {
+		resp := &http.Response{StatusCode: status, Header: http.Header{"Content-Type": {ctype}}}
+		e := problemError(resp, []byte(body))
+		want := APIError{Status: status, Title: strings.ToLower(http.StatusText(status))}
+		if want.Title == "" {
+			want.Title = fmt.Sprintf("HTTP status %d", status)
+		}
+		var doc struct {
+			Title  string       `json:"title"`
+			Detail string       `json:"detail"`
+			Errors []FieldError `json:"errors"`
+		}
+		if mt, _, err := mime.ParseMediaType(ctype); err == nil && mt == problem && json.Unmarshal([]byte(body), &doc) == nil {
+			if doc.Title != "" {
+				want.Title = doc.Title
+			}
+			want.Detail, want.Errors = doc.Detail, doc.Errors
+		}
+		if !reflect.DeepEqual(*e, want) {
+			t.Fatalf("problemError(%d, %q, %q) = %+v, want %+v", status, ctype, body, *e, want)
 		}
 	})
 }
