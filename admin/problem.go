@@ -272,7 +272,7 @@ func slicePage[T any](items []T, limit int, cursor string) ([]T, string, bool) {
 		}
 		off = min(n, len(items))
 	}
-	end := min(off+limit, len(items))
+	end := off + min(limit, len(items)-off) // off+limit may overflow
 	next := ""
 	if end < len(items) {
 		next = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
