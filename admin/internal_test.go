@@ -166,21 +166,60 @@ func FuzzSlicePageCursor(f *testing.F) {
 	})
 }
 
-// FuzzOptional feeds untrusted JSON to the PATCH field decoder.
+// FuzzOptional feeds untrusted JSON to the PATCH field decoder and checks
+// each field against encoding/json's own matching of members to fields
+// (exact or case-insensitive names, the last one winning): absent, null,
+// or the last string.
 func FuzzOptional(f *testing.F) {
-	for _, s := range []string{`{}`, `{"name":null}`, `{"name":"x","email":null}`, `{"monthly_budget_usd":1}`, `{"name":`} {
+	for _, s := range []string{`{}`, `{"name":null}`, `{"name":"x","email":null}`, `{"monthly_budget_usd":1}`, `{"name":`,
+		`{"email":null,"email":"a@b"}`, `{"name":"x","name":null}`, `{"NAME":"a","name":"b","Name":null}`, `{"status":"active","x":{"name":null}}`} {
 		f.Add(s)
 	}
+	fields := []string{"name", "email", "routing_strategy", "monthly_budget_usd", "status"}
 	f.Fuzz(func(t *testing.T, s string) {
 		var p patchUserRequest
 		if err := json.Unmarshal([]byte(s), &p); err != nil {
 			return
 		}
-		if p.Name.Null && p.Name.Value != "" {
-			t.Fatalf("null name with value %q", p.Name.Value)
-		}
-		if !p.Name.Set && (p.Name.Null || p.Name.Value != "") {
-			t.Fatalf("unset name %+v", p.Name)
+		got := []optional[string]{p.Name, p.Email, p.RoutingStrategy, p.MonthlyBudgetUSD, p.Status}
+		keys, vals := topMembers(t, s)
+		for i, field := range fields {
+			var want optional[string]
+			for j, k := range keys {
+				if !strings.EqualFold(k, field) {
+					continue
+				}
+				want = optional[string]{Set: true}
+				if string(vals[j]) == "null" {
+					want.Null = true
+				} else if err := json.Unmarshal(vals[j], &want.Value); err != nil {
+					t.Fatalf("%s: %v", vals[j], err)
+				}
+			}
+			if got[i] != want {
+				t.Fatalf("%s: %s = %+v, want %+v", s, field, got[i], want)
+			}
 		}
 	})
+}
+
+// topMembers lists the members of the JSON object s: keys and raw values.
+func topMembers(t *testing.T, s string) (keys []string, vals []json.RawMessage) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(s))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil // null: no members
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		keys, vals = append(keys, k.(string)), append(vals, v)
+	}
+	return keys, vals
 }

@@ -201,7 +201,9 @@ type optional[T any] struct {
 // UnmarshalJSON implements json.Unmarshaler; encoding/json calls it for
 // null too, which is what lets Set tell null from absent.
 func (o *optional[T]) UnmarshalJSON(b []byte) error {
-	o.Set = true
+	// A repeated member replaces the earlier one, as for any other field:
+	// nothing of it (its null, its value) may survive.
+	*o = optional[T]{Set: true}
 	if string(b) == "null" {
 		o.Null = true
 		return nil
