@@ -1,11 +1,17 @@
 package admin
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ccproxy/ccproxy/internal/store"
 )
 
 func TestPasswordHash(t *testing.T) {
@@ -90,38 +96,130 @@ func TestSlicePage(t *testing.T) {
 	}
 }
 
-// FuzzSlicePageCursor feeds untrusted cursors to the offset-cursor parser.
+// FuzzSlicePageCursor feeds untrusted cursors and limits to the
+// offset-cursor pager: a cursor is accepted only in the form slicePage
+// issues (base64url of "o:" and a decimal offset) and then yields exactly
+// the items from that offset; and paging from the start with the cursors
+// it returns covers every item exactly once, in order, the tail included,
+// in full pages but the last.
 func FuzzSlicePageCursor(f *testing.F) {
-	for _, s := range []string{"", "bzoy", "bzotMQ", "bzo5OTk5OTk5OTk5OTk5OTk5OTk5", "!!", "eDo1"} {
-		f.Add(s, 2)
+	for _, s := range []string{"", "bzoy", "bzotMQ", "bzo5OTk5OTk5OTk5OTk5OTk5OTk5", "!!", "eDo1", "bzow", "bzorMQ", "bzowMQ", "bzo"} {
+		f.Add(s, 2, uint8(5))
 	}
-	f.Fuzz(func(t *testing.T, cursor string, limit int) {
-		items := []int{1, 2, 3}
-		pg, next, ok := slicePage(items, limit, cursor)
-		if !ok {
-			return
+	f.Add("", 0, uint8(120))             // the default page size, with a tail
+	f.Add("bzox", math.MaxInt, uint8(3)) // a limit beyond any offset
+	f.Add("", -1, uint8(0))
+	f.Fuzz(func(t *testing.T, cursor string, limit int, n uint8) {
+		items := make([]int, n)
+		for i := range items {
+			items[i] = i
 		}
-		if len(pg) > len(items) || (next != "" && len(pg) == 0) {
-			t.Fatalf("page %v next %q", pg, next)
+		size := limit
+		if size <= 0 {
+			size = store.DefaultPageSize
+		}
+
+		pg, next, ok := slicePage(items, limit, cursor)
+		off, valid := 0, true
+		if cursor != "" {
+			raw, err := base64.RawURLEncoding.DecodeString(cursor)
+			digits, hasPrefix := strings.CutPrefix(string(raw), "o:")
+			o, perr := strconv.Atoi(digits)
+			valid = err == nil && hasPrefix && perr == nil && o >= 0
+			off = min(max(o, 0), len(items))
+		}
+		if ok != valid {
+			t.Fatalf("slicePage(%q) accepted = %v, want %v", cursor, ok, valid)
+		}
+		if ok {
+			end := off + min(size, len(items)-off)
+			if !slices.Equal(pg, items[off:end]) {
+				t.Fatalf("slicePage(n=%d, limit %d, offset %d) = %v, want %v", n, limit, off, pg, items[off:end])
+			}
+			if want := base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end))); (next != "") != (end < len(items)) || next != "" && next != want {
+				t.Fatalf("next cursor %q after items[%d:%d] of %d", next, off, end, len(items))
+			}
+		}
+
+		var got []int
+		cursor = ""
+		for page := 0; ; page++ {
+			pg, next, ok := slicePage(items, limit, cursor)
+			if !ok {
+				t.Fatalf("slicePage rejected its own cursor %q", cursor)
+			}
+			if next != "" && len(pg) != size || next == "" && len(pg) > size {
+				t.Fatalf("page %d has %d items (next %q), want pages of %d", page, len(pg), next, size)
+			}
+			got = append(got, pg...)
+			if next == "" {
+				break
+			}
+			if page > len(items) {
+				t.Fatalf("no end after %d pages", page)
+			}
+			cursor = next
+		}
+		if !slices.Equal(got, items) {
+			t.Fatalf("paging %d items by %d gave %v", n, limit, got)
 		}
 	})
 }
 
-// FuzzOptional feeds untrusted JSON to the PATCH field decoder.
+// FuzzOptional feeds untrusted JSON to the PATCH field decoder and checks
+// each field against encoding/json's own matching of members to fields
+// (exact or case-insensitive names, the last one winning): absent, null,
+// or the last string.
 func FuzzOptional(f *testing.F) {
-	for _, s := range []string{`{}`, `{"name":null}`, `{"name":"x","email":null}`, `{"monthly_budget_usd":1}`, `{"name":`} {
+	for _, s := range []string{`{}`, `{"name":null}`, `{"name":"x","email":null}`, `{"monthly_budget_usd":1}`, `{"name":`,
+		`{"email":null,"email":"a@b"}`, `{"name":"x","name":null}`, `{"NAME":"a","name":"b","Name":null}`, `{"status":"active","x":{"name":null}}`} {
 		f.Add(s)
 	}
+	fields := []string{"name", "email", "routing_strategy", "monthly_budget_usd", "status"}
 	f.Fuzz(func(t *testing.T, s string) {
 		var p patchUserRequest
 		if err := json.Unmarshal([]byte(s), &p); err != nil {
 			return
 		}
-		if p.Name.Null && p.Name.Value != "" {
-			t.Fatalf("null name with value %q", p.Name.Value)
-		}
-		if !p.Name.Set && (p.Name.Null || p.Name.Value != "") {
-			t.Fatalf("unset name %+v", p.Name)
+		got := []optional[string]{p.Name, p.Email, p.RoutingStrategy, p.MonthlyBudgetUSD, p.Status}
+		keys, vals := topMembers(t, s)
+		for i, field := range fields {
+			var want optional[string]
+			for j, k := range keys {
+				if !strings.EqualFold(k, field) {
+					continue
+				}
+				want = optional[string]{Set: true}
+				if string(vals[j]) == "null" {
+					want.Null = true
+				} else if err := json.Unmarshal(vals[j], &want.Value); err != nil {
+					t.Fatalf("%s: %v", vals[j], err)
+				}
+			}
+			if got[i] != want {
+				t.Fatalf("%s: %s = %+v, want %+v", s, field, got[i], want)
+			}
 		}
 	})
+}
+
+// topMembers lists the members of the JSON object s: keys and raw values.
+func topMembers(t *testing.T, s string) (keys []string, vals []json.RawMessage) {
+	t.Helper()
+	dec := json.NewDecoder(strings.NewReader(s))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, nil // null: no members
+	}
+	for dec.More() {
+		k, err := dec.Token()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		keys, vals = append(keys, k.(string)), append(vals, v)
+	}
+	return keys, vals
 }

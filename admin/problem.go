@@ -201,7 +201,9 @@ type optional[T any] struct {
 // UnmarshalJSON implements json.Unmarshaler; encoding/json calls it for
 // null too, which is what lets Set tell null from absent.
 func (o *optional[T]) UnmarshalJSON(b []byte) error {
-	o.Set = true
+	// A repeated member replaces the earlier one, as for any other field:
+	// nothing of it (its null, its value) may survive.
+	*o = optional[T]{Set: true}
 	if string(b) == "null" {
 		o.Null = true
 		return nil
@@ -272,7 +274,7 @@ func slicePage[T any](items []T, limit int, cursor string) ([]T, string, bool) {
 		}
 		off = min(n, len(items))
 	}
-	end := min(off+limit, len(items))
+	end := off + min(limit, len(items)-off) // off+limit may overflow
 	next := ""
 	if end < len(items) {
 		next = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
