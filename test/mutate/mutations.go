@@ -50,6 +50,8 @@ const (
 	pkgStore     = "./internal/store"
 	pkgKeys      = "./internal/keys"
 	pkgUsage     = "./extproc/usage"
+	pkgEventStr  = "./extproc/translate/eventstream"
+	pkgKeySvc    = "./extproc/keyservice"
 )
 
 // Mutations is the list `make mutate` runs. Every entry must be caught by
@@ -198,6 +200,35 @@ var Mutations = []Mutation{
 		From: "delete(fresh, r.RequestID) // a second copy in the batch is a duplicate", To: "_ = fresh", Packages: []string{pkgIngest},
 	},
 
+	// The upstream processor and the handoff.
+	{
+		Name: "upstream: credential not applied", File: "extproc/upstream/upstream.go",
+		From: "\tfor _, h := range auth {\n\t\thm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))\n\t}",
+		To:   "\t_ = auth", Packages: []string{pkgUpstream},
+	},
+	{
+		Name: "upstream: client credential kept for Bedrock", File: "extproc/upstream/upstream.go",
+		From: "RemoveHeaders: append([]string{handoff.StateHeader}, r.RemoveHeaders...),",
+		To:   "RemoveHeaders: []string{handoff.StateHeader},", Packages: []string{pkgUpstream},
+	},
+	{
+		Name: "handoff: stored request outlives its stream", File: "extproc/router/processor.go",
+		From: "p.r.bedrock.Requests.Delete(p.handoffID)", To: "_ = p.handoffID", Packages: []string{pkgRouter},
+	},
+
+	// Event stream → SSE.
+	{
+		Name: "eventstream: line break splits an SSE event", File: "extproc/translate/eventstream/eventstream.go",
+		From: "if bytes.IndexByte(ev, '\\n') >= 0 || bytes.IndexByte(ev, '\\r') >= 0 {", To: "if false {", Packages: []string{pkgEventStr},
+	},
+
+	// Key invalidation.
+	{
+		Name: "keys: caches kept after a resubscription", File: "extproc/keyservice/invalidate.go",
+		From: "\t// Anything published while we were not subscribed is lost.\n\tfor _, t := range s.targets {\n\t\tt.Purge()\n\t}",
+		To:   "\t// Anything published while we were not subscribed is lost.", Packages: []string{pkgKeySvc},
+	},
+
 	// Budgets.
 	{
 		Name: "budget: reaching the budget is not over it", File: "extproc/budget/budget.go",
@@ -230,5 +261,13 @@ var Mutations = []Mutation{
 		Name: "admin: expired session accepted", File: "internal/store/admins.go",
 		From: "s.revoked_at IS NULL AND s.expires_at > now() AND NOT a.disabled",
 		To:   "s.revoked_at IS NULL AND NOT a.disabled", Packages: []string{pkgStore, pkgAdmin},
+	},
+	{
+		Name: "admin: PATCH null survives a repeated member", File: "admin/problem.go",
+		From: "*o = optional[T]{Set: true}", To: "o.Set = true", Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: paging loses the tail", File: "admin/problem.go",
+		From: "if end < len(items) {", To: "if end < len(items)-1 {", Packages: []string{pkgAdmin},
 	},
 }
