@@ -27,15 +27,8 @@ func fuzzSeeds(f *testing.F) {
 	f.Add(body, "claude-code-20250219,advanced-tool-use-2025-11-20")
 }
 
-// referenceMembers lists the top-level members the way encoding/json sees
-// them: decoded key, raw value.
-func referenceMembers(b []byte) (keys []string, vals [][]byte, ok bool) {
-	keys, _, vals, ok = referenceRawMembers(b)
-	return keys, vals, ok
-}
-
-// referenceRawMembers is referenceMembers with the raw (quoted, possibly
-// escaped) keys too.
+// referenceRawMembers lists the top-level members the way encoding/json
+// sees them: decoded key, raw (quoted, possibly escaped) key, raw value.
 func referenceRawMembers(b []byte) (keys []string, rawKeys, vals [][]byte, ok bool) {
 	if !isObject(b) {
 		return nil, nil, nil, false
