@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -118,8 +119,8 @@ func TestBedrockProductionSettings(t *testing.T) {
 	})
 	t.Run("route matches the routing header exactly and targets the cluster", func(t *testing.T) {
 		hs := d.route.GetMatch().GetHeaders()
-		if len(hs) != 1 || hs[0].GetName() != RouteHeader || hs[0].GetStringMatch().GetExact() != "bedrock-us-east-1" || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
-			t.Errorf("headers = %v, want exact %s: bedrock-us-east-1", hs, RouteHeader)
+		if len(hs) != 1 || hs[0].GetName() != dataplane.RouteHeader || hs[0].GetStringMatch().GetExact() != "bedrock-us-east-1" || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
+			t.Errorf("headers = %v, want exact %s: bedrock-us-east-1", hs, dataplane.RouteHeader)
 		}
 		if d.route.GetMatch().GetPrefix() != "/" {
 			t.Errorf("match = %v, want prefix /", d.route.GetMatch())
@@ -148,7 +149,7 @@ func TestBedrockProductionSettings(t *testing.T) {
 		}
 	})
 	t.Run("route removes the routing and access key headers", func(t *testing.T) {
-		if got := d.route.GetRequestHeadersToRemove(); !slices.Equal(got, []string{RouteHeader, accessKeyHeader}) {
+		if got := d.route.GetRequestHeadersToRemove(); !slices.Equal(got, []string{dataplane.RouteHeader, dataplane.KeyHeader}) {
 			t.Errorf("request_headers_to_remove = %v", got)
 		}
 	})
@@ -179,10 +180,10 @@ func TestBedrockProductionSettings(t *testing.T) {
 	t.Run("endpoint metadata: backend, region, host", func(t *testing.T) {
 		md := d.cluster.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetMetadata().GetFilterMetadata()
 		if len(md) != 1 {
-			t.Errorf("filter_metadata namespaces = %v, want only %s", md, MetadataNamespace)
+			t.Errorf("filter_metadata namespaces = %v, want only %s", md, dataplane.MetadataNamespace)
 		}
-		f := md[MetadataNamespace].GetFields()
-		want := map[string]string{BackendMetadataKey: BackendBedrock, RegionMetadataKey: "us-east-1", HostMetadataKey: "bedrock-runtime.us-east-1.amazonaws.com"}
+		f := md[dataplane.MetadataNamespace].GetFields()
+		want := map[string]string{dataplane.BackendKey: dataplane.BackendBedrock, dataplane.RegionKey: "us-east-1", dataplane.HostKey: "bedrock-runtime.us-east-1.amazonaws.com"}
 		if len(f) != len(want) {
 			t.Errorf("metadata = %v, want %v", f, want)
 		}
@@ -240,8 +241,8 @@ func TestBedrockProductionSettings(t *testing.T) {
 	})
 	t.Run("upstream ext_proc: initial metadata x-ccproxy-filter: upstream", func(t *testing.T) {
 		md := d.extProc.GetGrpcService().GetInitialMetadata()
-		if len(md) != 1 || md[0].GetKey() != FilterHeader || md[0].GetValue() != FilterUpstream || md[0].GetRawValue() != nil {
-			t.Errorf("initial_metadata = %v, want [%s: %s]", md, FilterHeader, FilterUpstream)
+		if len(md) != 1 || md[0].GetKey() != dataplane.FilterHeader || md[0].GetValue() != dataplane.FilterUpstream || md[0].GetRawValue() != nil {
+			t.Errorf("initial_metadata = %v, want [%s: %s]", md, dataplane.FilterHeader, dataplane.FilterUpstream)
 		}
 		if got := d.extProc.GetGrpcService().GetEnvoyGrpc().GetClusterName(); got != ExtProcClusterName {
 			t.Errorf("grpc cluster = %q", got)
@@ -293,7 +294,7 @@ func TestBedrockProductionSettings(t *testing.T) {
 		}
 	})
 	t.Run("upstream ext_proc: metadata namespace ccproxy accepted", func(t *testing.T) {
-		if got := d.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{MetadataNamespace}) {
+		if got := d.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped(); !slices.Equal(got, []string{dataplane.MetadataNamespace}) {
 			t.Errorf("receiving_namespaces.untyped = %v", got)
 		}
 	})
@@ -345,7 +346,7 @@ func TestBedrockPlaintext(t *testing.T) {
 		if sa := ep.GetEndpoint().GetAddress().GetSocketAddress(); sa.GetAddress() != "127.0.0.1" || sa.GetPortValue() != 18082 || ep.GetEndpoint().GetHostname() != "127.0.0.1" {
 			t.Errorf("%s: endpoint = %v", region, ep)
 		}
-		if got := ep.GetMetadata().GetFilterMetadata()[MetadataNamespace].GetFields()[RegionMetadataKey].GetStringValue(); got != region {
+		if got := ep.GetMetadata().GetFilterMetadata()[dataplane.MetadataNamespace].GetFields()[dataplane.RegionKey].GetStringValue(); got != region {
 			t.Errorf("region metadata = %q, want %q", got, region)
 		}
 	}

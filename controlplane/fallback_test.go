@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -41,7 +42,7 @@ func findRoute(r *Resources, name string) *routev3.Route {
 // TestFallbackProductionSettings asserts each contract item of the plan+bedrock-<region>
 // cluster and route (issue 7), one subtest per setting.
 func TestFallbackProductionSettings(t *testing.T) {
-	if got := FallbackClusterName("us-east-1"); got != "plan+bedrock-us-east-1" || !strings.HasPrefix(got, FallbackClusterPrefix) {
+	if got := FallbackClusterName("us-east-1"); got != "plan+bedrock-us-east-1" || !strings.HasPrefix(got, dataplane.FallbackRoutePrefix) {
 		t.Fatalf("FallbackClusterName = %q", got)
 	}
 	d := decodeBedrock(t, bedrockOptions, "us-east-1")
@@ -55,8 +56,8 @@ func TestFallbackProductionSettings(t *testing.T) {
 
 	t.Run("route matches the routing header exactly and targets the cluster", func(t *testing.T) {
 		hs := rt.GetMatch().GetHeaders()
-		if len(hs) != 1 || hs[0].GetName() != RouteHeader || hs[0].GetStringMatch().GetExact() != name || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
-			t.Errorf("headers = %v, want exact %s: %s", hs, RouteHeader, name)
+		if len(hs) != 1 || hs[0].GetName() != dataplane.RouteHeader || hs[0].GetStringMatch().GetExact() != name || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
+			t.Errorf("headers = %v, want exact %s: %s", hs, dataplane.RouteHeader, name)
 		}
 		if rt.GetMatch().GetPrefix() != "/" || action.GetCluster() != name {
 			t.Errorf("match = %v, cluster = %q", rt.GetMatch(), action.GetCluster())
@@ -113,12 +114,12 @@ func TestFallbackProductionSettings(t *testing.T) {
 		bedrockEP := d.cluster.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0]
 		// The Plan endpoint also names its host; the Bedrock endpoint is exactly the Bedrock
 		// cluster's, metadata included.
-		planMD, err := structpb.NewStruct(map[string]any{BackendMetadataKey: BackendPlan, HostMetadataKey: "api.anthropic.com"})
+		planMD, err := structpb.NewStruct(map[string]any{dataplane.BackendKey: dataplane.BackendPlan, dataplane.HostKey: "api.anthropic.com"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		wantPlan := proto.Clone(planEP).(*endpointv3.LbEndpoint)
-		wantPlan.GetMetadata().GetFilterMetadata()[MetadataNamespace] = planMD
+		wantPlan.GetMetadata().GetFilterMetadata()[dataplane.MetadataNamespace] = planMD
 		for i, want := range []*endpointv3.LbEndpoint{wantPlan, bedrockEP} {
 			if eps[i].GetPriority() != uint32(i) || len(eps[i].GetLbEndpoints()) != 1 {
 				t.Errorf("endpoints[%d] = %v, want priority %d with one endpoint", i, eps[i], i)
@@ -159,8 +160,8 @@ func TestFallbackProductionSettings(t *testing.T) {
 		}
 	})
 	t.Run("router-level ext_proc sends the attempt count with the response", func(t *testing.T) {
-		if got := d.routerFilter.GetResponseAttributes(); !slices.Equal(got, []string{AttemptCountAttribute}) || AttemptCountAttribute != "upstream.request_attempt_count" {
-			t.Errorf("response_attributes = %v, want [%s]", got, AttemptCountAttribute)
+		if got := d.routerFilter.GetResponseAttributes(); !slices.Equal(got, []string{dataplane.AttemptCount}) || dataplane.AttemptCount != "upstream.request_attempt_count" {
+			t.Errorf("response_attributes = %v, want [%s]", got, dataplane.AttemptCount)
 		}
 		if len(d.routerFilter.GetRequestAttributes()) != 0 {
 			t.Errorf("request_attributes = %v, want none", d.routerFilter.GetRequestAttributes())
@@ -191,7 +192,7 @@ func TestFallbackMixedSchemes(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range r.Clusters {
-		if strings.HasPrefix(c.GetName(), FallbackClusterPrefix) {
+		if strings.HasPrefix(c.GetName(), dataplane.FallbackRoutePrefix) {
 			t.Errorf("cluster %s built for mixed schemes", c.GetName())
 		}
 	}

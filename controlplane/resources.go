@@ -38,6 +38,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // Names shared with extproc and envoysim (data-path contract, issue 3).
@@ -53,55 +55,6 @@ const (
 	// ExtProcClusterName is the ext_proc sidecar cluster: exactly one local endpoint.
 	ExtProcClusterName = "ccproxy_extproc"
 
-	// RouteHeader carries the route chosen by the router-level ext_proc processor. Routes
-	// match it exactly and remove it before the request goes upstream.
-	RouteHeader = "x-ccproxy-route"
-	// RoutePlan is the RouteHeader value that selects Plan only.
-	RoutePlan = "plan"
-
-	// MetadataNamespace is the dynamic- and endpoint-metadata namespace ccproxy uses.
-	MetadataNamespace = "ccproxy"
-	// BackendMetadataKey is the endpoint filter_metadata key (in MetadataNamespace) naming the
-	// backend of an upstream host, read by the upstream ext_proc through request_attributes.
-	BackendMetadataKey = "backend"
-	// BackendPlan is the BackendMetadataKey value of Plan endpoints.
-	BackendPlan = "plan"
-	// BackendBedrock is the BackendMetadataKey value of Bedrock endpoints.
-	BackendBedrock = "bedrock"
-	// RegionMetadataKey (Bedrock endpoints only) is the endpoint's AWS region.
-	RegionMetadataKey = "region"
-	// HostMetadataKey (Bedrock endpoints, and the Plan endpoint of a fallback cluster) is the
-	// host Envoy writes to :authority after auto_host_rewrite (the endpoint hostname, without
-	// port): what SigV4 signs.
-	HostMetadataKey = "host"
-	// ContentLengthMetadataKey is the dynamic-metadata key (in MetadataNamespace) under which
-	// the upstream processor publishes the replaced body's length as a decimal string.
-	ContentLengthMetadataKey = "content_length"
-
-	// BedrockClusterPrefix starts the name of each region's Bedrock cluster, route and
-	// RouteHeader value: bedrock-<region> (see BedrockClusterName).
-	BedrockClusterPrefix = "bedrock-"
-	// FallbackClusterPrefix starts the name of each region's Plan-first cluster, route and
-	// RouteHeader value: plan+bedrock-<region> (see FallbackClusterName). The cluster has the
-	// Plan endpoint at priority 0 and the region's Bedrock endpoint at priority 1; the route
-	// retries once, to priority 1 (DESIGN.md, "Fallback is Envoy's retry").
-	FallbackClusterPrefix = "plan+bedrock-"
-
-	// AttemptCountAttribute is the CEL attribute the router-level ext_proc filter sends with
-	// the response headers (response_attributes): the number of upstream attempts the router
-	// made for the request, so the processor knows whether the answer came from a retry (on a
-	// fallback route: from Bedrock). Envoy evaluates it to a CEL uint and sends it as a number
-	// in ProcessingRequest.attributes["envoy.filters.http.ext_proc"], keyed by this text.
-	// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/advanced/attributes#upstream-attributes
-	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/common/expr/context.cc (UpstreamRequestAttemptCount)
-	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/http/ext_proc/matching_utils.cc (evaluateAttributes: uint64 → number_value)
-	AttemptCountAttribute = "upstream.request_attempt_count"
-
-	// FilterHeader is the gRPC initial metadata the upstream ext_proc filter sends on each
-	// stream, so that one extproc server tells the two filters apart.
-	FilterHeader = "x-ccproxy-filter"
-	// FilterUpstream is FilterHeader's value on the upstream filter's streams.
-	FilterUpstream = "upstream"
 	// UpstreamExtProcName and ContentLengthFilterName name the filters of the Bedrock and
 	// fallback clusters' upstream filter chain.
 	UpstreamExtProcName     = "ccproxy.upstream_ext_proc"
@@ -145,21 +98,7 @@ const (
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/router.cc (onPerTryTimeoutCommon)
 	fallbackRetryOn = "retriable-status-codes,reset,connect-failure"
-	// accessKeyHeader is the client header that may carry the access key (extproc/auth owns
-	// the name); the Plan route removes it again in case a processor ever forgot to.
-	accessKeyHeader = "x-ccproxy-key"
 )
-
-// upstreamHostAttributes are the ext_proc request_attributes through which the upstream
-// processor learns which endpoint an attempt goes to: scalar paths into the upstream host's
-// endpoint metadata (the CEL `xds.upstream_host_metadata` attribute). Host metadata, not
-// cluster metadata, because the priorities of one cluster may be different backends.
-// https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/advanced/attributes#upstream-attributes
-var upstreamHostAttributes = []string{
-	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + BackendMetadataKey + "']",
-	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + RegionMetadataKey + "']",
-	"xds.upstream_host_metadata.filter_metadata['" + MetadataNamespace + "']['" + HostMetadataKey + "']",
-}
 
 // fallbackStatusCodes are the Plan answers a fallback route retries on Bedrock: rate limited
 // (429), overloaded (529, Anthropic's own code) and the server errors 500, 502, 503 and 504.
@@ -169,13 +108,13 @@ var upstreamHostAttributes = []string{
 var fallbackStatusCodes = []uint32{429, 500, 502, 503, 504, 529}
 
 // BedrockClusterName is the name of region's Bedrock cluster, which is also the name of its
-// route and the RouteHeader value that selects it.
-func BedrockClusterName(region string) string { return BedrockClusterPrefix + region }
+// route and the dataplane.RouteHeader value that selects it.
+func BedrockClusterName(region string) string { return dataplane.BedrockRoute(region) }
 
 // FallbackClusterName is the name of region's Plan-first cluster (Plan at priority 0, the
-// region's Bedrock at priority 1), which is also the name of its route and the RouteHeader
+// region's Bedrock at priority 1), which is also the name of its route and the dataplane.RouteHeader
 // value that selects it.
-func FallbackClusterName(region string) string { return FallbackClusterPrefix + region }
+func FallbackClusterName(region string) string { return dataplane.FallbackRoute(region) }
 
 // Resources is the complete xDS configuration for one data plane.
 type Resources struct {
@@ -483,7 +422,7 @@ func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
 		// Dynamic metadata the processor emits is dropped unless its namespace is listed.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-metadataoptions-receiving-namespaces
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{dataplane.MetadataNamespace}},
 		},
 		// The number of upstream attempts, sent with the response headers: on a
 		// plan+bedrock-<region> route 2 means the answer is Bedrock's (the retry went to
@@ -494,7 +433,7 @@ func buildRouterExtProc(o resolved) *extprocv3.ExternalProcessor {
 		// message of the response direction (Filter::addAttributes in buildHeaderRequest).
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-response-attributes
 		// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/extensions/filters/http/ext_proc/ext_proc.cc (addAttributes)
-		ResponseAttributes: []string{AttemptCountAttribute},
+		ResponseAttributes: []string{dataplane.AttemptCount},
 	}
 }
 
@@ -521,7 +460,7 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 	// Sent as gRPC metadata on every stream: one extproc server serves both filters and
 	// tells them apart by it.
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/grpc_service.proto#envoy-v3-api-field-config-core-v3-grpcservice-initial-metadata
-	gs.InitialMetadata = []*corev3.HeaderValue{{Key: FilterHeader, Value: FilterUpstream}}
+	gs.InitialMetadata = []*corev3.HeaderValue{{Key: dataplane.FilterHeader, Value: dataplane.FilterUpstream}}
 	return &extprocv3.ExternalProcessor{
 		GrpcService: gs,
 		// false (the default, stated): a broken processor fails the attempt rather than
@@ -542,7 +481,7 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 		},
 		// The chosen host's backend, region and host name, sent with the request headers.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-request-attributes
-		RequestAttributes: upstreamHostAttributes,
+		RequestAttributes: dataplane.UpstreamAttributes(),
 		// The reply carries the whole translated body; same bounds as the router filter.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-message-timeout
 		MessageTimeout:    durationpb.New(o.ExtProcMessageTimeout),
@@ -551,7 +490,7 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 		// other namespaces are dropped.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-metadataoptions-receiving-namespaces
 		MetadataOptions: &extprocv3.MetadataOptions{
-			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{MetadataNamespace}},
+			ReceivingNamespaces: &extprocv3.MetadataOptions_MetadataNamespaces{Untyped: []string{dataplane.MetadataNamespace}},
 		},
 		// false (the default, stated): the modes above are the whole contract of this filter.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-allow-mode-override
@@ -565,7 +504,7 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 // a request whose body was not replaced keeps its own content-length.
 // https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/observability/access_log/usage#config-access-log-format-dynamic-metadata
 // https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/http/header_mutation.cc
-const contentLengthValue = "%DYNAMIC_METADATA(" + MetadataNamespace + ":" + ContentLengthMetadataKey + ")%"
+const contentLengthValue = "%DYNAMIC_METADATA(" + dataplane.MetadataNamespace + ":" + dataplane.ContentLengthKey + ")%"
 
 // buildUpstreamFilters is the upstream HTTP filter chain of a Bedrock or fallback cluster.
 func buildUpstreamFilters(o resolved) ([]*hcmv3.HttpFilter, error) {
@@ -625,7 +564,7 @@ func overwriteHeader(key, value string) *corev3.HeaderValueOption {
 // Plan-first route per fallback region, each selected only by the exact routing header the
 // processor sets, and a catch-all 404.
 func buildRoutes(o resolved) (*routev3.RouteConfiguration, error) {
-	routes := []*routev3.Route{upstreamRoute(o, PlanRouteName, RoutePlan, PlanClusterName, planRetryPolicy(o))}
+	routes := []*routev3.Route{upstreamRoute(o, PlanRouteName, dataplane.RoutePlan, PlanClusterName, planRetryPolicy(o))}
 	for _, b := range o.bedrock {
 		// The same settings as Plan: a Bedrock answer streams as long and is as large. Its
 		// retry policy is Plan's too (no retry on 429: Claude Code retries 429 itself).
@@ -658,7 +597,7 @@ func buildRoutes(o resolved) (*routev3.RouteConfiguration, error) {
 		// Removed by the HCM from every external request before any filter runs, so only the
 		// processor can set the routing header.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route.proto#envoy-v3-api-field-config-route-v3-routeconfiguration-internal-only-headers
-		InternalOnlyHeaders: []string{RouteHeader},
+		InternalOnlyHeaders: []string{dataplane.RouteHeader},
 		VirtualHosts: []*routev3.VirtualHost{{
 			Name:    VirtualHostName,
 			Domains: []string{"*"},
@@ -715,14 +654,14 @@ func fallbackRetryPolicy(o resolved) (*routev3.RetryPolicy, error) {
 	}, nil
 }
 
-// upstreamRoute is the route named name that sends requests whose RouteHeader is exactly
+// upstreamRoute is the route named name that sends requests whose dataplane.RouteHeader is exactly
 // value to cluster, retrying as retry says.
 func upstreamRoute(o resolved, name, value, cluster string, retry *routev3.RetryPolicy) *routev3.Route {
 	return &routev3.Route{
 		Name: name,
 		Match: &routev3.RouteMatch{
 			PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"},
-			Headers:       []*routev3.HeaderMatcher{exactHeader(RouteHeader, value)},
+			Headers:       []*routev3.HeaderMatcher{exactHeader(dataplane.RouteHeader, value)},
 		},
 		Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 			ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster},
@@ -746,7 +685,7 @@ func upstreamRoute(o resolved, name, value, cluster string, retry *routev3.Retry
 		// The routing header is internal; the access key header must never reach an upstream.
 		// Route header changes apply before the upstream filters run, so the upstream
 		// processor never sees either.
-		RequestHeadersToRemove: []string{RouteHeader, accessKeyHeader},
+		RequestHeadersToRemove: []string{dataplane.RouteHeader, dataplane.KeyHeader},
 		// The retry buffer: a body above it cannot be retried. Envoy 1.40 field (replaces the
 		// deprecated per_request_buffer_limit_bytes, which was capped by the connection limit).
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-route-request-body-buffer-limit
@@ -755,7 +694,7 @@ func upstreamRoute(o resolved, name, value, cluster string, retry *routev3.Retry
 }
 
 // clusterEndpoint is one endpoint of an upstream cluster: a DNS name (or IP) and port, and
-// its endpoint metadata in MetadataNamespace.
+// its endpoint metadata in dataplane.MetadataNamespace.
 type clusterEndpoint struct {
 	url upstreamURL
 	md  map[string]any
@@ -763,7 +702,7 @@ type clusterEndpoint struct {
 
 // buildPlanCluster builds the Anthropic cluster.
 func buildPlanCluster(o resolved) (*clusterv3.Cluster, error) {
-	return buildUpstreamCluster(o, PlanClusterName, []clusterEndpoint{{o.plan, map[string]any{BackendMetadataKey: BackendPlan}}}, nil)
+	return buildUpstreamCluster(o, PlanClusterName, []clusterEndpoint{{o.plan, map[string]any{dataplane.BackendKey: dataplane.BackendPlan}}}, nil)
 }
 
 // buildBedrockCluster builds region's Bedrock cluster: Plan's settings, plus endpoint
@@ -781,11 +720,11 @@ func buildBedrockCluster(o resolved, b bedrockEndpoint) (*clusterv3.Cluster, err
 // processor signs from.
 func bedrockClusterEndpoint(b bedrockEndpoint) clusterEndpoint {
 	return clusterEndpoint{b.url, map[string]any{
-		BackendMetadataKey: BackendBedrock,
-		RegionMetadataKey:  b.region,
+		dataplane.BackendKey: dataplane.BackendBedrock,
+		dataplane.RegionKey:  b.region,
 		// auto_host_rewrite writes the endpoint hostname, without the port, to :authority.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-routeaction-auto-host-rewrite
-		HostMetadataKey: b.url.host,
+		dataplane.HostKey: b.url.host,
 	}}
 }
 
@@ -809,11 +748,11 @@ func buildFallbackCluster(o resolved, b bedrockEndpoint) (*clusterv3.Cluster, er
 		return nil, err
 	}
 	plan := clusterEndpoint{o.plan, map[string]any{
-		BackendMetadataKey: BackendPlan,
+		dataplane.BackendKey: dataplane.BackendPlan,
 		// The :authority auto_host_rewrite writes for a Plan attempt: a retry's upstream
 		// processor sees the shared header map with the previous attempt's rewrite, so it
 		// takes the host of the attempt from here.
-		HostMetadataKey: o.plan.host,
+		dataplane.HostKey: o.plan.host,
 	}}
 	return buildUpstreamCluster(o, FallbackClusterName(b.region), []clusterEndpoint{plan, bedrockClusterEndpoint(b)}, filters)
 }
@@ -846,7 +785,7 @@ func buildUpstreamCluster(o resolved, name string, eps []clusterEndpoint, filter
 				}},
 				// The upstream ext_proc learns the backend of each attempt from here;
 				// cluster metadata cannot tell priority-0 Plan from priority-1 Bedrock.
-				Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{MetadataNamespace: mds}},
+				Metadata: &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{dataplane.MetadataNamespace: mds}},
 			}},
 		}
 	}

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 const fiftyMiB = 50 << 20
@@ -323,8 +325,8 @@ func TestProductionSettings(t *testing.T) {
 	})
 	t.Run("ext_proc metadata namespace ccproxy accepted", func(t *testing.T) {
 		got := d.extProc.GetMetadataOptions().GetReceivingNamespaces().GetUntyped()
-		if len(got) != 1 || got[0] != MetadataNamespace {
-			t.Errorf("receiving_namespaces.untyped = %v, want [%s]", got, MetadataNamespace)
+		if len(got) != 1 || got[0] != dataplane.MetadataNamespace {
+			t.Errorf("receiving_namespaces.untyped = %v, want [%s]", got, dataplane.MetadataNamespace)
 		}
 	})
 	t.Run("upstream requests ask for identity encoding", func(t *testing.T) {
@@ -344,8 +346,8 @@ func TestProductionSettings(t *testing.T) {
 	})
 	t.Run("routing header matched exactly, removed upstream, internal only", func(t *testing.T) {
 		hs := d.planRoute.GetMatch().GetHeaders()
-		if len(hs) != 1 || hs[0].GetName() != RouteHeader || hs[0].GetStringMatch().GetExact() != RoutePlan || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
-			t.Errorf("headers = %v, want exact %s: %s", hs, RouteHeader, RoutePlan)
+		if len(hs) != 1 || hs[0].GetName() != dataplane.RouteHeader || hs[0].GetStringMatch().GetExact() != dataplane.RoutePlan || hs[0].GetStringMatch().GetIgnoreCase() || hs[0].GetInvertMatch() {
+			t.Errorf("headers = %v, want exact %s: %s", hs, dataplane.RouteHeader, dataplane.RoutePlan)
 		}
 		if action.GetCluster() != PlanClusterName {
 			t.Errorf("cluster = %q, want %q", action.GetCluster(), PlanClusterName)
@@ -354,11 +356,11 @@ func TestProductionSettings(t *testing.T) {
 		for _, h := range d.planRoute.GetRequestHeadersToRemove() {
 			removed[h] = true
 		}
-		if !removed[RouteHeader] || !removed[accessKeyHeader] {
-			t.Errorf("request_headers_to_remove = %v, want %s and %s", d.planRoute.GetRequestHeadersToRemove(), RouteHeader, accessKeyHeader)
+		if !removed[dataplane.RouteHeader] || !removed[dataplane.KeyHeader] {
+			t.Errorf("request_headers_to_remove = %v, want %s and %s", d.planRoute.GetRequestHeadersToRemove(), dataplane.RouteHeader, dataplane.KeyHeader)
 		}
-		if got := d.routes.GetInternalOnlyHeaders(); len(got) != 1 || got[0] != RouteHeader {
-			t.Errorf("internal_only_headers = %v, want [%s]", got, RouteHeader)
+		if got := d.routes.GetInternalOnlyHeaders(); len(got) != 1 || got[0] != dataplane.RouteHeader {
+			t.Errorf("internal_only_headers = %v, want [%s]", got, dataplane.RouteHeader)
 		}
 	})
 	t.Run("catch-all 404 with Anthropic error JSON", func(t *testing.T) {
@@ -392,9 +394,9 @@ func TestProductionSettings(t *testing.T) {
 		}
 	})
 	t.Run("plan endpoint metadata names the backend", func(t *testing.T) {
-		md := d.plan.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetMetadata().GetFilterMetadata()[MetadataNamespace]
-		if got := md.GetFields()[BackendMetadataKey].GetStringValue(); got != BackendPlan {
-			t.Errorf("filter_metadata[%s][%s] = %q, want %q", MetadataNamespace, BackendMetadataKey, got, BackendPlan)
+		md := d.plan.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetMetadata().GetFilterMetadata()[dataplane.MetadataNamespace]
+		if got := md.GetFields()[dataplane.BackendKey].GetStringValue(); got != dataplane.BackendPlan {
+			t.Errorf("filter_metadata[%s][%s] = %q, want %q", dataplane.MetadataNamespace, dataplane.BackendKey, got, dataplane.BackendPlan)
 		}
 	})
 	t.Run("listener: HCM codec AUTO, RDS via ADS, ext_proc then router", func(t *testing.T) {

@@ -18,11 +18,9 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/handoff"
-	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
-	"github.com/ccproxy/ccproxy/extproc/upstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
@@ -114,12 +112,12 @@ func (e *bedrockEnv) open(t *testing.T, md ...string) *stream {
 }
 
 func upstreamHeaders(state string, withAttrs bool) *extprocv3.ProcessingRequest {
-	req := requestHeaders([]header{{":method", "POST"}, {":path", "/v1/messages"}, {"x-api-key", "sk-client"}, {handoff.StateHeader, state}}, false)
+	req := requestHeaders([]header{{":method", "POST"}, {":path", "/v1/messages"}, {"x-api-key", "sk-client"}, {dataplane.StateHeader, state}}, false)
 	if withAttrs {
-		req.Attributes = map[string]*structpb.Struct{upstream.AttributesKey: {Fields: map[string]*structpb.Value{
-			upstream.AttributeBackend: structpb.NewStringValue("bedrock"),
-			upstream.AttributeRegion:  structpb.NewStringValue("eu-west-1"),
-			upstream.AttributeHost:    structpb.NewStringValue("bedrock-runtime.eu-west-1.amazonaws.com"),
+		req.Attributes = map[string]*structpb.Struct{dataplane.AttributesKey: {Fields: map[string]*structpb.Value{
+			dataplane.AttributeBackend: structpb.NewStringValue("bedrock"),
+			dataplane.AttributeRegion:  structpb.NewStringValue("eu-west-1"),
+			dataplane.AttributeHost:    structpb.NewStringValue("bedrock-runtime.eu-west-1.amazonaws.com"),
 		}}}
 	}
 	return req
@@ -142,16 +140,16 @@ func TestBedrockAcrossBothFilters(t *testing.T) {
 	var route, state string
 	for _, h := range reply.GetHeaderMutation().GetSetHeaders() {
 		switch h.GetHeader().GetKey() {
-		case router.RouteHeader:
+		case dataplane.RouteHeader:
 			route = string(h.GetHeader().GetRawValue())
-		case handoff.StateHeader:
+		case dataplane.StateHeader:
 			state = string(h.GetHeader().GetRawValue())
 		}
 	}
 	if route != "bedrock-eu-west-1" || state == "" {
 		t.Fatalf("route %q state %q", route, state)
 	}
-	for i, md := range [][]string{{upstream.FilterMetadataKey, upstream.FilterUpstream}, nil} {
+	for i, md := range [][]string{{dataplane.FilterHeader, dataplane.FilterUpstream}, nil} {
 		us := e.open(t, md...)
 		r := us.send(upstreamHeaders(state, true)).GetRequestHeaders().GetResponse()
 		got := map[string]string{}

@@ -36,6 +36,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/upstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // MaxMessageSize is the gRPC message limit in both directions. Request
@@ -253,11 +254,11 @@ func endOfStream(err error) error {
 
 func isUpstreamStream(ctx context.Context, first *extprocv3.ProcessingRequest) bool {
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(upstream.FilterMetadataKey); len(v) > 0 {
-			return v[0] == upstream.FilterUpstream
+		if v := md.Get(dataplane.FilterHeader); len(v) > 0 {
+			return v[0] == dataplane.FilterUpstream
 		}
 	}
-	_, ok := first.GetAttributes()[upstream.AttributesKey].GetFields()[upstream.AttributeBackend]
+	_, ok := first.GetAttributes()[dataplane.AttributesKey].GetFields()[dataplane.AttributeBackend]
 	return ok
 }
 

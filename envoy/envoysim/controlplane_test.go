@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/ccproxy/ccproxy/controlplane"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 func freePort(t *testing.T) string {
@@ -130,14 +131,14 @@ func TestControlPlaneFallback(t *testing.T) {
 			plan := startBackend(t, tc.planStatus, `{"from":"plan"}`)
 			bedrock := startBackend(t, 200, `{"from":"bedrock"}`)
 			router := &goodProcessor{onReqBody: func([]byte) *extprocsvc.CommonResponse {
-				return common(&extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader(controlplane.RouteHeader, route)}}, true)
+				return common(&extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader(dataplane.RouteHeader, route)}}, true)
 			}}
 			up := &upProc{}
 			// One sidecar serves both filters and tells them apart by the
 			// upstream filter's initial metadata.
 			p := startProcessor(t, func(srv extprocsvc.ExternalProcessor_ProcessServer) error {
 				md, _ := metadata.FromIncomingContext(srv.Context())
-				if v := md.Get(controlplane.FilterHeader); len(v) == 1 && v[0] == controlplane.FilterUpstream {
+				if v := md.Get(dataplane.FilterHeader); len(v) == 1 && v[0] == dataplane.FilterUpstream {
 					return up.handle(srv)
 				}
 				return router.handle(srv)
@@ -204,7 +205,7 @@ func TestControlPlaneFallback(t *testing.T) {
 				t.Fatal("router processor saw no response headers")
 			}
 			want := &structpb.Struct{Fields: map[string]*structpb.Value{
-				controlplane.AttemptCountAttribute: structpb.NewNumberValue(tc.wantAttempts),
+				dataplane.AttemptCount: structpb.NewNumberValue(tc.wantAttempts),
 			}}
 			if got := respHeaders.GetAttributes()[extProcAttributesKey]; !proto.Equal(got, want) || len(respHeaders.GetAttributes()) != 1 {
 				t.Errorf("response headers attributes = %v, want {%s: %v}", respHeaders.GetAttributes(), extProcAttributesKey, want)

@@ -6,13 +6,13 @@
 // everything an attempt needs to rewrite the request for its backend is
 // decided once by the router-level processor and kept here, in memory, under
 // an id minted from crypto/rand and passed to the upstream filter in the
-// StateHeader request header (DESIGN.md "Request lifecycle on Envoy"). This
+// dataplane.StateHeader request header (DESIGN.md "Request lifecycle on Envoy"). This
 // is why the ext_proc cluster is exactly one local endpoint: both processors
 // of a request must be the same process. An entry lives from the router's
 // routing decision to the end of the router's stream.
 //
 // Attempts share Envoy's header map (source/docs/upstream_filters.md), and
-// the first attempt's upstream processor removes StateHeader so that it never
+// the first attempt's upstream processor removes dataplane.StateHeader so that it never
 // reaches an upstream. A retried attempt therefore finds its request by
 // Envoy's x-request-id instead (Store.Lookup), which the HCM generates for
 // every external request and which stays in the header map; an id shared by
@@ -34,18 +34,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-)
-
-// StateHeader carries the handoff id from the router-level filter to the
-// upstream filter. The router removes any client-sent copy before setting
-// it; the upstream processor removes it before the request leaves Envoy.
-const StateHeader = "x-ccproxy-state"
-
-// Backends, as the control plane writes them into the endpoints' host
-// metadata (filter_metadata["ccproxy"]["backend"]).
-const (
-	BackendPlan    = "plan"
-	BackendBedrock = "bedrock"
 )
 
 // Request is what an upstream attempt needs to reach Bedrock. Its fields are
@@ -87,7 +75,7 @@ type Request struct {
 
 // Attempt is one upstream attempt as the upstream processor saw it.
 type Attempt struct {
-	// Backend is BackendPlan or BackendBedrock, from the host's metadata.
+	// Backend is dataplane.BackendPlan or dataplane.BackendBedrock, from the host's metadata.
 	Backend string
 	// Status is the attempt's response status; 0 while no response headers
 	// arrived, and for good when the attempt had none (a connect failure,
@@ -180,7 +168,7 @@ func (s *Store) Put(r *Request) string {
 }
 
 // Lookup finds the Request of an upstream attempt: by stateID, the
-// StateHeader value, when the attempt still carries it; otherwise by
+// dataplane.StateHeader value, when the attempt still carries it; otherwise by
 // requestID, Envoy's x-request-id, when exactly one Request in flight has
 // it. It returns nil when neither identifies one.
 func (s *Store) Lookup(stateID, requestID string) *Request {

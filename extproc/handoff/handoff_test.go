@@ -3,6 +3,8 @@ package handoff
 import (
 	"sync"
 	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 func TestStore(t *testing.T) {
@@ -124,12 +126,12 @@ func TestLookup(t *testing.T) {
 
 func TestAttempts(t *testing.T) {
 	var a Attempts
-	i := a.Start(BackendPlan)
-	j := a.Start(BackendBedrock)
+	i := a.Start(dataplane.BackendPlan)
+	j := a.Start(dataplane.BackendBedrock)
 	a.Respond(i, 429)
 	a.Respond(7, 500) // out of range: ignored
 	got := a.List()
-	want := []Attempt{{Backend: BackendPlan, Status: 429}, {Backend: BackendBedrock}}
+	want := []Attempt{{Backend: dataplane.BackendPlan, Status: 429}, {Backend: dataplane.BackendBedrock}}
 	if len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("List = %+v, want %+v", got, want)
 	}

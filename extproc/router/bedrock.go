@@ -28,11 +28,8 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
-
-// RouteBedrockPrefix starts the route of a request served by Bedrock:
-// "bedrock-<region>" selects the cluster of that region's Bedrock runtime.
-const RouteBedrockPrefix = "bedrock-"
 
 // bedrockModePrefix starts the paths of Claude Code's own Bedrock mode
 // (ANTHROPIC_BEDROCK_BASE_URL=<gateway>/ak/<key>/bedrock): the AWS SDK
@@ -158,7 +155,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	if bf != nil {
 		return p.refuseBedrock(ctx, bf.reason, bf.code, bf.msg, bf.cause)
 	}
-	p.handOff(common, r, RouteBedrockPrefix+c.Region)
+	p.handOff(common, r, dataplane.BedrockRoutePrefix+c.Region)
 	return nil
 }
 
@@ -169,7 +166,7 @@ func (p *Processor) handOff(common *extprocv3.CommonResponse, r *handoff.Request
 	p.handoffID = id
 	p.handoffReq = r
 	p.setRoute(common, route)
-	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(handoff.StateHeader, []byte(id)))
+	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.StateHeader, []byte(id)))
 }
 
 // bedrockFailure is why a request cannot be sent to Bedrock: a refusal for

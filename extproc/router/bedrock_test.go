@@ -25,6 +25,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
@@ -164,14 +165,14 @@ func TestBedrockOnlyStreamingTurn(t *testing.T) {
 	beta := "claude-code-20250219,interleaved-thinking-2025-05-14,brand-new-flag-2099-01-01"
 	p := h.r.NewProcessor()
 	mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock"]+"/v1/messages?beta=true",
-		"x-api-key", "sk-client", "anthropic-version", "2023-06-01", "anthropic-beta", beta, handoff.StateHeader, "forged"))
+		"x-api-key", "sk-client", "anthropic-version", "2023-06-01", "anthropic-beta", beta, dataplane.StateHeader, "forged"))
 	resp := mustProcess(t, p, reqBody(body))
 	common := resp.GetRequestBody().GetResponse()
 	set := setHeaders(common.GetHeaderMutation())
-	if set[RouteHeader] != "bedrock-us-east-1" || !common.GetClearRouteCache() {
-		t.Fatalf("route = %q clear=%v, want bedrock-us-east-1 with clear_route_cache", set[RouteHeader], common.GetClearRouteCache())
+	if set[dataplane.RouteHeader] != "bedrock-us-east-1" || !common.GetClearRouteCache() {
+		t.Fatalf("route = %q clear=%v, want bedrock-us-east-1 with clear_route_cache", set[dataplane.RouteHeader], common.GetClearRouteCache())
 	}
-	id := set[handoff.StateHeader]
+	id := set[dataplane.StateHeader]
 	stored := h.requests.Get(id)
 	if stored == nil {
 		t.Fatalf("no handoff stored under %q", id)
@@ -352,7 +353,7 @@ func TestBedrockCountTokens(t *testing.T) {
 	p := h.r.NewProcessor()
 	mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock"]+"/v1/messages/count_tokens", "anthropic-beta", "token-counting-2024-11-01"))
 	resp := mustProcess(t, p, reqBody([]byte(`{"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}`)))
-	stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[handoff.StateHeader])
+	stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[dataplane.StateHeader])
 	if stored == nil || stored.Path != "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens" {
 		t.Fatalf("stored %+v", stored)
 	}
@@ -395,10 +396,10 @@ func TestBedrockMode(t *testing.T) {
 	mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["plan-first"]+path, "anthropic-beta", "claude-code-20250219"))
 	resp := mustProcess(t, p, reqBody(body))
 	set := setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())
-	stored := h.requests.Get(set[handoff.StateHeader])
-	if set[RouteHeader] != "bedrock-us-east-1" || stored == nil || stored.ReplaceBody || string(stored.Body) != string(body) ||
+	stored := h.requests.Get(set[dataplane.StateHeader])
+	if set[dataplane.RouteHeader] != "bedrock-us-east-1" || stored == nil || stored.ReplaceBody || string(stored.Body) != string(body) ||
 		stored.Path != "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream" || len(stored.RemoveHeaders) != 0 {
-		t.Fatalf("route %q stored %+v", set[RouteHeader], stored)
+		t.Fatalf("route %q stored %+v", set[dataplane.RouteHeader], stored)
 	}
 	resp = mustProcess(t, p, respHeaders("200", "content-type", "application/vnd.amazon.eventstream"))
 	if resp.GetResponseHeaders().GetResponse().GetHeaderMutation() != nil || resp.GetModeOverride() == nil {

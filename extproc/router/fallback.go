@@ -12,24 +12,8 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
-
-// RouteFallbackPrefix starts the route of a plan_first request that may
-// fall back: "plan+bedrock-<region>" selects the cluster with Plan at
-// priority 0 and the region's Bedrock at priority 1, whose route retries
-// once, on Bedrock, when Plan answers 429, 529, 500, 502, 503 or 504 or
-// cannot be reached (DESIGN.md "Request lifecycle on Envoy": fallback is
-// Envoy's retry).
-const RouteFallbackPrefix = "plan+bedrock-"
-
-// AttemptCountAttribute is the response attribute the control plane asks
-// Envoy to send the router-level filter: the number of upstream attempts
-// (https://www.envoyproxy.io/docs/envoy/v1.40.0/intro/arch_overview/advanced/attributes#upstream-attributes).
-const AttemptCountAttribute = "upstream.request_attempt_count"
-
-// attributesKey is where Envoy puts a filter's attributes in
-// ProcessingRequest.attributes (ext_proc.cc, addAttributes).
-const attributesKey = "envoy.filters.http.ext_proc"
 
 // Fallback reasons (usage events' fallback_reason and the label "reason" of
 // ccproxy_extproc_fallbacks_total). An answered Plan attempt that Envoy
@@ -85,7 +69,7 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		p.r.metrics.planAlone.WithLabelValues(reason).Inc()
 		p.r.log.LogAttrs(ctx, slog.LevelDebug, "plan_first request sent to Plan without a fallback",
 			slog.String("request_id", p.requestID), slog.String("reason", reason))
-		p.setRoute(common, RoutePlan)
+		p.setRoute(common, dataplane.RoutePlan)
 	}
 	cfg := bc.Runtime.Current()
 	if cfg == nil {
@@ -117,7 +101,7 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		p.r.log.LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
 			slog.String("request_id", p.requestID), slog.String("reason", ReasonBreakerOpen),
 			slog.Time("open_until", d.OpenUntil))
-		p.handOff(common, r, RouteBedrockPrefix+region)
+		p.handOff(common, r, dataplane.BedrockRoutePrefix+region)
 		return
 	}
 	// Plan first: the response tells which backend answered (whoAnswered).
@@ -125,13 +109,13 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	r.Probe = d.Route == breaker.RouteProbe
 	p.fallbackKind, p.fallbackModel = p.bedrockKind, p.backendModel
 	p.bedrockKind, p.backendModel = bedrockNone, ""
-	p.handOff(common, r, RouteFallbackPrefix+region)
+	p.handOff(common, r, dataplane.FallbackRoutePrefix+region)
 }
 
 // readResponseAttributes notes the response attributes Envoy sends with the
 // response headers.
 func (p *Processor) readResponseAttributes(req *extprocv3.ProcessingRequest) {
-	v := req.GetAttributes()[attributesKey].GetFields()[AttemptCountAttribute]
+	v := req.GetAttributes()[dataplane.AttributesKey].GetFields()[dataplane.AttemptCount]
 	switch x := v.GetKind().(type) {
 	case *structpb.Value_NumberValue:
 		// A CEL uint64 becomes a number value (ext_proc matching_utils.cc).
@@ -157,21 +141,21 @@ func (p *Processor) whoAnswered(ctx context.Context) {
 	if p.handoffReq != nil {
 		attempts = p.handoffReq.Attempts.List()
 	}
-	last := handoff.BackendPlan
+	last := dataplane.BackendPlan
 	switch {
 	case len(attempts) > 0:
 		last = attempts[len(attempts)-1].Backend
 	case p.attemptCount >= 2:
-		last = handoff.BackendBedrock
+		last = dataplane.BackendBedrock
 	}
-	if last != handoff.BackendBedrock {
+	if last != dataplane.BackendBedrock {
 		return
 	}
 	p.bedrockKind, p.backendModel = kind, p.fallbackModel
 	p.fallback = true
 	p.fallbackReason = ReasonPlanUnreachable
 	for _, a := range attempts {
-		if a.Backend == handoff.BackendPlan {
+		if a.Backend == dataplane.BackendPlan {
 			if a.Status != 0 {
 				p.fallbackReason = reasonPlanPrefix + strconv.Itoa(a.Status)
 			}

@@ -15,10 +15,10 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/budget"
-	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -57,8 +57,8 @@ func fallbackRuntime(t testing.TB) *runtimeconfig.Config {
 
 // withAttemptCount adds the router filter's response attribute to m.
 func withAttemptCount(m *extprocv3.ProcessingRequest, n float64) *extprocv3.ProcessingRequest {
-	m.Attributes = map[string]*structpb.Struct{attributesKey: {Fields: map[string]*structpb.Value{
-		AttemptCountAttribute: structpb.NewNumberValue(n)}}}
+	m.Attributes = map[string]*structpb.Struct{dataplane.AttributesKey: {Fields: map[string]*structpb.Value{
+		dataplane.AttemptCount: structpb.NewNumberValue(n)}}}
 	return m
 }
 
@@ -98,13 +98,13 @@ func TestPlanFirstFallback(t *testing.T) {
 		wantReason   string // "" = no fallback
 		wantFailures int    // breaker Failure calls (no-response Plan attempts)
 	}{
-		{name: "plan answers", attempts: []attempt{{handoff.BackendPlan, 200}}, attemptCount: 1,
+		{name: "plan answers", attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "plan 429, bedrock answers", attempts: []attempt{{handoff.BackendPlan, 429}, {handoff.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan 429, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 429}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: "plan_429"},
-		{name: "plan 529, bedrock answers", attempts: []attempt{{handoff.BackendPlan, 529}, {handoff.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan 529, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 529}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: "plan_529"},
-		{name: "plan unreachable: the router reports the failure", attempts: []attempt{{handoff.BackendPlan, 0}, {handoff.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan unreachable: the router reports the failure", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record: the attempt count decides", attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
@@ -114,13 +114,13 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record, no attempt count: plan answered",
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "half-open probe goes to plan", route: breaker.RouteProbe, attempts: []attempt{{handoff.BackendPlan, 200}}, attemptCount: 1,
+		{name: "half-open probe goes to plan", route: breaker.RouteProbe, attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "breaker open: straight to bedrock", route: breaker.RouteOpen, attempts: []attempt{{handoff.BackendBedrock, 200}}, attemptCount: 1,
+		{name: "breaker open: straight to bedrock", route: breaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
 			wantRoute: "bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonBreakerOpen},
-		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{handoff.BackendPlan, 0}, {handoff.BackendBedrock, 0}}, noResponse: true,
+		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 0}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
-		{name: "client gone while plan was asked: no fallback, no failure", attempts: []attempt{{handoff.BackendPlan, 0}}, noResponse: true,
+		{name: "client gone while plan was asked: no fallback, no failure", attempts: []attempt{{dataplane.BackendPlan, 0}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
 	}
 	for _, tc := range tests {
@@ -134,10 +134,10 @@ func TestPlanFirstFallback(t *testing.T) {
 			resp := mustProcess(t, p, reqBody(body))
 			common := resp.GetRequestBody().GetResponse()
 			set := setHeaders(common.GetHeaderMutation())
-			if set[RouteHeader] != tc.wantRoute || !common.GetClearRouteCache() {
-				t.Fatalf("route %q, want %q", set[RouteHeader], tc.wantRoute)
+			if set[dataplane.RouteHeader] != tc.wantRoute || !common.GetClearRouteCache() {
+				t.Fatalf("route %q, want %q", set[dataplane.RouteHeader], tc.wantRoute)
 			}
-			stored := h.requests.Get(set[handoff.StateHeader])
+			stored := h.requests.Get(set[dataplane.StateHeader])
 			if stored == nil {
 				t.Fatal("no handoff stored")
 			}
@@ -178,8 +178,8 @@ func TestPlanFirstFallback(t *testing.T) {
 				case tc.attemptCount != 0:
 					withAttemptCount(m, tc.attemptCount)
 				case tc.countString != "":
-					m.Attributes = map[string]*structpb.Struct{attributesKey: {Fields: map[string]*structpb.Value{
-						AttemptCountAttribute: structpb.NewStringValue(tc.countString)}}}
+					m.Attributes = map[string]*structpb.Struct{dataplane.AttributesKey: {Fields: map[string]*structpb.Value{
+						dataplane.AttemptCount: structpb.NewStringValue(tc.countString)}}}
 				}
 				resp = mustProcess(t, p, m)
 				if resp.GetModeOverride().GetResponseBodyMode().String() != "STREAMED" {
@@ -278,8 +278,8 @@ func TestPlanFirstWithoutFallback(t *testing.T) {
 				t.Fatalf("refused: %v", resp)
 			}
 			set := setHeaders(common.GetHeaderMutation())
-			if set[RouteHeader] != RoutePlan || set[handoff.StateHeader] != "" || common.GetBodyMutation() != nil {
-				t.Fatalf("route %q state %q body mutation %v; want plan, untouched", set[RouteHeader], set[handoff.StateHeader], common.GetBodyMutation())
+			if set[dataplane.RouteHeader] != dataplane.RoutePlan || set[dataplane.StateHeader] != "" || common.GetBodyMutation() != nil {
+				t.Fatalf("route %q state %q body mutation %v; want plan, untouched", set[dataplane.RouteHeader], set[dataplane.StateHeader], common.GetBodyMutation())
 			}
 			if len(fb.states) != 0 {
 				t.Fatal("the breaker was consulted for a request that cannot fall back")

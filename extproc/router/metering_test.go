@@ -13,9 +13,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
 )
 
@@ -81,7 +81,7 @@ func TestBedrockNonStreamedMetering(t *testing.T) {
 			p := h.r.NewProcessor()
 			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys[tc.key]+tc.path))
 			resp := mustProcess(t, p, reqBody([]byte(tc.body)))
-			stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[handoff.StateHeader])
+			stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[dataplane.StateHeader])
 			if stored == nil || stored.Path != tc.wantPath {
 				t.Fatalf("stored %+v, want path %s", stored, tc.wantPath)
 			}
@@ -132,7 +132,7 @@ func TestBedrockNeverSeesClientCredentials(t *testing.T) {
 				p := h.r.NewProcessor()
 				mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys[tc.key]+tc.path, cred...))
 				resp := mustProcess(t, p, reqBody(body))
-				stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[handoff.StateHeader])
+				stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[dataplane.StateHeader])
 				if stored == nil {
 					t.Fatal("nothing stored for the upstream processor")
 				}
@@ -278,7 +278,7 @@ func TestRefusedKeys(t *testing.T) {
 		{"revoked at this very instant", keyOf["revoked just now"], "", nil, 401, "ccproxy: access key revoked", reasonRevoked},
 		{"rotation grace period over", keyOf["grace over"], "", nil, 401, "ccproxy: access key revoked", reasonRevoked},
 		{"user disabled", keyOf["user disabled"], "", nil, 401, "ccproxy: access key revoked", reasonRevoked},
-		{"revoked, in the header", "", "/v1/messages", []string{KeyHeader, keyOf["revoked"]}, 401, "ccproxy: access key revoked", reasonRevoked},
+		{"revoked, in the header", "", "/v1/messages", []string{dataplane.KeyHeader, keyOf["revoked"]}, 401, "ccproxy: access key revoked", reasonRevoked},
 		{"unknown", unknown, "", nil, 401, "ccproxy: invalid access key", reasonUnknown},
 		{"malformed", "ak_short", "", nil, 401, "ccproxy: malformed access key", reasonMalformed},
 		{"missing", "", "/v1/messages", nil, 401, "ccproxy: no access key; set ANTHROPIC_BASE_URL to the gateway URL ending in /ak/<your access key>", reasonMissing},

@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // Request outcomes (label "outcome" of ccproxy_extproc_requests_total).
@@ -140,7 +141,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	for i, kind := range []string{"input", "output", "cache_read", "cache_write_5m", "cache_write_1h"} {
 		m.tokens[i] = tokens.WithLabelValues(kind)
 	}
-	m.forwardedPlan = m.requests.WithLabelValues(OutcomeForwarded, RoutePlan)
+	m.forwardedPlan = m.requests.WithLabelValues(OutcomeForwarded, dataplane.RoutePlan)
 	return m, nil
 }
 
@@ -150,7 +151,7 @@ func (m *Metrics) request(outcome string) {
 
 // forwarded counts a request routed upstream.
 func (m *Metrics) forwarded(route string) {
-	if route == RoutePlan {
+	if route == dataplane.RoutePlan {
 		m.forwardedPlan.Inc()
 		return
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // Processor is the state machine of one ext_proc stream. It is driven by a
@@ -159,11 +160,11 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 			method = rawValue(hv)
 		case ":path":
 			path = rawValue(hv)
-		case KeyHeader:
+		case dataplane.KeyHeader:
 			if !hasHeaderKey {
 				headerKey, hasHeaderKey = rawValue(hv), true
 			}
-		case RequestIDHeader:
+		case dataplane.RequestIDHeader:
 			p.requestID = headerString(rawValue(hv))
 		case "user-agent":
 			p.client = clientVersion(rawValue(hv))
@@ -242,9 +243,9 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		p.collectBedrockHeaders(h)
 	}
 	p.forward = true
-	hm := &extprocv3.HeaderMutation{RemoveHeaders: []string{RouteHeader, handoff.StateHeader}}
+	hm := &extprocv3.HeaderMutation{RemoveHeaders: []string{dataplane.RouteHeader, dataplane.StateHeader}}
 	if hasHeaderKey {
-		hm.RemoveHeaders = append(hm.RemoveHeaders, KeyHeader)
+		hm.RemoveHeaders = append(hm.RemoveHeaders, dataplane.KeyHeader)
 	}
 	if inPath {
 		hm.SetHeaders = []*corev3.HeaderValueOption{setHeader(":path", rest)}
@@ -256,7 +257,7 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		if p.wantsBedrock() {
 			return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request has no body", nil), nil
 		}
-		p.setRoute(common, RoutePlan)
+		p.setRoute(common, dataplane.RoutePlan)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}, nil
@@ -272,7 +273,7 @@ func (p *Processor) setRoute(common *extprocv3.CommonResponse, route string) {
 	if common.HeaderMutation == nil {
 		common.HeaderMutation = &extprocv3.HeaderMutation{}
 	}
-	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(RouteHeader, []byte(p.route)))
+	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.RouteHeader, []byte(p.route)))
 	common.ClearRouteCache = true
 }
 
@@ -342,7 +343,7 @@ func (p *Processor) requestBody(ctx context.Context, b *extprocv3.HttpBody) *ext
 		case p.mayFallBack():
 			p.routePlanFirst(ctx, b.GetBody(), common)
 		default:
-			p.setRoute(common, RoutePlan)
+			p.setRoute(common, dataplane.RoutePlan)
 		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{

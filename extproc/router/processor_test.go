@@ -15,6 +15,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
 )
 
@@ -157,7 +158,7 @@ func TestMissingRequestID(t *testing.T) {
 			hs := m.GetRequestHeaders().GetHeaders()
 			kept := hs.Headers[:0]
 			for _, h := range hs.Headers {
-				if h.Key != RequestIDHeader {
+				if h.Key != dataplane.RequestIDHeader {
 					kept = append(kept, h)
 				}
 			}

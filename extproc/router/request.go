@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // maxModelLen bounds the model name kept from a request body: real names
@@ -81,14 +82,14 @@ func clientVersion(ua []byte) string {
 	return strings.ToValidUTF8(string(tok), "")
 }
 
-// splitKeyPath splits a :path that starts with KeyPathPrefix into the key
+// splitKeyPath splits a :path that starts with dataplane.KeyPathPrefix into the key
 // segment and the rest of the path, query kept: "/ak/K/v1/x?q" gives "K" and
 // "/v1/x?q"; "/ak/K" gives "K" and "/"; "/ak/K?q" gives "K" and "/?q".
 func splitKeyPath(path []byte) (key, rest []byte, ok bool) {
-	if !bytes.HasPrefix(path, []byte(KeyPathPrefix)) {
+	if !bytes.HasPrefix(path, []byte(dataplane.KeyPathPrefix)) {
 		return nil, path, false
 	}
-	seg := path[len(KeyPathPrefix):]
+	seg := path[len(dataplane.KeyPathPrefix):]
 	end := bytes.IndexAny(seg, "/?")
 	if end < 0 {
 		end = len(seg)

@@ -41,34 +41,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
-)
-
-// The upstream filter's request_attributes, as the control plane configures
-// them (the contract in controlplane). Envoy sends them on the first message
-// in ProcessingRequest.attributes[AttributesKey], a Struct keyed by the
-// expression text.
-const (
-	AttributesKey    = "envoy.filters.http.ext_proc"
-	AttributeBackend = "xds.upstream_host_metadata.filter_metadata['ccproxy']['backend']"
-	AttributeRegion  = "xds.upstream_host_metadata.filter_metadata['ccproxy']['region']"
-	AttributeHost    = "xds.upstream_host_metadata.filter_metadata['ccproxy']['host']"
-)
-
-// FilterMetadataKey is the gRPC initial metadata key the control plane sets
-// on the upstream filter's grpc_service, and FilterUpstream its value: the
-// server uses it to tell the two ext_proc filters' streams apart.
-const (
-	FilterMetadataKey = "x-ccproxy-filter"
-	FilterUpstream    = "upstream"
-)
-
-// MetadataNamespace and ContentLengthKey name the dynamic metadata the
-// header_mutation filter after this one reads
-// (%DYNAMIC_METADATA(ccproxy:content_length)%): Envoy removes content-length
-// when an ext_proc replaces the body, and Bedrock needs it.
-const (
-	MetadataNamespace = "ccproxy"
-	ContentLengthKey  = "content_length"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // Signer applies a Bedrock credential to a request (bedrockauth.Signer).
@@ -179,7 +152,7 @@ type Processor struct {
 // returns an error for a message it understands, so that the attempt is
 // never stalled by this filter.
 func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingRequest) *extprocv3.ProcessingResponse {
-	if a := req.GetAttributes()[AttributesKey]; a != nil && p.attrs == nil {
+	if a := req.GetAttributes()[dataplane.AttributesKey]; a != nil && p.attrs == nil {
 		p.attrs = a.GetFields()
 	}
 	switch m := req.GetRequest().(type) {
@@ -215,7 +188,7 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	}
 	status, _ := strconv.Atoi(get(":status"))
 	p.req.Attempts.Respond(p.attempt, status)
-	if p.backend != handoff.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
+	if p.backend != dataplane.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
 		return
 	}
 	if !p.req.Probe && breaker.Classify(status, get) == breaker.OutcomeSuccess {
@@ -241,7 +214,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	var stateID, requestID, method string
 	for _, hv := range hs.GetHeaders().GetHeaders() {
 		switch hv.Key {
-		case handoff.StateHeader:
+		case dataplane.StateHeader:
 			stateID = string(rawValue(hv))
 		case "x-request-id":
 			requestID = string(rawValue(hv))
@@ -252,14 +225,14 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	// The first attempt finds its request by the handoff header and removes
 	// it; a retry, which shares the header map, by x-request-id.
 	r := p.h.requests.Lookup(stateID, requestID)
-	backend := p.attr(AttributeBackend)
+	backend := p.attr(dataplane.AttributeBackend)
 	switch backend {
-	case handoff.BackendBedrock:
-	case handoff.BackendPlan:
+	case dataplane.BackendBedrock:
+	case dataplane.BackendPlan:
 		p.h.attempts.WithLabelValues(outcomePlan).Inc()
 		if r != nil {
 			for _, a := range r.Attempts.List() {
-				if a.Backend == handoff.BackendBedrock {
+				if a.Backend == dataplane.BackendBedrock {
 					p.h.attempts.WithLabelValues(outcomePlanAfterBedrock).Inc()
 					p.h.log.LogAttrs(ctx, slog.LevelError, "plan attempt after a bedrock attempt: the route's retry policy is not the control plane's",
 						slog.String("request_id", r.RequestID))
@@ -270,7 +243,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 			p.attempt = r.Attempts.Start(backend)
 		}
 		if stateID != "" {
-			return reply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{handoff.StateHeader}}})
+			return reply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{dataplane.StateHeader}}})
 		}
 		return unchanged
 	default:
@@ -292,7 +265,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	if method == "" {
 		method = r.Method
 	}
-	host := p.attr(AttributeHost)
+	host := p.attr(dataplane.AttributeHost)
 	auth, err := p.h.signer.Sign(ctx, r.Credential, method, host, r.Path, r.Body)
 	if err != nil {
 		p.h.attempts.WithLabelValues(outcomeSignErr).Inc()
@@ -306,7 +279,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	// Every mutation is rebuilt from the stored request: an earlier attempt
 	// already changed Envoy's shared header map (source/docs/upstream_filters.md).
 	hm := &extprocv3.HeaderMutation{
-		RemoveHeaders: append([]string{handoff.StateHeader}, r.RemoveHeaders...),
+		RemoveHeaders: append([]string{dataplane.StateHeader}, r.RemoveHeaders...),
 		SetHeaders:    make([]*corev3.HeaderValueOption, 0, 2+len(r.SetHeaders)+len(auth)),
 	}
 	hm.SetHeaders = append(hm.SetHeaders, setHeader(":path", r.Path))
@@ -326,8 +299,8 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 		common.Status = extprocv3.CommonResponse_CONTINUE_AND_REPLACE
 		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: r.Body}}
 		resp.DynamicMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-			MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-				ContentLengthKey: structpb.NewStringValue(strconv.Itoa(len(r.Body))),
+			dataplane.MetadataNamespace: structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
+				dataplane.ContentLengthKey: structpb.NewStringValue(strconv.Itoa(len(r.Body))),
 			}}),
 		}}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/breaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // recordingSigner returns fixed headers and records what it signed.
@@ -52,7 +53,7 @@ func headersMsg(attrs map[string]string, headers ...string) *extprocv3.Processin
 		for k, v := range attrs {
 			fields[k] = structpb.NewStringValue(v)
 		}
-		req.Attributes = map[string]*structpb.Struct{AttributesKey: {Fields: fields}}
+		req.Attributes = map[string]*structpb.Struct{dataplane.AttributesKey: {Fields: fields}}
 	}
 	return req
 }
@@ -72,9 +73,9 @@ func headersReply(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
 
 func TestRequestHeaders(t *testing.T) {
 	bedrockAttrs := map[string]string{
-		AttributeBackend: "bedrock",
-		AttributeRegion:  "us-east-1",
-		AttributeHost:    "bedrock-runtime.us-east-1.amazonaws.com",
+		dataplane.AttributeBackend: "bedrock",
+		dataplane.AttributeRegion:  "us-east-1",
+		dataplane.AttributeHost:    "bedrock-runtime.us-east-1.amazonaws.com",
 	}
 	translated := &handoff.Request{
 		RequestID:     "rid-1",
@@ -113,7 +114,7 @@ func TestRequestHeaders(t *testing.T) {
 				r := headersReply(&extprocv3.CommonResponse{
 					Status: extprocv3.CommonResponse_CONTINUE_AND_REPLACE,
 					HeaderMutation: &extprocv3.HeaderMutation{
-						RemoveHeaders: []string{handoff.StateHeader, "x-api-key", "anthropic-version", "anthropic-beta"},
+						RemoveHeaders: []string{dataplane.StateHeader, "x-api-key", "anthropic-version", "anthropic-beta"},
 						SetHeaders: []*corev3.HeaderValueOption{
 							set(":path", "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream"),
 							set("content-type", "application/json"),
@@ -138,7 +139,7 @@ func TestRequestHeaders(t *testing.T) {
 			attrs:   bedrockAttrs,
 			headers: []string{":method", "POST"},
 			want: headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-				RemoveHeaders: []string{handoff.StateHeader, "authorization"},
+				RemoveHeaders: []string{dataplane.StateHeader, "authorization"},
 				SetHeaders:    []*corev3.HeaderValueOption{set(":path", passthrough.Path), set("authorization", "Bearer k-1")},
 			}}),
 			wantSigns: []signCall{{"POST", "bedrock-runtime.us-east-1.amazonaws.com", passthrough.Path, `{"x":1}`, "aws_default_chain"}},
@@ -150,7 +151,7 @@ func TestRequestHeaders(t *testing.T) {
 			attrs:   bedrockAttrs,
 			headers: []string{":method", "POST"},
 			want: headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-				RemoveHeaders: []string{handoff.StateHeader, "authorization"},
+				RemoveHeaders: []string{dataplane.StateHeader, "authorization"},
 				SetHeaders:    []*corev3.HeaderValueOption{set(":path", passthrough.Path)},
 			}}),
 			wantSigns: []signCall{{"POST", "bedrock-runtime.us-east-1.amazonaws.com", passthrough.Path, `{"x":1}`, "aws_default_chain"}},
@@ -158,10 +159,10 @@ func TestRequestHeaders(t *testing.T) {
 		{
 			name:    "plan endpoint only loses the state header",
 			stored:  translated,
-			attrs:   map[string]string{AttributeBackend: "plan"},
+			attrs:   map[string]string{dataplane.AttributeBackend: "plan"},
 			headers: []string{":method", "POST"},
 			want: headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
-				RemoveHeaders: []string{handoff.StateHeader}}}),
+				RemoveHeaders: []string{dataplane.StateHeader}}}),
 		},
 		{
 			name:    "no attributes: unchanged",
@@ -172,7 +173,7 @@ func TestRequestHeaders(t *testing.T) {
 		{
 			name:    "unknown state id: unchanged",
 			attrs:   bedrockAttrs,
-			headers: []string{":method", "POST", handoff.StateHeader, "00000000000000000000000000000000"},
+			headers: []string{":method", "POST", dataplane.StateHeader, "00000000000000000000000000000000"},
 			want:    unchanged,
 		},
 	}
@@ -186,7 +187,7 @@ func TestRequestHeaders(t *testing.T) {
 			}
 			headers := tc.headers
 			if tc.stored != nil {
-				headers = append(headers, handoff.StateHeader, store.Put(tc.stored))
+				headers = append(headers, dataplane.StateHeader, store.Put(tc.stored))
 			}
 			// Two attempts: each rebuilds the same mutations from the
 			// stored request.
@@ -271,9 +272,9 @@ func TestFallbackAttempts(t *testing.T) {
 
 	// Attempt 1: Plan.
 	plan := h.NewProcessor()
-	resp := plan.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"},
-		":method", "POST", ":path", "/v1/messages", "x-request-id", "rid-fallback", handoff.StateHeader, id, "x-api-key", "sk-client"))
-	want := headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{handoff.StateHeader}}})
+	resp := plan.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: "plan"},
+		":method", "POST", ":path", "/v1/messages", "x-request-id", "rid-fallback", dataplane.StateHeader, id, "x-api-key", "sk-client"))
+	want := headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{dataplane.StateHeader}}})
 	if !proto.Equal(resp, want) {
 		t.Fatalf("plan attempt reply:\n got %v\nwant %v", prototext.Format(resp), prototext.Format(want))
 	}
@@ -283,7 +284,7 @@ func TestFallbackAttempts(t *testing.T) {
 
 	// Attempt 2: Bedrock, on the shared header map that lost the handoff header.
 	bed := h.NewProcessor()
-	resp = bed.Process(ctx, headersMsg(map[string]string{AttributeBackend: "bedrock", AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"},
+	resp = bed.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: "bedrock", dataplane.AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"},
 		":method", "POST", ":path", "/v1/messages", "x-request-id", "rid-fallback", "x-api-key", "sk-client"))
 	hm := resp.GetRequestHeaders().GetResponse().GetHeaderMutation()
 	if resp.GetRequestHeaders().GetResponse().GetStatus() != extprocv3.CommonResponse_CONTINUE_AND_REPLACE || len(hm.GetSetHeaders()) == 0 ||
@@ -309,7 +310,7 @@ func TestFallbackAttempts(t *testing.T) {
 			rq := &handoff.Request{RequestID: "rid-ok", KeyID: keyID, Probe: probe}
 			idOK := store.Put(rq)
 			p := h.NewProcessor()
-			p.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"}, handoff.StateHeader, idOK))
+			p.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: "plan"}, dataplane.StateHeader, idOK))
 			p.Process(ctx, responseMsg(":status", "200"))
 			store.Delete(idOK)
 			if got, want := len(brk.calls)-before, map[bool]int{false: 0, true: 1}[probe]; got != want {
@@ -322,7 +323,7 @@ func TestFallbackAttempts(t *testing.T) {
 		r2 := &handoff.Request{RequestID: "rid-2"}
 		id2 := store.Put(r2)
 		p := h.NewProcessor()
-		p.Process(ctx, headersMsg(map[string]string{AttributeBackend: "plan"}, handoff.StateHeader, id2))
+		p.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: "plan"}, dataplane.StateHeader, id2))
 		p.Process(ctx, responseMsg(":status", "503"))
 		if len(brk.calls) != 1 {
 			t.Fatalf("breaker reports %+v", brk.calls)

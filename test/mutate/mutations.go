@@ -88,7 +88,7 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "key: header copy forwarded", File: "extproc/router/processor.go",
-		From: "hm.RemoveHeaders = append(hm.RemoveHeaders, KeyHeader)", To: "_ = hm", Packages: []string{pkgRouter, "./extproc"},
+		From: "hm.RemoveHeaders = append(hm.RemoveHeaders, dataplane.KeyHeader)", To: "_ = hm", Packages: []string{pkgRouter, "./extproc"},
 	},
 	{
 		Name: "key: hash ignores the secret", File: "internal/keys/keys.go",
@@ -208,8 +208,8 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "upstream: client credential kept for Bedrock", File: "extproc/upstream/upstream.go",
-		From: "RemoveHeaders: append([]string{handoff.StateHeader}, r.RemoveHeaders...),",
-		To:   "RemoveHeaders: []string{handoff.StateHeader},", Packages: []string{pkgUpstream},
+		From: "RemoveHeaders: append([]string{dataplane.StateHeader}, r.RemoveHeaders...),",
+		To:   "RemoveHeaders: []string{dataplane.StateHeader},", Packages: []string{pkgUpstream},
 	},
 	{
 		Name: "handoff: stored request outlives its stream", File: "extproc/router/processor.go",
