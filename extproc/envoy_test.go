@@ -24,8 +24,8 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/router"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // This file plays Envoy's part in tests: it runs a real Server on a Unix

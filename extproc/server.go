@@ -35,8 +35,8 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/upstream"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // MaxMessageSize is the gRPC message limit in both directions. Request

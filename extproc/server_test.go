@@ -24,10 +24,10 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
-const sseFixtures = "usage/testdata/"
+const sseFixtures = "metering/testdata/"
 
 func set(k, v string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{

@@ -18,9 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/testenv/procs"
+	"github.com/ccproxy/ccproxy/internal/usage"
 	"github.com/ccproxy/ccproxy/internal/usagestream"
 )
 

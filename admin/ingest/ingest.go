@@ -36,10 +36,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
 	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // MaxTextLen bounds the free-text columns of a usage row (session and agent

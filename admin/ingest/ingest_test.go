@@ -16,12 +16,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/usage"
 	"github.com/ccproxy/ccproxy/internal/usagestream"
 )
 

@@ -24,10 +24,10 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
+	"github.com/ccproxy/ccproxy/extproc/metering"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
@@ -575,7 +575,7 @@ func (p *Processor) bedrockBufferedBody(ctx context.Context, body []byte) *extpr
 		if p.status == 200 && !p.encoded {
 			switch p.bedrockPath.op {
 			case "invoke":
-				p.jsonUsage, _ = usage.FromJSON(body)
+				p.jsonUsage, _ = metering.FromJSON(body)
 			case "count-tokens":
 				var ans struct {
 					InputTokens int64 `json:"inputTokens"`
@@ -588,7 +588,7 @@ func (p *Processor) bedrockBufferedBody(ctx context.Context, body []byte) *extpr
 		return nil
 	case p.status == 200 && p.bedrockKind == bedrockMessages:
 		if !p.encoded {
-			p.jsonUsage, _ = usage.FromJSON(body)
+			p.jsonUsage, _ = metering.FromJSON(body)
 		}
 		return nil
 	case p.status == 200 && p.bedrockKind == bedrockCountTokens:

@@ -17,8 +17,8 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 

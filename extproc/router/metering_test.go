@@ -14,9 +14,9 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // bedrockJSONAnswer is a non-streamed InvokeModel answer (Anthropic's

@@ -5,8 +5,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Request outcomes (label "outcome" of ccproxy_extproc_requests_total).

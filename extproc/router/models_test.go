@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 func TestModelsFuncIsReadPerRequest(t *testing.T) {

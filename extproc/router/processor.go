@@ -15,9 +15,10 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/apierror"
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/metering"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Processor is the state machine of one ext_proc stream. It is driven by a
@@ -73,7 +74,7 @@ type Processor struct {
 	ttft       time.Duration
 	ttftSet    bool
 	latency    time.Duration
-	scanner    usage.SSEScanner
+	scanner    metering.SSEScanner
 	jsonUsage  usage.Usage
 	counted    int64
 	bodyReply  *extprocv3.ProcessingResponse
@@ -426,9 +427,9 @@ func (p *Processor) responseBody(ctx context.Context, b *extprocv3.HttpBody) *ex
 		if p.status == 200 && !p.encoded {
 			switch p.kind {
 			case pathMessages:
-				p.jsonUsage, _ = usage.FromJSON(body)
+				p.jsonUsage, _ = metering.FromJSON(body)
 			case pathCountTokens:
-				p.counted, _ = usage.CountedTokens(body)
+				p.counted, _ = metering.CountedTokens(body)
 			}
 		}
 		p.endResponse()

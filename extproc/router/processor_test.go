@@ -14,9 +14,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // The end-to-end behaviour of the processor is tested through the real gRPC
@@ -85,7 +85,7 @@ func passThroughExchange(tb testing.TB, key string, chunks int) []*extprocv3.Pro
 	if err != nil {
 		tb.Fatal(err)
 	}
-	sse, err := os.ReadFile("../usage/testdata/stream-tool-use.sse")
+	sse, err := os.ReadFile("../metering/testdata/stream-tool-use.sse")
 	if err != nil {
 		tb.Fatal(err)
 	}

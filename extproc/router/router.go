@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Claude Code's attribution headers.

@@ -12,8 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // collector is a Handler that records committed request ids, optionally

@@ -11,8 +11,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 func testEvent(i int) usage.Event {

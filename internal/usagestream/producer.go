@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Producer defaults.

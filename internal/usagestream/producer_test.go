@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 var _ usage.Sink = (*Producer)(nil)

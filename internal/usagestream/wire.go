@@ -29,7 +29,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Version is the entry format version, the "v" field of every entry.

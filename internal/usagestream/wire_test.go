@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/ccproxy/ccproxy/extproc/usage"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 func fullEvent() usage.Event {

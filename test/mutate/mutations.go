@@ -49,7 +49,7 @@ const (
 	pkgIngest    = "./admin/ingest"
 	pkgStore     = "./internal/store"
 	pkgKeys      = "./internal/keys"
-	pkgUsage     = "./extproc/usage"
+	pkgUsage     = "./extproc/metering"
 	pkgEventStr  = "./extproc/translate/eventstream"
 	pkgKeySvc    = "./extproc/keyservice"
 )
@@ -176,7 +176,7 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "metering: Bedrock-mode invoke unmetered", File: "extproc/router/bedrock.go",
-		From: "case \"invoke\":\n\t\t\t\tp.jsonUsage, _ = usage.FromJSON(body)", To: "case \"invoke\":", Packages: []string{pkgRouter},
+		From: "case \"invoke\":\n\t\t\t\tp.jsonUsage, _ = metering.FromJSON(body)", To: "case \"invoke\":", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "metering: Bedrock-mode count-tokens unmetered", File: "extproc/router/bedrock.go",
@@ -184,11 +184,11 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "metering: translated stream:false unmetered", File: "extproc/router/bedrock.go",
-		From: "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {\n\t\t\tp.jsonUsage, _ = usage.FromJSON(body)",
+		From: "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {\n\t\t\tp.jsonUsage, _ = metering.FromJSON(body)",
 		To:   "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "metering: cumulative usage added up", File: "extproc/usage/extract.go",
+		Name: "metering: cumulative usage added up", File: "extproc/metering/json.go",
 		From: "\t\t*dst = n\n", To: "\t\t*dst += n\n", Packages: []string{pkgUsage},
 	},
 	{

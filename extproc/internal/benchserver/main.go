@@ -22,8 +22,8 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/auth"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
-	"github.com/ccproxy/ccproxy/extproc/usage"
 	"github.com/ccproxy/ccproxy/internal/keys"
+	"github.com/ccproxy/ccproxy/internal/usage"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 

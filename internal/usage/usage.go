@@ -1,11 +1,10 @@
-// Package usage owns what extproc measures about each request that reached
-// an upstream: the token usage it extracts from Anthropic responses (SSE
-// streams and JSON bodies), the Event it emits once per request, and the
-// Sink interface those events go to.
-//
-// Durable delivery (a Redis stream, Postgres in `ccproxy dev`) lives in
-// other packages as Sink implementations; this package provides the
-// interface, a logging sink, a fan-out and an in-memory Recorder.
+// Package usage owns the usage event: what the gateway records about each
+// request that reached an upstream (who, which model and provider, tokens,
+// timings, fallback), the Sink interface events go to, and small sinks
+// (logging, fan-out, in-memory). It is the contract between extproc, which
+// emits events (extproc/metering reads the usage from responses), the Redis
+// stream that carries them (internal/usagestream) and the admin service's
+// ingester (admin/ingest), which prices and stores them.
 package usage
 
 import (

@@ -1,4 +1,4 @@
-package usage
+package metering
 
 import (
 	"bytes"
@@ -8,10 +8,12 @@ import (
 	"os"
 	"strconv"
 	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 type scanResult struct {
-	Usage    Usage
+	Usage    usage.Usage
 	Content  bool
 	Stop     bool
 	SawUsage bool
@@ -62,7 +64,7 @@ func TestSSEScanner(t *testing.T) {
 			name: "tool use with 1h cache split",
 			in:   readFile(t, "testdata/stream-tool-use.sse"),
 			want: scanResult{
-				Usage: Usage{InputTokens: 6, OutputTokens: 143, CacheReadInputTokens: 14217,
+				Usage: usage.Usage{InputTokens: 6, OutputTokens: 143, CacheReadInputTokens: 14217,
 					CacheWrite5mInputTokens: 1024, CacheWrite1hInputTokens: 10808},
 				Content: true, Stop: true, SawUsage: true, Events: 25,
 			},
@@ -71,7 +73,7 @@ func TestSSEScanner(t *testing.T) {
 			name: "legacy cache_creation_input_tokens, CRLF",
 			in:   readFile(t, "testdata/stream-legacy-crlf.sse"),
 			want: scanResult{
-				Usage:   Usage{InputTokens: 25, OutputTokens: 15, CacheWrite5mInputTokens: 3000},
+				Usage:   usage.Usage{InputTokens: 25, OutputTokens: 15, CacheWrite5mInputTokens: 3000},
 				Content: true, Stop: true, SawUsage: true, Events: 7,
 			},
 		},
@@ -79,7 +81,7 @@ func TestSSEScanner(t *testing.T) {
 			name: "overloaded mid-stream",
 			in:   readFile(t, "testdata/stream-overloaded.sse"),
 			want: scanResult{
-				Usage:   Usage{InputTokens: 1200, OutputTokens: 1, CacheReadInputTokens: 52000},
+				Usage:   usage.Usage{InputTokens: 1200, OutputTokens: 1, CacheReadInputTokens: 52000},
 				Content: true, SawUsage: true, Events: 4,
 			},
 		},
@@ -87,17 +89,17 @@ func TestSSEScanner(t *testing.T) {
 			name: "CR line ends, comments, unknown fields, no space after colon",
 			in: []byte(": comment\rid: 7\rretry: 10\revent:message_start\rdata:{\"message\":{\"usage\":{\"input_tokens\":5}}}\r\r" +
 				"event: message_delta\rdata: {\"usage\":{\"output_tokens\":9}}\r\r"),
-			want: scanResult{Usage: Usage{InputTokens: 5, OutputTokens: 9}, SawUsage: true, Events: 2},
+			want: scanResult{Usage: usage.Usage{InputTokens: 5, OutputTokens: 9}, SawUsage: true, Events: 2},
 		},
 		{
 			name: "multi-line data joined with LF",
 			in:   []byte("event: message_delta\ndata: {\"usage\":\ndata: {\"output_tokens\":3}}\n\n"),
-			want: scanResult{Usage: Usage{OutputTokens: 3}, SawUsage: true, Events: 1},
+			want: scanResult{Usage: usage.Usage{OutputTokens: 3}, SawUsage: true, Events: 1},
 		},
 		{
 			name: "data before event line",
 			in:   []byte("data: {\"usage\":{\"output_tokens\":4}}\nevent: message_delta\n\n"),
-			want: scanResult{Usage: Usage{OutputTokens: 4}, SawUsage: true, Events: 1},
+			want: scanResult{Usage: usage.Usage{OutputTokens: 4}, SawUsage: true, Events: 1},
 		},
 		{
 			name: "type changed after skipped data is ignored",
@@ -119,12 +121,12 @@ func TestSSEScanner(t *testing.T) {
 			in: []byte("event: message_delta\ndata: {\"usage\":{\"output_tokens\":4}}\n\n" +
 				"event: message_delta\ndata: {\"usage\":{\"output_tokens\":5}\n\n" +
 				"event: message_delta\ndata: {\"usage\":{\"output_tokens\":\"6\",\"input_tokens\":1.5,\"cache_read_input_tokens\":null}}\n\n"),
-			want: scanResult{Usage: Usage{OutputTokens: 4}, SawUsage: true, Events: 3},
+			want: scanResult{Usage: usage.Usage{OutputTokens: 4}, SawUsage: true, Events: 3},
 		},
 		{
 			name: "duplicate keys: last wins",
 			in:   []byte("event: message_delta\ndata: {\"usage\":{\"output_tokens\":4,\"output_tokens\":7}}\n\n"),
-			want: scanResult{Usage: Usage{OutputTokens: 7}, SawUsage: true, Events: 1},
+			want: scanResult{Usage: usage.Usage{OutputTokens: 7}, SawUsage: true, Events: 1},
 		},
 		{
 			name: "long event name is other",
@@ -158,7 +160,7 @@ func TestSSEScannerReset(t *testing.T) {
 	s.Write([]byte("event: message_delta\ndata: {\"usa")) // leaves state behind
 	s.Reset()
 	s.Write([]byte("ge\":{\"output_tokens\":1}}\n\n"))
-	if s.Usage() != (Usage{}) || s.Events() != 0 || s.ContentStarted() || s.Completed() {
+	if s.Usage() != (usage.Usage{}) || s.Events() != 0 || s.ContentStarted() || s.Completed() {
 		t.Fatalf("after Reset: %+v events %d", s.Usage(), s.Events())
 	}
 }
@@ -169,7 +171,7 @@ func TestSSEScannerOversizedData(t *testing.T) {
 	stream = append(stream, "\"}\n\nevent: message_delta\ndata: {\"usage\":{\"output_tokens\":5}}\n\n"...)
 	for _, size := range []int{len(stream), 4096} {
 		got := scanChunks(split(stream, size, nil))
-		want := scanResult{Usage: Usage{OutputTokens: 5}, SawUsage: true, Events: 2}
+		want := scanResult{Usage: usage.Usage{OutputTokens: 5}, SawUsage: true, Events: 2}
 		if got != want {
 			t.Fatalf("chunk size %d: got %+v, want %+v", size, got, want)
 		}
@@ -180,16 +182,16 @@ func TestFromJSON(t *testing.T) {
 	tests := []struct {
 		name string
 		in   string
-		want Usage
+		want usage.Usage
 		ok   bool
 	}{
 		{"message", string(readFile(t, "testdata/message.json")),
-			Usage{InputTokens: 12, OutputTokens: 9, CacheReadInputTokens: 2000, CacheWrite5mInputTokens: 40, CacheWrite1hInputTokens: 60}, true},
+			usage.Usage{InputTokens: 12, OutputTokens: 9, CacheReadInputTokens: 2000, CacheWrite5mInputTokens: 40, CacheWrite1hInputTokens: 60}, true},
 		{"legacy cache field", `{"usage":{"input_tokens":1,"output_tokens":2,"cache_creation_input_tokens":30}}`,
-			Usage{InputTokens: 1, OutputTokens: 2, CacheWrite5mInputTokens: 30}, true},
-		{"error body", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, Usage{}, false},
-		{"usage not an object", `{"usage":null}`, Usage{}, false},
-		{"not JSON", `<html>`, Usage{}, false},
+			usage.Usage{InputTokens: 1, OutputTokens: 2, CacheWrite5mInputTokens: 30}, true},
+		{"error body", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, usage.Usage{}, false},
+		{"usage not an object", `{"usage":null}`, usage.Usage{}, false},
+		{"not JSON", `<html>`, usage.Usage{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

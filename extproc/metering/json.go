@@ -1,7 +1,8 @@
-package usage
+package metering
 
 import (
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // counts accumulates Anthropic usage objects. Streams report usage twice
@@ -63,8 +64,8 @@ func setUint(dst *int64, raw []byte) {
 	}
 }
 
-func (c *counts) usage() Usage {
-	u := Usage{
+func (c *counts) usage() usage.Usage {
+	u := usage.Usage{
 		InputTokens:          c.input,
 		OutputTokens:         c.output,
 		CacheReadInputTokens: c.cacheRead,
@@ -80,10 +81,10 @@ func (c *counts) usage() Usage {
 
 // FromJSON extracts the usage of a non-streaming Messages response: the
 // body's top-level "usage" object. ok is false when there is none.
-func FromJSON(body []byte) (u Usage, ok bool) {
+func FromJSON(body []byte) (u usage.Usage, ok bool) {
 	raw, ok := jsonscan.Find(body, "usage")
 	if !ok || len(raw) == 0 || raw[0] != '{' {
-		return Usage{}, false
+		return usage.Usage{}, false
 	}
 	var c counts
 	c.apply(raw)

@@ -1,10 +1,11 @@
-package usage
+package metering
 
 import (
 	"bytes"
 	"encoding/json"
 
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // MaxEventData bounds the data SSEScanner buffers for one usage-bearing
@@ -306,8 +307,8 @@ func (s *SSEScanner) parseUsage() {
 	}
 }
 
-// Usage returns the usage seen so far.
-func (s *SSEScanner) Usage() Usage { return s.counts.usage() }
+// usage.Usage returns the usage seen so far.
+func (s *SSEScanner) Usage() usage.Usage { return s.counts.usage() }
 
 // SawUsage reports whether a usage object has been seen.
 func (s *SSEScanner) SawUsage() bool { return s.sawUsage }
