@@ -20,7 +20,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
@@ -320,8 +320,8 @@ func TestBedrockProductionSettings(t *testing.T) {
 		want := &runtimev1.BedrockConfig{
 			Regions:         []string{"us-east-1", "us-west-2"},
 			FallbackRegions: []string{"us-east-1", "us-west-2"},
-			Betas:           BetaTableProto(bedrock.DefaultBetaTable()),
-			Fields:          FieldTableProto(bedrock.DefaultFieldTable()),
+			Betas:           BetaTableProto(bedrockpolicy.DefaultBetaTable()),
+			Fields:          FieldTableProto(bedrockpolicy.DefaultFieldTable()),
 		}
 		if !proto.Equal(d.runtime, want) {
 			t.Errorf("runtime = %v, want %v", d.runtime, want)
@@ -461,7 +461,7 @@ func TestRuntimeConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		got := unpack(t, r.ExtensionConfigs[0].GetTypedConfig(), &runtimev1.BedrockConfig{})
-		want := &runtimev1.BedrockConfig{Betas: BetaTableProto(bedrock.DefaultBetaTable()), Fields: FieldTableProto(bedrock.DefaultFieldTable())}
+		want := &runtimev1.BedrockConfig{Betas: BetaTableProto(bedrockpolicy.DefaultBetaTable()), Fields: FieldTableProto(bedrockpolicy.DefaultFieldTable())}
 		if !proto.Equal(got, want) {
 			t.Errorf("runtime = %v, want %v", got, want)
 		}
@@ -489,10 +489,10 @@ func TestRuntimeConfig(t *testing.T) {
 		}
 	})
 	t.Run("beta table conversion keeps order and every action", func(t *testing.T) {
-		got := BetaTableProto(bedrock.BetaTable{Version: "v", Rules: []bedrock.BetaRule{
-			{Anthropic: "d", Action: bedrock.BetaDrop},
-			{Anthropic: "k", Action: bedrock.BetaKeep},
-			{Anthropic: "r", Action: bedrock.BetaRename, Bedrock: "s"},
+		got := BetaTableProto(bedrockpolicy.BetaTable{Version: "v", Rules: []bedrockpolicy.BetaRule{
+			{Anthropic: "d", Action: bedrockpolicy.BetaDrop},
+			{Anthropic: "k", Action: bedrockpolicy.BetaKeep},
+			{Anthropic: "r", Action: bedrockpolicy.BetaRename, Bedrock: "s"},
 		}})
 		want := &runtimev1.BetaTable{Version: "v", Rules: []*runtimev1.BetaRule{
 			{Anthropic: "d", Action: runtimev1.BetaRule_ACTION_DROP},
@@ -503,7 +503,7 @@ func TestRuntimeConfig(t *testing.T) {
 			t.Errorf("BetaTableProto = %v, want %v", got, want)
 		}
 		// The built-in table converts to a valid configuration.
-		if err := checkBedrockConfig(&runtimev1.BedrockConfig{Betas: BetaTableProto(bedrock.DefaultBetaTable()), Fields: FieldTableProto(bedrock.DefaultFieldTable())}); err != nil {
+		if err := checkBedrockConfig(&runtimev1.BedrockConfig{Betas: BetaTableProto(bedrockpolicy.DefaultBetaTable()), Fields: FieldTableProto(bedrockpolicy.DefaultFieldTable())}); err != nil {
 			t.Error(err)
 		}
 	})

@@ -9,7 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 	"github.com/ccproxy/ccproxy/internal/store"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
@@ -19,14 +19,14 @@ import (
 const RuntimeBedrockName = "ccproxy.bedrock"
 
 // BetaTableProto converts an extproc beta allow-list to its runtime proto.
-func BetaTableProto(t bedrock.BetaTable) *runtimev1.BetaTable {
+func BetaTableProto(t bedrockpolicy.BetaTable) *runtimev1.BetaTable {
 	out := &runtimev1.BetaTable{Version: t.Version, Rules: make([]*runtimev1.BetaRule, 0, len(t.Rules))}
 	for _, r := range t.Rules {
 		action := runtimev1.BetaRule_ACTION_DROP
 		switch r.Action {
-		case bedrock.BetaKeep:
+		case bedrockpolicy.BetaKeep:
 			action = runtimev1.BetaRule_ACTION_KEEP
-		case bedrock.BetaRename:
+		case bedrockpolicy.BetaRename:
 			action = runtimev1.BetaRule_ACTION_RENAME
 		}
 		out.Rules = append(out.Rules, &runtimev1.BetaRule{Anthropic: r.Anthropic, Action: action, Bedrock: r.Bedrock})
@@ -35,7 +35,7 @@ func BetaTableProto(t bedrock.BetaTable) *runtimev1.BetaTable {
 }
 
 // FieldTableProto converts an extproc body-member allow-list to its runtime proto.
-func FieldTableProto(t bedrock.FieldTable) *runtimev1.FieldTable {
+func FieldTableProto(t bedrockpolicy.FieldTable) *runtimev1.FieldTable {
 	return &runtimev1.FieldTable{Version: t.Version, TopLevel: slices.Clone(t.TopLevel), Message: slices.Clone(t.Message)}
 }
 
@@ -68,10 +68,10 @@ func resolveBedrockConfig(in *runtimev1.BedrockConfig, endpoints, fallback []bed
 		c.FallbackRegions[i] = e.region
 	}
 	if len(c.GetBetas().GetRules()) == 0 {
-		c.Betas = BetaTableProto(bedrock.DefaultBetaTable())
+		c.Betas = BetaTableProto(bedrockpolicy.DefaultBetaTable())
 	}
 	if len(c.GetFields().GetTopLevel()) == 0 {
-		c.Fields = FieldTableProto(bedrock.DefaultFieldTable())
+		c.Fields = FieldTableProto(bedrockpolicy.DefaultFieldTable())
 	}
 	if err := checkBedrockConfig(c); err != nil {
 		return nil, err

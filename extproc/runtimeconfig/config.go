@@ -19,6 +19,7 @@ import (
 	"strings"
 
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -105,8 +106,8 @@ func (m *modelEntry) profileFor(region string) (string, bool) {
 }
 
 // FromProto validates pb and builds a Config from it. Beta and field tables
-// the proto leaves empty fall back to bedrock.DefaultBetaTable and
-// bedrock.DefaultFieldTable. The returned Config has an empty Version.
+// the proto leaves empty fall back to bedrockpolicy.DefaultBetaTable and
+// bedrockpolicy.DefaultFieldTable. The returned Config has an empty Version.
 func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 	if pb == nil {
 		return nil, errors.New("runtimeconfig: nil BedrockConfig")
@@ -209,52 +210,52 @@ func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 	return c, nil
 }
 
-func betaTable(pb *runtimev1.BetaTable) (bedrock.BetaTable, error) {
+func betaTable(pb *runtimev1.BetaTable) (bedrockpolicy.BetaTable, error) {
 	if len(pb.GetRules()) == 0 {
-		return bedrock.DefaultBetaTable(), nil
+		return bedrockpolicy.DefaultBetaTable(), nil
 	}
-	t := bedrock.BetaTable{Version: pb.GetVersion(), Rules: make([]bedrock.BetaRule, 0, len(pb.GetRules()))}
+	t := bedrockpolicy.BetaTable{Version: pb.GetVersion(), Rules: make([]bedrockpolicy.BetaRule, 0, len(pb.GetRules()))}
 	seen := make(map[string]struct{}, len(pb.GetRules()))
 	for i, r := range pb.GetRules() {
 		flag := r.GetAnthropic()
 		if flag == "" {
-			return bedrock.BetaTable{}, fmt.Errorf("runtimeconfig: betas.rules[%d]: empty anthropic flag", i)
+			return bedrockpolicy.BetaTable{}, fmt.Errorf("runtimeconfig: betas.rules[%d]: empty anthropic flag", i)
 		}
 		if _, dup := seen[flag]; dup {
-			return bedrock.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q listed twice", flag)
+			return bedrockpolicy.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q listed twice", flag)
 		}
 		seen[flag] = struct{}{}
-		rule := bedrock.BetaRule{Anthropic: flag}
+		rule := bedrockpolicy.BetaRule{Anthropic: flag}
 		switch r.GetAction() {
 		case runtimev1.BetaRule_ACTION_DROP:
-			rule.Action = bedrock.BetaDrop
+			rule.Action = bedrockpolicy.BetaDrop
 		case runtimev1.BetaRule_ACTION_KEEP:
-			rule.Action = bedrock.BetaKeep
+			rule.Action = bedrockpolicy.BetaKeep
 		case runtimev1.BetaRule_ACTION_RENAME:
 			if r.GetBedrock() == "" {
-				return bedrock.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q: rename without a Bedrock name", flag)
+				return bedrockpolicy.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q: rename without a Bedrock name", flag)
 			}
-			rule.Action, rule.Bedrock = bedrock.BetaRename, r.GetBedrock()
+			rule.Action, rule.Bedrock = bedrockpolicy.BetaRename, r.GetBedrock()
 		default:
-			return bedrock.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q: unknown action %d", flag, r.GetAction())
+			return bedrockpolicy.BetaTable{}, fmt.Errorf("runtimeconfig: betas: flag %q: unknown action %d", flag, r.GetAction())
 		}
 		t.Rules = append(t.Rules, rule)
 	}
 	return t, nil
 }
 
-func fieldTable(pb *runtimev1.FieldTable) (bedrock.FieldTable, error) {
+func fieldTable(pb *runtimev1.FieldTable) (bedrockpolicy.FieldTable, error) {
 	top, msg := pb.GetTopLevel(), pb.GetMessage()
 	switch {
 	case len(top) == 0 && len(msg) == 0:
-		return bedrock.DefaultFieldTable(), nil
+		return bedrockpolicy.DefaultFieldTable(), nil
 	case len(top) == 0:
 		// An empty list would drop every member, messages included.
-		return bedrock.FieldTable{}, errors.New("runtimeconfig: fields: message is set but top_level is empty")
+		return bedrockpolicy.FieldTable{}, errors.New("runtimeconfig: fields: message is set but top_level is empty")
 	case len(msg) == 0:
-		return bedrock.FieldTable{}, errors.New("runtimeconfig: fields: top_level is set but message is empty")
+		return bedrockpolicy.FieldTable{}, errors.New("runtimeconfig: fields: top_level is set but message is empty")
 	}
-	return bedrock.FieldTable{Version: pb.GetVersion(), TopLevel: slices.Clone(top), Message: slices.Clone(msg)}, nil
+	return bedrockpolicy.FieldTable{Version: pb.GetVersion(), TopLevel: slices.Clone(top), Message: slices.Clone(msg)}, nil
 }
 
 // validRegion reports whether r looks like an AWS region (the check the

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -202,7 +202,7 @@ func TestFromProtoAccessors(t *testing.T) {
 		t.Error("ProfileRuleFallback() = false")
 	}
 	beta, field := c.Translator.Versions()
-	if wb, wf := bedrock.DefaultBetaTable().Version, bedrock.DefaultFieldTable().Version; beta != wb || field != wf {
+	if wb, wf := bedrockpolicy.DefaultBetaTable().Version, bedrockpolicy.DefaultFieldTable().Version; beta != wb || field != wf {
 		t.Errorf("empty tables: Versions() = %q, %q; want defaults %q, %q", beta, field, wb, wf)
 	}
 }
@@ -281,7 +281,7 @@ func TestFromProtoTables(t *testing.T) {
 	pb.Fields = &runtimev1.FieldTable{Version: "ignored"}
 	c = mustConfig(t, pb)
 	beta, field := c.Translator.Versions()
-	if beta != bedrock.DefaultBetaTable().Version || field != bedrock.DefaultFieldTable().Version {
+	if beta != bedrockpolicy.DefaultBetaTable().Version || field != bedrockpolicy.DefaultFieldTable().Version {
 		t.Errorf("empty tables: Versions() = %q, %q; want the defaults", beta, field)
 	}
 }

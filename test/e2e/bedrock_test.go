@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-
 	"net/http"
 	"strings"
 	"sync"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 
-	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/claudecode"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakebedrock"
@@ -51,11 +50,11 @@ func (s *bedrockScenarios) handle(r fakebedrock.Request) fakebedrock.Reply {
 // as it would on Bedrock).
 func bedrockBetas() []string {
 	var out []string
-	for _, r := range bedrock.DefaultBetaTable().Rules {
+	for _, r := range bedrockpolicy.DefaultBetaTable().Rules {
 		switch r.Action {
-		case bedrock.BetaKeep:
+		case bedrockpolicy.BetaKeep:
 			out = append(out, r.Anthropic)
-		case bedrock.BetaRename:
+		case bedrockpolicy.BetaRename:
 			out = append(out, r.Bedrock)
 		}
 	}

@@ -13,6 +13,8 @@ import (
 	"errors"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 )
 
 // AnthropicVersion is the anthropic_version Bedrock requires in the body.
@@ -48,7 +50,7 @@ type Translator struct {
 }
 
 // NewTranslator builds a Translator from the given tables.
-func NewTranslator(betas BetaTable, fields FieldTable) *Translator {
+func NewTranslator(betas bedrockpolicy.BetaTable, fields bedrockpolicy.FieldTable) *Translator {
 	t := &Translator{
 		betaVersion:  betas.Version,
 		fieldVersion: fields.Version,
@@ -60,9 +62,9 @@ func NewTranslator(betas BetaTable, fields FieldTable) *Translator {
 	for _, r := range betas.Rules {
 		var name string
 		switch r.Action {
-		case BetaKeep:
+		case bedrockpolicy.BetaKeep:
 			name = r.Anthropic
-		case BetaRename:
+		case bedrockpolicy.BetaRename:
 			name = r.Bedrock
 		default:
 			continue

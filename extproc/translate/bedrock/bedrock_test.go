@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 )
 
 const captureDir = "../../../testdata/claude-code-2.1.332"
@@ -104,7 +106,7 @@ func get(v any, path ...any) any {
 func TestTranslateGolden(t *testing.T) {
 	body := readCapture(t, "anthropic-turn1.body.json")
 	want := readCapture(t, "bedrock-mode-turn1.body.json")
-	tr := NewTranslator(DefaultBetaTable(), DefaultFieldTable())
+	tr := NewTranslator(bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable())
 
 	got, err := tr.TranslateRequest(body, captureBeta(t, "anthropic-turn1.request.json"), true, "us.anthropic.claude-opus-5-5")
 	if err != nil {
@@ -185,7 +187,7 @@ func TestTranslateGolden(t *testing.T) {
 }
 
 func TestTranslateUnknown(t *testing.T) {
-	tr := NewTranslator(DefaultBetaTable(), DefaultFieldTable())
+	tr := NewTranslator(bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable())
 	tests := []struct {
 		name, body, beta string
 		stream           bool
@@ -273,7 +275,7 @@ func TestTranslateUnknown(t *testing.T) {
 }
 
 func TestTranslateErrors(t *testing.T) {
-	tr := NewTranslator(DefaultBetaTable(), DefaultFieldTable())
+	tr := NewTranslator(bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable())
 	for _, body := range []string{``, `[]`, `{"a":1`, `{"a":1}x`, `{"a":01}`, `{"a":"\x01"}`, `"s"`} {
 		if _, err := tr.TranslateRequest([]byte(body), "", true, "m"); err == nil {
 			t.Errorf("TranslateRequest(%q): want error", body)
@@ -362,12 +364,12 @@ func TestMapError(t *testing.T) {
 }
 
 func TestNewTranslatorTable(t *testing.T) {
-	tr := NewTranslator(BetaTable{Version: "v9", Rules: []BetaRule{
-		{Anthropic: "a", Action: BetaRename, Bedrock: `q"uote`},
-		{Anthropic: "b", Action: BetaKeep},
-		{Anthropic: "a", Action: BetaKeep},   // later duplicate ignored
-		{Anthropic: "c", Action: BetaRename}, // rename to nothing: dropped
-	}}, FieldTable{Version: "f1"})
+	tr := NewTranslator(bedrockpolicy.BetaTable{Version: "v9", Rules: []bedrockpolicy.BetaRule{
+		{Anthropic: "a", Action: bedrockpolicy.BetaRename, Bedrock: `q"uote`},
+		{Anthropic: "b", Action: bedrockpolicy.BetaKeep},
+		{Anthropic: "a", Action: bedrockpolicy.BetaKeep},   // later duplicate ignored
+		{Anthropic: "c", Action: bedrockpolicy.BetaRename}, // rename to nothing: dropped
+	}}, bedrockpolicy.FieldTable{Version: "f1"})
 	got, err := tr.TranslateRequest([]byte(`{"x":1}`), "b,a,c", false, "m")
 	if err != nil {
 		t.Fatal(err)
@@ -386,7 +388,7 @@ func TestNewTranslatorTable(t *testing.T) {
 func BenchmarkTranslateTurn1(b *testing.B) {
 	body := readCapture(b, "anthropic-turn1.body.json")
 	beta := captureBeta(b, "anthropic-turn1.request.json")
-	tr := NewTranslator(DefaultBetaTable(), DefaultFieldTable())
+	tr := NewTranslator(bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable())
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 )
 
 func fuzzSeeds(f *testing.F) {
@@ -100,7 +102,7 @@ func FuzzTranslateRequest(f *testing.F) {
 			`"messages":[{"role":"user","content":"a"},{"role":"assistant","content":[],"output_config":{}},[],"s",`+
 			`{"content":"c","cache":1,"role":"user","cache":2}],"system":[{"type":"text","text":"t"}]}`), h)
 	}
-	betas, fields := DefaultBetaTable(), DefaultFieldTable()
+	betas, fields := bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable()
 	tr := NewTranslator(betas, fields)
 	ref := newReferenceTranslation(betas, fields)
 	f.Fuzz(func(t *testing.T, b []byte, beta string) {
@@ -172,13 +174,13 @@ type referenceTranslation struct {
 	message  map[string]bool
 }
 
-func newReferenceTranslation(betas BetaTable, fields FieldTable) *referenceTranslation {
+func newReferenceTranslation(betas bedrockpolicy.BetaTable, fields bedrockpolicy.FieldTable) *referenceTranslation {
 	r := &referenceTranslation{nameOf: map[string]string{}, topLevel: map[string]bool{}, message: map[string]bool{}}
 	for _, rule := range betas.Rules {
 		name := rule.Anthropic
 		switch rule.Action {
-		case BetaKeep:
-		case BetaRename:
+		case bedrockpolicy.BetaKeep:
+		case bedrockpolicy.BetaRename:
 			name = rule.Bedrock
 		default:
 			continue

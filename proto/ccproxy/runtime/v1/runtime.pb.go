@@ -18,11 +18,12 @@
 package runtimev1
 
 import (
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
+
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -90,9 +91,9 @@ type BedrockConfig struct {
 	// whose region is not listed cannot be used until the control plane has
 	// caught up.
 	Regions []string `protobuf:"bytes,2,rep,name=regions,proto3" json:"regions,omitempty"`
-	// anthropic-beta allow-list (extproc/translate/bedrock.BetaTable).
+	// anthropic-beta allow-list (internal/bedrockpolicy.BetaTable).
 	Betas *BetaTable `protobuf:"bytes,3,opt,name=betas,proto3" json:"betas,omitempty"`
-	// Body member allow-list (extproc/translate/bedrock.FieldTable).
+	// Body member allow-list (internal/bedrockpolicy.FieldTable).
 	Fields *FieldTable `protobuf:"bytes,4,opt,name=fields,proto3" json:"fields,omitempty"`
 	// When true, a model with no mapping is invoked as
 	// "<geo profile of the region>.anthropic.<model>" (e.g. us.anthropic.claude-x)

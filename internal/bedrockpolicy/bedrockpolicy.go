@@ -1,4 +1,11 @@
-package bedrock
+// Package bedrockpolicy owns the allow-lists that decide what of an Anthropic
+// request may reach Bedrock: the anthropic-beta flags (kept, renamed or
+// dropped) and the body members. Bedrock rejects a whole request for one flag
+// or member it does not know, and every Claude Code release adds some, so
+// anything not listed is dropped. The control plane serves the tables to
+// extproc as data (a new table needs no extproc release); extproc's
+// translator applies them.
+package bedrockpolicy
 
 // BetaAction says what happens to an anthropic-beta flag on its way to Bedrock.
 type BetaAction uint8
