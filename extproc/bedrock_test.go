@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
@@ -54,9 +54,9 @@ func startBedrockEnv(t *testing.T) *bedrockEnv {
 		t.Fatal(err)
 	}
 	e := &bedrockEnv{key: newKey(t), rec: &usage.Recorder{}}
-	mem := auth.MemoryStore{}
-	mem.Add(hasher, e.key, auth.KeyRecord{KeyID: uuid.New(), UserID: userID, RoutingStrategy: auth.RoutingBedrockOnly,
-		Credential: &auth.BedrockCredential{ID: uuid.New(), Kind: bedrockauth.KindAPIKey, Region: "eu-west-1", SecretCiphertext: sealed}})
+	mem := accesskey.MemoryStore{}
+	mem.Add(hasher, e.key, accesskey.KeyRecord{KeyID: uuid.New(), UserID: userID, RoutingStrategy: accesskey.RoutingBedrockOnly,
+		Credential: &accesskey.BedrockCredential{ID: uuid.New(), Kind: bedrockauth.KindAPIKey, Region: "eu-west-1", SecretCiphertext: sealed}})
 	rt, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
 		Models: []*runtimev1.ModelMapping{{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
 			RegionModelIds: map[string]string{"": "global.anthropic.claude-opus-5-5"}}},
@@ -66,7 +66,7 @@ func startBedrockEnv(t *testing.T) *bedrockEnv {
 		t.Fatal(err)
 	}
 	srv, err := NewServer(Options{
-		Keys:       auth.NewStoreResolver(mem, hasher, nil),
+		Keys:       accesskey.NewStoreResolver(mem, hasher, nil),
 		Usage:      e.rec,
 		Registerer: prometheus.NewRegistry(),
 		Bedrock:    &BedrockOptions{Runtime: runtimeconfig.StaticSource{Config: rt}, Signer: bedrockauth.New(bedrockauth.Config{Sealer: sealer})},

@@ -22,7 +22,7 @@ import (
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/usage"
@@ -83,11 +83,11 @@ func newKey(t testing.TB) string {
 // failingStore is a KeyStore whose lookups fail, as a database outage does.
 type failingStore struct{}
 
-func (failingStore) LookupKeyByHash(context.Context, []byte) (auth.KeyRecord, error) {
-	return auth.KeyRecord{}, errors.New("connection refused")
+func (failingStore) LookupKeyByHash(context.Context, []byte) (accesskey.KeyRecord, error) {
+	return accesskey.KeyRecord{}, errors.New("connection refused")
 }
 
-func startEnv(t testing.TB, store auth.KeyStore) *env {
+func startEnv(t testing.TB, store accesskey.KeyStore) *env {
 	t.Helper()
 	hasher, err := keys.NewHasher([]byte(strings.Repeat("x", keys.MinSecretLen)))
 	if err != nil {
@@ -104,12 +104,12 @@ func startEnv(t testing.TB, store auth.KeyStore) *env {
 		keyID:   uuid.New(),
 	}
 	if store == nil {
-		mem := auth.MemoryStore{}
-		mem.Add(hasher, e.key, auth.KeyRecord{KeyID: e.keyID, UserID: e.userID, Prefix: keys.DisplayPrefix(e.key)})
-		mem.Add(hasher, e.revoked, auth.KeyRecord{KeyID: uuid.New(), UserID: e.userID, RevokedAt: envStart.Add(-time.Hour)})
+		mem := accesskey.MemoryStore{}
+		mem.Add(hasher, e.key, accesskey.KeyRecord{KeyID: e.keyID, UserID: e.userID, Prefix: keys.DisplayPrefix(e.key)})
+		mem.Add(hasher, e.revoked, accesskey.KeyRecord{KeyID: uuid.New(), UserID: e.userID, RevokedAt: envStart.Add(-time.Hour)})
 		store = mem
 	}
-	resolver := auth.NewCache(auth.NewStoreResolver(store, hasher, e.clock.Now), hasher, auth.CacheConfig{Now: e.clock.Now})
+	resolver := accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, e.clock.Now), hasher, accesskey.CacheConfig{Now: e.clock.Now})
 	srv, err := NewServer(Options{
 		Keys:       resolver,
 		Usage:      e.rec,

@@ -1,7 +1,7 @@
 // Package extproc owns ccproxy's Envoy external processing (ext_proc) gRPC
 // server: the service Envoy's ext_proc filters call for every request. It
 // wires the router-level processor (package extproc/router), key resolution
-// (extproc/auth) and usage metering (extproc/usage) behind
+// (extproc/accesskey) and usage metering (extproc/metering) behind
 // envoy.service.ext_proc.v3.ExternalProcessor, with the gRPC health service
 // beside it, and listens on a Unix socket (the sidecar deployment) or TCP.
 package extproc
@@ -27,9 +27,9 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/internal/bufpool"
 	"github.com/ccproxy/ccproxy/extproc/router"
@@ -53,7 +53,7 @@ type Options struct {
 	// Logger receives the server's logs; nil discards them.
 	Logger *slog.Logger
 	// Keys resolves access keys. Required.
-	Keys auth.Resolver
+	Keys accesskey.Resolver
 	// Usage receives one event per request that reached an upstream.
 	// Required.
 	Usage usage.Sink
@@ -89,7 +89,7 @@ type BedrockOptions struct {
 	// Breaker is the per-access-key Plan circuit breaker of plan_first
 	// requests; nil means always closed (fallback still happens, Envoy
 	// retrying each refused request on Bedrock).
-	Breaker *breaker.Breaker
+	Breaker *planbreaker.Breaker
 }
 
 // Server is the ext_proc gRPC service.

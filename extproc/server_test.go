@@ -23,7 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
@@ -576,8 +576,8 @@ func TestNewServerValidation(t *testing.T) {
 
 type failingResolver struct{}
 
-func (failingResolver) Resolve(context.Context, string) (auth.Identity, error) {
-	return auth.Identity{}, errors.New("down")
+func (failingResolver) Resolve(context.Context, string) (accesskey.Identity, error) {
+	return accesskey.Identity{}, errors.New("down")
 }
 
 func TestServeDrainTimeout(t *testing.T) {

@@ -10,7 +10,7 @@
 //
 // Invalidation is the other half of the contract: after changing a key, its
 // user or a credential, the admin service calls the Publisher of
-// extproc/keyservice, which deletes the shared Redis entries and tells every
+// extproc/keylookup, which deletes the shared Redis entries and tells every
 // extproc instance over Redis pub/sub.
 package keyservice
 

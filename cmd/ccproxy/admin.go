@@ -23,7 +23,7 @@ import (
 	"github.com/ccproxy/ccproxy/admin/ingest"
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
 	"github.com/ccproxy/ccproxy/admin/maintenance"
-	"github.com/ccproxy/ccproxy/extproc/keyservice"
+	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
@@ -131,7 +131,7 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 
 	api, err := admin.New(admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
-		Invalidator: publisher{keyservice.NewPublisher(rdb, cfg.RedisPrefix)},
+		Invalidator: publisher{keylookup.NewPublisher(rdb, cfg.RedisPrefix)},
 	})
 	if err != nil {
 		return nil, "", err
@@ -188,7 +188,7 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 	comps = append(comps, component{"maintenance", func(ctx context.Context) error {
 		job, err := maintenance.New(maintenance.Options{
 			Store: st, Retention: cfg.UsageRetentionMonths, Registerer: reg, Logger: log.With("component", "maintenance"),
-			Invalidate: keyservice.NewPublisher(rdb, cfg.RedisPrefix).PublishKeyChange,
+			Invalidate: keylookup.NewPublisher(rdb, cfg.RedisPrefix).PublishKeyChange,
 		})
 		if err != nil {
 			return err
@@ -220,7 +220,7 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 }
 
 // publisher tells every extproc, through Redis, that keys changed.
-type publisher struct{ p *keyservice.Publisher }
+type publisher struct{ p *keylookup.Publisher }
 
 func (p publisher) Invalidate(ctx context.Context, inv admin.Invalidation) error {
 	if len(inv.KeyHashes) == 0 {

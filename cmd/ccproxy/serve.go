@@ -14,11 +14,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ccproxy/ccproxy/extproc"
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/budget"
-	"github.com/ccproxy/ccproxy/extproc/keyservice"
+	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -104,11 +104,11 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		return nil, fmt.Errorf("keyservice client: %w", err)
 	}
 	klog := log.With("component", "keylookup")
-	ks := keyservice.New(keyservice.Config{
+	ks := keylookup.New(keylookup.Config{
 		Client: keyservicev1.NewKeyServiceClient(conn), Redis: rdb, Prefix: cfg.RedisPrefix,
 		FreshTTL: cfg.KeyCacheTTL, Logger: klog,
 	})
-	resolver := keyservice.NewResolver(ks, hasher, auth.CacheConfig{
+	resolver := keylookup.NewResolver(ks, hasher, accesskey.CacheConfig{
 		TTL:           cfg.KeyCacheTTL,
 		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),
 		MaxEntries:    100_000,
@@ -116,7 +116,7 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 	})
 	subscribed := make(chan struct{})
 	var subscribedOnce sync.Once
-	sub := keyservice.NewSubscriber(rdb, cfg.RedisPrefix, keyservice.SubscriberOptions{
+	sub := keylookup.NewSubscriber(rdb, cfg.RedisPrefix, keylookup.SubscriberOptions{
 		Logger:      klog,
 		OnSubscribe: func() { subscribedOnce.Do(func() { close(subscribed) }) },
 	}, resolver, ks)
@@ -141,7 +141,7 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 	bedrockOpts.Budgets = budgets
 	// The per-access-key Plan circuit breaker lives in Redis so that every
 	// replica, and both filters' streams of one request, agree.
-	brk, err := breaker.New(breaker.Config{
+	brk, err := planbreaker.New(planbreaker.Config{
 		Redis: rdb, Prefix: cfg.RedisPrefix,
 		DefaultOpen: cfg.Breaker.DefaultOpen, MaxOpen: cfg.Breaker.MaxOpen,
 		FailureThreshold: cfg.Breaker.FailureThreshold, FailureWindow: cfg.Breaker.FailureWindow,

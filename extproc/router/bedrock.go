@@ -19,7 +19,7 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/extproc/apierror"
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
@@ -123,7 +123,7 @@ func (p *Processor) wantsBedrock() bool {
 	case pathBedrockModel:
 		return true
 	case pathMessages, pathCountTokens:
-		return p.identity.RoutingStrategy == auth.RoutingBedrockOnly
+		return p.identity.RoutingStrategy == accesskey.RoutingBedrockOnly
 	}
 	return false
 }

@@ -17,7 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/shopspring/decimal"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
@@ -43,7 +43,7 @@ type bedrockHarness struct {
 	requests *handoff.Store
 	sink     *usage.Recorder
 	keys     map[string]string // name → access key
-	cred     *auth.BedrockCredential
+	cred     *accesskey.BedrockCredential
 }
 
 func testRuntime(t testing.TB) *runtimeconfig.Config {
@@ -71,16 +71,16 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 		t.Fatal(err)
 	}
 	h := &bedrockHarness{requests: handoff.NewStore(), sink: &usage.Recorder{}, keys: map[string]string{}}
-	h.cred = &auth.BedrockCredential{ID: uuid.New(), Kind: "api_key", Region: "us-east-1", SecretCiphertext: []byte("sealed")}
-	store := auth.MemoryStore{}
-	for name, rec := range map[string]auth.KeyRecord{
-		"bedrock":            {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred},
-		"bedrock-budget":     {RoutingStrategy: auth.RoutingBedrockOnly, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
-		"bedrock-no-cred":    {RoutingStrategy: auth.RoutingBedrockOnly},
-		"plan-first":         {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred},
-		"plan-only":          {RoutingStrategy: auth.RoutingPlanOnly, Credential: h.cred},
-		"plan-first-no-cred": {RoutingStrategy: auth.RoutingPlanFirst},
-		"plan-first-budget":  {RoutingStrategy: auth.RoutingPlanFirst, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
+	h.cred = &accesskey.BedrockCredential{ID: uuid.New(), Kind: "api_key", Region: "us-east-1", SecretCiphertext: []byte("sealed")}
+	store := accesskey.MemoryStore{}
+	for name, rec := range map[string]accesskey.KeyRecord{
+		"bedrock":            {RoutingStrategy: accesskey.RoutingBedrockOnly, Credential: h.cred},
+		"bedrock-budget":     {RoutingStrategy: accesskey.RoutingBedrockOnly, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
+		"bedrock-no-cred":    {RoutingStrategy: accesskey.RoutingBedrockOnly},
+		"plan-first":         {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred},
+		"plan-only":          {RoutingStrategy: accesskey.RoutingPlanOnly, Credential: h.cred},
+		"plan-first-no-cred": {RoutingStrategy: accesskey.RoutingPlanFirst},
+		"plan-first-budget":  {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
 	} {
 		key, err := keys.Generate()
 		if err != nil {
@@ -95,7 +95,7 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 		t.Fatal(err)
 	}
 	h.r, err = New(Config{
-		Keys:    auth.NewStoreResolver(store, hasher, nil),
+		Keys:    accesskey.NewStoreResolver(store, hasher, nil),
 		Usage:   h.sink,
 		Metrics: h.metrics,
 		Bedrock: &BedrockConfig{Runtime: runtimeconfig.StaticSource{Config: runtime}, Credentials: checker{checkErr}, Requests: h.requests},

@@ -9,8 +9,8 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
@@ -36,10 +36,10 @@ const (
 	planAloneNoRoute = "no_fallback_route"
 )
 
-// Breaker is the per-access-key Plan circuit breaker (breaker.Breaker).
+// Breaker is the per-access-key Plan circuit breaker (planbreaker.Breaker).
 type Breaker interface {
 	// State decides how to route the key's next plan_first request.
-	State(ctx context.Context, keyID uuid.UUID) (breaker.Decision, error)
+	State(ctx context.Context, keyID uuid.UUID) (planbreaker.Decision, error)
 	// Failure records a Plan attempt that got no response.
 	Failure(ctx context.Context, keyID uuid.UUID)
 }
@@ -48,7 +48,7 @@ type Breaker interface {
 // Bedrock could answer if Plan does not.
 func (p *Processor) mayFallBack() bool {
 	return (p.kind == pathMessages || p.kind == pathCountTokens) &&
-		p.identity.RoutingStrategy == auth.RoutingPlanFirst &&
+		p.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&
 		p.identity.Bedrock != nil && p.r.bedrock != nil
 }
 
@@ -89,13 +89,13 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		planAlone(bf.reason)
 		return
 	}
-	var d breaker.Decision
+	var d planbreaker.Decision
 	if bc.Breaker != nil {
 		// State answers from this replica's breaker when Redis fails; the
 		// error only says ctx ended, and then routing hardly matters.
 		d, _ = bc.Breaker.State(ctx, p.identity.KeyID)
 	}
-	if d.Route == breaker.RouteOpen && cfg.HasRegion(region) {
+	if d.Route == planbreaker.RouteOpen && cfg.HasRegion(region) {
 		p.fallback, p.fallbackReason = true, ReasonBreakerOpen
 		p.r.metrics.fallbacks.WithLabelValues(ReasonBreakerOpen).Inc()
 		p.r.log.LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
@@ -106,7 +106,7 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	}
 	// Plan first: the response tells which backend answered (whoAnswered).
 	r.KeyID = p.identity.KeyID
-	r.Probe = d.Route == breaker.RouteProbe
+	r.Probe = d.Route == planbreaker.RouteProbe
 	p.fallbackKind, p.fallbackModel = p.bedrockKind, p.backendModel
 	p.bedrockKind, p.backendModel = bedrockNone, ""
 	p.handOff(common, r, dataplane.FallbackRoutePrefix+region)

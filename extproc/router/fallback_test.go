@@ -13,7 +13,7 @@ import (
 	"github.com/shopspring/decimal"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
@@ -24,14 +24,14 @@ import (
 
 // fakeBreaker answers State with route and records Failure calls.
 type fakeBreaker struct {
-	route    breaker.Route
+	route    planbreaker.Route
 	states   []uuid.UUID
 	failures []uuid.UUID
 }
 
-func (b *fakeBreaker) State(_ context.Context, keyID uuid.UUID) (breaker.Decision, error) {
+func (b *fakeBreaker) State(_ context.Context, keyID uuid.UUID) (planbreaker.Decision, error) {
 	b.states = append(b.states, keyID)
-	return breaker.Decision{Route: b.route}, nil
+	return planbreaker.Decision{Route: b.route}, nil
 }
 
 func (b *fakeBreaker) Failure(_ context.Context, keyID uuid.UUID) {
@@ -88,7 +88,7 @@ func TestPlanFirstFallback(t *testing.T) {
 	}
 	tests := []struct {
 		name         string
-		route        breaker.Route
+		route        planbreaker.Route
 		attempts     []attempt
 		attemptCount float64 // response attribute; 0 = not sent
 		countString  string  // the attribute as a string value instead
@@ -114,9 +114,9 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record, no attempt count: plan answered",
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "half-open probe goes to plan", route: breaker.RouteProbe, attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
+		{name: "half-open probe goes to plan", route: planbreaker.RouteProbe, attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "breaker open: straight to bedrock", route: breaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
+		{name: "breaker open: straight to bedrock", route: planbreaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
 			wantRoute: "bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonBreakerOpen},
 		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 0}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
@@ -152,10 +152,10 @@ func TestPlanFirstFallback(t *testing.T) {
 			if !strings.Contains(string(stored.Body), `"anthropic_beta":["interleaved-thinking-2025-05-14"]`) {
 				t.Fatalf("translated body without the allowed beta: %.300s", stored.Body)
 			}
-			if wantKey := tc.route != breaker.RouteOpen; (stored.KeyID != uuid.Nil) != wantKey {
+			if wantKey := tc.route != planbreaker.RouteOpen; (stored.KeyID != uuid.Nil) != wantKey {
 				t.Fatalf("stored KeyID %v: the breaker key must be set exactly for routes with a Plan endpoint", stored.KeyID)
 			}
-			if stored.Probe != (tc.route == breaker.RouteProbe) {
+			if stored.Probe != (tc.route == planbreaker.RouteProbe) {
 				t.Fatalf("stored Probe %v for breaker route %v", stored.Probe, tc.route)
 			}
 			if len(fb.states) != 1 {
@@ -261,7 +261,7 @@ func TestPlanFirstWithoutFallback(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newBedrockHarness(t, tc.runtime(t), tc.checkErr)
-			fb := &fakeBreaker{route: breaker.RouteOpen}
+			fb := &fakeBreaker{route: planbreaker.RouteOpen}
 			h.r.bedrock.Breaker = fb
 			if tc.budgets != nil {
 				h.r.bedrock.Budgets = tc.budgets

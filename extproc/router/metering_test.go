@@ -12,7 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
@@ -242,8 +242,8 @@ func TestRefusedKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
-	store := auth.MemoryStore{}
-	recs := map[string]auth.KeyRecord{
+	store := accesskey.MemoryStore{}
+	recs := map[string]accesskey.KeyRecord{
 		"active":           {},
 		"revoked":          {RevokedAt: now.Add(-time.Minute)},
 		"revoked later":    {RevokedAt: now.Add(time.Hour)},
@@ -290,7 +290,7 @@ func TestRefusedKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			sink := &usage.Recorder{}
-			r, err := New(Config{Keys: auth.NewStoreResolver(store, hasher, func() time.Time { return now }), Usage: sink, Metrics: m})
+			r, err := New(Config{Keys: accesskey.NewStoreResolver(store, hasher, func() time.Time { return now }), Usage: sink, Metrics: m})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/ccproxy/ccproxy/extproc/apierror"
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/metering"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
@@ -39,7 +39,7 @@ type Processor struct {
 	sessionID string
 	agentID   string
 	client    string
-	identity  auth.Identity
+	identity  accesskey.Identity
 	kind      pathKind
 	forward   bool // the request goes upstream once its last phase is answered
 	route     string
@@ -195,11 +195,11 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	id, err := p.r.keys.Resolve(ctx, string(key))
 	if err != nil {
 		switch {
-		case errors.Is(err, auth.ErrMalformed):
+		case errors.Is(err, accesskey.ErrMalformed):
 			return p.refuse(ctx, reasonMalformed), nil
-		case errors.Is(err, auth.ErrUnknownKey):
+		case errors.Is(err, accesskey.ErrUnknownKey):
 			return p.refuse(ctx, reasonUnknown), nil
-		case errors.Is(err, auth.ErrRevoked):
+		case errors.Is(err, accesskey.ErrRevoked):
 			return p.refuse(ctx, reasonRevoked), nil
 		}
 		p.r.metrics.authFailure(reasonLookup)
@@ -233,10 +233,10 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 			p.r.metrics.request(OutcomeNotFound)
 			return bedrockImmediate(404, "ccproxy: unsupported Bedrock request"), nil
 		}
-		if id.RoutingStrategy == auth.RoutingPlanOnly {
+		if id.RoutingStrategy == accesskey.RoutingPlanOnly {
 			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil), nil
 		}
-	case p.kind == pathV1 && id.RoutingStrategy == auth.RoutingBedrockOnly:
+	case p.kind == pathV1 && id.RoutingStrategy == accesskey.RoutingBedrockOnly:
 		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil), nil
 	}
 

@@ -13,7 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/usage"
@@ -32,14 +32,14 @@ func newBenchRouter(tb testing.TB, sink usage.Sink) (*Router, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	store := auth.MemoryStore{}
-	store.Add(hasher, key, auth.KeyRecord{KeyID: uuid.New(), UserID: uuid.New()})
+	store := accesskey.MemoryStore{}
+	store.Add(hasher, key, accesskey.KeyRecord{KeyID: uuid.New(), UserID: uuid.New()})
 	m, err := NewMetrics(prometheus.NewRegistry())
 	if err != nil {
 		tb.Fatal(err)
 	}
 	r, err := New(Config{
-		Keys:    auth.NewCache(auth.NewStoreResolver(store, hasher, nil), hasher, auth.CacheConfig{}),
+		Keys:    accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, nil), hasher, accesskey.CacheConfig{}),
 		Usage:   sink,
 		Metrics: m,
 	})

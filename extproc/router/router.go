@@ -18,7 +18,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
@@ -38,7 +38,7 @@ type Model struct {
 // Config configures a Router.
 type Config struct {
 	// Keys resolves access keys. Required.
-	Keys auth.Resolver
+	Keys accesskey.Resolver
 	// Usage receives one event per request that reached an upstream.
 	// Required.
 	Usage usage.Sink
@@ -62,7 +62,7 @@ type Config struct {
 // Router holds what every request's Processor shares. It is safe for
 // concurrent use.
 type Router struct {
-	keys    auth.Resolver
+	keys    accesskey.Resolver
 	sink    usage.Sink
 	models  []Model
 	modelsF func() []Model

@@ -39,7 +39,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
@@ -49,9 +49,9 @@ type Signer interface {
 	Sign(ctx context.Context, cred bedrockauth.Credential, method, host, escapedPath string, body []byte) ([]bedrockauth.Header, error)
 }
 
-// Breaker receives the outcome of Plan attempts (breaker.Breaker).
+// Breaker receives the outcome of Plan attempts (planbreaker.Breaker).
 type Breaker interface {
-	Report(ctx context.Context, keyID uuid.UUID, status int, get func(name string) string) breaker.Outcome
+	Report(ctx context.Context, keyID uuid.UUID, status int, get func(name string) string) planbreaker.Outcome
 }
 
 // Config configures a Handler.
@@ -191,13 +191,13 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	if p.backend != dataplane.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
 		return
 	}
-	if !p.req.Probe && breaker.Classify(status, get) == breaker.OutcomeSuccess {
+	if !p.req.Probe && planbreaker.Classify(status, get) == planbreaker.OutcomeSuccess {
 		// A success changes nothing unless it ends the half-open probe:
 		// skip the Redis round trip on every ordinary Plan answer.
 		return
 	}
 	o := p.h.breaker.Report(ctx, p.req.KeyID, status, get)
-	if o != breaker.OutcomeSuccess {
+	if o != planbreaker.OutcomeSuccess {
 		p.h.log.LogAttrs(ctx, slog.LevelInfo, "plan attempt reported to the circuit breaker",
 			slog.String("request_id", p.req.RequestID), slog.Int("status", status), slog.String("outcome", o.String()))
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/breaker"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
@@ -234,9 +234,9 @@ type breakerCall struct {
 	retryAfter string
 }
 
-func (b *reportingBreaker) Report(_ context.Context, keyID uuid.UUID, status int, get func(string) string) breaker.Outcome {
+func (b *reportingBreaker) Report(_ context.Context, keyID uuid.UUID, status int, get func(string) string) planbreaker.Outcome {
 	b.calls = append(b.calls, breakerCall{keyID, status, get("retry-after")})
-	return breaker.Classify(status, get)
+	return planbreaker.Classify(status, get)
 }
 
 func responseMsg(headers ...string) *extprocv3.ProcessingRequest {

@@ -113,7 +113,7 @@ type Config struct {
 }
 
 // BreakerSettings configure the per-access-key Plan circuit breaker
-// (extproc/breaker).
+// (extproc/planbreaker).
 type BreakerSettings struct {
 	// DefaultOpen is how long a 429 without an announced reset, a failed
 	// probe, or FailureThreshold failures open the breaker.

@@ -151,7 +151,7 @@ func (fg *fallbackGateway) claude(key string) claudecode.Run {
 // endBreakerWindow ends the open window of the circuit breaker of userID's
 // access key as if the reset Plan announced were now: the next request is
 // the half-open probe. The time-based reset itself is tested with a fake
-// clock in extproc/breaker; here it would make the test wait, and depend on
+// clock in extproc/planbreaker; here it would make the test wait, and depend on
 // how fast Claude Code ran the turns before it.
 func endBreakerWindow(t *testing.T, g *gateway, userID string) {
 	t.Helper()
@@ -166,7 +166,7 @@ func endBreakerWindow(t *testing.T, g *gateway, userID string) {
 	}
 	rdb := redis.NewClient(opts)
 	defer rdb.Close()
-	// The breaker's open hash (extproc/breaker, redis.go): "until" ends the
+	// The breaker's open hash (extproc/planbreaker, redis.go): "until" ends the
 	// open window, "exp" the half-open one, both in unix ms.
 	open := g.RedisPrefix + "breaker:{" + keyID + "}:open"
 	n, err := rdb.HSet(ctx, open, "until", time.Now().UnixMilli()).Result()

@@ -128,7 +128,7 @@ func TestRevocationReachesEveryExtProc(t *testing.T) {
 	// Claude Code's HEAD probe is answered by the gateway itself after the
 	// key check, so polling it watches the revocation arrive without sending
 	// anything upstream. The one-second promise is held (as a median) by
-	// extproc/keyservice's tests and measured by its benchmark; here a loaded
+	// extproc/keylookup's tests and measured by its benchmark; here a loaded
 	// machine may stall a process, so the bound only separates "arrived" from
 	// "lost" (the key caches would keep the key for minutes).
 	for _, g := range []*gateway{a, b} {

@@ -40,8 +40,8 @@ func (m Mutation) Apply(path string) ([]byte, error) {
 const (
 	pkgRouter    = "./extproc/router"
 	pkgUpstream  = "./extproc/upstream"
-	pkgAuth      = "./extproc/auth"
-	pkgBreaker   = "./extproc/breaker"
+	pkgAuth      = "./extproc/accesskey"
+	pkgBreaker   = "./extproc/planbreaker"
 	pkgBudget    = "./extproc/budget"
 	pkgHandoff   = "./extproc/handoff"
 	pkgTranslate = "./extproc/translate/bedrock"
@@ -51,7 +51,7 @@ const (
 	pkgKeys      = "./internal/keys"
 	pkgUsage     = "./extproc/metering"
 	pkgEventStr  = "./extproc/translate/eventstream"
-	pkgKeySvc    = "./extproc/keyservice"
+	pkgKeySvc    = "./extproc/keylookup"
 )
 
 // Mutations is the list `make mutate` runs. Every entry must be caught by
@@ -59,27 +59,27 @@ const (
 var Mutations = []Mutation{
 	// Access keys.
 	{
-		Name: "key: revoked key served", File: "extproc/auth/auth.go",
+		Name: "key: revoked key served", File: "extproc/accesskey/accesskey.go",
 		From: "case !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt):",
 		To:   "case false:", Packages: []string{pkgAuth, pkgRouter},
 	},
 	{
-		Name: "key: revoked one instant late", File: "extproc/auth/auth.go",
+		Name: "key: revoked one instant late", File: "extproc/accesskey/accesskey.go",
 		From: "case !rec.RevokedAt.IsZero() && !now.Before(rec.RevokedAt):",
 		To:   "case !rec.RevokedAt.IsZero() && now.After(rec.RevokedAt):", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "key: grace period never ends", File: "extproc/auth/auth.go",
+		Name: "key: grace period never ends", File: "extproc/accesskey/accesskey.go",
 		From: "case !rec.ExpiresAt.IsZero() && !now.Before(rec.ExpiresAt):",
 		To:   "case false:", Packages: []string{pkgAuth, pkgRouter},
 	},
 	{
-		Name: "key: disabled user served", File: "extproc/auth/auth.go",
+		Name: "key: disabled user served", File: "extproc/accesskey/accesskey.go",
 		From: "case rec.UserDisabled:", To: "case false && rec.UserDisabled:", Packages: []string{pkgAuth, pkgRouter},
 	},
 	{
 		Name: "key: router treats revoked as lookup error", File: "extproc/router/processor.go",
-		From: "case errors.Is(err, auth.ErrRevoked):", To: "case false:", Packages: []string{pkgRouter},
+		From: "case errors.Is(err, accesskey.ErrRevoked):", To: "case false:", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "key: prefix left in the upstream path", File: "extproc/router/processor.go",
@@ -98,13 +98,13 @@ var Mutations = []Mutation{
 	// Routing and fallback.
 	{
 		Name: "fallback: plan_only may fall back", File: "extproc/router/fallback.go",
-		From: "p.identity.RoutingStrategy == auth.RoutingPlanFirst &&",
-		To:   "p.identity.RoutingStrategy != auth.RoutingBedrockOnly &&", Packages: []string{pkgRouter},
+		From: "p.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&",
+		To:   "p.identity.RoutingStrategy != accesskey.RoutingBedrockOnly &&", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "fallback: open breaker ignored", File: "extproc/router/fallback.go",
-		From: "if d.Route == breaker.RouteOpen && cfg.HasRegion(region) {",
-		To:   "if d.Route == breaker.RouteProbe && cfg.HasRegion(region) {", Packages: []string{pkgRouter},
+		From: "if d.Route == planbreaker.RouteOpen && cfg.HasRegion(region) {",
+		To:   "if d.Route == planbreaker.RouteProbe && cfg.HasRegion(region) {", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "fallback: over budget still falls back", File: "extproc/router/fallback.go",
@@ -128,12 +128,12 @@ var Mutations = []Mutation{
 		To:   "if false && p.r.bedrock.Breaker != nil {", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "breaker: 429 not rate limited", File: "extproc/breaker/headers.go",
+		Name: "breaker: 429 not rate limited", File: "extproc/planbreaker/headers.go",
 		From: "case http.StatusTooManyRequests:\n\t\treturn OutcomeRateLimited", To: "case http.StatusTooManyRequests:\n\t\treturn OutcomeSuccess",
 		Packages: []string{pkgBreaker},
 	},
 	{
-		Name: "breaker: exhausted limit ignored", File: "extproc/breaker/headers.go",
+		Name: "breaker: exhausted limit ignored", File: "extproc/planbreaker/headers.go",
 		From: "if n, err := strconv.ParseInt(v, 10, 64); err == nil && n <= 0 {",
 		To:   "if n, err := strconv.ParseInt(v, 10, 64); err == nil && n < 0 {", Packages: []string{pkgBreaker},
 	},
@@ -160,7 +160,7 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "bedrock: plan_only allowed in Bedrock mode", File: "extproc/router/processor.go",
-		From: "if id.RoutingStrategy == auth.RoutingPlanOnly {", To: "if id.RoutingStrategy == auth.RoutingBedrockOnly {", Packages: []string{pkgRouter},
+		From: "if id.RoutingStrategy == accesskey.RoutingPlanOnly {", To: "if id.RoutingStrategy == accesskey.RoutingBedrockOnly {", Packages: []string{pkgRouter},
 	},
 
 	// Metering.
@@ -224,7 +224,7 @@ var Mutations = []Mutation{
 
 	// Key invalidation.
 	{
-		Name: "keys: caches kept after a resubscription", File: "extproc/keyservice/invalidate.go",
+		Name: "keys: caches kept after a resubscription", File: "extproc/keylookup/invalidate.go",
 		From: "\t// Anything published while we were not subscribed is lost.\n\tfor _, t := range s.targets {\n\t\tt.Purge()\n\t}",
 		To:   "\t// Anything published while we were not subscribed is lost.", Packages: []string{pkgKeySvc},
 	},

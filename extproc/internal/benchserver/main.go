@@ -19,7 +19,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc"
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/internal/keys"
@@ -65,13 +65,13 @@ func run(addr, key, bedrockKey string, logUsage bool) error {
 			return err
 		}
 	}
-	store := auth.MemoryStore{}
-	store.Add(hasher, key, auth.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(key)})
+	store := accesskey.MemoryStore{}
+	store.Add(hasher, key, accesskey.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(key)})
 	// The Bedrock user signs with SigV4 (static credentials standing in for
 	// the ambient chain): the costlier of the two credential kinds.
-	store.Add(hasher, bedrockKey, auth.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(bedrockKey),
-		RoutingStrategy: auth.RoutingBedrockOnly,
-		Credential:      &auth.BedrockCredential{ID: uuid.New(), Kind: bedrockauth.KindAWSDefaultChain, Region: "us-east-1"}})
+	store.Add(hasher, bedrockKey, accesskey.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(bedrockKey),
+		RoutingStrategy: accesskey.RoutingBedrockOnly,
+		Credential:      &accesskey.BedrockCredential{ID: uuid.New(), Kind: bedrockauth.KindAWSDefaultChain, Region: "us-east-1"}})
 	runtime, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
 		Models: []*runtimev1.ModelMapping{{
 			AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
@@ -91,7 +91,7 @@ func run(addr, key, bedrockKey string, logUsage bool) error {
 	}
 	srv, err := extproc.NewServer(extproc.Options{
 		Logger: logger,
-		Keys:   auth.NewCache(auth.NewStoreResolver(store, hasher, nil), hasher, auth.CacheConfig{}),
+		Keys:   accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, nil), hasher, accesskey.CacheConfig{}),
 		Usage:  sink,
 		Bedrock: &extproc.BedrockOptions{
 			Runtime: runtimeconfig.StaticSource{Config: runtime},

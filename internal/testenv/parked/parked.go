@@ -17,7 +17,7 @@ const Timeout = 10 * time.Second
 // Count returns how many goroutines are blocked in state, as stack traces
 // name it ("select", "chan receive", "sync.Mutex.Lock", …), with fn as
 // their innermost frame. fn is a function's full name as stack traces
-// print it, such as "github.com/ccproxy/ccproxy/extproc/auth.(*Cache).Resolve";
+// print it, such as "github.com/ccproxy/ccproxy/extproc/accesskey.(*Cache).Resolve";
 // runtime frames are not shown in them, so a goroutine blocked in a select
 // statement of fn has fn innermost.
 func Count(state, fn string) int {

@@ -1,11 +1,11 @@
-// Package keyservice owns extproc's production access-key lookup: the chain
+// Package keylookup owns extproc's production access-key lookup: the chain
 // in-process cache → Redis → the admin service's KeyService (gRPC), and its
 // invalidation over Redis pub/sub. extproc holds no database credentials;
 // the Bedrock credential arrives still encrypted.
 //
 // # Lookup
 //
-// NewResolver puts an auth.Cache (in-process, TTL about 30 s) in front of a
+// NewResolver puts an accesskey.Cache (in-process, TTL about 30 s) in front of a
 // Store. A Store looks a key hash up in Redis, where answers are shared by
 // every extproc instance, and asks the KeyService on a miss or when the
 // Redis answer is older than its fresh TTL (the server's cache_ttl, bounded
@@ -19,7 +19,7 @@
 // answers from the newest copy it can find: the Redis entry even though it is
 // no longer fresh, else the Store's own in-process copy. Neither is used once
 // it is older than Config.StaleTTL (default 5 min), so a key is served at
-// most StaleTTL plus the auth.Cache TTL after it was last confirmed. When
+// most StaleTTL plus the accesskey.Cache TTL after it was last confirmed. When
 // Redis is unreachable the Store skips it and asks the KeyService directly.
 // Unknown keys are never served from stale copies. While the admin service is
 // down no key can be revoked, so serving stale answers then does not delay a
@@ -30,10 +30,10 @@
 // After an admin change the admin service calls Publisher.PublishKeyChange
 // (or PublishPurge), which deletes the shared Redis entries and publishes the
 // hashes on a channel. Every extproc instance runs a Subscriber that forgets
-// those keys in its auth.Cache and Store. Messages sent while a Subscriber is
+// those keys in its accesskey.Cache and Store. Messages sent while a Subscriber is
 // disconnected are lost, so it purges everything it feeds whenever it
 // (re)subscribes.
-package keyservice
+package keylookup
 
 import (
 	"context"
@@ -53,7 +53,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/internal/depbreaker"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
@@ -71,13 +71,13 @@ const (
 )
 
 // Credential is the Bedrock credential in effect for a key.
-type Credential = auth.BedrockCredential
+type Credential = accesskey.BedrockCredential
 
 // Record is everything the KeyService says about a key. (The monthly budget
 // travels in KeyRecord.MonthlyBudgetUSD, like the Bedrock credential, so it
-// reaches auth.Identity; the Redis JSON shape is unchanged.)
+// reaches accesskey.Identity; the Redis JSON shape is unchanged.)
 type Record struct {
-	auth.KeyRecord
+	accesskey.KeyRecord
 }
 
 // Config configures a Store.
@@ -110,7 +110,7 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Store is an auth.KeyStore over Redis and the KeyService. It is safe for
+// Store is an accesskey.KeyStore over Redis and the KeyService. It is safe for
 // concurrent use.
 type Store struct {
 	cfg      Config
@@ -182,17 +182,17 @@ func (s *Store) BreakerStates() (redisState, rpcState gobreaker.State) {
 	return s.redisCB.State(), s.rpcCB.State()
 }
 
-// LookupKeyByHash implements auth.KeyStore.
-func (s *Store) LookupKeyByHash(ctx context.Context, hash []byte) (auth.KeyRecord, error) {
+// LookupKeyByHash implements accesskey.KeyStore.
+func (s *Store) LookupKeyByHash(ctx context.Context, hash []byte) (accesskey.KeyRecord, error) {
 	rec, err := s.Lookup(ctx, hash)
 	return rec.KeyRecord, err
 }
 
 // Lookup returns the Record for a key hash, following the package doc's
-// policy. An unknown key is an error wrapping auth.ErrUnknownKey.
+// policy. An unknown key is an error wrapping accesskey.ErrUnknownKey.
 func (s *Store) Lookup(ctx context.Context, hash []byte) (Record, error) {
 	if len(hash) != keys.HashLen {
-		return Record{}, fmt.Errorf("keyservice: %w", auth.ErrUnknownKey)
+		return Record{}, fmt.Errorf("keylookup: %w", accesskey.ErrUnknownKey)
 	}
 	h := [keys.HashLen]byte(hash)
 	gen := s.gen.Load()
@@ -226,10 +226,10 @@ func (s *Store) Lookup(ctx context.Context, hash []byte) (Record, error) {
 	}
 	if status.Code(rpcErr) == codes.NotFound {
 		s.forget(h)
-		return Record{}, fmt.Errorf("keyservice: %w", auth.ErrUnknownKey)
+		return Record{}, fmt.Errorf("keylookup: %w", accesskey.ErrUnknownKey)
 	}
 	if ctx.Err() != nil {
-		return Record{}, fmt.Errorf("keyservice: look up key: %w", rpcErr)
+		return Record{}, fmt.Errorf("keylookup: look up key: %w", rpcErr)
 	}
 
 	// The key service is unreachable: serve the newest copy within StaleTTL.
@@ -241,7 +241,7 @@ func (s *Store) Lookup(ctx context.Context, hash []byte) (Record, error) {
 		s.cfg.Logger.WarnContext(ctx, "key service unavailable; serving a cached key", "key_prefix", best.Record.Prefix, "age", now.Sub(best.FetchedAt).String(), "err", rpcErr)
 		return best.Record, nil
 	}
-	return Record{}, fmt.Errorf("keyservice: look up key: %w", rpcErr)
+	return Record{}, fmt.Errorf("keylookup: look up key: %w", rpcErr)
 }
 
 func (s *Store) rpc(ctx context.Context, hash []byte) (*keyservicev1.LookupKeyResponse, error) {
@@ -264,7 +264,7 @@ func (s *Store) redisGet(ctx context.Context, h [keys.HashLen]byte) (entry, erro
 	var e entry
 	if err := json.Unmarshal(b, &e); err != nil {
 		// An entry we cannot read is a miss; the next answer overwrites it.
-		return entry{}, fmt.Errorf("keyservice: decode cached key: %w", errors.Join(err, redis.Nil))
+		return entry{}, fmt.Errorf("keylookup: decode cached key: %w", errors.Join(err, redis.Nil))
 	}
 	return e, nil
 }
@@ -363,13 +363,13 @@ func (s *Store) Purge() {
 func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 	keyID, err := uuid.Parse(r.GetKeyId())
 	if err != nil {
-		return Record{}, fmt.Errorf("keyservice: bad key_id in answer: %w", err)
+		return Record{}, fmt.Errorf("keylookup: bad key_id in answer: %w", err)
 	}
 	userID, err := uuid.Parse(r.GetUserId())
 	if err != nil {
-		return Record{}, fmt.Errorf("keyservice: bad user_id in answer: %w", err)
+		return Record{}, fmt.Errorf("keylookup: bad user_id in answer: %w", err)
 	}
-	rec := Record{KeyRecord: auth.KeyRecord{
+	rec := Record{KeyRecord: accesskey.KeyRecord{
 		KeyID:           keyID,
 		UserID:          userID,
 		Prefix:          r.GetKeyPrefix(),
@@ -390,27 +390,27 @@ func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 			rec.RevokedAt = r.GetRevokedAt().AsTime()
 		}
 	default:
-		return Record{}, fmt.Errorf("keyservice: unknown key status %v in answer", r.GetStatus())
+		return Record{}, fmt.Errorf("keylookup: unknown key status %v in answer", r.GetStatus())
 	}
 	if b := r.GetMonthlyBudgetUsd(); b != "" {
 		d, err := decimal.NewFromString(b)
 		if err != nil {
-			return Record{}, fmt.Errorf("keyservice: bad monthly_budget_usd in answer: %w", err)
+			return Record{}, fmt.Errorf("keylookup: bad monthly_budget_usd in answer: %w", err)
 		}
 		rec.MonthlyBudgetUSD = &d
 	}
 	if c := r.GetBedrockCredential(); c != nil {
 		id, err := uuid.Parse(c.GetCredentialId())
 		if err != nil {
-			return Record{}, fmt.Errorf("keyservice: bad credential_id in answer: %w", err)
+			return Record{}, fmt.Errorf("keylookup: bad credential_id in answer: %w", err)
 		}
 		rec.Credential = &Credential{ID: id, Kind: c.GetKind(), Region: c.GetRegion(), SecretCiphertext: c.GetSecretCiphertext()}
 	}
 	return rec, nil
 }
 
-// NewResolver returns the production resolver: an auth.Cache configured by
+// NewResolver returns the production resolver: an accesskey.Cache configured by
 // cfg in front of store. Feed the returned cache and store to a Subscriber.
-func NewResolver(store *Store, hasher *keys.Hasher, cfg auth.CacheConfig) *auth.Cache {
-	return auth.NewCache(auth.NewStoreResolver(store, hasher, cfg.Now), hasher, cfg)
+func NewResolver(store *Store, hasher *keys.Hasher, cfg accesskey.CacheConfig) *accesskey.Cache {
+	return accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, cfg.Now), hasher, cfg)
 }

@@ -1,11 +1,11 @@
-// Package auth owns access-key resolution for extproc: turning the access
+// Package accesskey owns access-key resolution for extproc: turning the access
 // key a client presents into the Identity the gateway acts for.
 //
 // A Resolver does the lookup. StoreResolver answers from a key store (the
 // database or, later, the admin service's KeyService) by the key's HMAC hash;
 // Cache wraps any Resolver with a bounded in-process TTL cache keyed by that
 // hash, so neither the cache nor the store ever holds a plaintext key.
-package auth
+package accesskey
 
 import (
 	"context"
@@ -23,12 +23,12 @@ import (
 // refused with 401. Any other error is a failure of the lookup itself.
 var (
 	// ErrMalformed: the string is not an access key at all.
-	ErrMalformed = errors.New("auth: malformed access key")
+	ErrMalformed = errors.New("accesskey: malformed access key")
 	// ErrUnknownKey: a well-formed key that was never issued.
-	ErrUnknownKey = errors.New("auth: unknown access key")
+	ErrUnknownKey = errors.New("accesskey: unknown access key")
 	// ErrRevoked: a key that was revoked, expired at the end of its
 	// rotation grace period, or whose user is disabled.
-	ErrRevoked = errors.New("auth: access key revoked")
+	ErrRevoked = errors.New("accesskey: access key revoked")
 )
 
 // Routing strategies (DESIGN.md "Routing policy").
@@ -138,7 +138,7 @@ func (r *StoreResolver) Resolve(ctx context.Context, key string) (Identity, erro
 		if errors.Is(err, ErrUnknownKey) {
 			return Identity{}, err
 		}
-		return Identity{}, fmt.Errorf("auth: look up access key: %w", err)
+		return Identity{}, fmt.Errorf("accesskey: look up access key: %w", err)
 	}
 	return identityOf(rec, r.now())
 }

@@ -1,12 +1,12 @@
-package keyservice_test
+package keylookup_test
 
 import (
 	"context"
 	"encoding/hex"
 	"testing"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/keyservice"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/extproc/keylookup"
 )
 
 // BenchmarkLookup measures one Store lookup answered by each layer below the
@@ -16,7 +16,7 @@ func BenchmarkLookup(b *testing.B) {
 	e := newEnv(b)
 	key, _ := e.newKey(b)
 	hash := e.hasher.Hash(key)
-	in := e.instance(b, keyservice.Config{}, auth.CacheConfig{})
+	in := e.instance(b, keylookup.Config{}, accesskey.CacheConfig{})
 	if _, err := in.store.Lookup(ctx, hash); err != nil {
 		b.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package auth
+package accesskey
 
 import (
 	"context"
@@ -233,7 +233,7 @@ func TestCache(t *testing.T) {
 		}
 	})
 	t.Run("concurrent misses share one lookup", func(t *testing.T) {
-		const resolve = "github.com/ccproxy/ccproxy/extproc/auth.(*Cache).Resolve"
+		const resolve = "github.com/ccproxy/ccproxy/extproc/accesskey.(*Cache).Resolve"
 		clk.now = t0
 		c, cr := newCache(10)
 		cr.gate = make(chan struct{})
@@ -243,7 +243,7 @@ func TestCache(t *testing.T) {
 		done := make(chan error)
 		go func() { _, err := c.Resolve(cctx, good); done <- err }()
 		parked.Wait(t, 1, "select", resolve)
-		parked.Wait(t, 1, "select", "github.com/ccproxy/ccproxy/extproc/auth.(*countingResolver).Resolve") // the lookup, at the gate
+		parked.Wait(t, 1, "select", "github.com/ccproxy/ccproxy/extproc/accesskey.(*countingResolver).Resolve") // the lookup, at the gate
 		var wg sync.WaitGroup
 		errs := make(chan error, 8)
 		for range 8 {

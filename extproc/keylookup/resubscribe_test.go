@@ -1,4 +1,4 @@
-package keyservice_test
+package keylookup_test
 
 import (
 	"context"
@@ -12,8 +12,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/keyservice"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/extproc/keylookup"
 )
 
 // proxy is a TCP proxy to Redis that the test can cut, standing in for a
@@ -83,7 +83,7 @@ func TestSubscriberPurgesAfterRedisOutage(t *testing.T) {
 	viaProxy := redis.NewClient(&opts)
 	t.Cleanup(func() { viaProxy.Close() })
 
-	in := e.instance(t, keyservice.Config{FreshTTL: time.Hour}, auth.CacheConfig{TTL: time.Hour})
+	in := e.instance(t, keylookup.Config{FreshTTL: time.Hour}, accesskey.CacheConfig{TTL: time.Hour})
 	subscribed := make(chan struct{}, 10)
 	e.subscribe(t, viaProxy, in, subscribed)
 	<-subscribed
@@ -97,7 +97,7 @@ func TestSubscriberPurgesAfterRedisOutage(t *testing.T) {
 	if _, err := e.st.AccessKeys().Revoke(ctx, row.ID); err != nil {
 		t.Fatal(err)
 	}
-	if err := keyservice.NewPublisher(e.rdb, e.prefix).PublishKeyChange(ctx, e.hasher.Hash(key)); err != nil {
+	if err := keylookup.NewPublisher(e.rdb, e.prefix).PublishKeyChange(ctx, e.hasher.Hash(key)); err != nil {
 		t.Fatal(err)
 	}
 	p.restore()
@@ -106,7 +106,7 @@ func TestSubscriberPurgesAfterRedisOutage(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("subscriber did not resubscribe")
 	}
-	if _, err := in.cache.Resolve(ctx, key); !errors.Is(err, auth.ErrRevoked) {
+	if _, err := in.cache.Resolve(ctx, key); !errors.Is(err, accesskey.ErrRevoked) {
 		t.Fatalf("after resubscribing: err = %v, want ErrRevoked", err)
 	}
 }

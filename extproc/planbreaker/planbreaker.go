@@ -1,4 +1,4 @@
-// Package breaker is extproc's per-access-key circuit breaker for the Plan
+// Package planbreaker is extproc's per-access-key circuit breaker for the Plan
 // upstream (DESIGN.md "Routing policy", the circuit breaker paragraph; issue
 // 7). Its state lives in Redis so that every extproc replica, and both gRPC
 // streams of one request (the router's and the upstream processor's), agree.
@@ -95,7 +95,7 @@
 //     lives (redis, local); each transition is counted once across the fleet;
 //   - ccproxy_extproc_breaker_redis_fallbacks_total{op}: operations answered
 //     by the local breaker because Redis failed.
-package breaker
+package planbreaker
 
 import (
 	"context"
@@ -289,7 +289,7 @@ func newMetrics() metrics {
 // New returns a Breaker, registering its metrics on cfg.Registerer.
 func New(cfg Config) (*Breaker, error) {
 	if cfg.Redis == nil {
-		return nil, errors.New("breaker: Redis is required")
+		return nil, errors.New("planbreaker: Redis is required")
 	}
 	if cfg.DefaultOpen <= 0 {
 		cfg.DefaultOpen = DefaultDefaultOpen
@@ -334,7 +334,7 @@ func New(cfg Config) (*Breaker, error) {
 	if cfg.Registerer != nil {
 		for _, col := range b.metrics.collectors {
 			if err := cfg.Registerer.Register(col); err != nil {
-				return nil, fmt.Errorf("breaker: register metrics: %w", err)
+				return nil, fmt.Errorf("planbreaker: register metrics: %w", err)
 			}
 		}
 	}
@@ -376,7 +376,7 @@ func (b *Breaker) State(ctx context.Context, keyID uuid.UUID) (Decision, error) 
 	b.transitioned(keyID, to, store, d.OpenUntil)
 	b.metrics.decisions[d.Route].Inc()
 	if err != nil && ctx.Err() != nil {
-		return d, fmt.Errorf("breaker: %w", ctx.Err())
+		return d, fmt.Errorf("planbreaker: %w", ctx.Err())
 	}
 	return d, nil
 }

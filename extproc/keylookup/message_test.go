@@ -1,4 +1,4 @@
-package keyservice
+package keylookup
 
 import (
 	"bytes"

@@ -1,4 +1,4 @@
-package keyservice
+package keylookup
 
 import (
 	"bytes"
@@ -49,18 +49,18 @@ func parseMessage(msg string) (purge bool, hashes [][]byte, err error) {
 	}
 	fields := bytes.Fields([]byte(msg))
 	if len(fields) < 2 || string(fields[0]) != msgKeys {
-		return false, nil, errors.New("keyservice: unknown invalidation message")
+		return false, nil, errors.New("keylookup: unknown invalidation message")
 	}
 	if len(fields)-1 > maxHashesPerMessage {
-		return false, nil, errors.New("keyservice: too many hashes in invalidation message")
+		return false, nil, errors.New("keylookup: too many hashes in invalidation message")
 	}
 	for _, f := range fields[1:] {
 		if len(f) != 2*keys.HashLen {
-			return false, nil, errors.New("keyservice: bad hash length in invalidation message")
+			return false, nil, errors.New("keylookup: bad hash length in invalidation message")
 		}
 		h := make([]byte, keys.HashLen)
 		if _, err := hex.Decode(h, f); err != nil {
-			return false, nil, fmt.Errorf("keyservice: bad hash in invalidation message: %w", err)
+			return false, nil, fmt.Errorf("keylookup: bad hash in invalidation message: %w", err)
 		}
 		hashes = append(hashes, h)
 	}
@@ -91,17 +91,17 @@ func (p *Publisher) PublishKeyChange(ctx context.Context, keyHashes ...[]byte) e
 	names := make([]string, len(keyHashes))
 	for i, h := range keyHashes {
 		if len(h) != keys.HashLen {
-			return fmt.Errorf("keyservice: publish: hash %d is %d bytes, want %d", i, len(h), keys.HashLen)
+			return fmt.Errorf("keylookup: publish: hash %d is %d bytes, want %d", i, len(h), keys.HashLen)
 		}
 		names[i] = keyspace(p.prefix) + hex.EncodeToString(h)
 	}
 	if err := p.rdb.Del(ctx, names...).Err(); err != nil {
-		return fmt.Errorf("keyservice: publish: delete cached keys: %w", err)
+		return fmt.Errorf("keylookup: publish: delete cached keys: %w", err)
 	}
 	for start := 0; start < len(keyHashes); start += maxHashesPerMessage {
 		batch := keyHashes[start:min(start+maxHashesPerMessage, len(keyHashes))]
 		if err := p.rdb.Publish(ctx, ChannelName(p.prefix), encodeKeys(batch)).Err(); err != nil {
-			return fmt.Errorf("keyservice: publish key change: %w", err)
+			return fmt.Errorf("keylookup: publish key change: %w", err)
 		}
 	}
 	return nil
@@ -115,21 +115,21 @@ func (p *Publisher) PublishPurge(ctx context.Context) error {
 	for iter.Next(ctx) {
 		if batch = append(batch, iter.Val()); len(batch) == 1000 {
 			if err := p.rdb.Del(ctx, batch...).Err(); err != nil {
-				return fmt.Errorf("keyservice: purge cached keys: %w", err)
+				return fmt.Errorf("keylookup: purge cached keys: %w", err)
 			}
 			batch = batch[:0]
 		}
 	}
 	if err := iter.Err(); err != nil {
-		return fmt.Errorf("keyservice: purge cached keys: %w", err)
+		return fmt.Errorf("keylookup: purge cached keys: %w", err)
 	}
 	if len(batch) > 0 {
 		if err := p.rdb.Del(ctx, batch...).Err(); err != nil {
-			return fmt.Errorf("keyservice: purge cached keys: %w", err)
+			return fmt.Errorf("keylookup: purge cached keys: %w", err)
 		}
 	}
 	if err := p.rdb.Publish(ctx, ChannelName(p.prefix), msgPurge).Err(); err != nil {
-		return fmt.Errorf("keyservice: publish purge: %w", err)
+		return fmt.Errorf("keylookup: publish purge: %w", err)
 	}
 	return nil
 }

@@ -1,4 +1,4 @@
-package breaker
+package planbreaker
 
 import (
 	"net/http"

@@ -1,4 +1,4 @@
-package auth
+package accesskey
 
 import (
 	"container/list"
@@ -124,7 +124,7 @@ func (c *Cache) Resolve(ctx context.Context, key string) (Identity, error) {
 	case <-f.done:
 		return f.id, f.err
 	case <-ctx.Done():
-		return Identity{}, fmt.Errorf("auth: waiting for key lookup: %w", ctx.Err())
+		return Identity{}, fmt.Errorf("accesskey: waiting for key lookup: %w", ctx.Err())
 	}
 }
 

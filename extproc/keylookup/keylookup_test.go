@@ -1,4 +1,4 @@
-package keyservice_test
+package keylookup_test
 
 import (
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
@@ -21,8 +21,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
-	"github.com/ccproxy/ccproxy/extproc/auth"
-	"github.com/ccproxy/ccproxy/extproc/keyservice"
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/testenv"
@@ -97,11 +97,11 @@ func (e *env) newKey(t testing.TB) (string, store.AccessKey) {
 
 // instance is one extproc's resolver chain.
 type instance struct {
-	store *keyservice.Store
-	cache *auth.Cache
+	store *keylookup.Store
+	cache *accesskey.Cache
 }
 
-func (e *env) instance(t testing.TB, cfg keyservice.Config, cacheCfg auth.CacheConfig) instance {
+func (e *env) instance(t testing.TB, cfg keylookup.Config, cacheCfg accesskey.CacheConfig) instance {
 	t.Helper()
 	if cfg.Client == nil {
 		cfg.Client = e.client(t, e.addr)
@@ -110,8 +110,8 @@ func (e *env) instance(t testing.TB, cfg keyservice.Config, cacheCfg auth.CacheC
 		cfg.Redis = e.rdb
 	}
 	cfg.Prefix = e.prefix
-	s := keyservice.New(cfg)
-	return instance{store: s, cache: keyservice.NewResolver(s, e.hasher, cacheCfg)}
+	s := keylookup.New(cfg)
+	return instance{store: s, cache: keylookup.NewResolver(s, e.hasher, cacheCfg)}
 }
 
 // subscribe runs a Subscriber for in until the test ends and waits for its
@@ -123,7 +123,7 @@ func (e *env) subscribe(t testing.TB, rdb redis.UniversalClient, in instance, su
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	first := make(chan struct{})
 	var once sync.Once
-	sub := keyservice.NewSubscriber(rdb, e.prefix, keyservice.SubscriberOptions{
+	sub := keylookup.NewSubscriber(rdb, e.prefix, keylookup.SubscriberOptions{
 		PingInterval: 100 * time.Millisecond,
 		RetryDelay:   20 * time.Millisecond,
 		OnSubscribe: func() {
@@ -156,7 +156,7 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
 	key, row := e.newKey(t)
-	a := e.instance(t, keyservice.Config{}, auth.CacheConfig{})
+	a := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
 
 	rec, err := a.store.Lookup(ctx, e.hasher.Hash(key))
 	if err != nil {
@@ -187,12 +187,12 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 		}
 	})
 	t.Run("a second instance answers from redis", func(t *testing.T) {
-		b := e.instance(t, keyservice.Config{}, auth.CacheConfig{})
+		b := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
 		if id, err := b.cache.Resolve(ctx, key); err != nil || id.KeyID != row.ID || id.MonthlyBudgetUSD == nil || id.MonthlyBudgetUSD.String() != "40" {
 			t.Fatalf("Resolve = %+v, %v", id, err)
 		}
 		other, _ := e.newKey(t)
-		if _, err := b.cache.Resolve(ctx, other); err == nil || errors.Is(err, auth.ErrUnknownKey) {
+		if _, err := b.cache.Resolve(ctx, other); err == nil || errors.Is(err, accesskey.ErrUnknownKey) {
 			t.Fatalf("uncached key with the key service down: err = %v, want a lookup failure", err)
 		}
 	})
@@ -200,9 +200,9 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 
 func TestUnknownKey(t *testing.T) {
 	e := newEnv(t)
-	a := e.instance(t, keyservice.Config{}, auth.CacheConfig{})
+	a := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
 	k, _ := keys.Generate()
-	if _, err := a.cache.Resolve(context.Background(), k); !errors.Is(err, auth.ErrUnknownKey) {
+	if _, err := a.cache.Resolve(context.Background(), k); !errors.Is(err, accesskey.ErrUnknownKey) {
 		t.Fatalf("err = %v, want ErrUnknownKey", err)
 	}
 }
@@ -210,12 +210,12 @@ func TestUnknownKey(t *testing.T) {
 func TestRevocationReachesEveryInstance(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t)
-	pub := keyservice.NewPublisher(e.rdb, e.prefix)
+	pub := keylookup.NewPublisher(e.rdb, e.prefix)
 	// Long TTLs: only the invalidation can make the instances notice.
-	long := auth.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}
+	long := accesskey.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}
 	instances := []instance{
-		e.instance(t, keyservice.Config{FreshTTL: time.Hour}, long),
-		e.instance(t, keyservice.Config{FreshTTL: time.Hour}, long),
+		e.instance(t, keylookup.Config{FreshTTL: time.Hour}, long),
+		e.instance(t, keylookup.Config{FreshTTL: time.Hour}, long),
 	}
 	for _, in := range instances {
 		e.subscribe(t, e.rdb, in, nil)
@@ -312,7 +312,7 @@ const revocationBound = 30 * time.Second
 func untilRefused(ctx context.Context, in instance, key string, since time.Time) (time.Duration, error) {
 	for {
 		_, err := in.cache.Resolve(ctx, key)
-		if errors.Is(err, auth.ErrRevoked) {
+		if errors.Is(err, accesskey.ErrRevoked) {
 			return time.Since(since), nil
 		}
 		if time.Since(since) > revocationBound {
@@ -328,9 +328,9 @@ func untilRefused(ctx context.Context, in instance, key string, since time.Time)
 func BenchmarkRevocationPropagation(b *testing.B) {
 	ctx := context.Background()
 	e := newEnv(b)
-	pub := keyservice.NewPublisher(e.rdb, e.prefix)
-	long := auth.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}
-	in := e.instance(b, keyservice.Config{FreshTTL: time.Hour}, long)
+	pub := keylookup.NewPublisher(e.rdb, e.prefix)
+	long := accesskey.CacheConfig{TTL: time.Hour, NegativeTTL: time.Hour}
+	in := e.instance(b, keylookup.Config{FreshTTL: time.Hour}, long)
 	e.subscribe(b, e.rdb, in, nil)
 	for b.Loop() {
 		b.StopTimer()
@@ -375,8 +375,8 @@ func TestServesCachedKeysWhileDependenciesAreDown(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e.startServer(t, "127.0.0.1:0")
 			clk := newClock()
-			in := e.instance(t, keyservice.Config{Redis: tc.redis, FreshTTL: time.Second, StaleTTL: time.Minute, Now: clk.now},
-				auth.CacheConfig{TTL: time.Second, Now: clk.now})
+			in := e.instance(t, keylookup.Config{Redis: tc.redis, FreshTTL: time.Second, StaleTTL: time.Minute, Now: clk.now},
+				accesskey.CacheConfig{TTL: time.Second, Now: clk.now})
 			key, row := e.newKey(t)
 			if _, err := in.cache.Resolve(ctx, key); err != nil {
 				t.Fatal(err)
@@ -388,7 +388,7 @@ func TestServesCachedKeysWhileDependenciesAreDown(t *testing.T) {
 				t.Fatalf("stale but within StaleTTL: Resolve = %+v, %v", id, err)
 			}
 			clk.add(time.Minute) // past StaleTTL
-			if _, err := in.cache.Resolve(ctx, key); err == nil || errors.Is(err, auth.ErrRevoked) || errors.Is(err, auth.ErrUnknownKey) {
+			if _, err := in.cache.Resolve(ctx, key); err == nil || errors.Is(err, accesskey.ErrRevoked) || errors.Is(err, accesskey.ErrUnknownKey) {
 				t.Fatalf("past StaleTTL: err = %v, want a lookup failure", err)
 			}
 		})
@@ -400,12 +400,12 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 	e := newEnv(t)
 	deadRedis := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1})
 	t.Cleanup(func() { deadRedis.Close() })
-	in := e.instance(t, keyservice.Config{
+	in := e.instance(t, keylookup.Config{
 		Client:           e.client(t, closedAddr(t)),
 		Redis:            deadRedis,
 		BreakerFailures:  2,
 		BreakerOpenDelay: time.Hour,
-	}, auth.CacheConfig{})
+	}, accesskey.CacheConfig{})
 	hash := e.hasher.Hash("irrelevant")
 	for range 2 {
 		if _, err := in.store.Lookup(ctx, hash); err == nil || errors.Is(err, gobreaker.ErrOpenState) {

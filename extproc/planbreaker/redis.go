@@ -1,4 +1,4 @@
-package breaker
+package planbreaker
 
 import (
 	"context"
@@ -145,7 +145,7 @@ func (r *redisBackend) state(ctx context.Context, id uuid.UUID, now time.Time) (
 	case 2:
 		d.Route = RouteProbe
 	default:
-		return Decision{}, toNone, fmt.Errorf("breaker: state script returned route %d", v[0])
+		return Decision{}, toNone, fmt.Errorf("planbreaker: state script returned route %d", v[0])
 	}
 	if d.Route != RouteClosed {
 		d.OpenUntil = time.UnixMilli(v[1]).UTC()
@@ -195,10 +195,10 @@ func transition(v []int64, to string) string {
 func (r *redisBackend) run(ctx context.Context, s *redis.Script, id uuid.UUID, n int, args ...any) ([]int64, error) {
 	res, err := s.Run(ctx, r.client, r.keys(id), args...).Int64Slice()
 	if err != nil {
-		return nil, fmt.Errorf("breaker: redis: %w", err)
+		return nil, fmt.Errorf("planbreaker: redis: %w", err)
 	}
 	if len(res) != n {
-		return nil, fmt.Errorf("breaker: script returned %d values, want %d", len(res), n)
+		return nil, fmt.Errorf("planbreaker: script returned %d values, want %d", len(res), n)
 	}
 	return res, nil
 }
