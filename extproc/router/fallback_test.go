@@ -13,8 +13,8 @@ import (
 	"github.com/shopspring/decimal"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/budget"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/internal/dataplane"

@@ -39,8 +39,8 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
-	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
