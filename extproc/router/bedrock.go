@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -23,18 +22,12 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
-	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 	"github.com/ccproxy/ccproxy/extproc/metering"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
-	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
-
-// bedrockModePrefix starts the paths of Claude Code's own Bedrock mode
-// (ANTHROPIC_BEDROCK_BASE_URL=<gateway>/ak/<key>/bedrock): the AWS SDK
-// appends Bedrock's own paths to it.
-const bedrockModePrefix = "/bedrock/"
 
 // BedrockConfig is what the router needs to serve Bedrock routes.
 type BedrockConfig struct {
@@ -65,16 +58,6 @@ type CredentialChecker interface {
 	Check(ctx context.Context, cred bedrockauth.Credential) error
 }
 
-// bedrockKind says how a Bedrock-routed request is translated.
-type bedrockKind uint8
-
-const (
-	bedrockNone        bedrockKind = iota
-	bedrockMessages                // Anthropic /v1/messages → InvokeModel
-	bedrockCountTokens             // Anthropic count_tokens → CountTokens
-	bedrockPassthrough             // Claude Code's Bedrock mode: forwarded as sent
-)
-
 // Bedrock refusal reasons (label "reason" of
 // ccproxy_extproc_bedrock_refusals_total).
 const (
@@ -90,85 +73,6 @@ const (
 	refuseBudget        = "over_budget"
 )
 
-// bedrockPath is a parsed Bedrock-mode path (after the /bedrock prefix).
-type bedrockPath struct {
-	upstream string // the path sent to Bedrock, still escaped, with the query
-	model    string // decoded model id
-	op       string // invoke, invoke-with-response-stream, count-tokens
-}
-
-// parseBedrockPath recognises /model/{id}/{op}; id is one escaped segment.
-func parseBedrockPath(rest []byte) (bedrockPath, bool) {
-	p := string(rest[len(bedrockModePrefix)-1:]) // keep the leading "/"
-	pathOnly, _, _ := strings.Cut(p, "?")
-	seg := strings.Split(pathOnly, "/")
-	if len(seg) != 4 || seg[0] != "" || seg[1] != "model" || seg[2] == "" {
-		return bedrockPath{}, false
-	}
-	switch seg[3] {
-	case "invoke", "invoke-with-response-stream", "count-tokens":
-	default:
-		return bedrockPath{}, false
-	}
-	model, err := url.PathUnescape(seg[2])
-	if err != nil || model == "" {
-		return bedrockPath{}, false
-	}
-	return bedrockPath{upstream: p, model: model, op: seg[3]}, true
-}
-
-// wantsBedrock reports whether the request goes to Bedrock.
-func (p *Processor) wantsBedrock() bool {
-	switch p.kind {
-	case pathBedrockModel:
-		return true
-	case pathMessages, pathCountTokens:
-		return p.identity.RoutingStrategy == accesskey.RoutingBedrockOnly
-	}
-	return false
-}
-
-// routeBedrock decides everything about a Bedrock-bound request: it either
-// refuses it (the returned response is an ImmediateResponse) or stores the
-// rewritten request for the upstream processor and sets the route in
-// common (and returns nil).
-func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
-	bc := p.r.bedrock
-	if bc == nil {
-		return p.refuseBedrock(ctx, refuseNotConfigured, 503, "ccproxy: this gateway has no Bedrock configuration; ask the gateway administrator", nil)
-	}
-	cfg := bc.Runtime.Current()
-	if cfg == nil {
-		return p.refuseBedrock(ctx, refuseNoRuntime, 503, "ccproxy: the gateway has not received its Bedrock configuration from the control plane yet; try again shortly", nil)
-	}
-	c := p.identity.Bedrock
-	if c == nil {
-		return p.refuseBedrock(ctx, refuseNoCredential, 500, "ccproxy: no Bedrock credential is registered for your account; ask the gateway administrator to add one", nil)
-	}
-	if !cfg.HasRegion(c.Region) {
-		return p.refuseBedrock(ctx, refuseNoRegion, 503, "ccproxy: the gateway has no Bedrock route for region "+c.Region+" yet; try again shortly", nil)
-	}
-	if st, over := p.budgetSpent(ctx); over {
-		return p.refuseBudget(ctx, st)
-	}
-	r, bf := p.prepareBedrock(ctx, body, cfg)
-	if bf != nil {
-		return p.refuseBedrock(ctx, bf.reason, bf.code, bf.msg, bf.cause)
-	}
-	p.handOff(common, r, dataplane.BedrockRoutePrefix+c.Region)
-	return nil
-}
-
-// handOff stores r for the upstream processor and routes the request to
-// route with the handoff header.
-func (p *Processor) handOff(common *extprocv3.CommonResponse, r *handoff.Request, route string) {
-	id := p.r.bedrock.Requests.Put(r)
-	p.handoffID = id
-	p.handoffReq = r
-	p.setRoute(common, route)
-	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.StateHeader, []byte(id)))
-}
-
 // bedrockFailure is why a request cannot be sent to Bedrock: a refusal for
 // a Bedrock-bound request, the reason Plan gets it alone for a plan_first
 // one.
@@ -179,96 +83,128 @@ type bedrockFailure struct {
 	cause  error
 }
 
-// prepareBedrock checks the user's credential and translates the request
-// for Bedrock. It sets p.bedrockKind and p.backendModel (the Bedrock
-// translation of the request; a plan_first request only uses them if
-// Bedrock answers) and returns the request for the upstream processor.
-func (p *Processor) prepareBedrock(ctx context.Context, body []byte, cfg *runtimeconfig.Config) (*handoff.Request, *bedrockFailure) {
-	c := p.identity.Bedrock
-	cred := bedrockauth.Credential{ID: c.ID, UserID: p.identity.UserID, Kind: c.Kind, Region: c.Region, SecretCiphertext: c.SecretCiphertext}
+// newBedrockBackend prepares a request for Bedrock: it checks the user's
+// credential, translates the request for the backend its path calls for and
+// returns that backend with the request the upstream processor will send.
+func (p *Processor) newBedrockBackend(ctx context.Context, body []byte, cfg *runtimeconfig.Config) (bedrockBackend, *handoff.Request, *bedrockFailure) {
+	c := p.req.identity.Bedrock
+	cred := bedrockauth.Credential{ID: c.ID, UserID: p.req.identity.UserID, Kind: c.Kind, Region: c.Region, SecretCiphertext: c.SecretCiphertext}
 	if err := p.r.bedrock.Credentials.Check(ctx, cred); err != nil {
-		p.r.log.LogAttrs(ctx, slog.LevelError, "bedrock credential unusable",
-			slog.String("request_id", p.requestID), slog.String("credential_id", c.ID.String()),
-			slog.String("credential_kind", c.Kind), slog.Any("error", err))
-		return nil, &bedrockFailure{refuseCredential, 500, "ccproxy: the gateway's Bedrock credential for your account cannot be used; ask the gateway administrator to check it", err}
+		p.logger().LogAttrs(ctx, slog.LevelError, "bedrock credential unusable",
+			slog.String("credential_id", c.ID.String()), slog.String("credential_kind", c.Kind), slog.Any("error", err))
+		return nil, nil, &bedrockFailure{refuseCredential, 500, "ccproxy: the gateway's Bedrock credential for your account cannot be used; ask the gateway administrator to check it", err}
 	}
-
 	r := &handoff.Request{
-		RequestID:     p.requestID,
+		RequestID:     p.req.id,
 		Method:        "POST",
 		Credential:    cred,
-		RemoveHeaders: p.clientCredentialHeaders,
+		RemoveHeaders: p.req.credentialHeaders,
 	}
-	switch p.kind {
+	var (
+		b  bedrockBackend
+		bf *bedrockFailure
+	)
+	switch p.req.kind {
 	case pathBedrockModel:
-		p.bedrockKind = bedrockPassthrough
-		r.Path = p.bedrockPath.upstream
-		r.Body = body
-		p.backendModel = p.bedrockPath.model
-		p.fields.model = cfg.AnthropicIDFor(p.bedrockPath.model)
-		if p.fields.model == "" {
-			p.fields.model = truncate(p.bedrockPath.model, maxModelLen)
-		}
-		p.fields.stream = p.bedrockPath.op == "invoke-with-response-stream"
-	case pathMessages, pathCountTokens:
-		m, err := cfg.ResolveModel(p.fields.model, c.Region)
-		if err != nil {
-			return nil, &bedrockFailure{refuseModel, 400, "ccproxy: model " + strconv.Quote(p.fields.model) + " is not available on Bedrock for region " + c.Region + "; choose another model or ask the gateway administrator to map it", nil}
-		}
-		if m.Guessed {
-			p.r.metrics.bedrockGuessed.Inc()
-			p.r.log.LogAttrs(ctx, slog.LevelWarn, "bedrock model id guessed by the profile rule (no mapping)",
-				slog.String("request_id", p.requestID), slog.String("model", p.fields.model), slog.String("bedrock_model", m.InvokeID))
-		}
-		r.RemoveHeaders = append(r.RemoveHeaders, p.anthropicHeaders...)
-		invalid := &bedrockFailure{refuseBody, 400, "ccproxy: the request body is not a valid JSON object", nil}
-		if p.kind == pathMessages {
-			tr, err := cfg.Translator.TranslateRequest(body, p.betaHeader, p.fields.stream, m.InvokeID)
-			if err != nil {
-				return nil, invalid
-			}
-			p.noteDrops(ctx, tr)
-			p.bedrockKind = bedrockMessages
-			p.backendModel = m.InvokeID
-			r.Path, r.Body = tr.Path, tr.Body
-			accept := "application/json"
-			if p.fields.stream {
-				accept = "application/vnd.amazon.eventstream"
-			}
-			r.SetHeaders = []bedrockauth.Header{{Name: "content-type", Value: "application/json"}, {Name: "accept", Value: accept}}
-		} else {
-			tr, err := cfg.Translator.TranslateRequest(body, p.betaHeader, false, m.BaseID)
-			if err != nil {
-				return nil, invalid
-			}
-			p.noteDrops(ctx, tr)
-			p.bedrockKind = bedrockCountTokens
-			p.backendModel = m.BaseID
-			r.Path = strings.TrimSuffix(tr.Path, "/invoke") + "/count-tokens"
-			r.Body = countTokensBody(tr.Body)
-			r.SetHeaders = []bedrockauth.Header{{Name: "content-type", Value: "application/json"}, {Name: "accept", Value: "application/json"}}
-		}
-		r.ReplaceBody = true
+		b = newBedrockMode(p, cfg, body, r)
+	case pathMessages:
+		b, bf = newBedrockMessages(ctx, p, cfg, body, r)
+	case pathCountTokens:
+		b, bf = newBedrockCountTokens(ctx, p, cfg, body, r)
 	}
-	return r, nil
+	if bf != nil {
+		return nil, nil, bf
+	}
+	return b, r, nil
+}
+
+// bedrockBackend is a backend whose upstream is Bedrock.
+type bedrockBackend interface {
+	backend
+	// answer is the shared reading of the Bedrock answer.
+	answer() *bedrockAnswer
+}
+
+// resolveModel maps the request's model to Bedrock for region, counting and
+// logging a model id guessed by the profile rule.
+func (p *Processor) resolveModel(ctx context.Context, cfg *runtimeconfig.Config, region string) (runtimeconfig.Model, *bedrockFailure) {
+	m, err := cfg.ResolveModel(p.req.fields.model, region)
+	if err != nil {
+		return m, &bedrockFailure{refuseModel, 400, "ccproxy: model " + strconv.Quote(p.req.fields.model) + " is not available on Bedrock for region " + region + "; choose another model or ask the gateway administrator to map it", nil}
+	}
+	if m.Guessed {
+		p.r.metrics.bedrockGuessed.Inc()
+		p.logger().LogAttrs(ctx, slog.LevelWarn, "bedrock model id guessed by the profile rule (no mapping)",
+			slog.String("model", p.req.fields.model), slog.String("bedrock_model", m.InvokeID))
+	}
+	return m, nil
+}
+
+// invalidBody refuses a body the translation cannot read.
+func invalidBody() *bedrockFailure {
+	return &bedrockFailure{refuseBody, 400, "ccproxy: the request body is not a valid JSON object", nil}
+}
+
+// wantsBedrock reports whether the request goes to Bedrock.
+func (p *Processor) wantsBedrock() bool {
+	switch p.req.kind {
+	case pathBedrockModel:
+		return true
+	case pathMessages, pathCountTokens:
+		return p.req.identity.RoutingStrategy == accesskey.RoutingBedrockOnly
+	}
+	return false
+}
+
+// mayGoToBedrock reports whether the request might be sent to Bedrock, so
+// its headers must be noted (collectBedrockHeaders).
+func (p *Processor) mayGoToBedrock() bool { return p.wantsBedrock() || p.mayFallBack() }
+
+// collectBedrockHeaders notes what a Bedrock-bound request must lose or
+// carry over: the client's credentials, the anthropic-* headers (for a
+// translated request), and the anthropic-beta flags.
+func (p *Processor) collectBedrockHeaders(h *extprocv3.HttpHeaders) {
+	for _, hv := range h.GetHeaders().GetHeaders() {
+		switch {
+		case hv.Key == "x-api-key" || hv.Key == "authorization":
+			p.req.credentialHeaders = appendOnce(p.req.credentialHeaders, hv.Key)
+		case hv.Key == "anthropic-beta":
+			if p.req.betaHeader != "" {
+				p.req.betaHeader += ","
+			}
+			p.req.betaHeader += string(rawValue(hv))
+			p.req.anthropicHeaders = appendOnce(p.req.anthropicHeaders, hv.Key)
+		case len(hv.Key) > len("anthropic-") && hv.Key[:len("anthropic-")] == "anthropic-":
+			p.req.anthropicHeaders = appendOnce(p.req.anthropicHeaders, hv.Key)
+		}
+	}
+}
+
+func appendOnce(list []string, s string) []string {
+	for _, v := range list {
+		if v == s {
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 // budgetSpent reports whether the user's monthly Bedrock budget is spent.
 // When the spend cannot be learned at all it fails open (extproc/budget
 // explains why), logging and counting the request.
 func (p *Processor) budgetSpent(ctx context.Context) (budget.Status, bool) {
-	b := p.identity.MonthlyBudgetUSD
+	b := p.req.identity.MonthlyBudgetUSD
 	if b == nil || p.r.bedrock.Budgets == nil {
 		return budget.Status{}, false
 	}
-	st, err := p.r.bedrock.Budgets.Check(ctx, p.identity.UserID, *b)
+	st, err := p.r.bedrock.Budgets.Check(ctx, p.req.identity.UserID, *b)
 	if err != nil {
 		if ctx.Err() != nil {
 			return budget.Status{}, false // the request is going away anyway
 		}
 		p.r.metrics.budgetUnchecked.Inc()
-		p.r.log.LogAttrs(ctx, slog.LevelWarn, "budget unknown: serving the request (fail open)",
-			slog.String("request_id", p.requestID), slog.String("user_id", p.identity.UserID.String()), slog.Any("error", err))
+		p.logger().LogAttrs(ctx, slog.LevelWarn, "budget unknown: serving the request (fail open)",
+			slog.String("user_id", p.req.identity.UserID.String()), slog.Any("error", err))
 		return budget.Status{}, false
 	}
 	return st, st.Over
@@ -288,36 +224,6 @@ func (p *Processor) refuseBudget(ctx context.Context, st budget.Status) *extproc
 	return resp
 }
 
-// countTokensBody wraps an InvokeModel body for Bedrock's CountTokens API,
-// adding the max_tokens InvokeModel requires and count_tokens requests lack.
-func countTokensBody(invoke []byte) []byte {
-	hasMax := false
-	it := jsonscan.Object(invoke)
-	for k, _, ok := it.Next(); ok; k, _, ok = it.Next() {
-		if jsonscan.KeyIs(k, "max_tokens") {
-			hasMax = true
-			break
-		}
-	}
-	if !hasMax {
-		i := bytes.LastIndexByte(invoke, '}')
-		withMax := make([]byte, 0, len(invoke)+16)
-		withMax = append(withMax, invoke[:i]...)
-		withMax = append(withMax, `,"max_tokens":1}`...)
-		invoke = withMax
-	}
-	var wrapped struct {
-		Input struct {
-			InvokeModel struct {
-				Body []byte `json:"body"` // base64, as Bedrock wants
-			} `json:"invokeModel"`
-		} `json:"input"`
-	}
-	wrapped.Input.InvokeModel.Body = invoke
-	b, _ := json.Marshal(wrapped) // cannot fail for this type
-	return b
-}
-
 // noteDrops counts and logs what the allow-lists removed.
 func (p *Processor) noteDrops(ctx context.Context, tr bedrock.Request) {
 	if len(tr.DroppedBetas) == 0 && len(tr.DroppedFields) == 0 {
@@ -326,8 +232,7 @@ func (p *Processor) noteDrops(ctx context.Context, tr bedrock.Request) {
 	p.r.metrics.bedrockDroppedBetas.Add(float64(len(tr.DroppedBetas)))
 	p.r.metrics.bedrockDroppedFields.Add(float64(len(tr.DroppedFields)))
 	// Names are logged, not used as metric labels: clients choose them.
-	p.r.log.LogAttrs(ctx, slog.LevelInfo, "bedrock translation dropped what Bedrock would reject",
-		slog.String("request_id", p.requestID),
+	p.logger().LogAttrs(ctx, slog.LevelInfo, "bedrock translation dropped what Bedrock would reject",
 		slog.Any("dropped_betas", capList(tr.DroppedBetas)),
 		slog.Any("dropped_fields", capList(tr.DroppedFields)))
 }
@@ -346,13 +251,13 @@ func capList(s []string) []string {
 func (p *Processor) refuseBedrock(ctx context.Context, reason string, code int, msg string, cause error) *extprocv3.ProcessingResponse {
 	p.r.metrics.bedrockRefusals.WithLabelValues(reason).Inc()
 	p.r.metrics.request(OutcomeBedrockRefused)
-	attrs := []slog.Attr{slog.String("request_id", p.requestID), slog.String("reason", reason), slog.Int("status", code)}
+	attrs := []slog.Attr{slog.String("reason", reason), slog.Int("status", code)}
 	if cause != nil {
 		attrs = append(attrs, slog.Any("error", cause))
 	}
-	p.r.log.LogAttrs(ctx, slog.LevelWarn, "bedrock request refused", attrs...)
+	p.logger().LogAttrs(ctx, slog.LevelWarn, "bedrock request refused", attrs...)
 	p.forward = false
-	if p.kind == pathBedrockModel || p.kind == pathBedrockOther {
+	if p.req.kind == pathBedrockModel || p.req.kind == pathBedrockOther {
 		return bedrockImmediate(code, msg)
 	}
 	var typ string
@@ -412,81 +317,41 @@ func bedrockImmediate(code int, msg string) *extprocv3.ProcessingResponse {
 	}}}
 }
 
-// inferenceProfiles answers Claude Code's Bedrock-mode
-// GET /bedrock/inference-profiles (ListInferenceProfiles) from the model
-// mappings for the user's region, so that it can pick a model without a
-// call to the Bedrock control plane, which the gateway does not proxy.
-func (p *Processor) inferenceProfiles(ctx context.Context) *extprocv3.ProcessingResponse {
-	bc := p.r.bedrock
-	var cfg *runtimeconfig.Config
-	if bc != nil {
-		cfg = bc.Runtime.Current()
-	}
-	if cfg == nil {
-		return p.refuseBedrock(ctx, refuseNoRuntime, 503, "ccproxy: the gateway has not received its Bedrock configuration yet; try again shortly", nil)
-	}
-	region := ""
-	if c := p.identity.Bedrock; c != nil {
-		region = c.Region
-	}
-	type modelRef struct {
-		ModelArn string `json:"modelArn"`
-	}
-	type profile struct {
-		InferenceProfileName string     `json:"inferenceProfileName"`
-		InferenceProfileID   string     `json:"inferenceProfileId"`
-		InferenceProfileArn  string     `json:"inferenceProfileArn"`
-		Description          string     `json:"description"`
-		Models               []modelRef `json:"models"`
-		Status               string     `json:"status"`
-		Type                 string     `json:"type"`
-	}
-	out := struct {
-		InferenceProfileSummaries []profile `json:"inferenceProfileSummaries"`
-	}{InferenceProfileSummaries: []profile{}}
-	for _, m := range cfg.Models() {
-		id := m.InvokeIDFor(region)
-		if id == "" || id == m.BaseID {
-			continue // not a profile
-		}
-		out.InferenceProfileSummaries = append(out.InferenceProfileSummaries, profile{
-			InferenceProfileName: m.AnthropicID,
-			InferenceProfileID:   id,
-			InferenceProfileArn:  "arn:aws:bedrock:" + region + "::inference-profile/" + id,
-			Description:          "ccproxy mapping of " + m.AnthropicID,
-			Models:               []modelRef{{ModelArn: "arn:aws:bedrock:" + region + "::foundation-model/" + m.BaseID}},
-			Status:               "ACTIVE",
-			Type:                 "SYSTEM_DEFINED",
-		})
-	}
-	body, _ := json.Marshal(out)
-	p.r.metrics.request(OutcomeModels)
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocv3.ImmediateResponse{
-		Status:  &typev3.HttpStatus{Code: typev3.StatusCode_OK},
-		Body:    body,
-		Headers: &extprocv3.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("content-type", []byte("application/json"))}},
-		Details: "ccproxy_inference_profiles",
-	}}}
+// bedrockAnswer reads a Bedrock answer for the Bedrock backends: an event
+// stream is decoded and converted to Anthropic SSE chunk by chunk (for the
+// client, unless the backend passes Bedrock's format through, and always for
+// metering); a JSON body is read whole.
+type bedrockAnswer struct {
+	model     string // the Bedrock model id, for the usage event
+	errorType string // x-amzn-errortype of an error answer
+	stream    bool
+	conv      *eventstream.Converter
+	sseBuf    []byte
+	scanner   metering.SSEScanner
+	json      usage.Usage
+	counted   int64
 }
 
-// bedrockResponseHeaders handles the response headers of a Bedrock-routed
-// request. resp is the reply being built.
-func (p *Processor) bedrockResponseHeaders(resp *extprocv3.ProcessingResponse, ct, errType []byte) {
-	p.amznErrorType = string(errType)
+// headers handles the response headers of a Bedrock answer. convert says
+// whether an event stream is converted to SSE for the client.
+func (a *bedrockAnswer) headers(p *Processor, rh *responseHead, resp *extprocv3.ProcessingResponse, convert bool) {
+	a.errorType = string(rh.errorType)
 	common := resp.GetResponseHeaders().GetResponse()
-	if p.status != 200 {
-		if p.status == 403 && isCredentialError(string(errType)) {
-			p.credentialRejected(string(errType))
+	if p.resp.status != 200 {
+		if p.resp.status == 403 && isCredentialError(a.errorType) {
+			p.credentialRejected(a.errorType)
 		}
+		p.firstToken()
 		return // BUFFERED: mapped in the body phase (translated kinds only)
 	}
-	if !isAmazonEventStream(ct) {
+	if !isAmazonEventStream(rh.contentType) {
+		p.firstToken()
 		return
 	}
-	p.bedrockStream = true
+	a.stream = true
 	resp.ModeOverride = streamedResponseMode()
-	p.conv = eventstream.NewConverter()
-	if p.bedrockKind == bedrockPassthrough {
+	a.conv = eventstream.NewConverter()
+	if !convert {
 		return // Claude Code's Bedrock mode checks the event-stream content type
 	}
 	common.HeaderMutation = &extprocv3.HeaderMutation{
@@ -497,6 +362,82 @@ func (p *Processor) bedrockResponseHeaders(resp *extprocv3.ProcessingResponse, c
 		// The SSE is longer than the event stream; Envoy removes the length
 		// in STREAMED mode anyway (ext_proc.cc), this states it.
 		RemoveHeaders: []string{"content-length", "x-amzn-bedrock-content-type"},
+	}
+}
+
+// streamChunk converts (or, without convert, only reads) one chunk of a
+// Bedrock event stream.
+func (a *bedrockAnswer) streamChunk(p *Processor, chunk []byte, end, convert bool) *extprocv3.CommonResponse {
+	out, _ := a.conv.Write(a.sseBuf[:0], chunk)
+	if end {
+		out, _ = a.conv.Finish(out)
+	}
+	a.sseBuf = out[:0]
+	if !p.resp.encoded {
+		a.scanner.Write(out)
+		if a.scanner.ContentStarted() {
+			p.firstToken()
+		}
+	}
+	if end {
+		p.endResponse()
+	}
+	if !convert {
+		return nil
+	}
+	// Exactly one reply per chunk; an empty output (a frame split across
+	// chunks) empties the chunk. The reply gets its own copy: a.sseBuf is
+	// reused for the next chunk, and gRPC does not promise that a message is
+	// no longer read once Send returns (stats handlers may read it lazily).
+	bm := &extprocv3.BodyMutation{}
+	if len(out) == 0 {
+		bm.Mutation = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
+	} else {
+		bm.Mutation = &extprocv3.BodyMutation_Body{Body: bytes.Clone(out)}
+	}
+	return &extprocv3.CommonResponse{BodyMutation: bm}
+}
+
+// mapError replaces a Bedrock error answer with the matching Anthropic
+// error (status and JSON body).
+func (a *bedrockAnswer) mapError(ctx context.Context, p *Processor, body []byte) *extprocv3.CommonResponse {
+	me := bedrock.MapError(p.resp.status, a.errorType, body)
+	if me.CredentialRejected && !(p.resp.status == 403 && isCredentialError(a.errorType)) {
+		p.credentialRejected(me.BedrockType)
+	}
+	p.logger().LogAttrs(ctx, slog.LevelInfo, "bedrock error mapped",
+		slog.Int("bedrock_status", p.resp.status), slog.String("bedrock_type", me.BedrockType), slog.Int("status", me.Status))
+	p.resp.status = me.Status
+	return replaceBody(me.Status, me.Body)
+}
+
+// meter fills the usage event of a Bedrock answer.
+func (a *bedrockAnswer) meter(p *Processor, ev *usage.Event) {
+	ev.Provider = usage.ProviderBedrock
+	ev.BackendModel = a.model
+	if c := p.req.identity.Bedrock; c != nil {
+		ev.Region = c.Region
+	}
+	ev.CountedInputTokens = a.counted
+	if !a.stream {
+		ev.Usage = a.json
+		return
+	}
+	ev.Usage = a.scanner.Usage()
+	ev.Aborted = !p.resp.ended && !a.scanner.Completed()
+	// Bedrock's invocation metrics fill counts the events left out.
+	cu := a.conv.Usage()
+	if ev.Usage.InputTokens == 0 {
+		ev.Usage.InputTokens = cu.InputTokens
+	}
+	if ev.Usage.OutputTokens == 0 {
+		ev.Usage.OutputTokens = cu.OutputTokens
+	}
+	if ev.Usage.CacheReadInputTokens == 0 {
+		ev.Usage.CacheReadInputTokens = cu.CacheReadInputTokens
+	}
+	if ev.Usage.CacheWrite5mInputTokens == 0 && ev.Usage.CacheWrite1hInputTokens == 0 {
+		ev.Usage.CacheWrite5mInputTokens = cu.CacheCreationInputTokens
 	}
 }
 
@@ -521,104 +462,16 @@ func isCredentialError(t string) bool {
 func (p *Processor) credentialRejected(errType string) {
 	p.r.metrics.bedrockCredentialRejected.Inc()
 	var cred string
-	if c := p.identity.Bedrock; c != nil {
+	if c := p.req.identity.Bedrock; c != nil {
 		cred = c.ID.String()
 	}
-	p.r.log.LogAttrs(context.Background(), slog.LevelError, "Bedrock rejected the gateway's credential: the administrator must fix it",
-		slog.String("request_id", p.requestID), slog.String("credential_id", cred), slog.String("bedrock_error", errType))
-}
-
-// bedrockStreamChunk converts (or, for pass-through, only reads) one chunk
-// of a Bedrock event stream.
-func (p *Processor) bedrockStreamChunk(b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	out, _ := p.conv.Write(p.sseBuf[:0], b.GetBody())
-	if b.GetEndOfStream() {
-		out, _ = p.conv.Finish(out)
-	}
-	p.sseBuf = out[:0]
-	if !p.encoded {
-		p.scanner.Write(out)
-		if !p.ttftSet && p.started && p.scanner.ContentStarted() {
-			p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
-		}
-	}
-	if b.GetEndOfStream() {
-		p.endResponse()
-	}
-	if p.bedrockKind == bedrockPassthrough {
-		if p.bodyReply == nil {
-			p.bodyReply = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-				ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
-		}
-		return p.bodyReply
-	}
-	// Exactly one reply per chunk; an empty output (a frame split across
-	// chunks) empties the chunk. The reply gets its own copy: p.sseBuf is
-	// reused for the next chunk, and gRPC does not promise that a message is
-	// no longer read once Send returns (stats handlers may read it lazily).
-	bm := &extprocv3.BodyMutation{}
-	if len(out) == 0 {
-		bm.Mutation = &extprocv3.BodyMutation_ClearBody{ClearBody: true}
-	} else {
-		bm.Mutation = &extprocv3.BodyMutation_Body{Body: bytes.Clone(out)}
-	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-		ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{BodyMutation: bm}}}}
-}
-
-// bedrockBufferedBody handles a BUFFERED Bedrock response body: usage of an
-// /invoke answer, the CountTokens answer, and Bedrock errors mapped to
-// Anthropic's. It returns nil when the body passes unchanged.
-func (p *Processor) bedrockBufferedBody(ctx context.Context, body []byte) *extprocv3.CommonResponse {
-	switch {
-	case p.bedrockKind == bedrockPassthrough:
-		if p.status == 200 && !p.encoded {
-			switch p.bedrockPath.op {
-			case "invoke":
-				p.jsonUsage, _ = metering.FromJSON(body)
-			case "count-tokens":
-				var ans struct {
-					InputTokens int64 `json:"inputTokens"`
-				}
-				if json.Unmarshal(body, &ans) == nil {
-					p.counted = ans.InputTokens
-				}
-			}
-		}
-		return nil
-	case p.status == 200 && p.bedrockKind == bedrockMessages:
-		if !p.encoded {
-			p.jsonUsage, _ = metering.FromJSON(body)
-		}
-		return nil
-	case p.status == 200 && p.bedrockKind == bedrockCountTokens:
-		var ans struct {
-			InputTokens *int64 `json:"inputTokens"`
-		}
-		if err := json.Unmarshal(body, &ans); err != nil || ans.InputTokens == nil {
-			p.r.log.LogAttrs(ctx, slog.LevelError, "unreadable Bedrock CountTokens answer",
-				slog.String("request_id", p.requestID))
-			return replaceBody(502, apierror.Body(apierror.API, "ccproxy: Bedrock returned an unreadable token count"))
-		}
-		p.counted = *ans.InputTokens
-		return replaceBody(200, []byte(`{"input_tokens":`+strconv.FormatInt(*ans.InputTokens, 10)+`}`))
-	case p.status != 200:
-		me := bedrock.MapError(p.status, p.amznErrorType, body)
-		if me.CredentialRejected && !(p.status == 403 && isCredentialError(p.amznErrorType)) {
-			p.credentialRejected(me.BedrockType)
-		}
-		p.r.log.LogAttrs(ctx, slog.LevelInfo, "bedrock error mapped",
-			slog.String("request_id", p.requestID), slog.Int("bedrock_status", p.status),
-			slog.String("bedrock_type", me.BedrockType), slog.Int("status", me.Status))
-		p.status = me.Status
-		return replaceBody(me.Status, me.Body)
-	}
-	return nil
+	p.logger().LogAttrs(context.Background(), slog.LevelError, "Bedrock rejected the gateway's credential: the administrator must fix it",
+		slog.String("credential_id", cred), slog.String("bedrock_error", errType))
 }
 
 // replaceBody replaces a BUFFERED response: status, JSON body and its
 // length (a content-length that disagrees with a mutated BUFFERED body is a
-// local 500 in Envoy, PROTOCOL-NOTES.md "Envoy rules").
+// local 500 in Envoy; docs/envoy.md).
 func replaceBody(status int, body []byte) *extprocv3.CommonResponse {
 	return &extprocv3.CommonResponse{
 		HeaderMutation: &extprocv3.HeaderMutation{

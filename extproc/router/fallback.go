@@ -13,6 +13,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Fallback reasons (usage events' fallback_reason and the label "reason" of
@@ -47,28 +48,28 @@ type Breaker interface {
 // mayFallBack reports whether the request is a plan_first request that
 // Bedrock could answer if Plan does not.
 func (p *Processor) mayFallBack() bool {
-	return (p.kind == pathMessages || p.kind == pathCountTokens) &&
-		p.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&
-		p.identity.Bedrock != nil && p.r.bedrock != nil
+	return (p.req.kind == pathMessages || p.req.kind == pathCountTokens) &&
+		p.req.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&
+		p.req.identity.Bedrock != nil && p.r.bedrock != nil
 }
 
 // routePlanFirst routes a plan_first request whose user has a Bedrock
-// credential (DESIGN.md "Routing policy"). Anything that makes a fallback
-// impossible — no fallback route for the region yet, a spent budget, an
-// unusable credential, a model Bedrock does not serve, a body that cannot
-// be translated — sends it to Plan alone, which answers it (or refuses it)
-// exactly as it would without the gateway. Otherwise the translated request
-// is stored for the upstream processor and the access key's circuit
-// breaker decides: closed (or this request is the half-open probe) →
-// plan+bedrock-<region>, Plan first with Envoy's retry on Bedrock; open →
-// bedrock-<region>.
+// credential (docs/design.md, "Plan first, Bedrock second"). Anything that
+// makes a fallback impossible — no fallback route for the region yet, a
+// spent budget, an unusable credential, a model Bedrock does not serve, a
+// body that cannot be translated — sends it to Plan alone, which answers it
+// (or refuses it) exactly as it would without the gateway. Otherwise the
+// translated request is stored for the upstream processor and the access
+// key's circuit breaker decides: closed (or this request is the half-open
+// probe) → plan+bedrock-<region>, Plan first with Envoy's retry on Bedrock;
+// open → bedrock-<region>.
 func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *extprocv3.CommonResponse) {
 	bc := p.r.bedrock
-	region := p.identity.Bedrock.Region
+	region := p.req.identity.Bedrock.Region
 	planAlone := func(reason string) {
 		p.r.metrics.planAlone.WithLabelValues(reason).Inc()
-		p.r.log.LogAttrs(ctx, slog.LevelDebug, "plan_first request sent to Plan without a fallback",
-			slog.String("request_id", p.requestID), slog.String("reason", reason))
+		p.logger().LogAttrs(ctx, slog.LevelDebug, "plan_first request sent to Plan without a fallback", slog.String("reason", reason))
+		p.backend = &plan{}
 		p.setRoute(common, dataplane.RoutePlan)
 	}
 	cfg := bc.Runtime.Current()
@@ -84,7 +85,7 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		planAlone(refuseBudget)
 		return
 	}
-	r, bf := p.prepareBedrock(ctx, body, cfg)
+	bedrock, r, bf := p.newBedrockBackend(ctx, body, cfg)
 	if bf != nil {
 		planAlone(bf.reason)
 		return
@@ -93,80 +94,121 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	if bc.Breaker != nil {
 		// State answers from this replica's breaker when Redis fails; the
 		// error only says ctx ended, and then routing hardly matters.
-		d, _ = bc.Breaker.State(ctx, p.identity.KeyID)
+		d, _ = bc.Breaker.State(ctx, p.req.identity.KeyID)
 	}
 	if d.Route == planbreaker.RouteOpen && cfg.HasRegion(region) {
-		p.fallback, p.fallbackReason = true, ReasonBreakerOpen
 		p.r.metrics.fallbacks.WithLabelValues(ReasonBreakerOpen).Inc()
-		p.r.log.LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
-			slog.String("request_id", p.requestID), slog.String("reason", ReasonBreakerOpen),
-			slog.Time("open_until", d.OpenUntil))
-		p.handOff(common, r, dataplane.BedrockRoutePrefix+region)
+		p.logger().LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
+			slog.String("reason", ReasonBreakerOpen), slog.Time("open_until", d.OpenUntil))
+		p.backend = &planFirst{bedrock: bedrock, chosen: bedrock, reason: ReasonBreakerOpen}
+		p.handOff(common, r, dataplane.BedrockRoute(region))
 		return
 	}
-	// Plan first: the response tells which backend answered (whoAnswered).
-	r.KeyID = p.identity.KeyID
+	// Plan first: the response tells which backend answered (decide).
+	r.KeyID = p.req.identity.KeyID
 	r.Probe = d.Route == planbreaker.RouteProbe
-	p.fallbackKind, p.fallbackModel = p.bedrockKind, p.backendModel
-	p.bedrockKind, p.backendModel = bedrockNone, ""
-	p.handOff(common, r, dataplane.FallbackRoutePrefix+region)
+	p.backend = &planFirst{bedrock: bedrock}
+	p.handOff(common, r, dataplane.FallbackRoute(region))
 }
 
-// readResponseAttributes notes the response attributes Envoy sends with the
+// planFirst is the backend of a plan_first request that may fall back: Plan
+// answers through the plan backend, unless Envoy's retry moved the request
+// to Bedrock (or the breaker sent it there at once), and then the Bedrock
+// backend converts and meters the answer. Which one answered is decided once,
+// from the attempts the upstream processor recorded, with Envoy's attempt
+// count as a cross-check.
+type planFirst struct {
+	plan    plan
+	bedrock bedrockBackend
+	chosen  backend // nil until decided
+	reason  string  // why Bedrock answered; "" when Plan did
+	// attemptCount is upstream.request_attempt_count, 0 when not sent.
+	attemptCount int
+}
+
+func (b *planFirst) responseHeaders(ctx context.Context, p *Processor, req *extprocv3.ProcessingRequest, rh *responseHead, resp *extprocv3.ProcessingResponse) {
+	if b.chosen == nil {
+		b.readAttemptCount(req)
+		b.decide(ctx, p)
+	}
+	b.chosen.responseHeaders(ctx, p, req, rh, resp)
+}
+
+func (b *planFirst) responseBody(ctx context.Context, p *Processor, body []byte, end bool) *extprocv3.CommonResponse {
+	if b.chosen == nil {
+		b.decide(ctx, p) // a body without headers does not happen; stay safe
+	}
+	return b.chosen.responseBody(ctx, p, body, end)
+}
+
+func (b *planFirst) streamEnded(ctx context.Context, p *Processor) {
+	if b.chosen == nil && p.resp.status == 0 {
+		// No response reached this filter: whatever Plan attempt there was
+		// got none either.
+		b.decide(ctx, p)
+	}
+}
+
+func (b *planFirst) meter(p *Processor, ev *usage.Event) {
+	if b.chosen == nil {
+		b.plan.meter(p, ev)
+		return
+	}
+	b.chosen.meter(p, ev)
+	if b.reason != "" {
+		ev.Fallback, ev.FallbackReason = true, b.reason
+	}
+}
+
+// readAttemptCount notes the response attribute Envoy sends with the
 // response headers.
-func (p *Processor) readResponseAttributes(req *extprocv3.ProcessingRequest) {
+func (b *planFirst) readAttemptCount(req *extprocv3.ProcessingRequest) {
 	v := req.GetAttributes()[dataplane.AttributesKey].GetFields()[dataplane.AttemptCount]
 	switch x := v.GetKind().(type) {
 	case *structpb.Value_NumberValue:
 		// A CEL uint64 becomes a number value (ext_proc matching_utils.cc).
-		p.attemptCount = int(x.NumberValue)
+		b.attemptCount = int(x.NumberValue)
 	case *structpb.Value_StringValue:
-		p.attemptCount, _ = strconv.Atoi(x.StringValue)
+		b.attemptCount, _ = strconv.Atoi(x.StringValue)
 	}
 }
 
-// whoAnswered decides, for a plan+bedrock route, which backend answered
-// (or, when called from Close without a response, which one was tried
-// last): from the attempts the upstream processor recorded, else from the
-// attempt count (with previous_priorities and one retry, a second attempt
-// is Bedrock's). When it was Bedrock, the response is converted as for a
-// Bedrock route and the usage event carries the fallback and its reason.
-// A Plan attempt without response headers is reported to the breaker here:
-// the upstream processor, which reports answered attempts, never learns of
-// it.
-func (p *Processor) whoAnswered(ctx context.Context) {
-	kind := p.fallbackKind
-	p.fallbackKind = bedrockNone // decided once
+// decide settles which backend answered (or, when called without a
+// response, which one was tried last): from the attempts the upstream
+// processor recorded, else from the attempt count (with previous_priorities
+// and one retry, a second attempt is Bedrock's). A Plan attempt without
+// response headers is reported to the breaker here: the upstream processor,
+// which reports answered attempts, never learns of it.
+func (b *planFirst) decide(ctx context.Context, p *Processor) {
 	var attempts []handoff.Attempt
-	if p.handoffReq != nil {
-		attempts = p.handoffReq.Attempts.List()
+	if p.stored.req != nil {
+		attempts = p.stored.req.Attempts.List()
 	}
 	last := dataplane.BackendPlan
 	switch {
 	case len(attempts) > 0:
 		last = attempts[len(attempts)-1].Backend
-	case p.attemptCount >= 2:
+	case b.attemptCount >= 2:
 		last = dataplane.BackendBedrock
 	}
 	if last != dataplane.BackendBedrock {
+		b.chosen = &b.plan
 		return
 	}
-	p.bedrockKind, p.backendModel = kind, p.fallbackModel
-	p.fallback = true
-	p.fallbackReason = ReasonPlanUnreachable
+	b.chosen = b.bedrock
+	b.reason = ReasonPlanUnreachable
 	for _, a := range attempts {
 		if a.Backend == dataplane.BackendPlan {
 			if a.Status != 0 {
-				p.fallbackReason = reasonPlanPrefix + strconv.Itoa(a.Status)
+				b.reason = reasonPlanPrefix + strconv.Itoa(a.Status)
 			}
 			break
 		}
 	}
-	if p.fallbackReason == ReasonPlanUnreachable && p.r.bedrock.Breaker != nil {
-		p.r.bedrock.Breaker.Failure(ctx, p.identity.KeyID)
+	if b.reason == ReasonPlanUnreachable && p.r.bedrock.Breaker != nil {
+		p.r.bedrock.Breaker.Failure(ctx, p.req.identity.KeyID)
 	}
-	p.r.metrics.fallbacks.WithLabelValues(p.fallbackReason).Inc()
-	p.r.log.LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
-		slog.String("request_id", p.requestID), slog.String("reason", p.fallbackReason),
-		slog.Int("attempts", max(len(attempts), p.attemptCount)))
+	p.r.metrics.fallbacks.WithLabelValues(b.reason).Inc()
+	p.logger().LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
+		slog.String("reason", b.reason), slog.Int("attempts", max(len(attempts), b.attemptCount)))
 }

@@ -15,8 +15,6 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/apierror"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
-	"github.com/ccproxy/ccproxy/extproc/metering"
-	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -24,61 +22,64 @@ import (
 // Processor is the state machine of one ext_proc stream. It is driven by a
 // single goroutine: Process for each message in order, then Close.
 //
-// Envoy sends, for a pass-through request: request headers, the request
-// body (BUFFERED, one message, unless the headers ended the stream),
-// response headers, then the response body — one message when BUFFERED,
-// one per chunk after the STREAMED mode_override. Every message but an
-// ImmediateResponse gets exactly one reply of its own kind.
+// Envoy sends, for a request that goes upstream: request headers, the
+// request body (BUFFERED, one message, unless the headers ended the
+// stream), response headers, then the response body — one message when
+// BUFFERED, one per chunk after a STREAMED mode_override. Every message but
+// an ImmediateResponse gets exactly one reply of its own kind.
+//
+// The processor authenticates the key and answers what the gateway answers
+// itself (request headers), chooses the backend and the route once the body
+// is known (route.go), and hands every response message to that backend.
 type Processor struct {
-	r *Router
+	r   *Router
+	log *slog.Logger // with the request id; built on first use (logger)
 
-	// Request.
-	started   bool
-	start     time.Time
-	requestID string
+	req     request
+	forward bool   // the request goes upstream once its last phase is answered
+	route   string // the route chosen; "" until then
+	backend backend
+	stored  storedRequest // what the upstream processor will look up
+	resp    response
+
+	bodyReply *extprocv3.ProcessingResponse
+	closed    bool
+}
+
+// request is what the processor learned from the request.
+type request struct {
+	start     time.Time // when the headers arrived; zero before
+	id        string    // x-request-id
 	sessionID string
 	agentID   string
 	client    string
 	identity  accesskey.Identity
 	kind      pathKind
-	forward   bool // the request goes upstream once its last phase is answered
-	route     string
+	bedrock   bedrockPath // kind == pathBedrockModel
 	fields    requestFields
+	// For requests that may go to Bedrock (bedrock_only, plan_first with a
+	// credential, Claude Code's Bedrock mode).
+	betaHeader        string   // anthropic-beta, repeated headers joined
+	anthropicHeaders  []string // anthropic-* header names, removed for a translated request
+	credentialHeaders []string // x-api-key, authorization: never sent to Bedrock
+}
 
-	// Bedrock (bedrock.go).
-	bedrockKind             bedrockKind
-	bedrockPath             bedrockPath
-	backendModel            string
-	handoffID               string
-	handoffReq              *handoff.Request
-	betaHeader              string
-	anthropicHeaders        []string // anthropic-* header names, removed for Bedrock
-	clientCredentialHeaders []string // x-api-key, authorization: never sent to Bedrock
-	amznErrorType           string
-	bedrockStream           bool
-	conv                    *eventstream.Converter
-	sseBuf                  []byte
+func (q *request) started() bool { return !q.start.IsZero() }
 
-	// Fallback (fallback.go).
-	fallbackKind   bedrockKind // the Bedrock translation, used if Bedrock answers
-	fallbackModel  string      // its Bedrock model id
-	fallback       bool        // Bedrock answered a plan_first request
-	fallbackReason string
-	attemptCount   int // upstream.request_attempt_count, 0 when not sent
+// response is what every backend shares about the upstream answer.
+type response struct {
+	status  int
+	encoded bool // content-encoding other than identity: usage unreadable
+	ended   bool // the response ended (end_of_stream seen)
+	ttft    time.Duration
+	ttftSet bool
+	latency time.Duration
+}
 
-	// Response.
-	status     int
-	sse        bool
-	encoded    bool // content-encoding other than identity: usage unreadable
-	ended      bool // the response ended (end_of_stream seen)
-	ttft       time.Duration
-	ttftSet    bool
-	latency    time.Duration
-	scanner    metering.SSEScanner
-	jsonUsage  usage.Usage
-	counted    int64
-	bodyReply  *extprocv3.ProcessingResponse
-	closedOnce bool
+// storedRequest is the request handed to the upstream processor.
+type storedRequest struct {
+	id  string
+	req *handoff.Request
 }
 
 // Process handles one message and returns the reply to send, or nil when
@@ -101,11 +102,7 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 		resp = p.requestBody(ctx, m.RequestBody)
 	case *extprocv3.ProcessingRequest_ResponseHeaders:
 		ph = phaseResponseHeaders
-		p.readResponseAttributes(req)
-		if p.fallbackKind != bedrockNone {
-			p.whoAnswered(ctx)
-		}
-		resp = p.responseHeaders(m.ResponseHeaders)
+		resp = p.responseHeaders(ctx, req, m.ResponseHeaders)
 	case *extprocv3.ProcessingRequest_ResponseBody:
 		ph = phaseResponseBody
 		resp = p.responseBody(ctx, m.ResponseBody)
@@ -134,24 +131,22 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 }
 
 // RequestID returns the request's x-request-id, once its headers were seen.
-func (p *Processor) RequestID() string { return p.requestID }
+func (p *Processor) RequestID() string { return p.req.id }
 
-func rawValue(h *corev3.HeaderValue) []byte {
-	// Envoy sends header values in raw_value (runtime guard
-	// envoy.reloadable_features.send_header_raw_value, on by default);
-	// value is only a fallback for older or differently configured Envoys.
-	if len(h.RawValue) > 0 || h.Value == "" {
-		return h.RawValue
+// logger is the request's logger, carrying its id. It is built on first use:
+// most requests log nothing, and building one costs allocations.
+func (p *Processor) logger() *slog.Logger {
+	if p.log == nil {
+		p.log = p.r.log.With(slog.String("request_id", p.req.id))
 	}
-	return []byte(h.Value)
+	return p.log
 }
 
 func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders) (*extprocv3.ProcessingResponse, error) {
-	if p.started {
+	if p.req.started() {
 		return nil, status.Error(codes.FailedPrecondition, "request headers received twice on one stream")
 	}
-	p.started = true
-	p.start = p.r.now()
+	p.req.start = p.r.now()
 
 	var method, path, headerKey []byte
 	var hasHeaderKey bool
@@ -166,20 +161,20 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 				headerKey, hasHeaderKey = rawValue(hv), true
 			}
 		case dataplane.RequestIDHeader:
-			p.requestID = headerString(rawValue(hv))
+			p.req.id = headerString(rawValue(hv))
 		case "user-agent":
-			p.client = clientVersion(rawValue(hv))
+			p.req.client = clientVersion(rawValue(hv))
 		case sessionIDHeader:
-			p.sessionID = headerString(rawValue(hv))
+			p.req.sessionID = headerString(rawValue(hv))
 		case agentIDHeader:
-			p.agentID = headerString(rawValue(hv))
+			p.req.agentID = headerString(rawValue(hv))
 		}
 	}
 
-	if p.requestID == "" {
+	if p.req.id == "" {
 		// Envoy's HCM always sets one; without it usage rows could not be
 		// told apart (the ingester is idempotent on the request id).
-		p.requestID = uuid.NewString()
+		p.req.id = uuid.NewString()
 	}
 
 	// The path prefix wins over the header; the header is removed either
@@ -188,7 +183,7 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if !inPath {
 		key = headerKey
 	}
-	p.kind = classify(rest)
+	p.req.kind = classify(rest)
 	if !inPath && !hasHeaderKey {
 		return p.refuse(ctx, reasonMissing), nil
 	}
@@ -204,43 +199,16 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		}
 		p.r.metrics.authFailure(reasonLookup)
 		p.r.metrics.request(OutcomeLookupError)
-		p.r.log.LogAttrs(ctx, slog.LevelError, "access key lookup failed",
-			slog.String("request_id", p.requestID), slog.Any("error", err))
+		p.logger().LogAttrs(ctx, slog.LevelError, "access key lookup failed", slog.Any("error", err))
 		return immediate(500, apierror.API, "ccproxy: the access key could not be checked; try again", "ccproxy_key_lookup_failed"), nil
 	}
-	p.identity = id
+	p.req.identity = id
 
-	switch {
-	case string(method) == "HEAD":
-		// Claude Code probes the base URL with HEAD /ak/<key>/api/hello
-		// before its first request.
-		p.r.metrics.request(OutcomeProbe)
-		return immediate(200, "", "", "ccproxy_probe"), nil
-	case p.kind == pathModels && string(method) == "GET":
-		p.r.metrics.request(OutcomeModels)
-		return p.r.modelsResponse(rest), nil
-	case p.kind == pathOther:
-		p.r.metrics.request(OutcomeNotFound)
-		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found"), nil
-	case p.kind == pathBedrockProfiles && string(method) == "GET":
-		return p.inferenceProfiles(ctx), nil
-	case p.kind == pathBedrockOther || p.kind == pathBedrockProfiles:
-		p.r.metrics.request(OutcomeNotFound)
-		return bedrockImmediate(404, "ccproxy: the gateway serves only InvokeModel, InvokeModelWithResponseStream, CountTokens and ListInferenceProfiles in Bedrock mode"), nil
-	case p.kind == pathBedrockModel:
-		var ok bool
-		if p.bedrockPath, ok = parseBedrockPath(rest); !ok || string(method) != "POST" {
-			p.r.metrics.request(OutcomeNotFound)
-			return bedrockImmediate(404, "ccproxy: unsupported Bedrock request"), nil
-		}
-		if id.RoutingStrategy == accesskey.RoutingPlanOnly {
-			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil), nil
-		}
-	case p.kind == pathV1 && id.RoutingStrategy == accesskey.RoutingBedrockOnly:
-		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil), nil
+	if local := p.answerLocally(ctx, string(method), rest); local != nil {
+		return local, nil
 	}
 
-	if p.wantsBedrock() || p.mayFallBack() {
+	if p.mayGoToBedrock() {
 		p.collectBedrockHeaders(h)
 	}
 	p.forward = true
@@ -255,34 +223,55 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if h.GetEndOfStream() {
 		// No body follows: this is the last request phase, so the route is
 		// chosen here.
-		if p.wantsBedrock() {
-			return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request has no body", nil), nil
+		if refusal := p.chooseRoute(ctx, nil, common); refusal != nil {
+			return refusal, nil
 		}
-		p.setRoute(common, dataplane.RoutePlan)
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
 		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}, nil
 }
 
-// setRoute sets the route header and clear_route_cache in common, which
-// must be the reply to the last request phase: Envoy re-matches the route
-// only when clear_route_cache comes with a header mutation in the same
-// CommonResponse.
-func (p *Processor) setRoute(common *extprocv3.CommonResponse, route string) {
-	p.route = route
-	p.r.metrics.forwarded(route)
-	if common.HeaderMutation == nil {
-		common.HeaderMutation = &extprocv3.HeaderMutation{}
+// answerLocally answers what the gateway answers itself, once the key is
+// known good: probes, the model list, unknown paths and what the user's
+// routing strategy rules out. It returns nil for requests that go upstream.
+func (p *Processor) answerLocally(ctx context.Context, method string, rest []byte) *extprocv3.ProcessingResponse {
+	strategy := p.req.identity.RoutingStrategy
+	switch kind := p.req.kind; {
+	case method == "HEAD":
+		// Claude Code probes the base URL with HEAD /ak/<key>/api/hello
+		// before its first request.
+		p.r.metrics.request(OutcomeProbe)
+		return immediate(200, "", "", "ccproxy_probe")
+	case kind == pathModels && method == "GET":
+		p.r.metrics.request(OutcomeModels)
+		return p.r.modelsResponse(rest)
+	case kind == pathOther:
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found")
+	case kind == pathBedrockProfiles && method == "GET":
+		return p.inferenceProfiles(ctx)
+	case kind == pathBedrockOther || kind == pathBedrockProfiles:
+		p.r.metrics.request(OutcomeNotFound)
+		return bedrockImmediate(404, "ccproxy: the gateway serves only InvokeModel, InvokeModelWithResponseStream, CountTokens and ListInferenceProfiles in Bedrock mode")
+	case kind == pathBedrockModel:
+		var ok bool
+		if p.req.bedrock, ok = parseBedrockPath(rest); !ok || method != "POST" {
+			p.r.metrics.request(OutcomeNotFound)
+			return bedrockImmediate(404, "ccproxy: unsupported Bedrock request")
+		}
+		if strategy == accesskey.RoutingPlanOnly {
+			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil)
+		}
+	case kind == pathV1 && strategy == accesskey.RoutingBedrockOnly:
+		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil)
 	}
-	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.RouteHeader, []byte(p.route)))
-	common.ClearRouteCache = true
+	return nil
 }
 
 func (p *Processor) refuse(ctx context.Context, reason string) *extprocv3.ProcessingResponse {
 	p.r.metrics.authFailure(reason)
 	p.r.metrics.request(OutcomeRefused)
-	p.r.log.LogAttrs(ctx, slog.LevelInfo, "access key refused",
-		slog.String("request_id", p.requestID), slog.String("reason", reason))
+	p.logger().LogAttrs(ctx, slog.LevelInfo, "access key refused", slog.String("reason", reason))
 	var msg string
 	switch reason {
 	case reasonMissing:
@@ -294,246 +283,153 @@ func (p *Processor) refuse(ctx context.Context, reason string) *extprocv3.Proces
 	default:
 		msg = "ccproxy: invalid access key"
 	}
-	if p.kind == pathBedrockModel || p.kind == pathBedrockProfiles || p.kind == pathBedrockOther {
+	if k := p.req.kind; k == pathBedrockModel || k == pathBedrockProfiles || k == pathBedrockOther {
 		// The AWS SDK of Claude Code's Bedrock mode parses Bedrock's format.
 		return bedrockImmediate(403, msg)
 	}
 	return immediate(401, apierror.Authentication, msg, "ccproxy_auth_"+reason)
 }
 
-// collectBedrockHeaders notes what a Bedrock-bound request must lose or
-// carry over: the client's credentials, the anthropic-* headers (for a
-// translated request), and the anthropic-beta flags.
-func (p *Processor) collectBedrockHeaders(h *extprocv3.HttpHeaders) {
-	for _, hv := range h.GetHeaders().GetHeaders() {
-		switch {
-		case hv.Key == "x-api-key" || hv.Key == "authorization":
-			p.clientCredentialHeaders = appendOnce(p.clientCredentialHeaders, hv.Key)
-		case hv.Key == "anthropic-beta":
-			if p.betaHeader != "" {
-				p.betaHeader += ","
-			}
-			p.betaHeader += string(rawValue(hv))
-			p.anthropicHeaders = appendOnce(p.anthropicHeaders, hv.Key)
-		case len(hv.Key) > len("anthropic-") && hv.Key[:len("anthropic-")] == "anthropic-":
-			p.anthropicHeaders = appendOnce(p.anthropicHeaders, hv.Key)
-		}
-	}
-}
-
-func appendOnce(list []string, s string) []string {
-	for _, v := range list {
-		if v == s {
-			return list
-		}
-	}
-	return append(list, s)
-}
-
 func (p *Processor) requestBody(ctx context.Context, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	common := &extprocv3.CommonResponse{}
 	if p.forward && p.route == "" {
-		if p.kind == pathMessages || p.kind == pathCountTokens {
-			p.fields = scanRequest(b.GetBody())
-		}
-		switch {
-		case p.wantsBedrock():
-			if refusal := p.routeBedrock(ctx, b.GetBody(), common); refusal != nil {
-				return refusal
-			}
-		case p.mayFallBack():
-			p.routePlanFirst(ctx, b.GetBody(), common)
-		default:
-			p.setRoute(common, dataplane.RoutePlan)
+		if refusal := p.chooseRoute(ctx, b.GetBody(), common); refusal != nil {
+			return refusal
 		}
 	}
 	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestBody{
 		RequestBody: &extprocv3.BodyResponse{Response: common}}}
 }
 
-func (p *Processor) responseHeaders(h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
-	var ct, ce, amznType []byte
+// responseHead is what the processor reads of the response headers for the
+// backend.
+type responseHead struct {
+	contentType []byte
+	errorType   []byte // x-amzn-errortype (Bedrock)
+	end         bool   // no body follows
+}
+
+func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
+	var ce []byte
+	rh := responseHead{end: h.GetEndOfStream()}
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case ":status":
-			p.status = parseStatus(rawValue(hv))
+			p.resp.status = parseStatus(rawValue(hv))
 		case "content-type":
-			ct = rawValue(hv)
+			rh.contentType = rawValue(hv)
 		case "content-encoding":
 			ce = rawValue(hv)
 		case "x-amzn-errortype":
-			amznType = rawValue(hv)
+			rh.errorType = rawValue(hv)
 		}
 	}
-	if p.bedrockKind != bedrockNone {
-		p.encoded = len(ce) > 0 && string(ce) != "identity"
-		resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
-			ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-		p.bedrockResponseHeaders(resp, ct, amznType)
-		if !p.bedrockStream && p.started {
-			p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
-		}
-		if h.GetEndOfStream() {
-			p.endResponse()
-		}
-		return resp
-	}
-	p.sse = p.status == 200 && isEventStream(ct)
-	p.encoded = len(ce) > 0 && string(ce) != "identity"
+	p.resp.encoded = len(ce) > 0 && string(ce) != "identity"
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
-	if p.sse {
-		resp.ModeOverride = streamedResponseMode()
-	} else if p.started {
-		p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
+	if p.backend != nil {
+		p.backend.responseHeaders(ctx, p, req, &rh, resp)
 	}
-	if h.GetEndOfStream() {
+	if rh.end {
 		p.endResponse()
 	}
 	return resp
 }
 
 func (p *Processor) responseBody(ctx context.Context, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
-	body := b.GetBody()
-	if p.bedrockStream {
-		return p.bedrockStreamChunk(b)
-	}
-	if p.bedrockKind != bedrockNone {
-		// BUFFERED: the whole body, see below.
-		common := p.bedrockBufferedBody(ctx, body)
+	var common *extprocv3.CommonResponse
+	if p.backend != nil {
+		common = p.backend.responseBody(ctx, p, b.GetBody(), b.GetEndOfStream())
+	} else {
 		p.endResponse()
-		if common != nil {
-			return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-				ResponseBody: &extprocv3.BodyResponse{Response: common}}}
-		}
+	}
+	if common != nil {
 		return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
-			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
-	}
-	switch {
-	case p.sse:
-		if !p.encoded {
-			p.scanner.Write(body)
-			if !p.ttftSet && p.started && p.scanner.ContentStarted() {
-				p.ttft, p.ttftSet = p.r.now().Sub(p.start), true
-			}
-		}
-		if b.GetEndOfStream() {
-			p.endResponse()
-		}
-	default:
-		// BUFFERED: this one message is the whole body, even when it does
-		// not carry end_of_stream (Envoy sends it that way when trailers
-		// follow).
-		if p.status == 200 && !p.encoded {
-			switch p.kind {
-			case pathMessages:
-				p.jsonUsage, _ = metering.FromJSON(body)
-			case pathCountTokens:
-				p.counted, _ = metering.CountedTokens(body)
-			}
-		}
-		p.endResponse()
+			ResponseBody: &extprocv3.BodyResponse{Response: common}}}
 	}
 	if p.bodyReply == nil {
 		p.bodyReply = &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseBody{
 			ResponseBody: &extprocv3.BodyResponse{Response: &extprocv3.CommonResponse{}}}}
 	}
-	// The reply is identical for every chunk and gRPC has marshalled the
-	// previous one before Process is called again, so it is reused.
+	// The unchanged-chunk reply is identical for every chunk and gRPC has
+	// marshalled the previous one before Process is called again, so it is
+	// reused.
 	return p.bodyReply
 }
 
-func (p *Processor) endResponse() {
-	if p.ended || !p.started {
-		return
+// firstToken notes the time to first token, once.
+func (p *Processor) firstToken() {
+	if !p.resp.ttftSet && p.req.started() {
+		p.resp.ttft, p.resp.ttftSet = p.r.now().Sub(p.req.start), true
 	}
-	p.ended = true
-	p.latency = p.r.now().Sub(p.start)
 }
 
-// Close ends the stream: it emits the usage event of a metered request that
-// reached an upstream. ctx should outlive the stream (its values are passed
-// to the sink).
+func (p *Processor) endResponse() {
+	if p.resp.ended || !p.req.started() {
+		return
+	}
+	p.resp.ended = true
+	p.resp.latency = p.r.now().Sub(p.req.start)
+}
+
+// Close ends the stream: it frees what was stored for the upstream processor
+// and emits the usage event of a metered request that reached an upstream.
+// ctx should outlive the stream (its values are passed to the sink).
 func (p *Processor) Close(ctx context.Context) {
-	if p.closedOnce {
+	if p.closed {
 		return
 	}
-	p.closedOnce = true
-	if p.handoffID != "" {
-		if p.fallbackKind != bedrockNone && p.status == 0 {
-			// No response reached this filter: whatever Plan attempt there
-			// was got none either.
-			p.whoAnswered(ctx)
-		}
-		p.r.bedrock.Requests.Delete(p.handoffID)
+	p.closed = true
+	if p.backend != nil {
+		p.backend.streamEnded(ctx, p)
 	}
-	metered := p.kind == pathMessages || p.kind == pathCountTokens ||
-		(p.kind == pathBedrockModel && p.bedrockPath.op != "")
-	if p.route == "" || !metered {
+	if p.stored.id != "" {
+		p.r.bedrock.Requests.Delete(p.stored.id)
+	}
+	if p.route == "" || !p.metered() {
 		return
 	}
-	aborted := !p.ended && !p.scanner.Completed()
-	latency := p.latency
-	if !p.ended {
-		latency = p.r.now().Sub(p.start)
+	latency := p.resp.latency
+	if !p.resp.ended {
+		latency = p.r.now().Sub(p.req.start)
 	}
 	ev := usage.Event{
-		RequestID:          p.requestID,
-		Time:               p.start,
-		UserID:             p.identity.UserID,
-		KeyID:              p.identity.KeyID,
-		SessionID:          p.sessionID,
-		AgentID:            p.agentID,
-		ClientVersion:      p.client,
-		PathKind:           usage.PathMessages,
-		Model:              p.fields.model,
-		Route:              p.route,
-		Provider:           usage.ProviderAnthropic,
-		Stream:             p.fields.stream,
-		Status:             p.status,
-		CountedInputTokens: p.counted,
-		TTFT:               p.ttft,
-		Latency:            latency,
-		Aborted:            aborted,
-		Fallback:           p.fallback,
-		FallbackReason:     p.fallbackReason,
+		RequestID:     p.req.id,
+		Time:          p.req.start,
+		UserID:        p.req.identity.UserID,
+		KeyID:         p.req.identity.KeyID,
+		SessionID:     p.req.sessionID,
+		AgentID:       p.req.agentID,
+		ClientVersion: p.req.client,
+		PathKind:      usage.PathMessages,
+		Model:         p.req.fields.model,
+		Route:         p.route,
+		Provider:      usage.ProviderAnthropic,
+		Stream:        p.req.fields.stream,
+		Status:        p.resp.status,
+		TTFT:          p.resp.ttft,
+		Latency:       latency,
+		Aborted:       !p.resp.ended,
 	}
-	if p.kind == pathCountTokens || p.bedrockPath.op == "count-tokens" {
+	if p.req.kind == pathCountTokens || p.req.bedrock.op == "count-tokens" {
 		ev.PathKind = usage.PathCountTokens
 	}
-	switch {
-	case p.bedrockStream:
-		ev.Usage = p.scanner.Usage()
-		// Bedrock's invocation metrics fill counts the events left out.
-		cu := p.conv.Usage()
-		if ev.Usage.InputTokens == 0 {
-			ev.Usage.InputTokens = cu.InputTokens
-		}
-		if ev.Usage.OutputTokens == 0 {
-			ev.Usage.OutputTokens = cu.OutputTokens
-		}
-		if ev.Usage.CacheReadInputTokens == 0 {
-			ev.Usage.CacheReadInputTokens = cu.CacheReadInputTokens
-		}
-		if ev.Usage.CacheWrite5mInputTokens == 0 && ev.Usage.CacheWrite1hInputTokens == 0 {
-			ev.Usage.CacheWrite5mInputTokens = cu.CacheCreationInputTokens
-		}
-	case p.sse:
-		ev.Usage = p.scanner.Usage()
-	default:
-		ev.Usage = p.jsonUsage
-	}
-	if p.bedrockKind != bedrockNone {
-		ev.Provider = usage.ProviderBedrock
-		ev.BackendModel = p.backendModel
-		if c := p.identity.Bedrock; c != nil {
-			ev.Region = c.Region
-		}
-	}
-	if p.encoded && p.status == 200 {
+	p.backend.meter(p, &ev)
+	if p.resp.encoded && p.resp.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
-		p.r.log.LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response",
-			slog.String("request_id", p.requestID))
+		p.logger().LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response")
 	}
 	p.r.emit(ctx, ev)
+}
+
+// metered reports whether the request produces a usage event: Messages and
+// count_tokens requests, and Claude Code's Bedrock-mode model calls.
+func (p *Processor) metered() bool {
+	switch p.req.kind {
+	case pathMessages, pathCountTokens:
+		return true
+	case pathBedrockModel:
+		return p.req.bedrock.op != ""
+	}
+	return false
 }

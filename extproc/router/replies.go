@@ -11,22 +11,17 @@ import (
 	extprocfilterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/ccproxy/ccproxy/extproc/apierror"
+	"github.com/ccproxy/ccproxy/extproc/internal/headers"
 )
 
-// setHeader returns a mutation that overwrites header key with value.
-// Envoy's ext_proc reads the value from raw_value (setting value too is an
-// error) and ignores append_action, honouring only the deprecated append
-// flag, so that is what is set (mutation_utils.cc, applyHeaderMutations).
-func setHeader(key string, value []byte) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: key, RawValue: value},
-		//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
-		Append: wrapperspb.Bool(false),
-	}
-}
+// setHeader returns a mutation that overwrites key with value
+// (headers.Set).
+func setHeader(key string, value []byte) *corev3.HeaderValueOption { return headers.Set(key, value) }
+
+// rawValue is a header's value (headers.Value).
+func rawValue(h *corev3.HeaderValue) []byte { return headers.Value(h) }
 
 // immediate returns an ImmediateResponse. With errType set, the body is
 // Anthropic error JSON; otherwise it is empty.

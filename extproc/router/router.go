@@ -1,14 +1,18 @@
 // Package router owns the router-level ext_proc processor: the per-request
 // state machine that runs in Envoy's HTTP connection manager before the
-// router filter (DESIGN.md "Request lifecycle on Envoy").
+// router filter, where every decision that can refuse a request is made
+// (docs/design.md, "Two ext_proc filters").
 //
-// For each request it authenticates the access key, answers what the
-// gateway answers itself (HEAD probes, GET /v1/models, refusals, unknown
-// paths), strips the key from the path, chooses the route by setting the
-// x-ccproxy-route header with clear_route_cache, switches streaming
-// responses to STREAMED body mode, and meters the response into a
-// usage.Event. It never changes a byte of a pass-through request or
-// response body, nor the client's credential headers.
+// For each request a Processor authenticates the access key, answers what
+// the gateway answers itself (HEAD probes, GET /v1/models, refusals, unknown
+// paths), strips the key from the path, chooses one backend and the route
+// (route.go) — Plan pass-through (plan.go), Bedrock Messages
+// (bedrock_messages.go), Bedrock CountTokens (bedrock_counttokens.go),
+// Claude Code's Bedrock mode (bedrock_mode.go) or Plan first with Bedrock
+// fallback (fallback.go) — and hands that backend the response, which it
+// converts where needed and meters into a usage.Event. A Plan pass-through
+// request and its answer are never changed, nor the client's credential
+// headers on their way to Plan.
 package router
 
 import (

@@ -34,12 +34,12 @@ import (
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/structpb"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/internal/headers"
 	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
@@ -177,11 +177,11 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	if p.req == nil {
 		return
 	}
-	headers := hs.GetHeaders().GetHeaders()
+	hvs := hs.GetHeaders().GetHeaders()
 	get := func(name string) string {
-		for _, hv := range headers {
+		for _, hv := range hvs {
 			if hv.Key == name {
-				return string(rawValue(hv))
+				return string(headers.Value(hv))
 			}
 		}
 		return ""
@@ -215,11 +215,11 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	for _, hv := range hs.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case dataplane.StateHeader:
-			stateID = string(rawValue(hv))
+			stateID = string(headers.Value(hv))
 		case "x-request-id":
-			requestID = string(rawValue(hv))
+			requestID = string(headers.Value(hv))
 		case ":method":
-			method = string(rawValue(hv))
+			method = string(headers.Value(hv))
 		}
 	}
 	// The first attempt finds its request by the handoff header and removes
@@ -282,12 +282,12 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 		RemoveHeaders: append([]string{dataplane.StateHeader}, r.RemoveHeaders...),
 		SetHeaders:    make([]*corev3.HeaderValueOption, 0, 2+len(r.SetHeaders)+len(auth)),
 	}
-	hm.SetHeaders = append(hm.SetHeaders, setHeader(":path", r.Path))
+	hm.SetHeaders = append(hm.SetHeaders, headers.Set(":path", []byte(r.Path)))
 	for _, h := range r.SetHeaders {
-		hm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))
+		hm.SetHeaders = append(hm.SetHeaders, headers.Set(h.Name, []byte(h.Value)))
 	}
 	for _, h := range auth {
-		hm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))
+		hm.SetHeaders = append(hm.SetHeaders, headers.Set(h.Name, []byte(h.Value)))
 	}
 	common := &extprocv3.CommonResponse{HeaderMutation: hm}
 	resp := reply(common)
@@ -339,17 +339,3 @@ func reply(c *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
 // setHeader overwrites key with value, in raw_value only and with the
 // deprecated append flag, which is what Envoy's ext_proc reads
 // (mutation_utils.cc, applyHeaderMutations).
-func setHeader(key, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: key, RawValue: []byte(value)},
-		//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
-		Append: wrapperspb.Bool(false),
-	}
-}
-
-func rawValue(h *corev3.HeaderValue) []byte {
-	if len(h.RawValue) > 0 || h.Value == "" {
-		return h.RawValue
-	}
-	return []byte(h.Value)
-}

@@ -98,8 +98,8 @@ var Mutations = []Mutation{
 	// Routing and fallback.
 	{
 		Name: "fallback: plan_only may fall back", File: "extproc/router/fallback.go",
-		From: "p.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&",
-		To:   "p.identity.RoutingStrategy != accesskey.RoutingBedrockOnly &&", Packages: []string{pkgRouter},
+		From: "p.req.identity.RoutingStrategy == accesskey.RoutingPlanFirst &&",
+		To:   "p.req.identity.RoutingStrategy != accesskey.RoutingBedrockOnly &&", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "fallback: open breaker ignored", File: "extproc/router/fallback.go",
@@ -112,11 +112,11 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "fallback: attempt count 1 read as Bedrock", File: "extproc/router/fallback.go",
-		From: "case p.attemptCount >= 2:", To: "case p.attemptCount >= 1:", Packages: []string{pkgRouter},
+		From: "case b.attemptCount >= 2:", To: "case b.attemptCount >= 1:", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "fallback: string attempt count ignored", File: "extproc/router/fallback.go",
-		From: "p.attemptCount, _ = strconv.Atoi(x.StringValue)", To: "_ = x", Packages: []string{pkgRouter},
+		From: "b.attemptCount, _ = strconv.Atoi(x.StringValue)", To: "_ = x", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "fallback: reason ignores Plan's status", File: "extproc/router/fallback.go",
@@ -124,7 +124,7 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "fallback: unreachable Plan not charged", File: "extproc/router/fallback.go",
-		From: "if p.fallbackReason == ReasonPlanUnreachable && p.r.bedrock.Breaker != nil {",
+		From: "if b.reason == ReasonPlanUnreachable && p.r.bedrock.Breaker != nil {",
 		To:   "if false && p.r.bedrock.Breaker != nil {", Packages: []string{pkgRouter},
 	},
 	{
@@ -144,7 +144,7 @@ var Mutations = []Mutation{
 
 	// Bedrock translation and credentials.
 	{
-		Name: "bedrock: client authorization reaches Bedrock", File: "extproc/router/processor.go",
+		Name: "bedrock: client authorization reaches Bedrock", File: "extproc/router/bedrock.go",
 		From: `case hv.Key == "x-api-key" || hv.Key == "authorization":`, To: `case hv.Key == "x-api-key":`, Packages: []string{pkgRouter},
 	},
 	{
@@ -160,32 +160,25 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "bedrock: plan_only allowed in Bedrock mode", File: "extproc/router/processor.go",
-		From: "if id.RoutingStrategy == accesskey.RoutingPlanOnly {", To: "if id.RoutingStrategy == accesskey.RoutingBedrockOnly {", Packages: []string{pkgRouter},
+		From: "if strategy == accesskey.RoutingPlanOnly {", To: "if strategy == accesskey.RoutingBedrockOnly {", Packages: []string{pkgRouter},
 	},
 
 	// Metering.
 	{
-		Name: "metering: content-encoding ignored (Plan)", File: "extproc/router/processor.go",
-		From: "p.sse = p.status == 200 && isEventStream(ct)\n\tp.encoded = len(ce) > 0 && string(ce) != \"identity\"",
-		To:   "p.sse = p.status == 200 && isEventStream(ct)\n\tp.encoded = false && len(ce) > 0", Packages: []string{pkgRouter},
+		Name: "metering: content-encoding ignored", File: "extproc/router/processor.go",
+		From: "p.resp.encoded = len(ce) > 0 && string(ce) != \"identity\"", To: "p.resp.encoded = false && len(ce) > 0", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "metering: content-encoding ignored (Bedrock)", File: "extproc/router/processor.go",
-		From: "if p.bedrockKind != bedrockNone {\n\t\tp.encoded = len(ce) > 0 && string(ce) != \"identity\"",
-		To:   "if p.bedrockKind != bedrockNone {\n\t\tp.encoded = false && len(ce) > 0", Packages: []string{pkgRouter},
+		Name: "metering: Bedrock-mode invoke unmetered", File: "extproc/router/bedrock_mode.go",
+		From: "case \"invoke\":\n\t\t\tb.a.json, _ = metering.FromJSON(body)", To: "case \"invoke\":\n\t\t\t_ = metering.FromJSON", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "metering: Bedrock-mode invoke unmetered", File: "extproc/router/bedrock.go",
-		From: "case \"invoke\":\n\t\t\t\tp.jsonUsage, _ = metering.FromJSON(body)", To: "case \"invoke\":", Packages: []string{pkgRouter},
+		Name: "metering: Bedrock-mode count-tokens unmetered", File: "extproc/router/bedrock_mode.go",
+		From: "\t\t\t\tb.a.counted = ans.InputTokens\n", To: "\n", Packages: []string{pkgRouter},
 	},
 	{
-		Name: "metering: Bedrock-mode count-tokens unmetered", File: "extproc/router/bedrock.go",
-		From: "\t\t\t\t\tp.counted = ans.InputTokens\n", To: "\n", Packages: []string{pkgRouter},
-	},
-	{
-		Name: "metering: translated stream:false unmetered", File: "extproc/router/bedrock.go",
-		From: "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {\n\t\t\tp.jsonUsage, _ = metering.FromJSON(body)",
-		To:   "case p.status == 200 && p.bedrockKind == bedrockMessages:\n\t\tif !p.encoded {", Packages: []string{pkgRouter},
+		Name: "metering: translated stream:false unmetered", File: "extproc/router/bedrock_messages.go",
+		From: "\t\tb.a.json, _ = metering.FromJSON(body)", To: "\t\t_ = metering.FromJSON", Packages: []string{pkgRouter},
 	},
 	{
 		Name: "metering: cumulative usage added up", File: "extproc/metering/json.go",
@@ -203,7 +196,7 @@ var Mutations = []Mutation{
 	// The upstream processor and the handoff.
 	{
 		Name: "upstream: credential not applied", File: "extproc/upstream/upstream.go",
-		From: "\tfor _, h := range auth {\n\t\thm.SetHeaders = append(hm.SetHeaders, setHeader(h.Name, h.Value))\n\t}",
+		From: "\tfor _, h := range auth {\n\t\thm.SetHeaders = append(hm.SetHeaders, headers.Set(h.Name, []byte(h.Value)))\n\t}",
 		To:   "\t_ = auth", Packages: []string{pkgUpstream},
 	},
 	{
@@ -213,7 +206,7 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "handoff: stored request outlives its stream", File: "extproc/router/processor.go",
-		From: "p.r.bedrock.Requests.Delete(p.handoffID)", To: "_ = p.handoffID", Packages: []string{pkgRouter},
+		From: "p.r.bedrock.Requests.Delete(p.stored.id)", To: "_ = p.stored.id", Packages: []string{pkgRouter},
 	},
 
 	// Event stream → SSE.
@@ -235,7 +228,7 @@ var Mutations = []Mutation{
 		From: "st.Over = spent.GreaterThanOrEqual(st.Budget)", To: "st.Over = spent.GreaterThan(st.Budget)", Packages: []string{pkgBudget},
 	},
 	{
-		Name: "budget: bedrock_only served over budget", File: "extproc/router/bedrock.go",
+		Name: "budget: bedrock_only served over budget", File: "extproc/router/route.go",
 		From: "if st, over := p.budgetSpent(ctx); over {", To: "if st, over := p.budgetSpent(ctx); false && over {", Packages: []string{pkgRouter},
 	},
 
