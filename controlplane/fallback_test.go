@@ -40,7 +40,7 @@ func findRoute(r *Resources, name string) *routev3.Route {
 }
 
 // TestFallbackProductionSettings asserts each contract item of the plan+bedrock-<region>
-// cluster and route (issue 7), one subtest per setting.
+// cluster and route, one subtest per setting.
 func TestFallbackProductionSettings(t *testing.T) {
 	if got := FallbackClusterName("us-east-1"); got != "plan+bedrock-us-east-1" || !strings.HasPrefix(got, dataplane.FallbackRoutePrefix) {
 		t.Fatalf("FallbackClusterName = %q", got)

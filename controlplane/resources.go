@@ -2,8 +2,8 @@
 // routes, clusters) that a real Envoy 1.40 runs in production — and that envoysim decodes in
 // development and tests — and serves them to every data plane over ADS with go-control-plane.
 //
-// Every value that differs from Envoy's default is a production setting from DESIGN.md
-// ("Production settings the control plane must generate"); each is commented with the Envoy
+// Every value that differs from Envoy's default is a production setting from docs/design.md
+// ("Production settings the control plane generates"); each is commented with the Envoy
 // documentation or source it follows, listed in FIELDS.md, and asserted by the tests.
 package controlplane
 
@@ -42,7 +42,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
-// Names shared with extproc and envoysim (data-path contract, issue 3).
+// Names shared with extproc and envoysim (the data-path contract).
 const (
 	// ListenerName is the downstream HTTP listener.
 	ListenerName = "ccproxy_http"
@@ -89,11 +89,11 @@ const (
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/http/http_filters/router_filter#x-envoy-retry-on
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
 	planRetryOn = "connect-failure,reset-before-request"
-	// fallbackRetryOn retries what DESIGN.md's plan_first policy falls back on: the status
-	// codes below; `reset`, which covers every reset before response headers including the
-	// per-try timeout (Router::Filter::onPerTryTimeout resets the attempt and asks
-	// RetryStateImpl::wouldRetryFromReset, which retries any reset but overflow under
-	// `reset`); and connect failures.
+	// fallbackRetryOn retries what the plan_first strategy falls back on (docs/design.md,
+	// "Fallback is Envoy's retry"): the status codes below; `reset`, which covers every reset
+	// before response headers including the per-try timeout (Router::Filter::onPerTryTimeout
+	// resets the attempt and asks RetryStateImpl::wouldRetryFromReset, which retries any reset
+	// but overflow under `reset`); and connect failures.
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/http/http_filters/router_filter#x-envoy-retry-on
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/retry_state_impl.cc (wouldRetryFromReset)
 	// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/router/router.cc (onPerTryTimeoutCommon)
@@ -102,8 +102,8 @@ const (
 
 // fallbackStatusCodes are the Plan answers a fallback route retries on Bedrock: rate limited
 // (429), overloaded (529, Anthropic's own code) and the server errors 500, 502, 503 and 504.
-// Never other 4xx: those are the client's problem and pass through unchanged (DESIGN.md,
-// "Routing policy").
+// Never other 4xx: those are the client's problem and pass through unchanged (docs/design.md,
+// "Fallback is Envoy's retry").
 // https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/route/v3/route_components.proto#envoy-v3-api-field-config-route-v3-retrypolicy-retriable-status-codes
 var fallbackStatusCodes = []uint32{429, 500, 502, 503, 504, 529}
 
@@ -513,7 +513,7 @@ func buildUpstreamFilters(o resolved) ([]*hcmv3.HttpFilter, error) {
 		return nil, err
 	}
 	// Envoy removes content-length when a processor replaces the body with
-	// CONTINUE_AND_REPLACE (DESIGN.md, "Request lifecycle on Envoy"), and the request would
+	// CONTINUE_AND_REPLACE (docs/envoy.md, "Rules a server must respect"), and the request would
 	// go to Bedrock chunked; this filter, after the processor in the chain, writes the length
 	// back from the processor's dynamic metadata.
 	// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/service/ext_proc/v3/external_processor.proto#enum-service-ext-proc-v3-commonresponse-responsestatus

@@ -138,7 +138,7 @@ func wantDuration(t *testing.T, name string, got *durationpb.Duration, want time
 	}
 }
 
-// TestProductionSettings asserts each DESIGN.md "Production settings" item on the decoded
+// TestProductionSettings asserts each item of docs/design.md's "Production settings" on the decoded
 // configuration, one subtest per setting, so a regression names the setting it breaks.
 func TestProductionSettings(t *testing.T) {
 	d := decode(t, productionOptions)

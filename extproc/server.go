@@ -264,7 +264,7 @@ func isUpstreamStream(ctx context.Context, first *extprocv3.ProcessingRequest) b
 
 // processUpstream runs an upstream filter stream. It never ends the stream
 // with an error of its own: Envoy ignores an upstream filter's failure and
-// the attempt would hang (PROTOCOL-NOTES.md "Replies").
+// the attempt would hang (docs/envoy.md, "Upstream filter failures").
 func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, first *extprocv3.ProcessingRequest) error {
 	var p *upstream.Processor
 	if s.upstream != nil {

@@ -83,7 +83,7 @@ func TestControlPlaneConfig(t *testing.T) {
 }
 
 // TestControlPlaneFallback runs the control plane's plan+bedrock-<region>
-// cluster and route (issue 7) through envoysim: a Plan 429 is retried once,
+// cluster and route through envoysim: a Plan 429 is retried once,
 // to the priority-1 Bedrock host; the upstream processor sees one stream per
 // attempt (backend plan, then bedrock); and the router-level processor gets
 // upstream.request_attempt_count with the response headers — a number, as

@@ -39,7 +39,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// The contract's request attributes (notes/bedrock-contract.md).
+// The contract's request attributes (docs/design.md, "The Bedrock contract").
 const (
 	attrBackend = "xds.upstream_host_metadata.filter_metadata['ccproxy']['backend']"
 	attrRegion  = "xds.upstream_host_metadata.filter_metadata['ccproxy']['region']"

@@ -31,7 +31,7 @@ var (
 	ErrRevoked = errors.New("accesskey: access key revoked")
 )
 
-// Routing strategies (DESIGN.md "Routing policy").
+// Routing strategies (docs/design.md, "Routing strategies").
 const (
 	RoutingPlanFirst   = "plan_first"
 	RoutingPlanOnly    = "plan_only"

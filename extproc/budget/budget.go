@@ -1,5 +1,5 @@
 // Package budget checks users' monthly Bedrock budgets in extproc
-// (DESIGN.md "Usage, cost, budgets").
+// (docs/design.md, "Usage, cost and budgets").
 //
 // A user's spend in the current billing month (the calendar month in the
 // billing time zone) lives in Redis as the counter

@@ -6,7 +6,7 @@
 // everything an attempt needs to rewrite the request for its backend is
 // decided once by the router-level processor and kept here, in memory, under
 // an id minted from crypto/rand and passed to the upstream filter in the
-// dataplane.StateHeader request header (DESIGN.md "Request lifecycle on Envoy"). This
+// dataplane.StateHeader request header (docs/design.md, "Handing the request to the upstream filter"). This
 // is why the ext_proc cluster is exactly one local endpoint: both processors
 // of a request must be the same process. An entry lives from the router's
 // routing decision to the end of the router's stream.

@@ -160,7 +160,7 @@ func (o Outcome) String() string {
 }
 
 // Classify maps a Plan response's status and headers to an Outcome
-// (DESIGN.md "Routing policy"): 429, or any response for which
+// (docs/design.md, "The circuit breaker"): 429, or any response for which
 // LimitExhausted holds, is rate limited; 500, 502, 503, 504 and 529 are
 // failures; everything else, other 4xx included (the client's problem,
 // and proof that Plan answers), is a success. Connect failures, resets and

@@ -1,6 +1,5 @@
 // Package planbreaker is extproc's per-access-key circuit breaker for the Plan
-// upstream (DESIGN.md "Routing policy", the circuit breaker paragraph; issue
-// 7). Its state lives in Redis so that every extproc replica, and both gRPC
+// upstream (docs/design.md, "The circuit breaker"). Its state lives in Redis so that every extproc replica, and both gRPC
 // streams of one request (the router's and the upstream processor's), agree.
 //
 // # Use
@@ -75,7 +74,7 @@
 // through a sony/gobreaker circuit breaker, so a dead Redis costs one fast
 // error, not a timeout per request. When a call fails, this replica answers
 // from its own in-process breaker with the same semantics, per access key
-// (DESIGN.md: "the per-replica breaker when Redis is unreachable"); the switch
+// (docs/design.md, "The circuit breaker"); the switch
 // is logged once in each direction and every fallback is counted
 // (ccproxy_extproc_breaker_redis_fallbacks_total). The local breaker is a
 // small state machine of its own, not a gobreaker.CircuitBreaker per key:

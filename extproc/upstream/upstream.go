@@ -1,7 +1,7 @@
 // Package upstream owns the upstream-level ext_proc processor: the filter in
 // a Bedrock cluster's upstream HTTP filter chain, which Envoy runs once per
-// upstream attempt, retries included (DESIGN.md "Request lifecycle on
-// Envoy").
+// upstream attempt, retries included (docs/design.md, "Two ext_proc
+// filters").
 //
 // For each attempt it learns the chosen backend from the endpoint's host
 // metadata (the filter's request_attributes) and rewrites the request for
@@ -15,7 +15,7 @@
 //
 // It never fails a request: Envoy ignores an ImmediateResponse or a gRPC
 // error from an upstream filter and the request would hang until a timeout
-// (PROTOCOL-NOTES.md "Replies"). Everything that could fail was checked by
+// (docs/envoy.md, "Upstream filter failures"). Everything that could fail was checked by
 // the router-level processor; what still fails here (a lost handoff entry,
 // AWS credentials that expired between check and sign) is logged, counted,
 // and the request continues unchanged so that Bedrock's own error reaches

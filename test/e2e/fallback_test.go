@@ -291,7 +291,7 @@ func streamBody(marker string) string {
 }
 
 // TestFallback runs plan_first users through Plan-first routing with
-// Bedrock fallback (issue 7): Envoy's retry moves a refused request to
+// Bedrock fallback: Envoy's retry moves a refused request to
 // Bedrock, the per-access-key circuit breaker (shared through Redis) keeps
 // the next requests on Bedrock until the announced reset, and one probe
 // returns the user to Plan.

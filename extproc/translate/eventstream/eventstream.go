@@ -55,7 +55,7 @@ type Usage struct {
 
 // ErrorType maps a Bedrock exception type or error code (either
 // capitalisation, optionally followed by ":…" as in x-amzn-ErrorType) to
-// the Anthropic error type, following DESIGN.md's table.
+// the Anthropic error type, following the table in docs/design.md, "The Bedrock contract".
 func ErrorType(bedrockType string) string {
 	if i := strings.IndexByte(bedrockType, ':'); i >= 0 {
 		bedrockType = bedrockType[:i]

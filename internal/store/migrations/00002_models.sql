@@ -83,7 +83,7 @@ CREATE TRIGGER model_regions_notify AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
 --    and "Supported Regions and models for inference profiles": profile ids,
 --    including the au.* profiles, and each geography's source regions.
 --  * Claude Code 2.1.332 in Bedrock mode invokes us.anthropic.claude-opus-5-5
---    (../shared/testdata/claude-code-2.1.332/bedrock-mode-turn1.request.json).
+--    (testdata/claude-code-2.1.332/bedrock-mode-turn1.request.json).
 -- Where a model's geographic profiles were not documented (Opus/Sonnet 5.5,
 -- Fable), only the ones seen are seeded; region '' (global) covers the rest.
 -- Admins edit all of this through the API.
