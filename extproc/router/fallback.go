@@ -26,6 +26,11 @@ const (
 	// ReasonPlanUnreachable: the Plan attempt got no response headers (a
 	// connect failure, a reset or a per-try timeout).
 	ReasonPlanUnreachable = "plan_unreachable"
+	// ReasonPlanNoHost: Envoy had no Plan host (a STRICT_DNS name that does
+	// not resolve leaves priority 0 empty), so the first attempt already
+	// went to Bedrock. That is Envoy's state, not Plan's: the breaker is not
+	// charged.
+	ReasonPlanNoHost = "plan_no_host"
 	// reasonPlanPrefix starts the reason of an answered Plan attempt.
 	reasonPlanPrefix = "plan_"
 )
@@ -177,8 +182,10 @@ func (b *planFirst) readAttemptCount(req *extprocv3.ProcessingRequest) {
 // response, which one was tried last): from the attempts the upstream
 // processor recorded, else from the attempt count (with previous_priorities
 // and one retry, a second attempt is Bedrock's). A Plan attempt without
-// response headers is reported to the breaker here: the upstream processor,
-// which reports answered attempts, never learns of it.
+// response headers that Envoy retried on Bedrock is reported to the breaker
+// here: the upstream processor, which reports answered attempts, never
+// learns of it. Envoy's own failures — no Plan host, a local reply that
+// ended a Plan attempt (never retried) — charge nothing.
 func (b *planFirst) decide(ctx context.Context, p *Processor) {
 	var attempts []handoff.Attempt
 	if p.stored.req != nil {
@@ -197,8 +204,15 @@ func (b *planFirst) decide(ctx context.Context, p *Processor) {
 	}
 	b.chosen = b.bedrock
 	b.reason = ReasonPlanUnreachable
+	if len(attempts) > 0 {
+		// The upstream processor saw every attempt: none on Plan means Envoy
+		// found no Plan host and sent the first attempt to priority 1
+		// (docs/envoy.md, "Retries and priorities").
+		b.reason = ReasonPlanNoHost
+	}
 	for _, a := range attempts {
 		if a.Backend == dataplane.BackendPlan {
+			b.reason = ReasonPlanUnreachable
 			if a.Status != 0 {
 				b.reason = reasonPlanPrefix + strconv.Itoa(a.Status)
 			}

@@ -106,6 +106,8 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: "plan_529"},
 		{name: "plan unreachable: the router reports the failure", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
+		{name: "no plan host: first attempt on bedrock, breaker not charged", attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
+			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanNoHost},
 		{name: "no attempt record: the attempt count decides", attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record, one attempt: plan answered", attemptCount: 1,

@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -66,8 +67,9 @@ type Metrics struct {
 	bedrockGuessed            prometheus.Counter
 	budgetUnchecked           prometheus.Counter
 
-	fallbacks *prometheus.CounterVec
-	planAlone *prometheus.CounterVec
+	fallbacks    *prometheus.CounterVec
+	planAlone    *prometheus.CounterVec
+	localReplies *prometheus.CounterVec
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -123,14 +125,18 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_fallbacks_total",
-		Help: "plan_first requests answered by Bedrock, by reason (plan_<status> after a Plan answer Envoy retried, plan_unreachable after a connect failure, reset or per-try timeout, breaker_open when the access key's circuit breaker sent it straight to Bedrock).",
+		Help: "plan_first requests answered by Bedrock, by reason (plan_<status> after a Plan answer Envoy retried, plan_unreachable after a connect failure, reset or per-try timeout, plan_no_host when Envoy had no Plan host, breaker_open when the access key's circuit breaker sent it straight to Bedrock).",
 	}, []string{"reason"})
 	m.planAlone = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_fallback_unavailable_total",
 		Help: "plan_first requests of users with a Bedrock credential sent to Plan without a fallback, by reason (over_budget, unmappable_model, credential_unusable, invalid_body, no_fallback_route, no_runtime_config).",
 	}, []string{"reason"})
+	m.localReplies = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_envoy_local_replies_total",
+		Help: "Envoy's own error replies (no healthy upstream, timeouts, a failed upstream ext_proc stream) that reached the router-level processor and were answered as Anthropic errors, by status (Envoy 1.37 and later send them to the processor).",
+	}, []string{"status"})
 	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
-		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone} {
+		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone, m.localReplies} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}
@@ -156,6 +162,17 @@ func (m *Metrics) forwarded(route string) {
 		return
 	}
 	m.requests.WithLabelValues(OutcomeForwarded, route).Inc()
+}
+
+// localReply counts one of Envoy's local replies. The label takes the
+// statuses Envoy answers with and "other", so that it stays bounded.
+func (m *Metrics) localReply(status int) {
+	label := "other"
+	switch status {
+	case 408, 413, 500, 502, 503, 504, 507:
+		label = strconv.Itoa(status)
+	}
+	m.localReplies.WithLabelValues(label).Inc()
 }
 
 func (m *Metrics) authFailure(reason string) { m.authFailures.WithLabelValues(reason).Inc() }

@@ -325,6 +325,9 @@ func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.Processi
 		}
 	}
 	p.resp.encoded = len(ce) > 0 && string(ce) != "identity"
+	if p.backend != nil && p.convertsLocalReplies() && isLocalReply(p.resp.status, rh.contentType) {
+		return p.answerLocalReply(ctx, req, p.resp.status)
+	}
 	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_ResponseHeaders{
 		ResponseHeaders: &extprocv3.HeadersResponse{Response: &extprocv3.CommonResponse{}}}}
 	if p.backend != nil {

@@ -62,11 +62,23 @@ type Config struct {
 	Signer Signer
 	// Breaker receives Plan attempts' outcomes; nil reports none.
 	Breaker Breaker
+	// SignTimeout bounds applying a credential to one attempt (the AWS
+	// credential chain may call STS or the instance metadata service);
+	// DefaultSignTimeout when zero.
+	SignTimeout time.Duration
 	// Logger receives the processor's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil skips registration.
 	Registerer prometheus.Registerer
 }
+
+// DefaultSignTimeout bounds signing well below the ext_proc message timeout
+// the control plane configures (30 s by default): an attempt whose
+// credential cannot be applied in time continues unsigned and Bedrock's
+// refusal reaches the router-level processor as an error it reports, where
+// an expired message timeout would be Envoy's own local reply — never
+// retried, so never a fallback (docs/envoy.md, "Upstream filter failures").
+const DefaultSignTimeout = 5 * time.Second
 
 // Handler holds what every attempt's Processor shares. It is safe for
 // concurrent use.
@@ -75,6 +87,7 @@ type Handler struct {
 	signer   Signer
 	breaker  Breaker
 	log      *slog.Logger
+	signWait time.Duration
 
 	attempts *prometheus.CounterVec
 	failures *prometheus.CounterVec
@@ -102,7 +115,11 @@ func New(cfg Config) (*Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.SignTimeout <= 0 {
+		cfg.SignTimeout = DefaultSignTimeout
+	}
 	h := &Handler{
+		signWait: cfg.SignTimeout,
 		requests: cfg.Requests,
 		signer:   cfg.Signer,
 		breaker:  cfg.Breaker,
@@ -266,7 +283,9 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 		method = r.Method
 	}
 	host := p.attr(dataplane.AttributeHost)
-	auth, err := p.h.signer.Sign(ctx, r.Credential, method, host, r.Path, r.Body)
+	sctx, cancel := context.WithTimeout(ctx, p.h.signWait)
+	auth, err := p.h.signer.Sign(sctx, r.Credential, method, host, r.Path, r.Body)
+	cancel()
 	if err != nil {
 		p.h.attempts.WithLabelValues(outcomeSignErr).Inc()
 		p.h.failures.WithLabelValues("sign").Inc()

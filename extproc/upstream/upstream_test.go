@@ -5,10 +5,12 @@ import (
 	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -332,4 +334,56 @@ func TestFallbackAttempts(t *testing.T) {
 			t.Fatalf("attempts %+v", got)
 		}
 	})
+}
+
+// blockingSigner blocks until its context ends, as an AWS credential chain
+// whose metadata service does not answer would.
+type blockingSigner struct{ deadline bool }
+
+func (s *blockingSigner) Sign(ctx context.Context, _ bedrockauth.Credential, _, _, _ string, _ []byte) ([]bedrockauth.Header, error) {
+	_, s.deadline = ctx.Deadline()
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestSignIsBounded: a credential that cannot be applied in time must not
+// hold the attempt until Envoy's message timeout, whose local reply is never
+// retried; the attempt continues unsigned, counted, and Bedrock's refusal
+// reaches the router-level processor.
+func TestSignIsBounded(t *testing.T) {
+	store := handoff.NewStore()
+	signer := &blockingSigner{}
+	reg := prometheus.NewRegistry()
+	h, err := New(Config{Requests: store, Signer: signer, Registerer: reg, SignTimeout: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.Put(&handoff.Request{RequestID: "rid", Method: "POST", Path: "/model/m/invoke", Body: []byte(`{}`),
+		Credential: bedrockauth.Credential{Kind: bedrockauth.KindAWSDefaultChain, Region: "us-east-1"}})
+	got := h.NewProcessor().Process(context.Background(), headersMsg(
+		map[string]string{dataplane.AttributeBackend: dataplane.BackendBedrock, dataplane.AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"},
+		":method", "POST", dataplane.StateHeader, id))
+	want := headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+		RemoveHeaders: []string{dataplane.StateHeader},
+		SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/model/m/invoke")},
+	}})
+	if !proto.Equal(want, got) {
+		t.Fatalf("reply:\n got %s\nwant %s", prototext.Format(got), prototext.Format(want))
+	}
+	if !signer.deadline {
+		t.Fatal("Sign was called without a deadline")
+	}
+	if n := testutil.ToFloat64(h.failures.WithLabelValues("sign")); n != 1 {
+		t.Fatalf("sign failures = %v", n)
+	}
+}
+
+func TestDefaultSignTimeout(t *testing.T) {
+	h, err := New(Config{Requests: handoff.NewStore(), Signer: &recordingSigner{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.signWait != DefaultSignTimeout {
+		t.Fatalf("sign timeout %v, want %v", h.signWait, DefaultSignTimeout)
+	}
 }
