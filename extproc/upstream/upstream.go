@@ -13,13 +13,17 @@
 // an API key or a SigV4 signature computed here, per attempt, over the
 // final body and the endpoint's host.
 //
-// It never fails a request: Envoy ignores an ImmediateResponse or a gRPC
-// error from an upstream filter and the request would hang until a timeout
-// (docs/envoy.md, "Upstream filter failures"). Everything that could fail was checked by
-// the router-level processor; what still fails here (a lost handoff entry,
-// AWS credentials that expired between check and sign) is logged, counted,
-// and the request continues unchanged so that Bedrock's own error reaches
-// the router-level processor, which reports it.
+// It never fails a request. Depending on the Envoy release, an
+// ImmediateResponse, gRPC error or message timeout of an upstream filter is
+// either ignored (the attempt hangs until its per-try timeout) or a local
+// reply that Envoy never retries, so no fallback (docs/envoy.md, "Upstream
+// filter failures"). Everything that could fail was checked by the
+// router-level processor; every call made here is bounded well below the
+// message timeout (Redis by the breaker's own timeout, signing by
+// SignTimeout); what still fails (a lost handoff entry, AWS credentials that
+// expired or could not be fetched between check and sign) is logged,
+// counted, and the request continues unchanged so that Bedrock's own error
+// reaches the router-level processor, which reports it.
 package upstream
 
 import (
