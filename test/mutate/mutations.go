@@ -111,6 +111,22 @@ var Mutations = []Mutation{
 		From: "if _, over := p.budgetSpent(ctx); over {", To: "if _, over := p.budgetSpent(ctx); false && over {", Packages: []string{pkgRouter},
 	},
 	{
+		Name: "fallback: no Plan host charged as unreachable", File: "extproc/router/fallback.go",
+		From: "b.reason = ReasonPlanNoHost", To: "b.reason = ReasonPlanUnreachable", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "local reply: Envoy's text/plain error passes to Claude Code", File: "extproc/router/local_reply.go",
+		From: `return bytes.EqualFold(bytes.TrimSpace(contentType), []byte("text/plain"))`, To: "return false", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "local reply: empty-bodied ext_proc failure passes", File: "extproc/router/local_reply.go",
+		From: "if len(contentType) == 0 {\n\t\treturn true", To: "if len(contentType) == 0 {\n\t\treturn false", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "upstream: signing unbounded", File: "extproc/upstream/upstream.go",
+		From: "sctx, cancel := context.WithTimeout(ctx, p.h.signWait)", To: "sctx, cancel := context.WithCancel(ctx)", Packages: []string{pkgUpstream}, Run: "TestSignIsBounded",
+	},
+	{
 		Name: "fallback: attempt count 1 read as Bedrock", File: "extproc/router/fallback.go",
 		From: "case b.attemptCount >= 2:", To: "case b.attemptCount >= 1:", Packages: []string{pkgRouter},
 	},
