@@ -106,7 +106,7 @@ func (p *Processor) newBedrockBackend(ctx context.Context, body []byte, cfg *run
 	)
 	switch p.req.kind {
 	case pathBedrockModel:
-		b = newBedrockMode(p, cfg, body, r)
+		b, bf = newBedrockMode(p, cfg, body, r)
 	case pathMessages:
 		b, bf = newBedrockMessages(ctx, p, cfg, body, r)
 	case pathCountTokens:
@@ -330,12 +330,16 @@ type bedrockAnswer struct {
 	scanner   metering.SSEScanner
 	json      usage.Usage
 	counted   int64
+	// Bedrock's token-count response headers, -1 when absent: the usage of
+	// an answer whose body says none.
+	headerInput, headerOutput int64
 }
 
 // headers handles the response headers of a Bedrock answer. convert says
 // whether an event stream is converted to SSE for the client.
 func (a *bedrockAnswer) headers(p *Processor, rh *responseHead, resp *extprocv3.ProcessingResponse, convert bool) {
 	a.errorType = string(rh.errorType)
+	a.headerInput, a.headerOutput = rh.inputTokens, rh.outputTokens
 	common := resp.GetResponseHeaders().GetResponse()
 	if p.resp.status != 200 {
 		if p.resp.status == 403 && isCredentialError(a.errorType) {
@@ -421,6 +425,15 @@ func (a *bedrockAnswer) meter(p *Processor, ev *usage.Event) {
 	ev.CountedInputTokens = a.counted
 	if !a.stream {
 		ev.Usage = a.json
+		// An answer whose body names no usage is still metered from the
+		// counts Bedrock reports in the headers, so that no model answers
+		// for free.
+		if ev.Usage.InputTokens == 0 && a.headerInput > 0 {
+			ev.Usage.InputTokens = a.headerInput
+		}
+		if ev.Usage.OutputTokens == 0 && a.headerOutput > 0 {
+			ev.Usage.OutputTokens = a.headerOutput
+		}
 		return
 	}
 	ev.Usage = a.scanner.Usage()

@@ -1,9 +1,12 @@
 package router
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/url"
+	"strconv"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -13,6 +16,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/metering"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
+	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
@@ -23,12 +27,22 @@ const bedrockModePrefix = "/bedrock/"
 
 // bedrockPath is a parsed Bedrock-mode path (after the /bedrock prefix).
 type bedrockPath struct {
-	upstream string // the path sent to Bedrock, still escaped, with the query
+	upstream string // the path sent to Bedrock, escaped, without a query
 	model    string // decoded model id
 	op       string // invoke, invoke-with-response-stream, count-tokens
 }
 
-// parseBedrockPath recognises /model/{id}/{op}; id is one escaped segment.
+// maxBedrockModelIDLen bounds a Bedrock model id; real ids are far shorter.
+const maxBedrockModelIDLen = 128
+
+// parseBedrockPath recognises /model/{id}/{op}; id is one escaped segment
+// that decodes to a plain model or inference-profile id. The request goes
+// to Bedrock with the company's credential, so nothing the client wrote
+// reaches it unchecked: an ARN, a '/' smuggled in as %2F, a dot segment are
+// refused here; the path sent upstream is rebuilt from the decoded id in
+// the AWS SDK's own escaping; and the query is dropped (InvokeModel takes
+// none). The id must still resolve through the model mappings
+// (newBedrockMode).
 func parseBedrockPath(rest []byte) (bedrockPath, bool) {
 	p := string(rest[len(bedrockModePrefix)-1:]) // keep the leading "/"
 	pathOnly, _, _ := strings.Cut(p, "?")
@@ -42,10 +56,31 @@ func parseBedrockPath(rest []byte) (bedrockPath, bool) {
 		return bedrockPath{}, false
 	}
 	model, err := url.PathUnescape(seg[2])
-	if err != nil || model == "" {
+	if err != nil || !validBedrockModelID(model) {
 		return bedrockPath{}, false
 	}
-	return bedrockPath{upstream: p, model: model, op: seg[3]}, true
+	upstream := strings.TrimSuffix(bedrock.ModelPath(model, false), "/invoke") + "/" + seg[3]
+	return bedrockPath{upstream: upstream, model: model, op: seg[3]}, true
+}
+
+// validBedrockModelID accepts the shape of Bedrock model and system
+// inference-profile ids (us.anthropic.claude-opus-5-5,
+// anthropic.claude-sonnet-4-5-20250929-v1:0): letters and digits first,
+// then letters, digits, '.', '-', '_' and ':'.
+func validBedrockModelID(id string) bool {
+	if id == "" || len(id) > maxBedrockModelIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '-' || c == '_' || c == ':'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // bedrockMode serves Claude Code's own Bedrock mode: Claude Code already
@@ -55,22 +90,44 @@ func parseBedrockPath(rest []byte) (bedrockPath, bool) {
 // meter it.
 type bedrockMode struct{ a bedrockAnswer }
 
-// newBedrockMode prepares r: Bedrock's own path and the body as sent.
-func newBedrockMode(p *Processor, cfg *runtimeconfig.Config, body []byte, r *handoff.Request) *bedrockMode {
+// newBedrockMode prepares r: Bedrock's own path and the body as sent. Only
+// models the admin mapped are served: the mapping is what budgets, prices
+// and metering know, and anything else (another vendor's model, a
+// provisioned model) would spend the company's Bedrock money unmetered.
+func newBedrockMode(p *Processor, cfg *runtimeconfig.Config, body []byte, r *handoff.Request) (*bedrockMode, *bedrockFailure) {
 	path := p.req.bedrock
-	r.Path, r.Body = path.upstream, body
 	p.req.fields.model = cfg.AnthropicIDFor(path.model)
 	if p.req.fields.model == "" {
-		p.req.fields.model = truncate(path.model, maxModelLen)
+		return nil, &bedrockFailure{refuseModel, 400, "ccproxy: model " + strconv.Quote(path.model) + " is not served through the gateway; use a model from the inference profiles it lists, or ask the gateway administrator to map it", nil}
 	}
+	r.Path, r.Body = path.upstream, body
 	p.req.fields.stream = path.op == "invoke-with-response-stream"
-	return &bedrockMode{a: bedrockAnswer{model: path.model}}
+	return &bedrockMode{a: bedrockAnswer{model: path.model}}, nil
 }
 
 func (b *bedrockMode) answer() *bedrockAnswer { return &b.a }
 
-func (b *bedrockMode) responseHeaders(_ context.Context, p *Processor, _ *extprocv3.ProcessingRequest, rh *responseHead, resp *extprocv3.ProcessingResponse) {
+func (b *bedrockMode) responseHeaders(ctx context.Context, p *Processor, _ *extprocv3.ProcessingRequest, rh *responseHead, resp *extprocv3.ProcessingResponse) {
+	if p.resp.status == 200 && !isAmazonEventStream(rh.contentType) && !isJSON(rh.contentType) &&
+		rh.inputTokens < 0 && rh.outputTokens < 0 {
+		// An answer the gateway can read no usage from must not be free:
+		// refused, in Bedrock's error format.
+		p.logger().LogAttrs(ctx, slog.LevelWarn, "bedrock answer in a format the gateway cannot meter refused",
+			slog.String("content_type", headerString(rh.contentType)))
+		p.resp.status = 502
+		resp.Response = bedrockImmediate(502, "ccproxy: Bedrock answered in a format the gateway cannot meter").Response
+		p.endResponse()
+		return
+	}
 	b.a.headers(p, rh, resp, false)
+}
+
+// isJSON reports whether a content-type is application/json.
+func isJSON(ct []byte) bool {
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	return bytes.EqualFold(bytes.TrimSpace(ct), []byte("application/json"))
 }
 
 func (b *bedrockMode) responseBody(_ context.Context, p *Processor, body []byte, end bool) *extprocv3.CommonResponse {

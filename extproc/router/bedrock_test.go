@@ -468,7 +468,18 @@ func TestBedrockPathParse(t *testing.T) {
 		ok   bool
 	}{
 		{"/bedrock/model/us.anthropic.claude-opus-5-5/invoke", bedrockPath{"/model/us.anthropic.claude-opus-5-5/invoke", "us.anthropic.claude-opus-5-5", "invoke"}, true},
-		{"/bedrock/model/anthropic.claude-3%3A0/count-tokens?x=1", bedrockPath{"/model/anthropic.claude-3%3A0/count-tokens?x=1", "anthropic.claude-3:0", "count-tokens"}, true},
+		// The query is dropped; the path is rebuilt in the AWS SDK's escaping.
+		{"/bedrock/model/anthropic.claude-3%3A0/count-tokens?x=1", bedrockPath{"/model/anthropic.claude-3%3A0/count-tokens", "anthropic.claude-3:0", "count-tokens"}, true},
+		{"/bedrock/model/anthropic.claude-3:0/invoke", bedrockPath{"/model/anthropic.claude-3%3A0/invoke", "anthropic.claude-3:0", "invoke"}, true},
+		{"/bedrock/model/%61nthropic.x/invoke", bedrockPath{"/model/anthropic.x/invoke", "anthropic.x", "invoke"}, true},
+		// ARNs, a '/' or dot segments smuggled in escaped: refused.
+		{"/bedrock/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aprovisioned-model%2Fabc/invoke", bedrockPath{}, false},
+		{"/bedrock/model/..%2F..%2Fguardrail%2Fx/invoke", bedrockPath{}, false},
+		{"/bedrock/model/../invoke", bedrockPath{}, false},
+		{"/bedrock/model/.hidden/invoke", bedrockPath{}, false},
+		{"/bedrock/model/a%00b/invoke", bedrockPath{}, false},
+		{"/bedrock/model/a%20b/invoke", bedrockPath{}, false},
+		{"/bedrock/model/" + strings.Repeat("a", 129) + "/invoke", bedrockPath{}, false},
 		{"/bedrock/model/a/converse", bedrockPath{}, false},
 		{"/bedrock/model//invoke", bedrockPath{}, false},
 		{"/bedrock/model/a/b/invoke", bedrockPath{}, false},
@@ -637,6 +648,87 @@ func TestBedrockBudget(t *testing.T) {
 			}
 			if got := testutil.ToFloat64(h.metrics.budgetUnchecked); got != tc.unchecked {
 				t.Fatalf("unchecked = %v, want %v", got, tc.unchecked)
+			}
+		})
+	}
+}
+
+// TestBedrockModeHardening: Claude Code's Bedrock mode reaches Bedrock with
+// the company's credential, so only mapped models are served, the path is
+// strict, the query never reaches Bedrock, and every answer is metered or
+// refused — never free.
+func TestBedrockModeHardening(t *testing.T) {
+	body := []byte(`{"anthropic_version":"bedrock-2023-05-31","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`)
+	tests := []struct {
+		name       string
+		path       string
+		respKV     []string // response headers after :status 200; nil: the request is refused
+		respBody   string
+		wantCode   int    // refusal status
+		wantType   string // refusal x-amzn-errortype
+		wantPath   string // the path stored for Bedrock
+		wantStatus int    // usage status
+		wantIn     int64
+		wantOut    int64
+	}{
+		{name: "another vendor's model is refused", path: "/bedrock/model/meta.llama3-70b-instruct-v1:0/invoke",
+			wantCode: 400, wantType: "ValidationException"},
+		{name: "a provisioned-model ARN is not a Bedrock-mode path", path: "/bedrock/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Aprovisioned-model%2Fabc/invoke",
+			wantCode: 404, wantType: "ResourceNotFoundException"},
+		{name: "an escaped path traversal is not a Bedrock-mode path", path: "/bedrock/model/..%2F..%2Fguardrail%2Fx/invoke",
+			wantCode: 404, wantType: "ResourceNotFoundException"},
+		{name: "the query never reaches Bedrock; usage from the body", path: "/bedrock/model/us.anthropic.claude-opus-5-5/invoke?trace=ENABLED",
+			respKV:   []string{"content-type", "application/json", "x-amzn-bedrock-input-token-count", "99", "x-amzn-bedrock-output-token-count", "98"},
+			respBody: `{"type":"message","usage":{"input_tokens":5,"output_tokens":6}}`,
+			wantPath: "/model/us.anthropic.claude-opus-5-5/invoke", wantStatus: 200, wantIn: 5, wantOut: 6},
+		{name: "a body without usage is metered from Bedrock's token-count headers", path: "/bedrock/model/us.anthropic.claude-opus-5-5/invoke",
+			respKV:   []string{"content-type", "application/json", "x-amzn-bedrock-input-token-count", "12", "x-amzn-bedrock-output-token-count", "34"},
+			respBody: `{"completion":"not Anthropic's shape"}`,
+			wantPath: "/model/us.anthropic.claude-opus-5-5/invoke", wantStatus: 200, wantIn: 12, wantOut: 34},
+		{name: "an answer that cannot be metered is refused", path: "/bedrock/model/us.anthropic.claude-opus-5-5/invoke",
+			respKV:   []string{"content-type", "text/html"},
+			wantPath: "/model/us.anthropic.claude-opus-5-5/invoke", wantStatus: 502},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newBedrockHarness(t, testRuntime(t), nil)
+			p := h.r.NewProcessor()
+			resp := mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock"]+tc.path))
+			if ir := resp.GetImmediateResponse(); ir == nil {
+				resp = mustProcess(t, p, reqBody(body))
+			}
+			if tc.respKV == nil {
+				ir := resp.GetImmediateResponse()
+				if int(ir.GetStatus().GetCode()) != tc.wantCode || setHeaders(ir.GetHeaders())["x-amzn-errortype"] != tc.wantType {
+					t.Fatalf("got %v", resp)
+				}
+				p.Close(context.Background())
+				if h.requests.Len() != 0 || len(h.sink.Events()) != 0 {
+					t.Fatal("a refused request was stored or metered")
+				}
+				return
+			}
+			set := setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())
+			stored := h.requests.Get(set[dataplane.StateHeader])
+			if stored == nil || stored.Path != tc.wantPath {
+				t.Fatalf("stored %+v, want path %q", stored, tc.wantPath)
+			}
+			resp = mustProcess(t, p, respHeaders("200", tc.respKV...))
+			if tc.wantStatus != 200 {
+				ir := resp.GetImmediateResponse()
+				if int(ir.GetStatus().GetCode()) != tc.wantStatus || setHeaders(ir.GetHeaders())["x-amzn-errortype"] != "InternalServerException" {
+					t.Fatalf("unmeterable answer passed: %v", resp)
+				}
+			} else {
+				mustProcess(t, p, respBody([]byte(tc.respBody), true))
+			}
+			p.Close(context.Background())
+			evs := h.sink.Events()
+			if len(evs) != 1 {
+				t.Fatalf("%d usage events", len(evs))
+			}
+			if ev := evs[0]; ev.Status != tc.wantStatus || ev.Usage.InputTokens != tc.wantIn || ev.Usage.OutputTokens != tc.wantOut {
+				t.Fatalf("usage status=%d in=%d out=%d", ev.Status, ev.Usage.InputTokens, ev.Usage.OutputTokens)
 			}
 		})
 	}

@@ -307,11 +307,15 @@ type responseHead struct {
 	contentType []byte
 	errorType   []byte // x-amzn-errortype (Bedrock)
 	end         bool   // no body follows
+	// Bedrock's token counts of an InvokeModel answer
+	// (x-amzn-bedrock-input-token-count, -output-token-count); -1 when
+	// absent.
+	inputTokens, outputTokens int64
 }
 
 func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
 	var ce []byte
-	rh := responseHead{end: h.GetEndOfStream()}
+	rh := responseHead{end: h.GetEndOfStream(), inputTokens: -1, outputTokens: -1}
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case ":status":
@@ -322,6 +326,10 @@ func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.Processi
 			ce = rawValue(hv)
 		case "x-amzn-errortype":
 			rh.errorType = rawValue(hv)
+		case "x-amzn-bedrock-input-token-count":
+			rh.inputTokens = parseCount(rawValue(hv))
+		case "x-amzn-bedrock-output-token-count":
+			rh.outputTokens = parseCount(rawValue(hv))
 		}
 	}
 	p.resp.encoded = len(ce) > 0 && string(ce) != "identity"

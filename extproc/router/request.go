@@ -165,3 +165,19 @@ func parseStatus(v []byte) int {
 	}
 	return n
 }
+
+// parseCount parses a non-negative decimal header value such as Bedrock's
+// token counts; -1 when it is not one (or absurdly long).
+func parseCount(v []byte) int64 {
+	if len(v) == 0 || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
+}
