@@ -31,7 +31,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -302,7 +304,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	// Every mutation is rebuilt from the stored request: an earlier attempt
 	// already changed Envoy's shared header map (source/docs/upstream_filters.md).
 	hm := &extprocv3.HeaderMutation{
-		RemoveHeaders: append([]string{dataplane.StateHeader}, r.RemoveHeaders...),
+		RemoveHeaders: notForBedrock(hs.GetHeaders().GetHeaders(), append([]string{dataplane.StateHeader}, r.RemoveHeaders...)),
 		SetHeaders:    make([]*corev3.HeaderValueOption, 0, 2+len(r.SetHeaders)+len(auth)),
 	}
 	hm.SetHeaders = append(hm.SetHeaders, headers.Set(":path", []byte(r.Path)))
@@ -328,6 +330,40 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 		}}
 	}
 	return resp
+}
+
+// keptForBedrock reports the client headers a Bedrock attempt keeps: what
+// describes the body and the exchange. Everything else the client sent —
+// x-amz-* (a forged security token, a content hash), x-amzn-bedrock-*
+// (service tier, guardrails, trace), anthropic-*, tracing headers, the
+// gateway's own route header — is removed: the request leaves with the
+// company's credential, and Bedrock must see only what the gateway vouches
+// for. Pseudo-headers, host and x-envoy-* are Envoy's (its default mutation
+// rules ignore changes to them).
+func keptForBedrock(name string) bool {
+	switch name {
+	case "content-type", "content-length", "accept", "accept-encoding", "user-agent",
+		"x-request-id", "x-forwarded-for", "x-forwarded-proto":
+		return true
+	}
+	return false
+}
+
+// notForBedrock returns remove extended by every header of hs that a Bedrock
+// attempt must not carry (keptForBedrock), each name once, remove's order
+// first. It works from the headers this attempt is shown: an earlier
+// attempt's removals are already gone from the shared header map, and the
+// credential headers set below are set after the removals (Envoy applies
+// removals first).
+func notForBedrock(hs []*corev3.HeaderValue, remove []string) []string {
+	for _, hv := range hs {
+		k := hv.Key
+		if keptForBedrock(k) || k == "host" || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-envoy-") || slices.Contains(remove, k) {
+			continue
+		}
+		remove = append(remove, k)
+	}
+	return remove
 }
 
 // Unchanged returns the reply that lets req's phase continue unmodified

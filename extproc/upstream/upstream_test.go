@@ -393,3 +393,53 @@ func TestDefaultSignTimeout(t *testing.T) {
 		t.Fatalf("sign timeout %v, want %v", h.signWait, DefaultSignTimeout)
 	}
 }
+
+// TestBedrockHeaderAllowList: a Bedrock attempt leaves with the company's
+// credential, so only the headers the gateway vouches for stay; whatever
+// else the client sent — a forged security token, a service tier, a
+// guardrail, a trace flag — is removed, and the credential is set after the
+// removals.
+func TestBedrockHeaderAllowList(t *testing.T) {
+	store := handoff.NewStore()
+	h, err := New(Config{Requests: store, Signer: &recordingSigner{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.Put(&handoff.Request{RequestID: "rid", Method: "POST", Path: "/model/m/invoke", Body: []byte(`{}`),
+		RemoveHeaders: []string{"x-api-key"},
+		Credential:    bedrockauth.Credential{Kind: bedrockauth.KindAPIKey, Region: "us-east-1"}})
+	got := h.NewProcessor().Process(context.Background(), headersMsg(
+		map[string]string{dataplane.AttributeBackend: dataplane.BackendBedrock, dataplane.AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"},
+		":method", "POST", ":path", "/bedrock/model/m/invoke", ":authority", "gw.example.com", ":scheme", "https",
+		dataplane.StateHeader, id,
+		"host", "gw.example.com",
+		"content-type", "application/json",
+		"content-length", "2",
+		"accept", "application/json",
+		"user-agent", "aws-sdk-js/3",
+		"x-request-id", "rid",
+		"x-forwarded-for", "10.0.0.1",
+		"x-forwarded-proto", "https",
+		"x-envoy-expected-rq-timeout-ms", "600000",
+		"x-api-key", "sk-client",
+		"x-amz-security-token", "forged",
+		"x-amz-date", "20260101T000000Z",
+		"X-Amzn-Bedrock-Service-Tier", "priority", // Envoy lower-cases names; a raw one is removed all the same
+		"x-amzn-bedrock-service-tier", "priority",
+		"x-amzn-bedrock-guardrailidentifier", "gr-1",
+		"x-amzn-bedrock-trace", "ENABLED",
+		"amz-sdk-invocation-id", "1",
+		"traceparent", "00-1-2-01",
+		dataplane.RouteHeader, "bedrock-us-east-1",
+		"x-amzn-bedrock-service-tier", "priority", // repeated: removed once
+	))
+	want := headersReply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+		RemoveHeaders: []string{dataplane.StateHeader, "x-api-key", "x-amz-security-token", "x-amz-date",
+			"X-Amzn-Bedrock-Service-Tier", "x-amzn-bedrock-service-tier", "x-amzn-bedrock-guardrailidentifier", "x-amzn-bedrock-trace",
+			"amz-sdk-invocation-id", "traceparent", dataplane.RouteHeader},
+		SetHeaders: []*corev3.HeaderValueOption{set(":path", "/model/m/invoke"), set("authorization", "Bearer k-1")},
+	}})
+	if !proto.Equal(want, got) {
+		t.Fatalf("reply:\n got %s\nwant %s", prototext.Format(got), prototext.Format(want))
+	}
+}

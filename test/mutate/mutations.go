@@ -123,6 +123,22 @@ var Mutations = []Mutation{
 		From: "if len(contentType) == 0 {\n\t\treturn true", To: "if len(contentType) == 0 {\n\t\treturn false", Packages: []string{pkgRouter},
 	},
 	{
+		Name: "upstream: client headers reach Bedrock", File: "extproc/upstream/upstream.go",
+		From: "remove = append(remove, k)", To: "_ = k", Packages: []string{pkgUpstream},
+	},
+	{
+		Name: "bedrock mode: unmapped model served", File: "extproc/router/bedrock_mode.go",
+		From: "if p.req.fields.model == \"\" {\n\t\treturn nil, &bedrockFailure{", To: "if false {\n\t\treturn nil, &bedrockFailure{", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "bedrock mode: escaped '/' accepted in the model id", File: "extproc/router/bedrock_mode.go",
+		From: "case i > 0 && (c == '.' || c == '-' || c == '_' || c == ':'):", To: "case i > 0 && (c == '.' || c == '-' || c == '_' || c == ':' || c == '/'):", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "bedrock mode: header token counts ignored", File: "extproc/router/bedrock.go",
+		From: "ev.Usage.InputTokens = a.headerInput", To: "_ = a.headerInput", Packages: []string{pkgRouter},
+	},
+	{
 		Name: "upstream: signing unbounded", File: "extproc/upstream/upstream.go",
 		From: "sctx, cancel := context.WithTimeout(ctx, p.h.signWait)", To: "sctx, cancel := context.WithCancel(ctx)", Packages: []string{pkgUpstream}, Run: "TestSignIsBounded",
 	},
@@ -217,8 +233,8 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "upstream: client credential kept for Bedrock", File: "extproc/upstream/upstream.go",
-		From: "RemoveHeaders: append([]string{dataplane.StateHeader}, r.RemoveHeaders...),",
-		To:   "RemoveHeaders: []string{dataplane.StateHeader},", Packages: []string{pkgUpstream},
+		From: "notForBedrock(hs.GetHeaders().GetHeaders(), append([]string{dataplane.StateHeader}, r.RemoveHeaders...))",
+		To:   "notForBedrock(hs.GetHeaders().GetHeaders(), []string{dataplane.StateHeader})", Packages: []string{pkgUpstream},
 	},
 	{
 		Name: "handoff: stored request outlives its stream", File: "extproc/router/processor.go",
