@@ -35,6 +35,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -261,11 +262,14 @@ func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 			if route == "" || route == "/" {
 				route = "unmatched"
 			}
-			s.requests.WithLabelValues(r.Method, route, fmt.Sprint(sw.code)).Inc()
-			// The path holds only ids; never log headers or bodies.
+			method := knownMethod(r.Method)
+			s.requests.WithLabelValues(method, route, fmt.Sprint(sw.code)).Inc()
+			// The path holds only ids; never log headers or bodies. Both the
+			// method and the path are the client's: bounded before they
+			// become a label or a log field.
 			s.log.LogAttrs(r.Context(), slog.LevelInfo, "admin request",
-				slog.String("method", r.Method), slog.String("route", route),
-				slog.String("path", r.URL.Path), slog.Int("status", sw.code),
+				slog.String("method", method), slog.String("route", route),
+				slog.String("path", boundedField(r.URL.Path)), slog.Int("status", sw.code),
 				slog.Duration("duration", time.Since(start)))
 		}()
 		if auth {
@@ -312,4 +316,26 @@ func sessionID(token []byte) []byte {
 // key's credential to the new key.
 func CredentialAAD(userID uuid.UUID) []byte {
 	return []byte("ccproxy/bedrock-credential/user/" + userID.String())
+}
+
+// knownMethod is the request method as a metric label: one of the methods
+// HTTP defines, or "other", so that a client cannot create series.
+func knownMethod(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
+// maxLogField bounds a client-chosen string written to the log.
+const maxLogField = 256
+
+// boundedField cuts a client-chosen string for the log, keeping valid UTF-8.
+func boundedField(v string) string {
+	if len(v) <= maxLogField {
+		return v
+	}
+	return strings.ToValidUTF8(v[:maxLogField], "") + "…"
 }
