@@ -104,10 +104,14 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		return nil, fmt.Errorf("keyservice client: %w", err)
 	}
 	klog := log.With("component", "keylookup")
-	ks := keylookup.New(keylookup.Config{
+	ks, err := keylookup.New(keylookup.Config{
 		Client: keyservicev1.NewKeyServiceClient(conn), Redis: rdb, Prefix: cfg.RedisPrefix,
-		FreshTTL: cfg.KeyCacheTTL, Logger: klog,
+		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: cfg.KeyCacheTTL, Logger: klog,
 	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
 	resolver := keylookup.NewResolver(ks, hasher, accesskey.CacheConfig{
 		TTL:           cfg.KeyCacheTTL,
 		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),

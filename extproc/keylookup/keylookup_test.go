@@ -1,6 +1,7 @@
 package keylookup_test
 
 import (
+	"bytes"
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
 
 	"context"
@@ -110,7 +111,13 @@ func (e *env) instance(t testing.TB, cfg keylookup.Config, cacheCfg accesskey.Ca
 		cfg.Redis = e.rdb
 	}
 	cfg.Prefix = e.prefix
-	s := keylookup.New(cfg)
+	if cfg.MACKey == nil {
+		cfg.MACKey = e.hasher.Derive(keylookup.CacheMACPurpose)
+	}
+	s, err := keylookup.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	return instance{store: s, cache: keylookup.NewResolver(s, e.hasher, cacheCfg)}
 }
 
@@ -419,4 +426,83 @@ func TestBreakerOpensAndFailsFast(t *testing.T) {
 	if _, err := in.store.Lookup(ctx, hash); !errors.Is(err, gobreaker.ErrOpenState) {
 		t.Fatalf("err = %v, want ErrOpenState", err)
 	}
+}
+
+// TestForgedCacheEntriesIgnored: whoever can write to Redis must not be able
+// to grant access. With the KeyService down, an instance that finds a
+// tampered, unsealed, moved or foreign-keyed entry in Redis must fail the
+// lookup rather than believe it.
+func TestForgedCacheEntriesIgnored(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	keyA, rowA := e.newKey(t)
+	keyB, _ := e.newKey(t)
+	redisName := func(k string) string { return e.prefix + "keyservice:key:" + hex.EncodeToString(e.hasher.Hash(k)) }
+	a := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
+	for _, k := range []string{keyA, keyB} {
+		if _, err := a.store.Lookup(ctx, e.hasher.Hash(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sealedA, err := e.rdb.Get(ctx, redisName(keyA)).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedB, err := e.rdb.Get(ctx, redisName(keyB)).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv.Stop()
+
+	t.Run("an authentic entry is believed", func(t *testing.T) {
+		b := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
+		if id, err := b.cache.Resolve(ctx, keyA); err != nil || id.KeyID != rowA.ID {
+			t.Fatalf("Resolve = %+v, %v", id, err)
+		}
+	})
+	tampered := bytes.Clone(sealedA)
+	i := bytes.Index(tampered, []byte(rowA.ID.String()))
+	if i < 0 {
+		t.Fatalf("key id not found in the cached entry %q", sealedA)
+	}
+	tampered[i] ^= 1
+	tests := []struct {
+		name  string
+		key   string // the key resolved
+		value []byte // written under its Redis name
+	}{
+		{"a tampered record", keyA, tampered},
+		{"an unsealed record (no MAC)", keyA, sealedA[32:]},
+		{"another key's entry moved under this key's name", keyB, sealedA},
+		{"too short to hold a MAC", keyA, []byte("{}")},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := e.rdb.Set(ctx, redisName(tc.key), tc.value, time.Minute).Err(); err != nil {
+				t.Fatal(err)
+			}
+			b := e.instance(t, keylookup.Config{}, accesskey.CacheConfig{})
+			if id, err := b.cache.Resolve(ctx, tc.key); err == nil {
+				t.Fatalf("forged entry believed: %+v", id)
+			}
+		})
+	}
+	t.Run("an entry sealed under another secret", func(t *testing.T) {
+		other, err := keys.NewHasher([]byte("another secret, also 32 bytes long"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.rdb.Set(ctx, redisName(keyB), sealedB, time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		b := e.instance(t, keylookup.Config{MACKey: other.Derive(keylookup.CacheMACPurpose)}, accesskey.CacheConfig{})
+		if id, err := b.cache.Resolve(ctx, keyB); err == nil {
+			t.Fatalf("entry sealed under another secret believed: %+v", id)
+		}
+	})
+	t.Run("a short MAC key is refused", func(t *testing.T) {
+		if _, err := keylookup.New(keylookup.Config{Client: e.client(t, e.addr), Redis: e.rdb, MACKey: make([]byte, 31)}); err == nil {
+			t.Fatal("New accepted a 31-byte MAC key")
+		}
+	})
 }

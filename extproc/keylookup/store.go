@@ -37,6 +37,8 @@ package keylookup
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -86,6 +88,11 @@ type Config struct {
 	Client keyservicev1.KeyServiceClient
 	// Redis holds answers shared between extproc instances. Required.
 	Redis redis.UniversalClient
+	// MACKey authenticates the answers kept in Redis (at least 32 bytes;
+	// keys.Hasher.Derive(CacheMACPurpose) gives every extproc the same
+	// one). Required: whoever can write to Redis must not be able to grant
+	// access — bring a revoked key back, or move a key to another user.
+	MACKey []byte
 	// Prefix starts every Redis key and the invalidation channel name, as
 	// in Publisher and Subscriber.
 	Prefix string
@@ -130,8 +137,20 @@ type entry struct {
 	FreshUntil time.Time `json:"fresh_until"`
 }
 
+// CacheMACPurpose is the keys.Hasher.Derive purpose of Config.MACKey.
+const CacheMACPurpose = "keylookup/redis-entry-mac/v1"
+
+// minMACKeyLen is the shortest MACKey New accepts.
+const minMACKeyLen = 32
+
 // New returns a Store.
-func New(cfg Config) *Store {
+func New(cfg Config) (*Store, error) {
+	if cfg.Client == nil || cfg.Redis == nil {
+		return nil, errors.New("keylookup: Config.Client and Config.Redis are required")
+	}
+	if len(cfg.MACKey) < minMACKeyLen {
+		return nil, fmt.Errorf("keylookup: Config.MACKey is %d bytes, want at least %d", len(cfg.MACKey), minMACKeyLen)
+	}
 	if cfg.FreshTTL <= 0 {
 		cfg.FreshTTL = DefaultFreshTTL
 	}
@@ -170,7 +189,7 @@ func New(cfg Config) *Store {
 	s.rpcCB = gobreaker.NewCircuitBreaker[*keyservicev1.LookupKeyResponse](s.breakerSettings("keyservice-rpc", func(err error) bool {
 		return err == nil || status.Code(err) == codes.NotFound || status.Code(err) == codes.InvalidArgument
 	}))
-	return s
+	return s, nil
 }
 
 func (s *Store) breakerSettings(name string, ok func(error) bool) gobreaker.Settings {
@@ -261,6 +280,14 @@ func (s *Store) redisGet(ctx context.Context, h [keys.HashLen]byte) (entry, erro
 	if err != nil {
 		return entry{}, err
 	}
+	b, ok := s.open(h, b)
+	if !ok {
+		// Not written by an extproc holding the server secret: someone with
+		// Redis access wrote it, or it predates the MAC. A miss, logged; the
+		// KeyService's answer overwrites it.
+		s.cfg.Logger.WarnContext(ctx, "cached key entry ignored: its MAC does not verify")
+		return entry{}, fmt.Errorf("keylookup: cached key entry not authentic: %w", redis.Nil)
+	}
 	var e entry
 	if err := json.Unmarshal(b, &e); err != nil {
 		// An entry we cannot read is a miss; the next answer overwrites it.
@@ -274,6 +301,7 @@ func (s *Store) redisSet(ctx context.Context, h [keys.HashLen]byte, e entry, gen
 	if err != nil {
 		return
 	}
+	b = s.seal(h, b)
 	if s.gen.Load() != gen {
 		return // invalidated while we asked; the answer may predate the change
 	}
@@ -285,6 +313,30 @@ func (s *Store) redisSet(ctx context.Context, h [keys.HashLen]byte, e entry, gen
 	if err != nil {
 		s.cfg.Logger.WarnContext(ctx, "storing key in cache failed", "err", err)
 	}
+}
+
+// seal prefixes value with its MAC: HMAC-SHA256 under MACKey over the
+// entry's Redis key and value, so that an entry cannot be moved to another
+// key's name either.
+func (s *Store) seal(h [keys.HashLen]byte, value []byte) []byte {
+	return append(s.mac(h, value), value...)
+}
+
+// open returns the value of a sealed entry whose MAC verifies.
+func (s *Store) open(h [keys.HashLen]byte, sealed []byte) ([]byte, bool) {
+	if len(sealed) < sha256.Size {
+		return nil, false
+	}
+	sum, value := sealed[:sha256.Size], sealed[sha256.Size:]
+	return value, hmac.Equal(sum, s.mac(h, value))
+}
+
+func (s *Store) mac(h [keys.HashLen]byte, value []byte) []byte {
+	m := hmac.New(sha256.New, s.cfg.MACKey)
+	m.Write([]byte(s.redisKey(h)))
+	m.Write([]byte{0})
+	m.Write(value)
+	return m.Sum(make([]byte, 0, sha256.Size+len(value)))
 }
 
 func (s *Store) redisKey(h [keys.HashLen]byte) string {

@@ -153,6 +153,14 @@ func (h *Hasher) Hash(key string) []byte {
 	return sum
 }
 
+// Derive returns a HashLen-byte key for purpose, derived from the server
+// secret, so that other uses of the secret (a MAC over cache entries, say)
+// never share a key with access-key hashing. The input cannot be an access
+// key (Parse refuses the NUL byte), so a derived key is never a key's hash.
+func (h *Hasher) Derive(purpose string) []byte {
+	return h.Hash("ccproxy-derive\x00" + purpose)
+}
+
 // Equal reports whether a and b are equal, in time that depends only on their
 // lengths.
 func Equal(a, b []byte) bool {

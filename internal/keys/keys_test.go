@@ -282,3 +282,24 @@ func BenchmarkHashParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestDerive(t *testing.T) {
+	h, err := NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := h.Derive("a"), h.Derive("b")
+	if len(a) != HashLen || string(a) == string(b) || string(a) != string(h.Derive("a")) {
+		t.Fatalf("Derive: a=%x b=%x", a, b)
+	}
+	other, err := NewHasher([]byte("another secret, also 32 bytes long"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(other.Derive("a")) == string(a) {
+		t.Fatal("derived keys do not depend on the secret")
+	}
+	if _, err := Parse("ccproxy-derive\x00a"); err == nil {
+		t.Fatal("a derivation input parses as an access key")
+	}
+}

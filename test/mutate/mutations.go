@@ -139,6 +139,10 @@ var Mutations = []Mutation{
 		From: "ev.Usage.InputTokens = a.headerInput", To: "_ = a.headerInput", Packages: []string{pkgRouter},
 	},
 	{
+		Name: "keylookup: a Redis entry believed without its MAC", File: "extproc/keylookup/store.go",
+		From: "return value, hmac.Equal(sum, s.mac(h, value))", To: "return value, len(sum) > 0", Packages: []string{pkgKeySvc}, Run: "TestForgedCacheEntriesIgnored",
+	},
+	{
 		Name: "upstream: signing unbounded", File: "extproc/upstream/upstream.go",
 		From: "sctx, cancel := context.WithTimeout(ctx, p.h.signWait)", To: "sctx, cancel := context.WithCancel(ctx)", Packages: []string{pkgUpstream}, Run: "TestSignIsBounded",
 	},
