@@ -170,6 +170,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		grpc.InitialWindowSize(4<<20),
 		grpc.InitialConnWindowSize(16<<20),
 		grpc.ReadBufferSize(256<<10),
+		grpc.StatsHandler(peerTagger{}),
 	)
 	extprocv3.RegisterExternalProcessorServer(gs, s)
 	hs := health.NewServer()
@@ -178,7 +179,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 
 	s.log.Info("extproc serving", slog.String("addr", lis.Addr().String()))
 	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	go func() { errc <- gs.Serve(peerListener{lis}) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("extproc: serve: %w", err)

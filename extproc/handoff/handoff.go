@@ -28,6 +28,7 @@ package handoff
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"hash/maphash"
 	"sync"
 
@@ -69,6 +70,9 @@ type Request struct {
 	// Probe marks the breaker's half-open probe: only its Plan success
 	// needs reporting (a success changes nothing in a closed breaker).
 	Probe bool
+	// Peer is the identity of the data plane whose router-level stream
+	// stored the Request (PeerOf); only its upstream streams find it.
+	Peer string
 	// Attempts records the request's upstream attempts.
 	Attempts Attempts
 }
@@ -170,8 +174,20 @@ func (s *Store) Put(r *Request) string {
 // Lookup finds the Request of an upstream attempt: by stateID, the
 // dataplane.StateHeader value, when the attempt still carries it; otherwise by
 // requestID, Envoy's x-request-id, when exactly one Request in flight has
-// it. It returns nil when neither identifies one.
-func (s *Store) Lookup(stateID, requestID string) *Request {
+// it. It returns nil when neither identifies one, and ErrOtherPeer with the
+// Request's absence when one does but was stored by another peer.
+func (s *Store) Lookup(stateID, requestID, peer string) (*Request, error) {
+	r := s.lookup(stateID, requestID)
+	if r != nil && r.Peer != peer {
+		return nil, ErrOtherPeer
+	}
+	return r, nil
+}
+
+// ErrOtherPeer is Lookup's error for a Request stored by another peer.
+var ErrOtherPeer = errors.New("handoff: request stored by another peer")
+
+func (s *Store) lookup(stateID, requestID string) *Request {
 	if stateID != "" {
 		return s.Get(stateID)
 	}

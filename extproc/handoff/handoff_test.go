@@ -77,6 +77,15 @@ func TestLookup(t *testing.T) {
 	idA := s.Put(a)
 	noID := &Request{}
 	idNoID := s.Put(noID)
+	// Every Request here was stored by the peer "", as are the lookups.
+	lookup := func(stateID, requestID string) *Request {
+		t.Helper()
+		r, err := s.Lookup(stateID, requestID, "")
+		if err != nil {
+			t.Fatalf("Lookup(%q, %q): %v", stateID, requestID, err)
+		}
+		return r
+	}
 
 	tests := []struct {
 		name           string
@@ -92,7 +101,7 @@ func TestLookup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := s.Lookup(tt.stateID, tt.reqID); got != tt.want {
+			if got := lookup(tt.stateID, tt.reqID); got != tt.want {
 				t.Fatalf("Lookup(%q, %q) = %p, want %p", tt.stateID, tt.reqID, got, tt.want)
 			}
 		})
@@ -101,17 +110,17 @@ func TestLookup(t *testing.T) {
 	t.Run("a shared request id resolves to neither", func(t *testing.T) {
 		dup := &Request{RequestID: "req-a"}
 		idDup := s.Put(dup)
-		if got := s.Lookup("", "req-a"); got != nil {
+		if got := lookup("", "req-a"); got != nil {
 			t.Fatalf("Lookup by a shared request id = %p, want nil", got)
 		}
 		s.Delete(idDup)
-		if got := s.Lookup("", "req-a"); got != a {
+		if got := lookup("", "req-a"); got != a {
 			t.Fatalf("after the duplicate ended: Lookup = %p, want the first request", got)
 		}
 	})
 	t.Run("delete removes the index entry", func(t *testing.T) {
 		s.Delete(idA)
-		if got := s.Lookup("", "req-a"); got != nil {
+		if got := lookup("", "req-a"); got != nil {
 			t.Fatalf("Lookup after Delete = %p", got)
 		}
 		n := 0
@@ -138,5 +147,36 @@ func TestAttempts(t *testing.T) {
 	a.Respond(j, 200)
 	if got[1].Status != 0 {
 		t.Fatal("List returned a view, not a copy")
+	}
+}
+
+// TestLookupBindsToThePeer: a Request holds what a Bedrock call needs, the
+// credential included, so a stream from another peer than the one that
+// stored it never finds it, by state id or by request id.
+func TestLookupBindsToThePeer(t *testing.T) {
+	s := NewStore()
+	r := &Request{RequestID: "req-a", Peer: "unix:pid=10"}
+	id := s.Put(r)
+	tests := []struct {
+		name           string
+		stateID, reqID string
+		peer           string
+		want           *Request
+		wantErr        error
+	}{
+		{"same peer by state id", id, "", "unix:pid=10", r, nil},
+		{"same peer by request id", "", "req-a", "unix:pid=10", r, nil},
+		{"other peer by state id", id, "", "unix:pid=11", nil, ErrOtherPeer},
+		{"other peer by request id", "", "req-a", "unix:pid=11", nil, ErrOtherPeer},
+		{"untagged stream", id, "", "", nil, ErrOtherPeer},
+		{"other peer, unknown id: just absent", "ffffffffffffffffffffffffffffffff", "", "unix:pid=11", nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := s.Lookup(tt.stateID, tt.reqID, tt.peer)
+			if got != tt.want || err != tt.wantErr {
+				t.Fatalf("Lookup = %p, %v; want %p, %v", got, err, tt.want, tt.wantErr)
+			}
+		})
 	}
 }

@@ -44,6 +44,7 @@ type Processor struct {
 
 	bodyReply *extprocv3.ProcessingResponse
 	closed    bool
+	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
 }
 
 // request is what the processor learned from the request.
@@ -96,6 +97,7 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 	switch m := req.GetRequest().(type) {
 	case *extprocv3.ProcessingRequest_RequestHeaders:
 		ph = phaseRequestHeaders
+		p.peer = handoff.PeerOf(ctx)
 		resp, err = p.requestHeaders(ctx, m.RequestHeaders)
 	case *extprocv3.ProcessingRequest_RequestBody:
 		ph = phaseRequestBody

@@ -247,7 +247,14 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	}
 	// The first attempt finds its request by the handoff header and removes
 	// it; a retry, which shares the header map, by x-request-id.
-	r := p.h.requests.Lookup(stateID, requestID)
+	r, err := p.h.requests.Lookup(stateID, requestID, handoff.PeerOf(ctx))
+	if errors.Is(err, handoff.ErrOtherPeer) {
+		// Another process than the data plane that routed the request is
+		// asking for its credential: nothing is handed out.
+		p.h.failures.WithLabelValues("other_peer").Inc()
+		p.h.log.LogAttrs(ctx, slog.LevelError, "upstream stream from another peer than the request's router stream; nothing handed out",
+			slog.String("peer", handoff.PeerOf(ctx)))
+	}
 	backend := p.attr(dataplane.AttributeBackend)
 	switch backend {
 	case dataplane.BackendBedrock:

@@ -443,3 +443,42 @@ func TestBedrockHeaderAllowList(t *testing.T) {
 		t.Fatalf("reply:\n got %s\nwant %s", prototext.Format(got), prototext.Format(want))
 	}
 }
+
+// TestOtherPeerGetsNothing: an upstream stream from another process than
+// the data plane that routed the request (anyone who can reach the ext_proc
+// socket) must not get the request rewritten with the credential.
+func TestOtherPeerGetsNothing(t *testing.T) {
+	store := handoff.NewStore()
+	signer := &recordingSigner{}
+	h, err := New(Config{Requests: store, Signer: signer})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := store.Put(&handoff.Request{RequestID: "rid", Method: "POST", Path: "/model/m/invoke", Body: []byte(`{}`), Peer: "unix:pid=10",
+		Credential: bedrockauth.Credential{Kind: bedrockauth.KindAPIKey, Region: "us-east-1"}})
+	attrs := map[string]string{dataplane.AttributeBackend: dataplane.BackendBedrock, dataplane.AttributeHost: "bedrock-runtime.us-east-1.amazonaws.com"}
+	for _, tc := range []struct{ name, stateID, requestID string }{{"by state id", id, ""}, {"by request id", "", "rid"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := handoff.WithPeer(context.Background(), "unix:pid=11")
+			msg := headersMsg(attrs, ":method", "POST", "x-request-id", tc.requestID)
+			if tc.stateID != "" {
+				msg = headersMsg(attrs, ":method", "POST", dataplane.StateHeader, tc.stateID)
+			}
+			got := h.NewProcessor().Process(ctx, msg)
+			if !proto.Equal(got, headersReply(nil)) {
+				t.Fatalf("reply to another peer: %s", prototext.Format(got))
+			}
+		})
+	}
+	if len(signer.calls) != 0 {
+		t.Fatalf("credential applied for another peer: %+v", signer.calls)
+	}
+	if n := testutil.ToFloat64(h.failures.WithLabelValues("other_peer")); n != 2 {
+		t.Fatalf("other_peer failures = %v", n)
+	}
+	// The data plane that stored it still finds it.
+	got := h.NewProcessor().Process(handoff.WithPeer(context.Background(), "unix:pid=10"), headersMsg(attrs, ":method", "POST", dataplane.StateHeader, id))
+	if len(signer.calls) != 1 || got.GetRequestHeaders().GetResponse().GetHeaderMutation() == nil {
+		t.Fatalf("the storing peer was refused: %s", prototext.Format(got))
+	}
+}

@@ -143,6 +143,10 @@ var Mutations = []Mutation{
 		From: "return value, hmac.Equal(sum, s.mac(h, value))", To: "return value, len(sum) > 0", Packages: []string{pkgKeySvc}, Run: "TestForgedCacheEntriesIgnored",
 	},
 	{
+		Name: "handoff: any peer finds a request", File: "extproc/handoff/handoff.go",
+		From: "if r != nil && r.Peer != peer {", To: "if r != nil && false {", Packages: []string{pkgHandoff, pkgUpstream},
+	},
+	{
 		Name: "upstream: signing unbounded", File: "extproc/upstream/upstream.go",
 		From: "sctx, cancel := context.WithTimeout(ctx, p.h.signWait)", To: "sctx, cancel := context.WithCancel(ctx)", Packages: []string{pkgUpstream}, Run: "TestSignIsBounded",
 	},
