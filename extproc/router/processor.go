@@ -250,6 +250,9 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 	case kind == pathOther:
 		p.r.metrics.request(OutcomeNotFound)
 		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found")
+	case kind == pathNotCanonical:
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(404, apierror.NotFound, "ccproxy: not found; spell the path without percent-encoding, empty or dot segments or a trailing slash", "ccproxy_path_not_canonical")
 	case kind == pathBedrockProfiles && method == "GET":
 		return p.inferenceProfiles(ctx)
 	case kind == pathBedrockOther || kind == pathBedrockProfiles:

@@ -113,6 +113,7 @@ const (
 	pathBedrockModel                    // /bedrock/model/{id}/{op}: Claude Code's Bedrock mode
 	pathBedrockProfiles                 // /bedrock/inference-profiles
 	pathBedrockOther                    // other /bedrock/ paths: 404
+	pathNotCanonical                    // /v1/ paths in a disguised spelling: 404
 )
 
 // classify tells what path (query excluded) is.
@@ -129,6 +130,9 @@ func classify(path []byte) pathKind {
 		return pathModels
 	}
 	if bytes.HasPrefix(path, []byte("/v1/")) {
+		if !canonical(path) {
+			return pathNotCanonical
+		}
 		return pathV1
 	}
 	if rest, ok := bytes.CutPrefix(path, []byte(bedrockModePrefix)); ok {
@@ -180,4 +184,22 @@ func parseCount(v []byte) int64 {
 		n = n*10 + int64(c-'0')
 	}
 	return n
+}
+
+// canonical reports whether a /v1/ path (query excluded) is spelled the one
+// way clients spell Anthropic's endpoints: no percent-encoding, no empty or
+// dot segments, no trailing slash. Every other spelling of /v1/messages
+// (/v1/messages/, /v1/%6dessages, /v1//messages) would be forwarded to Plan
+// as an unmetered "other" path while Anthropic may well serve it as the
+// metered endpoint, so such paths are refused instead.
+func canonical(path []byte) bool {
+	if bytes.IndexByte(path, '%') >= 0 || bytes.Contains(path, []byte("//")) || path[len(path)-1] == '/' {
+		return false
+	}
+	for seg := range bytes.SplitSeq(path[1:], []byte("/")) {
+		if string(seg) == "." || string(seg) == ".." {
+			return false
+		}
+	}
+	return true
 }

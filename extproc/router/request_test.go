@@ -117,7 +117,16 @@ func TestClassify(t *testing.T) {
 		{"/v1/models?limit=5", pathModels},
 		{"/v1/models/claude-opus-5-5", pathV1},
 		{"/v1/messages/batches", pathV1},
-		{"/v1/", pathV1},
+		// Disguised spellings are refused, not forwarded unmetered.
+		{"/v1/", pathNotCanonical},
+		{"/v1/messages/", pathNotCanonical},
+		{"/v1/%6dessages", pathNotCanonical},
+		{"/v1/messages%3Fx", pathNotCanonical},
+		{"/v1//messages", pathNotCanonical},
+		{"/v1/./messages", pathNotCanonical},
+		{"/v1/x/../messages", pathNotCanonical},
+		{"/v1/messages/count_tokens/", pathNotCanonical},
+		{"/v1/files/file_01?x=%2F", pathV1},
 		{"/v1", pathOther},
 		{"/api/hello", pathOther},
 		{"/", pathOther},
@@ -164,4 +173,49 @@ func TestHeaderParsing(t *testing.T) {
 			t.Errorf("parseStatus(%q) = %d, want %d", s, got, want)
 		}
 	}
+}
+
+// FuzzPaths holds the gateway's path parsing to its invariants on any input:
+// the key comes only from the /ak/ segment, a metered kind is exactly its
+// endpoint, a forwarded /v1/ path is canonical, and a Bedrock-mode path sent
+// upstream is rebuilt, query-free, from a valid model id.
+func FuzzPaths(f *testing.F) {
+	for _, s := range []string{
+		"/ak/ak_x/v1/messages?beta=true", "/ak/k/v1/messages/count_tokens", "/ak/k", "/ak/k?q", "/v1/%6dessages",
+		"/ak/k/bedrock/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream?x=1",
+		"/ak/k/bedrock/model/..%2F..%2Fguardrail%2Fx/invoke", "/ak/k/v1/x/../messages", "/ak//v1/messages",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, path string) {
+		key, rest, ok := splitKeyPath([]byte(path))
+		if ok && (strings.ContainsAny(string(key), "/?") || len(rest) == 0 || rest[0] != '/') {
+			t.Fatalf("splitKeyPath(%q) = %q, %q", path, key, rest)
+		}
+		kind := classify(rest)
+		pathOnly, _, _ := strings.Cut(string(rest), "?")
+		switch kind {
+		case pathMessages:
+			if pathOnly != "/v1/messages" {
+				t.Fatalf("classify(%q) = messages", rest)
+			}
+		case pathCountTokens:
+			if pathOnly != "/v1/messages/count_tokens" {
+				t.Fatalf("classify(%q) = count_tokens", rest)
+			}
+		case pathV1:
+			if !canonical([]byte(pathOnly)) {
+				t.Fatalf("non-canonical %q forwarded", rest)
+			}
+		case pathBedrockModel:
+			bp, ok := parseBedrockPath(rest)
+			if !ok {
+				return
+			}
+			if strings.ContainsAny(bp.upstream, "?#") || !validBedrockModelID(bp.model) ||
+				!strings.HasPrefix(bp.upstream, "/model/") || strings.Count(bp.upstream, "/") != 3 {
+				t.Fatalf("parseBedrockPath(%q) = %+v", rest, bp)
+			}
+		}
+	})
 }

@@ -147,6 +147,10 @@ var Mutations = []Mutation{
 		From: "if r != nil && r.Peer != peer {", To: "if r != nil && false {", Packages: []string{pkgHandoff, pkgUpstream},
 	},
 	{
+		Name: "router: a disguised /v1/messages forwarded unmetered", File: "extproc/router/request.go",
+		From: "if bytes.IndexByte(path, '%') >= 0 || bytes.Contains(path, []byte(\"//\")) || path[len(path)-1] == '/' {", To: "if bytes.Contains(path, []byte(\"//\")) {", Packages: []string{pkgRouter},
+	},
+	{
 		Name: "upstream: signing unbounded", File: "extproc/upstream/upstream.go",
 		From: "sctx, cancel := context.WithTimeout(ctx, p.h.signWait)", To: "sctx, cancel := context.WithCancel(ctx)", Packages: []string{pkgUpstream}, Run: "TestSignIsBounded",
 	},
