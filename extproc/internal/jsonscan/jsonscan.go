@@ -1,15 +1,28 @@
-// Package jsonscan walks the members of a JSON object without decoding it.
+// Package jsonscan owns extproc's JSON scanning: finding the members of
+// request bodies, response bodies and stream events without decoding them.
 //
-// extproc reads a handful of top-level fields (the request's model and
-// stream flag, a response's usage) from bodies of up to 32 MB that it must
-// forward byte for byte. Decoding them with encoding/json would allocate the
-// whole document; this package instead skips over member values with
-// bytes.IndexByte and hands back sub-slices of the input, allocating nothing.
+// extproc reads a handful of fields (the request's model and stream flag, a
+// response's usage, a stream event's type) from bodies of up to 32 MB that
+// it must forward byte for byte. Decoding them with encoding/json would
+// allocate the whole document; this package instead hands back sub-slices
+// of (or offsets into) the input, allocating nothing.
 //
-// The scanner does not validate: it checks only the structure it needs to
-// find member boundaries, and it never panics on malformed input. For input
-// that is valid JSON it reports exactly what encoding/json's Decoder reports
-// (the differential fuzz test holds it to that).
+// It scans in two modes:
+//
+//   - Skimming (Object, Iter, Find) checks only the structure it needs to
+//     find member boundaries and skips over values with bytes.IndexByte. It
+//     never panics on malformed input, and for input that is valid JSON it
+//     reports exactly what encoding/json's Decoder reports (the
+//     differential fuzz test holds it to that). The router and the usage
+//     metering use it: they forward the body whatever it holds.
+//   - Validating (StrictObject, StrictArray, AppendMembers) accepts exactly
+//     what json.Valid accepts, nesting to MaxDepth, the one depth limit of
+//     the package. The Bedrock translation, which rebuilds a body from its
+//     members, and the event stream converter, which must not forward a
+//     corrupt event, use it.
+//
+// String, Bool, Uint and KeyName decode the raw values and keys either mode
+// returns; PlainPrefix is the word-at-a-time step of string scanning.
 package jsonscan
 
 import (
@@ -19,8 +32,8 @@ import (
 	"unicode/utf8"
 )
 
-// ErrSyntax is returned by Iter.Err when the input is not a JSON object the
-// scanner can walk.
+// ErrSyntax is returned by Iter.Err and Strict.Err when the input is not a
+// JSON object (or, for StrictArray, array) the scanner can walk.
 var ErrSyntax = errors.New("jsonscan: malformed JSON object")
 
 // Iter iterates over the members of one JSON object. The zero Iter is not
