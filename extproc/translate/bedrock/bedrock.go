@@ -11,9 +11,10 @@ package bedrock
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
-	"unicode/utf8"
 
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 )
 
@@ -97,6 +98,18 @@ func (t *Translator) Versions() (beta, field string) { return t.betaVersion, t.f
 // ErrInvalidBody is returned (wrapped) when the body is not a JSON object.
 var ErrInvalidBody = errSyntax
 
+// errSyntax is returned for any input that is not a single valid JSON object.
+var errSyntax = errors.New("bedrock: body is not a valid JSON object")
+
+// invalidBody turns an error of the validating scan into the translation's
+// own.
+func invalidBody(err error) error {
+	if errors.Is(err, jsonscan.ErrTooDeep) {
+		return fmt.Errorf("%w: nesting deeper than %d", errSyntax, jsonscan.MaxDepth)
+	}
+	return errSyntax
+}
+
 // ErrEmptyModel is returned when no Bedrock model id is given.
 var ErrEmptyModel = errors.New("bedrock: empty model id")
 
@@ -107,10 +120,10 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 	if modelID == "" {
 		return Request{}, ErrEmptyModel
 	}
-	var membersBuf [16]member
-	members, err := scanObject(body, membersBuf[:0])
+	var membersBuf [16]jsonscan.Member
+	members, err := jsonscan.AppendMembers(membersBuf[:0], body)
 	if err != nil {
-		return Request{}, err
+		return Request{}, invalidBody(err)
 	}
 	req := Request{Path: ModelPath(modelID, stream)}
 	betaIdx, dropped := t.betas(betaHeader)
@@ -127,7 +140,7 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 	out = append(out, '{')
 	first := true
 	for _, m := range members {
-		key := keyName(body[m.key.start:m.key.end])
+		key := jsonscan.KeyName(m.Key(body))
 		switch string(key) {
 		case "model", "stream", "anthropic_version", "anthropic_beta":
 			continue
@@ -140,9 +153,9 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 			out = append(out, ',')
 		}
 		first = false
-		out = append(out, body[m.key.start:m.key.end]...)
+		out = append(out, m.Key(body)...)
 		out = append(out, ':')
-		val := body[m.val.start:m.val.end]
+		val := m.Value(body)
 		if string(key) == "messages" && val[0] == '[' {
 			if out, req.DroppedFields, err = t.appendMessages(out, val, req.DroppedFields); err != nil {
 				return Request{}, err
@@ -177,23 +190,21 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 // objects the message allow-list does not hold. Elements that need no
 // change are copied byte-for-byte.
 func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, []string, error) {
-	elems, err := scanArray(val, nil)
-	if err != nil {
-		return out, dropped, err
-	}
 	cursor := 0
-	var buf []member
-	for _, e := range elems {
-		elem := val[e.start:e.end]
+	var buf []jsonscan.Member
+	var err error
+	elems := jsonscan.StrictArray(val)
+	for e, ok := elems.Next(); ok; e, ok = elems.Next() {
+		elem := e.Value(val)
 		if elem[0] != '{' {
 			continue
 		}
-		if buf, err = scanObject(elem, buf[:0]); err != nil {
-			return out, dropped, err
+		if buf, err = jsonscan.AppendMembers(buf[:0], elem); err != nil {
+			return out, dropped, invalidBody(err)
 		}
 		clean := true
 		for _, m := range buf {
-			if _, ok := t.message[string(keyName(elem[m.key.start:m.key.end]))]; !ok {
+			if _, ok := t.message[string(jsonscan.KeyName(m.Key(elem)))]; !ok {
 				clean = false
 				break
 			}
@@ -201,11 +212,11 @@ func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, 
 		if clean {
 			continue
 		}
-		out = append(out, val[cursor:e.start]...)
+		out = append(out, val[cursor:e.ValueStart]...)
 		out = append(out, '{')
 		first := true
 		for _, m := range buf {
-			key := keyName(elem[m.key.start:m.key.end])
+			key := jsonscan.KeyName(m.Key(elem))
 			if _, ok := t.message[string(key)]; !ok {
 				dropped = appendUnique(dropped, "messages[]."+string(key))
 				continue
@@ -214,12 +225,15 @@ func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, 
 				out = append(out, ',')
 			}
 			first = false
-			out = append(out, elem[m.key.start:m.key.end]...)
+			out = append(out, m.Key(elem)...)
 			out = append(out, ':')
-			out = append(out, elem[m.val.start:m.val.end]...)
+			out = append(out, m.Value(elem)...)
 		}
 		out = append(out, '}')
-		cursor = e.end
+		cursor = e.ValueEnd
+	}
+	if err := elems.Err(); err != nil {
+		return out, dropped, invalidBody(err)
 	}
 	return append(out, val[cursor:]...), dropped, nil
 }
@@ -290,27 +304,6 @@ func ModelPath(modelID string, stream bool) string {
 func isUnreserved(c byte) bool {
 	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
 		c == '-' || c == '_' || c == '.' || c == '~'
-}
-
-// keyName returns the decoded member name of a raw, already validated,
-// quoted JSON key, exactly as encoding/json would decode it. Plain ASCII
-// names are returned in place, without allocating; escaped or non-ASCII
-// names are rare and decoded so that an escaped spelling cannot slip past
-// the allow-list.
-func keyName(raw []byte) []byte {
-	inner := raw[1 : len(raw)-1]
-	for _, c := range inner {
-		if c == '\\' || c >= utf8.RuneSelf {
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				// Unreachable for scanner-validated keys; an unmatched
-				// name is dropped, which is the safe outcome.
-				return raw
-			}
-			return []byte(s)
-		}
-	}
-	return inner
 }
 
 func appendUnique(list []string, s string) []string {

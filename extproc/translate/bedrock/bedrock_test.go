@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
 )
 
@@ -284,12 +285,12 @@ func TestTranslateErrors(t *testing.T) {
 	if _, err := tr.TranslateRequest([]byte(`{}`), "", true, ""); err != ErrEmptyModel {
 		t.Errorf("empty model: err = %v, want ErrEmptyModel", err)
 	}
-	deep := strings.Repeat("[", maxDepth-1) + strings.Repeat("]", maxDepth-1)
+	deep := strings.Repeat("[", jsonscan.MaxDepth-1) + strings.Repeat("]", jsonscan.MaxDepth-1)
 	if _, err := tr.TranslateRequest([]byte(`{"a":`+deep+`}`), "", true, "m"); err != nil {
-		t.Errorf("depth %d: %v", maxDepth, err)
+		t.Errorf("depth %d: %v", jsonscan.MaxDepth, err)
 	}
 	if _, err := tr.TranslateRequest([]byte(`{"a":[`+deep+`]}`), "", true, "m"); err == nil {
-		t.Errorf("depth %d: want error", maxDepth+1)
+		t.Errorf("depth %d: want error", jsonscan.MaxDepth+1)
 	}
 }
 

@@ -55,36 +55,6 @@ func referenceRawMembers(b []byte) (keys []string, rawKeys, vals [][]byte, ok bo
 	return keys, rawKeys, vals, true
 }
 
-// FuzzScanObject checks the hand-written scanner against encoding/json:
-// same acceptance, same member keys and raw values, in order.
-func FuzzScanObject(f *testing.F) {
-	fuzzSeeds(f)
-	f.Fuzz(func(t *testing.T, b []byte, _ string) {
-		members, err := scanObject(b, nil)
-		keys, rawKeys, vals, ok := referenceRawMembers(b)
-		if (err == nil) != ok {
-			t.Fatalf("scanObject(%q) err = %v, encoding/json ok = %v", b, err, ok)
-		}
-		if !ok {
-			return
-		}
-		if len(members) != len(keys) {
-			t.Fatalf("%d members, encoding/json %d", len(members), len(keys))
-		}
-		for i, m := range members {
-			if k := string(keyName(b[m.key.start:m.key.end])); k != keys[i] {
-				t.Errorf("key %d = %q, encoding/json %q", i, k, keys[i])
-			}
-			if raw := b[m.key.start:m.key.end]; !bytes.Equal(raw, rawKeys[i]) {
-				t.Errorf("raw key %d = %q, encoding/json %q", i, raw, rawKeys[i])
-			}
-			if v := b[m.val.start:m.val.end]; !bytes.Equal(v, vals[i]) {
-				t.Errorf("value %d = %q, encoding/json %q", i, v, vals[i])
-			}
-		}
-	})
-}
-
 // FuzzTranslateRequest checks every translation against a reference built
 // with encoding/json from the tables alone: the output is the input's
 // allow-listed members in order, keys and values byte-identical (message
