@@ -17,6 +17,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 )
 
 // ErrCorrupt reports an event stream that cannot be decoded: a CRC mismatch,
@@ -257,15 +259,15 @@ func (c *Converter) exception(dst []byte, code string, payload []byte) ([]byte, 
 	if code == "" {
 		code = "unknownException"
 	}
-	it := newObjectIter(payload)
+	it := jsonscan.StrictObject(payload)
 	var raw []byte
-	for m, ok := it.next(); ok; m, ok = it.next() {
-		if string(m.key) == "message" || string(m.key) == "Message" {
-			raw = m.value
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
+		if k := rawName(payload, m); string(k) == "message" || string(k) == "Message" {
+			raw = m.Value(payload)
 		}
 	}
 	var msg string
-	if !it.trailingOK() || len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &msg) != nil {
+	if it.Err() != nil || len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &msg) != nil {
 		msg = "Bedrock " + code
 		raw = nil
 	}
@@ -305,13 +307,13 @@ const metricsKey = "amazon-bedrock-invocationMetrics"
 func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 	b64, ok := bedrockChunkBytes(payload)
 	if !ok {
-		it := newObjectIter(payload)
-		for m, ok := it.next(); ok; m, ok = it.next() {
-			if string(m.key) == "bytes" {
-				b64 = m.value
+		it := jsonscan.StrictObject(payload)
+		for m, ok := it.Next(); ok; m, ok = it.Next() {
+			if string(rawName(payload, m)) == "bytes" {
+				b64 = m.Value(payload)
 			}
 		}
-		if !it.trailingOK() {
+		if it.Err() != nil {
 			return c.fail(dst, fmt.Errorf("%w: chunk payload is not a JSON object", ErrCorrupt))
 		}
 		if len(b64) < 2 || b64[0] != '"' {
@@ -333,30 +335,30 @@ func (c *Converter) chunk(dst, payload []byte) ([]byte, error) {
 	// to cut, and the objects holding usage.
 	var typ, usageObj, msgObj []byte
 	cutStart, cutEnd, cutFirst := -1, -1, false
-	it := newObjectIter(ev)
+	it := jsonscan.StrictObject(ev)
 	prevEnd := -1
-	for m, ok := it.next(); ok; m, ok = it.next() {
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
 		if cutFirst {
-			cutEnd, cutFirst = m.keyStart, false
+			cutEnd, cutFirst = m.KeyStart, false
 		}
-		switch string(m.key) {
+		switch string(rawName(ev, m)) {
 		case "type":
-			typ = m.value
+			typ = m.Value(ev)
 		case "usage":
-			usageObj = m.value
+			usageObj = m.Value(ev)
 		case "message":
-			msgObj = m.value
+			msgObj = m.Value(ev)
 		case metricsKey:
-			c.readMetrics(m.value)
+			c.readMetrics(m.Value(ev))
 			if prevEnd >= 0 {
-				cutStart, cutEnd = prevEnd, m.valueEnd
+				cutStart, cutEnd = prevEnd, m.ValueEnd
 			} else {
-				cutStart, cutEnd, cutFirst = m.keyStart, m.valueEnd, true
+				cutStart, cutEnd, cutFirst = m.KeyStart, m.ValueEnd, true
 			}
 		}
-		prevEnd = m.valueEnd
+		prevEnd = m.ValueEnd
 	}
-	if !it.trailingOK() {
+	if it.Err() != nil {
 		return c.fail(dst, fmt.Errorf("%w: chunk event is not a JSON object", ErrCorrupt))
 	}
 	if len(typ) < 2 || typ[0] != '"' || strings.IndexByte(string(typ), '\\') >= 0 || len(typ) == 2 {
@@ -452,13 +454,13 @@ func readCounts(obj []byte, names *[4]string, dst *Usage, seen *[4]bool) {
 		return
 	}
 	fields := [4]*int64{&dst.InputTokens, &dst.OutputTokens, &dst.CacheReadInputTokens, &dst.CacheCreationInputTokens}
-	it := newObjectIter(obj)
-	for m, ok := it.next(); ok; m, ok = it.next() {
+	it := jsonscan.StrictObject(obj)
+	for m, ok := it.Next(); ok; m, ok = it.Next() {
 		for i, name := range names {
-			if string(m.key) != name {
+			if string(rawName(obj, m)) != name {
 				continue
 			}
-			if v, ok := parseCount(m.value); ok {
+			if v, ok := parseCount(m.Value(obj)); ok {
 				*fields[i], seen[i] = v, true
 			}
 			break

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	sdk "github.com/aws/aws-sdk-go-v2/aws/protocol/eventstream"
+
+	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 )
 
 func addSeeds(f *testing.F) {
@@ -322,6 +324,7 @@ func FuzzConverterChunk(f *testing.F) {
 		`{"amazon-bedrock-invocationMetrics":{},"type":"message_stop","x":[1,{"y":null}]}`,
 		`{"type":"a","type":"b"}`, `{"type":"\u0061"}`, `{"type":""}`, `{"type":1}`, `{"typ\u0065":"x"}`, `{}`, `[]`, `{"type":"x"`, `"x"`,
 		`{"type":"x","n":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`,
+		`{"type":"x","n":` + strings.Repeat("[", jsonscan.MaxDepth) + strings.Repeat("]", jsonscan.MaxDepth) + `}`,
 		"{\"type\":\"x\",\r\n\"a\":[1,\n2]}\n",
 	} {
 		f.Add([]byte(s), uint64(1))
@@ -352,7 +355,7 @@ func FuzzConverterChunk(f *testing.F) {
 			return
 		}
 		plainType := len(typ) > 2 && typ[0] == '"' && bytes.IndexByte(typ, '\\') < 0
-		if !ok || !plainType || nesting(ev) > maxDepth {
+		if !ok || !plainType || nesting(ev) > jsonscan.MaxDepth {
 			const prefix = "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":"
 			if !errors.Is(err, ErrCorrupt) || !bytes.HasPrefix(got, []byte(prefix)) || !bytes.HasSuffix(got, []byte("}}\n\n")) ||
 				bytes.Count(got, []byte("\n\n")) != 1 {
