@@ -324,6 +324,7 @@ func FuzzConverterChunk(f *testing.F) {
 		`{"amazon-bedrock-invocationMetrics":{},"type":"message_stop","x":[1,{"y":null}]}`,
 		`{"type":"a","type":"b"}`, `{"type":"\u0061"}`, `{"type":""}`, `{"type":1}`, `{"typ\u0065":"x"}`, `{}`, `[]`, `{"type":"x"`, `"x"`,
 		`{"type":"x","n":` + strings.Repeat("[", 300) + strings.Repeat("]", 300) + `}`,
+		`{"type":"x","n":` + strings.Repeat("[", jsonscan.MaxDepth-1) + strings.Repeat("]", jsonscan.MaxDepth-1) + `}`,
 		`{"type":"x","n":` + strings.Repeat("[", jsonscan.MaxDepth) + strings.Repeat("]", jsonscan.MaxDepth) + `}`,
 		"{\"type\":\"x\",\r\n\"a\":[1,\n2]}\n",
 	} {
