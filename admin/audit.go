@@ -24,35 +24,32 @@ type auditJSON struct {
 	IP         *string         `json:"ip"`
 }
 
+func toAudit(e store.AuditEntry) auditJSON {
+	out := auditJSON{ID: e.ID, At: e.At, AdminID: e.AdminID, Actor: e.Actor, Action: e.Action,
+		TargetType: e.TargetType, TargetID: e.TargetID, Before: e.Before, After: e.After}
+	if out.Before == nil {
+		out.Before = json.RawMessage("null")
+	}
+	if out.After == nil {
+		out.After = json.RawMessage("null")
+	}
+	if e.IP != nil {
+		ip := e.IP.String()
+		out.IP = &ip
+	}
+	return out
+}
+
 func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) {
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
+	serveList(s, w, r, s.auditFilter, s.st.Audit().List, toAudit)
+}
+
+// auditFilter reads the filters of GET /audit. It shares usageFilters' time
+// range, which also checks user_id and key_id when given, though the audit
+// log is not filtered by them.
+func (s *Server) auditFilter(r *http.Request, errs *[]fieldError) store.AuditFilter {
 	q := r.URL.Query()
 	f := store.AuditFilter{Action: q.Get("action"), TargetType: q.Get("target_type"), TargetID: q.Get("target_id")}
-	_, _, f.From, f.To = s.usageFilters(r, &errs, false)
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	es, next, err := s.st.Audit().List(r.Context(), f, limit, cursor)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	items := make([]auditJSON, len(es))
-	for i, e := range es {
-		items[i] = auditJSON{ID: e.ID, At: e.At, AdminID: e.AdminID, Actor: e.Actor, Action: e.Action,
-			TargetType: e.TargetType, TargetID: e.TargetID, Before: e.Before, After: e.After}
-		if items[i].Before == nil {
-			items[i].Before = json.RawMessage("null")
-		}
-		if items[i].After == nil {
-			items[i].After = json.RawMessage("null")
-		}
-		if e.IP != nil {
-			ip := e.IP.String()
-			items[i].IP = &ip
-		}
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	_, _, f.From, f.To = s.usageFilters(r, errs, false)
+	return f
 }

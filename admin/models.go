@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"regexp"
 	"time"
@@ -108,27 +109,9 @@ func (s *Server) handleCreateModel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListModels(w http.ResponseWriter, r *http.Request) {
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	ms, err := s.st.Models().List(r.Context())
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	pg, next, ok := slicePage(ms, limit, cursor)
-	if !ok {
-		s.invalid(w, r, []fieldError{{Field: "cursor", Message: "malformed cursor"}})
-		return
-	}
-	items := make([]modelJSON, len(pg))
-	for i, m := range pg {
-		items[i] = toModel(m)
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	serveList(s, w, r, noFilter, wholeList(func(ctx context.Context, _ struct{}) ([]store.ModelMapping, error) {
+		return s.st.Models().List(ctx)
+	}), toModel)
 }
 
 func (s *Server) handleGetModel(w http.ResponseWriter, r *http.Request) {

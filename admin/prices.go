@@ -135,32 +135,17 @@ func (s *Server) handleCreatePrice(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListPrices(w http.ResponseWriter, r *http.Request) {
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
+	serveList(s, w, r, priceFilter, wholeList(s.st.Prices().List), toPrice)
+}
+
+// priceFilter reads the filters of GET /prices.
+func priceFilter(r *http.Request, errs *[]fieldError) store.PriceFilter {
 	q := r.URL.Query()
 	f := store.PriceFilter{Provider: store.Provider(q.Get("provider")), ModelID: q.Get("model_id"), Family: q.Get("family")}
 	if f.Provider != "" && !f.Provider.Valid() {
-		errs = append(errs, fieldError{Field: "provider", Message: "must be anthropic or bedrock"})
+		*errs = append(*errs, fieldError{Field: "provider", Message: "must be anthropic or bedrock"})
 	}
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	ps, err := s.st.Prices().List(r.Context(), f)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	pg, next, ok := slicePage(ps, limit, cursor)
-	if !ok {
-		s.invalid(w, r, []fieldError{{Field: "cursor", Message: "malformed cursor"}})
-		return
-	}
-	items := make([]priceJSON, len(pg))
-	for i, p := range pg {
-		items[i] = toPrice(p)
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	return f
 }
 
 func (s *Server) handleGetPrice(w http.ResponseWriter, r *http.Request) {
@@ -196,13 +181,15 @@ func (s *Server) handlePatchPrice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var out priceJSON
-	var errs []fieldError
 	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
 		before, err := q.Prices().Get(r.Context(), id)
 		if err != nil {
 			return err
 		}
-		var p store.PricePatch
+		var (
+			p    store.PricePatch
+			errs []fieldError
+		)
 		rates, changed := before.PriceRates, false
 		rate := func(field string, o optional[string], dst *decimal.Decimal) {
 			if !o.Set {
@@ -240,7 +227,7 @@ func (s *Server) handlePatchPrice(w http.ResponseWriter, r *http.Request) {
 			p.Source = store.Some(req.Source.Value)
 		}
 		if len(errs) > 0 {
-			return errValidation
+			return &invalidError{errs: errs}
 		}
 		np, err := q.Prices().Update(r.Context(), id, p)
 		if err != nil {
@@ -249,20 +236,12 @@ func (s *Server) handlePatchPrice(w http.ResponseWriter, r *http.Request) {
 		out = toPrice(np)
 		return s.audit(r.Context(), q, "price.update", "price", id.String(), toPrice(before), out)
 	})
-	if err == errValidation {
-		s.invalid(w, r, errs)
-		return
-	}
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
-
-// errValidation aborts a transaction whose handler answers with the field
-// errors it collected.
-var errValidation = &httpError{status: http.StatusUnprocessableEntity, title: "validation failed"}
 
 func (s *Server) handleDeletePrice(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.pathID(w, r)

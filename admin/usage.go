@@ -144,33 +144,27 @@ type usageEventJSON struct {
 	Aborted            bool      `json:"aborted"`
 }
 
+func toUsageEvent(e store.UsageEvent) usageEventJSON {
+	return usageEventJSON{RequestID: e.RequestID, EventTime: e.EventTime, UserID: e.UserID, AccessKeyID: e.AccessKeyID,
+		SessionID: e.SessionID, AgentID: e.AgentID, ClientVersion: e.ClientVersion, Kind: string(e.Kind),
+		RequestedModel: e.RequestedModel, BedrockModelID: e.BedrockModelID, Provider: string(e.Provider), Region: e.Region,
+		Fallback: e.Fallback, FallbackReason: e.FallbackReason, Stream: e.Stream, Status: e.Status,
+		InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CacheReadTokens: e.CacheReadTokens,
+		CacheWrite5mTokens: e.CacheWrite5mTokens, CacheWrite1hTokens: e.CacheWrite1hTokens, CostUSD: e.CostUSD.String(),
+		PriceFlag: string(e.PriceFlag), TTFTMs: e.TTFTMs, LatencyMs: e.LatencyMs, Aborted: e.Aborted}
+}
+
 func (s *Server) handleUsageRequests(w http.ResponseWriter, r *http.Request) {
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
-	user, key, from, to := s.usageFilters(r, &errs, false)
+	serveList(s, w, r, s.usageRequestFilter, s.st.Usage().ListRequests, toUsageEvent)
+}
+
+// usageRequestFilter reads the filters of GET /usage/requests.
+func (s *Server) usageRequestFilter(r *http.Request, errs *[]fieldError) store.UsageFilter {
+	user, key, from, to := s.usageFilters(r, errs, false)
 	f := store.UsageFilter{UserID: user, AccessKeyID: key, From: from, To: to,
 		SessionID: r.URL.Query().Get("session_id"), Provider: store.Provider(r.URL.Query().Get("provider"))}
 	if f.Provider != "" && !f.Provider.Valid() {
-		errs = append(errs, fieldError{Field: "provider", Message: "must be anthropic or bedrock"})
+		*errs = append(*errs, fieldError{Field: "provider", Message: "must be anthropic or bedrock"})
 	}
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	evs, next, err := s.st.Usage().ListRequests(r.Context(), f, limit, cursor)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	items := make([]usageEventJSON, len(evs))
-	for i, e := range evs {
-		items[i] = usageEventJSON{RequestID: e.RequestID, EventTime: e.EventTime, UserID: e.UserID, AccessKeyID: e.AccessKeyID,
-			SessionID: e.SessionID, AgentID: e.AgentID, ClientVersion: e.ClientVersion, Kind: string(e.Kind),
-			RequestedModel: e.RequestedModel, BedrockModelID: e.BedrockModelID, Provider: string(e.Provider), Region: e.Region,
-			Fallback: e.Fallback, FallbackReason: e.FallbackReason, Stream: e.Stream, Status: e.Status,
-			InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CacheReadTokens: e.CacheReadTokens,
-			CacheWrite5mTokens: e.CacheWrite5mTokens, CacheWrite1hTokens: e.CacheWrite1hTokens, CostUSD: e.CostUSD.String(),
-			PriceFlag: string(e.PriceFlag), TTFTMs: e.TTFTMs, LatencyMs: e.LatencyMs, Aborted: e.Aborted}
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	return f
 }
