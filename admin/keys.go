@@ -12,8 +12,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-func itoa(n int) string { return strconv.Itoa(n) }
-
 // keyJSON is the API form of an access key; it never holds the key itself.
 type keyJSON struct {
 	ID              uuid.UUID  `json:"id"`

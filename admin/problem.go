@@ -157,20 +157,10 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		s.problem(w, r, http.StatusBadRequest, "unknown field", "", fieldError{Field: f, Message: "unknown field"})
 	default:
-		var fe *fieldDecodeError
-		if errors.As(err, &fe) {
-			s.problem(w, r, http.StatusBadRequest, "malformed JSON", "", fieldError{Field: fe.field, Message: fe.msg})
-			return false
-		}
 		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "the body is not valid JSON")
 	}
 	return false
 }
-
-// fieldDecodeError is returned by custom UnmarshalJSON methods.
-type fieldDecodeError struct{ field, msg string }
-
-func (e *fieldDecodeError) Error() string { return e.field + ": " + e.msg }
 
 func jsonKind(goKind string) string {
 	switch goKind {

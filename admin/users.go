@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -44,7 +45,7 @@ var (
 
 func checkName(field, v string, max int, errs *[]fieldError) {
 	if strings.TrimSpace(v) == "" || utf8.RuneCountInString(v) > max || !utf8.ValidString(v) || strings.ContainsFunc(v, isControl) {
-		*errs = append(*errs, fieldError{Field: field, Message: "must be 1 to " + itoa(max) + " characters without control characters"})
+		*errs = append(*errs, fieldError{Field: field, Message: "must be 1 to " + strconv.Itoa(max) + " characters without control characters"})
 	}
 }
 
