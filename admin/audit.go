@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -9,6 +10,27 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/store"
 )
+
+// audit appends an entry for the request's admin in q's transaction.
+// before and after are API representations, which never hold secrets.
+func (s *Server) audit(ctx context.Context, q *store.Queries, action, targetType, targetID string, before, after any) error {
+	a := actorFrom(ctx)
+	e := store.AuditEntry{AdminID: &a.adminID, Actor: a.username, Action: action,
+		TargetType: targetType, TargetID: targetID, IP: a.ip}
+	var err error
+	if before != nil {
+		if e.Before, err = json.Marshal(before); err != nil {
+			return err
+		}
+	}
+	if after != nil {
+		if e.After, err = json.Marshal(after); err != nil {
+			return err
+		}
+	}
+	_, err = q.Audit().Append(ctx, e)
+	return err
+}
 
 // auditJSON is the API form of an audit log entry.
 type auditJSON struct {
