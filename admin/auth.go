@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -345,25 +346,10 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// audit appends an entry for the request's admin in q's transaction.
-// before and after are API representations, which never hold secrets.
-func (s *Server) audit(ctx context.Context, q *store.Queries, action, targetType, targetID string, before, after any) error {
-	a := actorFrom(ctx)
-	e := store.AuditEntry{AdminID: &a.adminID, Actor: a.username, Action: action,
-		TargetType: targetType, TargetID: targetID, IP: a.ip}
-	var err error
-	if before != nil {
-		if e.Before, err = json.Marshal(before); err != nil {
-			return err
-		}
-	}
-	if after != nil {
-		if e.After, err = json.Marshal(after); err != nil {
-			return err
-		}
-	}
-	_, err = q.Audit().Append(ctx, e)
-	return err
+// sessionID is the stored form of a session token.
+func sessionID(token []byte) []byte {
+	sum := sha256.Sum256(token)
+	return sum[:]
 }
 
 // Login throttling.

@@ -45,6 +45,14 @@ func (req bedrockRequest) validate() []fieldError {
 	return errs
 }
 
+// CredentialAAD is the associated data Bedrock API keys are sealed with
+// (secrets.Sealer), for whoever opens them (extproc). It binds the blob to
+// the user rather than to the row or key, because key rotation copies a
+// key's credential to the new key.
+func CredentialAAD(userID uuid.UUID) []byte {
+	return []byte("ccproxy/bedrock-credential/user/" + userID.String())
+}
+
 func containsControlOrSpace(s string) bool {
 	for _, r := range s {
 		if r <= ' ' || r == 0x7f {

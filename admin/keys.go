@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -10,8 +11,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 // keyJSON is the API form of an access key; it never holds the key itself.
 type keyJSON struct {
@@ -109,31 +108,13 @@ func (s *Server) handleListKeys(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	if _, err := s.st.Users().Get(r.Context(), userID); err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	ks, err := s.st.AccessKeys().ListByUser(r.Context(), userID)
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	pg, next, ok := slicePage(ks, limit, cursor)
-	if !ok {
-		s.invalid(w, r, []fieldError{{Field: "cursor", Message: "malformed cursor"}})
-		return
-	}
-	items := make([]keyJSON, len(pg))
-	for i, k := range pg {
-		items[i] = toKey(k)
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	serveList(s, w, r, noFilter, wholeList(func(ctx context.Context, _ struct{}) ([]store.AccessKey, error) {
+		// An unknown user is a 404, not an empty list.
+		if _, err := s.st.Users().Get(ctx, userID); err != nil {
+			return nil, err
+		}
+		return s.st.AccessKeys().ListByUser(ctx, userID)
+	}), toKey)
 }
 
 type rotateKeyRequest struct {

@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -65,10 +64,10 @@ func (s *Server) invalid(w http.ResponseWriter, r *http.Request, errs []fieldErr
 
 // storeError answers for an error from the store or the transaction.
 func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
-	var he *httpError
+	var ie *invalidError
 	switch {
-	case errors.As(err, &he):
-		s.problem(w, r, he.status, he.title, he.detail)
+	case errors.As(err, &ie):
+		s.invalid(w, r, ie.errs)
 	case errors.Is(err, store.ErrNotFound):
 		s.problem(w, r, http.StatusNotFound, "not found", "")
 	case errors.Is(err, store.ErrConflict):
@@ -96,13 +95,12 @@ func conflictDetail(err error) string {
 	return msg
 }
 
-// httpError is a handler-chosen problem returned from inside a transaction.
-type httpError struct {
-	status        int
-	title, detail string
-}
+// invalidError carries field errors found where the handler cannot answer
+// at once: inside a transaction, which it must abort, or in a pager.
+// storeError answers it as invalid does.
+type invalidError struct{ errs []fieldError }
 
-func (e *httpError) Error() string { return e.title + ": " + e.detail }
+func (e *invalidError) Error() string { return "validation failed" }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeJSONType(w, "application/json", status, v)
@@ -159,20 +157,10 @@ func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
 		f := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 		s.problem(w, r, http.StatusBadRequest, "unknown field", "", fieldError{Field: f, Message: "unknown field"})
 	default:
-		var fe *fieldDecodeError
-		if errors.As(err, &fe) {
-			s.problem(w, r, http.StatusBadRequest, "malformed JSON", "", fieldError{Field: fe.field, Message: fe.msg})
-			return false
-		}
 		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "the body is not valid JSON")
 	}
 	return false
 }
-
-// fieldDecodeError is returned by custom UnmarshalJSON methods.
-type fieldDecodeError struct{ field, msg string }
-
-func (e *fieldDecodeError) Error() string { return e.field + ": " + e.msg }
 
 func jsonKind(goKind string) string {
 	switch goKind {
@@ -220,64 +208,4 @@ func (s *Server) pathID(w http.ResponseWriter, r *http.Request) (uuid.UUID, bool
 		return uuid.Nil, false
 	}
 	return id, true
-}
-
-// page is the envelope of every list response.
-type page[T any] struct {
-	Items      []T     `json:"items"`
-	NextCursor *string `json:"next_cursor"`
-}
-
-func newPage[T any](items []T, next string) page[T] {
-	if items == nil {
-		items = []T{}
-	}
-	p := page[T]{Items: items}
-	if next != "" {
-		p.NextCursor = &next
-	}
-	return p
-}
-
-// pageParams reads limit and cursor.
-func pageParams(r *http.Request, errs *[]fieldError) (limit int, cursor string) {
-	q := r.URL.Query()
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > store.MaxPageSize {
-			*errs = append(*errs, fieldError{Field: "limit", Message: "must be an integer from 1 to " + strconv.Itoa(store.MaxPageSize)})
-		}
-		limit = n
-	}
-	cursor = q.Get("cursor")
-	if len(cursor) > 200 {
-		*errs = append(*errs, fieldError{Field: "cursor", Message: "malformed cursor"})
-	}
-	return limit, cursor
-}
-
-// slicePage pages through a list the store returns whole; its cursor is the
-// base64url offset of the next item.
-func slicePage[T any](items []T, limit int, cursor string) ([]T, string, bool) {
-	if limit <= 0 {
-		limit = store.DefaultPageSize
-	}
-	off := 0
-	if cursor != "" {
-		raw, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil {
-			return nil, "", false
-		}
-		n, err := strconv.Atoi(strings.TrimPrefix(string(raw), "o:"))
-		if err != nil || n < 0 || !strings.HasPrefix(string(raw), "o:") {
-			return nil, "", false
-		}
-		off = min(n, len(items))
-	}
-	end := off + min(limit, len(items)-off) // off+limit may overflow
-	next := ""
-	if end < len(items) {
-		next = base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(end)))
-	}
-	return items[off:end], next, true
 }

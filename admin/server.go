@@ -29,7 +29,6 @@ package admin
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -173,6 +172,11 @@ func New(opts Options) (*Server, error) {
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.mux }
 
+// routes builds the API's route table. Every route but the OpenAPI document
+// and login needs an authenticated admin. The blocks follow the resources,
+// and each resource's handlers live in the file of its name (users.go,
+// keys.go, bedrock.go, models.go, prices.go, usage.go, audit.go; login and
+// logout in auth.go).
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	s.mux = m
@@ -180,6 +184,7 @@ func (s *Server) routes() {
 	authed := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, s.wrap(h, true)) }
 
 	open("GET /api/v1/openapi.json", s.handleOpenAPI)
+
 	open("POST /api/v1/auth/login", s.handleLogin)
 	authed("POST /api/v1/auth/logout", s.handleLogout)
 
@@ -199,9 +204,6 @@ func (s *Server) routes() {
 	authed("PUT /api/v1/keys/{id}/bedrock", s.handlePutKeyBedrock)
 	authed("DELETE /api/v1/keys/{id}/bedrock", s.handleDeleteKeyBedrock)
 
-	authed("GET /api/v1/usage", s.handleUsage)
-	authed("GET /api/v1/usage/requests", s.handleUsageRequests)
-
 	authed("POST /api/v1/models", s.handleCreateModel)
 	authed("GET /api/v1/models", s.handleListModels)
 	authed("GET /api/v1/models/{id}", s.handleGetModel)
@@ -214,11 +216,16 @@ func (s *Server) routes() {
 	authed("PATCH /api/v1/prices/{id}", s.handlePatchPrice)
 	authed("DELETE /api/v1/prices/{id}", s.handleDeletePrice)
 
+	authed("GET /api/v1/usage", s.handleUsage)
+	authed("GET /api/v1/usage/requests", s.handleUsageRequests)
+
 	authed("GET /api/v1/audit", s.handleListAudit)
 
-	m.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) {
+	// Every other path or method gets a problem+json 404, not ServeMux's
+	// plain-text 404 or 405.
+	open("/", func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusNotFound, "no such endpoint", "")
-	}, false))
+	})
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {
@@ -302,20 +309,6 @@ func keysInvalidation(userID uuid.UUID, ks []store.AccessKey) Invalidation {
 		inv.KeyHashes = append(inv.KeyHashes, k.Hash)
 	}
 	return inv
-}
-
-// sessionID is the stored form of a session token.
-func sessionID(token []byte) []byte {
-	sum := sha256.Sum256(token)
-	return sum[:]
-}
-
-// CredentialAAD is the associated data Bedrock API keys are sealed with
-// (secrets.Sealer), for whoever opens them (extproc). It binds the blob to
-// the user rather than to the row or key, because key rotation copies a
-// key's credential to the new key.
-func CredentialAAD(userID uuid.UUID) []byte {
-	return []byte("ccproxy/bedrock-credential/user/" + userID.String())
 }
 
 // knownMethod is the request method as a metric label: one of the methods

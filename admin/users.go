@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"context"
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -43,7 +45,7 @@ var (
 
 func checkName(field, v string, max int, errs *[]fieldError) {
 	if strings.TrimSpace(v) == "" || utf8.RuneCountInString(v) > max || !utf8.ValidString(v) || strings.ContainsFunc(v, isControl) {
-		*errs = append(*errs, fieldError{Field: field, Message: "must be 1 to " + itoa(max) + " characters without control characters"})
+		*errs = append(*errs, fieldError{Field: field, Message: "must be 1 to " + strconv.Itoa(max) + " characters without control characters"})
 	}
 }
 
@@ -120,26 +122,19 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
-	var errs []fieldError
-	limit, cursor := pageParams(r, &errs)
-	status := r.URL.Query().Get("status")
-	if status != "" && !store.UserStatus(status).Valid() {
-		errs = append(errs, fieldError{Field: "status", Message: "must be active or disabled"})
+	serveList(s, w, r, userStatusFilter,
+		func(ctx context.Context, status store.UserStatus, limit int, cursor string) ([]store.User, string, error) {
+			return s.st.Users().List(ctx, store.UserListOptions{Limit: limit, Cursor: cursor, Status: status})
+		}, toUser)
+}
+
+// userStatusFilter reads the status filter of GET /users.
+func userStatusFilter(r *http.Request, errs *[]fieldError) store.UserStatus {
+	status := store.UserStatus(r.URL.Query().Get("status"))
+	if status != "" && !status.Valid() {
+		*errs = append(*errs, fieldError{Field: "status", Message: "must be active or disabled"})
 	}
-	if len(errs) > 0 {
-		s.invalid(w, r, errs)
-		return
-	}
-	users, next, err := s.st.Users().List(r.Context(), store.UserListOptions{Limit: limit, Cursor: cursor, Status: store.UserStatus(status)})
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	items := make([]userJSON, len(users))
-	for i, u := range users {
-		items[i] = toUser(u)
-	}
-	writeJSON(w, http.StatusOK, newPage(items, next))
+	return status
 }
 
 func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {

@@ -304,7 +304,7 @@ var Mutations = []Mutation{
 		From: "*o = optional[T]{Set: true}", To: "o.Set = true", Packages: []string{pkgAdmin},
 	},
 	{
-		Name: "admin: paging loses the tail", File: "admin/problem.go",
+		Name: "admin: paging loses the tail", File: "admin/list.go",
 		From: "if end < len(items) {", To: "if end < len(items)-1 {", Packages: []string{pkgAdmin},
 	},
 }
