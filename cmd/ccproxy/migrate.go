@@ -26,14 +26,15 @@ advisory lock, so several replicas may run "migrate up" at once.`,
 
 func newMigrateUpCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "up", Short: "Apply every pending migration", Args: cobra.NoArgs}
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		log.Info("migrating up", "database", observability.RedactURL(cfg.DatabaseURL))
-		res, err := store.MigrateUp(cmd.Context(), cfg.DatabaseURL)
+		log.Info("migrating up", "database", observability.RedactURL(db.URL))
+		res, err := store.MigrateUp(cmd.Context(), db.URL)
 		if err != nil {
 			return err
 		}
@@ -49,21 +50,22 @@ func newMigrateDownCommand() *cobra.Command {
 		Args:  cobra.NoArgs,
 	}
 	to := cmd.Flags().Int64("to", -1, "roll back every migration newer than this version (0 removes the whole schema)")
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		log.Info("migrating down", "database", observability.RedactURL(cfg.DatabaseURL), "to", *to)
+		log.Info("migrating down", "database", observability.RedactURL(db.URL), "to", *to)
 		var res []store.MigrationResult
 		if cmd.Flags().Changed("to") {
 			if *to < 0 {
 				return fmt.Errorf("--to must be 0 or a migration version, got %d", *to)
 			}
-			res, err = store.MigrateDownTo(cmd.Context(), cfg.DatabaseURL, *to)
+			res, err = store.MigrateDownTo(cmd.Context(), db.URL, *to)
 		} else {
-			res, err = store.MigrateDown(cmd.Context(), cfg.DatabaseURL)
+			res, err = store.MigrateDown(cmd.Context(), db.URL)
 		}
 		if err != nil {
 			return err
@@ -75,13 +77,14 @@ func newMigrateDownCommand() *cobra.Command {
 
 func newMigrateStatusCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "status", Short: "List every migration and whether it is applied", Args: cobra.NoArgs}
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, _, err := load(b, cmd.ErrOrStderr())
+		_, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		states, err := store.MigrationStatus(cmd.Context(), cfg.DatabaseURL)
+		states, err := store.MigrationStatus(cmd.Context(), db.URL)
 		if err != nil {
 			return err
 		}

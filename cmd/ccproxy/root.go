@@ -30,17 +30,26 @@ Every command takes its settings from flags or environment variables; see docs/c
 	return root
 }
 
-// settings binds the given setting groups (plus logging) to cmd's flags and
-// returns a loader to call once the flags are parsed.
-func settings(cmd *cobra.Command, groups ...[]config.Setting) *config.Binding {
-	return config.Bind(cmd.Flags(), append([][]config.Setting{config.Logging()}, groups...)...)
+// boundSettings are a command's settings bound to its flags, with the
+// logging settings every command has.
+type boundSettings struct {
+	binding *config.Binding
+	logging config.Logging
 }
 
-// load resolves the settings and builds the logger that the command uses.
-func load(b *config.Binding, stderr io.Writer) (*config.Config, *slog.Logger, error) {
-	cfg, err := b.Load()
-	if err != nil {
-		return nil, nil, err
+// bind binds the given setting groups (plus logging) to cmd's flags; the
+// command calls load once the flags are parsed.
+func bind(cmd *cobra.Command, groups ...config.Group) *boundSettings {
+	b := &boundSettings{}
+	b.binding = config.Bind(cmd.Flags(), append([]config.Group{b.logging.Group()}, groups...)...)
+	return b
+}
+
+// load resolves the settings into the structs whose groups were bound and
+// builds the logger that the command uses.
+func (b *boundSettings) load(stderr io.Writer) (*slog.Logger, error) {
+	if err := b.binding.Load(); err != nil {
+		return nil, err
 	}
-	return cfg, observability.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel), nil
+	return observability.NewLogger(stderr, b.logging.Format, b.logging.Level), nil
 }

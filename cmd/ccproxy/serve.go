@@ -56,6 +56,26 @@ func runAll(ctx context.Context, log *slog.Logger, comps ...component) error {
 	return g.Wait()
 }
 
+// closers holds what a command opens while it builds its components
+// (listeners, client connections), to close, newest first, when building
+// fails. Once runAll runs the components, each closes what it serves on or
+// with, and the command hands them over instead of closing them.
+type closers []func() error
+
+// add registers the closing of something just opened.
+func (c *closers) add(close func() error) { *c = append(*c, close) }
+
+// closeAll closes everything not handed over; commands defer it.
+func (c *closers) closeAll() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		_ = (*c)[i]()
+	}
+	*c = nil
+}
+
+// handOver leaves everything to the components that now own it.
+func (c *closers) handOver() { *c = nil }
+
 // extprocParts is the ext_proc server with its dependencies.
 type extprocParts struct {
 	server *extproc.Server
@@ -80,78 +100,76 @@ func (p *extprocParts) invalidationReady(context.Context) error {
 
 // newExtProc builds the ext_proc server. It holds no database
 // credentials: access keys are resolved the production way — in-process
-// cache, then Redis, then the admin service's KeyService at ksAddr — and
-// invalidated through Redis pub/sub; usage events are published to the
-// Redis usage stream (internal/usagestream) that the admin service
-// ingests; GET /v1/models lists the model mappings of the runtime
+// cache, then Redis, then the admin service's KeyService at
+// s.KeyServiceAddr — and invalidated through Redis pub/sub; usage events are
+// published to the Redis usage stream (internal/usagestream) that the admin
+// service ingests; GET /v1/models lists the model mappings of the runtime
 // configuration the control plane sends.
-func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, ksAddr string, reg prometheus.Registerer) (*extprocParts, error) {
-	hasher, err := keys.NewHasher(cfg.ServerSecret)
+func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb redis.UniversalClient, reg prometheus.Registerer, opened *closers) (*extprocParts, error) {
+	hasher, err := keys.NewHasher(s.Keys.ServerSecret)
 	if err != nil {
 		return nil, err
 	}
 	producer, err := usagestream.NewProducer(usagestream.ProducerOptions{
-		Redis: rdb, Prefix: cfg.RedisPrefix, Buffer: cfg.UsageBuffer,
+		Redis: rdb, Prefix: s.Redis.Prefix, Buffer: s.Sidecar.UsageBuffer,
 		Logger: log.With("component", "usage-stream"), Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(ksAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.KeyServiceAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("keyservice client: %w", err)
 	}
+	opened.add(conn.Close)
+	ksClient := keyservicev1.NewKeyServiceClient(conn)
 	klog := log.With("component", "keylookup")
 	ks, err := keylookup.New(keylookup.Config{
-		Client: keyservicev1.NewKeyServiceClient(conn), Redis: rdb, Prefix: cfg.RedisPrefix,
-		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: cfg.KeyCacheTTL, Logger: klog,
+		Client: ksClient, Redis: rdb, Prefix: s.Redis.Prefix,
+		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: s.Sidecar.KeyCacheTTL, Logger: klog,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	resolver := keylookup.NewResolver(ks, hasher, accesskey.CacheConfig{
-		TTL:           cfg.KeyCacheTTL,
-		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),
+		TTL:           s.Sidecar.KeyCacheTTL,
+		NegativeTTL:   min(s.Sidecar.KeyCacheTTL, 5*time.Second),
 		MaxEntries:    100_000,
 		LookupTimeout: 5 * time.Second,
 	})
 	subscribed := make(chan struct{})
 	var subscribedOnce sync.Once
-	sub := keylookup.NewSubscriber(rdb, cfg.RedisPrefix, keylookup.SubscriberOptions{
+	sub := keylookup.NewSubscriber(rdb, s.Redis.Prefix, keylookup.SubscriberOptions{
 		Logger:      klog,
 		OnSubscribe: func() { subscribedOnce.Do(func() { close(subscribed) }) },
 	}, resolver, ks)
 
 	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
 	comps := []component{{"key-invalidation", sub.Run}}
-	bedrockOpts, bedrockComps, err := newBedrock(ctx, cfg, log, reg)
+	bedrockOpts, bedrockComps, err := newBedrock(ctx, s, log, reg)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	// Budgets read the spend counters the admin's ingester keeps in Redis,
 	// and ask the KeyService to rebuild a missing one from Postgres.
 	budgets, err := budget.New(budget.Config{
-		Redis: rdb, Prefix: cfg.RedisPrefix, KeyService: keyservicev1.NewKeyServiceClient(conn),
-		Location: cfg.BillingLocation, Logger: log.With("component", "budget"), Registerer: reg,
+		Redis: rdb, Prefix: s.Redis.Prefix, KeyService: ksClient,
+		Location: s.Billing.Location, Logger: log.With("component", "budget"), Registerer: reg,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	bedrockOpts.Budgets = budgets
 	// The per-access-key Plan circuit breaker lives in Redis so that every
 	// replica, and both filters' streams of one request, agree.
 	brk, err := planbreaker.New(planbreaker.Config{
-		Redis: rdb, Prefix: cfg.RedisPrefix,
-		DefaultOpen: cfg.Breaker.DefaultOpen, MaxOpen: cfg.Breaker.MaxOpen,
-		FailureThreshold: cfg.Breaker.FailureThreshold, FailureWindow: cfg.Breaker.FailureWindow,
-		ProbeLease: cfg.Breaker.ProbeLease,
+		Redis: rdb, Prefix: s.Redis.Prefix,
+		DefaultOpen: s.Breaker.DefaultOpen, MaxOpen: s.Breaker.MaxOpen,
+		FailureThreshold: s.Breaker.FailureThreshold, FailureWindow: s.Breaker.FailureWindow,
+		ProbeLease: s.Breaker.ProbeLease,
 		Logger:     log.With("component", "breaker"), Registerer: reg,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	bedrockOpts.Breaker = brk
@@ -165,14 +183,13 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		Bedrock:    bedrockOpts,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
-	ln, err := extproc.Listen(cfg.ExtProcAddr)
+	ln, err := extproc.Listen(s.Sidecar.Addr)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
+	opened.add(ln.Close)
 	comps = append(comps, component{"extproc", func(ctx context.Context) error {
 		defer conn.Close()
 		// The producer outlives the server: streams still draining after
@@ -197,11 +214,11 @@ func (p *extprocParts) components() []component { return p.comps }
 // only aws_default_chain credentials can be used, and requests of users
 // with an API key are refused with a message naming the gateway's
 // configuration.
-func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
+func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
 	var sealer secrets.Sealer
-	if len(cfg.MasterKey) > 0 || cfg.KMSKeyID != "" {
+	if sec := s.Secrets; len(sec.MasterKey) > 0 || sec.KMSKeyID != "" {
 		var err error
-		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: cfg.MasterKey, KMSKeyID: cfg.KMSKeyID, KMSEndpoint: cfg.KMSEndpoint})
+		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: sec.MasterKey, KMSKeyID: sec.KMSKeyID, KMSEndpoint: sec.KMSEndpoint})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -209,7 +226,7 @@ func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
 	}
 	rc, err := runtimeconfig.NewClient(runtimeconfig.ClientConfig{
-		Addr:       cfg.ControlPlaneAddr,
+		Addr:       s.ControlPlaneAddr,
 		Logger:     log.With("component", "runtimeconfig"),
 		Registerer: reg,
 	})
@@ -224,8 +241,8 @@ func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 }
 
 // metricsComponent serves /metrics and the health probes.
-func metricsComponent(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry, health *observability.Health) component {
+func metricsComponent(s config.Serving, log *slog.Logger, reg *prometheus.Registry, health *observability.Health) component {
 	return component{"metrics", func(ctx context.Context) error {
-		return observability.ServeMetrics(ctx, log, cfg.MetricsAddr, reg, health)
+		return observability.ServeMetrics(ctx, log, s.MetricsAddr, reg, health)
 	}}
 }
