@@ -34,7 +34,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/usagestream"
 )
 
-func newAdminCommand() *cobra.Command {
+func newAdminCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
 		Short: "Run the admin service: REST API for admins and the internal KeyService for extproc",
@@ -48,7 +48,7 @@ When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPRO
 		Args: cobra.NoArgs,
 	}
 	s := &adminSettings{}
-	b := bind(cmd, s.groups()...)
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {

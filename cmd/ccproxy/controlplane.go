@@ -18,7 +18,7 @@ import (
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
-func newControlPlaneCommand() *cobra.Command {
+func newControlPlaneCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Serve Envoy's configuration (listeners, routes, clusters) over xDS",
@@ -31,7 +31,7 @@ use, and the enabled model mappings. Changes are picked up as they are committed
 		Args: cobra.NoArgs,
 	}
 	s := &controlplaneSettings{}
-	b := bind(cmd, s.groups()...)
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {

@@ -25,7 +25,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-func newDevCommand() *cobra.Command {
+func newDevCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole gateway in one process on this machine, with envoysim as the data plane",
@@ -38,7 +38,7 @@ The server secret and the demo key are kept in --state-dir so that restarts keep
 		Args: cobra.NoArgs,
 	}
 	s := &devSettings{}
-	b := bind(cmd, s.groups()...)
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {

@@ -15,7 +15,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
 
-func newExtProcCommand() *cobra.Command {
+func newExtProcCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "extproc",
 		Short: "Run the ext_proc sidecar that Envoy calls for every request",
@@ -31,7 +31,7 @@ holds no database credentials.`,
 		Args: cobra.NoArgs,
 	}
 	s := &extprocSettings{}
-	b := bind(cmd, s.groups()...)
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {

@@ -13,21 +13,21 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-func newMigrateCommand() *cobra.Command {
+func newMigrateCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply, roll back or list the Postgres schema migrations",
 		Long: `Manages ccproxy's Postgres schema. Migrations are embedded in the binary and run under an
 advisory lock, so several replicas may run "migrate up" at once.`,
 	}
-	cmd.AddCommand(newMigrateUpCommand(), newMigrateDownCommand(), newMigrateStatusCommand())
+	cmd.AddCommand(newMigrateUpCommand(p), newMigrateDownCommand(p), newMigrateStatusCommand(p))
 	return cmd
 }
 
-func newMigrateUpCommand() *cobra.Command {
+func newMigrateUpCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{Use: "up", Short: "Apply every pending migration", Args: cobra.NoArgs}
 	var db config.Postgres
-	b := bind(cmd, db.Group())
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
@@ -43,7 +43,7 @@ func newMigrateUpCommand() *cobra.Command {
 	return cmd
 }
 
-func newMigrateDownCommand() *cobra.Command {
+func newMigrateDownCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Roll back the newest migration, or down to --to VERSION (0 = everything)",
@@ -51,7 +51,7 @@ func newMigrateDownCommand() *cobra.Command {
 	}
 	to := cmd.Flags().Int64("to", -1, "roll back every migration newer than this version (0 removes the whole schema)")
 	var db config.Postgres
-	b := bind(cmd, db.Group())
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
@@ -75,10 +75,10 @@ func newMigrateDownCommand() *cobra.Command {
 	return cmd
 }
 
-func newMigrateStatusCommand() *cobra.Command {
+func newMigrateStatusCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{Use: "status", Short: "List every migration and whether it is applied", Args: cobra.NoArgs}
 	var db config.Postgres
-	b := bind(cmd, db.Group())
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		_, err := b.load(cmd.ErrOrStderr())
 		if err != nil {

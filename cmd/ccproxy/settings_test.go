@@ -56,7 +56,7 @@ func TestConfigurationDocsUpToDate(t *testing.T) {
 	if i < 0 || j < i {
 		t.Fatalf("%s lacks the settings markers", path)
 	}
-	want, err := config.Markdown(commandGroups(t, newRootCommand()))
+	want, err := config.Markdown(commandGroups(t, newRootCommand(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
