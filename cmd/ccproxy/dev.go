@@ -216,7 +216,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	}
 	sim, err := envoysim.New(envoysim.Options{
 		XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev",
-		Logger: log, Dial: devDialer(s.Resolve),
+		Logger: log.With("component", "envoysim"), Dial: devDialer(s.Resolve),
 	})
 	if err != nil {
 		return err
