@@ -231,7 +231,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 		}
 	})
 
-	comps := append(append(adminComps, ep.components()...),
+	comps := append(append(adminComps, ep.comps...),
 		component{"controlplane", func(ctx context.Context) error { return cp.Serve(ctx, xdsLn) }},
 		component{"controlplane-db", func(ctx context.Context) error {
 			return controlplane.WatchDatabase(ctx, st, cpBase, cp, cpLog)

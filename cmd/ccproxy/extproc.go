@@ -56,7 +56,7 @@ holds no database credentials.`,
 		log.Info("extproc listening", "addr", s.Sidecar.Addr, "keyservice", s.KeyServiceAddr)
 		health.Add("key-invalidation", ep.invalidationReady)
 		opened.handOver()
-		return runAll(ctx, log, append(ep.components(), metricsComponent(s.Serving, log, reg, health))...)
+		return runAll(ctx, log, append(ep.comps, metricsComponent(s.Serving, log, reg, health))...)
 	}
 	return cmd
 }

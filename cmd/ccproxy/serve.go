@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"time"
 
@@ -76,11 +75,10 @@ func (c *closers) closeAll() {
 // handOver leaves everything to the components that now own it.
 func (c *closers) handOver() { *c = nil }
 
-// extprocParts is the ext_proc server with its dependencies.
+// extprocParts is the ext_proc server and its dependencies, as the
+// components a command runs.
 type extprocParts struct {
-	server *extproc.Server
-	ln     net.Listener
-	comps  []component
+	comps []component
 	// subscribed is closed once the key invalidation feed is live: before
 	// that, its first subscription purges every key resolved so far (it
 	// cannot know what it missed), so requests would race that purge.
@@ -202,10 +200,8 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		stopProducer()
 		return errors.Join(err, <-produced)
 	}})
-	return &extprocParts{server: srv, ln: ln, comps: comps, subscribed: subscribed}, nil
+	return &extprocParts{comps: comps, subscribed: subscribed}, nil
 }
-
-func (p *extprocParts) components() []component { return p.comps }
 
 // newBedrock builds what extproc needs to serve Bedrock: the runtime
 // configuration client (model mappings, allow-lists and regions, from the
