@@ -271,12 +271,13 @@ func (s *Server) onRequest(id int64, node *corev3.Node, typeURL, version, nonce 
 }
 
 // gcpLogger routes go-control-plane's own logging to slog. Its info messages are per-request
-// chatter, so they go to debug.
+// chatter, so they go to debug. Its lines are marked with the library they come from: l names
+// the component already, and a second "component" attribute would not replace the first.
 func gcpLogger(l *slog.Logger) log.Logger {
 	logf := func(level slog.Level) func(string, ...any) {
 		return func(format string, args ...any) {
 			if l.Enabled(context.Background(), level) {
-				l.LogAttrs(context.Background(), level, fmt.Sprintf(format, args...), slog.String("component", "go-control-plane"))
+				l.LogAttrs(context.Background(), level, fmt.Sprintf(format, args...), slog.String("library", "go-control-plane"))
 			}
 		}
 	}

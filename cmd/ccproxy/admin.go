@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,7 +34,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/usagestream"
 )
 
-func newAdminCommand() *cobra.Command {
+func newAdminCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
 		Short: "Run the admin service: REST API for admins and the internal KeyService for extproc",
@@ -46,14 +47,15 @@ extproc publishes on the Redis usage stream into Postgres (every replica takes a
 When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPROXY_ADMIN_PASSWORD.`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.Database(), config.Redis(), config.RedisNamespace(), config.Keys(), config.Secrets(), config.Admin(), config.Billing(), config.UsageIngest(), config.Serving())
+	s := &adminSettings{}
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		st, err := store.Open(ctx, cfg.DatabaseURL)
+		st, err := store.Open(ctx, s.Postgres.URL)
 		if err != nil {
 			return err
 		}
@@ -61,12 +63,12 @@ When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPRO
 		if err := st.CheckSchema(ctx); err != nil {
 			return err
 		}
-		rdb, err := redisClient(cfg)
+		rdb, err := redisClient(s.Redis)
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
-		if cfg.AdminPassword == "" {
+		if s.Service.Password == "" {
 			n, err := st.Admins().Count(ctx)
 			if err != nil {
 				return err
@@ -79,17 +81,145 @@ When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPRO
 		health := observability.NewHealth()
 		health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
 		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-		comps, _, err := adminComponents(ctx, cfg, log, st, rdb, reg, io.Discard)
+		var opened closers
+		defer opened.closeAll()
+		comps, _, err := adminComponents(ctx, s, log, st, rdb, reg, io.Discard, &opened)
 		if err != nil {
 			return err
 		}
-		return runAll(ctx, log, append(comps, metricsComponent(cfg, log, reg, health))...)
+		opened.handOver()
+		return runAll(ctx, log, append(comps, metricsComponent(s.Serving, log, reg, health))...)
 	}
 	return cmd
 }
 
-func redisClient(cfg *config.Config) (*redis.Client, error) {
-	opts, err := redis.ParseURL(cfg.RedisURL)
+// adminSettings are the settings of `ccproxy admin`; `ccproxy dev` builds
+// the same components from its own copy (devSettings.admin).
+type adminSettings struct {
+	Postgres    config.Postgres
+	Redis       config.Redis
+	Keys        config.AccessKeys
+	Secrets     config.Secrets
+	Billing     config.Billing
+	Serving     config.Serving
+	Service     adminServiceSettings
+	UsageIngest usageIngestSettings
+}
+
+func (s *adminSettings) groups() []config.Group {
+	return []config.Group{
+		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(),
+		s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(),
+	}
+}
+
+// adminServiceSettings are the admin service's own settings.
+type adminServiceSettings struct {
+	// Addr is where the admin REST API listens.
+	Addr string
+	// GRPCAddr is where the admin service's internal KeyService listens.
+	GRPCAddr string
+	// Username and Password create the first admin when none exists.
+	Username string
+	Password string
+	// UsageRetentionMonths is how many whole months of raw usage events the
+	// admin service keeps before the current month; 0 keeps them forever.
+	UsageRetentionMonths int
+	// CloudWatchEMF is where usage metrics are written in CloudWatch's
+	// embedded metric format: "off" or "stdout".
+	CloudWatchEMF string
+}
+
+func (s *adminServiceSettings) group() config.Group {
+	return config.Group{Title: "Admin service", Settings: []config.Setting{{
+		Flag: "admin-addr", Env: "CCPROXY_ADMIN_ADDR", Default: "0.0.0.0:8081",
+		Usage: "address (IP:port) of the admin REST API (/api/v1)",
+		Set: func(v string) error {
+			if err := config.CheckHostPort(v); err != nil {
+				return err
+			}
+			s.Addr = v
+			return nil
+		},
+	}, {
+		Flag: "admin-grpc-addr", Env: "CCPROXY_ADMIN_GRPC_ADDR", Default: "0.0.0.0:9091",
+		Usage: "address (IP:port) of the internal KeyService gRPC server that extproc calls; keep it on a private network",
+		Set: func(v string) error {
+			if err := config.CheckHostPort(v); err != nil {
+				return err
+			}
+			s.GRPCAddr = v
+			return nil
+		},
+	}, {
+		Flag: "admin-username", Env: "CCPROXY_ADMIN_USERNAME", Default: "admin",
+		Usage: "username of the first admin, created when no admin exists",
+		Set:   func(v string) error { s.Username = v; return nil },
+	}, {
+		Flag: "admin-password", Env: "CCPROXY_ADMIN_PASSWORD", Secret: true,
+		Usage: "password of the first admin, created when no admin exists (ccproxy dev generates and prints one when empty)",
+		Set: func(v string) error {
+			if v != "" && len(v) < 12 {
+				return errors.New("must be at least 12 characters")
+			}
+			s.Password = v
+			return nil
+		},
+	}, {
+		Flag: "usage-retention", Env: "CCPROXY_USAGE_RETENTION",
+		Usage: "months of raw usage events (per-request rows) to keep before the current month, a whole number such as 13; " +
+			"older monthly partitions are dropped by the hourly maintenance job. Hourly and daily rollups are always kept. Empty or 0 keeps everything",
+		Set: func(v string) error {
+			if v == "" {
+				s.UsageRetentionMonths = 0
+				return nil
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 1200 {
+				return errors.New("must be a whole number of months from 0 to 1200 (e.g. 13); 0 or empty keeps usage events forever")
+			}
+			s.UsageRetentionMonths = n
+			return nil
+		},
+	}, {
+		Flag: "cloudwatch-emf", Env: "CCPROXY_CLOUDWATCH_EMF", Default: "off",
+		Usage: "CloudWatch embedded metric format (EMF) output of usage metrics (tokens, cost by provider and model): " +
+			"off, or stdout (one JSON line per usage event batch, for the CloudWatch agent or a Lambda/ECS/EKS log pipeline)",
+		Set: func(v string) error {
+			switch v {
+			case "off", "stdout":
+				s.CloudWatchEMF = v
+				return nil
+			}
+			return errors.New("must be off or stdout")
+		},
+	}}}
+}
+
+// usageIngestSettings tune the admin service's usage ingester.
+type usageIngestSettings struct {
+	// ClaimIdle is how long a usage stream entry may stay unacknowledged by
+	// a consumer before another admin replica takes it over.
+	ClaimIdle time.Duration
+}
+
+func (s *usageIngestSettings) group() config.Group {
+	return config.Group{Title: "Usage ingest", Settings: []config.Setting{{
+		Flag: "usage-claim-idle", Env: "CCPROXY_USAGE_CLAIM_IDLE", Default: "30s",
+		Usage: "how long a usage event may stay unacknowledged by an admin replica (crashed, stuck) before another replica takes it over",
+		Set: func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second {
+				return errors.New("must be a duration of at least 1s, such as 30s")
+			}
+			s.ClaimIdle = d
+			return nil
+		},
+	}}}
+}
+
+func redisClient(s config.Redis) (*redis.Client, error) {
+	opts, err := redis.ParseURL(s.URL)
 	if err != nil {
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
@@ -100,22 +230,23 @@ func redisClient(cfg *config.Config) (*redis.Client, error) {
 // creates the first admin when none exists; when it had to generate the
 // password (dev), it prints it once to announce. It returns the bound
 // KeyService address.
-func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, announce io.Writer) ([]component, string, error) {
-	sealer, err := secrets.New(ctx, secrets.Options{MasterKey: cfg.MasterKey, KMSKeyID: cfg.KMSKeyID, KMSEndpoint: cfg.KMSEndpoint})
+func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st *store.Store, rdb redis.UniversalClient, reg prometheus.Registerer, announce io.Writer, opened *closers) ([]component, string, error) {
+	sealer, err := secrets.New(ctx, secrets.Options{MasterKey: s.Secrets.MasterKey, KMSKeyID: s.Secrets.KMSKeyID, KMSEndpoint: s.Secrets.KMSEndpoint})
 	if err != nil {
 		return nil, "", fmt.Errorf("stored secrets (set CCPROXY_MASTER_KEY or CCPROXY_KMS_KEY_ID): %w", err)
 	}
-	hasher, err := keys.NewHasher(cfg.ServerSecret)
+	hasher, err := keys.NewHasher(s.Keys.ServerSecret)
 	if err != nil {
 		return nil, "", err
 	}
-	if cfg.AdminPassword != "" {
-		created, err := admin.EnsureFirstAdmin(ctx, st, cfg.AdminUsername, cfg.AdminPassword)
+	svc := s.Service
+	if svc.Password != "" {
+		created, err := admin.EnsureFirstAdmin(ctx, st, svc.Username, svc.Password)
 		if err != nil {
 			return nil, "", err
 		}
 		if created {
-			log.Info("created the first admin", "username", cfg.AdminUsername)
+			log.Info("created the first admin", "username", svc.Username)
 		}
 	} else if n, err := st.Admins().Count(ctx); err != nil {
 		return nil, "", err
@@ -123,33 +254,34 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 		pw := make([]byte, 18)
 		_, _ = rand.Read(pw)
 		password := base64.RawURLEncoding.EncodeToString(pw)
-		if _, err := admin.EnsureFirstAdmin(ctx, st, cfg.AdminUsername, password); err != nil {
+		if _, err := admin.EnsureFirstAdmin(ctx, st, svc.Username, password); err != nil {
 			return nil, "", err
 		}
-		fmt.Fprintf(announce, "Created admin %q with password %s (shown once; set CCPROXY_ADMIN_PASSWORD to choose one).\n\n", cfg.AdminUsername, password)
+		fmt.Fprintf(announce, "Created admin %q with password %s (shown once; set CCPROXY_ADMIN_PASSWORD to choose one).\n\n", svc.Username, password)
 	}
 
 	api, err := admin.New(admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
-		Invalidator: publisher{keylookup.NewPublisher(rdb, cfg.RedisPrefix)},
+		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
 	})
 	if err != nil {
 		return nil, "", err
 	}
-	httpLn, err := net.Listen("tcp", cfg.AdminAddr)
+	httpLn, err := net.Listen("tcp", svc.Addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("admin api: listen on %s: %w", cfg.AdminAddr, err)
+		return nil, "", fmt.Errorf("admin api: listen on %s: %w", svc.Addr, err)
 	}
-	grpcLn, err := net.Listen("tcp", cfg.AdminGRPCAddr)
+	opened.add(httpLn.Close)
+	grpcLn, err := net.Listen("tcp", svc.GRPCAddr)
 	if err != nil {
-		httpLn.Close()
-		return nil, "", fmt.Errorf("keyservice: listen on %s: %w", cfg.AdminGRPCAddr, err)
+		return nil, "", fmt.Errorf("keyservice: listen on %s: %w", svc.GRPCAddr, err)
 	}
+	opened.add(grpcLn.Close)
 	gs := grpc.NewServer()
 	adminks.NewServer(st, adminks.Options{
 		Logger: log.With("component", "keyservice"),
 		// MonthlySpend rebuilds a missing spend counter from Postgres.
-		Redis: rdb, RedisPrefix: cfg.RedisPrefix, Location: cfg.BillingLocation,
+		Redis: rdb, RedisPrefix: s.Redis.Prefix, Location: s.Billing.Location,
 	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -165,7 +297,7 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 				return err
 			case <-ctx.Done():
 			}
-			sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+			sctx, cancel := context.WithTimeout(context.Background(), s.Serving.ShutdownTimeout)
 			defer cancel()
 			return srv.Shutdown(sctx)
 		}},
@@ -187,8 +319,8 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 	// (admin/maintenance); one replica at a time, at start and hourly.
 	comps = append(comps, component{"maintenance", func(ctx context.Context) error {
 		job, err := maintenance.New(maintenance.Options{
-			Store: st, Retention: cfg.UsageRetentionMonths, Registerer: reg, Logger: log.With("component", "maintenance"),
-			Invalidate: keylookup.NewPublisher(rdb, cfg.RedisPrefix).PublishKeyChange,
+			Store: st, Retention: svc.UsageRetentionMonths, Registerer: reg, Logger: log.With("component", "maintenance"),
+			Invalidate: keylookup.NewPublisher(rdb, s.Redis.Prefix).PublishKeyChange,
 		})
 		if err != nil {
 			return err
@@ -197,19 +329,19 @@ func adminComponents(ctx context.Context, cfg *config.Config, log *slog.Logger, 
 	}})
 	// Usage ingest: the Redis usage stream into Postgres, priced, with the
 	// Bedrock spend counters kept exact (admin/ingest, internal/usagestream).
-	emfOut, err := emf.New(cfg.CloudWatchEMF, emf.Options{})
+	emfOut, err := emf.New(svc.CloudWatchEMF, emf.Options{})
 	if err != nil {
 		return nil, "", err
 	}
 	ingester, err := ingest.New(ingest.Options{
-		Store: st, Redis: rdb, Prefix: cfg.RedisPrefix, Location: cfg.BillingLocation, EMF: emfOut,
+		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut,
 		Logger: log.With("component", "usage-ingest"), Registerer: reg,
 	})
 	if err != nil {
 		return nil, "", err
 	}
 	consumer, err := usagestream.NewConsumer(usagestream.ConsumerOptions{
-		Redis: rdb, Prefix: cfg.RedisPrefix, ClaimIdle: cfg.UsageClaimIdle,
+		Redis: rdb, Prefix: s.Redis.Prefix, ClaimIdle: s.UsageIngest.ClaimIdle,
 		Logger: log.With("component", "usage-ingest"), Registerer: reg,
 	}, ingester.Handle)
 	if err != nil {

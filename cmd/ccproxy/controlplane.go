@@ -2,8 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/url"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -14,7 +18,7 @@ import (
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
-func newControlPlaneCommand() *cobra.Command {
+func newControlPlaneCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "controlplane",
 		Short: "Serve Envoy's configuration (listeners, routes, clusters) over xDS",
@@ -26,20 +30,21 @@ The Bedrock part comes from Postgres: one cluster and route per region of the Be
 use, and the enabled model mappings. Changes are picked up as they are committed (LISTEN/NOTIFY).`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.XDS(), config.DataPlane(), config.ExtProcAddress(), config.Database(), config.Serving())
+	s := &controlplaneSettings{}
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
-		st, err := store.Open(ctx, cfg.DatabaseURL)
+		st, err := store.Open(ctx, s.Postgres.URL)
 		if err != nil {
 			return err
 		}
 		defer st.Close()
 		cpLog := log.With("component", "controlplane")
-		base := controlPlaneOptions(cfg)
+		base := controlPlaneOptions(s.DataPlane, s.ExtProcAddr)
 		// Start from the database's configuration: serving a snapshot without the Bedrock
 		// clusters first would make every connected Envoy drop them on a restart.
 		opts, err := controlplane.DatabaseOptions(ctx, st, base, cpLog)
@@ -51,9 +56,9 @@ use, and the enabled model mappings. Changes are picked up as they are committed
 		if err != nil {
 			return err
 		}
-		ln, err := net.Listen("tcp", cfg.XDSAddr)
+		ln, err := net.Listen("tcp", s.XDSAddr)
 		if err != nil {
-			return fmt.Errorf("xds: listen on %s: %w", cfg.XDSAddr, err)
+			return fmt.Errorf("xds: listen on %s: %w", s.XDSAddr, err)
 		}
 		// No Postgres readiness check: while the database is away the last configuration is
 		// still served, and Envoys must keep reaching this server.
@@ -64,20 +69,124 @@ use, and the enabled model mappings. Changes are picked up as they are committed
 			component{"database", func(ctx context.Context) error {
 				return controlplane.WatchDatabase(ctx, st, base, srv, cpLog)
 			}},
-			metricsComponent(cfg, log, reg, health))
+			metricsComponent(s.Serving, log, reg, health))
 	}
 	return cmd
 }
 
+// controlplaneSettings are the settings of `ccproxy controlplane`.
+type controlplaneSettings struct {
+	Postgres  config.Postgres
+	Serving   config.Serving
+	DataPlane dataPlaneSettings
+	// XDSAddr is where the control plane serves xDS.
+	XDSAddr string
+	// ExtProcAddr is where Envoy reaches extproc.
+	ExtProcAddr string
+}
+
+func (s *controlplaneSettings) groups() []config.Group {
+	return []config.Group{
+		xdsGroup(&s.XDSAddr), s.DataPlane.group(),
+		{Title: sidecarTitle, Settings: []config.Setting{extprocAddrSetting(&s.ExtProcAddr)}},
+		s.Postgres.Group(), s.Serving.Group(),
+	}
+}
+
+// xdsGroup is the address of the control plane's xDS server.
+func xdsGroup(addr *string) config.Group {
+	return config.Group{Title: "xDS", Settings: []config.Setting{{
+		Flag: "xds-addr", Env: "CCPROXY_XDS_ADDR", Default: "0.0.0.0:18000",
+		Usage: "address of the control plane's xDS (ADS) gRPC server that Envoy connects to",
+		Set: func(v string) error {
+			if err := config.CheckHostPort(v); err != nil {
+				return err
+			}
+			*addr = v
+			return nil
+		},
+	}}}
+}
+
+// dataPlaneSettings shape the gateway's traffic: where it listens and which
+// upstreams it calls. The control plane puts them into Envoy's
+// configuration (envoysim's, in dev).
+type dataPlaneSettings struct {
+	// ListenAddr is the address of the gateway's HTTP listener.
+	ListenAddr string
+	// AnthropicURL is the Plan upstream.
+	AnthropicURL string
+	// BedrockURL is the Bedrock runtime endpoint template; {region} in the
+	// host is replaced by each region in use (controlplane.Options.BedrockURL).
+	BedrockURL string
+	// BedrockProfileRule lets extproc guess "<geo>.anthropic.<model>" for a
+	// Claude model without a mapping (a flagged last resort; off by default).
+	BedrockProfileRule bool
+	// UpstreamCAFile is the CA bundle upstream certificates are verified against.
+	UpstreamCAFile string
+}
+
+func (s *dataPlaneSettings) group() config.Group {
+	return config.Group{Title: "Data plane", Settings: []config.Setting{{
+		Flag: "listen-addr", Env: "CCPROXY_LISTEN_ADDR", Default: "0.0.0.0:8080",
+		Usage: "address (IP:port) of the gateway's HTTP listener that Claude Code connects to",
+		Set: func(v string) error {
+			if err := config.CheckHostPort(v); err != nil {
+				return err
+			}
+			s.ListenAddr = v
+			return nil
+		},
+	}, {
+		Flag: "anthropic-url", Env: "CCPROXY_ANTHROPIC_URL", Default: "https://api.anthropic.com",
+		Usage: "Anthropic API (Plan) base URL, scheme://host[:port]; http:// only for tests and private endpoints",
+		Set: func(v string) error {
+			u, err := url.Parse(v)
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+				return errors.New("must be http(s)://host[:port] without a path")
+			}
+			s.AnthropicURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+	}, {
+		Flag: "bedrock-url", Env: "CCPROXY_BEDROCK_URL", Default: "https://bedrock-runtime.{region}.amazonaws.com",
+		Usage: "Bedrock runtime endpoint, scheme://host[:port] where {region} in the host is replaced by each AWS region in use (VPC endpoints, FIPS); http:// only for tests",
+		Set: func(v string) error {
+			u, err := url.Parse(strings.ReplaceAll(v, "{region}", "us-east-1"))
+			if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Hostname() == "" || u.User != nil ||
+				(u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || strings.ContainsAny(u.Host, "{}") {
+				return errors.New("must be http(s)://host[:port] without a path; {region} may appear in the host")
+			}
+			s.BedrockURL = strings.TrimSuffix(v, "/")
+			return nil
+		},
+	}, {
+		Flag: "bedrock-profile-rule", Env: "CCPROXY_BEDROCK_PROFILE_RULE", Default: "false",
+		Usage: "invoke a Claude model without a model mapping as <geo profile>.anthropic.<model> (a guess that may not exist on Bedrock; each use is logged and counted) instead of refusing it",
+		Set: func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			s.BedrockProfileRule = b
+			return nil
+		},
+	}, {
+		Flag: "upstream-ca-file", Env: "CCPROXY_UPSTREAM_CA_FILE", Default: "/etc/ssl/certs/ca-certificates.crt",
+		Usage: "PEM bundle that upstream (Anthropic, Bedrock) certificates are verified against",
+		Set:   func(v string) error { s.UpstreamCAFile = v; return nil },
+	}}}
+}
+
 // controlPlaneOptions is the part of the control plane's options that comes from settings;
 // the Bedrock regions and model mappings come from the database (controlplane.DatabaseOptions).
-func controlPlaneOptions(cfg *config.Config) controlplane.Options {
+func controlPlaneOptions(dp dataPlaneSettings, extprocAddr string) controlplane.Options {
 	return controlplane.Options{
-		ListenAddress:  cfg.ListenAddr,
-		ExtProcAddress: cfg.ExtProcAddr,
-		AnthropicURL:   cfg.AnthropicURL,
-		UpstreamCAFile: cfg.UpstreamCAFile,
-		BedrockURL:     cfg.BedrockURL,
-		Bedrock:        &runtimev1.BedrockConfig{ProfileRuleFallback: cfg.BedrockProfileRule},
+		ListenAddress:  dp.ListenAddr,
+		ExtProcAddress: extprocAddr,
+		AnthropicURL:   dp.AnthropicURL,
+		UpstreamCAFile: dp.UpstreamCAFile,
+		BedrockURL:     dp.BedrockURL,
+		Bedrock:        &runtimev1.BedrockConfig{ProfileRuleFallback: dp.BedrockProfileRule},
 	}.WithDefaults()
 }

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/ccproxy/ccproxy/controlplane"
-	"github.com/ccproxy/ccproxy/internal/config"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -12,11 +11,11 @@ import (
 // runtime configuration the control plane serves to extproc.
 func TestProfileRuleReachesExtProc(t *testing.T) {
 	for _, on := range []bool{false, true} {
-		opts := controlPlaneOptions(&config.Config{
-			ListenAddr: "127.0.0.1:8080", ExtProcAddr: "unix:///run/ccproxy/extproc.sock",
+		opts := controlPlaneOptions(dataPlaneSettings{
+			ListenAddr:   "127.0.0.1:8080",
 			AnthropicURL: "https://api.anthropic.com", UpstreamCAFile: "/etc/ssl/certs/ca-certificates.crt",
 			BedrockURL: controlplane.DefaultBedrockURL, BedrockProfileRule: on,
-		})
+		}, "unix:///run/ccproxy/extproc.sock")
 		res, err := controlplane.BuildResources(opts)
 		if err != nil {
 			t.Fatal(err)

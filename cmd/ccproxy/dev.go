@@ -9,8 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -23,7 +25,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-func newDevCommand() *cobra.Command {
+func newDevCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the whole gateway in one process on this machine, with envoysim as the data plane",
@@ -35,64 +37,142 @@ On first start it creates a demo user and access key and prints the export lines
 The server secret and the demo key are kept in --state-dir so that restarts keep them.`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd,
-		config.Database(), config.Redis(), config.RedisNamespace(), config.WithDefault(config.Keys(), "server-secret", ""), config.Secrets(),
-		config.WithDefault(config.WithDefault(config.Admin(), "admin-addr", "127.0.0.1:8081"), "admin-grpc-addr", "127.0.0.1:0"),
-		config.WithDefault(config.DataPlane(), "listen-addr", "127.0.0.1:8080"),
-		config.WithDefault(config.XDS(), "xds-addr", "127.0.0.1:18000"),
-		config.WithDefault(config.ExtProc(), "extproc-addr", ""),
-		config.Billing(), config.UsageIngest(), config.Serving(), config.Dev())
+	s := &devSettings{}
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		return runDev(cmd.Context(), cfg, log, cmd.OutOrStdout())
+		return runDev(cmd.Context(), s, log, cmd.OutOrStdout())
 	}
 	return cmd
 }
 
-func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Writer) error {
-	if err := os.MkdirAll(cfg.DevStateDir, 0o700); err != nil {
+// devSettings are the settings of `ccproxy dev`: those of the admin
+// service, the control plane and extproc, each shared setting once, with
+// loopback defaults; the addresses one part gives another are filled in as
+// the parts start.
+type devSettings struct {
+	Postgres    config.Postgres
+	Redis       config.Redis
+	Keys        config.AccessKeys
+	Secrets     config.Secrets
+	Billing     config.Billing
+	Serving     config.Serving
+	Admin       adminServiceSettings
+	UsageIngest usageIngestSettings
+	DataPlane   dataPlaneSettings
+	XDSAddr     string
+	Sidecar     sidecarSettings
+	Breaker     breakerSettings
+	// StateDir keeps the generated secrets and the demo key.
+	StateDir string
+	// Resolve maps an upstream host:port (lower case) to the ip:port that
+	// envoysim dials instead, like curl --resolve; nil when unset.
+	Resolve map[string]string
+}
+
+func (s *devSettings) groups() []config.Group {
+	return []config.Group{
+		s.Postgres.Group(), s.Redis.Group(),
+		// Generated and kept in the state directory when not given.
+		s.Keys.Group().WithDefault("server-secret", ""),
+		s.Secrets.Group(),
+		s.Admin.group().WithDefault("admin-addr", "127.0.0.1:8081").WithDefault("admin-grpc-addr", "127.0.0.1:0"),
+		s.DataPlane.group().WithDefault("listen-addr", "127.0.0.1:8080"),
+		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
+		// A socket in the state directory when not given.
+		s.Sidecar.group().WithDefault("extproc-addr", ""),
+		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.devGroup(),
+	}
+}
+
+// devGroup is the settings only dev has.
+func (s *devSettings) devGroup() config.Group {
+	return config.Group{Title: "Development", Settings: []config.Setting{{
+		Flag: "state-dir", Env: "CCPROXY_DEV_STATE_DIR",
+		Usage: "directory where ccproxy dev keeps its generated server secret and demo access key (mode 0700); empty means $XDG_STATE_HOME/ccproxy or ~/.local/state/ccproxy",
+		Set: func(v string) error {
+			if v == "" {
+				v = defaultStateDir()
+			}
+			s.StateDir = v
+			return nil
+		},
+	}, {
+		Flag: "dev-resolve", Env: "CCPROXY_DEV_RESOLVE",
+		Usage: "comma-separated host:port=ip:port pairs: envoysim connects to ip:port for upstream host:port (like curl --resolve: Host, SNI and certificate checks keep the name), e.g. bedrock-runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443",
+		Set: func(v string) error {
+			m, err := parseResolve(v)
+			if err != nil {
+				return err
+			}
+			s.Resolve = m
+			return nil
+		},
+	}}}
+}
+
+// admin returns the admin service's settings within dev's.
+func (s *devSettings) admin() *adminSettings {
+	return &adminSettings{
+		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
+		Service: s.Admin, UsageIngest: s.UsageIngest,
+	}
+}
+
+// extproc returns extproc's settings within dev's, with the addresses of
+// the control plane and the KeyService that dev started.
+func (s *devSettings) extproc(controlPlaneAddr, keyServiceAddr string) *extprocSettings {
+	return &extprocSettings{
+		Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
+		Sidecar: s.Sidecar, Breaker: s.Breaker,
+		ControlPlaneAddr: controlPlaneAddr, KeyServiceAddr: keyServiceAddr,
+	}
+}
+
+func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer) error {
+	if err := os.MkdirAll(s.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state dir: %w", err)
 	}
-	if len(cfg.ServerSecret) == 0 {
-		secret, err := stateSecret(filepath.Join(cfg.DevStateDir, "server-secret"))
+	if len(s.Keys.ServerSecret) == 0 {
+		secret, err := stateSecret(filepath.Join(s.StateDir, "server-secret"))
 		if err != nil {
 			return err
 		}
-		cfg.ServerSecret = secret
+		s.Keys.ServerSecret = secret
 	}
-	if len(cfg.MasterKey) == 0 && cfg.KMSKeyID == "" {
-		key, err := stateSecret(filepath.Join(cfg.DevStateDir, "master-key"))
+	if len(s.Secrets.MasterKey) == 0 && s.Secrets.KMSKeyID == "" {
+		key, err := stateSecret(filepath.Join(s.StateDir, "master-key"))
 		if err != nil {
 			return err
 		}
-		cfg.MasterKey = key[:32]
+		s.Secrets.MasterKey = key[:32]
 	}
-	if cfg.ExtProcAddr == "" {
-		cfg.ExtProcAddr = "unix://" + filepath.Join(cfg.DevStateDir, "extproc.sock")
+	if s.Sidecar.Addr == "" {
+		s.Sidecar.Addr = "unix://" + filepath.Join(s.StateDir, "extproc.sock")
 	}
 
-	if _, err := store.MigrateUp(ctx, cfg.DatabaseURL); err != nil {
+	if _, err := store.MigrateUp(ctx, s.Postgres.URL); err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.DatabaseURL)
+	st, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 
-	hasher, err := keys.NewHasher(cfg.ServerSecret)
+	hasher, err := keys.NewHasher(s.Keys.ServerSecret)
 	if err != nil {
 		return err
 	}
-	demoKey, err := ensureDemoKey(ctx, st, hasher, filepath.Join(cfg.DevStateDir, "demo-key"))
+	demoKey, err := ensureDemoKey(ctx, st, hasher, filepath.Join(s.StateDir, "demo-key"))
 	if err != nil {
 		return err
 	}
 
-	rdb, err := redisClient(cfg)
+	rdb, err := redisClient(s.Redis)
 	if err != nil {
 		return err
 	}
@@ -102,39 +182,42 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 	health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
 	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
+	var opened closers
+	defer opened.closeAll()
 	var adminNote strings.Builder
-	adminComps, ksAddr, err := adminComponents(ctx, cfg, log, st, rdb, reg, &adminNote)
+	adminComps, ksAddr, err := adminComponents(ctx, s.admin(), log, st, rdb, reg, &adminNote, &opened)
 	if err != nil {
 		return err
 	}
-	xdsLn, err := net.Listen("tcp", cfg.XDSAddr)
+	xdsLn, err := net.Listen("tcp", s.XDSAddr)
 	if err != nil {
-		return fmt.Errorf("xds: listen on %s: %w", cfg.XDSAddr, err)
+		return fmt.Errorf("xds: listen on %s: %w", s.XDSAddr, err)
 	}
+	opened.add(xdsLn.Close)
 	// The control plane reads the Bedrock regions and model mappings from
 	// the database before serving, as in production.
 	cpLog := log.With("component", "controlplane")
-	cpOpts, err := controlplane.DatabaseOptions(ctx, st, controlPlaneOptions(cfg), cpLog)
+	cpBase := controlPlaneOptions(s.DataPlane, s.Sidecar.Addr)
+	cpOpts, err := controlplane.DatabaseOptions(ctx, st, cpBase, cpLog)
 	if err != nil {
-		xdsLn.Close()
 		return err
 	}
 	cp, err := controlplane.NewServer(cpOpts, cpLog, reg)
 	if err != nil {
-		xdsLn.Close()
 		return err
 	}
 	// extproc runs as in production, without the database: it resolves
 	// keys through the KeyService and Redis, receives its runtime
 	// configuration from the control plane over xDS and publishes usage to
 	// the Redis stream that the admin components ingest.
-	cfg.ControlPlaneAddr = xdsLn.Addr().String()
-	ep, err := newExtProc(ctx, cfg, log, rdb, ksAddr, reg)
+	ep, err := newExtProc(ctx, s.extproc(xdsLn.Addr().String(), ksAddr), log, rdb, reg, &opened)
 	if err != nil {
-		xdsLn.Close()
 		return err
 	}
-	sim, err := envoysim.New(envoysim.Options{XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev", Logger: log, Dial: devDialer(cfg.DevResolve)})
+	sim, err := envoysim.New(envoysim.Options{
+		XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev",
+		Logger: log.With("component", "envoysim"), Dial: devDialer(s.Resolve),
+	})
 	if err != nil {
 		return err
 	}
@@ -148,13 +231,13 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 		}
 	})
 
-	comps := append(append(adminComps, ep.components()...),
+	comps := append(append(adminComps, ep.comps...),
 		component{"controlplane", func(ctx context.Context) error { return cp.Serve(ctx, xdsLn) }},
 		component{"controlplane-db", func(ctx context.Context) error {
-			return controlplane.WatchDatabase(ctx, st, controlPlaneOptions(cfg), cp, cpLog)
+			return controlplane.WatchDatabase(ctx, st, cpBase, cp, cpLog)
 		}},
 		component{"envoysim", sim.Run},
-		metricsComponent(cfg, log, reg, health),
+		metricsComponent(s.Serving, log, reg, health),
 		component{"announce", func(ctx context.Context) error {
 			// Ready once envoysim serves and extproc's key invalidation feed
 			// is live (its first subscription purges the keys resolved so far).
@@ -166,11 +249,12 @@ func runDev(ctx context.Context, cfg *config.Config, log *slog.Logger, out io.Wr
 				}
 			}
 			fmt.Fprint(out, adminNote.String())
-			announce(out, "http://"+sim.Addr(), "http://"+cfg.AdminAddr, demoKey)
-			log.Info("gateway ready", "listen", sim.Addr(), "anthropic", cfg.AnthropicURL)
+			announce(out, "http://"+sim.Addr(), "http://"+s.Admin.Addr, demoKey)
+			log.Info("gateway ready", "listen", sim.Addr(), "anthropic", s.DataPlane.AnthropicURL)
 			return nil
 		}},
 	)
+	opened.handOver()
 	return runAll(ctx, log, comps...)
 }
 
@@ -279,4 +363,52 @@ func findUserByEmail(ctx context.Context, q *store.Queries, email string) (store
 		}
 		cursor = next
 	}
+}
+
+// parseResolve parses host:port=ip:port[,…]; an empty string is no overrides.
+func parseResolve(v string) (map[string]string, error) {
+	if v == "" {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, pair := range strings.Split(v, ",") {
+		pair = strings.TrimSpace(pair)
+		from, to, ok := strings.Cut(pair, "=")
+		if !ok {
+			return nil, fmt.Errorf("%q: want host:port=ip:port", pair)
+		}
+		host, port, err := net.SplitHostPort(strings.TrimSpace(from))
+		if err != nil || host == "" || !validPort(port) {
+			return nil, fmt.Errorf("%q: %q is not host:port", pair, from)
+		}
+		ip, toPort, err := net.SplitHostPort(strings.TrimSpace(to))
+		if err != nil || !validPort(toPort) {
+			return nil, fmt.Errorf("%q: %q is not ip:port", pair, to)
+		}
+		addr, err := netip.ParseAddr(ip)
+		if err != nil || addr.Zone() != "" {
+			return nil, fmt.Errorf("%q: %q is not an IP address", pair, ip)
+		}
+		key := net.JoinHostPort(strings.ToLower(host), port)
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("%s is given twice", key)
+		}
+		out[key] = net.JoinHostPort(addr.String(), toPort)
+	}
+	return out, nil
+}
+
+func validPort(p string) bool {
+	n, err := strconv.Atoi(p)
+	return err == nil && n > 0 && n <= 65535 && strconv.Itoa(n) == p
+}
+
+func defaultStateDir() string {
+	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
+		return d + "/ccproxy"
+	}
+	if h, err := os.UserHomeDir(); err == nil {
+		return h + "/.local/state/ccproxy"
+	}
+	return ".ccproxy"
 }

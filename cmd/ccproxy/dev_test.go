@@ -12,20 +12,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
 )
 
-func TestDisplayName(t *testing.T) {
-	for in, want := range map[string]string{
-		"claude-sonnet-4-5-20250929": "Claude Sonnet 4.5",
-		"claude-opus-5-5":            "Claude Opus 5.5",
-		"claude-3-5-haiku-20241022":  "Claude 3.5 Haiku",
-		"claude-opus-4-6":            "Claude Opus 4.6",
-		"claude-haiku-4":             "Claude Haiku 4",
-	} {
-		if got := displayName(in); got != want {
-			t.Errorf("displayName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestDevStateSurvivesRestarts(t *testing.T) {
 	ctx := context.Background()
 	st := storetest.Open(t)

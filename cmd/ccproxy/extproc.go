@@ -2,6 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -9,7 +15,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
 
-func newExtProcCommand() *cobra.Command {
+func newExtProcCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "extproc",
 		Short: "Run the ext_proc sidecar that Envoy calls for every request",
@@ -24,30 +30,200 @@ stream that the admin service ingests into Postgres; while Redis is unreachable 
 holds no database credentials.`,
 		Args: cobra.NoArgs,
 	}
-	b := settings(cmd, config.Redis(), config.RedisNamespace(), config.Keys(), config.Secrets(), config.ExtProc(),
-		config.ControlPlane(), config.KeyService(), config.Billing(), config.Serving())
+	s := &extprocSettings{}
+	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
 		ctx := cmd.Context()
 		reg := observability.NewRegistry()
 		health := observability.NewHealth()
-		rdb, err := redisClient(cfg)
+		rdb, err := redisClient(s.Redis)
 		if err != nil {
 			return err
 		}
 		defer rdb.Close()
 		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
-		ep, err := newExtProc(ctx, cfg, log, rdb, cfg.KeyServiceAddr, reg)
+		var opened closers
+		defer opened.closeAll()
+		ep, err := newExtProc(ctx, s, log, rdb, reg, &opened)
 		if err != nil {
 			return err
 		}
-		log.Info("extproc listening", "addr", cfg.ExtProcAddr, "keyservice", cfg.KeyServiceAddr)
+		log.Info("extproc listening", "addr", s.Sidecar.Addr, "keyservice", s.KeyServiceAddr)
 		health.Add("key-invalidation", ep.invalidationReady)
-		return runAll(ctx, log, append(ep.components(), metricsComponent(cfg, log, reg, health))...)
+		opened.handOver()
+		return runAll(ctx, log, append(ep.comps, metricsComponent(s.Serving, log, reg, health))...)
 	}
 	return cmd
+}
+
+// extprocSettings are what the ext_proc server reads: the settings of
+// `ccproxy extproc`, and the part of `ccproxy dev`'s that it hands to the
+// same server (devSettings.extproc).
+type extprocSettings struct {
+	Redis   config.Redis
+	Keys    config.AccessKeys
+	Secrets config.Secrets
+	Billing config.Billing
+	Serving config.Serving
+	Sidecar sidecarSettings
+	Breaker breakerSettings
+	// ControlPlaneAddr is the control plane's xDS address, from which
+	// extproc receives its runtime configuration.
+	ControlPlaneAddr string
+	// KeyServiceAddr is where extproc reaches the admin service's KeyService.
+	KeyServiceAddr string
+}
+
+func (s *extprocSettings) groups() []config.Group {
+	return []config.Group{
+		s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Sidecar.group(), s.Breaker.group(),
+		{Title: "Control plane connection", Settings: []config.Setting{{
+			Flag: "controlplane-addr", Env: "CCPROXY_CONTROLPLANE_ADDR", Default: "127.0.0.1:18000",
+			Usage: "host:port of the control plane's xDS server, from which extproc receives its Bedrock runtime configuration",
+			Set: func(v string) error {
+				if err := config.CheckHostPort(v); err != nil {
+					return err
+				}
+				s.ControlPlaneAddr = v
+				return nil
+			},
+		}}},
+		{Title: "Key lookups", Settings: []config.Setting{{
+			Flag: "keyservice-addr", Env: "CCPROXY_KEYSERVICE_ADDR", Default: "127.0.0.1:9091",
+			Usage: "host:port of the admin service's KeyService (CCPROXY_ADMIN_GRPC_ADDR) for access-key lookups",
+			Set: func(v string) error {
+				if _, _, err := net.SplitHostPort(v); err != nil {
+					return errors.New("must be host:port")
+				}
+				s.KeyServiceAddr = v
+				return nil
+			},
+		}}},
+		s.Billing.Group(), s.Serving.Group(),
+	}
+}
+
+// sidecarSettings shape the ext_proc server itself.
+type sidecarSettings struct {
+	// Addr is where extproc listens and where Envoy reaches it.
+	Addr string
+	// UsageBuffer bounds the usage events extproc keeps in memory while
+	// Redis is unreachable.
+	UsageBuffer int
+	// KeyCacheTTL bounds how long extproc trusts a resolved access key.
+	KeyCacheTTL time.Duration
+}
+
+// sidecarTitle is the title of the sidecar's settings, which the control
+// plane shares in part: it tells Envoy the address extproc listens on.
+const sidecarTitle = "ext_proc sidecar"
+
+func (s *sidecarSettings) group() config.Group {
+	return config.Group{Title: sidecarTitle, Settings: []config.Setting{extprocAddrSetting(&s.Addr), {
+		Flag: "usage-buffer", Env: "CCPROXY_USAGE_BUFFER", Default: "100000",
+		Usage: "usage events extproc keeps in memory while Redis is unreachable; beyond it the oldest are dropped (counted in ccproxy_usage_stream_dropped_total)",
+		Set: func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 10_000_000 {
+				return errors.New("must be a number of events from 1 to 10000000")
+			}
+			s.UsageBuffer = n
+			return nil
+		},
+	}, {
+		Flag: "key-cache-ttl", Env: "CCPROXY_KEY_CACHE_TTL", Default: "5s",
+		Usage: "how long extproc trusts a resolved access key before asking again (bounds how late a revocation is noticed)",
+		Set: func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("must be a positive duration such as 5s")
+			}
+			s.KeyCacheTTL = d
+			return nil
+		},
+	}}}
+}
+
+// extprocAddrSetting is the ext_proc address: extproc listens there and the
+// control plane tells Envoy to connect there.
+func extprocAddrSetting(addr *string) config.Setting {
+	return config.Setting{
+		Flag: "extproc-addr", Env: "CCPROXY_EXTPROC_ADDR", Default: "unix:///run/ccproxy/extproc.sock",
+		Usage: "ext_proc gRPC address: unix:///absolute/path (the sidecar's socket, shared with Envoy) or IP:port",
+		Set: func(v string) error {
+			if p, ok := strings.CutPrefix(v, "unix://"); ok {
+				if !strings.HasPrefix(p, "/") {
+					return errors.New("a unix socket path must be absolute: unix:///path")
+				}
+			} else if err := config.CheckHostPort(v); err != nil {
+				return errors.New("must be unix:///absolute/path or IP:port")
+			}
+			*addr = v
+			return nil
+		},
+	}
+}
+
+// breakerSettings configure the per-access-key Plan circuit breaker
+// (extproc/planbreaker).
+type breakerSettings struct {
+	// DefaultOpen is how long a 429 without an announced reset, a failed
+	// probe, or FailureThreshold failures open the breaker.
+	DefaultOpen time.Duration
+	// MaxOpen caps the reset a Plan response announces.
+	MaxOpen time.Duration
+	// FailureThreshold failures within FailureWindow open it.
+	FailureThreshold int
+	FailureWindow    time.Duration
+	// ProbeLease is how long the half-open probe may take before another
+	// request gets the probe.
+	ProbeLease time.Duration
+}
+
+func (s *breakerSettings) group() config.Group {
+	return config.Group{Title: "Plan circuit breaker", Settings: []config.Setting{{
+		Flag: "breaker-default-open", Env: "CCPROXY_BREAKER_DEFAULT_OPEN", Default: "60s",
+		Usage: "how long an access key's Plan circuit breaker stays open (its plan_first requests go straight to Bedrock) after a Plan 429 that announces no reset, after the failure threshold, or after a failed probe",
+		Set:   minDuration(time.Second, &s.DefaultOpen),
+	}, {
+		Flag: "breaker-max-open", Env: "CCPROXY_BREAKER_MAX_OPEN", Default: "1h",
+		Usage: "cap on how long a Plan 429's announced reset (retry-after, anthropic-ratelimit-*-reset) keeps the breaker open; after it one probe request goes to Plan",
+		Set:   minDuration(time.Second, &s.MaxOpen),
+	}, {
+		Flag: "breaker-failure-threshold", Env: "CCPROXY_BREAKER_FAILURE_THRESHOLD", Default: "3",
+		Usage: "Plan 5xx/529 answers, connect failures and timeouts within CCPROXY_BREAKER_FAILURE_WINDOW that open an access key's breaker",
+		Set: func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 1000 {
+				return errors.New("must be a number from 1 to 1000")
+			}
+			s.FailureThreshold = n
+			return nil
+		},
+	}, {
+		Flag: "breaker-failure-window", Env: "CCPROXY_BREAKER_FAILURE_WINDOW", Default: "60s",
+		Usage: "sliding window in which CCPROXY_BREAKER_FAILURE_THRESHOLD failures open the breaker",
+		Set:   minDuration(time.Second, &s.FailureWindow),
+	}, {
+		Flag: "breaker-probe-lease", Env: "CCPROXY_BREAKER_PROBE_LEASE", Default: "30s",
+		Usage: "how long the single half-open probe to Plan may take to report before another request becomes the probe",
+		Set:   minDuration(time.Second, &s.ProbeLease),
+	}}}
+}
+
+// minDuration parses a duration of at least min into dst.
+func minDuration(min time.Duration, dst *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < min {
+			return fmt.Errorf("must be a duration of at least %s, such as 60s", min)
+		}
+		*dst = d
+		return nil
+	}
 }

@@ -9,14 +9,26 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/ccproxy/ccproxy/internal/observability"
 )
 
 // version is set at link time (-ldflags "-X main.version=…") by the Makefile.
 var version = "dev"
 
 func main() {
+	// go-redis logs its own troubles (failed dials, broken pool or pub/sub
+	// connections) through one logger for the whole process, not one per
+	// client, so it is set here, once: the command points it at the logger
+	// it builds from --log-format and --log-level, and go-redis's lines come
+	// out in the same format as every other line.
+	redisLog := &observability.RedisLogger{}
+	redis.SetLogger(redisLog)
+
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand().ExecuteContext(ctx)
+	err := newRootCommand(redisLog).ExecuteContext(ctx)
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "ccproxy:", err)

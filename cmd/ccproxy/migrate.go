@@ -13,27 +13,28 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-func newMigrateCommand() *cobra.Command {
+func newMigrateCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "migrate",
 		Short: "Apply, roll back or list the Postgres schema migrations",
 		Long: `Manages ccproxy's Postgres schema. Migrations are embedded in the binary and run under an
 advisory lock, so several replicas may run "migrate up" at once.`,
 	}
-	cmd.AddCommand(newMigrateUpCommand(), newMigrateDownCommand(), newMigrateStatusCommand())
+	cmd.AddCommand(newMigrateUpCommand(p), newMigrateDownCommand(p), newMigrateStatusCommand(p))
 	return cmd
 }
 
-func newMigrateUpCommand() *cobra.Command {
+func newMigrateUpCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{Use: "up", Short: "Apply every pending migration", Args: cobra.NoArgs}
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		log.Info("migrating up", "database", observability.RedactURL(cfg.DatabaseURL))
-		res, err := store.MigrateUp(cmd.Context(), cfg.DatabaseURL)
+		log.Info("migrating up", "database", observability.RedactURL(db.URL))
+		res, err := store.MigrateUp(cmd.Context(), db.URL)
 		if err != nil {
 			return err
 		}
@@ -42,28 +43,29 @@ func newMigrateUpCommand() *cobra.Command {
 	return cmd
 }
 
-func newMigrateDownCommand() *cobra.Command {
+func newMigrateDownCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "down",
 		Short: "Roll back the newest migration, or down to --to VERSION (0 = everything)",
 		Args:  cobra.NoArgs,
 	}
 	to := cmd.Flags().Int64("to", -1, "roll back every migration newer than this version (0 removes the whole schema)")
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, log, err := load(b, cmd.ErrOrStderr())
+		log, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		log.Info("migrating down", "database", observability.RedactURL(cfg.DatabaseURL), "to", *to)
+		log.Info("migrating down", "database", observability.RedactURL(db.URL), "to", *to)
 		var res []store.MigrationResult
 		if cmd.Flags().Changed("to") {
 			if *to < 0 {
 				return fmt.Errorf("--to must be 0 or a migration version, got %d", *to)
 			}
-			res, err = store.MigrateDownTo(cmd.Context(), cfg.DatabaseURL, *to)
+			res, err = store.MigrateDownTo(cmd.Context(), db.URL, *to)
 		} else {
-			res, err = store.MigrateDown(cmd.Context(), cfg.DatabaseURL)
+			res, err = store.MigrateDown(cmd.Context(), db.URL)
 		}
 		if err != nil {
 			return err
@@ -73,15 +75,16 @@ func newMigrateDownCommand() *cobra.Command {
 	return cmd
 }
 
-func newMigrateStatusCommand() *cobra.Command {
+func newMigrateStatusCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{Use: "status", Short: "List every migration and whether it is applied", Args: cobra.NoArgs}
-	b := settings(cmd, config.Database())
+	var db config.Postgres
+	b := p.bind(cmd, db.Group())
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, _, err := load(b, cmd.ErrOrStderr())
+		_, err := b.load(cmd.ErrOrStderr())
 		if err != nil {
 			return err
 		}
-		states, err := store.MigrationStatus(cmd.Context(), cfg.DatabaseURL)
+		states, err := store.MigrationStatus(cmd.Context(), db.URL)
 		if err != nil {
 			return err
 		}

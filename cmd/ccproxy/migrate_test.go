@@ -12,7 +12,7 @@ import (
 // run executes the ccproxy command line in-process and returns stdout.
 func run(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := newRootCommand()
+	cmd := newRootCommand(nil)
 	var out, errOut bytes.Buffer
 	cmd.SetOut(&out)
 	cmd.SetErr(&errOut)

@@ -11,7 +11,16 @@ import (
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
 
-func newRootCommand() *cobra.Command {
+// process is what the commands of one ccproxy process share.
+type process struct {
+	// redisLog is go-redis's logger for the whole process (see main); a
+	// command points it at the logger it builds. Nil leaves go-redis's
+	// logging alone (tests).
+	redisLog *observability.RedisLogger
+}
+
+func newRootCommand(redisLog *observability.RedisLogger) *cobra.Command {
+	p := &process{redisLog: redisLog}
 	root := &cobra.Command{
 		Use:   "ccproxy",
 		Short: "Gateway for Claude Code: access keys, Plan-first routing with Bedrock fallback, metering and budgets",
@@ -25,22 +34,39 @@ Every command takes its settings from flags or environment variables; see docs/c
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newMigrateCommand(), newExtProcCommand(), newControlPlaneCommand(), newAdminCommand(), newDevCommand())
+	root.AddCommand(newVersionCommand(), newMigrateCommand(p), newExtProcCommand(p), newControlPlaneCommand(p), newAdminCommand(p), newDevCommand(p))
 	root.AddCommand(cli.Commands()...)
 	return root
 }
 
-// settings binds the given setting groups (plus logging) to cmd's flags and
-// returns a loader to call once the flags are parsed.
-func settings(cmd *cobra.Command, groups ...[]config.Setting) *config.Binding {
-	return config.Bind(cmd.Flags(), append([][]config.Setting{config.Logging()}, groups...)...)
+// boundSettings are a command's settings bound to its flags, with the
+// logging settings every command has.
+type boundSettings struct {
+	binding  *config.Binding
+	logging  config.Logging
+	redisLog *observability.RedisLogger
 }
 
-// load resolves the settings and builds the logger that the command uses.
-func load(b *config.Binding, stderr io.Writer) (*config.Config, *slog.Logger, error) {
-	cfg, err := b.Load()
-	if err != nil {
-		return nil, nil, err
+// bind binds the given setting groups (plus logging) to cmd's flags; the
+// command calls load once the flags are parsed.
+func (p *process) bind(cmd *cobra.Command, groups ...config.Group) *boundSettings {
+	b := &boundSettings{redisLog: p.redisLog}
+	b.binding = config.Bind(cmd.Flags(), append([]config.Group{b.logging.Group()}, groups...)...)
+	return b
+}
+
+// load resolves the settings into the structs whose groups were bound and
+// builds the logger that the command uses.
+func (b *boundSettings) load(stderr io.Writer) (*slog.Logger, error) {
+	if err := b.binding.Load(); err != nil {
+		return nil, err
 	}
-	return cfg, observability.NewLogger(stderr, cfg.LogFormat, cfg.LogLevel), nil
+	log, err := observability.NewLogger(stderr, b.logging.Format, b.logging.Level)
+	if err != nil {
+		return nil, err
+	}
+	if b.redisLog != nil {
+		b.redisLog.Use(log)
+	}
+	return log, nil
 }

@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -58,11 +55,30 @@ func runAll(ctx context.Context, log *slog.Logger, comps ...component) error {
 	return g.Wait()
 }
 
-// extprocParts is the ext_proc server with its dependencies.
+// closers holds what a command opens while it builds its components
+// (listeners, client connections), to close, newest first, when building
+// fails. Once runAll runs the components, each closes what it serves on or
+// with, and the command hands them over instead of closing them.
+type closers []func() error
+
+// add registers the closing of something just opened.
+func (c *closers) add(close func() error) { *c = append(*c, close) }
+
+// closeAll closes everything not handed over; commands defer it.
+func (c *closers) closeAll() {
+	for i := len(*c) - 1; i >= 0; i-- {
+		_ = (*c)[i]()
+	}
+	*c = nil
+}
+
+// handOver leaves everything to the components that now own it.
+func (c *closers) handOver() { *c = nil }
+
+// extprocParts is the ext_proc server and its dependencies, as the
+// components a command runs.
 type extprocParts struct {
-	server *extproc.Server
-	ln     net.Listener
-	comps  []component
+	comps []component
 	// subscribed is closed once the key invalidation feed is live: before
 	// that, its first subscription purges every key resolved so far (it
 	// cannot know what it missed), so requests would race that purge.
@@ -82,78 +98,76 @@ func (p *extprocParts) invalidationReady(context.Context) error {
 
 // newExtProc builds the ext_proc server. It holds no database
 // credentials: access keys are resolved the production way — in-process
-// cache, then Redis, then the admin service's KeyService at ksAddr — and
-// invalidated through Redis pub/sub; usage events are published to the
-// Redis usage stream (internal/usagestream) that the admin service
-// ingests; GET /v1/models lists the model mappings of the runtime
+// cache, then Redis, then the admin service's KeyService at
+// s.KeyServiceAddr — and invalidated through Redis pub/sub; usage events are
+// published to the Redis usage stream (internal/usagestream) that the admin
+// service ingests; GET /v1/models lists the model mappings of the runtime
 // configuration the control plane sends.
-func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb redis.UniversalClient, ksAddr string, reg prometheus.Registerer) (*extprocParts, error) {
-	hasher, err := keys.NewHasher(cfg.ServerSecret)
+func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb redis.UniversalClient, reg prometheus.Registerer, opened *closers) (*extprocParts, error) {
+	hasher, err := keys.NewHasher(s.Keys.ServerSecret)
 	if err != nil {
 		return nil, err
 	}
 	producer, err := usagestream.NewProducer(usagestream.ProducerOptions{
-		Redis: rdb, Prefix: cfg.RedisPrefix, Buffer: cfg.UsageBuffer,
+		Redis: rdb, Prefix: s.Redis.Prefix, Buffer: s.Sidecar.UsageBuffer,
 		Logger: log.With("component", "usage-stream"), Registerer: reg,
 	})
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(ksAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(s.KeyServiceAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("keyservice client: %w", err)
 	}
+	opened.add(conn.Close)
+	ksClient := keyservicev1.NewKeyServiceClient(conn)
 	klog := log.With("component", "keylookup")
 	ks, err := keylookup.New(keylookup.Config{
-		Client: keyservicev1.NewKeyServiceClient(conn), Redis: rdb, Prefix: cfg.RedisPrefix,
-		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: cfg.KeyCacheTTL, Logger: klog,
+		Client: ksClient, Redis: rdb, Prefix: s.Redis.Prefix,
+		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: s.Sidecar.KeyCacheTTL, Logger: klog,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	resolver := keylookup.NewResolver(ks, hasher, accesskey.CacheConfig{
-		TTL:           cfg.KeyCacheTTL,
-		NegativeTTL:   min(cfg.KeyCacheTTL, 5*time.Second),
+		TTL:           s.Sidecar.KeyCacheTTL,
+		NegativeTTL:   min(s.Sidecar.KeyCacheTTL, 5*time.Second),
 		MaxEntries:    100_000,
 		LookupTimeout: 5 * time.Second,
 	})
 	subscribed := make(chan struct{})
 	var subscribedOnce sync.Once
-	sub := keylookup.NewSubscriber(rdb, cfg.RedisPrefix, keylookup.SubscriberOptions{
+	sub := keylookup.NewSubscriber(rdb, s.Redis.Prefix, keylookup.SubscriberOptions{
 		Logger:      klog,
 		OnSubscribe: func() { subscribedOnce.Do(func() { close(subscribed) }) },
 	}, resolver, ks)
 
 	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
 	comps := []component{{"key-invalidation", sub.Run}}
-	bedrockOpts, bedrockComps, err := newBedrock(ctx, cfg, log, reg)
+	bedrockOpts, bedrockComps, err := newBedrock(ctx, s, log, reg)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	// Budgets read the spend counters the admin's ingester keeps in Redis,
 	// and ask the KeyService to rebuild a missing one from Postgres.
 	budgets, err := budget.New(budget.Config{
-		Redis: rdb, Prefix: cfg.RedisPrefix, KeyService: keyservicev1.NewKeyServiceClient(conn),
-		Location: cfg.BillingLocation, Logger: log.With("component", "budget"), Registerer: reg,
+		Redis: rdb, Prefix: s.Redis.Prefix, KeyService: ksClient,
+		Location: s.Billing.Location, Logger: log.With("component", "budget"), Registerer: reg,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	bedrockOpts.Budgets = budgets
 	// The per-access-key Plan circuit breaker lives in Redis so that every
 	// replica, and both filters' streams of one request, agree.
 	brk, err := planbreaker.New(planbreaker.Config{
-		Redis: rdb, Prefix: cfg.RedisPrefix,
-		DefaultOpen: cfg.Breaker.DefaultOpen, MaxOpen: cfg.Breaker.MaxOpen,
-		FailureThreshold: cfg.Breaker.FailureThreshold, FailureWindow: cfg.Breaker.FailureWindow,
-		ProbeLease: cfg.Breaker.ProbeLease,
+		Redis: rdb, Prefix: s.Redis.Prefix,
+		DefaultOpen: s.Breaker.DefaultOpen, MaxOpen: s.Breaker.MaxOpen,
+		FailureThreshold: s.Breaker.FailureThreshold, FailureWindow: s.Breaker.FailureWindow,
+		ProbeLease: s.Breaker.ProbeLease,
 		Logger:     log.With("component", "breaker"), Registerer: reg,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
 	bedrockOpts.Breaker = brk
@@ -163,18 +177,17 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		Keys:       resolver,
 		Usage:      usage.FanOut{producer, logSink},
 		Registerer: reg,
-		ModelsFunc: runtimeModels(bedrockOpts.Runtime),
+		ModelsFunc: router.RuntimeModels(bedrockOpts.Runtime),
 		Bedrock:    bedrockOpts,
 	})
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
-	ln, err := extproc.Listen(cfg.ExtProcAddr)
+	ln, err := extproc.Listen(s.Sidecar.Addr)
 	if err != nil {
-		conn.Close()
 		return nil, err
 	}
+	opened.add(ln.Close)
 	comps = append(comps, component{"extproc", func(ctx context.Context) error {
 		defer conn.Close()
 		// The producer outlives the server: streams still draining after
@@ -187,10 +200,8 @@ func newExtProc(ctx context.Context, cfg *config.Config, log *slog.Logger, rdb r
 		stopProducer()
 		return errors.Join(err, <-produced)
 	}})
-	return &extprocParts{server: srv, ln: ln, comps: comps, subscribed: subscribed}, nil
+	return &extprocParts{comps: comps, subscribed: subscribed}, nil
 }
-
-func (p *extprocParts) components() []component { return p.comps }
 
 // newBedrock builds what extproc needs to serve Bedrock: the runtime
 // configuration client (model mappings, allow-lists and regions, from the
@@ -199,11 +210,11 @@ func (p *extprocParts) components() []component { return p.comps }
 // only aws_default_chain credentials can be used, and requests of users
 // with an API key are refused with a message naming the gateway's
 // configuration.
-func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
+func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
 	var sealer secrets.Sealer
-	if len(cfg.MasterKey) > 0 || cfg.KMSKeyID != "" {
+	if sec := s.Secrets; len(sec.MasterKey) > 0 || sec.KMSKeyID != "" {
 		var err error
-		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: cfg.MasterKey, KMSKeyID: cfg.KMSKeyID, KMSEndpoint: cfg.KMSEndpoint})
+		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: sec.MasterKey, KMSKeyID: sec.KMSKeyID, KMSEndpoint: sec.KMSEndpoint})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -211,7 +222,7 @@ func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
 	}
 	rc, err := runtimeconfig.NewClient(runtimeconfig.ClientConfig{
-		Addr:       cfg.ControlPlaneAddr,
+		Addr:       s.ControlPlaneAddr,
 		Logger:     log.With("component", "runtimeconfig"),
 		Registerer: reg,
 	})
@@ -225,83 +236,9 @@ func newBedrock(ctx context.Context, cfg *config.Config, log *slog.Logger, reg p
 	return opts, []component{{"runtime-config", rc.Run}}, nil
 }
 
-// runtimeModels returns the GET /v1/models answer of the runtime
-// configuration in force: its model mappings in the control plane's order
-// (empty until the first configuration arrives).
-func runtimeModels(src runtimeconfig.Source) func() []router.Model {
-	type cached struct {
-		cfg    *runtimeconfig.Config
-		models []router.Model
-	}
-	var last atomic.Pointer[cached]
-	return func() []router.Model {
-		cfg := src.Current()
-		if cfg == nil {
-			return nil
-		}
-		if c := last.Load(); c != nil && c.cfg == cfg {
-			return c.models
-		}
-		infos := cfg.Models()
-		models := make([]router.Model, 0, len(infos))
-		for _, m := range infos {
-			models = append(models, router.Model{ID: m.AnthropicID, DisplayName: displayName(m.AnthropicID), CreatedAt: modelCreatedAt(m.AnthropicID)})
-		}
-		last.Store(&cached{cfg, models})
-		return models
-	}
-}
-
-// modelCreatedAt is a model's created_at in GET /v1/models: the date its id
-// ends with (claude-sonnet-4-5-20250929 → 2025-09-29, as Anthropic's API
-// answers), or the Unix epoch for dateless ids. The runtime configuration
-// carries no creation time.
-func modelCreatedAt(id string) time.Time {
-	if i := strings.LastIndexByte(id, '-'); i >= 0 && len(id)-i-1 == 8 && isDigits(id[i+1:]) {
-		if t, err := time.Parse("20060102", id[i+1:]); err == nil {
-			return t
-		}
-	}
-	return time.Unix(0, 0).UTC()
-}
-
-// displayName turns claude-sonnet-4-5-20250929 into "Claude Sonnet 4.5":
-// words capitalised, adjacent version numbers joined with dots, the date
-// suffix dropped.
-func displayName(id string) string {
-	parts := strings.Split(id, "-")
-	if n := len(parts); n > 1 && len(parts[n-1]) == 8 && isDigits(parts[n-1]) {
-		parts = parts[:n-1]
-	}
-	var b strings.Builder
-	for i, p := range parts {
-		switch {
-		case i == 0:
-		case isDigits(p) && isDigits(parts[i-1]):
-			b.WriteByte('.')
-		default:
-			b.WriteByte(' ')
-		}
-		if p != "" && p[0] >= 'a' && p[0] <= 'z' {
-			p = string(p[0]-'a'+'A') + p[1:]
-		}
-		b.WriteString(p)
-	}
-	return b.String()
-}
-
-func isDigits(s string) bool {
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return s != ""
-}
-
 // metricsComponent serves /metrics and the health probes.
-func metricsComponent(cfg *config.Config, log *slog.Logger, reg *prometheus.Registry, health *observability.Health) component {
+func metricsComponent(s config.Serving, log *slog.Logger, reg *prometheus.Registry, health *observability.Health) component {
 	return component{"metrics", func(ctx context.Context) error {
-		return observability.ServeMetrics(ctx, log, cfg.MetricsAddr, reg, health)
+		return observability.ServeMetrics(ctx, log, s.MetricsAddr, reg, health)
 	}}
 }

@@ -43,7 +43,8 @@ type Options struct {
 	XDSAddress string
 	// NodeID identifies this data plane to the control plane.
 	NodeID string
-	// Logger receives envoysim's logs; nil means slog.Default().
+	// Logger receives envoysim's logs; nil means slog.Default(). The
+	// caller names the component (ccproxy dev adds component=envoysim).
 	Logger *slog.Logger
 	// Resources is a static configuration (Listeners, RouteConfigurations
 	// and Clusters) used instead of xDS.
@@ -100,7 +101,6 @@ func New(opts Options) (*Sim, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	s.log = s.log.With("component", "envoysim")
 	if s.dial == nil {
 		d := &net.Dialer{}
 		s.dial = d.DialContext

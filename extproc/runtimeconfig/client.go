@@ -60,7 +60,8 @@ type ClientConfig struct {
 	// NodeID identifies this extproc to the control plane; "" means
 	// DefaultNodeID().
 	NodeID string
-	// Logger receives state transitions; nil discards them.
+	// Logger receives state transitions; nil discards them. The caller
+	// names the component (cmd/ccproxy adds component=runtimeconfig).
 	Logger *slog.Logger
 	// Registerer receives the client's metrics; nil keeps them in a private
 	// registry.
@@ -120,7 +121,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("runtimeconfig: control plane client for %q: %w", cfg.Addr, err)
 	}
 	return &Client{
-		logger:     cfg.Logger.With(slog.String("component", "runtimeconfig")),
+		logger:     cfg.Logger,
 		node:       &corev3.Node{Id: cfg.NodeID, Cluster: NodeCluster, UserAgentName: NodeCluster},
 		conn:       conn,
 		metrics:    m,

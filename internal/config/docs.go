@@ -6,46 +6,80 @@ import (
 	"strings"
 )
 
-// groupTitles orders and names the groups in the generated documentation.
-var groupTitles = [][2]string{
-	{"database", "Database"},
-	{"redis", "Redis"},
-	{"logging", "Logging"},
-	{"keys", "Access keys"},
-	{"secrets", "Stored secrets"},
-	{"serving", "Serving (every long-running command)"},
-	{"dataplane", "Data plane (`ccproxy controlplane`, `ccproxy dev`)"},
-	{"xds", "xDS (`ccproxy controlplane`, `ccproxy dev`)"},
-	{"extproc", "ext_proc sidecar (`ccproxy extproc`, `ccproxy controlplane`, `ccproxy dev`)"},
-	{"redisns", "Redis namespace (`ccproxy admin`, `ccproxy extproc`)"},
-	{"admin", "Admin service (`ccproxy admin`, `ccproxy dev`)"},
-	{"keyservice", "Key lookups (`ccproxy extproc`)"},
-	{"billing", "Billing (`ccproxy admin`, `ccproxy extproc`, `ccproxy dev`)"},
-	{"usageingest", "Usage ingest (`ccproxy admin`, `ccproxy dev`)"},
-	{"dev", "Development (`ccproxy dev`)"},
+// CommandGroups is the settings one command binds, for documentation.
+type CommandGroups struct {
+	// Command is the command's name as typed, e.g. "ccproxy extproc".
+	Command string
+	Groups  []Group
 }
 
-// Markdown renders every setting as the tables kept in
-// docs/configuration.md; a test keeps the two identical.
-func Markdown() string {
-	all := All()
-	var b strings.Builder
-	seen := map[string]bool{}
-	for _, gt := range groupTitles {
-		seen[gt[0]] = true
-		writeGroup(&b, gt[1], all[gt[0]])
+// Markdown renders the settings of every command as the tables kept in
+// docs/configuration.md: one table per group, titled with the commands that
+// read it, the groups most commands share first. A setting shows its
+// declared default, not a command's override (Group.WithDefault). It fails
+// when one flag is documented in two groups or differently by two commands.
+func Markdown(cmds []CommandGroups) (string, error) {
+	type doc struct {
+		title    string
+		first    int
+		commands []string
+		settings []Setting
 	}
-	var rest []string
-	for k := range all {
-		if !seen[k] {
-			rest = append(rest, k)
+	var docs []*doc
+	byTitle := map[string]*doc{}
+	flagGroup := map[string]string{}
+	for _, c := range cmds {
+		for _, g := range c.Groups {
+			d := byTitle[g.Title]
+			if d == nil {
+				d = &doc{title: g.Title, first: len(docs)}
+				byTitle[g.Title] = d
+				docs = append(docs, d)
+			}
+			if !contains(d.commands, c.Command) {
+				d.commands = append(d.commands, c.Command)
+			}
+			for _, s := range g.Settings {
+				if t, ok := flagGroup[s.Flag]; ok && t != g.Title {
+					return "", fmt.Errorf("config: --%s is in group %q and in group %q", s.Flag, t, g.Title)
+				}
+				flagGroup[s.Flag] = g.Title
+				if err := merge(&d.settings, s); err != nil {
+					return "", fmt.Errorf("config: %s: %w", c.Command, err)
+				}
+			}
 		}
 	}
-	sort.Strings(rest)
-	for _, k := range rest {
-		writeGroup(&b, k, all[k])
+	sort.SliceStable(docs, func(i, j int) bool {
+		if len(docs[i].commands) != len(docs[j].commands) {
+			return len(docs[i].commands) > len(docs[j].commands)
+		}
+		return docs[i].first < docs[j].first
+	})
+	var b strings.Builder
+	for _, d := range docs {
+		writeGroup(&b, d.title+" (`"+strings.Join(d.commands, "`, `")+"`)", d.settings)
 	}
-	return b.String()
+	return b.String(), nil
+}
+
+// merge adds s to settings, or, when its flag is there already, keeps the
+// copy whose default is the declared one.
+func merge(settings *[]Setting, s Setting) error {
+	for i, have := range *settings {
+		if have.Flag != s.Flag {
+			continue
+		}
+		if have.Env != s.Env || have.Usage != s.Usage || have.Secret != s.Secret {
+			return fmt.Errorf("--%s is declared twice, differently", s.Flag)
+		}
+		if have.overridden && !s.overridden {
+			(*settings)[i] = s
+		}
+		return nil
+	}
+	*settings = append(*settings, s)
+	return nil
 }
 
 func writeGroup(b *strings.Builder, title string, settings []Setting) {
@@ -65,4 +99,13 @@ func writeGroup(b *strings.Builder, title string, settings []Setting) {
 		fmt.Fprintf(b, "| `%s` | `--%s` | %s | %s |\n", s.Env, s.Flag, def, desc)
 	}
 	b.WriteString("\n")
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
 }

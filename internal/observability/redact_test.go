@@ -67,7 +67,10 @@ func TestLoggerRedactsSecretAttributesAndHeaders(t *testing.T) {
 	for _, format := range []string{"json", "text"} {
 		t.Run(format, func(t *testing.T) {
 			var buf bytes.Buffer
-			log := NewLogger(&buf, format, slog.LevelDebug)
+			log, err := NewLogger(&buf, format, slog.LevelDebug)
+			if err != nil {
+				t.Fatal(err)
+			}
 			h := http.Header{"Authorization": {"Bearer sk-ant-SECRET1"}, "Anthropic-Version": {"2023-06-01"}}
 			log.Info("req", "headers", RedactHeaders(h), "api_key", "sk-ant-SECRET2", "password", "SECRET3", "path", RedactPath("/ak/ak_SECRET4/v1"))
 			out := buf.String()
