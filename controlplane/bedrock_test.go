@@ -541,7 +541,7 @@ func TestADSRuntimeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "extproc-1"}, TypeUrl: resource.ExtensionConfigType, ResourceNames: []string{RuntimeBedrockName}}
+	req := &discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "extproc-1", UserAgentName: dataplane.RuntimeClientAgent}, TypeUrl: resource.ExtensionConfigType, ResourceNames: []string{RuntimeBedrockName}}
 	if err := ads.Send(req); err != nil {
 		t.Fatal(err)
 	}

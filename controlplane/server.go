@@ -25,9 +25,13 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
 
 // NodeKey is the snapshot-cache key every data plane maps to: all Envoys (and envoysim) get
@@ -44,6 +48,63 @@ const (
 	keepaliveTime    = 30 * time.Second
 	keepaliveTimeout = 5 * time.Second
 )
+
+// The oldest Envoy release the control plane configures. The resources rely on behaviour
+// first released in 1.37.0 — local replies reach the router-level ext_proc (envoyproxy/envoy
+// commit 37efb748cff8c7505e405e2ab94d50baaca30959, first in v1.37.0), the router resets every
+// attempt on a local reply, and request_body_buffer_limit is applied at route match
+// (changelogs/1.37.0.yaml) — and ccproxy is tested against 1.37–1.40 only. An older Envoy would
+// accept the configuration and then fail requests in ways no test covers, so it gets none.
+const (
+	minEnvoyMajor = 1
+	minEnvoyMinor = 37
+	// MinEnvoyVersion is the oldest Envoy release the control plane serves, as Envoy reports
+	// it in its node's user_agent_build_version.
+	MinEnvoyVersion = "1.37.0"
+)
+
+// Reasons a node is refused, the reason label of ccproxy_controlplane_refused_nodes_total.
+const (
+	// refusedEnvoyVersion: the node reports a build version below MinEnvoyVersion.
+	refusedEnvoyVersion = "envoy_version"
+	// refusedNoVersion: the node reports no build version at all.
+	refusedNoVersion = "no_version"
+)
+
+// ErrNodeRefused is wrapped by the error that ends the stream of a node the control plane
+// will not configure; the data plane receives it as gRPC FAILED_PRECONDITION.
+var ErrNodeRefused = errors.New("controlplane: node refused")
+
+// nodeRefusal says why node must get no configuration: its reason label and the version it
+// reported ("" when it reported none); reason is "" for a node to serve.
+//
+// Envoy always fills user_agent_build_version with its own build version unless the bootstrap
+// sets one (Server::InstanceBase::initializeOrThrow; unchanged from v1.36 to main), and
+// user_agent_name with "envoy":
+// https://github.com/envoyproxy/envoy/blob/v1.37.0/source/server/server.cc (user_agent_build_version)
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/base.proto#envoy-v3-api-field-config-core-v3-node-user-agent-build-version
+//
+// A node without a build version is therefore not a stock Envoy, and is refused too: the
+// control plane cannot tell whether it implements the configuration, and serving a client
+// that half-implements it is exactly the failure this check exists to prevent. A refusal is
+// loud (an error log line per stream, a metric, and a gRPC status the client logs), so a
+// custom client learns at once to report its version. The one exception is extproc's runtime
+// client (user agent dataplane.RuntimeClientAgent): ccproxy's own code, released with the
+// control plane, and it only reads the runtime ExtensionConfig.
+func nodeRefusal(node *corev3.Node) (reason, reported string) {
+	if node.GetUserAgentName() == dataplane.RuntimeClientAgent {
+		return "", ""
+	}
+	v := node.GetUserAgentBuildVersion().GetVersion()
+	if v == nil {
+		return refusedNoVersion, node.GetUserAgentVersion()
+	}
+	reported = fmt.Sprintf("%d.%d.%d", v.GetMajorNumber(), v.GetMinorNumber(), v.GetPatch())
+	if v.GetMajorNumber() < minEnvoyMajor || (v.GetMajorNumber() == minEnvoyMajor && v.GetMinorNumber() < minEnvoyMinor) {
+		return refusedEnvoyVersion, reported
+	}
+	return "", reported
+}
 
 // singleNode maps every node to NodeKey.
 type singleNode struct{}
@@ -71,6 +132,9 @@ type streamInfo struct {
 	typ      string // "ads" or the resource type URL
 	protocol string // "sotw" or "delta"
 	node     string // node id, from the first request that carries it
+	// admitted is set once the stream's node has been checked (nodeRefusal) and found
+	// supported; a refused stream ends with its first request.
+	admitted bool
 }
 
 // NewServer builds the configuration for opts and returns a server holding it. Metrics are
@@ -231,15 +295,61 @@ func (s *Server) callbacks() serverv3.Callbacks {
 		StreamClosedFunc:      closed,
 		DeltaStreamOpenFunc:   open("delta"),
 		DeltaStreamClosedFunc: closed,
+		// Returning an error from a request callback ends the stream with that error before
+		// go-control-plane opens a watch for the request, so a refused node never receives a
+		// resource (sotw: StreamHandler's loop in pkg/server/sotw/v3/ads.go and xds.go, which
+		// fill in the stream's node before the callback; delta: pkg/server/delta/v3/server.go,
+		// which calls it before filling the node in, hence admit remembers its verdict).
+		// https://github.com/envoyproxy/go-control-plane/blob/v0.14.0/pkg/server/sotw/v3/ads.go
+		// https://github.com/envoyproxy/go-control-plane/blob/v0.14.0/pkg/server/delta/v3/server.go
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := s.admit(id, req.GetNode()); err != nil {
+				return err
+			}
 			s.onRequest(id, req.GetNode(), req.GetTypeUrl(), req.GetVersionInfo(), req.GetResponseNonce(), req.GetErrorDetail().GetCode(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := s.admit(id, req.GetNode()); err != nil {
+				return err
+			}
 			s.onRequest(id, req.GetNode(), req.GetTypeUrl(), "", req.GetResponseNonce(), req.GetErrorDetail().GetCode(), req.GetErrorDetail().GetMessage(), req.GetErrorDetail() != nil)
 			return nil
 		},
 	}
+}
+
+// admit checks the node of stream id on its first request (nodeRefusal) and returns the error
+// that ends the stream when the node is refused. Later requests of an admitted stream pass.
+// Envoy reconnects a refused stream with its xDS back-off (0.5 s doubling to 30 s), so the
+// log line and the metric repeat at most that often per Envoy.
+func (s *Server) admit(id int64, node *corev3.Node) error {
+	s.streamsMu.Lock()
+	info := s.streams[id]
+	if info != nil && info.admitted {
+		s.streamsMu.Unlock()
+		return nil
+	}
+	reason, reported := nodeRefusal(node)
+	if reason == "" {
+		if info != nil {
+			info.admitted = true
+		}
+		s.streamsMu.Unlock()
+		return nil
+	}
+	s.streamsMu.Unlock()
+	s.metrics.refusedNodes.WithLabelValues(reason).Inc()
+	s.logger.LogAttrs(context.Background(), slog.LevelError, "xds node refused: unsupported Envoy version, no configuration served",
+		slog.Int64("stream_id", id), slog.String("node", node.GetId()),
+		slog.String("user_agent", node.GetUserAgentName()),
+		slog.String("reported_version", reported), slog.String("min_version", MinEnvoyVersion),
+		slog.String("reason", reason))
+	if reported == "" {
+		reported = "no user_agent_build_version"
+	}
+	return status.Errorf(codes.FailedPrecondition, "%v: %q reports Envoy %s; ccproxy requires Envoy %s or later and serves this node no configuration",
+		ErrNodeRefused, node.GetId(), reported, MinEnvoyVersion)
 }
 
 // onRequest records the stream's node and logs ACKs (debug) and NACKs (error).
@@ -295,10 +405,11 @@ type metrics struct {
 	snapshotUpdates prometheus.Counter
 	streams         *prometheus.GaugeVec
 	nacks           *prometheus.CounterVec
+	refusedNodes    *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
-	return &metrics{
+	m := &metrics{
 		snapshotInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "ccproxy", Subsystem: "controlplane", Name: "snapshot_info",
 			Help: "Always 1, labelled with the version of the xDS snapshot being served.",
@@ -315,11 +426,20 @@ func newMetrics() *metrics {
 			Namespace: "ccproxy", Subsystem: "controlplane", Name: "xds_nacks_total",
 			Help: "xDS responses rejected by a data plane, by resource type URL.",
 		}, []string{"type_url"}),
+		refusedNodes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ccproxy", Subsystem: "controlplane", Name: "refused_nodes_total",
+			Help: "xDS streams ended without configuration because the node is not a supported Envoy, by reason (envoy_version: older than " + MinEnvoyVersion + "; no_version: no user_agent_build_version).",
+		}, []string{"reason"}),
 	}
+	// Both series exist from the start, so an alert on their increase works before the first.
+	for _, r := range []string{refusedEnvoyVersion, refusedNoVersion} {
+		m.refusedNodes.WithLabelValues(r)
+	}
+	return m
 }
 
 func (m *metrics) register(reg prometheus.Registerer) error {
-	for _, c := range []prometheus.Collector{m.snapshotInfo, m.snapshotUpdates, m.streams, m.nacks} {
+	for _, c := range []prometheus.Collector{m.snapshotInfo, m.snapshotUpdates, m.streams, m.nacks, m.refusedNodes} {
 		if err := reg.Register(c); err != nil {
 			return err
 		}

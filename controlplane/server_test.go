@@ -12,7 +12,6 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
@@ -135,7 +134,7 @@ func TestADS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := &corev3.Node{Id: "envoy-test-1", Cluster: "ccproxy"}
+	node := envoyNode("envoy-test-1", 1, 40, 0)
 	first := true
 	send := func(req *discoveryv3.DiscoveryRequest) {
 		t.Helper()
@@ -246,7 +245,7 @@ func TestADS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := cdsStream.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "other-node"}, TypeUrl: resource.ClusterType}); err != nil {
+		if err := cdsStream.Send(&discoveryv3.DiscoveryRequest{Node: envoyNode("other-node", 1, 37, 0), TypeUrl: resource.ClusterType}); err != nil {
 			t.Fatal(err)
 		}
 		resp, err := cdsStream.Recv()

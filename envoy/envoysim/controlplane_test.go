@@ -1,8 +1,10 @@
 package envoysim
 
 import (
+	"context"
 	"net"
 	"testing"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
@@ -211,5 +213,38 @@ func TestControlPlaneFallback(t *testing.T) {
 				t.Errorf("response headers attributes = %v, want {%s: %v}", respHeaders.GetAttributes(), extProcAttributesKey, want)
 			}
 		})
+	}
+}
+
+// TestControlPlaneServesEnvoysim connects envoysim to the control plane's own ADS server: the
+// server configures only nodes reporting Envoy 1.37 or later, so envoysim's node must report
+// the release it emulates, and then gets the listener it serves.
+func TestControlPlaneServesEnvoysim(t *testing.T) {
+	t.Parallel()
+	srv, err := controlplane.NewServer(controlplane.Options{
+		ListenAddress: freePort(t), ExtProcAddress: "127.0.0.1:1", AnthropicURL: "http://127.0.0.1:1",
+	}.WithDefaults(), testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx, ln) }()
+	defer func() { cancel(); <-served }()
+	sim, err := New(Options{XDSAddress: ln.Addr().String(), NodeID: "envoysim-1", Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- sim.Run(ctx) }()
+	defer func() { cancel(); <-ran }()
+	select {
+	case <-sim.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("envoysim got no configuration from the control plane")
 	}
 }

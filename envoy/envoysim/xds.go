@@ -71,7 +71,13 @@ func (s *Sim) adsStream(ctx context.Context, conn *grpc.ClientConn, st *adsState
 	if err != nil {
 		return err
 	}
-	node := &corev3.Node{Id: s.opts.NodeID, Cluster: "envoysim", UserAgentName: "envoysim"}
+	// Envoy reports its build version in every node (server.cc); envoysim reports the release
+	// it emulates, which the control plane checks like a real Envoy's.
+	// https://github.com/envoyproxy/envoy/blob/v1.37.0/source/server/server.cc (user_agent_build_version)
+	node := &corev3.Node{Id: s.opts.NodeID, Cluster: "envoysim", UserAgentName: "envoysim",
+		UserAgentVersionType: &corev3.Node_UserAgentBuildVersion{UserAgentBuildVersion: &corev3.BuildVersion{
+			Version: &typev3.SemanticVersion{MajorNumber: 1, MinorNumber: 40, Patch: 0},
+		}}}
 	send := func(typeURL string, names []string, version, nonce string, detail error) error {
 		req := &discoveryv3.DiscoveryRequest{
 			Node:          node,

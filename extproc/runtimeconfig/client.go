@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/ccproxy/ccproxy/internal/dataplane"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -30,8 +31,9 @@ import (
 // BedrockConfig in the control plane's snapshot.
 const ResourceName = "ccproxy.bedrock"
 
-// NodeCluster is the xDS node cluster extproc identifies itself with.
-const NodeCluster = "ccproxy-extproc"
+// NodeCluster is the xDS node cluster and user agent extproc identifies
+// itself with; the control plane recognises its own runtime client by it.
+const NodeCluster = dataplane.RuntimeClientAgent
 
 const (
 	defaultMinBackoff = 200 * time.Millisecond

@@ -119,3 +119,12 @@ const (
 	FilterHeader   = "x-ccproxy-filter"
 	FilterUpstream = "upstream"
 )
+
+// The xDS clients.
+const (
+	// RuntimeClientAgent is the xDS user_agent_name (and node cluster) of
+	// extproc's runtime-configuration client. The control plane requires a
+	// supported Envoy version from every other node; this one is ccproxy's
+	// own code, released together with the control plane.
+	RuntimeClientAgent = "ccproxy-extproc"
+)
