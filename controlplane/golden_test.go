@@ -159,3 +159,26 @@ func validateDeep(t *testing.T, msg protoreflect.Message) int {
 	}
 	return n
 }
+
+// TestNoDeprecatedFields: no resource the control plane serves uses a deprecated field or
+// enum value (xdsvalidate.Deprecated, Envoy's own check): Envoy warns on each and refuses
+// those disallowed by default, and a deprecated field is the next release's removal.
+func TestNoDeprecatedFields(t *testing.T) {
+	for _, tc := range goldenCases {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := BuildResources(tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range r.all() {
+				got, err := xdsvalidate.Deprecated(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, d := range got {
+					t.Errorf("%T uses %s", m, d)
+				}
+			}
+		})
+	}
+}

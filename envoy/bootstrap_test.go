@@ -218,3 +218,15 @@ func TestBootstrapRejectsUnknownFields(t *testing.T) {
 		})
 	}
 }
+
+// TestBootstrapNoDeprecatedFields: bootstrap.yaml uses no deprecated field or enum value
+// (xdsvalidate.Deprecated, Envoy's own check at load).
+func TestBootstrapNoDeprecatedFields(t *testing.T) {
+	got, err := xdsvalidate.Deprecated(loadBootstrap(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range got {
+		t.Errorf("bootstrap.yaml uses %s", d)
+	}
+}
