@@ -15,12 +15,14 @@ import (
 	"slices"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	mutationrulesv3 "github.com/envoyproxy/go-control-plane/envoy/config/common/mutation_rules/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_proc/v3"
 	headermutationv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/header_mutation/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -74,6 +76,7 @@ const (
 	tlsTransportSocket     = "envoy.transport_sockets.tls"
 	previousPrioritiesName = "envoy.retry_priorities.previous_priorities"
 	httpProtocolOptsName   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	stdoutAccessLogName    = "envoy.access_loggers.stdout"
 )
 
 // Fixed settings that are not worth an Options knob.
@@ -343,6 +346,10 @@ func buildListener(o resolved) (*listenerv3.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	accessLog, err := buildAccessLog()
+	if err != nil {
+		return nil, err
+	}
 	hcm, err := pack(&hcmv3.HttpConnectionManager{
 		StatPrefix: ListenerName,
 		// HTTP/1.1 and h2c (prior knowledge) on the same port.
@@ -372,6 +379,9 @@ func buildListener(o resolved) (*listenerv3.Listener, error) {
 		// Off (0): a request's whole lifetime includes a long streamed answer.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-request-timeout
 		RequestTimeout: durationpb.New(0),
+		// One JSON line per request on Envoy's stdout, written when the stream ends.
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-access-log
+		AccessLog: accessLog,
 	})
 	if err != nil {
 		return nil, err
@@ -389,6 +399,82 @@ func buildListener(o resolved) (*listenerv3.Listener, error) {
 			}},
 		}},
 	}, nil
+}
+
+// AccessLogFields is the listener's JSON access log line: field name → Envoy command operator.
+// Every operator is one that can never carry the access key, which clients send in the path
+// (/ak/<key>/…) or in the x-ccproxy-key header:
+//
+//   - no :path in any form. %REQ(:PATH)% renders the HCM's request headers when the stream ends
+//     (ActiveStream::log), which filters mutate in place: it shows the router processor's
+//     rewritten path only when the processor rewrote it, and the client's path, key included,
+//     whenever it did not — a refused key (the processor's ImmediateResponse leaves :path alone),
+//     the catch-all 404, a 413, an ext_proc failure or timeout before the rewrite, an overload
+//     503. %PATH%, %REQ_WITHOUT_QUERY(:PATH)% and Envoy's default format
+//     (%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%) have the same source. x-envoy-original-path is set
+//     by route rewrites and redirects only, never by an ext_proc :path mutation, and the HCM
+//     strips it from edge requests — it is not logged either. %ROUTE_NAME% says which backend a
+//     request went to, and the request id joins the line to extproc's log lines and to the
+//     request's usage row;
+//   - headers only by name, and only x-request-id (replaced by Envoy on every external
+//     request), :method and user-agent (truncated);
+//   - dynamic metadata only by key, and only what ccproxy's processors publish for logging.
+//
+// %RESPONSE_CODE_DETAILS% carries fixed strings: Envoy's, the details of the processors'
+// ImmediateResponses and ext_proc's gRPC status messages, all of them constants in ccproxy.
+// TestAccessLogCannotCarryTheKey keeps every operator in this vetted set.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/observability/access_log/usage
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/advanced/substitution_formatter
+// https://github.com/envoyproxy/envoy/blob/v1.37.0/source/common/http/conn_manager_impl.cc (ActiveStream::log)
+// https://github.com/envoyproxy/envoy/blob/v1.37.0/source/common/http/conn_manager_utility.cc (removeEnvoyOriginalPath)
+func AccessLogFields() map[string]string {
+	return map[string]string{
+		"start_time":       "%START_TIME%",
+		"request_id":       "%REQ(X-REQUEST-ID)%",
+		"method":           "%REQ(:METHOD)%",
+		"protocol":         "%PROTOCOL%",
+		"route":            "%ROUTE_NAME%",
+		"status":           "%RESPONSE_CODE%",
+		"details":          "%RESPONSE_CODE_DETAILS%",
+		"flags":            "%RESPONSE_FLAGS%",
+		"attempts":         "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+		"upstream_cluster": "%UPSTREAM_CLUSTER%",
+		"upstream_host":    "%UPSTREAM_HOST%",
+		"upstream_failure": "%UPSTREAM_TRANSPORT_FAILURE_REASON%",
+		"bytes_received":   "%BYTES_RECEIVED%",
+		"bytes_sent":       "%BYTES_SENT%",
+		"duration_ms":      "%DURATION%",
+		"response_ms":      "%RESPONSE_DURATION%",
+		"client":           "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+		"user_agent":       "%REQ(USER-AGENT):128%",
+		// The length of the translated body the upstream processor sent to Bedrock.
+		"upstream_request_bytes": "%DYNAMIC_METADATA(" + dataplane.MetadataNamespace + ":" + dataplane.ContentLengthKey + ")%",
+	}
+}
+
+// buildAccessLog is the listener's access log: AccessLogFields as JSON lines on stdout. The
+// json_format renders numbers as numbers and an absent value as null.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/access_loggers/stream/v3/stream.proto
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/config/core/v3/substitution_format_string.proto#envoy-v3-api-field-config-core-v3-substitutionformatstring-json-format
+func buildAccessLog() ([]*accesslogv3.AccessLog, error) {
+	fields := map[string]any{}
+	for k, v := range AccessLogFields() {
+		fields[k] = v
+	}
+	format, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, fmt.Errorf("controlplane: access log format: %w", err)
+	}
+	stdout, err := pack(&streamv3.StdoutAccessLog{AccessLogFormat: &streamv3.StdoutAccessLog_LogFormat{
+		LogFormat: &corev3.SubstitutionFormatString{Format: &corev3.SubstitutionFormatString_JsonFormat{JsonFormat: format}},
+	}})
+	if err != nil {
+		return nil, err
+	}
+	return []*accesslogv3.AccessLog{{
+		Name:       stdoutAccessLogName,
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: stdout},
+	}}, nil
 }
 
 // buildRouterExtProc is the router-level ext_proc filter (data-path contract).

@@ -28,8 +28,12 @@ var implemented = map[protoreflect.FullName][]string{
 		"codec_type", "stat_prefix", "route_config", "rds", "http_filters",
 		"stream_idle_timeout", "request_timeout", "use_remote_address", "skip_xff_append",
 		"generate_request_id", "preserve_external_request_id", "server_name",
-		"server_header_transformation", "common_http_protocol_options",
+		"server_header_transformation", "common_http_protocol_options", "access_log",
 	},
+	// Access logs (accesslog.go): the stdout logger with a json_format.
+	"envoy.config.accesslog.v3.AccessLog":                                    {"name", "typed_config"},
+	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":              {"log_format"},
+	"envoy.config.core.v3.SubstitutionFormatString":                          {"json_format"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.Rds":        {"config_source", "route_config_name"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": {"name", "typed_config"},
 	"envoy.config.core.v3.ConfigSource":                                      {"ads", "resource_api_version", "initial_fetch_timeout"},

@@ -112,6 +112,7 @@ type hcmConfig struct {
 	preserveExternalRequestID bool
 	serverName                string
 	serverHeaderTransform     hcmv3.HttpConnectionManager_ServerHeaderTransformation
+	accessLogs                []*accessLog
 }
 
 // compile builds a snapshot from a complete set of resources. Every resource
@@ -304,6 +305,10 @@ func compileHCM(h *hcmv3.HttpConnectionManager) (*hcmConfig, error) {
 	}
 	if h.GetServerName() != "" {
 		c.serverName = h.GetServerName()
+	}
+	var err error
+	if c.accessLogs, err = compileAccessLogs(h.GetAccessLog()); err != nil {
+		return nil, err
 	}
 	switch h.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO:

@@ -53,6 +53,10 @@ type Options struct {
 	// Tests use it to map a host name such as api.anthropic.com:443 to a
 	// local server while SNI and certificate checks keep the real name.
 	Dial DialFunc
+	// AccessLog receives the lines of the listeners' stdout access logs
+	// (Envoy writes them to its stdout); nil writes none. The access log
+	// configuration is checked either way.
+	AccessLog io.Writer
 }
 
 // Sim is a running envoysim data plane.
@@ -71,6 +75,8 @@ type Sim struct {
 
 	grpcMu    sync.Mutex
 	grpcConns map[string]*grpc.ClientConn
+
+	accessLogMu sync.Mutex // one access log line per Write
 
 	// sendImmediateRespUpstreamIgnored is the ext_proc counter
 	// send_immediate_resp_upstream_ignored, summed over filters.
@@ -268,6 +274,7 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		return
 	}
 	ctx, cancel := context.WithCancel(r.Context())
+	logState, w := newStreamLog(w, r)
 	st := &stream{
 		sim:     s,
 		snap:    snap,
@@ -281,6 +288,8 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		log:     s.log,
 		info:    &streamInfo{},
 		abortCh: make(chan struct{}),
+
+		logState: logState,
 	}
 	st.reqH = requestHeaderMap(r, "http")
 	for _, ep := range lc.hcm.extProcs {

@@ -45,6 +45,8 @@ type stream struct {
 	reqH    *headerMap
 	info    *streamInfo
 	filters []*extProcFilter
+	// logState is what the access log records as the stream runs (accesslog.go).
+	logState *streamLog
 
 	mu          sync.Mutex
 	routeCached bool
@@ -235,6 +237,7 @@ func (s *stream) cleanup() {
 		f.destroy()
 	}
 	s.cancel()
+	s.writeAccessLogs()
 }
 
 // finish writes a pending local reply, or resets the stream when a reply can
@@ -294,6 +297,7 @@ func (s *stream) writeHeaders(h *headerMap) {
 		dst[k] = v
 	}
 	s.respStarted.Store(true)
+	s.logState.noteStatus(code)
 	s.w.WriteHeader(code)
 	s.touch()
 }
@@ -565,6 +569,7 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 		// The downstream StreamInfo's attempt count (upstream.request_attempt_count):
 		// 1 for the first attempt, incremented by Router::Filter::doRetry.
 		s.info.setAttempts(attempts)
+		s.logState.noteUpstream(uc.cfg.name, host.address)
 		rewrite := ""
 		if ra.autoHostRewrite && host.hostname != "" {
 			rewrite = host.hostname
@@ -1064,6 +1069,7 @@ func connectErrorText(err error) string {
 func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFired chan struct{}) {
 	resp := res.resp
 	h := res.respH
+	s.logState.noteUpstreamResponse()
 	if !s.hcm.suppressEnvoyHeaders {
 		h.set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(res.start).Milliseconds(), 10))
 	}
