@@ -214,9 +214,11 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
+	// Like Envoy, envoysim writes the listener's access log to standard output (logs go to
+	// standard error).
 	sim, err := envoysim.New(envoysim.Options{
 		XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev",
-		Logger: log.With("component", "envoysim"), Dial: devDialer(s.Resolve),
+		Logger: log.With("component", "envoysim"), Dial: devDialer(s.Resolve), AccessLog: out,
 	})
 	if err != nil {
 		return err
