@@ -11,30 +11,58 @@ import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"sigs.k8s.io/yaml"
 
-	// Types named by "@type" in bootstrap.yaml; protojson resolves them from the global
-	// registry, which these imports fill.
+	// Types named by "@type" in bootstrap.yaml and the SDS files; protojson resolves them from
+	// the global registry, which these imports fill.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
 // loadBootstrap decodes bootstrap.yaml strictly: unknown fields and unknown "@type"s fail.
 func loadBootstrap(t *testing.T) *bootstrapv3.Bootstrap {
 	t.Helper()
-	js, err := yaml.YAMLToJSON(BootstrapYAML())
-	if err != nil {
-		t.Fatalf("bootstrap.yaml is not YAML: %v", err)
-	}
 	b := &bootstrapv3.Bootstrap{}
-	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, b); err != nil {
-		t.Fatalf("bootstrap.yaml does not decode as envoy.config.bootstrap.v3.Bootstrap: %v", err)
-	}
+	decodeYAML(t, "bootstrap.yaml", BootstrapYAML(), b)
 	return b
+}
+
+// sdsFiles are the SDS files bootstrap.yaml reads, by the path it reads them from.
+var sdsFiles = map[string]string{
+	"/etc/envoy/sds/xds-client-certificate.yaml": "sds/xds-client-certificate.yaml",
+	"/etc/envoy/sds/xds-trusted-ca.yaml":         "sds/xds-trusted-ca.yaml",
+}
+
+// loadSDS decodes an SDS file the way Envoy's filesystem subscription does: as a
+// DiscoveryResponse (FilesystemSubscriptionImpl::refresh), strictly.
+func loadSDS(t *testing.T, file string) *discoveryv3.DiscoveryResponse {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &discoveryv3.DiscoveryResponse{}
+	decodeYAML(t, file, raw, r)
+	return r
+}
+
+func decodeYAML(t *testing.T, name string, raw []byte, m proto.Message) {
+	t.Helper()
+	js, err := yaml.YAMLToJSON(raw)
+	if err != nil {
+		t.Fatalf("%s is not YAML: %v", name, err)
+	}
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, m); err != nil {
+		t.Fatalf("%s does not decode as %s: %v", name, m.ProtoReflect().Descriptor().FullName(), err)
+	}
 }
 
 func TestBootstrapEmbedsFile(t *testing.T) {
@@ -51,6 +79,11 @@ func TestBootstrapValidates(t *testing.T) {
 	b := loadBootstrap(t)
 	if n := validateDeep(t, b.ProtoReflect()); n < 10 {
 		t.Errorf("validated only %d messages", n)
+	}
+	for _, file := range sdsFiles {
+		if n := validateDeep(t, loadSDS(t, file).ProtoReflect()); n < 3 {
+			t.Errorf("%s: validated only %d messages", file, n)
+		}
 	}
 }
 
@@ -104,8 +137,11 @@ func TestBootstrapSettings(t *testing.T) {
 		if !proto.Equal(dr.GetLdsConfig(), ads) || !proto.Equal(dr.GetCdsConfig(), ads) {
 			t.Errorf("lds_config = %v, cds_config = %v, want {ads: {}, resource_api_version: V3}", dr.GetLdsConfig(), dr.GetCdsConfig())
 		}
-		if len(b.GetStaticResources().GetListeners()) != 0 {
-			t.Error("static listeners would bypass the control plane")
+		// Traffic listeners come from the control plane; the only static one is the stats
+		// listener, which serves no traffic.
+		ls := b.GetStaticResources().GetListeners()
+		if len(ls) != 1 || ls[0].GetName() != "stats" {
+			t.Errorf("static listeners = %d, want only the stats listener", len(ls))
 		}
 	})
 	t.Run("static cluster xds: STRICT_DNS, HTTP/2, control plane service", func(t *testing.T) {
@@ -189,7 +225,7 @@ func TestBootstrapSettings(t *testing.T) {
 	})
 	t.Run("header names what operators edit", func(t *testing.T) {
 		src := string(BootstrapYAML())
-		for _, s := range []string{"Settings an operator edits", "node.id", "max_heap_size_bytes", "max_active_downstream_connections", "ccproxy-controlplane"} {
+		for _, s := range []string{"Settings an operator edits", "node.id", "max_heap_size_bytes", "max_active_downstream_connections", "ccproxy-controlplane", "/etc/envoy/xds-tls", "--drain-time-s", "9902"} {
 			if !strings.Contains(src, s) {
 				t.Errorf("bootstrap.yaml header does not mention %q", s)
 			}
