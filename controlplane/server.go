@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -207,12 +209,29 @@ func (s *Server) Version() string {
 }
 
 // Serve serves ADS, the individual discovery services (CDS, EDS, LDS, RDS, SDS, RTDS, ECDS)
-// and gRPC health on lis until ctx is cancelled, then stops and returns nil. It closes lis.
+// and gRPC health in plaintext, to any client, on lis until ctx is cancelled, then stops and
+// returns nil. It closes lis. Production uses ServeTLS; plaintext is for development, where
+// everything runs on loopback (ccproxy dev), and must be asked for explicitly.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(
+	s.logger.LogAttrs(ctx, slog.LevelWarn, "xds served in plaintext without client authentication (development only)")
+	return s.serve(ctx, lis, "plaintext")
+}
+
+// ServeTLS is Serve over TLS: every client must present a certificate that tlsConfig accepts
+// (tlsfiles.ServerConfig: a client certificate chaining to the configured CA bundle), or its
+// connection fails in the handshake, before any xDS request.
+func (s *Server) ServeTLS(ctx context.Context, lis net.Listener, tlsConfig *tls.Config) error {
+	if tlsConfig == nil {
+		return errors.New("controlplane: ServeTLS without a TLS configuration")
+	}
+	return s.serve(ctx, lis, "mutual TLS", grpc.Creds(credentials.NewTLS(tlsConfig)))
+}
+
+func (s *Server) serve(ctx context.Context, lis net.Listener, security string, opts ...grpc.ServerOption) error {
+	gs := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: keepaliveMinTime, PermitWithoutStream: true}),
-	)
+	}, opts...)...)
 	// The xDS server's stream loops end when ctx is cancelled, which lets GracefulStop finish.
 	xds := serverv3.NewServer(ctx, s.cache, s.callbacks(), sotw.WithLogger(gcpLogger(s.logger)))
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(gs, xds)
@@ -227,7 +246,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	hs.SetServingStatus(discoveryv3.AggregatedDiscoveryService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 
-	s.logger.LogAttrs(ctx, slog.LevelInfo, "xds server listening", slog.String("addr", lis.Addr().String()))
+	s.logger.LogAttrs(ctx, slog.LevelInfo, "xds server listening", slog.String("addr", lis.Addr().String()), slog.String("security", security))
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
 	select {
