@@ -27,7 +27,11 @@ the gateway's listener, routes and clusters with the production settings ccproxy
 receives its Bedrock runtime configuration (model mappings, regions) from the same server.
 
 The Bedrock part comes from Postgres: one cluster and route per region of the Bedrock credentials in
-use, and the enabled model mappings. Changes are picked up as they are committed (LISTEN/NOTIFY).`,
+use, and the enabled model mappings. Changes are picked up as they are committed (LISTEN/NOTIFY).
+
+xDS is served over mutual TLS (--xds-tls-cert, --xds-tls-key, --xds-tls-client-ca): a client without
+a certificate from the client CA is refused, and so is an Envoy older than 1.37. --xds-insecure
+serves plaintext instead, for development.`,
 		Args: cobra.NoArgs,
 	}
 	s := &controlplaneSettings{}
@@ -38,6 +42,10 @@ use, and the enabled model mappings. Changes are picked up as they are committed
 			return err
 		}
 		ctx := cmd.Context()
+		serverTLS, err := s.XDSTLS.serverTLS(log)
+		if err != nil {
+			return err
+		}
 		st, err := store.Open(ctx, s.Postgres.URL)
 		if err != nil {
 			return err
@@ -65,7 +73,12 @@ use, and the enabled model mappings. Changes are picked up as they are committed
 		health := observability.NewHealth()
 		log.Info("serving xDS", "addr", ln.Addr().String(), "version", srv.Version(), "bedrock_regions", opts.BedrockRegions)
 		return runAll(ctx, log,
-			component{"xds", func(ctx context.Context) error { return srv.Serve(ctx, ln) }},
+			component{"xds", func(ctx context.Context) error {
+				if serverTLS == nil {
+					return srv.Serve(ctx, ln)
+				}
+				return srv.ServeTLS(ctx, ln, serverTLS)
+			}},
 			component{"database", func(ctx context.Context) error {
 				return controlplane.WatchDatabase(ctx, st, base, srv, cpLog)
 			}},
@@ -81,13 +94,15 @@ type controlplaneSettings struct {
 	DataPlane dataPlaneSettings
 	// XDSAddr is where the control plane serves xDS.
 	XDSAddr string
+	// XDSTLS is how it authenticates itself and its clients.
+	XDSTLS xdsTLSSettings
 	// ExtProcAddr is where Envoy reaches extproc.
 	ExtProcAddr string
 }
 
 func (s *controlplaneSettings) groups() []config.Group {
 	return []config.Group{
-		xdsGroup(&s.XDSAddr), s.DataPlane.group(),
+		xdsGroup(&s.XDSAddr), s.XDSTLS.group(), s.DataPlane.group(),
 		{Title: sidecarTitle, Settings: []config.Setting{extprocAddrSetting(&s.ExtProcAddr)}},
 		s.Postgres.Group(), s.Serving.Group(),
 	}

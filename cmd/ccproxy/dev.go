@@ -129,6 +129,9 @@ func (s *devSettings) extproc(controlPlaneAddr, keyServiceAddr string) *extprocS
 		Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
 		Sidecar: s.Sidecar, Breaker: s.Breaker,
 		ControlPlaneAddr: controlPlaneAddr, KeyServiceAddr: keyServiceAddr,
+		// Everything runs in this process on loopback: xDS is plaintext, explicitly
+		// (controlplane.Server.Serve).
+		ControlPlaneTLS: controlPlaneTLSSettings{Insecure: true},
 	}
 }
 

@@ -75,6 +75,8 @@ type extprocSettings struct {
 	// ControlPlaneAddr is the control plane's xDS address, from which
 	// extproc receives its runtime configuration.
 	ControlPlaneAddr string
+	// ControlPlaneTLS is how extproc authenticates to it.
+	ControlPlaneTLS controlPlaneTLSSettings
 	// KeyServiceAddr is where extproc reaches the admin service's KeyService.
 	KeyServiceAddr string
 }
@@ -93,6 +95,7 @@ func (s *extprocSettings) groups() []config.Group {
 				return nil
 			},
 		}}},
+		s.ControlPlaneTLS.group(),
 		{Title: "Key lookups", Settings: []config.Setting{{
 			Flag: "keyservice-addr", Env: "CCPROXY_KEYSERVICE_ADDR", Default: "127.0.0.1:9091",
 			Usage: "host:port of the admin service's KeyService (CCPROXY_ADMIN_GRPC_ADDR) for access-key lookups",

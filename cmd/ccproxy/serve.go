@@ -221,8 +221,13 @@ func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg p
 	} else {
 		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
 	}
+	cpTLS, err := s.ControlPlaneTLS.clientTLS(log)
+	if err != nil {
+		return nil, nil, err
+	}
 	rc, err := runtimeconfig.NewClient(runtimeconfig.ClientConfig{
 		Addr:       s.ControlPlaneAddr,
+		TLS:        cpTLS,
 		Logger:     log.With("component", "runtimeconfig"),
 		Registerer: reg,
 	})

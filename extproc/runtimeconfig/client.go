@@ -2,6 +2,7 @@ package runtimeconfig
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -56,9 +58,12 @@ func DefaultNodeID() string {
 
 // ClientConfig configures a Client.
 type ClientConfig struct {
-	// Addr is the control plane's ADS address, host:port, plaintext gRPC
-	// (as in Envoy's bootstrap). Required.
+	// Addr is the control plane's ADS address, host:port. Required.
 	Addr string
+	// TLS authenticates the connection (mutual TLS, as Envoy's bootstrap
+	// does: tlsfiles.ClientConfig); nil connects in plaintext, which the
+	// control plane accepts only when it serves plaintext (development).
+	TLS *tls.Config
 	// NodeID identifies this extproc to the control plane; "" means
 	// DefaultNodeID().
 	NodeID string
@@ -109,8 +114,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err := m.register(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("runtimeconfig: register metrics: %w", err)
 	}
+	creds := insecure.NewCredentials()
+	if cfg.TLS != nil {
+		creds = credentials.NewTLS(cfg.TLS)
+	}
 	conn, err := grpc.NewClient(cfg.Addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: keepaliveTime, Timeout: keepaliveTimeout}),
 		// gRPC's default reconnect backoff grows to 120 s; the config must
 		// come back within seconds of the control plane.
