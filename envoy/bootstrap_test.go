@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"sigs.k8s.io/yaml"
 
 	// Types named by "@type" in bootstrap.yaml and the SDS files; protojson resolves them from
@@ -103,6 +104,8 @@ func TestBootstrapSettings(t *testing.T) {
 	ads := &corev3.ConfigSource{
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 		ResourceApiVersion:    corev3.ApiVersion_V3,
+		// Envoy stays unready until the control plane configured it.
+		InitialFetchTimeout: durationpb.New(0),
 	}
 	var xds *clusterv3.Cluster
 	for _, c := range b.GetStaticResources().GetClusters() {
@@ -135,7 +138,7 @@ func TestBootstrapSettings(t *testing.T) {
 	t.Run("LDS and CDS over ADS, V3", func(t *testing.T) {
 		dr := b.GetDynamicResources()
 		if !proto.Equal(dr.GetLdsConfig(), ads) || !proto.Equal(dr.GetCdsConfig(), ads) {
-			t.Errorf("lds_config = %v, cds_config = %v, want {ads: {}, resource_api_version: V3}", dr.GetLdsConfig(), dr.GetCdsConfig())
+			t.Errorf("lds_config = %v, cds_config = %v, want {ads: {}, resource_api_version: V3, initial_fetch_timeout: 0s}", dr.GetLdsConfig(), dr.GetCdsConfig())
 		}
 		// Traffic listeners come from the control plane; the only static one is the stats
 		// listener, which serves no traffic.
