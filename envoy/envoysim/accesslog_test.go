@@ -71,7 +71,9 @@ func keyProcessor(srv extprocsvc.ExternalProcessor_ProcessServer) error {
 				}
 				hm := routeHeaderMutation()
 				hm.SetHeaders = append(hm.SetHeaders, &corev3.HeaderValueOption{
-					Header: &corev3.HeaderValue{Key: ":path", RawValue: []byte(path)}, Append: wrapperspb.Bool(false),
+					Header: &corev3.HeaderValue{Key: ":path", RawValue: []byte(path)},
+					//lint:ignore SA1019 ext_proc reads append, not its replacement append_action.
+					Append: wrapperspb.Bool(false),
 				})
 				hm.RemoveHeaders = append(hm.RemoveHeaders, "x-ccproxy-key")
 				resp = reqHeadersResp(common(hm, true))

@@ -43,6 +43,7 @@ func TestDeprecated(t *testing.T) {
 		{
 			name: "deprecated field (deprecated_at_minor_version 3.0)",
 			msg: func(*testing.T) proto.Message {
+				//lint:ignore SA1019 the deprecated field is what the walk must find.
 				return &routev3.Route{Name: "r", PerRequestBufferLimitBytes: wrapperspb.UInt32(1 << 20)}
 			},
 			want: []string{"envoy.config.route.v3.Route.per_request_buffer_limit_bytes: deprecated field"},
@@ -65,6 +66,7 @@ func TestDeprecated(t *testing.T) {
 			name: "deprecated enum value set",
 			msg: func(*testing.T) proto.Message {
 				s := proto.Clone(grpcSource).(*corev3.ConfigSource)
+				//lint:ignore SA1019 the deprecated value is what the walk must find.
 				s.ResourceApiVersion = corev3.ApiVersion_V2
 				return s
 			},
