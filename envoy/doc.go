@@ -1,6 +1,7 @@
-// Package envoy holds the bootstrap that points a real Envoy 1.40 at ccproxy's control plane
-// over ADS (bootstrap.yaml). Envoy gets the rest of its configuration from package
-// controlplane; envoysim, the Go data plane for development and tests, lives in envoy/envoysim.
+// Package envoy holds the bootstrap that points a real Envoy 1.37–1.40 at ccproxy's control plane
+// over ADS with mutual TLS (bootstrap.yaml, and the SDS files in sds/ that name its certificate
+// files). Envoy gets the rest of its configuration from package controlplane; envoysim, the Go
+// data plane for development and tests, lives in envoy/envoysim.
 package envoy
 
 import (
