@@ -23,7 +23,7 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate
+.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate soak
 
 all: build
 
@@ -59,6 +59,16 @@ e2e-deps:
 
 test: services tools lint e2e-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end
 	$(GO) test $(TEST_FLAGS) ./...
+
+# The chaos soak (test/e2e/soak): mixed traffic through extproc, admin and
+# the control plane as separate processes on their own Postgres and Redis
+# while they are killed and restarted at random; `make test` runs it for
+# 60 s. SOAK_SEED=<seed printed by a run> replays its schedule;
+# SOAK_REPORT=<file> also writes the summary there.
+SOAK_DURATION ?= 10m
+SOAK_TIMEOUT  ?= 60m
+soak: services ## chaos soak for SOAK_DURATION (default 10m); summary in the output (docs/reliability.md)
+	SOAK_DURATION=$(SOAK_DURATION) $(GO) test -count=1 -timeout $(SOAK_TIMEOUT) -run '^TestSoak$$' -v ./test/e2e/soak/
 
 # Breaks, one at a time, each condition listed in test/mutate/mutations.go
 # and runs the owning package's tests: every mutation must be caught.

@@ -163,7 +163,6 @@ type traffic struct {
 	env     *soakEnv
 	seed    uint64
 	workers int
-	mine    []*spec
 
 	mu      sync.Mutex
 	current issued // the revocable key in use
@@ -186,19 +185,17 @@ func (tr *traffic) runFor(ctx context.Context, d time.Duration) {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var wg sync.WaitGroup
-	var mu sync.Mutex
 	for w := range tr.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(tr.seed, uint64(w)+1))
 			for ctx.Err() == nil {
-				s := tr.one(ctx, rng)
-				if s != nil {
-					mu.Lock()
-					tr.mine = append(tr.mine, s)
-					mu.Unlock()
-				}
+				tr.one(ctx, rng)
+				// A pause between requests, like a developer's client
+				// between turns, leaves CPU to the processes under test
+				// on a small shared machine.
+				sleep(ctx, time.Duration(rng.IntN(40))*time.Millisecond)
 			}
 		}()
 	}
