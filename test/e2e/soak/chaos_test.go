@@ -11,7 +11,7 @@ import (
 // fault is one injected fault and how the installation recovered.
 type fault struct {
 	n      int
-	at     time.Duration // since the chaos loop began
+	at     time.Duration // since the soak's traffic began
 	target string
 	mode   string // kill (SIGKILL) or stop (SIGTERM / fast shutdown)
 	down   time.Duration
@@ -41,7 +41,7 @@ func newChaos(env *soakEnv, seed uint64) *chaos {
 }
 
 func (c *chaos) run(ctx context.Context) {
-	began := time.Now()
+	began := c.env.began
 	var order []string
 	for {
 		sleep(ctx, time.Duration(3000+c.rng.IntN(7000))*time.Millisecond)

@@ -184,13 +184,15 @@ func (env *soakEnv) check(t *testing.T, warm, tr *traffic, ch *chaos, base, end 
 			violate("%s: a bad key was served (%d)", s.id, s.status)
 		}
 		if at, ok := revokedAt[s.keyID]; ok && ok2xx && s.sentAt.After(at) {
-			violate("%s: key %s served (%d) %s after its revocation was acknowledged", s.id, s.keyID, s.status, s.sentAt.Sub(at).Round(time.Millisecond))
+			violate("%s (sent at %s): key %s served (%d) %s after its revocation was acknowledged", s.id, s.sentAt.Sub(env.began).Round(time.Millisecond),
+				s.keyID, s.status, s.sentAt.Sub(at).Round(time.Millisecond))
 		}
 		if s.out != served && s.out != aborted {
 			continue
 		}
 		if len(got) == 0 {
-			violate("%s (%s, %s %d): no usage row", s.id, s.kind, s.out, s.status)
+			violate("%s (%s, %s %d, sent at %s, took %s): no usage row", s.id, s.kind, s.out, s.status,
+				s.sentAt.Sub(env.began).Round(time.Millisecond), s.took.Round(time.Millisecond))
 			continue
 		}
 		if msg := wantRow(s, got[0]); msg != "" {
