@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,16 @@ import (
 // name such as api.anthropic.com:443 to a local server while SNI and the
 // certificate check still use the real name.
 type DialFunc func(ctx context.Context, network, address string) (net.Conn, error)
+
+// ResolveFunc resolves the host name of a STRICT_DNS endpoint to its
+// addresses, as Envoy's DNS resolver does before the load balancer sees the
+// endpoint. An error that is (errors.As) a *net.DNSError with IsNotFound —
+// NXDOMAIN, or no record — means the name has no address, so the endpoint
+// has no host; any other error keeps the hosts the endpoint had (none before
+// its first successful resolution). The addresses only decide whether the
+// endpoint has a host for the cluster's dns_lookup_family; connections are
+// still made through Options.Dial to the endpoint's name.
+type ResolveFunc func(ctx context.Context, host string) ([]netip.Addr, error)
 
 // upstreamCluster is the runtime side of a cluster: round-robin state,
 // circuit-breaker counters (Upstream::ResourceManagerImpl) and one HTTP

@@ -407,11 +407,15 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 			}
 		},
 	}
-	if f.cfg.upstream {
-		// Filter::sendImmediateResponse: "Ignoring send immediate response
-		// when ext_proc filter is in upstream" (counter
-		// send_immediate_resp_upstream_ignored). Nothing continues the
-		// filter chain: the attempt stalls until a timeout ends it.
+	if f.cfg.upstream && f.s.sim.opts.UpstreamFailureRule == RuleStall {
+		// Envoy 1.35 and older, Filter::sendImmediateResponse: "Ignoring
+		// send immediate response when ext_proc filter is in upstream"
+		// (counter send_immediate_resp_upstream_ignored). Nothing continues
+		// the filter chain: the attempt stalls until a timeout ends it.
+		// Since 1.36 the check is gone and an upstream filter's reply is
+		// the downstream stream's local reply (UpstreamRequest's
+		// UpstreamFilterManager::sendLocalReply), below: the attempt ends,
+		// the router resets its other attempts and does not retry.
 		f.s.sim.sendImmediateRespUpstreamIgnored.Add(1)
 		f.s.log.Debug("ignoring send immediate response when ext_proc filter is in upstream", "filter", f.cfg.name, "status", lr.status, "details", lr.details)
 		f.stalled = true

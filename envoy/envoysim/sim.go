@@ -53,6 +53,75 @@ type Options struct {
 	// Tests use it to map a host name such as api.anthropic.com:443 to a
 	// local server while SNI and certificate checks keep the real name.
 	Dial DialFunc
+	// Resolve resolves STRICT_DNS endpoint names before the load balancer
+	// sees them, as Envoy's DNS resolver does. nil means: when Dial is set,
+	// every name resolves (Dial stands in for DNS and decides where a name
+	// connects); otherwise the system resolver. Tests and `ccproxy dev` use
+	// it to make a name not resolve.
+	Resolve ResolveFunc
+	// UpstreamFailureRule selects the Envoy releases envoysim follows where
+	// they disagree on failures of a cluster's upstream filter chain and on
+	// local replies; the zero value is RuleLocalReply (Envoy 1.37–1.40).
+	UpstreamFailureRule UpstreamFailureRule
+}
+
+// UpstreamFailureRule is how Envoy treats a local reply asked for by a
+// cluster's upstream HTTP filter (an upstream ext_proc's ImmediateResponse,
+// gRPC error or message timeout with failure_mode_allow false) and whether
+// local replies pass the router-level ext_proc's response phases. Envoy
+// changed both without a runtime guard or a changelog entry, so envoysim
+// implements each release line; FIDELITY.md has the sources.
+type UpstreamFailureRule int
+
+const (
+	// RuleLocalReply is Envoy 1.37 to 1.40, the default. An upstream
+	// filter's local reply is sent downstream at once and is not retried
+	// (the router resets its attempts): envoyproxy/envoy commit
+	// c628f8a3999e3b45713a6fee6877a685dda7d748 ("ext_proc: allow immediate
+	// response from upstream filter", envoyproxy/envoy#41231, first in
+	// v1.36.0) removed the upstream check from
+	// ext_proc.cc Filter::sendImmediateResponse, and
+	// source/common/router/upstream_request.cc sends it through the
+	// downstream filter manager. Every local reply that goes through the
+	// downstream filter chain — the router's (no healthy upstream, upstream
+	// request timeout, resets), an upstream filter's, the HCM's timeouts —
+	// is offered to the router-level ext_proc filters' response phases,
+	// except the filter that generated it or one whose processing is
+	// complete: commit 37efb748cff8c7505e405e2ab94d50baaca30959
+	// (envoyproxy/envoy#41769, first in v1.37.0) deleted the
+	// skip_ext_proc_on_local_reply guard and ext_proc's onLocalReply.
+	RuleLocalReply UpstreamFailureRule = iota
+	// RuleStall is Envoy 1.35 and older (which the control plane refuses):
+	// ext_proc.cc Filter::sendImmediateResponse ignores a local reply of an
+	// upstream filter (counter send_immediate_resp_upstream_ignored), so
+	// nothing continues the attempt and it stalls until per_try_timeout
+	// (then a retry per policy) or the route timeout; local replies skip
+	// the ext_proc response phases (runtime guard
+	// skip_ext_proc_on_local_reply, default true, in
+	// source/common/runtime/runtime_features.cc up to v1.36.0).
+	RuleStall
+)
+
+// String returns the rule's flag value: "local-reply" or "stall".
+func (r UpstreamFailureRule) String() string {
+	switch r {
+	case RuleLocalReply:
+		return "local-reply"
+	case RuleStall:
+		return "stall"
+	}
+	return fmt.Sprintf("UpstreamFailureRule(%d)", int(r))
+}
+
+// ParseUpstreamFailureRule parses a flag value as returned by String.
+func ParseUpstreamFailureRule(s string) (UpstreamFailureRule, error) {
+	switch s {
+	case "local-reply":
+		return RuleLocalReply, nil
+	case "stall":
+		return RuleStall, nil
+	}
+	return 0, fmt.Errorf("envoysim: upstream failure rule %q: want local-reply (Envoy 1.37–1.40) or stall (Envoy 1.35 and older)", s)
 }
 
 // Sim is a running envoysim data plane.
@@ -73,8 +142,12 @@ type Sim struct {
 	grpcConns map[string]*grpc.ClientConn
 
 	// sendImmediateRespUpstreamIgnored is the ext_proc counter
-	// send_immediate_resp_upstream_ignored, summed over filters.
+	// send_immediate_resp_upstream_ignored (RuleStall only), summed over
+	// filters; its Envoy stat name depends on the upstream filter's scope,
+	// so it is not in Stats.
 	sendImmediateRespUpstreamIgnored atomic.Int64
+
+	stats counters
 }
 
 type runningListener struct {
@@ -89,6 +162,9 @@ type runningListener struct {
 func New(opts Options) (*Sim, error) {
 	if (opts.XDSAddress == "") == (len(opts.Resources) == 0) {
 		return nil, errors.New("envoysim: set exactly one of XDSAddress and Resources")
+	}
+	if _, err := ParseUpstreamFailureRule(opts.UpstreamFailureRule.String()); err != nil {
+		return nil, err
 	}
 	s := &Sim{
 		opts:      opts,
