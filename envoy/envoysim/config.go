@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -383,7 +384,9 @@ type virtualHost struct {
 	reqHeaders  headerMutations
 	respHeaders headerMutations
 	retry       *retryPolicy
-	bufferLimit int64 // 0 = listener limit
+	// request_body_buffer_limit and the deprecated
+	// per_request_buffer_limit_bytes; -1 = unset.
+	bodyLimit, legacyLimit int64
 }
 
 type route struct {
@@ -393,7 +396,9 @@ type route struct {
 	direct      *directResponse
 	reqHeaders  headerMutations
 	respHeaders headerMutations
-	bufferLimit int64
+	// request_body_buffer_limit and the deprecated
+	// per_request_buffer_limit_bytes; -1 = unset.
+	bodyLimit, legacyLimit int64
 }
 
 type routeMatch struct {
@@ -485,8 +490,13 @@ func compileRouteConfig(rc *routev3.RouteConfiguration, inline bool) (*routeConf
 				return nil, err
 			}
 		}
+		v.bodyLimit, v.legacyLimit = -1, -1
 		if b := vh.GetRequestBodyBufferLimit(); b != nil {
-			v.bufferLimit = int64(b.GetValue())
+			v.bodyLimit = int64(min(b.GetValue(), math.MaxInt64))
+		}
+		//lint:ignore SA1019 Envoy still honours the deprecated limit below request_body_buffer_limit.
+		if b := vh.GetPerRequestBufferLimitBytes(); b != nil {
+			v.legacyLimit = int64(b.GetValue())
 		}
 		for _, r := range vh.GetRoutes() {
 			cr, err := compileRoute(r)
@@ -547,8 +557,13 @@ func compileRoute(r *routev3.Route) (*route, error) {
 	if out.respHeaders, err = compileHeaderMutations(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
+	out.bodyLimit, out.legacyLimit = -1, -1
 	if b := r.GetRequestBodyBufferLimit(); b != nil {
-		out.bufferLimit = int64(b.GetValue())
+		out.bodyLimit = int64(min(b.GetValue(), math.MaxInt64))
+	}
+	//lint:ignore SA1019 Envoy still honours the deprecated limit below request_body_buffer_limit.
+	if b := r.GetPerRequestBufferLimitBytes(); b != nil {
+		out.legacyLimit = int64(b.GetValue())
 	}
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:

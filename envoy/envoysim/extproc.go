@@ -798,7 +798,7 @@ func (f *extProcFilter) bodyAfterHeaders(st *procState, body bodySource, noBody 
 // buffered reads the whole body (up to the buffer limit), sends it as one
 // message and waits for the reply (BUFFERED mode).
 func (f *extProcFilter) buffered(st *procState, body bodySource, limit int64) (bodySource, bool) {
-	data, err := readAll(f.s.ctx, body, limit)
+	data, err := readAll(f.s.curCtx(), body, limit)
 	if err != nil {
 		if errors.Is(err, errBufferLimit) {
 			f.s.bufferOverflow(st.dir)
@@ -851,6 +851,7 @@ type streamedBody struct {
 }
 
 func (b *streamedBody) next(ctx context.Context) ([]byte, bool, error) {
+	abort := b.f.s.cur().abortCh
 	if !b.started {
 		b.started = true
 		go b.pump(ctx)
@@ -866,7 +867,7 @@ func (b *streamedBody) next(ctx context.Context) ([]byte, bool, error) {
 		b.f.mu.Unlock()
 		select {
 		case <-b.st.outSig:
-		case <-b.f.s.abortCh:
+		case <-abort:
 			return nil, false, errAborted
 		case <-ctx.Done():
 			return nil, false, ctx.Err()

@@ -343,7 +343,8 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		http.Error(w, "listener draining", http.StatusServiceUnavailable)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	main := newPhase(r.Context())
+	ctx := main.ctx
 	st := &stream{
 		sim:     s,
 		snap:    snap,
@@ -353,10 +354,11 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		w:       w,
 		r:       r,
 		ctx:     ctx,
-		cancel:  cancel,
+		cancel:  main.cancel,
 		log:     s.log,
 		info:    &streamInfo{},
-		abortCh: make(chan struct{}),
+		main:    main,
+		abortCh: main.abortCh,
 	}
 	st.reqH = requestHeaderMap(r, "http")
 	for _, ep := range lc.hcm.extProcs {

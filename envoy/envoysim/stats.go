@@ -16,8 +16,10 @@ const (
 	// statNoneHealthy counts host selections that found no host
 	// (cluster_manager_impl.cc ClusterEntry::chooseHost).
 	statNoneHealthy = "upstream_cx_none_healthy"
-	// statRetry counts retries (router.cc doRetry).
-	statRetry = "upstream_rq_retry"
+	// statRetry counts scheduled retries, statRetryOverflow retries the
+	// max_retries circuit breaker refused (retry_state_impl.cc shouldRetry).
+	statRetry         = "upstream_rq_retry"
+	statRetryOverflow = "upstream_rq_retry_overflow"
 	// statUpdateFailure counts STRICT_DNS resolutions that failed other
 	// than with "no such name" (strict_dns_cluster.cc startResolve).
 	statUpdateFailure = "update_failure"
