@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"sort"
@@ -820,9 +821,11 @@ const (
 
 type clusterConfig struct {
 	name            string
+	proto           *clusterv3.Cluster
 	strictDNS       bool
 	connectTimeout  time.Duration
 	dnsNetwork      string
+	dnsFamily       clusterv3.Cluster_DnsLookupFamily
 	priorities      [][]*hostConfig
 	tls             *tlsConfig
 	protocol        clusterProtocol
@@ -842,6 +845,9 @@ type hostConfig struct {
 	hostname string
 	metadata *corev3.Metadata
 	priority int
+	// dnsName is the name a STRICT_DNS endpoint resolves; "" when the
+	// address is an IP literal or a pipe (no resolution).
+	dnsName string
 }
 
 type tlsConfig struct {
@@ -855,8 +861,10 @@ type tlsConfig struct {
 func compileCluster(c *clusterv3.Cluster) (*clusterConfig, error) {
 	out := &clusterConfig{
 		name:           c.GetName(),
+		proto:          c,
 		connectTimeout: durationOr(c.GetConnectTimeout(), defaultConnectTimeout),
 		dnsNetwork:     "tcp",
+		dnsFamily:      c.GetDnsLookupFamily(),
 		thresholds:     thresholds{defaultMaxConnections, defaultMaxPendingRequests, defaultMaxRequests, defaultMaxRetries},
 	}
 	switch c.GetType() {
@@ -962,11 +970,16 @@ func compileHost(c *clusterConfig, lbe *endpointv3.LbEndpoint, priority int) (*h
 		network = c.dnsNetwork
 	}
 	h := &hostConfig{network: network, address: addr, hostname: ep.GetHostname(), metadata: lbe.GetMetadata(), priority: priority}
-	if c.strictDNS && h.hostname == "" && network != "unix" {
-		// A DNS cluster's host name is the resolved name (Envoy sets it from
-		// the DNS target; HostDescriptionImpl hostname()).
+	if c.strictDNS && network != "unix" {
 		host, _, _ := net.SplitHostPort(addr)
-		h.hostname = host
+		if h.hostname == "" {
+			// A DNS cluster's host name is the resolved name (Envoy sets it
+			// from the DNS target; HostDescriptionImpl hostname()).
+			h.hostname = host
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			h.dnsName = host
+		}
 	}
 	return h, nil
 }

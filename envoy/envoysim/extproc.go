@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -397,7 +396,7 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 	lr := &localReply{
 		status:  code,
 		body:    ir.GetBody(),
-		details: strings.Join(strings.Fields(ir.GetDetails()), "_"),
+		details: replaceAllEmptySpace(ir.GetDetails()),
 		mutate: func(h *headerMap) {
 			if hm == nil {
 				return

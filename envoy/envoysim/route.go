@@ -96,22 +96,31 @@ func (m *routeMatch) matches(h *headerMap) bool {
 // matches follows HeaderUtility::matchHeaders: repeated headers are joined
 // with ","; a missing header matches only present_match:false, or any inverted
 // value matcher.
+// matches is HeaderMatcher evaluation with
+// envoy.reloadable_features.match_headers_individually (default true since
+// 1.39; source/common/http/header_utility.h matchesHeadersIndividually):
+// a repeated header matches when one of its values does (an inverted
+// matcher when none does) instead of matching the values joined by ",". A
+// missing header matches only present_match false, or present_match true
+// inverted; a string matcher never matches it, inverted or not
+// (treat_missing_header_as_empty is not implemented).
 func (hm headerMatcher) matches(h *headerMap) bool {
-	v, ok := h.joined(hm.name)
-	if !ok {
-		if hm.present != nil {
-			return !*hm.present != hm.invert
+	vals := h.values(hm.name)
+	if hm.present != nil {
+		if len(vals) == 0 {
+			return hm.invert == *hm.present
 		}
-		return hm.invert
+		return *hm.present != hm.invert
 	}
-	var res bool
-	switch {
-	case hm.present != nil:
-		res = *hm.present
-	case hm.str != nil:
-		res = hm.str.matches(v)
+	if len(vals) == 0 || hm.str == nil {
+		return false
 	}
-	return res != hm.invert
+	for _, v := range vals {
+		if hm.str.matches(v) {
+			return !hm.invert
+		}
+	}
+	return hm.invert
 }
 
 func (sm *stringMatcher) matches(v string) bool {

@@ -25,6 +25,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -34,6 +35,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options configures a Sim. Exactly one of XDSAddress and Resources is set.
@@ -63,6 +65,10 @@ type Options struct {
 	// they disagree on failures of a cluster's upstream filter chain and on
 	// local replies; the zero value is RuleLocalReply (Envoy 1.37–1.40).
 	UpstreamFailureRule UpstreamFailureRule
+
+	// localReplies, set by tests, receives every local reply's status and
+	// response code details (%RESPONSE_CODE_DETAILS%) as it is sent.
+	localReplies func(status int, details string)
 }
 
 // UpstreamFailureRule is how Envoy treats a local reply asked for by a
@@ -222,9 +228,29 @@ func (s *Sim) Run(ctx context.Context) error {
 // kept or stopped to match.
 func (s *Sim) apply(snap *snapshot) error {
 	snap.upstreams = map[string]*upstreamCluster{}
+	prev := s.snap.Load()
+	resolve := s.resolver()
+	var wg sync.WaitGroup
 	for name, c := range snap.clusters {
-		snap.upstreams[name] = newUpstreamCluster(c, s.dial, s.log)
+		uc := newUpstreamCluster(c, s.dial, s.log)
+		snap.upstreams[name] = uc
+		switch {
+		case resolve == nil:
+			uc.resolveAllAssumed()
+		case prev != nil && prev.upstreams[name] != nil && proto.Equal(prev.upstreams[name].cfg.proto, c.proto):
+			uc.inheritDNS(prev.upstreams[name])
+		default:
+			// A cluster warms before it takes traffic: its names are
+			// resolved once first (Envoy marks it initialized after the
+			// first resolution completes, success or not).
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				uc.resolveDNS(context.Background(), resolve, func() { s.incCluster(name, statUpdateFailure) })
+			}()
+		}
 	}
+	wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := map[string]*listenerConfig{}
@@ -257,8 +283,14 @@ func (s *Sim) apply(snap *snapshot) error {
 		}
 	}
 	old := s.snap.Swap(snap)
+	if resolve != nil {
+		for name, uc := range snap.upstreams {
+			go uc.refreshDNS(resolve, func() { s.incCluster(name, statUpdateFailure) })
+		}
+	}
 	if old != nil {
 		for _, uc := range old.upstreams {
+			uc.stop()
 			go uc.closeIdle()
 		}
 	}
@@ -316,7 +348,32 @@ func (rl *runningListener) drain() {
 
 func (rl *runningListener) close() { _ = rl.srv.Close(); _ = rl.ln.Close() }
 
+func (s *Sim) observeLocalReply(lr *localReply) {
+	if s.opts.localReplies != nil {
+		s.opts.localReplies(lr.status, lr.details)
+	}
+}
+
+// resolver is the STRICT_DNS resolver in force; nil means every name
+// resolves (Options.Dial maps names, Options.Resolve unset).
+func (s *Sim) resolver() ResolveFunc {
+	switch {
+	case s.opts.Resolve != nil:
+		return s.opts.Resolve
+	case s.opts.Dial != nil:
+		return nil
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+}
+
 func (s *Sim) shutdown() {
+	if snap := s.snap.Load(); snap != nil {
+		for _, uc := range snap.upstreams {
+			uc.stop()
+		}
+	}
 	s.mu.Lock()
 	for name, rl := range s.listeners {
 		rl.close()

@@ -406,7 +406,8 @@ func (s *stream) localReplyViaFilterChain(lr *localReply) {
 		case <-p.ctx.Done():
 		}
 	}()
-	s.log.Debug("local reply via the filter chain", "status", lr.status, "details", lr.details)
+	s.log.Debug("local reply via the filter chain", "status", lr.status, "details", lr.details, "flags", lr.flags)
+	s.sim.observeLocalReply(lr)
 	h := localReplyHeaders(lr)
 	noBody := len(lr.body) == 0 || s.r.Method == http.MethodHead
 	var body bodySource = &bytesBody{data: lr.body}
@@ -452,7 +453,8 @@ func localReplyHeaders(lr *localReply) *headerMap {
 // writeLocalReply sends a local reply straight to the codec.
 func (s *stream) writeLocalReply(lr *localReply) {
 	h := localReplyHeaders(lr)
-	s.log.Debug("local reply", "status", lr.status, "details", lr.details)
+	s.log.Debug("local reply", "status", lr.status, "details", lr.details, "flags", lr.flags)
+	s.sim.observeLocalReply(lr)
 	s.writeHeaders(h)
 	if s.r.Method != http.MethodHead && len(lr.body) > 0 {
 		_, _ = s.w.Write(lr.body)
@@ -521,6 +523,8 @@ func (s *stream) prepareRequestHeaders() {
 		h.remove("x-envoy-decorator-operation")
 		h.remove("x-envoy-downstream-service-cluster")
 		h.remove("x-envoy-downstream-service-node")
+		h.remove("x-envoy-original-path")
+		h.remove("x-envoy-original-host")
 		if net.ParseIP(remoteIP) != nil {
 			h.set("x-envoy-external-address", remoteIP)
 		}
@@ -832,10 +836,20 @@ func (s *stream) runRouter(body bodySource, noBody bool) {
 				msg += "reset reason: "
 			}
 			msg += res.kind.String()
+			// Since 1.39 the transport failure reason stays out of the body
+			// (runtime guard hide_transport_failure_reason_in_response_body,
+			// default true); it is still in the details
+			// (Router::Filter::onUpstreamReset).
+			details := res.kind.String()
 			if res.transportFail != "" {
-				msg += ", transport failure reason: " + res.transportFail
+				details += "|" + res.transportFail
 			}
-			s.requestLocalReply(&localReply{status: 503, body: []byte(msg), mutate: respMut, details: "upstream_reset_before_response_started{" + res.kind.String() + "}"})
+			details = replaceAllEmptySpace("upstream_reset_before_response_started{" + details + "}")
+			flags := "UF"
+			if res.kind == resetOverflow {
+				flags = "UO"
+			}
+			s.requestLocalReply(&localReply{status: 503, body: []byte(msg), mutate: respMut, details: details, flags: flags})
 		}
 		return
 	}
@@ -946,6 +960,9 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	var gotConn, wroteHeaders atomic.Bool
 	var pendingCounted atomic.Bool
 	var dialErr, tlsErr atomic.Value
+	// onPoolReady is UpstreamRequest::onPoolReady's per-try timer start
+	// (set below, before the request is sent).
+	var onPoolReady func()
 	trace := &httptrace.ClientTrace{
 		GetConn: func(string) {
 			if pendingCounted.CompareAndSwap(false, true) {
@@ -956,6 +973,9 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 			gotConn.Store(true)
 			if pendingCounted.CompareAndSwap(true, false) {
 				uc.pending.Add(-1)
+			}
+			if onPoolReady != nil {
+				onPoolReady()
 			}
 		},
 		WroteHeaders: func() { wroteHeaders.Store(true) },
@@ -1028,7 +1048,20 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	}
 	var replacement []byte
 	replaced := false
-	if len(uc.cfg.upstreamFilters) > 0 {
+	if len(uc.cfg.upstreamFilters) == 0 {
+		// UpstreamRequest::onPoolReady starts the per-try timer when the
+		// downstream request is complete, else Router::Filter::
+		// onRequestComplete starts it when it completes
+		// (create_per_try_timeout_on_request_complete_): connecting does not
+		// count, sending the body does.
+		onPoolReady = func() {
+			go func() {
+				if rb.waitComplete(ctx) {
+					startPerTry()
+				}
+			}()
+		}
+	} else {
 		// UpstreamRequest::acceptHeadersFromRouter asks the pool for a stream
 		// (newStream) before the upstream filter chain decodes the headers;
 		// onPoolReady starts the per-try timer once the downstream request is
@@ -1089,10 +1122,8 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	} else if noBody {
 		req.Body = http.NoBody
 		req.ContentLength = 0
-		startPerTry()
 	} else {
-		// The per-try timer starts when the request is fully sent upstream.
-		req.Body = rb.reader(ctx, startPerTry)
+		req.Body = rb.reader(ctx, nil)
 		req.ContentLength = -1
 		if cl, ok := s.reqH.get("content-length"); ok {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
@@ -1372,3 +1403,10 @@ func (s *stream) encode(h *headerMap, body bodySource, noBody bool) {
 		}
 	}
 }
+
+// emptySpace is StringUtil::replaceAllEmptySpace's replacement map
+// (source/common/common/utility.cc): response code details carry no
+// whitespace.
+var emptySpace = strings.NewReplacer(" ", "_", "\t", "_", "\f", "_", "\v", "_", "\n", "_", "\r", "_")
+
+func replaceAllEmptySpace(s string) string { return emptySpace.Replace(s) }
