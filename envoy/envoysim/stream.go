@@ -479,6 +479,11 @@ func (s *stream) writeHeaders(h *headerMap) {
 	for k, v := range h.httpHeader() {
 		dst[k] = v
 	}
+	if !s.reqComplete.Load() && s.r.ProtoMajor < 2 {
+		// ActiveStream::encodeHeaders: a response before the request is
+		// complete closes an HTTP/1 connection (Connection: close).
+		dst.Set("Connection", "close")
+	}
 	s.respStarted.Store(true)
 	s.w.WriteHeader(code)
 	s.touch()

@@ -241,12 +241,6 @@ func fallbackRoute(t testing.TB, perTry time.Duration, retries uint32) func(*rou
 	}
 }
 
-// startSimHandle is startSim that also returns the Sim.
-func startSimHandle(t testing.TB, res []types.Resource, dial DialFunc) (*Sim, string) {
-	t.Helper()
-	return startSimOpts(t, Options{Resources: res, Dial: dial})
-}
-
 // startSimOpts runs envoysim with opts (the test logger added) and returns
 // it with its base URL.
 func startSimOpts(t testing.TB, opts Options) (*Sim, string) {
