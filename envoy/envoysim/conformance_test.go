@@ -138,8 +138,8 @@ func TestEnvoyConformance(t *testing.T) {
 			run:       testRetryBufferOverflowDuringBackoff,
 		},
 		{
-			behaviour: "stream_idle_timeout before response headers: 504 once the request is complete, else 408",
-			source:    "source/common/http/conn_manager_impl.cc @ " + envoy137 + " (onIdleTimeout); source/common/http/utility.cc @ " + envoy137 + " (maybeRequestTimeoutCode)",
+			behaviour: "stream_idle_timeout, route idle_timeout and request_timeout before response headers: 504 once the request is complete, else 408",
+			source:    "source/common/http/conn_manager_impl.cc @ " + envoy137 + " (onIdleTimeout, onRequestTimeout, refreshIdleAndFlushTimeouts); source/common/http/utility.cc @ " + envoy137 + " (maybeRequestTimeoutCode)",
 			rules:     defaultRule,
 			run:       testStreamIdleTimeoutCode,
 		},
@@ -815,10 +815,31 @@ func testStreamIdleTimeoutCode(t *testing.T, _ UpstreamFailureRule) {
 	for _, tt := range []struct {
 		name       string
 		complete   bool
+		conf       func(*cfg)
 		wantStatus int
+		wantBody   string
 	}{
-		{"request complete", true, 504},
-		{"request body incomplete", false, 408},
+		{name: "request complete", complete: true, wantStatus: 504, wantBody: "stream timeout"},
+		{name: "request body incomplete", wantStatus: 408, wantBody: "stream timeout"},
+		{
+			// ActiveStream::refreshIdleAndFlushTimeouts: once the route is
+			// resolved its idle_timeout replaces stream_idle_timeout.
+			name: "route idle_timeout replaces stream_idle_timeout", complete: true, wantStatus: 504, wantBody: "stream timeout",
+			conf: func(c *cfg) {
+				c.hcm = func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(time.Hour) }
+				c.planRoute = func(r *routev3.Route) { r.GetRoute().IdleTimeout = durationpb.New(200 * time.Millisecond) }
+			},
+		},
+		{
+			// ActiveStream::onRequestTimeout, the same rule.
+			name: "request_timeout, request body incomplete", wantStatus: 408, wantBody: "request timeout",
+			conf: func(c *cfg) {
+				c.hcm = func(h *hcmv3.HttpConnectionManager) {
+					h.StreamIdleTimeout = durationpb.New(time.Hour)
+					h.RequestTimeout = durationpb.New(200 * time.Millisecond)
+				}
+			},
+		},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -832,6 +853,9 @@ func testStreamIdleTimeoutCode(t *testing.T, _ UpstreamFailureRule) {
 			})
 			c := cfg{noExtProc: true, backendAddr: up.addr(),
 				hcm: func(h *hcmv3.HttpConnectionManager) { h.StreamIdleTimeout = durationpb.New(200 * time.Millisecond) },
+			}
+			if tt.conf != nil {
+				tt.conf(&c)
 			}
 			url := startSim(t, c.resources(t), nil)
 			pr, pw := io.Pipe()
@@ -854,8 +878,8 @@ func testStreamIdleTimeoutCode(t *testing.T, _ UpstreamFailureRule) {
 			}
 			defer resp.Body.Close()
 			b, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.wantStatus || string(b) != "stream timeout" {
-				t.Fatalf("got %d %q, want %d stream timeout", resp.StatusCode, b, tt.wantStatus)
+			if resp.StatusCode != tt.wantStatus || string(b) != tt.wantBody {
+				t.Fatalf("got %d %q, want %d %q", resp.StatusCode, b, tt.wantStatus, tt.wantBody)
 			}
 		})
 	}
