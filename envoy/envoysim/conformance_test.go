@@ -150,6 +150,12 @@ func TestEnvoyConformance(t *testing.T) {
 			run:       testPerTryFromPoolReady,
 		},
 		{
+			behaviour: "prefix, path and safe_regex route matchers ignore the query string",
+			source:    "source/common/common/matchers.cc @ " + envoy137 + " (PathMatcher::match: removeQueryAndFragment); source/common/router/config_impl.cc @ " + envoy137 + " (PrefixRouteEntryImpl::matches)",
+			rules:     defaultRule,
+			run:       testPathMatchIgnoresQuery,
+		},
+		{
 			behaviour: "header matchers match each value of a repeated header",
 			source:    "source/common/http/header_utility.h @ " + envoyMain + " (matchesHeadersIndividually; guard match_headers_individually, default true since v1.39.0)",
 			rules:     defaultRule,
@@ -925,6 +931,31 @@ func testPerTryFromPoolReady(t *testing.T, _ UpstreamFailureRule) {
 	got := do(t, "POST", url+"/", strings.Repeat("x", 16<<20), nil)
 	if got.err != nil || got.status != 504 || got.body != "upstream request timeout" {
 		t.Fatalf("got %d %q err=%v, want 504 upstream request timeout", got.status, got.body, got.err)
+	}
+}
+
+// testPathMatchIgnoresQuery: a prefix is matched against :path without its
+// query, like path and safe_regex.
+func testPathMatchIgnoresQuery(t *testing.T, _ UpstreamFailureRule) {
+	for _, tt := range []struct {
+		name       string
+		match      *routev3.RouteMatch
+		wantStatus int
+	}{
+		{"prefix", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/v1/messages"}}, 200},
+		{"prefix into the query", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/v1/messages?beta"}}, 404},
+		{"path", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: "/v1/messages"}}, 200},
+		{"safe_regex", &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: "/v1/[a-z]+"}}}, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			up := startUpstream(t, nil)
+			c := cfg{noExtProc: true, backendAddr: up.addr(), planRoute: func(r *routev3.Route) { r.Match = tt.match }}
+			url := startSim(t, c.resources(t), nil)
+			if got := do(t, "GET", url+"/v1/messages?beta=true", "", nil); got.err != nil || got.status != tt.wantStatus {
+				t.Fatalf("got %d err=%v, want %d", got.status, got.err, tt.wantStatus)
+			}
+		})
 	}
 }
 

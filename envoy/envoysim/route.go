@@ -56,20 +56,22 @@ func (rc *routeConfig) findVirtualHost(host string) *virtualHost {
 	return def
 }
 
+// matches: prefix, path and safe_regex all match :path without its query
+// and fragment (Matchers::PathMatcher::match →
+// Http::PathUtil::removeQueryAndFragment, source/common/common/matchers.cc),
+// then every header matcher must match.
 func (m *routeMatch) matches(h *headerMap) bool {
-	full := h.value(":path")
-	pathOnly := full
+	pathOnly := h.value(":path")
 	if i := strings.IndexAny(pathOnly, "?#"); i >= 0 {
 		pathOnly = pathOnly[:i]
 	}
 	switch {
 	case m.prefix != nil:
-		// A prefix matches the start of :path, query included.
 		if m.caseSensitive {
-			if !strings.HasPrefix(full, *m.prefix) {
+			if !strings.HasPrefix(pathOnly, *m.prefix) {
 				return false
 			}
-		} else if !strings.HasPrefix(strings.ToLower(full), strings.ToLower(*m.prefix)) {
+		} else if !strings.HasPrefix(strings.ToLower(pathOnly), strings.ToLower(*m.prefix)) {
 			return false
 		}
 	case m.path != nil:
@@ -93,9 +95,6 @@ func (m *routeMatch) matches(h *headerMap) bool {
 	return true
 }
 
-// matches follows HeaderUtility::matchHeaders: repeated headers are joined
-// with ","; a missing header matches only present_match:false, or any inverted
-// value matcher.
 // matches is HeaderMatcher evaluation with
 // envoy.reloadable_features.match_headers_individually (default true since
 // 1.39; source/common/http/header_utility.h matchesHeadersIndividually):
