@@ -1,16 +1,19 @@
 // Package envoysim is the Go data plane that stands in for Envoy in
 // `ccproxy dev` and in end-to-end tests, where Envoy cannot be installed.
 //
-// It implements exactly the subset of Envoy 1.40 that ccproxy's own xDS
-// configuration uses, driven by the same xDS resources the control plane
+// It implements exactly the subset of Envoy 1.37–1.40 that ccproxy's own
+// xDS configuration uses, driven by the same xDS resources the control plane
 // serves to a real Envoy (over ADS, or handed over directly), and it behaves
-// like Envoy where that matters for ccproxy: the ext_proc filter's protocol
-// rules and failure replies, HCM header sanitation, route matching, timeouts
-// and buffer limits with Envoy's defaults, retries and circuit breakers, and
-// upstream TLS. Any configuration field it does not implement is an error,
-// so a setting added to the control plane without an emulation here fails
-// loudly. FIDELITY.md lists every emulated behaviour with the Envoy source it
-// follows.
+// like Envoy where that matters for ccproxy, failure paths included: the
+// ext_proc filter's protocol rules and failure replies, local replies and
+// which processor sees them, HCM header sanitation, route matching, timeouts
+// and buffer limits with Envoy's defaults, retries, priorities and circuit
+// breakers, STRICT_DNS resolution, and upstream TLS. Where Envoy releases
+// disagree on upstream filter failures, Options.UpstreamFailureRule selects
+// the release line. Any configuration field it does not implement is an
+// error, so a setting added to the control plane without an emulation here
+// fails loudly. FIDELITY.md lists every emulated behaviour with the Envoy
+// source it follows and the test that pins it.
 //
 // envoysim is for development and tests only; production traffic runs on
 // Envoy.
