@@ -116,7 +116,7 @@ type extProcFilter struct {
 
 	// Upstream filter chain only: the attempt's host (request_attributes),
 	// the attempt context (per-try/route timeout) and whether a local reply
-	// was ignored so the attempt stalls.
+	// was ignored (RuleStall) so the attempt stalls.
 	host       *hostConfig
 	attemptCtx context.Context
 	stalled    bool

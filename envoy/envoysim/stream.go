@@ -1020,7 +1020,8 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 
 	// The attempt context ends with the per-try or route timeout and with a
 	// downstream abort, so an upstream filter waiting for its processor (or
-	// stalled by an ignored local reply) gives up with the attempt.
+	// stalled by a local reply ignored under RuleStall) gives up with the
+	// attempt.
 	watchStop := make(chan struct{})
 	defer close(watchStop)
 	go func() {
