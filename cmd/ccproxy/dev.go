@@ -69,8 +69,12 @@ type devSettings struct {
 	// StateDir keeps the generated secrets and the demo key.
 	StateDir string
 	// Resolve maps an upstream host:port (lower case) to the ip:port that
-	// envoysim dials instead, like curl --resolve; nil when unset.
+	// envoysim dials instead, like curl --resolve; nil when unset. An empty
+	// ip:port (written nxdomain) means the name does not resolve.
 	Resolve map[string]string
+	// UpstreamFailure is envoysim's upstream failure rule
+	// (envoysim.ParseUpstreamFailureRule): local-reply or stall.
+	UpstreamFailure string
 }
 
 func (s *devSettings) groups() []config.Group {
@@ -102,13 +106,23 @@ func (s *devSettings) devGroup() config.Group {
 		},
 	}, {
 		Flag: "dev-resolve", Env: "CCPROXY_DEV_RESOLVE",
-		Usage: "comma-separated host:port=ip:port pairs: envoysim connects to ip:port for upstream host:port (like curl --resolve: Host, SNI and certificate checks keep the name), e.g. bedrock-runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443",
+		Usage: "comma-separated host:port=ip:port pairs: envoysim connects to ip:port for upstream host:port (like curl --resolve: Host, SNI and certificate checks keep the name), e.g. bedrock-runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443; host:port=nxdomain makes the name not resolve",
 		Set: func(v string) error {
 			m, err := parseResolve(v)
 			if err != nil {
 				return err
 			}
 			s.Resolve = m
+			return nil
+		},
+	}, {
+		Flag: "envoysim-upstream-failure", Env: "CCPROXY_ENVOYSIM_UPSTREAM_FAILURE", Default: "local-reply",
+		Usage: "how envoysim treats an upstream ext_proc failure and local replies: local-reply (Envoy 1.37 to 1.40: an immediate local reply, not retried, seen by the router-level processor) or stall (Envoy 1.35 and older: ignored, the attempt waits for per_try_timeout)",
+		Set: func(v string) error {
+			if _, err := envoysim.ParseUpstreamFailureRule(v); err != nil {
+				return errors.New("must be local-reply or stall")
+			}
+			s.UpstreamFailure = v
 			return nil
 		},
 	}}}
@@ -217,11 +231,15 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
+	rule, err := envoysim.ParseUpstreamFailureRule(s.UpstreamFailure)
+	if err != nil {
+		return err
+	}
 	// Like Envoy, envoysim writes the listener's access log to standard output (logs go to
 	// standard error).
 	sim, err := envoysim.New(envoysim.Options{
-		XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev",
-		Logger: log.With("component", "envoysim"), Dial: devDialer(s.Resolve), AccessLog: out,
+		XDSAddress: xdsLn.Addr().String(), NodeID: "ccproxy-dev", Logger: log.With("component", "envoysim"),
+		Dial: devDialer(s.Resolve), Resolve: devResolver(s.Resolve), UpstreamFailureRule: rule, AccessLog: out,
 	})
 	if err != nil {
 		return err
@@ -272,10 +290,44 @@ func devDialer(resolve map[string]string) envoysim.DialFunc {
 	}
 	d := &net.Dialer{}
 	return func(ctx context.Context, network, address string) (net.Conn, error) {
-		if to, ok := resolve[strings.ToLower(address)]; ok {
+		if to, ok := resolve[strings.ToLower(address)]; ok && to != "" {
 			address = to
 		}
 		return d.DialContext(ctx, network, address)
+	}
+}
+
+// devResolver is envoysim's STRICT_DNS resolver for the same overrides: a
+// mapped name resolves to its target's address, one mapped to "" (nxdomain)
+// does not resolve, so envoysim gives its endpoint no host as Envoy does;
+// other names go to the system resolver.
+func devResolver(resolve map[string]string) envoysim.ResolveFunc {
+	if len(resolve) == 0 {
+		return nil
+	}
+	names := map[string][]netip.Addr{}
+	for hostport, to := range resolve {
+		host, _, _ := net.SplitHostPort(hostport)
+		addrs, seen := names[host]
+		if to == "" {
+			names[host] = nil
+			continue
+		}
+		if seen && addrs == nil {
+			continue // nxdomain wins
+		}
+		if ap, err := netip.ParseAddrPort(to); err == nil {
+			names[host] = append(addrs, ap.Addr())
+		}
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		if addrs, ok := names[strings.ToLower(host)]; ok {
+			if addrs == nil {
+				return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+			}
+			return addrs, nil
+		}
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 	}
 }
 
@@ -370,7 +422,8 @@ func findUserByEmail(ctx context.Context, q *store.Queries, email string) (store
 	}
 }
 
-// parseResolve parses host:port=ip:port[,…]; an empty string is no overrides.
+// parseResolve parses host:port=ip:port[,…]; an empty string is no overrides. The target
+// nxdomain maps to "": the name does not resolve.
 func parseResolve(v string) (map[string]string, error) {
 	if v == "" {
 		return nil, nil
@@ -386,6 +439,14 @@ func parseResolve(v string) (map[string]string, error) {
 		if err != nil || host == "" || !validPort(port) {
 			return nil, fmt.Errorf("%q: %q is not host:port", pair, from)
 		}
+		key := net.JoinHostPort(strings.ToLower(host), port)
+		if _, dup := out[key]; dup {
+			return nil, fmt.Errorf("%s is given twice", key)
+		}
+		if strings.EqualFold(strings.TrimSpace(to), "nxdomain") {
+			out[key] = ""
+			continue
+		}
 		ip, toPort, err := net.SplitHostPort(strings.TrimSpace(to))
 		if err != nil || !validPort(toPort) {
 			return nil, fmt.Errorf("%q: %q is not ip:port", pair, to)
@@ -393,10 +454,6 @@ func parseResolve(v string) (map[string]string, error) {
 		addr, err := netip.ParseAddr(ip)
 		if err != nil || addr.Zone() != "" {
 			return nil, fmt.Errorf("%q: %q is not an IP address", pair, ip)
-		}
-		key := net.JoinHostPort(strings.ToLower(host), port)
-		if _, dup := out[key]; dup {
-			return nil, fmt.Errorf("%s is given twice", key)
 		}
 		out[key] = net.JoinHostPort(addr.String(), toPort)
 	}

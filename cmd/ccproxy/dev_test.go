@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
+	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 
@@ -60,5 +63,49 @@ func TestDevStateSurvivesRestarts(t *testing.T) {
 	}
 	if st, _ := os.Stat(keyFile); st.Mode().Perm() != 0o600 {
 		t.Fatalf("key file mode %v", st.Mode().Perm())
+	}
+}
+
+// TestDevResolver: CCPROXY_DEV_RESOLVE names resolve to their target's
+// address, nxdomain ones do not resolve (a *net.DNSError with IsNotFound, which
+// envoysim treats as a name without address), and without overrides envoysim
+// keeps its own resolver.
+func TestDevResolver(t *testing.T) {
+	if devResolver(nil) != nil {
+		t.Fatal("no overrides: want envoysim's default resolver")
+	}
+	resolve := devResolver(map[string]string{
+		"api.anthropic.com:443":                       "",
+		"api.anthropic.com:8443":                      "127.0.0.1:1",
+		"bedrock-runtime.us-east-1.amazonaws.com:443": "[::1]:18443",
+		"bedrock-runtime.us-east-1.amazonaws.com:80":  "127.0.0.2:80",
+	})
+	for _, tc := range []struct {
+		host string
+		want string // addresses, or "nxdomain"
+	}{
+		{"api.anthropic.com", "nxdomain"},
+		{"API.anthropic.com", "nxdomain"},
+		{"bedrock-runtime.us-east-1.amazonaws.com", "127.0.0.2,::1"},
+	} {
+		addrs, err := resolve(context.Background(), tc.host)
+		var got string
+		var dnsErr *net.DNSError
+		switch {
+		case errors.As(err, &dnsErr) && dnsErr.IsNotFound:
+			got = "nxdomain"
+		case err != nil:
+			t.Fatalf("%s: %v", tc.host, err)
+		default:
+			var s []string
+			for _, a := range addrs {
+				s = append(s, a.String())
+			}
+			sort.Strings(s)
+			got = strings.Join(s, ",")
+		}
+		if got != tc.want {
+			t.Errorf("%s resolves to %s, want %s", tc.host, got, tc.want)
+		}
 	}
 }

@@ -85,14 +85,15 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c.DataPlane.BedrockURL != "https://bedrock-runtime.{region}.amazonaws.com" || c.Resolve != nil {
-			t.Errorf("BedrockURL = %q, DevResolve = %v", c.DataPlane.BedrockURL, c.Resolve)
+		if c.DataPlane.BedrockURL != "https://bedrock-runtime.{region}.amazonaws.com" || c.Resolve != nil || c.UpstreamFailure != "local-reply" {
+			t.Errorf("BedrockURL = %q, DevResolve = %v, UpstreamFailure = %q", c.DataPlane.BedrockURL, c.Resolve, c.UpstreamFailure)
 		}
 	})
 	t.Run("values", func(t *testing.T) {
 		c, err := load(t, map[string]string{
-			"CCPROXY_BEDROCK_URL": "http://127.0.0.1:18082/",
-			"CCPROXY_DEV_RESOLVE": "Bedrock-Runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443, api.anthropic.com:443=[::1]:9443",
+			"CCPROXY_BEDROCK_URL":               "http://127.0.0.1:18082/",
+			"CCPROXY_DEV_RESOLVE":               "Bedrock-Runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443, api.anthropic.com:443=[::1]:9443, gone.test:443=NXDOMAIN",
+			"CCPROXY_ENVOYSIM_UPSTREAM_FAILURE": "stall",
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -100,9 +101,13 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		if c.DataPlane.BedrockURL != "http://127.0.0.1:18082" {
 			t.Errorf("BedrockURL = %q", c.DataPlane.BedrockURL)
 		}
+		if c.UpstreamFailure != "stall" {
+			t.Errorf("UpstreamFailure = %q, want stall", c.UpstreamFailure)
+		}
 		want := map[string]string{
 			"bedrock-runtime.us-east-1.amazonaws.com:443": "127.0.0.1:18443",
 			"api.anthropic.com:443":                       "[::1]:9443",
+			"gone.test:443":                               "",
 		}
 		if len(c.Resolve) != len(want) {
 			t.Fatalf("DevResolve = %v, want %v", c.Resolve, want)
@@ -126,6 +131,8 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		{"resolve target port", "CCPROXY_DEV_RESOLVE", "api.anthropic.com:443=127.0.0.1:99999", "is not ip:port"},
 		{"resolve duplicate", "CCPROXY_DEV_RESOLVE", "a.test:443=127.0.0.1:1,A.test:443=127.0.0.1:2", "a.test:443 is given twice"},
 		{"resolve empty entry", "CCPROXY_DEV_RESOLVE", "a.test:443=127.0.0.1:1,", "want host:port=ip:port"},
+		{"resolve duplicate nxdomain", "CCPROXY_DEV_RESOLVE", "a.test:443=nxdomain,a.test:443=127.0.0.1:1", "a.test:443 is given twice"},
+		{"upstream failure rule", "CCPROXY_ENVOYSIM_UPSTREAM_FAILURE", "ignore", "must be local-reply or stall"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, map[string]string{tc.env: tc.value})

@@ -222,8 +222,17 @@ func (s *stream) renderLogOperator(op logOperator, end time.Time) any {
 	status, cluster, host, firstUpstream := l.status, l.cluster, l.host, l.firstUpstream
 	l.mu.Unlock()
 	s.mu.Lock()
-	lr, rt, aborted := s.local, s.route, s.aborted
+	lr, rt, aborted := s.main.local, s.route, s.main.aborted
 	s.mu.Unlock()
+	if p := s.lr.Load(); p != nil {
+		// A local reply encoded through the filter chain is its own phase;
+		// a second local reply there replaces it.
+		s.mu.Lock()
+		if p.local != nil {
+			lr = p.local
+		}
+		s.mu.Unlock()
+	}
 	truncate := func(v string) string {
 		if op.max > 0 && len(v) > op.max {
 			return v[:op.max]
@@ -242,8 +251,9 @@ func (s *stream) renderLogOperator(op logOperator, end time.Time) any {
 		return l.start.UTC().Format("2006-01-02T15:04:05.000Z")
 	case "REQ", "REQUEST_HEADER":
 		for _, name := range strings.SplitN(op.arg, "?", 2) {
-			if v, ok := s.reqH.joined(strings.ToLower(name)); ok {
-				return truncate(v)
+			if vs := s.reqH.values(strings.ToLower(name)); len(vs) > 0 {
+				// %REQ()% joins repeated headers with ','.
+				return truncate(strings.Join(vs, ","))
 			}
 		}
 		return nil

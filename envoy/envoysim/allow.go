@@ -49,10 +49,12 @@ var implemented = map[protoreflect.FullName][]string{
 	"envoy.config.route.v3.VirtualHost": {
 		"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove",
 		"response_headers_to_add", "response_headers_to_remove", "retry_policy", "request_body_buffer_limit",
+		"per_request_buffer_limit_bytes",
 	},
 	"envoy.config.route.v3.Route": {
 		"name", "match", "route", "direct_response", "request_headers_to_add", "request_headers_to_remove",
 		"response_headers_to_add", "response_headers_to_remove", "request_body_buffer_limit",
+		"per_request_buffer_limit_bytes",
 	},
 	"envoy.config.route.v3.RouteMatch":           {"prefix", "path", "safe_regex", "case_sensitive", "headers"},
 	"envoy.config.route.v3.HeaderMatcher":        {"name", "string_match", "present_match", "invert_match"},

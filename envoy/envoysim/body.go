@@ -134,27 +134,32 @@ func parseUint(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }
 // retry/shadow buffer). When the body outgrows the limit, retries are off for
 // the request but the first attempt still streams it.
 type retryBuffer struct {
-	mu       sync.Mutex
-	cond     chan struct{}
-	chunks   [][]byte
-	eos      bool
-	err      error
-	size     int64
-	limit    int64
-	overflow bool
+	mu         sync.Mutex
+	cond       chan struct{}
+	chunks     [][]byte
+	eos        bool
+	err        error
+	size       int64
+	limit      int64
+	overflow   bool
+	onOverflow func()
 }
 
-func newRetryBuffer(limit int64) *retryBuffer {
-	return &retryBuffer{cond: make(chan struct{}), limit: limit}
+// newRetryBuffer returns a buffer that calls onOverflow once, when the body
+// first exceeds limit.
+func newRetryBuffer(limit int64, onOverflow func()) *retryBuffer {
+	return &retryBuffer{cond: make(chan struct{}), limit: limit, onOverflow: onOverflow}
 }
 
 func (rb *retryBuffer) push(data []byte, eos bool, err error) {
 	rb.mu.Lock()
+	overflowed := false
 	if len(data) > 0 {
 		rb.chunks = append(rb.chunks, data)
 		rb.size += int64(len(data))
-		if rb.size > rb.limit {
+		if rb.size > rb.limit && !rb.overflow {
 			rb.overflow = true
+			overflowed = true
 		}
 	}
 	rb.eos = rb.eos || eos
@@ -164,6 +169,9 @@ func (rb *retryBuffer) push(data []byte, eos bool, err error) {
 	close(rb.cond)
 	rb.cond = make(chan struct{})
 	rb.mu.Unlock()
+	if overflowed && rb.onOverflow != nil {
+		rb.onOverflow()
+	}
 }
 
 // waitComplete waits until the whole downstream request is buffered; false

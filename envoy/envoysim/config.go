@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"os"
 	"regexp"
 	"sort"
@@ -388,7 +390,9 @@ type virtualHost struct {
 	reqHeaders  headerMutations
 	respHeaders headerMutations
 	retry       *retryPolicy
-	bufferLimit int64 // 0 = listener limit
+	// request_body_buffer_limit and the deprecated
+	// per_request_buffer_limit_bytes; -1 = unset.
+	bodyLimit, legacyLimit int64
 }
 
 type route struct {
@@ -398,7 +402,9 @@ type route struct {
 	direct      *directResponse
 	reqHeaders  headerMutations
 	respHeaders headerMutations
-	bufferLimit int64
+	// request_body_buffer_limit and the deprecated
+	// per_request_buffer_limit_bytes; -1 = unset.
+	bodyLimit, legacyLimit int64
 }
 
 type routeMatch struct {
@@ -490,8 +496,13 @@ func compileRouteConfig(rc *routev3.RouteConfiguration, inline bool) (*routeConf
 				return nil, err
 			}
 		}
+		v.bodyLimit, v.legacyLimit = -1, -1
 		if b := vh.GetRequestBodyBufferLimit(); b != nil {
-			v.bufferLimit = int64(b.GetValue())
+			v.bodyLimit = int64(min(b.GetValue(), math.MaxInt64))
+		}
+		//lint:ignore SA1019 Envoy still honours the deprecated limit below request_body_buffer_limit.
+		if b := vh.GetPerRequestBufferLimitBytes(); b != nil {
+			v.legacyLimit = int64(b.GetValue())
 		}
 		for _, r := range vh.GetRoutes() {
 			cr, err := compileRoute(r)
@@ -552,8 +563,13 @@ func compileRoute(r *routev3.Route) (*route, error) {
 	if out.respHeaders, err = compileHeaderMutations(r.GetResponseHeadersToAdd(), r.GetResponseHeadersToRemove()); err != nil {
 		return nil, err
 	}
+	out.bodyLimit, out.legacyLimit = -1, -1
 	if b := r.GetRequestBodyBufferLimit(); b != nil {
-		out.bufferLimit = int64(b.GetValue())
+		out.bodyLimit = int64(min(b.GetValue(), math.MaxInt64))
+	}
+	//lint:ignore SA1019 Envoy still honours the deprecated limit below request_body_buffer_limit.
+	if b := r.GetPerRequestBufferLimitBytes(); b != nil {
+		out.legacyLimit = int64(b.GetValue())
 	}
 	switch a := r.GetAction().(type) {
 	case *routev3.Route_Route:
@@ -810,9 +826,11 @@ const (
 
 type clusterConfig struct {
 	name            string
+	proto           *clusterv3.Cluster
 	strictDNS       bool
 	connectTimeout  time.Duration
 	dnsNetwork      string
+	dnsFamily       clusterv3.Cluster_DnsLookupFamily
 	priorities      [][]*hostConfig
 	tls             *tlsConfig
 	protocol        clusterProtocol
@@ -832,6 +850,9 @@ type hostConfig struct {
 	hostname string
 	metadata *corev3.Metadata
 	priority int
+	// dnsName is the name a STRICT_DNS endpoint resolves; "" when the
+	// address is an IP literal or a pipe (no resolution).
+	dnsName string
 }
 
 type tlsConfig struct {
@@ -845,8 +866,10 @@ type tlsConfig struct {
 func compileCluster(c *clusterv3.Cluster) (*clusterConfig, error) {
 	out := &clusterConfig{
 		name:           c.GetName(),
+		proto:          c,
 		connectTimeout: durationOr(c.GetConnectTimeout(), defaultConnectTimeout),
 		dnsNetwork:     "tcp",
+		dnsFamily:      c.GetDnsLookupFamily(),
 		thresholds:     thresholds{defaultMaxConnections, defaultMaxPendingRequests, defaultMaxRequests, defaultMaxRetries},
 	}
 	switch c.GetType() {
@@ -952,11 +975,16 @@ func compileHost(c *clusterConfig, lbe *endpointv3.LbEndpoint, priority int) (*h
 		network = c.dnsNetwork
 	}
 	h := &hostConfig{network: network, address: addr, hostname: ep.GetHostname(), metadata: lbe.GetMetadata(), priority: priority}
-	if c.strictDNS && h.hostname == "" && network != "unix" {
-		// A DNS cluster's host name is the resolved name (Envoy sets it from
-		// the DNS target; HostDescriptionImpl hostname()).
+	if c.strictDNS && network != "unix" {
 		host, _, _ := net.SplitHostPort(addr)
-		h.hostname = host
+		if h.hostname == "" {
+			// A DNS cluster's host name is the resolved name (Envoy sets it
+			// from the DNS target; HostDescriptionImpl hostname()).
+			h.hostname = host
+		}
+		if _, err := netip.ParseAddr(host); err != nil {
+			h.dnsName = host
+		}
 	}
 	return h, nil
 }

@@ -164,6 +164,20 @@ func TestRejectsUnimplementedConfig(t *testing.T) {
 			},
 			wantErr: "Thresholds.retry_budget",
 		},
+		{
+			// reject_empty_trusted_ca_file: a runtime guard in 1.37–1.39,
+			// unconditional since 1.40.
+			name: "trusted_ca without a certificate",
+			mutate: func(t *testing.T, c *cfg) {
+				c.backend = func(cl *clusterv3.Cluster) {
+					utc := &tlsv3.UpstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{ValidationContextType: &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+						TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "not a certificate"}},
+					}}}}
+					cl.TransportSocket = &corev3.TransportSocket{Name: socketTLS, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: mustAny(t, utc)}}
+				}
+			},
+			wantErr: "trusted_ca contains no certificates",
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +200,7 @@ func TestNewOptions(t *testing.T) {
 	}{
 		{"neither", Options{}},
 		{"both", Options{XDSAddress: "127.0.0.1:1", Resources: cfg{noExtProc: true}.resources(t)}},
+		{"unknown upstream failure rule", Options{Resources: cfg{noExtProc: true}.resources(t), UpstreamFailureRule: UpstreamFailureRule(7)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

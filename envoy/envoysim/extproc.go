@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"time"
 
@@ -117,7 +116,7 @@ type extProcFilter struct {
 
 	// Upstream filter chain only: the attempt's host (request_attributes),
 	// the attempt context (per-try/route timeout) and whether a local reply
-	// was ignored so the attempt stalls.
+	// was ignored (RuleStall) so the attempt stalls.
 	host       *hostConfig
 	attemptCtx context.Context
 	stalled    bool
@@ -397,7 +396,7 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 	lr := &localReply{
 		status:  code,
 		body:    ir.GetBody(),
-		details: strings.Join(strings.Fields(ir.GetDetails()), "_"),
+		details: replaceAllEmptySpace(ir.GetDetails()),
 		mutate: func(h *headerMap) {
 			if hm == nil {
 				return
@@ -407,11 +406,15 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 			}
 		},
 	}
-	if f.cfg.upstream {
-		// Filter::sendImmediateResponse: "Ignoring send immediate response
-		// when ext_proc filter is in upstream" (counter
-		// send_immediate_resp_upstream_ignored). Nothing continues the
-		// filter chain: the attempt stalls until a timeout ends it.
+	if f.cfg.upstream && f.s.sim.opts.UpstreamFailureRule == RuleStall {
+		// Envoy 1.35 and older, Filter::sendImmediateResponse: "Ignoring
+		// send immediate response when ext_proc filter is in upstream"
+		// (counter send_immediate_resp_upstream_ignored). Nothing continues
+		// the filter chain: the attempt stalls until a timeout ends it.
+		// Since 1.36 the check is gone and an upstream filter's reply is
+		// the downstream stream's local reply (UpstreamRequest's
+		// UpstreamFilterManager::sendLocalReply), below: the attempt ends,
+		// the router resets its other attempts and does not retry.
 		f.s.sim.sendImmediateRespUpstreamIgnored.Add(1)
 		f.s.log.Debug("ignoring send immediate response when ext_proc filter is in upstream", "filter", f.cfg.name, "status", lr.status, "details", lr.details)
 		f.stalled = true
@@ -794,7 +797,7 @@ func (f *extProcFilter) bodyAfterHeaders(st *procState, body bodySource, noBody 
 // buffered reads the whole body (up to the buffer limit), sends it as one
 // message and waits for the reply (BUFFERED mode).
 func (f *extProcFilter) buffered(st *procState, body bodySource, limit int64) (bodySource, bool) {
-	data, err := readAll(f.s.ctx, body, limit)
+	data, err := readAll(f.s.curCtx(), body, limit)
 	if err != nil {
 		if errors.Is(err, errBufferLimit) {
 			f.s.bufferOverflow(st.dir)
@@ -847,6 +850,7 @@ type streamedBody struct {
 }
 
 func (b *streamedBody) next(ctx context.Context) ([]byte, bool, error) {
+	abort := b.f.s.cur().abortCh
 	if !b.started {
 		b.started = true
 		go b.pump(ctx)
@@ -862,7 +866,7 @@ func (b *streamedBody) next(ctx context.Context) ([]byte, bool, error) {
 		b.f.mu.Unlock()
 		select {
 		case <-b.st.outSig:
-		case <-b.f.s.abortCh:
+		case <-abort:
 			return nil, false, errAborted
 		case <-ctx.Done():
 			return nil, false, ctx.Err()

@@ -185,16 +185,27 @@ func TestProcessorRules(t *testing.T) {
 			wantStatus: 500, wantBody: "",
 		},
 		{
-			name: "value and raw_value both set",
+			// Since envoyproxy/envoy 8a214e8a71 (2024, "Remove runtime flag
+			// envoy_reloadable_features_send_header_raw_value") only raw_value
+			// is read; value is ignored, even when both are set.
+			name: "value and raw_value both set: value ignored",
 			proc: safe(func(srv extprocsvc.ExternalProcessor_ProcessServer) error {
 				recvOrStop(srv)
-				_ = srv.Send(reqHeadersResp(common(&extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{{
-					Header: &corev3.HeaderValue{Key: "x-a", Value: "1", RawValue: []byte("1")},
-				}}}, false)))
+				_ = srv.Send(okHeaders)
 				recvOrStop(srv)
+				hm := routeHeaderMutation()
+				hm.SetHeaders = append(hm.SetHeaders, &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: "x-custom", Value: "ignored", RawValue: []byte("kept")}})
+				_ = srv.Send(reqBodyResp(common(hm, true)))
+				recvOrStop(srv)
+				_ = srv.Send(respHeadersResp(nil))
+				recvOrStop(srv)
+				_ = srv.Send(respBodyResp(nil))
 				return nil
 			}),
-			wantStatus: 500, wantBody: "",
+			upstream: func(w http.ResponseWriter, r *http.Request) {
+				fmt.Fprint(w, r.Header.Get("x-custom"))
+			},
+			wantStatus: 200, wantBody: "kept",
 		},
 		{
 			name: "invalid header value characters",

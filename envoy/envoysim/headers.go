@@ -36,19 +36,15 @@ func (h *headerMap) value(key string) string {
 	return v
 }
 
-// joined returns all values of key joined with ",", which is how Envoy's
-// header matchers see a repeated header (HeaderUtility::getAllOfHeaderAsString).
-func (h *headerMap) joined(key string) (string, bool) {
+// values returns every value of key in order.
+func (h *headerMap) values(key string) []string {
 	var vals []string
 	for _, e := range h.entries {
 		if e.key == key {
 			vals = append(vals, e.value)
 		}
 	}
-	if len(vals) == 0 {
-		return "", false
-	}
-	return strings.Join(vals, ","), true
+	return vals
 }
 
 func (h *headerMap) has(key string) bool {

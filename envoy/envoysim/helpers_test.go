@@ -457,3 +457,32 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// localReplyLog records the local replies envoysim sends
+// (Options.localReplies).
+type localReplyLog struct {
+	mu  sync.Mutex
+	got []string // "status details"
+	det []string
+}
+
+func (l *localReplyLog) record(status int, details string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.got = append(l.got, fmt.Sprintf("%d %s", status, details))
+	l.det = append(l.det, details)
+}
+
+// details returns the details of every local reply so far.
+func (l *localReplyLog) details() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.det...)
+}
+
+// replies returns "status details" for every local reply so far.
+func (l *localReplyLog) replies() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.got...)
+}

@@ -257,3 +257,30 @@ func TestDynamicMetadata(t *testing.T) {
 		t.Fatalf("metadata_context %v, want only ccproxy.user", md)
 	}
 }
+
+// TestVirtualHostSelection: RouteMatcher::findVirtualHost — an exact domain,
+// then the longest suffix wildcard, then the longest prefix wildcard, then
+// "*"; the host header is lower-cased first.
+func TestVirtualHostSelection(t *testing.T) {
+	t.Parallel()
+	rc := &routeConfig{vhosts: []*virtualHost{
+		{name: "default", domains: []string{"*"}},
+		{name: "suffix", domains: []string{"*.example.com"}},
+		{name: "longer-suffix", domains: []string{"*.api.example.com"}},
+		{name: "prefix", domains: []string{"gw.*"}},
+		{name: "exact", domains: []string{"gw.api.example.com"}},
+	}}
+	for host, want := range map[string]string{
+		"gw.api.example.com": "exact",
+		"GW.API.EXAMPLE.COM": "exact",
+		"x.api.example.com":  "longer-suffix",
+		"x.example.com":      "suffix",
+		"gw.other.net":       "prefix",
+		"other.net":          "default",
+		"example.com":        "default",
+	} {
+		if got := rc.findVirtualHost(strings.ToLower(host)); got == nil || got.name != want {
+			t.Errorf("%s: virtual host %v, want %s", host, got, want)
+		}
+	}
+}

@@ -97,8 +97,9 @@ const maxHeadersKB = 60
 
 // applyHeaderMutation follows MutationUtils::applyHeaderMutations
 // (source/extensions/filters/http/ext_proc/mutation_utils.cc, Envoy 1.40):
-// removals first, then sets; values come from raw_value only (value and
-// raw_value both set is an error); invalid names or values are errors;
+// removals first, then sets; values come from raw_value only (value is
+// ignored, since envoyproxy/envoy 8a214e8a71); invalid names or values are
+// errors;
 // append_action is ignored and the deprecated append (default false =
 // overwrite) decides; rejected changes are ignored or fail per the rules.
 func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing bool, rules mutationRules, dropContentLength bool) error {
@@ -122,9 +123,6 @@ func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing b
 		hv := sh.GetHeader()
 		if hv == nil {
 			continue
-		}
-		if hv.GetValue() != "" && len(hv.GetRawValue()) > 0 {
-			return errors.New("only one of value or raw_value in the HeaderValue message should be set")
 		}
 		value := string(hv.GetRawValue())
 		if !validHeaderName(hv.GetKey()) || !validHeaderValue(value) {

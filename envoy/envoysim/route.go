@@ -56,20 +56,22 @@ func (rc *routeConfig) findVirtualHost(host string) *virtualHost {
 	return def
 }
 
+// matches: prefix, path and safe_regex all match :path without its query
+// and fragment (Matchers::PathMatcher::match →
+// Http::PathUtil::removeQueryAndFragment, source/common/common/matchers.cc),
+// then every header matcher must match.
 func (m *routeMatch) matches(h *headerMap) bool {
-	full := h.value(":path")
-	pathOnly := full
+	pathOnly := h.value(":path")
 	if i := strings.IndexAny(pathOnly, "?#"); i >= 0 {
 		pathOnly = pathOnly[:i]
 	}
 	switch {
 	case m.prefix != nil:
-		// A prefix matches the start of :path, query included.
 		if m.caseSensitive {
-			if !strings.HasPrefix(full, *m.prefix) {
+			if !strings.HasPrefix(pathOnly, *m.prefix) {
 				return false
 			}
-		} else if !strings.HasPrefix(strings.ToLower(full), strings.ToLower(*m.prefix)) {
+		} else if !strings.HasPrefix(strings.ToLower(pathOnly), strings.ToLower(*m.prefix)) {
 			return false
 		}
 	case m.path != nil:
@@ -93,25 +95,31 @@ func (m *routeMatch) matches(h *headerMap) bool {
 	return true
 }
 
-// matches follows HeaderUtility::matchHeaders: repeated headers are joined
-// with ","; a missing header matches only present_match:false, or any inverted
-// value matcher.
+// matches is HeaderMatcher evaluation with
+// envoy.reloadable_features.match_headers_individually (default true since
+// 1.39; source/common/http/header_utility.h matchesHeadersIndividually):
+// a repeated header matches when one of its values does (an inverted
+// matcher when none does) instead of matching the values joined by ",". A
+// missing header matches only present_match false, or present_match true
+// inverted; a string matcher never matches it, inverted or not
+// (treat_missing_header_as_empty is not implemented).
 func (hm headerMatcher) matches(h *headerMap) bool {
-	v, ok := h.joined(hm.name)
-	if !ok {
-		if hm.present != nil {
-			return !*hm.present != hm.invert
+	vals := h.values(hm.name)
+	if hm.present != nil {
+		if len(vals) == 0 {
+			return hm.invert == *hm.present
 		}
-		return hm.invert
+		return *hm.present != hm.invert
 	}
-	var res bool
-	switch {
-	case hm.present != nil:
-		res = *hm.present
-	case hm.str != nil:
-		res = hm.str.matches(v)
+	if len(vals) == 0 || hm.str == nil {
+		return false
 	}
-	return res != hm.invert
+	for _, v := range vals {
+		if hm.str.matches(v) {
+			return !hm.invert
+		}
+	}
+	return hm.invert
 }
 
 func (sm *stringMatcher) matches(v string) bool {

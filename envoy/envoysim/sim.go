@@ -1,16 +1,19 @@
 // Package envoysim is the Go data plane that stands in for Envoy in
 // `ccproxy dev` and in end-to-end tests, where Envoy cannot be installed.
 //
-// It implements exactly the subset of Envoy 1.40 that ccproxy's own xDS
-// configuration uses, driven by the same xDS resources the control plane
+// It implements exactly the subset of Envoy 1.37–1.40 that ccproxy's own
+// xDS configuration uses, driven by the same xDS resources the control plane
 // serves to a real Envoy (over ADS, or handed over directly), and it behaves
-// like Envoy where that matters for ccproxy: the ext_proc filter's protocol
-// rules and failure replies, HCM header sanitation, route matching, timeouts
-// and buffer limits with Envoy's defaults, retries and circuit breakers, and
-// upstream TLS. Any configuration field it does not implement is an error,
-// so a setting added to the control plane without an emulation here fails
-// loudly. FIDELITY.md lists every emulated behaviour with the Envoy source it
-// follows.
+// like Envoy where that matters for ccproxy, failure paths included: the
+// ext_proc filter's protocol rules and failure replies, local replies and
+// which processor sees them, HCM header sanitation, route matching, timeouts
+// and buffer limits with Envoy's defaults, retries, priorities and circuit
+// breakers, STRICT_DNS resolution, and upstream TLS. Where Envoy releases
+// disagree on upstream filter failures, Options.UpstreamFailureRule selects
+// the release line. Any configuration field it does not implement is an
+// error, so a setting added to the control plane without an emulation here
+// fails loudly. FIDELITY.md lists every emulated behaviour with the Envoy
+// source it follows and the test that pins it.
 //
 // envoysim is for development and tests only; production traffic runs on
 // Envoy.
@@ -25,6 +28,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -34,6 +38,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 )
 
 // Options configures a Sim. Exactly one of XDSAddress and Resources is set.
@@ -57,6 +62,79 @@ type Options struct {
 	// (Envoy writes them to its stdout); nil writes none. The access log
 	// configuration is checked either way.
 	AccessLog io.Writer
+	// Resolve resolves STRICT_DNS endpoint names before the load balancer
+	// sees them, as Envoy's DNS resolver does. nil means: when Dial is set,
+	// every name resolves (Dial stands in for DNS and decides where a name
+	// connects); otherwise the system resolver. Tests and `ccproxy dev` use
+	// it to make a name not resolve.
+	Resolve ResolveFunc
+	// UpstreamFailureRule selects the Envoy releases envoysim follows where
+	// they disagree on failures of a cluster's upstream filter chain and on
+	// local replies; the zero value is RuleLocalReply (Envoy 1.37–1.40).
+	UpstreamFailureRule UpstreamFailureRule
+
+	// localReplies, set by tests, receives every local reply's status and
+	// response code details (%RESPONSE_CODE_DETAILS%) as it is sent.
+	localReplies func(status int, details string)
+}
+
+// UpstreamFailureRule is how Envoy treats a local reply asked for by a
+// cluster's upstream HTTP filter (an upstream ext_proc's ImmediateResponse,
+// gRPC error or message timeout with failure_mode_allow false) and whether
+// local replies pass the router-level ext_proc's response phases. Envoy
+// changed both without a runtime guard or a changelog entry, so envoysim
+// implements each release line; FIDELITY.md has the sources.
+type UpstreamFailureRule int
+
+const (
+	// RuleLocalReply is Envoy 1.37 to 1.40, the default. An upstream
+	// filter's local reply is sent downstream at once and is not retried
+	// (the router resets its attempts): envoyproxy/envoy commit
+	// c628f8a3999e3b45713a6fee6877a685dda7d748 ("ext_proc: allow immediate
+	// response from upstream filter", envoyproxy/envoy#41231, first in
+	// v1.36.0) removed the upstream check from
+	// ext_proc.cc Filter::sendImmediateResponse, and
+	// source/common/router/upstream_request.cc sends it through the
+	// downstream filter manager. Every local reply that goes through the
+	// downstream filter chain — the router's (no healthy upstream, upstream
+	// request timeout, resets), an upstream filter's, the HCM's timeouts —
+	// is offered to the router-level ext_proc filters' response phases,
+	// except the filter that generated it or one whose processing is
+	// complete: commit 37efb748cff8c7505e405e2ab94d50baaca30959
+	// (envoyproxy/envoy#41769, first in v1.37.0) deleted the
+	// skip_ext_proc_on_local_reply guard and ext_proc's onLocalReply.
+	RuleLocalReply UpstreamFailureRule = iota
+	// RuleStall is Envoy 1.35 and older (which the control plane refuses):
+	// ext_proc.cc Filter::sendImmediateResponse ignores a local reply of an
+	// upstream filter (counter send_immediate_resp_upstream_ignored), so
+	// nothing continues the attempt and it stalls until per_try_timeout
+	// (then a retry per policy) or the route timeout; local replies skip
+	// the ext_proc response phases (runtime guard
+	// skip_ext_proc_on_local_reply, default true, in
+	// source/common/runtime/runtime_features.cc up to v1.36.0).
+	RuleStall
+)
+
+// String returns the rule's flag value: "local-reply" or "stall".
+func (r UpstreamFailureRule) String() string {
+	switch r {
+	case RuleLocalReply:
+		return "local-reply"
+	case RuleStall:
+		return "stall"
+	}
+	return fmt.Sprintf("UpstreamFailureRule(%d)", int(r))
+}
+
+// ParseUpstreamFailureRule parses a flag value as returned by String.
+func ParseUpstreamFailureRule(s string) (UpstreamFailureRule, error) {
+	switch s {
+	case "local-reply":
+		return RuleLocalReply, nil
+	case "stall":
+		return RuleStall, nil
+	}
+	return 0, fmt.Errorf("envoysim: upstream failure rule %q: want local-reply (Envoy 1.37–1.40) or stall (Envoy 1.35 and older)", s)
 }
 
 // Sim is a running envoysim data plane.
@@ -79,8 +157,12 @@ type Sim struct {
 	accessLogMu sync.Mutex // one access log line per Write
 
 	// sendImmediateRespUpstreamIgnored is the ext_proc counter
-	// send_immediate_resp_upstream_ignored, summed over filters.
+	// send_immediate_resp_upstream_ignored (RuleStall only), summed over
+	// filters; its Envoy stat name depends on the upstream filter's scope,
+	// so it is not in Stats.
 	sendImmediateRespUpstreamIgnored atomic.Int64
+
+	stats counters
 }
 
 type runningListener struct {
@@ -95,6 +177,9 @@ type runningListener struct {
 func New(opts Options) (*Sim, error) {
 	if (opts.XDSAddress == "") == (len(opts.Resources) == 0) {
 		return nil, errors.New("envoysim: set exactly one of XDSAddress and Resources")
+	}
+	if _, err := ParseUpstreamFailureRule(opts.UpstreamFailureRule.String()); err != nil {
+		return nil, err
 	}
 	s := &Sim{
 		opts:      opts,
@@ -152,9 +237,29 @@ func (s *Sim) Run(ctx context.Context) error {
 // kept or stopped to match.
 func (s *Sim) apply(snap *snapshot) error {
 	snap.upstreams = map[string]*upstreamCluster{}
+	prev := s.snap.Load()
+	resolve := s.resolver()
+	var wg sync.WaitGroup
 	for name, c := range snap.clusters {
-		snap.upstreams[name] = newUpstreamCluster(c, s.dial, s.log)
+		uc := newUpstreamCluster(c, s.dial, s.log)
+		snap.upstreams[name] = uc
+		switch {
+		case resolve == nil:
+			uc.resolveAllAssumed()
+		case prev != nil && prev.upstreams[name] != nil && proto.Equal(prev.upstreams[name].cfg.proto, c.proto):
+			uc.inheritDNS(prev.upstreams[name])
+		default:
+			// A cluster warms before it takes traffic: its names are
+			// resolved once first (Envoy marks it initialized after the
+			// first resolution completes, success or not).
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				uc.resolveDNS(context.Background(), resolve, func() { s.incCluster(name, statUpdateFailure) })
+			}()
+		}
 	}
+	wg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	want := map[string]*listenerConfig{}
@@ -187,8 +292,14 @@ func (s *Sim) apply(snap *snapshot) error {
 		}
 	}
 	old := s.snap.Swap(snap)
+	if resolve != nil {
+		for name, uc := range snap.upstreams {
+			go uc.refreshDNS(resolve, func() { s.incCluster(name, statUpdateFailure) })
+		}
+	}
 	if old != nil {
 		for _, uc := range old.upstreams {
+			uc.stop()
 			go uc.closeIdle()
 		}
 	}
@@ -246,7 +357,32 @@ func (rl *runningListener) drain() {
 
 func (rl *runningListener) close() { _ = rl.srv.Close(); _ = rl.ln.Close() }
 
+func (s *Sim) observeLocalReply(lr *localReply) {
+	if s.opts.localReplies != nil {
+		s.opts.localReplies(lr.status, lr.details)
+	}
+}
+
+// resolver is the STRICT_DNS resolver in force; nil means every name
+// resolves (Options.Dial maps names, Options.Resolve unset).
+func (s *Sim) resolver() ResolveFunc {
+	switch {
+	case s.opts.Resolve != nil:
+		return s.opts.Resolve
+	case s.opts.Dial != nil:
+		return nil
+	}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
+}
+
 func (s *Sim) shutdown() {
+	if snap := s.snap.Load(); snap != nil {
+		for _, uc := range snap.upstreams {
+			uc.stop()
+		}
+	}
 	s.mu.Lock()
 	for name, rl := range s.listeners {
 		rl.close()
@@ -273,7 +409,8 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		http.Error(w, "listener draining", http.StatusServiceUnavailable)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	main := newPhase(r.Context())
+	ctx := main.ctx
 	logState, w := newStreamLog(w, r)
 	st := &stream{
 		sim:     s,
@@ -284,10 +421,11 @@ func (s *Sim) serveHTTP(listener string, w http.ResponseWriter, r *http.Request)
 		w:       w,
 		r:       r,
 		ctx:     ctx,
-		cancel:  cancel,
+		cancel:  main.cancel,
 		log:     s.log,
 		info:    &streamInfo{},
-		abortCh: make(chan struct{}),
+		main:    main,
+		abortCh: main.abortCh,
 
 		logState: logState,
 	}

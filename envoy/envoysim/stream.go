@@ -26,6 +26,7 @@ type localReply struct {
 	body    []byte
 	mutate  func(*headerMap)
 	details string
+	flags   string // %RESPONSE_FLAGS%, logged
 }
 
 // stream is one downstream request through the HCM, its filters and the
@@ -52,71 +53,138 @@ type stream struct {
 	routeCached bool
 	route       *route
 	vhost       *virtualHost
-	local       *localReply
-	resetErr    error
-	abortCh     chan struct{}
-	aborted     bool
+	// bufLimit is the stream's buffer limit (FilterManager::bufferLimit):
+	// the listener's per_connection_buffer_limit_bytes, raised to the
+	// route's request body buffer limit when the route is resolved.
+	bufLimit int64
+
+	// main is the phase of the request and the upstream response; ctx,
+	// cancel and abortCh are main's. lr is set once a local reply goes
+	// through the encoder filters (RuleLocalReply).
+	main    *phase
+	lr      atomic.Pointer[phase]
+	abortCh chan struct{}
 
 	respStarted atomic.Bool
-	idleMu      sync.Mutex
-	idleTimer   *time.Timer
-	idleTimeout time.Duration
-	reqTimer    *time.Timer
+	// respEncoding: response headers entered the encoder filters.
+	respEncoding atomic.Bool
+	reqComplete  atomic.Bool
+	idleMu       sync.Mutex
+	idleTimer    *time.Timer
+	idleTimeout  time.Duration
+	reqTimer     *time.Timer
 }
+
+// phase is a stage of a stream that a local reply or a reset ends: first
+// the request and the upstream response; then, when a local reply is
+// encoded through the filter chain, that reply — a second local reply
+// meanwhile is sent directly to the codec, bypassing the filters
+// (DownstreamFilterManager::sendLocalReply: response headers exist but were
+// not encoded → sendDirectLocalReply).
+type phase struct {
+	abortCh chan struct{}
+	ctx     context.Context
+	cancel  context.CancelFunc
+
+	// guarded by stream.mu
+	aborted  bool
+	local    *localReply
+	resetErr error
+}
+
+func newPhase(parent context.Context) *phase {
+	ctx, cancel := context.WithCancel(parent)
+	return &phase{abortCh: make(chan struct{}), ctx: ctx, cancel: cancel}
+}
+
+// cur is the phase in force.
+func (s *stream) cur() *phase {
+	if p := s.lr.Load(); p != nil {
+		return p
+	}
+	return s.main
+}
+
+// curCtx is the context of the phase in force.
+func (s *stream) curCtx() context.Context { return s.cur().ctx }
 
 func (s *stream) alive() bool {
 	select {
-	case <-s.abortCh:
+	case <-s.cur().abortCh:
 		return false
 	default:
 		return true
 	}
 }
 
-// wait blocks until done is closed or the stream is aborted.
+// wait blocks until done is closed or the phase in force is aborted.
 func (s *stream) wait(done chan struct{}) bool {
+	p := s.cur()
 	select {
 	case <-done:
 		return s.alive()
-	case <-s.abortCh:
+	case <-p.abortCh:
 		return false
-	case <-s.ctx.Done():
+	case <-p.ctx.Done():
 		return false
 	}
 }
 
-// abortLocked stops the stream: waiters wake up and the upstream request, if
+// abortLocked stops a phase: waiters wake up and the upstream request, if
 // any, is reset (a local reply resets the upstream stream in Envoy too).
-func (s *stream) abortLocked() {
-	if !s.aborted {
-		s.aborted = true
-		close(s.abortCh)
-		s.cancel()
+func (p *phase) abortLocked() {
+	if !p.aborted {
+		p.aborted = true
+		close(p.abortCh)
+		p.cancel()
 	}
 }
 
-// requestLocalReply asks for a local reply; the first request wins. When
-// response headers already went downstream the stream is reset instead
-// (FilterManager::sendLocalReply after headers were sent).
+// requestLocalReply asks for a local reply in the phase in force; the first
+// request wins. When response headers already went downstream the stream is
+// reset instead (FilterManager::sendLocalReply after headers were sent).
 func (s *stream) requestLocalReply(lr *localReply) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.aborted {
+	s.requestLocalReplyLocked(s.cur(), lr)
+}
+
+func (s *stream) requestLocalReplyLocked(p *phase, lr *localReply) {
+	if p.aborted {
 		return
 	}
-	s.local = lr
-	s.abortLocked()
+	p.local = lr
+	p.abortLocked()
 }
 
 // requestReset resets the stream without a reply.
 func (s *stream) requestReset(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.aborted {
+	s.requestResetLocked(s.cur(), err)
+}
+
+func (s *stream) requestResetLocked(p *phase, err error) {
+	if p.aborted {
 		return
 	}
-	s.resetErr = err
-	s.abortLocked()
+	p.resetErr = err
+	p.abortLocked()
+}
+
+// requestMainReset and requestMainLocalReply are for goroutines of the main
+// phase (request body, upstream response): once a local reply is being
+// encoded they are no longer part of the stream.
+func (s *stream) requestMainReset(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requestResetLocked(s.main, err)
+}
+
+func (s *stream) requestMainLocalReply(lr *localReply) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requestLocalReplyLocked(s.main, lr)
 }
 
 func (s *stream) bufferOverflow(dir direction) {
@@ -153,10 +221,20 @@ func (s *stream) setIdleTimeout(d time.Duration) {
 		return
 	}
 	s.idleTimer = time.AfterFunc(d, func() {
-		// ActiveStream::onIdleTimeout: 408 "stream timeout" before response
-		// headers, a reset after.
-		s.requestLocalReply(&localReply{status: 408, body: []byte("stream timeout"), details: "stream_idle_timeout"})
+		// ActiveStream::onIdleTimeout: "stream timeout" before response
+		// headers (a reset after), 504 when the whole request was received
+		// and 408 otherwise (Utility::maybeRequestTimeoutCode).
+		s.requestLocalReply(&localReply{status: s.requestTimeoutCode(), body: []byte("stream timeout"), details: "stream_idle_timeout"})
 	})
+}
+
+// requestTimeoutCode is Http::Utility::maybeRequestTimeoutCode for the HCM's
+// own timeouts: 504 once the last downstream byte was received, else 408.
+func (s *stream) requestTimeoutCode() int {
+	if s.reqComplete.Load() {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusRequestTimeout
 }
 
 func (s *stream) clearRouteCache() {
@@ -176,26 +254,56 @@ func (s *stream) currentRoute() (*route, *virtualHost) {
 		if s.route != nil && s.route.action != nil && s.route.action.idleTimeout != nil {
 			s.setIdleTimeout(*s.route.action.idleTimeout)
 		}
+		// ActiveStream::refreshBufferLimit (since 1.37): the route's
+		// request body buffer limit raises — never lowers — the stream's
+		// buffer limit, for buffered request and response data alike
+		// (FilterManager::setBufferLimit sets both watermarks).
+		if s.route != nil && s.route.action != nil {
+			if l, ok := requestBodyBufferLimit(s.route, s.vhost); ok && l > s.bufLimit {
+				s.bufLimit = l
+			}
+		}
 	}
 	return s.route, s.vhost
 }
 
+// streamBufferLimit is FilterManager::bufferLimit.
+func (s *stream) streamBufferLimit() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bufLimit
+}
+
+// requestBodyBufferLimit is Router::getRequestBodyBufferLimit
+// (source/common/router/config_impl.cc, since 1.37): the route's
+// request_body_buffer_limit, then the virtual host's, then the deprecated
+// per_request_buffer_limit_bytes of the route, then of the virtual host.
+func requestBodyBufferLimit(rt *route, vh *virtualHost) (int64, bool) {
+	switch {
+	case rt.bodyLimit >= 0:
+		return rt.bodyLimit, true
+	case vh != nil && vh.bodyLimit >= 0:
+		return vh.bodyLimit, true
+	case rt.legacyLimit >= 0:
+		return rt.legacyLimit, true
+	case vh != nil && vh.legacyLimit >= 0:
+		return vh.legacyLimit, true
+	}
+	return 0, false
+}
+
 func (s *stream) serve() {
 	defer s.cleanup()
+	s.bufLimit = s.lc.bufferLimit
 	s.setIdleTimeout(s.hcm.streamIdleTimeout)
 	if s.hcm.requestTimeout > 0 {
 		s.reqTimer = time.AfterFunc(s.hcm.requestTimeout, func() {
-			s.requestLocalReply(&localReply{status: 408, body: []byte("request timeout"), details: "request_overall_timeout"})
+			// ActiveStream::onRequestTimeout, the same 504/408 rule.
+			s.requestLocalReply(&localReply{status: s.requestTimeoutCode(), body: []byte("request timeout"), details: "request_overall_timeout"})
 		})
 	}
 	s.prepareRequestHeaders()
-	rt, vh := s.currentRoute()
-	limit := s.lc.bufferLimit
-	if rt != nil && rt.bufferLimit > 0 {
-		limit = rt.bufferLimit
-	} else if vh != nil && vh.bufferLimit > 0 {
-		limit = vh.bufferLimit
-	}
+	s.currentRoute()
 	noBody := s.r.Body == nil || s.r.Body == http.NoBody || s.r.ContentLength == 0
 	var body bodySource = &readerBody{
 		r:       s.r.Body,
@@ -213,16 +321,17 @@ func (s *stream) serve() {
 			return
 		}
 		var ok bool
-		if body, ok = f.bodyAfterHeaders(f.dec, body, noBody, limit); !ok {
+		if body, ok = f.bodyAfterHeaders(f.dec, body, noBody, s.streamBufferLimit()); !ok {
 			s.finish()
 			return
 		}
 	}
-	s.runRouter(body, noBody, limit)
+	s.runRouter(body, noBody)
 	s.finish()
 }
 
 func (s *stream) requestComplete() {
+	s.reqComplete.Store(true)
 	if s.reqTimer != nil {
 		s.reqTimer.Stop()
 	}
@@ -237,41 +346,118 @@ func (s *stream) cleanup() {
 		f.destroy()
 	}
 	s.cancel()
+	if p := s.lr.Load(); p != nil {
+		p.cancel()
+	}
 	s.writeAccessLogs()
 }
 
-// finish writes a pending local reply, or resets the stream when a reply can
-// no longer be sent.
+// finish sends the main phase's local reply, or resets the stream when a
+// reply can no longer be sent.
 func (s *stream) finish() {
 	s.mu.Lock()
-	lr, resetErr, aborted := s.local, s.resetErr, s.aborted
+	lr, resetErr, aborted := s.main.local, s.main.resetErr, s.main.aborted
 	s.mu.Unlock()
 	if !aborted {
 		return
 	}
 	if lr == nil || s.respStarted.Load() {
-		if resetErr != nil {
-			s.log.Debug("stream reset", "err", resetErr)
-		} else if lr != nil {
-			s.log.Debug("local reply after response started: stream reset", "status", lr.status, "details", lr.details)
-		}
-		panic(http.ErrAbortHandler)
+		s.resetStream(lr, resetErr)
 	}
+	switch {
+	case s.respEncoding.Load():
+		// Response headers are in the filter chain but not sent:
+		// DownstreamFilterManager::sendDirectLocalReply bypasses the
+		// filters.
+	case s.sim.opts.UpstreamFailureRule == RuleLocalReply && len(s.filters) > 0:
+		s.localReplyViaFilterChain(lr)
+		return
+	}
+	// Under RuleStall (Envoy 1.36 and older) every ext_proc filter's
+	// onLocalReply sets processing_complete_ (skip_ext_proc_on_local_reply),
+	// so the reply passes the filters untouched.
 	s.writeLocalReply(lr)
 }
 
-func (s *stream) writeLocalReply(lr *localReply) {
+// resetStream ends the downstream stream without a (further) reply.
+func (s *stream) resetStream(lr *localReply, resetErr error) {
+	if resetErr != nil {
+		s.log.Debug("stream reset", "err", resetErr)
+	} else if lr != nil {
+		s.log.Debug("local reply after response started: stream reset", "status", lr.status, "details", lr.details)
+	}
+	panic(http.ErrAbortHandler)
+}
+
+// localReplyViaFilterChain is DownstreamFilterManager::
+// sendLocalReplyViaFilterChain in Envoy 1.37+: the reply's headers and body
+// are encoded through every encoder filter from the first, so each
+// router-level ext_proc filter whose processing is not complete — not the
+// one that asked for the reply — gets response_headers (with
+// response_attributes on the first response message) and, in BUFFERED or
+// STREAMED mode, the body, and may mutate it like an upstream response. A
+// local reply asked for meanwhile (an ImmediateResponse, a message timeout,
+// a gRPC error, a timeout) is sent directly, bypassing the filters.
+func (s *stream) localReplyViaFilterChain(lr *localReply) {
+	p := newPhase(s.r.Context())
+	s.lr.Store(p)
+	go func() {
+		// A downstream disconnect resets the stream.
+		select {
+		case <-s.r.Context().Done():
+			s.requestReset(errors.New("downstream disconnected"))
+		case <-p.ctx.Done():
+		}
+	}()
+	s.log.Debug("local reply via the filter chain", "status", lr.status, "details", lr.details, "flags", lr.flags)
+	s.sim.observeLocalReply(lr)
+	h := localReplyHeaders(lr)
+	noBody := len(lr.body) == 0 || s.r.Method == http.MethodHead
+	var body bodySource = &bytesBody{data: lr.body}
+	if noBody {
+		body = &bytesBody{sent: true}
+	}
+	s.encode(h, body, noBody)
+	s.mu.Lock()
+	lr2, resetErr, aborted := p.local, p.resetErr, p.aborted
+	s.mu.Unlock()
+	if !aborted {
+		return
+	}
+	if lr2 == nil || s.respStarted.Load() {
+		s.resetStream(lr2, resetErr)
+	}
+	// DownstreamFilterManager::sendDirectLocalReply.
+	s.writeLocalReply(lr2)
+}
+
+// localReplyHeaders is Utility::prepareLocalReply
+// (source/common/http/utility.cc): the filter's header changes first; then a
+// non-empty body gets content-length and, unless one was set, content-type
+// text/plain, while an empty body drops both.
+func localReplyHeaders(lr *localReply) *headerMap {
 	h := &headerMap{}
 	h.set(":status", strconv.Itoa(lr.status))
-	if len(lr.body) > 0 {
-		// Utility::prepareLocalReply: text/plain for a non-empty body.
-		h.set("content-type", "text/plain")
-	}
-	h.set("content-length", strconv.Itoa(len(lr.body)))
 	if lr.mutate != nil {
 		lr.mutate(h)
 	}
-	s.log.Debug("local reply", "status", lr.status, "details", lr.details)
+	if len(lr.body) > 0 {
+		h.set("content-length", strconv.Itoa(len(lr.body)))
+		if !h.has("content-type") {
+			h.set("content-type", "text/plain")
+		}
+	} else {
+		h.remove("content-length")
+		h.remove("content-type")
+	}
+	return h
+}
+
+// writeLocalReply sends a local reply straight to the codec.
+func (s *stream) writeLocalReply(lr *localReply) {
+	h := localReplyHeaders(lr)
+	s.log.Debug("local reply", "status", lr.status, "details", lr.details, "flags", lr.flags)
+	s.sim.observeLocalReply(lr)
 	s.writeHeaders(h)
 	if s.r.Method != http.MethodHead && len(lr.body) > 0 {
 		_, _ = s.w.Write(lr.body)
@@ -295,6 +481,11 @@ func (s *stream) writeHeaders(h *headerMap) {
 	dst := s.w.Header()
 	for k, v := range h.httpHeader() {
 		dst[k] = v
+	}
+	if !s.reqComplete.Load() && s.r.ProtoMajor < 2 {
+		// ActiveStream::encodeHeaders: a response before the request is
+		// complete closes an HTTP/1 connection (Connection: close).
+		dst.Set("Connection", "close")
 	}
 	s.respStarted.Store(true)
 	s.logState.noteStatus(code)
@@ -341,6 +532,8 @@ func (s *stream) prepareRequestHeaders() {
 		h.remove("x-envoy-decorator-operation")
 		h.remove("x-envoy-downstream-service-cluster")
 		h.remove("x-envoy-downstream-service-node")
+		h.remove("x-envoy-original-path")
+		h.remove("x-envoy-original-host")
 		if net.ParseIP(remoteIP) != nil {
 			h.set("x-envoy-external-address", remoteIP)
 		}
@@ -434,7 +627,7 @@ func (k resetKind) String() string {
 
 // runRouter is Router::Filter: route lookup, cluster, header finalisation,
 // timeouts, retries, and the response path.
-func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
+func (s *stream) runRouter(body bodySource, noBody bool) {
 	rt, vh := s.currentRoute()
 	if rt == nil {
 		// Router::Filter::decodeHeaders: no route -> 404, empty body.
@@ -493,8 +686,26 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 	}
 	autoSNIHost := s.reqH.value(":authority")
 
-	// Request body: feed the retry buffer from the filter chain.
-	rb := newRetryBuffer(bufferLimit)
+	// Request body: feed the retry buffer from the filter chain. The limit
+	// is Router::Filter::calculateEffectiveBufferLimit: the route's request
+	// body buffer limit, else the stream's buffer limit. A body that outgrows
+	// it while retries are enabled (any retry_on) gives up buffering
+	// (Router::Filter::decodeData): cluster.<c>.retry_or_shadow_abandoned,
+	// no retry for this request; the attempt in flight goes on, and when
+	// none is (waiting for a retry back-off) the reply is a local 507.
+	retryEnabled := policy != nil && policy.on != (retryOn{})
+	limit := s.streamBufferLimit()
+	if l, ok := requestBodyBufferLimit(rt, vh); ok {
+		limit = l
+	}
+	overflowed := make(chan struct{})
+	rb := newRetryBuffer(limit, func() {
+		if retryEnabled {
+			s.log.Debug("request body exceeds the retry buffer limit: giving up on buffering, no retries", "cluster", uc.cfg.name, "limit", limit)
+			s.sim.incCluster(uc.cfg.name, statRetryOrShadowAbandoned)
+			close(overflowed)
+		}
+	})
 	downstreamDone := make(chan struct{})
 	go func() {
 		for {
@@ -502,7 +713,7 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 			rb.push(data, eos, err)
 			if err != nil {
 				if !errors.Is(err, errAborted) {
-					s.requestReset(err)
+					s.requestMainReset(err)
 				}
 				return
 			}
@@ -558,17 +769,22 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 	defer func() { res.chain.destroy() }()
 	for {
 		attempts++
+		// The downstream StreamInfo's attempt count (upstream.request_attempt_count):
+		// 1 for the first attempt, incremented by Router::Filter::doRetry —
+		// both before the host is chosen.
+		s.info.setAttempts(attempts)
 		host := uc.pickHost(load)
 		if host == nil {
-			s.requestLocalReply(&localReply{status: 503, body: []byte("no healthy upstream"), mutate: respMut, details: "no_healthy_upstream"})
+			// Router::Filter::sendNoHealthyUpstreamResponse: response flag
+			// UH, not retried (a local reply), after
+			// cluster.<c>.upstream_cx_none_healthy (ClusterEntry::chooseHost).
+			s.sim.incCluster(uc.cfg.name, statNoneHealthy)
+			s.requestLocalReply(&localReply{status: 503, body: []byte("no healthy upstream"), mutate: respMut, details: "no_healthy_upstream", flags: "UH"})
 			return
 		}
 		if pp, ok := load.(*previousPriorities); ok {
 			pp.onHostAttempted(host)
 		}
-		// The downstream StreamInfo's attempt count (upstream.request_attempt_count):
-		// 1 for the first attempt, incremented by Router::Filter::doRetry.
-		s.info.setAttempts(attempts)
 		s.logState.noteUpstream(uc.cfg.name, host.address)
 		rewrite := ""
 		if ra.autoHostRewrite && host.hostname != "" {
@@ -592,6 +808,7 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 					retry = true
 				} else {
 					s.log.Debug("retry overflow (circuit_breakers max_retries)", "cluster", uc.cfg.name)
+					s.sim.incCluster(uc.cfg.name, statRetryOverflow)
 				}
 			}
 		}
@@ -605,8 +822,9 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 		// The retried UpstreamRequest is destroyed with its filters.
 		res.chain.destroy()
 		res.chain = nil
-		if !s.backoff(policy, attempts, globalFired) {
-			s.timeoutOrAbort(respMut, globalFired)
+		s.sim.incCluster(uc.cfg.name, statRetry)
+		if !s.backoff(policy, attempts, globalFired, overflowed) {
+			s.timeoutOrAbort(respMut, globalFired, overflowed)
 			return
 		}
 	}
@@ -628,10 +846,20 @@ func (s *stream) runRouter(body bodySource, noBody bool, bufferLimit int64) {
 				msg += "reset reason: "
 			}
 			msg += res.kind.String()
+			// Since 1.39 the transport failure reason stays out of the body
+			// (runtime guard hide_transport_failure_reason_in_response_body,
+			// default true); it is still in the details
+			// (Router::Filter::onUpstreamReset).
+			details := res.kind.String()
 			if res.transportFail != "" {
-				msg += ", transport failure reason: " + res.transportFail
+				details += "|" + res.transportFail
 			}
-			s.requestLocalReply(&localReply{status: 503, body: []byte(msg), mutate: respMut, details: "upstream_reset_before_response_started{" + res.kind.String() + "}"})
+			details = replaceAllEmptySpace("upstream_reset_before_response_started{" + details + "}")
+			flags := "UF"
+			if res.kind == resetOverflow {
+				flags = "UO"
+			}
+			s.requestLocalReply(&localReply{status: 503, body: []byte(msg), mutate: respMut, details: details, flags: flags})
 		}
 		return
 	}
@@ -679,7 +907,7 @@ func (p *retryPolicy) wouldRetryReset(k resetKind, started bool) bool {
 
 // backoff sleeps a fully jittered exponential interval
 // (JitteredExponentialBackOffStrategy).
-func (s *stream) backoff(p *retryPolicy, attempt int, globalFired chan struct{}) bool {
+func (s *stream) backoff(p *retryPolicy, attempt int, globalFired, overflowed chan struct{}) bool {
 	ceiling := p.baseInterval << min(attempt-1, 30)
 	if ceiling > p.maxInterval || ceiling <= 0 {
 		ceiling = p.maxInterval
@@ -695,6 +923,8 @@ func (s *stream) backoff(p *retryPolicy, attempt int, globalFired chan struct{})
 		return true
 	case <-globalFired:
 		return false
+	case <-overflowed:
+		return false
 	case <-s.abortCh:
 		return false
 	case <-s.ctx.Done():
@@ -702,10 +932,19 @@ func (s *stream) backoff(p *retryPolicy, attempt int, globalFired chan struct{})
 	}
 }
 
-func (s *stream) timeoutOrAbort(respMut func(*headerMap), globalFired chan struct{}) {
+// timeoutOrAbort answers a retry back-off that ended early: the route
+// timeout fired, or the request body outgrew the retry buffer while no
+// attempt was in flight (Router::Filter::decodeData → 507).
+func (s *stream) timeoutOrAbort(respMut func(*headerMap), globalFired, overflowed chan struct{}) {
+	select {
+	case <-overflowed:
+		s.requestLocalReply(&localReply{status: 507, body: []byte("exceeded request buffer limit while retrying upstream"), mutate: respMut, details: "request_payload_exceeded_retry_buffer_limit"})
+		return
+	default:
+	}
 	select {
 	case <-globalFired:
-		s.requestLocalReply(&localReply{status: 504, body: []byte("upstream request timeout"), mutate: respMut, details: "upstream_response_timeout"})
+		s.requestLocalReply(&localReply{status: 504, body: []byte("upstream request timeout"), mutate: respMut, details: "upstream_response_timeout", flags: "UT"})
 	default:
 	}
 }
@@ -731,6 +970,9 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	var gotConn, wroteHeaders atomic.Bool
 	var pendingCounted atomic.Bool
 	var dialErr, tlsErr atomic.Value
+	// onPoolReady is UpstreamRequest::onPoolReady's per-try timer start
+	// (set below, before the request is sent).
+	var onPoolReady func()
 	trace := &httptrace.ClientTrace{
 		GetConn: func(string) {
 			if pendingCounted.CompareAndSwap(false, true) {
@@ -741,6 +983,9 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 			gotConn.Store(true)
 			if pendingCounted.CompareAndSwap(true, false) {
 				uc.pending.Add(-1)
+			}
+			if onPoolReady != nil {
+				onPoolReady()
 			}
 		},
 		WroteHeaders: func() { wroteHeaders.Store(true) },
@@ -780,7 +1025,8 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 
 	// The attempt context ends with the per-try or route timeout and with a
 	// downstream abort, so an upstream filter waiting for its processor (or
-	// stalled by an ignored local reply) gives up with the attempt.
+	// stalled by a local reply ignored under RuleStall) gives up with the
+	// attempt.
 	watchStop := make(chan struct{})
 	defer close(watchStop)
 	go func() {
@@ -813,7 +1059,20 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	}
 	var replacement []byte
 	replaced := false
-	if len(uc.cfg.upstreamFilters) > 0 {
+	if len(uc.cfg.upstreamFilters) == 0 {
+		// UpstreamRequest::onPoolReady starts the per-try timer when the
+		// downstream request is complete, else Router::Filter::
+		// onRequestComplete starts it when it completes
+		// (create_per_try_timeout_on_request_complete_): connecting does not
+		// count, sending the body does.
+		onPoolReady = func() {
+			go func() {
+				if rb.waitComplete(ctx) {
+					startPerTry()
+				}
+			}()
+		}
+	} else {
 		// UpstreamRequest::acceptHeadersFromRouter asks the pool for a stream
 		// (newStream) before the upstream filter chain decodes the headers;
 		// onPoolReady starts the per-try timer once the downstream request is
@@ -874,10 +1133,8 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	} else if noBody {
 		req.Body = http.NoBody
 		req.ContentLength = 0
-		startPerTry()
 	} else {
-		// The per-try timer starts when the request is fully sent upstream.
-		req.Body = rb.reader(ctx, startPerTry)
+		req.Body = rb.reader(ctx, nil)
 		req.ContentLength = -1
 		if cl, ok := s.reqH.get("content-length"); ok {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
@@ -1102,19 +1359,29 @@ func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFire
 				return
 			default:
 			}
-			s.requestLocalReply(&localReply{status: 504, body: []byte("upstream request timeout"), mutate: respMut, details: "upstream_response_timeout"})
+			s.requestMainLocalReply(&localReply{status: 504, body: []byte("upstream request timeout"), mutate: respMut, details: "upstream_response_timeout", flags: "UT"})
 			_ = resp.Body.Close()
 		case <-upstreamDone:
 		case <-watchDone:
 		}
 	}()
+	s.encode(h, body, noBody)
+}
+
+// encode runs response headers and body through the encoder filters (in
+// reverse order) and streams them downstream, flushing every chunk. It
+// returns when the body is done or the phase in force was aborted.
+func (s *stream) encode(h *headerMap, body bodySource, noBody bool) {
+	// From here on the response headers are in the filter chain: a local
+	// reply can no longer go through it.
+	s.respEncoding.Store(true)
 	for i := len(s.filters) - 1; i >= 0; i-- {
 		f := s.filters[i]
 		if !f.headers(f.enc, h, noBody) {
 			return
 		}
 		var ok bool
-		if body, ok = f.bodyAfterHeaders(f.enc, body, noBody, s.lc.bufferLimit); !ok {
+		if body, ok = f.bodyAfterHeaders(f.enc, body, noBody, s.streamBufferLimit()); !ok {
 			return
 		}
 	}
@@ -1123,12 +1390,15 @@ func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFire
 	}
 	s.writeHeaders(h)
 	flusher := http.NewResponseController(s.w)
-	_ = flusher.Flush()
+	if !noBody {
+		_ = flusher.Flush()
+	}
+	ctx := s.curCtx()
 	for {
-		data, eos, err := body.next(s.ctx)
+		data, eos, err := body.next(ctx)
 		if err != nil {
 			if !errors.Is(err, errAborted) {
-				s.requestReset(fmt.Errorf("upstream body: %w", err))
+				s.requestReset(fmt.Errorf("response body: %w", err))
 			}
 			return
 		}
@@ -1145,3 +1415,10 @@ func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFire
 		}
 	}
 }
+
+// emptySpace is StringUtil::replaceAllEmptySpace's replacement map
+// (source/common/common/utility.cc): response code details carry no
+// whitespace.
+var emptySpace = strings.NewReplacer(" ", "_", "\t", "_", "\f", "_", "\v", "_", "\n", "_", "\r", "_")
+
+func replaceAllEmptySpace(s string) string { return emptySpace.Replace(s) }

@@ -86,14 +86,19 @@ func TestUpstreamTLS(t *testing.T) {
 		sanCheck   bool
 		wantStatus int
 		wantBody   string // prefix
+		// prefix of the local reply's response code details; since 1.39 the
+		// transport failure reason is there and not in the body
+		wantDetails string
 	}{
-		{"valid", ca.leaf(t, host), ca.pem, true, 200, "h2 api.anthropic.com api.anthropic.com"},
+		{"valid", ca.leaf(t, host), ca.pem, true, 200, "h2 api.anthropic.com api.anthropic.com", ""},
 		{"wrong SAN", ca.leaf(t, "other.example"), ca.pem, true, 503,
-			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED"},
-		{"wrong SAN without SAN validation verifies the chain only", ca.leaf(t, "other.example"), ca.pem, false, 200, "h2 api.anthropic.com api.anthropic.com"},
+			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
+			"upstream_reset_before_response_started{remote_connection_failure|TLS_error:|CERTIFICATE_VERIFY_FAILED"},
+		{"wrong SAN without SAN validation verifies the chain only", ca.leaf(t, "other.example"), ca.pem, false, 200, "h2 api.anthropic.com api.anthropic.com", ""},
 		{"untrusted CA", other.leaf(t, host), ca.pem, true, 503,
-			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure, transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED"},
-		{"no trusted_ca: nothing verified", other.leaf(t, "evil.example"), "", true, 200, "h2 api.anthropic.com api.anthropic.com"},
+			"upstream connect error or disconnect/reset before headers. reset reason: remote connection failure",
+			"upstream_reset_before_response_started{remote_connection_failure|TLS_error:|CERTIFICATE_VERIFY_FAILED"},
+		{"no trusted_ca: nothing verified", other.leaf(t, "evil.example"), "", true, 200, "h2 api.anthropic.com api.anthropic.com", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -149,10 +154,17 @@ func TestUpstreamTLS(t *testing.T) {
 					})}
 				},
 			}
-			url := startSim(t, c.resources(t), dial)
+			var replies localReplyLog
+			_, url := startSimOpts(t, Options{Resources: c.resources(t), Dial: dial, localReplies: replies.record})
 			got := do(t, "GET", url+"/v1/models", "", map[string]string{"host": "gateway.example"})
 			if got.err != nil || got.status != tt.wantStatus || !strings.HasPrefix(got.body, tt.wantBody) {
 				t.Fatalf("got %d %q err=%v, want %d %q…", got.status, got.body, got.err, tt.wantStatus, tt.wantBody)
+			}
+			if tt.wantStatus == 503 && got.body != tt.wantBody {
+				t.Errorf("body %q, want exactly %q (no transport failure reason since 1.39)", got.body, tt.wantBody)
+			}
+			if d := replies.details(); tt.wantDetails != "" && (len(d) != 1 || !strings.HasPrefix(d[0], tt.wantDetails)) {
+				t.Errorf("local reply details %q, want one starting with %q", d, tt.wantDetails)
 			}
 			mu.Lock()
 			defer mu.Unlock()

@@ -20,7 +20,7 @@ import (
 
 // This file emulates a cluster's upstream HTTP filter chain
 // (HttpProtocolOptions.http_filters; source/common/router/upstream_request.cc,
-// Envoy 1.40): the filters ccproxy uses there are ext_proc, header_mutation
+// Envoy 1.37–1.40): the filters ccproxy uses there are ext_proc, header_mutation
 // and the terminal upstream_codec. The chain is instantiated per upstream
 // attempt (one UpstreamRequest per attempt, retries included) and works on
 // the router's shared downstream header map and StreamInfo, so a later
@@ -392,8 +392,10 @@ func newUpstreamChain(s *stream, cfg []upstreamFilterConfig, host *hostConfig, a
 
 // decodeHeaders runs the request headers through the chain in order. It
 // returns false when the attempt must stop: the attempt context ended (per
-// try or route timeout, downstream abort) — an ignored ImmediateResponse
-// stalls here until then, as in Envoy.
+// try or route timeout, downstream abort), or a filter asked for a local
+// reply (RuleLocalReply: the stream's local reply, which ends the attempt;
+// RuleStall: ignored, so the attempt stalls here until it ends, as in Envoy
+// 1.35 and older).
 func (c *upstreamChain) decodeHeaders(s *stream, h *headerMap, noBody bool, attemptCtx context.Context) bool {
 	for i, fc := range c.cfg {
 		if fc.headerMutation != nil {

@@ -241,10 +241,12 @@ func fallbackRoute(t testing.TB, perTry time.Duration, retries uint32) func(*rou
 	}
 }
 
-// startSimHandle is startSim that also returns the Sim.
-func startSimHandle(t testing.TB, res []types.Resource, dial DialFunc) (*Sim, string) {
+// startSimOpts runs envoysim with opts (the test logger added) and returns
+// it with its base URL.
+func startSimOpts(t testing.TB, opts Options) (*Sim, string) {
 	t.Helper()
-	sim, err := New(Options{Resources: res, Logger: testLogger(t), Dial: dial})
+	opts.Logger = testLogger(t)
+	sim, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,6 +331,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 	}
 	tests := []struct {
 		name        string
+		rule        UpstreamFailureRule
 		planStatus  int
 		method      string
 		body        string
@@ -407,7 +410,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 			wantPlan:  []seenRequest{{host: "plan.example", path: "/model/m/invoke", body: `{"x":1}`, contentLength: -1, header: http.Header{"Content-Length": nil}}},
 		},
 		{
-			name: "ImmediateResponse ignored: 504 after per_try_timeout", planStatus: 200, method: "GET",
+			name: "ImmediateResponse ignored: 504 after per_try_timeout (Envoy ≤1.35)", rule: RuleStall, planStatus: 200, method: "GET",
 			perTry: 300 * time.Millisecond, retries: 0,
 			reply: func(_ int, req *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
 				return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
@@ -420,7 +423,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 			wantShown: []map[string]string{{":authority": "gateway.example"}},
 		},
 		{
-			name: "gRPC error ignored: 504 after per_try_timeout", planStatus: 200, method: "GET",
+			name: "gRPC error ignored: 504 after per_try_timeout (Envoy ≤1.35)", rule: RuleStall, planStatus: 200, method: "GET",
 			perTry: 300 * time.Millisecond, retries: 0,
 			reply: func(int, *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
 				return nil, status.Error(codes.Internal, "boom")
@@ -431,7 +434,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 			wantShown: []map[string]string{{}},
 		},
 		{
-			name: "message timeout ignored: 504 after per_try_timeout", planStatus: 200, method: "GET",
+			name: "message timeout ignored: 504 after per_try_timeout (Envoy ≤1.35)", rule: RuleStall, planStatus: 200, method: "GET",
 			perTry: 300 * time.Millisecond, retries: 0,
 			reply: func(int, *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
 				return nil, nil // never answers
@@ -443,7 +446,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 			wantShown: []map[string]string{{}},
 		},
 		{
-			name: "ImmediateResponse ignored: per-try timeout retried to priority 1", planStatus: 200, method: "GET",
+			name: "ImmediateResponse ignored: per-try timeout retried to priority 1 (Envoy ≤1.35)", rule: RuleStall, planStatus: 200, method: "GET",
 			perTry: 300 * time.Millisecond, retries: 1,
 			reply: func(stream int, req *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
 				if stream == 0 {
@@ -463,6 +466,62 @@ func TestUpstreamFilterChain(t *testing.T) {
 			// so its rewrite never happened
 			wantShown:   []map[string]string{{":authority": "gateway.example"}, {":authority": "gateway.example"}},
 			wantBedrock: []seenRequest{{host: "bedrock.example", path: "/v1/messages"}},
+		},
+		// Envoy 1.36+ (c628f8a3, envoyproxy/envoy#41231): the same failures
+		// are a local reply sent downstream at once and not retried, although
+		// the policy retries 5xx and resets to priority 1.
+		{
+			name: "ImmediateResponse: local reply at once, not retried", planStatus: 200, method: "GET",
+			perTry: 5 * time.Second, retries: 1,
+			reply: func(_ int, req *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
+				return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable}, Body: []byte("denied"),
+				}}}, nil
+			},
+			wantStatus: 503, wantBody: "denied",
+			wantKinds: []string{"request_headers"},
+			wantAttrs: []map[string]any{{attrBackend: "plan", attrHost: "plan.example"}},
+			wantShown: []map[string]string{{":authority": "gateway.example"}},
+		},
+		{
+			name: "gRPC error: local reply 500 at once, not retried", planStatus: 200, method: "GET",
+			perTry: 5 * time.Second, retries: 1,
+			reply: func(int, *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
+				return nil, status.Error(codes.Internal, "boom")
+			},
+			wantStatus: 500, wantBody: "",
+			wantKinds: []string{"request_headers"},
+			wantAttrs: []map[string]any{{attrBackend: "plan", attrHost: "plan.example"}},
+			wantShown: []map[string]string{{}},
+		},
+		{
+			name: "message timeout: local reply 504 at once, not retried", planStatus: 200, method: "GET",
+			perTry: 5 * time.Second, retries: 1,
+			reply: func(int, *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
+				return nil, nil // never answers
+			},
+			extProc:    func(ep *extprocv3.ExternalProcessor) { ep.MessageTimeout = durationpb.New(50 * time.Millisecond) },
+			wantStatus: 504, wantBody: "",
+			wantKinds: []string{"request_headers"},
+			wantAttrs: []map[string]any{{attrBackend: "plan", attrHost: "plan.example"}},
+			wantShown: []map[string]string{{}},
+		},
+		{
+			name: "ImmediateResponse on the response headers: local reply, not retried", planStatus: 503, method: "GET",
+			perTry: 5 * time.Second, retries: 1,
+			reply: func(_ int, req *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
+				if req.GetResponseHeaders() == nil {
+					return continueResp(req), nil
+				}
+				return &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
+					Status: &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}, Body: []byte("slow down"),
+				}}}, nil
+			},
+			wantStatus: 429, wantBody: "slow down",
+			wantKinds: []string{"request_headers,response_headers:503"},
+			wantAttrs: []map[string]any{{attrBackend: "plan", attrHost: "plan.example"}},
+			wantShown: []map[string]string{{":authority": "gateway.example"}},
+			wantPlan:  []seenRequest{{host: "plan.example", path: "/v1/messages"}},
 		},
 	}
 	for _, tt := range tests {
@@ -486,7 +545,7 @@ func TestUpstreamFilterChain(t *testing.T) {
 				},
 				extra: []types.Resource{staticCluster(t, "ccproxy_extproc", p.addr, true)},
 			}
-			sim, url := startSimHandle(t, c.resources(t), nil)
+			sim, url := startSimOpts(t, Options{Resources: c.resources(t), UpstreamFailureRule: tt.rule})
 			start := time.Now()
 			got := do(t, tt.method, url+"/v1/messages", tt.body, map[string]string{"host": "gateway.example"})
 			elapsed := time.Since(start)
