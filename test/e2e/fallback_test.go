@@ -64,7 +64,7 @@ type fallbackGateway struct {
 	routeProbe bedrockUser
 }
 
-func startFallbackGateway(t *testing.T) *fallbackGateway {
+func startFallbackGateway(t *testing.T, opts ...func(*fallbackGateway)) *fallbackGateway {
 	t.Helper()
 	ca := fakebedrock.NewCA(t)
 	fg := &fallbackGateway{planSc: &scenarios{}, bedrockSc: &bedrockScenarios{}}
@@ -82,6 +82,9 @@ func startFallbackGateway(t *testing.T) *fallbackGateway {
 		"CCPROXY_UPSTREAM_CA_FILE=" + ca.File,
 		"CCPROXY_DEV_RESOLVE=" + anthropicHost + ":443=" + fg.plan.Addr() + "," + eastHost + ":443=" + fg.fb.Addr(),
 		"CCPROXY_BREAKER_MAX_OPEN=" + fallbackMaxOpen.String(),
+	}
+	for _, o := range opts {
+		o(fg)
 	}
 	fg.gateway = fg.start(t)
 	fg.admin = admin{t: t, base: "http://" + fg.AdminAddr}
