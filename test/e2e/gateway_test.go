@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -100,6 +101,10 @@ func startDevWith(t *testing.T, c devConfig) *gateway {
 	}
 }
 
+// accessKeyPattern matches an access key (keys.Generate: ak_ and 43
+// base64url characters).
+var accessKeyPattern = regexp.MustCompile(`ak_[A-Za-z0-9_-]{43}`)
+
 // errPortTaken: ccproxy dev could not bind a port chosen for it.
 var errPortTaken = errors.New("a port chosen for ccproxy dev was taken")
 
@@ -149,14 +154,23 @@ func tryStartDev(t *testing.T, c devConfig) (*gateway, error) {
 	exited := make(chan error, 1)
 	announced := make(chan string, 1)
 	var abandoned bool // an attempt that failed to start: nothing to stop or report
+	// Every other stdout line is envoysim's access log: none may carry an
+	// access key, whatever the request (refused, not found, forwarded).
+	var leaks []string
 	go func() {
 		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 4<<20)
 		for sc.Scan() {
-			if v, ok := strings.CutPrefix(sc.Text(), announcePrefix); ok {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, announcePrefix); ok {
 				select {
 				case announced <- v:
 				default:
 				}
+				continue
+			}
+			if accessKeyPattern.MatchString(line) && len(leaks) < 5 {
+				leaks = append(leaks, line)
 			}
 		}
 		// Drain whatever follows so the process never blocks on stdout.
@@ -177,6 +191,10 @@ func tryStartDev(t *testing.T, c devConfig) (*gateway, error) {
 		case err := <-exited:
 			if err != nil {
 				t.Errorf("ccproxy dev did not exit cleanly on SIGTERM: %v", err)
+			}
+			// exited is sent once stdout was read to its end.
+			for _, l := range leaks {
+				t.Errorf("an access log line carries an access key: %s", l)
 			}
 		case <-time.After(20 * time.Second):
 			_ = cmd.Process.Kill()
