@@ -217,7 +217,7 @@ func TestBedrock(t *testing.T) {
 		if r.RawPath != "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream" {
 			t.Errorf("path %q", r.RawPath)
 		}
-		rows := waitBedrockUsage(t, g, r.Header.Get("X-Claude-Code-Session-Id"), 1)
+		rows := waitBedrockUsage(t, g, sessionOfRequest(t, g, r.Header.Get("X-Request-Id")), 1)
 		want := bedrockUsageRow{Provider: "bedrock", RequestedModel: "claude-opus-5-5", BedrockModel: "us.anthropic.claude-opus-5-5",
 			Status: 200, Input: 1234, Output: 56, CacheRead: 7000, CacheWrite5m: 300}
 		if rows[0] != want {
@@ -404,7 +404,7 @@ func TestBedrock(t *testing.T) {
 		if r.Op != fakebedrock.OpInvokeStream {
 			t.Errorf("operation %q", r.Op)
 		}
-		rows := waitBedrockUsage(t, g, r.Header.Get("X-Claude-Code-Session-Id"), 1)
+		rows := waitBedrockUsage(t, g, sessionOfRequest(t, g, r.Header.Get("X-Request-Id")), 1)
 		if rows[0].Provider != "bedrock" || rows[0].Input != 77 || rows[0].Output != 8 || rows[0].BedrockModel != r.ModelID {
 			t.Errorf("usage row %+v", rows[0])
 		}
@@ -498,6 +498,29 @@ type bedrockUsageRow struct {
 
 // waitBedrockUsage returns the usage rows of one Claude Code session (each
 // run has its own), once there are want of them.
+// sessionOfRequest returns the Claude Code session of the usage row of
+// requestID (Envoy's x-request-id, which Bedrock receives), once it is
+// stored. Bedrock itself never sees the session header: the gateway sends it
+// only the headers it vouches for.
+func sessionOfRequest(t *testing.T, g *gateway, requestID string) string {
+	t.Helper()
+	if requestID == "" {
+		t.Fatal("Bedrock received no x-request-id")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var session string
+		err := g.DB.QueryRow(context.Background(), `SELECT coalesce(session_id, '') FROM usage_events WHERE request_id = $1`, requestID).Scan(&session)
+		if err == nil {
+			return session
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no usage row for request %s: %v", requestID, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func waitBedrockUsage(t *testing.T, g *gateway, session string, want int) []bedrockUsageRow {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
