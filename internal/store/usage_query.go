@@ -21,12 +21,19 @@ const (
 	GroupByModel    UsageGroupBy = "model"
 	GroupByProvider UsageGroupBy = "provider"
 	GroupBySession  UsageGroupBy = "session"
+	// GroupByUser keys groups by user id.
+	GroupByUser UsageGroupBy = "user"
+	// GroupByKey keys groups by access key id.
+	GroupByKey UsageGroupBy = "key"
+	// GroupByFallbackReason groups the fallback requests by their reason.
+	GroupByFallbackReason UsageGroupBy = "fallback_reason"
 )
 
 // Valid reports whether g is a known dimension.
 func (g UsageGroupBy) Valid() bool {
 	switch g {
-	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession:
+	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession,
+		GroupByUser, GroupByKey, GroupByFallbackReason:
 		return true
 	}
 	return false
@@ -40,6 +47,10 @@ type UsageSummaryQuery struct {
 	// From and To bound the time range [From, To).
 	From, To time.Time
 	GroupBy  UsageGroupBy
+	// Location, when set to a zone other than UTC, makes day groups the
+	// calendar days of that zone (the billing time zone): they are summed
+	// from the hourly rollups, the hours starting in [From, To).
+	Location *time.Location
 }
 
 // UsageTotals are the sums of a group of usage events. Plan cost (list-price
@@ -107,8 +118,12 @@ func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
 // rollups (days starting in the range); without a user or key filter all
 // four read the all-users hourly rollup instead, with the same result;
 // session groups the raw events (key "" gathers events without a
-// session). Time groups are in time order, sessions by first event, models
-// and providers by name.
+// session). User groups read the per-user daily rollup for whole UTC days
+// and the hourly one for the rest (buckets starting in the range); key
+// groups read the per-user rollups like model groups (fast with a user
+// filter: the dashboard's per-developer key split); fallback reason groups
+// read the fallback rows of the raw events (event_time in the range). Time
+// groups are in time order, sessions by first event, the others by key.
 func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, error) {
 	if !q.GroupBy.Valid() {
 		return nil, invalidf("group by %q", q.GroupBy)
@@ -130,7 +145,34 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 	}
 
 	var sql string
-	if q.GroupBy == GroupBySession {
+	if q.GroupBy == GroupByDay && q.Location != nil && q.Location.String() != "UTC" {
+		// Days of another zone are whole hours of UTC for every zone
+		// with a whole-hour offset; the hourly rollups hold them.
+		table := "usage_hourly_all"
+		if filter.Len() > 0 {
+			table = "usage_hourly"
+		}
+		sql = `SELECT date_trunc('day', bucket, ` + arg(q.Location.String()) + `), ` + totalsSelect + ` FROM ` + table + `
+			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByFallbackReason {
+		// usage_events_fallback_idx (migration 00008) covers these
+		// columns for the fallback rows only.
+		sql = `SELECT fallback_reason, ` + eventTotalsSelect + `
+			FROM usage_events WHERE fallback AND event_time >= $1 AND event_time < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByUser {
+		sql = `SELECT user_id::text, ` + totalsSelect + ` FROM (` + userDaysSQL(q.From, q.To, &args, filter.String()) + `) p
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByKey {
+		table := "usage_hourly"
+		if isUTCMidnight(q.From) && isUTCMidnight(q.To) {
+			table = "usage_daily"
+		}
+		sql = `SELECT access_key_id::text, ` + totalsSelect + ` FROM ` + table + `
+			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupBySession {
 		sql = `SELECT session_id, min(event_time), max(event_time), ` + eventTotalsSelect + `
 			FROM usage_events WHERE event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY session_id ORDER BY min(event_time), session_id`
@@ -173,6 +215,8 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 			dest = append(dest, &g.Bucket)
 		case GroupBySession:
 			dest = append(dest, &g.Key, &g.FirstAt, &g.LastAt)
+		case GroupByFallbackReason, GroupByUser, GroupByKey:
+			dest = append(dest, &g.Key)
 		default:
 			dest = append(dest, &g.Key)
 		}
@@ -187,6 +231,31 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		return g, nil
 	})
 	return out, mapErr("store: usage summary", err)
+}
+
+// userDaysSQL selects per-user rollup rows (user_id, provider and the
+// counters) for the hour buckets starting in [from, to): the whole UTC days
+// from usage_daily_user (migration 00008), the hours before the first and
+// after the last whole day from usage_hourly. $1 and $2 must be from and to;
+// the day bounds are appended to args. filter is " AND …" on user_id or
+// access_key_id (access_key_id reads usage_hourly and usage_daily only).
+func userDaysSQL(from, to time.Time, args *[]any, filter string) string {
+	dayFrom, dayTo := ceilUTCDay(from), to.UTC().Truncate(24*time.Hour)
+	if !dayFrom.Before(dayTo) {
+		dayFrom, dayTo = to, to // no whole day: everything from the hourly rollup
+	}
+	*args = append(*args, dayFrom, dayTo)
+	df, dt := "$"+strconv.Itoa(len(*args)-1), "$"+strconv.Itoa(len(*args))
+	const cols = `user_id, provider, requests, input_tokens, output_tokens, cache_read_tokens,
+		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, fallbacks, errors, aborted`
+	days := `SELECT ` + cols + ` FROM usage_daily_user WHERE bucket >= ` + df + ` AND bucket < ` + dt + filter
+	if strings.Contains(filter, "access_key_id") {
+		days = `SELECT ` + cols + ` FROM usage_daily WHERE bucket >= ` + df + ` AND bucket < ` + dt + filter
+	}
+	return days + `
+		UNION ALL
+		SELECT ` + cols + ` FROM usage_hourly
+		WHERE (bucket >= $1 AND bucket < ` + df + ` OR bucket >= ` + dt + ` AND bucket < $2)` + filter
 }
 
 // ceilUTCDay is the first UTC midnight at or after t.
