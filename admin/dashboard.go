@@ -30,6 +30,38 @@ func (s *Server) dashboardRoutes(open, authed func(string, http.HandlerFunc)) {
 	authed("GET /api/v1/users/{id}/sessions", s.handleSessions)
 	authed("GET /api/v1/usage/top-users", s.handleTopUsers)
 	authed("GET /api/v1/usage/cost-split", s.handleCostSplit)
+	authed("GET /api/v1/users/{id}/bedrock", func(w http.ResponseWriter, r *http.Request) { s.getBedrock(w, r, false) })
+	authed("GET /api/v1/keys/{id}/bedrock", func(w http.ResponseWriter, r *http.Request) { s.getBedrock(w, r, true) })
+}
+
+// credentialJSON describes a stored Bedrock credential; the API key itself
+// is never returned.
+type credentialJSON struct {
+	Type      string    `json:"type"`
+	Region    string    `json:"region"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+func (s *Server) getBedrock(w http.ResponseWriter, r *http.Request, forKey bool) {
+	id, ok := s.pathID(w, r)
+	if !ok {
+		return
+	}
+	var (
+		c   store.BedrockCredential
+		err error
+	)
+	if forKey {
+		c, err = s.st.Credentials().GetForKey(r.Context(), id)
+	} else {
+		c, err = s.st.Credentials().GetForUser(r.Context(), id)
+	}
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, credentialJSON{Type: string(c.Kind), Region: c.Region, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt})
 }
 
 type sessionJSON struct {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -338,6 +339,25 @@ func TestDashboardAPI(t *testing.T) {
 			})
 		}
 		want(t, e.do("GET", "/api/v1/usage?group_by=day&tz=Mars/Olympus", nil), http.StatusUnprocessableEntity)
+	})
+
+	t.Run("bedrock credential, never the key", func(t *testing.T) {
+		want(t, e.do("GET", "/api/v1/users/"+d.ada+"/bedrock", nil), http.StatusNotFound)
+		want(t, e.do("PUT", "/api/v1/users/"+d.ada+"/bedrock", map[string]any{"type": "api_key", "api_key": "bedrock-secret-123", "region": "eu-west-1"}), http.StatusNoContent)
+		want(t, e.do("PUT", "/api/v1/keys/"+d.adaKey+"/bedrock", map[string]any{"type": "aws_default_chain", "region": "us-west-2"}), http.StatusNoContent)
+		for path, wantType := range map[string]string{"/api/v1/users/" + d.ada + "/bedrock": "api_key eu-west-1", "/api/v1/keys/" + d.adaKey + "/bedrock": "aws_default_chain us-west-2"} {
+			resp := e.do("GET", path, nil)
+			want(t, resp, http.StatusOK)
+			var c struct{ Type, Region string }
+			resp.decode(t, &c)
+			if c.Type+" "+c.Region != wantType {
+				t.Errorf("%s = %s", path, resp.body)
+			}
+		}
+		want(t, e.do("GET", "/api/v1/keys/"+d.graceKey+"/bedrock", nil), http.StatusNotFound)
+		if strings.Contains(e.allBodies(), "bedrock-secret-123") {
+			t.Error("the API returned the Bedrock API key")
+		}
 	})
 
 	t.Run("audit by actor", func(t *testing.T) {
