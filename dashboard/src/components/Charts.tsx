@@ -19,6 +19,8 @@ export interface ChartProps {
   series: Series[]
   stacked?: boolean
   height?: number
+  /** The values are counts: no fractional ticks. */
+  integers?: boolean
 }
 
 function DataTable({ title, data, x, series }: ChartProps) {
@@ -59,7 +61,7 @@ export function TimeChart(p: ChartProps) {
           <AreaChart data={p.data} margin={{ top: 8, right: 8, bottom: 0, left: 8 }}>
             <CartesianGrid strokeDasharray="3 3" stroke="var(--grid)" />
             <XAxis dataKey={p.x} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
-            <YAxis tickFormatter={fmt} tick={{ fill: 'var(--muted)', fontSize: 12 }} width={64} />
+            <YAxis tickFormatter={fmt} allowDecimals={!p.integers} tick={{ fill: 'var(--muted)', fontSize: 12 }} width={64} />
             <Tooltip formatter={(v, name) => [p.series.find((s) => s.label === name)?.format(Number(v)) ?? String(v), name]} contentStyle={{ background: 'var(--bg)', border: '1px solid var(--border)' }} />
             <Legend />
             {p.series.map((s) => (
@@ -85,13 +87,13 @@ export function BarsChart(p: ChartProps & { horizontal?: boolean }) {
             <CartesianGrid strokeDasharray="3 3" stroke="var(--grid)" />
             {p.horizontal ? (
               <>
-                <XAxis type="number" tickFormatter={fmt} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
+                <XAxis type="number" tickFormatter={fmt} allowDecimals={!p.integers} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
                 <YAxis type="category" dataKey={p.x} width={150} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
               </>
             ) : (
               <>
                 <XAxis dataKey={p.x} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
-                <YAxis tickFormatter={fmt} width={64} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
+                <YAxis tickFormatter={fmt} allowDecimals={!p.integers} width={64} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
               </>
             )}
             <Tooltip formatter={(v, name) => [p.series.find((s) => s.label === name)?.format(Number(v)) ?? String(v), name]} contentStyle={{ background: 'var(--bg)', border: '1px solid var(--border)' }} />

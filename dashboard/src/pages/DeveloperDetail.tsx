@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
-import { dateTime, duration, integer, money, shortDate, sumMoney, tokens } from '../format'
+import { date, dateTime, duration, integer, money, shortDate, sumMoney, tokens } from '../format'
 import { useSession } from '../session'
 import { rangeOf } from '../ranges'
 import { BudgetBar } from '../components/BudgetBar'
@@ -478,7 +478,11 @@ function UsagePanel({ user }: { user: User }) {
   const span = { from: r.from.toISOString(), to: r.to.toISOString(), user_id: user.id }
   const days = useQuery({ queryKey: ['usage', 'day', span, tz], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'day', tz })) })
   const split = useQuery({ queryKey: ['cost-split', span], queryFn: () => get<CostSplit>('/usage/cost-split' + qs(span)) })
-  const data = (days.data?.groups ?? []).map((g) => ({ day: shortDate(g.key, tz), bedrock: Number(g.bedrock_cost_usd), plan: Number(g.plan_cost_usd) }))
+  const byDate = new Map((days.data?.groups ?? []).map((g) => [date(g.key, tz), g]))
+  const data = r.days.map((d) => {
+    const g = byDate.get(date(d, tz))
+    return { day: shortDate(d, tz), bedrock: Number(g?.bedrock_cost_usd ?? 0), plan: Number(g?.plan_cost_usd ?? 0) }
+  })
   const usd = (v: number) => money(v.toFixed(6))
   const t = split.data?.total
   return (

@@ -1,7 +1,7 @@
 import { useQuery } from '@tanstack/react-query'
 import { Link } from 'react-router'
 import { get, qs, type CostSplit, type TopUsers, type Usage, type UsageGroup } from '../api'
-import { cacheHitRate, integer, money, moneyExact, percent, shortDate, sumMoney, tokens, totalTokens } from '../format'
+import { cacheHitRate, date, integer, money, moneyExact, percent, shortDate, sumMoney, tokens, totalTokens } from '../format'
 import { useSession } from '../session'
 import { RangePicker, useRange } from '../components/RangePicker'
 import { BarsChart, TimeChart } from '../components/Charts'
@@ -51,16 +51,21 @@ export default function Overview() {
   const split = useQuery({ queryKey: ['cost-split', span], queryFn: () => get<CostSplit>('/usage/cost-split' + qs(span)) })
 
   const t = byProvider.data ? sumTotals(byProvider.data.groups) : null
-  const days = (byDay.data?.groups ?? []).map((g) => ({
-    day: shortDate(g.key, tz),
-    plan: Number(g.plan_cost_usd),
-    bedrock: Number(g.bedrock_cost_usd),
-    input: g.input_tokens,
-    output: g.output_tokens,
-    cache_read: g.cache_read_tokens,
-    cache_write: g.cache_write_5m_tokens + g.cache_write_1h_tokens,
-    error_rate: g.requests ? Math.round((g.errors / g.requests) * 1000) / 10 : 0,
-  }))
+  // Every day of the range, days without traffic as zeros.
+  const byDate = new Map((byDay.data?.groups ?? []).map((g) => [date(g.key, tz), g]))
+  const days = range.days.map((d) => {
+    const g = byDate.get(date(d, tz))
+    return {
+      day: shortDate(d, tz),
+      plan: Number(g?.plan_cost_usd ?? 0),
+      bedrock: Number(g?.bedrock_cost_usd ?? 0),
+      input: g?.input_tokens ?? 0,
+      output: g?.output_tokens ?? 0,
+      cache_read: g?.cache_read_tokens ?? 0,
+      cache_write: (g?.cache_write_5m_tokens ?? 0) + (g?.cache_write_1h_tokens ?? 0),
+      error_rate: g?.requests ? Math.round((g.errors / g.requests) * 1000) / 10 : 0,
+    }
+  })
   const usd = (v: number) => money(v.toFixed(6))
   const pct = (v: number) => v.toFixed(1) + ' %'
 
@@ -136,10 +141,10 @@ export default function Overview() {
           { key: 'bedrock', label: 'Bedrock spend', color: colors.bedrock, format: usd },
           { key: 'plan', label: 'Plan (list price)', color: colors.plan, format: usd },
         ]} />
-        <BarsChart title="Model mix (requests)" horizontal data={(byModel.data?.groups ?? []).slice().sort((a, b) => b.requests - a.requests).slice(0, 10).map((g) => ({ model: g.key, requests: g.requests }))} x="model" series={[
+        <BarsChart title="Model mix (requests)" horizontal integers data={(byModel.data?.groups ?? []).slice().sort((a, b) => b.requests - a.requests).slice(0, 10).map((g) => ({ model: g.key, requests: g.requests }))} x="model" series={[
           { key: 'requests', label: 'Requests', color: colors.c3, format: integer },
         ]} />
-        <BarsChart title="Fallbacks by reason" data={(byReason.data?.groups ?? []).map((g) => ({ reason: g.key || '(none)', requests: g.requests }))} x="reason" series={[
+        <BarsChart title="Fallbacks by reason" integers data={(byReason.data?.groups ?? []).map((g) => ({ reason: g.key || '(none)', requests: g.requests }))} x="reason" series={[
           { key: 'requests', label: 'Fallbacks', color: colors.c5, format: integer },
         ]} />
         <TimeChart title="Error rate (status 0 or ≥ 400)" data={days} x="day" series={[{ key: 'error_rate', label: 'Error rate', color: colors.c5, format: pct }]} />
