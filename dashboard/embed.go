@@ -68,8 +68,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := strings.TrimPrefix(path.Clean(r.URL.Path), "/")
-	if strings.HasPrefix(p, "assets/") && !strings.HasSuffix(p, ".gz") {
-		if h.serveFile(w, r, p) {
+	if strings.HasPrefix(p, "assets/") {
+		// The .gz twins are an encoding of their asset, not assets.
+		if !strings.HasSuffix(p, ".gz") && h.serveFile(w, r, p) {
 			return
 		}
 		http.NotFound(w, r)
