@@ -81,12 +81,19 @@ try {
 
   await page.getByLabel('Password').fill(PASSWORD)
   const loginAt = Date.now()
+  const loggedIn = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/login'))
   await page.getByRole('button', { name: 'Log in' }).click()
+  await loggedIn
+  const loginDone = Date.now()
   await page.getByRole('heading', { name: 'Overview' }).waitFor()
   await page.getByTestId('card-requests').locator('.num').waitFor()
-  result.firstLoadMs = Date.now() - loginAt
+  await page.locator('.recharts-surface').first().waitFor()
+  // From the login's answer (its argon2 check excluded) to the overview
+  // with its numbers and charts.
+  result.firstLoadMs = Date.now() - loginDone
+  result.loginMs = loginDone - loginAt
   result.loginPageMs = loginAt - t0
-  log(`overview loaded ${result.firstLoadMs} ms after login`)
+  log(`login answered in ${result.loginMs} ms; overview complete ${result.firstLoadMs} ms later`)
 
   // Create a developer.
   await page.getByRole('link', { name: 'Developers' }).click()

@@ -28,20 +28,21 @@ import (
 
 // browserResult is what dashboard/e2e/run.mjs read off the pages.
 type browserResult struct {
-	Error                    string
-	Key                      string
-	DeveloperID              string
-	GatewayStatus            int
-	RecentRow, KeyRow        string
-	BudgetMeter, BudgetText  string
-	ListMeter                string
-	RevokedStatus            int
-	ExpiredTo                string
-	AuditRows                int
-	FirstLoadMs, LoginPageMs int
-	Today                    map[string]string
-	LastMonth                map[string]string
-	ConsoleErrors            []string
+	Error                   string
+	Key                     string
+	DeveloperID             string
+	GatewayStatus           int
+	RecentRow, KeyRow       string
+	BudgetMeter, BudgetText string
+	ListMeter               string
+	RevokedStatus           int
+	ExpiredTo               string
+	AuditRows               int
+	FirstLoadMs, LoginMs    int
+	LoginPageMs             int
+	Today                   map[string]string
+	LastMonth               map[string]string
+	ConsoleErrors           []string
 }
 
 // TestDashboardInBrowser drives the admin dashboard in Debian's chromium
@@ -195,13 +196,13 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Errorf("last month's %s: page %q, API %q, by hand %q", c.card, res.LastMonth[c.card], c.api, c.hand)
 		}
 	}
-	if res.LastMonth["tokens"] != "3.8M" || res.LastMonth["fallback"] != "33.3 %" || res.LastMonth["active"] != "2" {
-		t.Errorf("last month's cards = %v", res.LastMonth)
+	if res.LastMonth["tokens"] != seeded.tokens || res.LastMonth["fallback"] != seeded.fallbackRate || res.LastMonth["active"] != "3" {
+		t.Errorf("last month's cards = %v; want tokens %s, fallback rate %s, 3 active", res.LastMonth, seeded.tokens, seeded.fallbackRate)
 	}
 	if len(res.ConsoleErrors) > 0 {
 		t.Errorf("browser console errors: %q", res.ConsoleErrors)
 	}
-	t.Logf("first load after login: %d ms", res.FirstLoadMs)
+	t.Logf("login answered in %d ms; the overview was complete %d ms later", res.LoginMs, res.FirstLoadMs)
 	for _, name := range []string{"01-login-wrong-password", "02-overview", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-audit"} {
 		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
@@ -210,57 +211,109 @@ func TestDashboardInBrowser(t *testing.T) {
 }
 
 // seededMonth is last month's usage (UTC billing months), stored directly
-// with known costs, and its totals computed by hand.
+// with known costs, and its totals computed here by hand.
 type seededMonth struct {
 	from, to                       time.Time
 	bedrock, plan, requests, total string
+	tokens, fallbackRate           string
 }
 
 func seedLastMonth(t *testing.T, g *gateway) seededMonth {
 	t.Helper()
 	ctx := context.Background()
-	dsn := g.DB.Config().ConnString()
-	st, err := store.Open(ctx, dsn)
+	st, err := store.Open(ctx, g.DB.Config().ConnString())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	now := time.Now().UTC()
 	from := time.Date(now.Year(), now.Month()-1, 1, 0, 0, 0, 0, time.UTC)
-	at := from.AddDate(0, 0, 9).Add(14 * time.Hour)
-	u1, err := st.Users().Create(ctx, store.NewUser{Name: "Seeded One"})
-	if err != nil {
-		t.Fatal(err)
+	var users []uuid.UUID
+	for _, n := range []struct {
+		name string
+		rs   store.RoutingStrategy
+	}{{"Seeded Plan", store.PlanFirst}, {"Seeded Bedrock", store.BedrockOnly}, {"Seeded Fallback", store.PlanFirst}} {
+		u, err := st.Users().Create(ctx, store.NewUser{Name: n.name, RoutingStrategy: n.rs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		users = append(users, u.ID)
 	}
-	u2, err := st.Users().Create(ctx, store.NewUser{Name: "Seeded Two", RoutingStrategy: store.BedrockOnly})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ev := func(id string, u uuid.UUID, p store.Provider, in, out, read int64, cost string, fallback bool) store.UsageEvent {
-		e := store.UsageEvent{RequestID: "seed-" + id + "-" + uuid.NewString(), EventTime: at, UserID: u, AccessKeyID: uuid.New(),
-			Kind: store.KindMessages, RequestedModel: "claude-sonnet-4-5", Provider: p, Status: 200,
-			InputTokens: in, OutputTokens: out, CacheReadTokens: read, CostUSD: decimal.RequireFromString(cost), PriceFlag: store.PriceExact}
+	// Rates per million tokens of claude-sonnet-4-5: Plan list price, and
+	// Bedrock in us-east-1 (10 % more).
+	million := decimal.NewFromInt(1_000_000)
+	plan := [3]decimal.Decimal{decimal.RequireFromString("3"), decimal.RequireFromString("15"), decimal.RequireFromString("0.3")}
+	bedrock := [3]decimal.Decimal{decimal.RequireFromString("3.3"), decimal.RequireFromString("16.5"), decimal.RequireFromString("0.33")}
+	var (
+		events                  []store.UsageEvent
+		planSum, bedrockSum     decimal.Decimal
+		tokens, fallbacks, reqs int64
+	)
+	add := func(day, hour int, user uuid.UUID, p store.Provider, in, out, read int64, status int, reason string) {
+		rates, sum := plan, &planSum
+		if p == store.ProviderBedrock {
+			rates, sum = bedrock, &bedrockSum
+		}
+		cost := rates[0].Mul(decimal.NewFromInt(in)).Add(rates[1].Mul(decimal.NewFromInt(out))).Add(rates[2].Mul(decimal.NewFromInt(read))).Div(million)
+		*sum = sum.Add(cost)
+		tokens += in + out + read
+		reqs++
+		e := store.UsageEvent{RequestID: uuid.NewString(), EventTime: from.AddDate(0, 0, day-1).Add(time.Duration(hour) * time.Hour),
+			UserID: user, AccessKeyID: uuid.New(), SessionID: fmt.Sprintf("seed-%d", day), Kind: store.KindMessages,
+			RequestedModel: "claude-sonnet-4-5", Provider: p, Status: status, InputTokens: in, OutputTokens: out,
+			CacheReadTokens: read, CostUSD: cost, PriceFlag: store.PriceExact}
 		if p == store.ProviderBedrock {
 			e.Region = "us-east-1"
 		}
-		if fallback {
-			e.Fallback, e.FallbackReason = true, "plan_429"
+		if reason != "" {
+			e.Fallback, e.FallbackReason = true, reason
+			fallbacks++
 		}
-		return e
+		events = append(events, e)
 	}
-	events := []store.UsageEvent{
-		// 2,000,000 × 3 + 200,000 × 15 = 9.00 USD (Plan list price)
-		ev("1", u1.ID, store.ProviderAnthropic, 2_000_000, 200_000, 0, "9.000000", false),
-		// (1,000,000 × 3 + 100,000 × 15 + 500,000 × 0.30) × 1.1 = 5.115 USD
-		ev("2", u2.ID, store.ProviderBedrock, 1_000_000, 100_000, 500_000, "5.115000", false),
-		// (10,000 × 3 + 1,000 × 15) × 1.1 = 0.0495 USD, after Plan's 429
-		ev("3", u1.ID, store.ProviderBedrock, 10_000, 1_000, 0, "0.049500", true),
+	for day := 1; day <= 28; day++ {
+		add(day, 9, users[0], store.ProviderAnthropic, 200_000+10_000*int64(day), 20_000, 400_000, 200, "")
+		if day%2 == 0 {
+			add(day, 11, users[1], store.ProviderBedrock, 100_000, 10_000, 50_000, 200, "")
+		}
+		if day%7 == 0 {
+			add(day, 15, users[2], store.ProviderBedrock, 10_000, 1_000, 0, 200, "plan_429")
+		}
+		if day == 3 || day == 17 {
+			add(day, 16, users[2], store.ProviderAnthropic, 0, 0, 0, 529, "")
+		}
 	}
+	add(20, 10, users[2], store.ProviderBedrock, 20_000, 2_000, 0, 200, "plan_unreachable")
 	if _, err := st.Usage().InsertEvents(ctx, events); err != nil {
 		t.Fatal(err)
 	}
-	// Bedrock 5.115 + 0.0495 = 5.1645 → $5.16; Plan $9.00; all 14.1645 → $14.16.
-	return seededMonth{from: from, to: from.AddDate(0, 1, 0), bedrock: "$5.16", plan: "$9.00", requests: "3", total: "$14.16"}
+	return seededMonth{from: from, to: from.AddDate(0, 1, 0), bedrock: cents(bedrockSum), plan: cents(planSum),
+		requests: fmt.Sprint(reqs), total: cents(planSum.Add(bedrockSum)), tokens: compact(tokens),
+		fallbackRate: decimal.NewFromInt(fallbacks*100).Div(decimal.NewFromInt(reqs)).Round(1).StringFixed(1) + " %"}
+}
+
+// cents formats money as the dashboard does: dollars and cents, half away
+// from zero, with thousands separators.
+func cents(d decimal.Decimal) string {
+	s := d.Round(2).StringFixed(2)
+	whole, frac, _ := strings.Cut(s, ".")
+	for i := len(whole) - 3; i > 0; i -= 3 {
+		whole = whole[:i] + "," + whole[i:]
+	}
+	return "$" + whole + "." + frac
+}
+
+// compact formats a count as the dashboard's token cards do ("12.3M").
+func compact(n int64) string {
+	for _, u := range []struct {
+		div    int64
+		suffix string
+	}{{1_000_000_000, "B"}, {1_000_000, "M"}, {1_000, "K"}} {
+		if n >= u.div {
+			return strings.TrimSuffix(decimal.NewFromInt(n).Div(decimal.NewFromInt(u.div)).Round(1).StringFixed(1), ".0") + u.suffix
+		}
+	}
+	return fmt.Sprint(n)
 }
 
 type apiTotals struct{ bedrock, plan, requests, splitTotal string }
@@ -292,7 +345,6 @@ func (s seededMonth) apiTotals(t *testing.T, g *gateway, password string) apiTot
 		} `json:"total"`
 	}
 	a.call("GET", "/api/v1/usage/cost-split?"+span, nil, &split)
-	cents := func(d decimal.Decimal) string { return "$" + d.Round(2).StringFixed(2) }
 	return apiTotals{bedrock: cents(bedrock), plan: cents(plan), requests: fmt.Sprint(requests),
 		splitTotal: cents(decimal.RequireFromString(split.Total.TotalUSD))}
 }

@@ -65,7 +65,7 @@ export function TimeChart(p: ChartProps) {
             <Tooltip formatter={(v, name) => [p.series.find((s) => s.label === name)?.format(Number(v)) ?? String(v), name]} contentStyle={{ background: 'var(--bg)', border: '1px solid var(--border)' }} />
             <Legend />
             {p.series.map((s) => (
-              <Area key={s.key} type="monotone" dataKey={s.key} name={s.label} stackId={p.stacked ? 'a' : undefined} stroke={s.color} fill={s.color} fillOpacity={0.25} isAnimationActive={false} />
+              <Area key={s.key} type="linear" dataKey={s.key} name={s.label} stackId={p.stacked ? 'a' : undefined} stroke={s.color} fill={s.color} fillOpacity={0.25} isAnimationActive={false} />
             ))}
           </AreaChart>
         </ResponsiveContainer>
