@@ -54,6 +54,14 @@ const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir()
   timezoneId: 'UTC',
   locale: 'en-US',
 })
+// Cumulative layout shift of each page load, as browsers measure it: the
+// page must not jump when its data arrives.
+await context.addInitScript(() => {
+  window.__cls = 0
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (!e.hadRecentInput) window.__cls += e.value
+  }).observe({ type: 'layout-shift', buffered: true })
+})
 const page = context.pages()[0] ?? (await context.newPage())
 page.setDefaultTimeout(30_000)
 const consoleErrors = []
@@ -94,6 +102,11 @@ try {
   result.loginMs = loginDone - loginAt
   result.loginPageMs = loginAt - t0
   log(`login answered in ${result.loginMs} ms; overview complete ${result.firstLoadMs} ms later`)
+  // Where that time went: each script and API call of the page's life.
+  for (const e of await page.evaluate(() =>
+    performance.getEntriesByType('resource').map((r) => ({ name: new URL(r.name).pathname + new URL(r.name).search.slice(0, 40), start: Math.round(r.startTime), ms: Math.round(r.duration), bytes: r.transferSize })),
+  ))
+    log(`  ${String(e.start).padStart(6)} ms +${String(e.ms).padStart(5)} ms ${String(e.bytes).padStart(7)} B ${e.name}`)
 
   // Create a developer.
   await page.getByRole('link', { name: 'Developers' }).click()
@@ -193,7 +206,13 @@ try {
     range: await text('[data-testid=range-label]'),
   }
   log('last month: ' + JSON.stringify(result.lastMonth))
+  result.overviewCLS = await page.evaluate(() => window.__cls)
   await shot('02-overview')
+  // The narrowest supported width.
+  await page.setViewportSize({ width: 1024, height: 800 })
+  await shot('02-overview-1024')
+  result.overflow1024 = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
+  await page.setViewportSize({ width: 1280, height: 900 })
 
   // The developer list shows the budget bar.
   await page.goto(ADMIN + '/developers?sort=name&order=asc')

@@ -43,6 +43,8 @@ type browserResult struct {
 	Today                   map[string]string
 	LastMonth               map[string]string
 	ConsoleErrors           []string
+	OverviewCLS             float64
+	Overflow1024            int
 }
 
 // TestDashboardInBrowser drives the admin dashboard in Debian's chromium
@@ -199,11 +201,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	if res.LastMonth["tokens"] != seeded.tokens || res.LastMonth["fallback"] != seeded.fallbackRate || res.LastMonth["active"] != "3" {
 		t.Errorf("last month's cards = %v; want tokens %s, fallback rate %s, 3 active", res.LastMonth, seeded.tokens, seeded.fallbackRate)
 	}
+	// No horizontal scrolling at 1024 px, and the page does not jump as
+	// its numbers arrive (0.1 is the "good" cumulative layout shift).
+	if res.Overflow1024 != 0 || res.OverviewCLS >= 0.1 {
+		t.Errorf("overview: %d px overflow at 1024 px, layout shift %.3f", res.Overflow1024, res.OverviewCLS)
+	}
 	if len(res.ConsoleErrors) > 0 {
 		t.Errorf("browser console errors: %q", res.ConsoleErrors)
 	}
 	t.Logf("login answered in %d ms; the overview was complete %d ms later", res.LoginMs, res.FirstLoadMs)
-	for _, name := range []string{"01-login-wrong-password", "02-overview", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-audit"} {
+	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-audit"} {
 		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
