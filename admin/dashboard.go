@@ -23,7 +23,7 @@ import (
 // by token component. Each page makes a handful of calls whatever the
 // number of developers; none is a call per row.
 
-func (s *Server) dashboardRoutes(open, authed func(string, http.HandlerFunc)) {
+func (s *Server) dashboardRoutes(authed func(string, http.HandlerFunc)) {
 	authed("GET /api/v1/auth/session", s.handleSession)
 	authed("GET /api/v1/developers", s.handleDevelopers)
 	authed("GET /api/v1/users/{id}/budget", s.handleBudget)

@@ -239,7 +239,7 @@ func (s *Server) routes() {
 
 	authed("GET /api/v1/audit", s.handleListAudit)
 
-	s.dashboardRoutes(open, authed)
+	s.dashboardRoutes(authed)
 
 	// Every other path or method under /api/ gets a problem+json 404, not
 	// ServeMux's plain-text 404 or 405; without a UI, every other path.
