@@ -8,7 +8,7 @@ import { rangeOf } from '../ranges'
 import { BudgetBar } from '../components/BudgetBar'
 import { Dialog } from '../components/Dialog'
 import { Money, Tokens } from '../components/Money'
-import { TimeChart } from '../components/Charts'
+import { TimeChart } from '../components/LazyCharts'
 import { Empty, ErrorState, Loading } from '../components/States'
 
 const strategies = { plan_first: 'Plan first', bedrock_only: 'Bedrock only', plan_only: 'Plan only' } as const

@@ -4,7 +4,7 @@ import { get, qs, type CostSplit, type TopUsers, type Usage, type UsageGroup } f
 import { cacheHitRate, date, integer, money, moneyExact, percent, shortDate, sumMoney, tokens, totalTokens } from '../format'
 import { useSession } from '../session'
 import { RangePicker, useRange } from '../components/RangePicker'
-import { BarsChart, TimeChart } from '../components/Charts'
+import { BarsChart, TimeChart } from '../components/LazyCharts'
 import { Empty, ErrorState, Skeleton } from '../components/States'
 import { Money, Tokens } from '../components/Money'
 
