@@ -117,7 +117,8 @@ func TestDashboardRollups(t *testing.T) {
 			{store.GroupByUser, nil, nil, "user_id::text", "", hf, ht},
 			{store.GroupByUser, &users[1], nil, "user_id::text", " AND user_id = '" + users[1].String() + "'", hf, ht},
 			{store.GroupByKey, &users[0], nil, "access_key_id::text", " AND user_id = '" + users[0].String() + "'", hf, ht},
-			{store.GroupByFallbackReason, nil, nil, "fallback_reason", " AND fallback", b[0], b[1]},
+			{store.GroupByFallbackReason, nil, nil, "fallback_reason", " AND fallback", hf, ht},
+			{store.GroupByFallbackReason, &users[0], nil, "fallback_reason", " AND fallback AND user_id = '" + users[0].String() + "'", hf, ht},
 			{store.GroupByDay, nil, paris, "to_char(date_trunc('day', date_trunc('hour', event_time), 'Europe/Paris') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", "", hf, ht},
 			{store.GroupByDay, &users[2], paris, "to_char(date_trunc('day', date_trunc('hour', event_time), 'Europe/Paris') AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')", " AND user_id = '" + users[2].String() + "'", hf, ht},
 		} {

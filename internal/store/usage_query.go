@@ -122,7 +122,8 @@ func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
 // and the hourly one for the rest (buckets starting in the range); key
 // groups read the per-user rollups like model groups (fast with a user
 // filter: the dashboard's per-developer key split); fallback reason groups
-// read the fallback rows of the raw events (event_time in the range). Time
+// read the fallback rollup, or with a filter the raw events (hour buckets
+// starting in the range either way). Time
 // groups are in time order, sessions by first event, the others by key.
 func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, error) {
 	if !q.GroupBy.Valid() {
@@ -155,9 +156,15 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		sql = `SELECT date_trunc('day', bucket, ` + arg(q.Location.String()) + `), ` + totalsSelect + ` FROM ` + table + `
 			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
 			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByFallbackReason && filter.Len() == 0 {
+		// All users: the fallback rollup (migration 00009).
+		sql = `SELECT fallback_reason, ` + totalsSelect + ` FROM usage_fallback_hourly
+			WHERE bucket >= $1 AND bucket < $2
+			GROUP BY 1 ORDER BY 1`
 	} else if q.GroupBy == GroupByFallbackReason {
-		// usage_events_fallback_idx (migration 00008) covers these
-		// columns for the fallback rows only.
+		// One user or key: its raw events, hour buckets starting in the
+		// range like the rollup.
+		args[0], args[1] = ceilHour(q.From), ceilHour(q.To)
 		sql = `SELECT fallback_reason, ` + eventTotalsSelect + `
 			FROM usage_events WHERE fallback AND event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY 1 ORDER BY 1`
@@ -244,18 +251,40 @@ func userDaysSQL(from, to time.Time, args *[]any, filter string) string {
 	if !dayFrom.Before(dayTo) {
 		dayFrom, dayTo = to, to // no whole day: everything from the hourly rollup
 	}
-	*args = append(*args, dayFrom, dayTo)
-	df, dt := "$"+strconv.Itoa(len(*args)-1), "$"+strconv.Itoa(len(*args))
+	arg := func(v any) string {
+		*args = append(*args, v)
+		return "$" + strconv.Itoa(len(*args))
+	}
 	const cols = `user_id, provider, requests, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, fallbacks, errors, aborted`
-	days := `SELECT ` + cols + ` FROM usage_daily_user WHERE bucket >= ` + df + ` AND bucket < ` + dt + filter
+	days := "usage_daily_user"
 	if strings.Contains(filter, "access_key_id") {
-		days = `SELECT ` + cols + ` FROM usage_daily WHERE bucket >= ` + df + ` AND bucket < ` + dt + filter
+		days = "usage_daily"
 	}
-	return days + `
-		UNION ALL
-		SELECT ` + cols + ` FROM usage_hourly
-		WHERE (bucket >= $1 AND bucket < ` + df + ` OR bucket >= ` + dt + ` AND bucket < $2)` + filter
+	// One branch per non-empty part, each a plain range on its table's
+	// bucket index (an OR of two ranges makes Postgres scan the table).
+	var parts []string
+	if from.Before(dayFrom) {
+		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)
+	}
+	if dayFrom.Before(dayTo) {
+		parts = append(parts, `SELECT `+cols+` FROM `+days+` WHERE bucket >= `+arg(dayFrom)+` AND bucket < `+arg(dayTo)+filter)
+	}
+	if dayTo.Before(to) {
+		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= `+arg(dayTo)+` AND bucket < $2`+filter)
+	}
+	// The outer filter is always true; it names $1 and $2 so that
+	// Postgres knows their types when no branch uses them.
+	return `SELECT * FROM (` + strings.Join(parts, "\n\t\tUNION ALL\n\t\t") + `) ud WHERE $1::timestamptz < $2::timestamptz`
+}
+
+// ceilHour is the first whole hour at or after t.
+func ceilHour(t time.Time) time.Time {
+	h := t.UTC().Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
 }
 
 // ceilUTCDay is the first UTC midnight at or after t.
