@@ -23,11 +23,11 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate soak
+.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate soak dashboard dashboard-check browser-deps
 
 all: build
 
-build: ## build bin/ccproxy
+build: dashboard ## build bin/ccproxy (with the dashboard)
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ccproxy ./cmd/ccproxy
 
 run: services build ## the whole gateway on 127.0.0.1:8080 (ccproxy dev); prints the lines for Claude Code
@@ -57,8 +57,35 @@ e2e-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; } || \
 		{ echo "npm is required for the end-to-end tests (apt-get install npm)"; exit 1; }
 
-test: services tools lint e2e-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end
-	$(GO) test $(TEST_FLAGS) ./...
+test: services tools lint e2e-deps dashboard dashboard-check browser-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end, dashboard in a browser
+	CCPROXY_REQUIRE_BROWSER_TESTS=1 $(GO) test $(TEST_FLAGS) ./...
+
+# The admin dashboard (dashboard/): React + TypeScript, built by Vite into
+# dashboard/dist, which go:embed puts into the binary. A plain `go build` of
+# a clean clone embeds a placeholder page instead (dashboard/embed.go).
+# npm ci runs when package-lock.json changes; the build when a source does.
+DASHBOARD_SRC := $(shell find dashboard/src dashboard/index.html dashboard/vite.config.ts dashboard/tsconfig.json dashboard/scripts -type f 2>/dev/null)
+
+dashboard: dashboard/dist/index.html ## build the admin dashboard into dashboard/dist
+
+dashboard/node_modules/.ci-stamp: dashboard/package-lock.json dashboard/package.json
+	@$(MAKE) --no-print-directory e2e-deps
+	@node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||a===20&&b<19) { console.error("the dashboard needs Node.js >= 20.19 (have "+process.versions.node+")"); process.exit(1) }'
+	cd dashboard && npm ci --no-audit --no-fund
+	@touch $@
+
+dashboard/dist/index.html: dashboard/node_modules/.ci-stamp $(DASHBOARD_SRC)
+	cd dashboard && npm run build
+
+dashboard-check: dashboard/node_modules/.ci-stamp ## ESLint, TypeScript and the vitest tests of the dashboard
+	cd dashboard && npm run lint && npm run typecheck && npm test
+
+# The browser tests (test/e2e/dashboard_test.go) drive Debian's chromium
+# with playwright-core; never a browser download of a test tool.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } || \
+		{ echo "chromium is required for the dashboard's browser tests (apt-get install chromium)"; exit 1; }
 
 # The chaos soak (test/e2e/soak): mixed traffic through extproc, admin and
 # the control plane as separate processes on their own Postgres and Redis
@@ -83,7 +110,8 @@ bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to 
 	GO='$(GO)' bash scripts/bench-extproc.sh
 
 clean:
-	rm -rf bin
+	rm -rf bin dashboard/node_modules
+	find dashboard/dist -mindepth 1 ! -name .gitkeep -delete 2>/dev/null || true
 
 # Regenerates the Go code for proto/ (committed, so builds and CI need no
 # protoc). Needs protoc (Debian: apt-get install protobuf-compiler); the Go

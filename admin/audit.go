@@ -71,7 +71,7 @@ func (s *Server) handleListAudit(w http.ResponseWriter, r *http.Request) {
 // log is not filtered by them.
 func (s *Server) auditFilter(r *http.Request, errs *[]fieldError) store.AuditFilter {
 	q := r.URL.Query()
-	f := store.AuditFilter{Action: q.Get("action"), TargetType: q.Get("target_type"), TargetID: q.Get("target_id")}
+	f := store.AuditFilter{Actor: q.Get("actor"), Action: q.Get("action"), TargetType: q.Get("target_type"), TargetID: q.Get("target_id")}
 	_, _, f.From, f.To = s.usageFilters(r, errs, false)
 	return f
 }

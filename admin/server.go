@@ -101,6 +101,15 @@ type Options struct {
 	SessionTTL time.Duration
 	// Invalidator, when set, is told about changes to keys and users.
 	Invalidator Invalidator
+	// Location is the billing time zone (default UTC): budgets reset at
+	// the start of its calendar months, and the dashboard reports in it.
+	Location *time.Location
+	// GatewayURL is the gateway's address as developers reach it, for the
+	// ANTHROPIC_BASE_URL line the dashboard shows with a new key; empty
+	// when unknown.
+	GatewayURL string
+	// UI, when set, serves every path outside /api/ (the dashboard).
+	UI http.Handler
 }
 
 // Server serves the admin REST API. It is safe for concurrent use.
@@ -112,6 +121,9 @@ type Server struct {
 	now      func() time.Time
 	ttl      time.Duration
 	inv      Invalidator
+	loc      *time.Location
+	gateway  string
+	ui       http.Handler
 	throttle *throttle
 	// dummyHash is verified against when a login names an unknown admin, so
 	// the response time does not reveal which usernames exist.
@@ -127,13 +139,16 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("admin: Store, Sealer and Hasher are required")
 	}
 	s := &Server{
-		st:     opts.Store,
-		sealer: opts.Sealer,
-		hasher: opts.Hasher,
-		log:    opts.Logger,
-		now:    opts.Now,
-		ttl:    opts.SessionTTL,
-		inv:    opts.Invalidator,
+		st:      opts.Store,
+		sealer:  opts.Sealer,
+		hasher:  opts.Hasher,
+		log:     opts.Logger,
+		now:     opts.Now,
+		ttl:     opts.SessionTTL,
+		inv:     opts.Invalidator,
+		loc:     opts.Location,
+		gateway: opts.GatewayURL,
+		ui:      opts.UI,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_admin_http_requests_total",
 			Help: "Admin API requests by method, route pattern and status code.",
@@ -151,6 +166,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if s.ttl <= 0 {
 		s.ttl = DefaultSessionTTL
+	}
+	if s.loc == nil {
+		s.loc = time.UTC
 	}
 	s.throttle = newThrottle(maxThrottleEntries)
 	h, err := hashPassword(uuid.NewString())
@@ -221,11 +239,19 @@ func (s *Server) routes() {
 
 	authed("GET /api/v1/audit", s.handleListAudit)
 
-	// Every other path or method gets a problem+json 404, not ServeMux's
-	// plain-text 404 or 405.
-	open("/", func(w http.ResponseWriter, r *http.Request) {
+	s.dashboardRoutes(authed)
+
+	// Every other path or method under /api/ gets a problem+json 404, not
+	// ServeMux's plain-text 404 or 405; without a UI, every other path.
+	notFound := func(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusNotFound, "no such endpoint", "")
-	})
+	}
+	if s.ui == nil {
+		open("/", notFound)
+		return
+	}
+	open("/api/", notFound)
+	m.Handle("/", s.ui)
 }
 
 func (s *Server) handleOpenAPI(w http.ResponseWriter, _ *http.Request) {

@@ -89,13 +89,14 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 		gb = store.GroupByDay
 	}
 	if !gb.Valid() {
-		errs = append(errs, fieldError{Field: "group_by", Message: "must be hour, day, model, provider or session"})
+		errs = append(errs, fieldError{Field: "group_by", Message: "must be hour, day, model, provider, session, user, key or fallback_reason"})
 	}
+	loc := tzParam(r, &errs)
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
 	}
-	groups, err := s.st.Usage().Summary(r.Context(), store.UsageSummaryQuery{UserID: user, AccessKeyID: key, From: from, To: to, GroupBy: gb})
+	groups, err := s.st.Usage().Summary(r.Context(), store.UsageSummaryQuery{UserID: user, AccessKeyID: key, From: from, To: to, GroupBy: gb, Location: loc})
 	if err != nil {
 		s.storeError(w, r, err)
 		return

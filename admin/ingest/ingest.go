@@ -12,6 +12,9 @@
 //   - stores them with store.Usage().InsertNewEvents, idempotent on the
 //     request id (a redelivered event is skipped and counted as a
 //     duplicate), rollups included, in one transaction;
+//   - records when each access key of the batch was last used
+//     (store.AccessKeys().TouchLastUsed): one statement per batch, so the
+//     key's last_used_at costs no database write per request;
 //   - for every user with Bedrock rows in the batch, recomputes the exact
 //     Bedrock spend of the current billing month and of the events' billing
 //     months (store.Usage().MonthlySpend, billing time zone) and SETs the
@@ -159,8 +162,8 @@ func New(opts Options) (*Ingester, error) {
 	return &Ingester{st: opts.Store, rdb: opts.Redis, opt: opts, log: opts.Logger, m: m}, nil
 }
 
-// Handle stores a batch and refreshes the spend counters of its Bedrock
-// users. It returns nil only when both are done.
+// Handle stores a batch, records its keys' last use and refreshes the spend
+// counters of its Bedrock users. It returns nil only when all are done.
 func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
 	rows := make([]store.UsageEvent, 0, len(events))
 	known := make([]bool, 0, len(events)) // the model has a price row of its own
@@ -189,6 +192,15 @@ func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	in.account(ctx, rows, known, newIDs)
+	// Every row, not only the new ones: a batch retried after a failed
+	// touch still moves last_used_at (which only ever moves forward).
+	uses := make([]store.KeyUse, len(rows))
+	for i := range rows {
+		uses[i] = store.KeyUse{ID: rows[i].AccessKeyID, At: rows[i].EventTime}
+	}
+	if err := in.st.AccessKeys().TouchLastUsed(ctx, uses); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
 	return in.refreshSpend(ctx, rows)
 }
 

@@ -447,3 +447,68 @@ func TestHandleWritesEMF(t *testing.T) {
 		t.Errorf("EMF line %s", lines[0])
 	}
 }
+
+// TestHandleTouchesLastUsed: each batch moves its keys' last_used_at to
+// their latest event, never backwards, with one statement per batch.
+func TestHandleTouchesLastUsed(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	u, err := st.Users().Create(ctx, store.NewUser{Name: "touch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keyIDs []uuid.UUID
+	for i := range 2 {
+		k, err := st.AccessKeys().Create(ctx, store.NewAccessKey{UserID: u.ID, Hash: bytes.Repeat([]byte{byte(i + 1)}, store.KeyHashLen), Prefix: "ak_t"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyIDs = append(keyIDs, k.ID)
+	}
+	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	in := newIngester(t, st, rdb, prefix, time.UTC, at)
+	ev := func(id string, key uuid.UUID, when time.Time) usage.Event {
+		e := event(id, when, usage.ProviderAnthropic, "claude-sonnet-4-5", 10, 1)
+		e.UserID, e.KeyID = u.ID, key
+		return e
+	}
+	lastUsed := func() []*time.Time {
+		var out []*time.Time
+		for _, id := range keyIDs {
+			k, err := st.AccessKeys().Get(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, k.LastUsedAt)
+		}
+		return out
+	}
+	steps := []struct {
+		name  string
+		batch []usage.Event
+		want  []*time.Time
+	}{
+		{"first batch: latest event per key", []usage.Event{ev("t1", keyIDs[0], at), ev("t2", keyIDs[0], at.Add(3*time.Second))},
+			[]*time.Time{ptr(at.Add(3 * time.Second)), nil}},
+		{"an older event never moves it back", []usage.Event{ev("t3", keyIDs[0], at.Add(-time.Hour)), ev("t4", keyIDs[1], at.Add(time.Minute))},
+			[]*time.Time{ptr(at.Add(3 * time.Second)), ptr(at.Add(time.Minute))}},
+		{"a redelivered batch changes nothing", []usage.Event{ev("t4", keyIDs[1], at.Add(time.Minute))},
+			[]*time.Time{ptr(at.Add(3 * time.Second)), ptr(at.Add(time.Minute))}},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			if err := in.Handle(ctx, s.batch); err != nil {
+				t.Fatal(err)
+			}
+			got := lastUsed()
+			for i := range got {
+				if (got[i] == nil) != (s.want[i] == nil) || got[i] != nil && !got[i].Equal(*s.want[i]) {
+					t.Fatalf("key %d last_used_at = %v, want %v", i, got[i], s.want[i])
+				}
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

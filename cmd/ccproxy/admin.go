@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +26,7 @@ import (
 	"github.com/ccproxy/ccproxy/admin/ingest"
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
 	"github.com/ccproxy/ccproxy/admin/maintenance"
+	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/keys"
@@ -38,7 +41,7 @@ func newAdminCommand(p *process) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "admin",
 		Short: "Run the admin service: REST API for admins and the internal KeyService for extproc",
-		Long: `Runs the admin service: the REST API under /api/v1 (OpenAPI document at /api/v1/openapi.json) for
+		Long: `Runs the admin service: the admin dashboard at / and the REST API under /api/v1 (OpenAPI document at /api/v1/openapi.json) for
 managing users, access keys, Bedrock credentials, model mappings, prices and reading usage, and the
 internal KeyService that extproc uses to resolve access keys. Changes to keys and users are published
 on Redis so that every extproc drops its cached copy within a second. It also ingests the usage events
@@ -128,10 +131,27 @@ type adminServiceSettings struct {
 	// CloudWatchEMF is where usage metrics are written in CloudWatch's
 	// embedded metric format: "off" or "stdout".
 	CloudWatchEMF string
+	// GatewayURL is the gateway's address as developers reach it (the
+	// dashboard shows ANTHROPIC_BASE_URL lines with it).
+	GatewayURL string
 }
 
 func (s *adminServiceSettings) group() config.Group {
 	return config.Group{Title: "Admin service", Settings: []config.Setting{{
+		Flag: "gateway-url", Env: "CCPROXY_GATEWAY_URL",
+		Usage: "the gateway's URL as developers reach it (e.g. https://gw.example.com), shown by the dashboard in the ANTHROPIC_BASE_URL line of a new key; ccproxy dev uses its own listener when empty",
+		Set: func(v string) error {
+			if v != "" {
+				u, err := url.Parse(v)
+				if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+					return errors.New("must be an http or https URL such as https://gw.example.com")
+				}
+				v = strings.TrimSuffix(v, "/")
+			}
+			s.GatewayURL = v
+			return nil
+		},
+	}, {
 		Flag: "admin-addr", Env: "CCPROXY_ADMIN_ADDR", Default: "0.0.0.0:8081",
 		Usage: "address (IP:port) of the admin REST API (/api/v1)",
 		Set: func(v string) error {
@@ -263,6 +283,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	api, err := admin.New(admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
 		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
+		Location:    s.Billing.Location, GatewayURL: s.Service.GatewayURL, UI: dashboard.Handler(),
 	})
 	if err != nil {
 		return nil, "", err

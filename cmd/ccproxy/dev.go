@@ -202,6 +202,9 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	var opened closers
 	defer opened.closeAll()
 	var adminNote strings.Builder
+	if s.Admin.GatewayURL == "" {
+		s.Admin.GatewayURL = "http://" + s.DataPlane.ListenAddr
+	}
 	adminComps, ksAddr, err := adminComponents(ctx, s.admin(), log, st, rdb, reg, &adminNote, &opened)
 	if err != nil {
 		return err
@@ -334,12 +337,14 @@ func devResolver(resolve map[string]string) envoysim.ResolveFunc {
 func announce(out io.Writer, base, adminURL, key string) {
 	fmt.Fprintf(out, `ccproxy dev is running: gateway %s (envoysim, for development only), admin API %s/api/v1.
 
+Admin dashboard: %s/
+
 Point Claude Code at it with your own Anthropic credential:
 
 export ANTHROPIC_BASE_URL=%s/ak/%s
 export ANTHROPIC_API_KEY=<your Anthropic API key, or use ANTHROPIC_AUTH_TOKEN or your claude login>
 
-`, base, adminURL, base, key)
+`, base, adminURL, adminURL, base, key)
 }
 
 // stateSecret returns the server secret kept in path, creating a random one

@@ -336,7 +336,7 @@ func TestAPIErrors(t *testing.T) {
 		{"keys of unknown user", []string{"keys", "create", missing}, http.StatusNotFound, "not found"},
 		{"bedrock of unknown user", []string{"bedrock", "set", "--user", missing, "--type", "aws_default_chain", "--region", "us-east-1"}, http.StatusNotFound, "not found"},
 		{"bad group by", []string{"usage", "summary", "--group-by", "week"}, http.StatusUnprocessableEntity,
-			"validation failed: the request has invalid fields\n  group_by: must be hour, day, model, provider or session"},
+			"validation failed: the request has invalid fields\n  group_by: must be hour, day, model, provider, session, user, key or fallback_reason"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -131,7 +131,7 @@ func (a *app) usageSummary(g *globals) *cobra.Command {
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().StringVar(&groupBy, "group-by", "", "hour, day, model, provider or session (default day)")
+	cmd.Flags().StringVar(&groupBy, "group-by", "", "hour, day, model, provider, session, user, key or fallback_reason (default day)")
 	return cmd
 }
 

@@ -31,7 +31,9 @@ type AuditEntry struct {
 
 // AuditFilter selects audit entries; zero fields do not filter.
 type AuditFilter struct {
-	AdminID    *uuid.UUID
+	AdminID *uuid.UUID
+	// Actor matches the actor's name exactly.
+	Actor      string
 	Action     string
 	TargetType string
 	TargetID   string
@@ -94,6 +96,9 @@ func (r Audit) List(ctx context.Context, f AuditFilter, limit int, cursor string
 	}
 	if f.AdminID != nil {
 		where = append(where, "admin_id = "+arg(*f.AdminID))
+	}
+	if f.Actor != "" {
+		where = append(where, "actor = "+arg(f.Actor))
 	}
 	if f.Action != "" {
 		where = append(where, "action = "+arg(f.Action))

@@ -19,6 +19,8 @@ var wantMigrations = []string{
 	"00005_admin.sql",
 	"00006_bedrock_regional_prices.sql",
 	"00007_usage_hourly_all.sql",
+	"00008_dashboard_rollups.sql",
+	"00009_usage_fallback_hourly.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -78,8 +80,8 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	wantTables := []string{
 		"access_keys", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
-		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_dedupe",
-		"usage_events", "usage_events_default", "usage_hourly", "usage_hourly_all", "users",
+		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_daily_user", "usage_dedupe",
+		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all", "users",
 	}
 	if got := publicTables(t, dsn); !slices.Equal(got, wantTables) {
 		t.Fatalf("tables after up = %v\nwant %v", got, wantTables)

@@ -247,6 +247,60 @@ func BenchmarkUsageQueries(b *testing.B) {
 			}
 		}
 	})
+	// The dashboard's queries (admin/dashboard.go). The 30-day ranges use
+	// the API's default bounds (not midnight-aligned), so the per-user
+	// daily rollup is combined with the hourly one at both ends.
+	b.Run("all_month_by_user", summary(store.UsageSummaryQuery{From: monthFrom, To: monthTo, GroupBy: store.GroupByUser}))
+	b.Run("all_30d_by_user", summary(store.UsageSummaryQuery{From: apiFrom, To: apiTo, GroupBy: store.GroupByUser}))
+	b.Run("all_month_by_fallback_reason", summary(store.UsageSummaryQuery{From: monthFrom, To: monthTo, GroupBy: store.GroupByFallbackReason}))
+	paris, err := time.LoadLocation("Europe/Paris")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("all_30d_daily_paris", summary(store.UsageSummaryQuery{From: apiFrom, To: apiTo, GroupBy: store.GroupByDay, Location: paris}))
+	b.Run("user_30d_daily_paris", summary(store.UsageSummaryQuery{UserID: &user, From: apiFrom, To: apiTo, GroupBy: store.GroupByDay, Location: paris}))
+	b.Run("user_month_by_key", summary(store.UsageSummaryQuery{UserID: &user, From: monthFrom, To: monthTo, GroupBy: store.GroupByKey}))
+	b.Run("all_month_tokens_by_model", func(b *testing.B) {
+		for b.Loop() {
+			if ms, err := st.Usage().TokensByModel(ctx, nil, monthFrom, monthTo); err != nil || len(ms) == 0 {
+				b.Fatal(len(ms), err)
+			}
+		}
+	})
+	b.Run("user_month_tokens_by_model", func(b *testing.B) {
+		for b.Loop() {
+			if ms, err := st.Usage().TokensByModel(ctx, &user, monthFrom, monthTo); err != nil || len(ms) == 0 {
+				b.Fatal(len(ms), err)
+			}
+		}
+	})
+	b.Run("user_month_sessions", func(b *testing.B) {
+		for b.Loop() {
+			if ss, err := st.Usage().Sessions(ctx, user, monthFrom, monthTo, 50); err != nil || len(ss) != 50 {
+				b.Fatal(len(ss), err)
+			}
+		}
+	})
+	bench5mDirectory(b, st)
+	for _, q := range []struct {
+		name string
+		q    store.DeveloperQuery
+	}{
+		{"developers_by_spend", store.DeveloperQuery{Sort: store.SortBySpend, Desc: true}},
+		{"developers_by_name", store.DeveloperQuery{Sort: store.SortByName}},
+		{"developers_search", store.DeveloperQuery{Search: "user 17", Sort: store.SortBySpend, Desc: true}},
+		{"developers_by_last_used", store.DeveloperQuery{Sort: store.SortByLastUsed, Desc: true}},
+	} {
+		b.Run(q.name, func(b *testing.B) {
+			dq := q.q
+			dq.From, dq.To, dq.Limit = monthFrom, monthTo, 50
+			for b.Loop() {
+				if ds, _, err := st.Usage().Developers(ctx, dq); err != nil || len(ds) == 0 {
+					b.Fatal(len(ds), err)
+				}
+			}
+		})
+	}
 	b.Run("user_requests_page", func(b *testing.B) {
 		for b.Loop() {
 			evs, _, err := st.Usage().ListRequests(ctx, store.UsageFilter{UserID: &user}, 50, "")
@@ -255,4 +309,29 @@ func BenchmarkUsageQueries(b *testing.B) {
 			}
 		}
 	})
+}
+
+// bench5mDirectory gives the generated usage its users and access keys
+// (the generator writes usage rows only), for the developer list: the
+// users "user n" with their five keys, created once and kept.
+func bench5mDirectory(b *testing.B, st *store.Store) {
+	b.Helper()
+	ctx := context.Background()
+	for _, sql := range []string{
+		`INSERT INTO users (id, name, email, monthly_budget_usd)
+		SELECT md5('user-' || u)::uuid, 'user ' || u, 'user' || u || '@example.com', CASE WHEN u % 3 = 0 THEN 100 END
+		FROM generate_series(1, ` + fmt.Sprint(bench5mUsers) + `) u
+		ON CONFLICT DO NOTHING`,
+		`INSERT INTO access_keys (id, user_id, name, key_hash, prefix, last_used_at)
+		SELECT md5('key-' || u || '-' || k)::uuid, md5('user-' || u)::uuid, 'key ' || k,
+			decode(md5('hash-' || u || '-' || k) || md5('hash2-' || u || '-' || k), 'hex'), 'ak_bench',
+			timestamptz '2026-10-31' - (u * k) * interval '1 minute'
+		FROM generate_series(1, ` + fmt.Sprint(bench5mUsers) + `) u, generate_series(1, 5) k
+		ON CONFLICT DO NOTHING`,
+		`ANALYZE users`, `ANALYZE access_keys`,
+	} {
+		if _, err := st.Pool().Exec(ctx, sql); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

@@ -21,12 +21,19 @@ const (
 	GroupByModel    UsageGroupBy = "model"
 	GroupByProvider UsageGroupBy = "provider"
 	GroupBySession  UsageGroupBy = "session"
+	// GroupByUser keys groups by user id.
+	GroupByUser UsageGroupBy = "user"
+	// GroupByKey keys groups by access key id.
+	GroupByKey UsageGroupBy = "key"
+	// GroupByFallbackReason groups the fallback requests by their reason.
+	GroupByFallbackReason UsageGroupBy = "fallback_reason"
 )
 
 // Valid reports whether g is a known dimension.
 func (g UsageGroupBy) Valid() bool {
 	switch g {
-	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession:
+	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession,
+		GroupByUser, GroupByKey, GroupByFallbackReason:
 		return true
 	}
 	return false
@@ -40,6 +47,10 @@ type UsageSummaryQuery struct {
 	// From and To bound the time range [From, To).
 	From, To time.Time
 	GroupBy  UsageGroupBy
+	// Location, when set to a zone other than UTC, makes day groups the
+	// calendar days of that zone (the billing time zone): they are summed
+	// from the hourly rollups, the hours starting in [From, To).
+	Location *time.Location
 }
 
 // UsageTotals are the sums of a group of usage events. Plan cost (list-price
@@ -107,8 +118,13 @@ func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
 // rollups (days starting in the range); without a user or key filter all
 // four read the all-users hourly rollup instead, with the same result;
 // session groups the raw events (key "" gathers events without a
-// session). Time groups are in time order, sessions by first event, models
-// and providers by name.
+// session). User groups read the per-user daily rollup for whole UTC days
+// and the hourly one for the rest (buckets starting in the range); key
+// groups read the per-user rollups like model groups (fast with a user
+// filter: the dashboard's per-developer key split); fallback reason groups
+// read the fallback rollup, or with a filter the raw events (hour buckets
+// starting in the range either way). Time
+// groups are in time order, sessions by first event, the others by key.
 func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, error) {
 	if !q.GroupBy.Valid() {
 		return nil, invalidf("group by %q", q.GroupBy)
@@ -130,7 +146,40 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 	}
 
 	var sql string
-	if q.GroupBy == GroupBySession {
+	if q.GroupBy == GroupByDay && q.Location != nil && q.Location.String() != "UTC" {
+		// Days of another zone are whole hours of UTC for every zone
+		// with a whole-hour offset; the hourly rollups hold them.
+		table := "usage_hourly_all"
+		if filter.Len() > 0 {
+			table = "usage_hourly"
+		}
+		sql = `SELECT date_trunc('day', bucket, ` + arg(q.Location.String()) + `), ` + totalsSelect + ` FROM ` + table + `
+			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByFallbackReason && filter.Len() == 0 {
+		// All users: the fallback rollup (migration 00009).
+		sql = `SELECT fallback_reason, ` + totalsSelect + ` FROM usage_fallback_hourly
+			WHERE bucket >= $1 AND bucket < $2
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByFallbackReason {
+		// One user or key: its raw events, hour buckets starting in the
+		// range like the rollup.
+		args[0], args[1] = ceilHour(q.From), ceilHour(q.To)
+		sql = `SELECT fallback_reason, ` + eventTotalsSelect + `
+			FROM usage_events WHERE fallback AND event_time >= $1 AND event_time < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByUser {
+		sql = `SELECT user_id::text, ` + totalsSelect + ` FROM (` + userDaysSQL(q.From, q.To, &args, filter.String()) + `) p
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupByKey {
+		table := "usage_hourly"
+		if isUTCMidnight(q.From) && isUTCMidnight(q.To) {
+			table = "usage_daily"
+		}
+		sql = `SELECT access_key_id::text, ` + totalsSelect + ` FROM ` + table + `
+			WHERE bucket >= $1 AND bucket < $2` + filter.String() + `
+			GROUP BY 1 ORDER BY 1`
+	} else if q.GroupBy == GroupBySession {
 		sql = `SELECT session_id, min(event_time), max(event_time), ` + eventTotalsSelect + `
 			FROM usage_events WHERE event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY session_id ORDER BY min(event_time), session_id`
@@ -173,6 +222,8 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 			dest = append(dest, &g.Bucket)
 		case GroupBySession:
 			dest = append(dest, &g.Key, &g.FirstAt, &g.LastAt)
+		case GroupByFallbackReason, GroupByUser, GroupByKey:
+			dest = append(dest, &g.Key)
 		default:
 			dest = append(dest, &g.Key)
 		}
@@ -187,6 +238,53 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		return g, nil
 	})
 	return out, mapErr("store: usage summary", err)
+}
+
+// userDaysSQL selects per-user rollup rows (user_id, provider and the
+// counters) for the hour buckets starting in [from, to): the whole UTC days
+// from usage_daily_user (migration 00008), the hours before the first and
+// after the last whole day from usage_hourly. $1 and $2 must be from and to;
+// the day bounds are appended to args. filter is " AND …" on user_id or
+// access_key_id (access_key_id reads usage_hourly and usage_daily only).
+func userDaysSQL(from, to time.Time, args *[]any, filter string) string {
+	dayFrom, dayTo := ceilUTCDay(from), to.UTC().Truncate(24*time.Hour)
+	if !dayFrom.Before(dayTo) {
+		dayFrom, dayTo = to, to // no whole day: everything from the hourly rollup
+	}
+	arg := func(v any) string {
+		*args = append(*args, v)
+		return "$" + strconv.Itoa(len(*args))
+	}
+	const cols = `user_id, provider, requests, input_tokens, output_tokens, cache_read_tokens,
+		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, fallbacks, errors, aborted`
+	days := "usage_daily_user"
+	if strings.Contains(filter, "access_key_id") {
+		days = "usage_daily"
+	}
+	// One branch per non-empty part, each a plain range on its table's
+	// bucket index (an OR of two ranges makes Postgres scan the table).
+	var parts []string
+	if from.Before(dayFrom) {
+		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)
+	}
+	if dayFrom.Before(dayTo) {
+		parts = append(parts, `SELECT `+cols+` FROM `+days+` WHERE bucket >= `+arg(dayFrom)+` AND bucket < `+arg(dayTo)+filter)
+	}
+	if dayTo.Before(to) {
+		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= `+arg(dayTo)+` AND bucket < $2`+filter)
+	}
+	// The outer filter is always true; it names $1 and $2 so that
+	// Postgres knows their types when no branch uses them.
+	return `SELECT * FROM (` + strings.Join(parts, "\n\t\tUNION ALL\n\t\t") + `) ud WHERE $1::timestamptz < $2::timestamptz`
+}
+
+// ceilHour is the first whole hour at or after t.
+func ceilHour(t time.Time) time.Time {
+	h := t.UTC().Truncate(time.Hour)
+	if h.Before(t) {
+		h = h.Add(time.Hour)
+	}
+	return h
 }
 
 // ceilUTCDay is the first UTC midnight at or after t.

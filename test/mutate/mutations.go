@@ -307,4 +307,19 @@ var Mutations = []Mutation{
 		Name: "admin: paging loses the tail", File: "admin/list.go",
 		From: "if end < len(items) {", To: "if end < len(items)-1 {", Packages: []string{pkgAdmin},
 	},
+	// The dashboard's numbers.
+	{
+		Name: "admin: cost split parts do not add up to the stored cost", File: "admin/dashboard.go",
+		From: "parts[last] = parts[last].Add(rest)", To: "_, _ = rest, last", Packages: []string{pkgAdmin}, Run: "TestSplitCost",
+	},
+	{
+		Name: "admin: developer list spend misses the partial days", File: "internal/store/usage_query.go",
+		From: "parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)",
+		To:   "_ = arg", Packages: []string{pkgStore}, Run: "TestDashboardRollups",
+	},
+	{
+		Name: "ingest: keys' last use not recorded", File: "admin/ingest/ingest.go",
+		From: "uses[i] = store.KeyUse{ID: rows[i].AccessKeyID, At: rows[i].EventTime}", To: "_ = i", Packages: []string{pkgIngest},
+		Run: "TestHandleTouchesLastUsed",
+	},
 }

@@ -1,0 +1,103 @@
+import { lazy, Suspense, useEffect } from 'react'
+import { Navigate, NavLink, Route, Routes, useLocation, useNavigate } from 'react-router'
+import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
+import { api, ApiError, get, setUnauthorizedHandler, type Session } from './api'
+import { Login } from './pages/Login'
+import { Loading, ErrorState } from './components/States'
+import { SessionContext } from './session'
+
+const Overview = lazy(() => import('./pages/Overview'))
+const Developers = lazy(() => import('./pages/Developers'))
+const DeveloperDetail = lazy(() => import('./pages/DeveloperDetail'))
+const Models = lazy(() => import('./pages/Models'))
+const Audit = lazy(() => import('./pages/Audit'))
+
+export function App() {
+  const navigate = useNavigate()
+  const location = useLocation()
+  const qc = useQueryClient()
+
+  // Any 401 means the session ended (expired, revoked, logged out
+  // elsewhere): back to login, then to the page that was asked for.
+  useEffect(() => {
+    setUnauthorizedHandler(() => {
+      const here = window.location.pathname + window.location.search
+      qc.removeQueries({ predicate: (q) => q.queryKey[0] !== 'session' })
+      qc.setQueryData(['session'], null)
+      if (!here.startsWith('/login')) navigate('/login?next=' + encodeURIComponent(here), { replace: true })
+    })
+  }, [navigate, qc])
+
+  const session = useQuery({
+    queryKey: ['session'],
+    queryFn: async () => {
+      try {
+        return await get<Session>('/auth/session')
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) return null
+        throw e
+      }
+    },
+    staleTime: 60_000,
+    placeholderData: undefined,
+  })
+
+  if (location.pathname === '/login') return <Login />
+  if (session.isPending) return <Loading label="Loading the dashboard" />
+  if (session.isError) return <ErrorState error={session.error} retry={() => session.refetch()} />
+  if (!session.data) {
+    return <Navigate to={'/login?next=' + encodeURIComponent(location.pathname + location.search)} replace />
+  }
+  return (
+    <SessionContext.Provider value={session.data}>
+      <Shell session={session.data}>
+        <Suspense fallback={<Loading label="Loading the page" />}>
+          <Routes>
+            <Route path="/" element={<Overview />} />
+            <Route path="/developers" element={<Developers />} />
+            <Route path="/developers/:id" element={<DeveloperDetail />} />
+            <Route path="/models" element={<Models />} />
+            <Route path="/audit" element={<Audit />} />
+            <Route path="*" element={<p role="alert">No such page.</p>} />
+          </Routes>
+        </Suspense>
+      </Shell>
+    </SessionContext.Provider>
+  )
+}
+
+function Shell({ session, children }: { session: Session; children: React.ReactNode }) {
+  const navigate = useNavigate()
+  const qc = useQueryClient()
+  const logout = useMutation({
+    mutationFn: () => api<void>('POST', '/auth/logout'),
+    onSettled: () => {
+      qc.clear()
+      qc.setQueryData(['session'], null)
+      navigate('/login', { replace: true })
+    },
+  })
+  return (
+    <div className="shell">
+      <a className="skip" href="#main">Skip to content</a>
+      <header className="topbar">
+        <span className="brand">ccproxy</span>
+        <nav aria-label="Main">
+          <NavLink to="/" end>Overview</NavLink>
+          <NavLink to="/developers">Developers</NavLink>
+          <NavLink to="/models">Models &amp; prices</NavLink>
+          <NavLink to="/audit">Audit log</NavLink>
+        </nav>
+        <span className="who" title={'Reports in ' + session.billing_timezone}>
+          {session.username} · {session.billing_timezone}
+        </span>
+        <button type="button" className="secondary" onClick={() => logout.mutate()} disabled={logout.isPending}>
+          Log out
+        </button>
+      </header>
+      <main id="main" tabIndex={-1}>
+        {children}
+      </main>
+    </div>
+  )
+}

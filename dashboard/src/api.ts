@@ -1,0 +1,261 @@
+// The admin API client. The session lives in the HttpOnly cookie the login
+// sets; writes echo the readable CSRF cookie in X-CSRF-Token (the API's
+// double-submit check). Nothing is kept in localStorage.
+
+export class ApiError extends Error {
+  status: number
+  fields: { field: string; message: string }[]
+  constructor(status: number, title: string, detail: string, fields: { field: string; message: string }[] = []) {
+    super(detail ? `${title}: ${detail}` : title)
+    this.status = status
+    this.fields = fields
+  }
+}
+
+/** Called when the API answers 401: the session is gone. */
+let onUnauthorized: () => void = () => {}
+export function setUnauthorizedHandler(f: () => void) {
+  onUnauthorized = f
+}
+
+function csrfToken(): string {
+  const m = document.cookie.match(/(?:^|;\s*)ccproxy_csrf=([^;]+)/)
+  return m?.[1] ? decodeURIComponent(m[1]) : ''
+}
+
+export async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json' }
+  if (body !== undefined) headers['Content-Type'] = 'application/json'
+  if (method !== 'GET') headers['X-CSRF-Token'] = csrfToken()
+  const resp = await fetch('/api/v1' + path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  })
+  if (resp.status === 204) return undefined as T
+  const text = await resp.text()
+  const data: unknown = text ? JSON.parse(text) : undefined
+  if (!resp.ok) {
+    const p = (data ?? {}) as { title?: string; detail?: string; errors?: { field: string; message: string }[] }
+    if (resp.status === 401 && path !== '/auth/login') onUnauthorized()
+    throw new ApiError(resp.status, p.title ?? resp.statusText, p.detail ?? '', p.errors ?? [])
+  }
+  return data as T
+}
+
+export const get = <T>(path: string) => api<T>('GET', path)
+
+export function qs(params: Record<string, string | number | undefined | null>): string {
+  const u = new URLSearchParams()
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') u.set(k, String(v))
+  const s = u.toString()
+  return s ? '?' + s : ''
+}
+
+// API shapes (admin/openapi.json).
+
+export interface Session {
+  username: string
+  expires_at: string
+  billing_timezone: string
+  gateway_url: string
+}
+
+export interface Totals {
+  requests: number
+  bedrock_requests: number
+  input_tokens: number
+  output_tokens: number
+  cache_read_tokens: number
+  cache_write_5m_tokens: number
+  cache_write_1h_tokens: number
+  plan_cost_usd: string
+  bedrock_cost_usd: string
+  fallbacks: number
+  errors: number
+  aborted: number
+}
+
+export interface UsageGroup extends Totals {
+  key: string
+  first_at?: string
+  last_at?: string
+}
+
+export interface Usage {
+  from: string
+  to: string
+  group_by: string
+  groups: UsageGroup[]
+}
+
+export type Strategy = 'plan_first' | 'bedrock_only' | 'plan_only'
+
+export interface User {
+  id: string
+  name: string
+  email: string | null
+  routing_strategy: Strategy
+  monthly_budget_usd: string | null
+  status: 'active' | 'disabled'
+  created_at: string
+  updated_at: string
+}
+
+export interface Developer extends User {
+  keys: number
+  active_keys: number
+  last_used_at: string | null
+  requests: number
+  plan_cost_usd: string
+  bedrock_cost_usd: string
+}
+
+export interface Page<T> {
+  items: T[]
+  next_cursor: string | null
+}
+
+export interface DeveloperPage extends Page<Developer> {
+  total: number
+  month: string
+  from: string
+  to: string
+}
+
+export interface Key {
+  id: string
+  user_id: string
+  name: string
+  prefix: string
+  status: 'active' | 'rotating' | 'revoked'
+  routing_strategy: Strategy | null
+  grace_until: string | null
+  rotated_to: string | null
+  last_used_at: string | null
+  created_at: string
+  revoked_at: string | null
+}
+
+export interface IssuedKey extends Key {
+  key: string
+  previous?: Key
+}
+
+export interface Budget {
+  monthly_budget_usd: string | null
+  spent_usd: string
+  remaining_usd: string | null
+  percent: number | null
+  month: string
+  month_start: string
+  resets_at: string
+  timezone: string
+}
+
+export interface SessionSummary extends Totals {
+  session_id: string
+  first_at: string
+  last_at: string
+  models: string[]
+}
+
+export interface UsageRequest {
+  request_id: string
+  event_time: string
+  user_id: string
+  access_key_id: string
+  session_id: string
+  requested_model: string
+  provider: 'anthropic' | 'bedrock'
+  region: string
+  fallback: boolean
+  fallback_reason: string
+  status: number
+  input_tokens: number
+  output_tokens: number
+  cache_read_tokens: number
+  cache_write_5m_tokens: number
+  cache_write_1h_tokens: number
+  cost_usd: string
+  ttft_ms: number | null
+  latency_ms: number
+}
+
+export interface TopUser extends Totals {
+  user_id: string
+  name: string
+  email: string | null
+}
+
+export interface TopUsers {
+  active_users: number
+  items: TopUser[]
+}
+
+export interface Components {
+  input_usd: string
+  output_usd: string
+  cache_read_usd: string
+  cache_write_5m_usd: string
+  cache_write_1h_usd: string
+  total_usd: string
+  cache_savings_usd: string
+}
+
+export interface CostSplit {
+  total: Components
+  models: (Components & Totals & { model: string; provider: string })[]
+}
+
+export interface Model {
+  id: string
+  anthropic_model_id: string
+  aliases: string[]
+  family: string
+  bedrock_model_id: string
+  regions: Record<string, string>
+  enabled: boolean
+}
+
+export interface Price {
+  id: string
+  provider: 'anthropic' | 'bedrock'
+  region: string
+  model_id: string
+  family: string
+  input_usd_per_mtok: string
+  output_usd_per_mtok: string
+  cache_read_usd_per_mtok: string
+  cache_write_5m_usd_per_mtok: string
+  cache_write_1h_usd_per_mtok: string
+  effective_from: string
+  effective_to: string | null
+  source: string
+}
+
+export interface AuditEntry {
+  id: number
+  at: string
+  actor: string
+  action: string
+  target_type: string
+  target_id: string
+  before: unknown
+  after: unknown
+  ip: string | null
+}
+
+/** Reads every page of a list endpoint (small lists: models, prices). */
+export async function all<T>(path: string): Promise<T[]> {
+  const out: T[] = []
+  let cursor: string | null = null
+  do {
+    const sep: string = path.includes('?') ? '&' : '?'
+    const pg: Page<T> = await get<Page<T>>(path + sep + 'limit=1000' + (cursor ? '&cursor=' + encodeURIComponent(cursor) : ''))
+    out.push(...pg.items)
+    cursor = pg.next_cursor
+  } while (cursor)
+  return out
+}
