@@ -4,7 +4,7 @@
 # scenarios in extproc/testdata/bench. Run by `make bench`; the numbers go to
 # docs/performance.md.
 #
-# It builds extproc/internal/benchserver and the driver into a cache
+# It builds cmd/ccproxy-benchserver and the driver into a cache
 # directory (the driver's source tree may be read-only), starts the server on
 # a Unix socket in a fresh temporary directory, checks one exchange in full
 # (-dump), then measures each concurrency level and prints the per-level
@@ -53,7 +53,7 @@ mkdir -p "$cache"
 server_bin=$cache/ccproxy-benchserver
 driver_bin=$cache/extproc-bench
 echo "bench-extproc: building benchserver and extproc-bench into $cache"
-(cd "$root" && "$go_cmd" build -o "$server_bin" ./extproc/internal/benchserver) || die "building benchserver"
+(cd "$root" && "$go_cmd" build -o "$server_bin" ./cmd/ccproxy-benchserver) || die "building benchserver"
 (cd "$driver_src" && "$go_cmd" build -o "$driver_bin" .) || die "building extproc-bench"
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/ccproxy-bench.XXXXXX")
