@@ -66,13 +66,13 @@ func main() {
 
 func run(addr, cpuProfile string, cfg config) (err error) {
 	if cpuProfile != "" {
-		f, err := os.Create(cpuProfile)
-		if err != nil {
-			return err
+		f, createErr := os.Create(cpuProfile)
+		if createErr != nil {
+			return createErr
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
+		if startErr := pprof.StartCPUProfile(f); startErr != nil {
 			_ = f.Close()
-			return err
+			return startErr
 		}
 		defer func() {
 			pprof.StopCPUProfile()
