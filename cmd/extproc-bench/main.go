@@ -233,6 +233,11 @@ func report(w io.Writer, o options, label string, r extprocdriver.Result) error 
 
 func us(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 
+// envoyWindow is Envoy's default HTTP/2 initial stream and connection
+// window (Http2ProtocolOptions initial_stream_window_size and
+// initial_connection_window_size).
+const envoyWindow = 256 << 20
+
 // dial opens conns gRPC connections to addr.
 func dial(addr string, conns int) ([]extprocsvc.ExternalProcessorClient, func(), error) {
 	target := addr
@@ -249,10 +254,13 @@ func dial(addr string, conns int) ([]extprocsvc.ExternalProcessorClient, func(),
 	for range conns {
 		cc, err := grpc.NewClient(target,
 			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			// Envoy's own limit is the filter's max_receive_message_length; a
-			// replaced 48 KB body is far below gRPC's 4 MiB default either way,
-			// but a big scenario body must not fail here first.
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+			// Envoy's limit is the filter's max_receive_message_length, not
+			// gRPC's 4 MiB default: a big scenario body must not fail here.
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+			// Envoy's HTTP/2 windows (256 MiB by default, Http2ProtocolOptions)
+			// rather than grpc-go's 64 KiB with BDP pings: the server should
+			// see the window updates and pings Envoy sends, not others.
+			grpc.WithInitialWindowSize(envoyWindow), grpc.WithInitialConnWindowSize(envoyWindow))
 		if err != nil {
 			closeAll()
 			return nil, nil, fmt.Errorf("dial %s: %w", addr, err)
