@@ -102,9 +102,10 @@ soak: services ## chaos soak for SOAK_DURATION (default 10m); summary in the out
 mutate: services tools ## mutation check of the conditions correctness rests on (a few minutes)
 	$(GO) run ./test/mutate
 
-# Go benchmarks (go test runs them one package at a time), then the running
-# extproc measured by ../shared/tools/extproc-bench (scripts/bench-extproc.sh;
-# BENCH_DURATION, BENCH_REPEAT, BENCH_CONCURRENCY tune it).
+# Go benchmarks (go test runs them one package at a time), then the extproc
+# server's CPU per request measured by the project's Envoy-playing driver,
+# cmd/extproc-bench (scripts/bench-extproc.sh; BENCH_DURATION, BENCH_REPEAT,
+# BENCH_CONCURRENCY, BENCH_PIN tune it, BENCH_SERVERS compares servers).
 bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to docs/performance.md)
 	$(GO) test $(BENCH_FLAGS) ./...
 	GO='$(GO)' bash scripts/bench-extproc.sh

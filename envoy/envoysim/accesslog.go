@@ -251,7 +251,7 @@ func (s *stream) renderLogOperator(op logOperator, end time.Time) any {
 		return l.start.UTC().Format("2006-01-02T15:04:05.000Z")
 	case "REQ", "REQUEST_HEADER":
 		for _, name := range strings.SplitN(op.arg, "?", 2) {
-			if vs := s.reqH.values(strings.ToLower(name)); len(vs) > 0 {
+			if vs := s.reqH.Values(strings.ToLower(name)); len(vs) > 0 {
 				// %REQ()% joins repeated headers with ','.
 				return truncate(strings.Join(vs, ","))
 			}

@@ -1,8 +1,6 @@
 package envoysim
 
 import (
-	"github.com/ccproxy/ccproxy/internal/xdsvalidate"
-
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -31,6 +29,9 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/ccproxy/ccproxy/envoy/extprocrules"
+	"github.com/ccproxy/ccproxy/internal/xdsvalidate"
 )
 
 // Envoy defaults applied when a field is absent (Envoy 1.40).
@@ -725,7 +726,7 @@ func compileHeaderMutations(add []*corev3.HeaderValueOption, remove []string) (h
 // (HeaderParser::evaluateHeaders, Envoy 1.40).
 func (m headerMutations) apply(h *headerMap) {
 	for _, k := range m.remove {
-		h.remove(k)
+		h.Remove(k)
 	}
 	for _, a := range m.add {
 		if a.value == "" && !a.keepEmpty {
@@ -733,16 +734,16 @@ func (m headerMutations) apply(h *headerMap) {
 		}
 		switch a.action {
 		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
-			h.add(a.key, a.value)
+			h.Add(a.key, a.value)
 		case corev3.HeaderValueOption_ADD_IF_ABSENT:
-			if !h.has(a.key) {
-				h.add(a.key, a.value)
+			if !h.Has(a.key) {
+				h.Add(a.key, a.value)
 			}
 		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-			h.set(a.key, a.value)
+			h.Set(a.key, a.value)
 		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-			if h.has(a.key) {
-				h.set(a.key, a.value)
+			if h.Has(a.key) {
+				h.Set(a.key, a.value)
 			}
 		}
 	}
@@ -1055,7 +1056,7 @@ type extProcConfig struct {
 	mode              *extprocv3.ProcessingMode
 	messageTimeout    time.Duration
 	maxMessageTimeout time.Duration
-	rules             mutationRules
+	rules             extprocrules.MutationRules
 	allowModeOverride bool
 	forwardNamespaces []string
 	receiveNamespaces []string
@@ -1104,7 +1105,7 @@ func compileExtProc(name string, e *extprocv3.ExternalProcessor) (*extProcConfig
 	if e.GetDisableClearRouteCache() {
 		out.routeCacheAction = extprocv3.ExternalProcessor_RETAIN
 	}
-	out.rules = compileMutationRules(e.GetMutationRules())
+	out.rules = extprocrules.NewMutationRules(e.GetMutationRules())
 	if err := checkModeImplemented(out.mode); err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/ccproxy/ccproxy/envoy/extprocrules"
 )
 
 // This file emulates Envoy's ext_proc HTTP filter
@@ -24,6 +26,10 @@ import (
 // NONE/BUFFERED/STREAMED, trailers SKIP. Like Envoy it is a state machine per
 // direction (ProcessorState) driven by replies arriving on one gRPC stream per
 // HTTP request; a reply that does not fit the awaited phase is "spurious".
+
+// errSpurious marks a reply that does not match the awaited phase
+// (absl::FailedPreconditionError("spurious message") in processor_state.cc).
+var errSpurious = errors.New("spurious message")
 
 type callbackState int
 
@@ -72,25 +78,17 @@ func (st *procState) setMode(m *extprocv3.ProcessingMode) {
 	// DecodingProcessorState/EncodingProcessorState::setProcessingModeInternal:
 	// headers are sent unless SKIP, trailers only when SEND.
 	if st.dir == dirRequest {
-		st.sendHeaders = m.GetRequestHeaderMode() != extprocv3.ProcessingMode_SKIP
+		st.sendHeaders = extprocrules.SendsHeaders(m.GetRequestHeaderMode())
 		st.bodyMode = m.GetRequestBodyMode()
 	} else {
-		st.sendHeaders = m.GetResponseHeaderMode() != extprocv3.ProcessingMode_SKIP
+		st.sendHeaders = extprocrules.SendsHeaders(m.GetResponseHeaderMode())
 		st.bodyMode = m.GetResponseBodyMode()
 	}
 }
 
-// shouldRemoveContentLength is ProcessorState::shouldRemoveContentLength:
-// STREAMED, BUFFERED_PARTIAL, FULL_DUPLEX_STREAMED, and BUFFERED without
-// header processing drop content-length.
+// shouldRemoveContentLength is ProcessorState::shouldRemoveContentLength.
 func (st *procState) shouldRemoveContentLength() bool {
-	switch st.bodyMode {
-	case extprocv3.ProcessingMode_STREAMED, extprocv3.ProcessingMode_BUFFERED_PARTIAL, extprocv3.ProcessingMode_FULL_DUPLEX_STREAMED:
-		return true
-	case extprocv3.ProcessingMode_BUFFERED:
-		return !st.sendHeaders
-	}
-	return false
+	return extprocrules.RemovesContentLength(st.bodyMode, st.sendHeaders)
 }
 
 func (st *procState) notifyOut() {
@@ -401,7 +399,7 @@ func (f *extProcFilter) sendImmediateLocked(ir *extprocsvc.ImmediateResponse) {
 			if hm == nil {
 				return
 			}
-			if err := applyHeaderMutation(hm, h, false, rules, false); err != nil {
+			if err := extprocrules.ApplyHeaderMutation(hm, h, false, rules, false); err != nil {
 				f.s.log.Error("Immediate response mutations failed", "err", err)
 			}
 		},
@@ -465,32 +463,6 @@ func (f *extProcFilter) handleErrorLocked(err error) {
 	f.sendImmediateLocked(&extprocsvc.ImmediateResponse{Status: statusCode(f.cfg.statusOnError), Details: err.Error()})
 }
 
-// effectiveModeOverride: DEFAULT header/trailer modes in an override leave
-// the configured mode; body modes are copied verbatim (ext_proc.cc, since 1.34).
-func effectiveModeOverride(override, configured *extprocv3.ProcessingMode) *extprocv3.ProcessingMode {
-	m := &extprocv3.ProcessingMode{
-		RequestHeaderMode:   configured.GetRequestHeaderMode(),
-		ResponseHeaderMode:  configured.GetResponseHeaderMode(),
-		RequestTrailerMode:  configured.GetRequestTrailerMode(),
-		ResponseTrailerMode: configured.GetResponseTrailerMode(),
-		RequestBodyMode:     override.GetRequestBodyMode(),
-		ResponseBodyMode:    override.GetResponseBodyMode(),
-	}
-	if v := override.GetRequestHeaderMode(); v != extprocv3.ProcessingMode_DEFAULT {
-		m.RequestHeaderMode = v
-	}
-	if v := override.GetResponseHeaderMode(); v != extprocv3.ProcessingMode_DEFAULT {
-		m.ResponseHeaderMode = v
-	}
-	if v := override.GetRequestTrailerMode(); v != extprocv3.ProcessingMode_DEFAULT {
-		m.RequestTrailerMode = v
-	}
-	if v := override.GetResponseTrailerMode(); v != extprocv3.ProcessingMode_DEFAULT {
-		m.ResponseTrailerMode = v
-	}
-	return m
-}
-
 // onReceive is Filter::onReceiveMessage.
 func (f *extProcFilter) onReceive(resp *extprocsvc.ProcessingResponse) {
 	f.mu.Lock()
@@ -503,7 +475,7 @@ func (f *extProcFilter) onReceive(resp *extprocsvc.ProcessingResponse) {
 		return
 	}
 	if f.cfg.allowModeOverride && (f.dec.cb == cbHeaders || f.enc.cb == cbHeaders) && resp.GetModeOverride() != nil {
-		m := effectiveModeOverride(resp.GetModeOverride(), f.cfg.mode)
+		m := extprocrules.EffectiveModeOverride(resp.GetModeOverride(), f.cfg.mode)
 		if err := checkModeImplemented(m); err != nil {
 			f.s.log.Error("envoysim: mode_override asks for an unimplemented mode", "err", err)
 			f.handleErrorLocked(fmt.Errorf("envoysim_unimplemented_mode_override: %w", err))
@@ -609,7 +581,7 @@ func (f *extProcFilter) handleHeadersLocked(st *procState, cr *extprocsvc.Common
 	}
 	if cr.GetHeaderMutation() != nil {
 		replacing := cr.GetStatus() == extprocsvc.CommonResponse_CONTINUE_AND_REPLACE
-		if err := applyHeaderMutation(cr.GetHeaderMutation(), st.headers, replacing, f.cfg.rules, st.shouldRemoveContentLength()); err != nil {
+		if err := extprocrules.ApplyHeaderMutation(cr.GetHeaderMutation(), st.headers, replacing, f.cfg.rules, st.shouldRemoveContentLength()); err != nil {
 			return err
 		}
 	}
@@ -617,9 +589,9 @@ func (f *extProcFilter) handleHeadersLocked(st *procState, cr *extprocsvc.Common
 	if cr.GetStatus() == extprocsvc.CommonResponse_CONTINUE_AND_REPLACE {
 		if cr.GetBodyMutation() != nil {
 			// The processor probably did not set a matching content-length.
-			st.headers.remove("content-length")
+			st.headers.Remove("content-length")
 			st.bodyReplaced = true
-			st.replacement = applyBodyMutation(cr.GetBodyMutation(), nil)
+			st.replacement = extprocrules.ApplyBodyMutation(cr.GetBodyMutation(), nil)
 		}
 		st.queue = nil
 		st.bodyMode = extprocv3.ProcessingMode_NONE
@@ -636,19 +608,19 @@ func (f *extProcFilter) handleBodyLocked(st *procState, cr *extprocsvc.CommonRes
 	switch st.cb {
 	case cbBufferedBody:
 		if cr.GetHeaderMutation() != nil && st.headers != nil {
-			if err := applyHeaderMutation(cr.GetHeaderMutation(), st.headers, false, f.cfg.rules, st.shouldRemoveContentLength()); err != nil {
+			if err := extprocrules.ApplyHeaderMutation(cr.GetHeaderMutation(), st.headers, false, f.cfg.rules, st.shouldRemoveContentLength()); err != nil {
 				return err
 			}
 		}
 		if bm := cr.GetBodyMutation(); bm != nil {
 			if st.headers != nil {
-				if cl, ok := st.headers.get("content-length"); ok {
+				if cl, ok := st.headers.Get("content-length"); ok {
 					if n, err := parseUint(cl); err == nil && n != uint64(len(bm.GetBody())) {
 						return errors.New("mismatch between content length and the length of the mutated body")
 					}
 				}
 			}
-			st.body = applyBodyMutation(bm, st.body)
+			st.body = extprocrules.ApplyBodyMutation(bm, st.body)
 		}
 		f.finishCallLocked(st)
 	case cbStreamedBody:
@@ -658,7 +630,7 @@ func (f *extProcFilter) handleBodyLocked(st *procState, cr *extprocsvc.CommonRes
 		c := st.queue[0]
 		st.queue = st.queue[1:]
 		if bm := cr.GetBodyMutation(); bm != nil {
-			c.data = applyBodyMutation(bm, c.data)
+			c.data = extprocrules.ApplyBodyMutation(bm, c.data)
 		}
 		st.outQ = append(st.outQ, c)
 		st.notifyOut()
@@ -740,7 +712,7 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	f.mu.Lock()
 	if f.complete || !st.sendHeaders {
 		if !f.complete && st.shouldRemoveContentLength() {
-			h.remove("content-length")
+			h.Remove("content-length")
 		}
 		f.mu.Unlock()
 		return true
@@ -753,7 +725,7 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	st.headers = h
 	st.noBody = endStream
 	req := f.baseRequestLocked(st)
-	hh := &extprocsvc.HttpHeaders{Headers: h.toProto(), EndOfStream: endStream}
+	hh := &extprocsvc.HttpHeaders{Headers: h.ToProto(), EndOfStream: endStream}
 	if st.dir == dirRequest {
 		req.Request = &extprocsvc.ProcessingRequest_RequestHeaders{RequestHeaders: hh}
 	} else {
@@ -766,7 +738,7 @@ func (f *extProcFilter) headers(st *procState, h *headerMap, endStream bool) boo
 	// decodeHeaders/encodeHeaders remove content-length right after sending,
 	// with the configured mode (before any mode_override).
 	if st.shouldRemoveContentLength() {
-		h.remove("content-length")
+		h.Remove("content-length")
 	}
 	f.mu.Unlock()
 	f.send(req)

@@ -9,7 +9,7 @@ import (
 // (RouteMatcher::findVirtualHost and VirtualHostImpl::getRouteFromEntries,
 // source/common/router/config_impl.cc, Envoy 1.40).
 func (rc *routeConfig) match(h *headerMap) (*virtualHost, *route) {
-	vh := rc.findVirtualHost(strings.ToLower(h.value(":authority")))
+	vh := rc.findVirtualHost(strings.ToLower(h.Value(":authority")))
 	if vh == nil {
 		return nil, nil
 	}
@@ -61,7 +61,7 @@ func (rc *routeConfig) findVirtualHost(host string) *virtualHost {
 // Http::PathUtil::removeQueryAndFragment, source/common/common/matchers.cc),
 // then every header matcher must match.
 func (m *routeMatch) matches(h *headerMap) bool {
-	pathOnly := h.value(":path")
+	pathOnly := h.Value(":path")
 	if i := strings.IndexAny(pathOnly, "?#"); i >= 0 {
 		pathOnly = pathOnly[:i]
 	}
@@ -104,7 +104,7 @@ func (m *routeMatch) matches(h *headerMap) bool {
 // inverted; a string matcher never matches it, inverted or not
 // (treat_missing_header_as_empty is not implemented).
 func (hm headerMatcher) matches(h *headerMap) bool {
-	vals := h.values(hm.name)
+	vals := h.Values(hm.name)
 	if hm.present != nil {
 		if len(vals) == 0 {
 			return hm.invert == *hm.present

@@ -437,18 +437,18 @@ func (s *stream) localReplyViaFilterChain(lr *localReply) {
 // text/plain, while an empty body drops both.
 func localReplyHeaders(lr *localReply) *headerMap {
 	h := &headerMap{}
-	h.set(":status", strconv.Itoa(lr.status))
+	h.Set(":status", strconv.Itoa(lr.status))
 	if lr.mutate != nil {
 		lr.mutate(h)
 	}
 	if len(lr.body) > 0 {
-		h.set("content-length", strconv.Itoa(len(lr.body)))
-		if !h.has("content-type") {
-			h.set("content-type", "text/plain")
+		h.Set("content-length", strconv.Itoa(len(lr.body)))
+		if !h.Has("content-type") {
+			h.Set("content-type", "text/plain")
 		}
 	} else {
-		h.remove("content-length")
-		h.remove("content-type")
+		h.Remove("content-length")
+		h.Remove("content-type")
 	}
 	return h
 }
@@ -465,21 +465,21 @@ func (s *stream) writeLocalReply(lr *localReply) {
 }
 
 func (s *stream) writeHeaders(h *headerMap) {
-	code, err := strconv.Atoi(h.value(":status"))
+	code, err := strconv.Atoi(h.Value(":status"))
 	if err != nil {
 		code = 502
 	}
 	// HCM server header (server_header_transformation, default OVERWRITE).
 	switch s.hcm.serverHeaderTransform {
 	case 0: // OVERWRITE
-		h.set("server", s.hcm.serverName)
+		h.Set("server", s.hcm.serverName)
 	case 1: // APPEND_IF_ABSENT
-		if !h.has("server") {
-			h.set("server", s.hcm.serverName)
+		if !h.Has("server") {
+			h.Set("server", s.hcm.serverName)
 		}
 	}
 	dst := s.w.Header()
-	for k, v := range h.httpHeader() {
+	for k, v := range httpHeader(h) {
 		dst[k] = v
 	}
 	if !s.reqComplete.Load() && s.r.ProtoMajor < 2 {
@@ -502,7 +502,7 @@ func (s *stream) writeHeaders(h *headerMap) {
 func (s *stream) prepareRequestHeaders() {
 	h := s.reqH
 	for _, k := range []string{"connection", "upgrade", "keep-alive", "proxy-connection", "transfer-encoding", "x-envoy-internal"} {
-		h.remove(k)
+		h.Remove(k)
 	}
 	remoteIP := hostOnly(s.r.RemoteAddr)
 	edge := s.hcm.useRemoteAddress
@@ -515,38 +515,38 @@ func (s *stream) prepareRequestHeaders() {
 					ip = hostOnly(la.String())
 				}
 			}
-			if cur, ok := h.get("x-forwarded-for"); ok && cur != "" {
-				h.set("x-forwarded-for", cur+","+ip)
+			if cur, ok := h.Get("x-forwarded-for"); ok && cur != "" {
+				h.Set("x-forwarded-for", cur+","+ip)
 			} else {
-				h.set("x-forwarded-for", ip)
+				h.Set("x-forwarded-for", ip)
 			}
 		}
-		h.set("x-forwarded-proto", "http")
-	} else if !h.has("x-forwarded-proto") {
-		h.set("x-forwarded-proto", "http")
+		h.Set("x-forwarded-proto", "http")
+	} else if !h.Has("x-forwarded-proto") {
+		h.Set("x-forwarded-proto", "http")
 	}
 	for _, k := range cleanedInternalHeaders {
-		h.remove(k)
+		h.Remove(k)
 	}
 	if edge {
-		h.remove("x-envoy-decorator-operation")
-		h.remove("x-envoy-downstream-service-cluster")
-		h.remove("x-envoy-downstream-service-node")
-		h.remove("x-envoy-original-path")
-		h.remove("x-envoy-original-host")
+		h.Remove("x-envoy-decorator-operation")
+		h.Remove("x-envoy-downstream-service-cluster")
+		h.Remove("x-envoy-downstream-service-node")
+		h.Remove("x-envoy-original-path")
+		h.Remove("x-envoy-original-host")
 		if net.ParseIP(remoteIP) != nil {
-			h.set("x-envoy-external-address", remoteIP)
+			h.Set("x-envoy-external-address", remoteIP)
 		}
 	}
 	for _, k := range s.routes.internalOnlyHeaders {
-		h.remove(strings.ToLower(k))
+		h.Remove(strings.ToLower(k))
 	}
 	if s.hcm.generateRequestID {
 		// The UUID request id extension: force a new id for edge requests
 		// unless preserve_external_request_id; otherwise set one when missing
 		// or empty (empty since 1.34).
-		if (edge && !s.hcm.preserveExternalRequestID) || h.value("x-request-id") == "" {
-			h.set("x-request-id", uuid.NewString())
+		if (edge && !s.hcm.preserveExternalRequestID) || h.Value("x-request-id") == "" {
+			h.Set("x-request-id", uuid.NewString())
 		}
 	}
 }
@@ -646,7 +646,7 @@ func (s *stream) runRouter(body bodySource, noBody bool) {
 	ra := rt.action
 	clusterName := ra.cluster
 	if ra.clusterHeader != "" {
-		clusterName = s.reqH.value(ra.clusterHeader)
+		clusterName = s.reqH.Value(ra.clusterHeader)
 	}
 	uc := s.sim.cluster(s.snap, clusterName)
 	if uc == nil {
@@ -658,7 +658,7 @@ func (s *stream) runRouter(body bodySource, noBody bool) {
 	vh.reqHeaders.apply(s.reqH)
 	s.routes.reqHeaders.apply(s.reqH)
 	if ra.hostRewriteLiteral != "" {
-		s.reqH.set(":authority", ra.hostRewriteLiteral)
+		s.reqH.Set(":authority", ra.hostRewriteLiteral)
 	}
 	policy := ra.retry
 	if policy == nil {
@@ -681,10 +681,10 @@ func (s *stream) runRouter(body bodySource, noBody bool) {
 			exp = perTry
 		}
 		if exp > 0 {
-			s.reqH.set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(exp.Milliseconds(), 10))
+			s.reqH.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(exp.Milliseconds(), 10))
 		}
 	}
-	autoSNIHost := s.reqH.value(":authority")
+	autoSNIHost := s.reqH.Value(":authority")
 
 	// Request body: feed the retry buffer from the filter chain. The limit
 	// is Router::Filter::calculateEffectiveBufferLimit: the route's request
@@ -1096,16 +1096,16 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 		// pool becomes ready after the upstream filters started, so their
 		// first request-headers message shows the header map before this
 		// attempt's rewrite.
-		s.reqH.set(":authority", rewriteHost)
+		s.reqH.Set(":authority", rewriteHost)
 	}
 
 	scheme := "http"
 	if uc.cfg.tls != nil {
 		scheme = "https"
 	}
-	method := s.reqH.value(":method")
-	path := s.reqH.value(":path")
-	authority := s.reqH.value(":authority")
+	method := s.reqH.Value(":method")
+	path := s.reqH.Value(":path")
+	authority := s.reqH.Value(":authority")
 	req, err := http.NewRequestWithContext(ctx, method, scheme+"://"+authority+path, nil)
 	if err != nil {
 		cancel(err)
@@ -1115,7 +1115,7 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 		return res
 	}
 	req.Host = authority
-	req.Header = s.reqH.httpHeader()
+	req.Header = httpHeader(s.reqH)
 	if replaced {
 		// CONTINUE_AND_REPLACE: the replacement is the body; the original is
 		// discarded and content-length was removed (a later filter may set it).
@@ -1125,7 +1125,7 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 			req.Body = http.NoBody
 			startPerTry()
 		}
-		if cl, ok := s.reqH.get("content-length"); ok {
+		if cl, ok := s.reqH.Get("content-length"); ok {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
 				req.ContentLength = n
 			}
@@ -1136,7 +1136,7 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 	} else {
 		req.Body = rb.reader(ctx, nil)
 		req.ContentLength = -1
-		if cl, ok := s.reqH.get("content-length"); ok {
+		if cl, ok := s.reqH.Get("content-length"); ok {
 			if n, err := strconv.ParseInt(cl, 10, 64); err == nil {
 				req.ContentLength = n
 			}
@@ -1239,7 +1239,7 @@ func (s *stream) attempt(uc *upstreamCluster, host *hostConfig, rb *retryBuffer,
 			return failPhase()
 		}
 		stopPerTry()
-		if code, err := strconv.Atoi(res.respH.value(":status")); err == nil {
+		if code, err := strconv.Atoi(res.respH.Value(":status")); err == nil {
 			res.status = code
 		}
 	}
@@ -1255,18 +1255,18 @@ func responseNoBody(resp *http.Response, method string) bool {
 // responseHeaderMap is the codec's view of an upstream response.
 func responseHeaderMap(resp *http.Response) *headerMap {
 	h := &headerMap{}
-	h.set(":status", strconv.Itoa(resp.StatusCode))
+	h.Set(":status", strconv.Itoa(resp.StatusCode))
 	for k, vs := range resp.Header {
 		lk := strings.ToLower(k)
 		if hopByHop[lk] {
 			continue
 		}
 		for _, v := range vs {
-			h.add(lk, v)
+			h.Add(lk, v)
 		}
 	}
-	if resp.ContentLength >= 0 && !h.has("content-length") && resp.ContentLength > 0 {
-		h.set("content-length", strconv.FormatInt(resp.ContentLength, 10))
+	if resp.ContentLength >= 0 && !h.Has("content-length") && resp.ContentLength > 0 {
+		h.Set("content-length", strconv.FormatInt(resp.ContentLength, 10))
 	}
 	return h
 }
@@ -1328,7 +1328,7 @@ func (s *stream) respond(res attemptResult, respMut func(*headerMap), globalFire
 	h := res.respH
 	s.logState.noteUpstreamResponse()
 	if !s.hcm.suppressEnvoyHeaders {
-		h.set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(res.start).Milliseconds(), 10))
+		h.Set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(res.start).Milliseconds(), 10))
 	}
 	respMut(h)
 	noBody := responseNoBody(resp, s.r.Method)

@@ -16,6 +16,8 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/ccproxy/ccproxy/envoy/extprocrules"
 )
 
 // This file emulates a cluster's upstream HTTP filter chain
@@ -31,7 +33,7 @@ const (
 	filterUpstreamCodec  = "envoy.filters.http.upstream_codec"
 	// Key of the request attributes in ProcessingRequest.attributes
 	// (ext_proc.cc FilterName).
-	extProcAttributesKey = "envoy.filters.http.ext_proc"
+	extProcAttributesKey = extprocrules.AttributesKey
 )
 
 // upstreamFilterConfig is one compiled upstream HTTP filter; exactly one of
@@ -360,7 +362,7 @@ func (si *streamInfo) metadataString(ns string, path []string) string {
 func (c *headerMutationConfig) apply(h *headerMap, si *streamInfo) {
 	for _, op := range c.ops {
 		if op.add == nil {
-			h.remove(op.remove)
+			h.Remove(op.remove)
 			continue
 		}
 		a := *op.add

@@ -1,4 +1,4 @@
-package envoysim
+package extprocrules
 
 import (
 	"errors"
@@ -10,9 +10,10 @@ import (
 	extprocsvc "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 )
 
-// mutationRules is Filters::Common::MutationRules::Checker
-// (source/extensions/filters/common/mutation_rules/mutation_rules.cc, Envoy 1.40).
-type mutationRules struct {
+// MutationRules is Filters::Common::MutationRules::Checker
+// (source/extensions/filters/common/mutation_rules/mutation_rules.cc, Envoy
+// 1.40). The zero value is Envoy's default: no mutation_rules configured.
+type MutationRules struct {
 	allowAllRouting bool
 	allowEnvoy      bool
 	disallowAll     bool
@@ -35,8 +36,9 @@ const (
 	opRemove
 )
 
-func compileMutationRules(r *mutationrulesv3.HeaderMutationRules) mutationRules {
-	return mutationRules{
+// NewMutationRules compiles a filter's mutation_rules; nil gives the default.
+func NewMutationRules(r *mutationrulesv3.HeaderMutationRules) MutationRules {
+	return MutationRules{
 		allowAllRouting: r.GetAllowAllRouting().GetValue(),
 		allowEnvoy:      r.GetAllowEnvoy().GetValue(),
 		disallowAll:     r.GetDisallowAll().GetValue(),
@@ -44,7 +46,7 @@ func compileMutationRules(r *mutationrulesv3.HeaderMutationRules) mutationRules 
 	}
 }
 
-func (r mutationRules) reject() checkResult {
+func (r MutationRules) reject() checkResult {
 	if r.disallowIsError {
 		return checkFail
 	}
@@ -55,7 +57,7 @@ func (r mutationRules) reject() checkResult {
 // :scheme and :method only with allow_all_routing; x-envoy-* only with
 // allow_envoy; removing pseudo-headers or host is never allowed; everything
 // else (including :path) is allowed.
-func (r mutationRules) check(op checkOp, name, value string) checkResult {
+func (r MutationRules) check(op checkOp, name, value string) checkResult {
 	if name == ":status" && op != opRemove {
 		code, err := strconv.Atoi(value)
 		if err != nil || code < 200 || code > 999 {
@@ -84,10 +86,6 @@ func (r mutationRules) check(op checkOp, name, value string) checkResult {
 	return checkOK
 }
 
-// errSpurious marks a reply that does not match the awaited phase
-// (absl::FailedPreconditionError("spurious message") in processor_state.cc).
-var errSpurious = errors.New("spurious message")
-
 // maxHeadersCount is the HCM's default max_headers_count (100); mutation
 // counts above it are rejected (MutationUtils::responseHeaderSizeCheck).
 const maxHeadersCount = 100
@@ -95,14 +93,17 @@ const maxHeadersCount = 100
 // maxHeadersKB is the HCM's default max_request_headers_kb (60).
 const maxHeadersKB = 60
 
-// applyHeaderMutation follows MutationUtils::applyHeaderMutations
+// ApplyHeaderMutation follows MutationUtils::applyHeaderMutations
 // (source/extensions/filters/http/ext_proc/mutation_utils.cc, Envoy 1.40):
 // removals first, then sets; values come from raw_value only (value is
 // ignored, since envoyproxy/envoy 8a214e8a71); invalid names or values are
-// errors;
-// append_action is ignored and the deprecated append (default false =
+// errors; append_action is ignored and the deprecated append (default false =
 // overwrite) decides; rejected changes are ignored or fail per the rules.
-func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing bool, rules mutationRules, dropContentLength bool) error {
+// replacing is true for a CONTINUE_AND_REPLACE reply, which may change
+// :method; dropContentLength skips content-length writes in the modes where
+// the filter removes that header (RemovesContentLength). An error is what
+// makes Envoy fail the request.
+func ApplyHeaderMutation(m *extprocsvc.HeaderMutation, h *HeaderMap, replacing bool, rules MutationRules, dropContentLength bool) error {
 	if len(m.GetRemoveHeaders()) > maxHeadersCount || len(m.GetSetHeaders()) > maxHeadersCount {
 		return fmt.Errorf("header mutation remove header count %d or set header count %d exceed the HCM header countlimit %d",
 			len(m.GetRemoveHeaders()), len(m.GetSetHeaders()), maxHeadersCount)
@@ -114,7 +115,7 @@ func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing b
 		lname := strings.ToLower(name)
 		switch rules.check(opRemove, lname, "") {
 		case checkOK:
-			h.remove(lname)
+			h.Remove(lname)
 		case checkFail:
 			return fmt.Errorf("invalid attempt to remove %s", lname)
 		}
@@ -137,7 +138,7 @@ func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing b
 		//lint:ignore SA1019 Envoy's ext_proc reads the deprecated append field and ignores append_action.
 		appendMode := sh.GetAppend().GetValue()
 		op := opSet
-		if appendMode && h.has(name) {
+		if appendMode && h.Has(name) {
 			op = opAppend
 		}
 		res := rules.check(op, name, value)
@@ -148,23 +149,25 @@ func applyHeaderMutation(m *extprocsvc.HeaderMutation, h *headerMap, replacing b
 		switch res {
 		case checkOK:
 			if appendMode {
-				h.add(name, value)
+				h.Add(name, value)
 			} else {
-				h.set(name, value)
+				h.Set(name, value)
 			}
 		case checkFail:
 			return fmt.Errorf("invalid attempt to modify %s", name)
 		}
 	}
-	if h.byteSize() > maxHeadersKB*1024 || len(h.entries) > maxHeadersCount {
+	if h.ByteSize() > maxHeadersKB*1024 || len(h.entries) > maxHeadersCount {
 		return fmt.Errorf("header mutation causes end result header count %d or header size %d bytes, exceeding the count limit %d or the size limit %d kilobytes",
-			len(h.entries), h.byteSize(), maxHeadersCount, maxHeadersKB)
+			len(h.entries), h.ByteSize(), maxHeadersCount, maxHeadersKB)
 	}
 	return nil
 }
 
-// applyBodyMutation follows MutationUtils::applyBodyMutations.
-func applyBodyMutation(m *extprocsvc.BodyMutation, body []byte) []byte {
+// ApplyBodyMutation follows MutationUtils::applyBodyMutations: it returns the
+// body that replaces body (a copy of the mutation's bytes), nil for
+// clear_body, or body itself when there is no mutation.
+func ApplyBodyMutation(m *extprocsvc.BodyMutation, body []byte) []byte {
 	switch v := m.GetMutation().(type) {
 	case *extprocsvc.BodyMutation_ClearBody:
 		if v.ClearBody {
