@@ -28,19 +28,19 @@ func TestMigrateUpDownUp(t *testing.T) {
 
 	// Lines are compared with runs of spaces collapsed: the status table's
 	// column widths follow the longest migration name.
-	const first, last, beforeLast = "00001_core.sql", "00009_usage_fallback_hourly.sql", "00008_dashboard_rollups.sql"
+	const first, last, beforeLast = "00001_core.sql", "00010_admin_login_throttle.sql", "00009_usage_fallback_hourly.sql"
 	steps := []struct {
 		args      []string
 		wantLines []string
 	}{
-		{[]string{"migrate", "status"}, []string{"1 " + first + " pending", "9 " + last + " pending"}},
+		{[]string{"migrate", "status"}, []string{"1 " + first + " pending", "10 " + last + " pending"}},
 		{[]string{"migrate", "up"}, []string{"up " + first, "up " + last}},
 		{[]string{"migrate", "up"}, []string{"nothing to do"}},
 		{[]string{"migrate", "down"}, []string{"down " + last}},
 		{[]string{"migrate", "down", "--to", "0"}, []string{"down " + beforeLast, "down " + first}},
 		{[]string{"migrate", "status"}, []string{"1 " + first + " pending"}},
 		{[]string{"migrate", "up"}, []string{"up " + first, "up " + last}},
-		{[]string{"migrate", "status"}, []string{"1 " + first + " applied", "9 " + last + " applied"}},
+		{[]string{"migrate", "status"}, []string{"1 " + first + " applied", "10 " + last + " applied"}},
 	}
 	for _, s := range steps {
 		out, err := run(t, s.args...)

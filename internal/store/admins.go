@@ -218,6 +218,17 @@ func (r Sessions) RevokeAllForAdmin(ctx context.Context, adminID uuid.UUID) (int
 	return int(tag.RowsAffected()), nil
 }
 
+// RevokeOthers ends every open session of an admin but keep (the session
+// that changed the admin's password) and returns how many it ended.
+func (r Sessions) RevokeOthers(ctx context.Context, adminID uuid.UUID, keep []byte) (int, error) {
+	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET revoked_at = now()
+		WHERE admin_id = $1 AND id <> $2 AND revoked_at IS NULL AND expires_at > now()`, adminID, keep)
+	if err != nil {
+		return 0, mapErr("store: revoke admin sessions", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
 // DeleteExpired removes sessions that expired, or were revoked, before
 // cutoff, and returns how many.
 func (r Sessions) DeleteExpired(ctx context.Context, cutoff time.Time) (int, error) {

@@ -21,6 +21,7 @@ var wantMigrations = []string{
 	"00007_usage_hourly_all.sql",
 	"00008_dashboard_rollups.sql",
 	"00009_usage_fallback_hourly.sql",
+	"00010_admin_login_throttle.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -79,7 +80,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 		t.Fatalf("up results = %+v", res)
 	}
 	wantTables := []string{
-		"access_keys", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
+		"access_keys", "admin_login_throttle", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
 		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_daily_user", "usage_dedupe",
 		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all", "users",
 	}

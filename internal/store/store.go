@@ -1,12 +1,12 @@
 // Package store owns ccproxy's Postgres schema and all access to it: the
 // embedded goose migrations (users, access keys, Bedrock credentials, model
-// mappings, prices, usage events and rollups, admins, admin sessions, audit
-// log) and typed repositories over pgx v5.
+// mappings, prices, usage events and rollups, admins, admin sessions, login
+// throttling, audit log) and typed repositories over pgx v5.
 //
 // A Store wraps a pgxpool. Its repositories (Users, AccessKeys, Credentials,
-// Models, Prices, Usage, Admins, Sessions, Audit) are reached through
-// Queries, which either runs each call on the pool or, inside WithTx, on one
-// transaction, so a change and its audit entry commit together:
+// Models, Prices, Usage, Admins, Sessions, LoginThrottles, Audit) are reached
+// through Queries, which either runs each call on the pool or, inside WithTx,
+// on one transaction, so a change and its audit entry commit together:
 //
 //	err := st.WithTx(ctx, func(tx *store.Queries) error {
 //		u, err := tx.Users().Update(ctx, id, patch)
