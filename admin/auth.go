@@ -10,12 +10,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/netip"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -152,19 +150,6 @@ func actorFrom(ctx context.Context) actor {
 	return a
 }
 
-func clientIP(r *http.Request) *netip.Addr {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return nil
-	}
-	ip = ip.Unmap()
-	return &ip
-}
-
 // authenticate finds the session of r, answering 401/403 itself on
 // failure.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (actor, bool) {
@@ -190,7 +175,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (actor, bo
 		return actor{}, false
 	}
 	id := sessionID(raw)
-	_, a, err := s.st.Sessions().Get(r.Context(), id)
+	sess, a, err := s.st.Sessions().Get(r.Context(), id)
 	if errors.Is(err, store.ErrNotFound) {
 		s.unauthorized(w, r, "invalid or expired session")
 		return actor{}, false
@@ -199,16 +184,47 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (actor, bo
 		s.storeError(w, r, err)
 		return actor{}, false
 	}
+	now := s.now()
+	if idle := now.Sub(sess.LastSeenAt); idle >= s.idleTimeout {
+		s.unauthorized(w, r, "the session ended after "+s.idleTimeout.String()+" without use; log in again")
+		return actor{}, false
+	}
 	if fromCookie && !safeMethod(r.Method) {
+		// The token must match the cookie (double submit) and be the one
+		// derived from this session's token, so a token read from, or
+		// planted for, another session is refused.
 		c, err := r.Cookie(CSRFCookie)
 		h := r.Header.Get(CSRFHeader)
-		if err != nil || h == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(h)) != 1 {
+		if err != nil || h == "" || subtle.ConstantTimeCompare([]byte(c.Value), []byte(h)) != 1 ||
+			subtle.ConstantTimeCompare([]byte(h), []byte(csrfToken(raw))) != 1 {
 			s.problem(w, r, http.StatusForbidden, "CSRF token missing or wrong",
 				"cookie-authenticated writes must send the "+CSRFCookie+" cookie's value in "+CSRFHeader)
 			return actor{}, false
 		}
 	}
-	return actor{adminID: a.ID, username: a.Username, sessionID: id, ip: clientIP(r)}, true
+	if now.Sub(sess.LastSeenAt) >= sessionTouchInterval {
+		// At most one write per session and interval; the idle timeout is
+		// therefore exact to within the interval.
+		if err := s.st.Sessions().TouchAt(r.Context(), id, now); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: could not record session activity", slog.String("error", err.Error()))
+		}
+	}
+	return actor{adminID: a.ID, username: a.Username, sessionID: id, ip: s.clientAddr(r)}, true
+}
+
+// sessionTouchInterval is how stale a session's last_seen_at may get before
+// a request refreshes it.
+const sessionTouchInterval = time.Minute
+
+// csrfToken is the CSRF token of the session whose token is token: a hash
+// of it under its own label, so it is bound to the session, and knowing it
+// (it is readable by the page's scripts) reveals nothing of the session
+// token, which only the HttpOnly cookie holds.
+func csrfToken(token []byte) string {
+	h := sha256.New()
+	h.Write([]byte("ccproxy admin csrf\x00"))
+	h.Write(token)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil))
 }
 
 func safeMethod(m string) bool {
@@ -247,16 +263,18 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.invalid(w, r, errs)
 		return
 	}
-	ip := clientIP(r)
-	tkey := strings.ToLower(req.Username) + "\x00"
-	if ip != nil {
-		tkey += ip.String()
-	}
+	ip := s.clientAddr(r)
+	keys := throttleKeys(req.Username, ip)
 	now := s.now()
-	if wait := s.throttle.blocked(tkey, now); wait > 0 {
+	wait, err := s.countAttempt(r.Context(), keys, now)
+	if err != nil {
+		s.storeError(w, r, err)
+		return
+	}
+	if wait > 0 {
 		s.logins.WithLabelValues("throttled").Inc()
-		w.Header().Set("Retry-After", strconv.Itoa(int(wait.Round(time.Second)/time.Second)+1))
-		s.problem(w, r, http.StatusTooManyRequests, "too many failed logins", "try again later")
+		retryAfter(w, wait)
+		s.problem(w, r, http.StatusTooManyRequests, "too many failed logins", "try again in "+w.Header().Get("Retry-After")+" seconds")
 		return
 	}
 	a, err := s.st.Admins().GetByUsername(r.Context(), req.Username)
@@ -268,27 +286,28 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		}
 		hash = s.dummyHash
 	}
-	ok, verr := verifyPassword(hash, req.Password)
+	ok, verr := s.verifyPassword(hash, req.Password)
+	if errors.Is(verr, errHashBusy) {
+		s.logins.WithLabelValues("busy").Inc()
+		s.storeError(w, r, verr)
+		return
+	}
 	if verr != nil {
 		s.log.LogAttrs(r.Context(), slog.LevelError, "admin: stored password hash unreadable", slog.String("admin_id", a.ID.String()))
 	}
 	if err != nil || !ok || a.Disabled {
-		s.throttle.fail(tkey, now)
 		s.logins.WithLabelValues("bad_credentials").Inc()
-		// The username is not logged: people type passwords into it.
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: failed login")
+		s.loginFailed(r, req.Username, a, err == nil && ok, ip)
 		s.unauthorized(w, r, "wrong username or password")
 		return
 	}
-	s.throttle.reset(tkey)
+	if err := s.loginSucceeded(r.Context(), keys, now); err != nil {
+		// The login stands; the attempt stays counted until forgotten.
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: could not reset the login throttle", slog.String("error", err.Error()))
+	}
 
 	token := make([]byte, store.SessionIDLen)
-	csrf := make([]byte, 32)
 	if _, err := rand.Read(token); err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	if _, err := rand.Read(csrf); err != nil {
 		s.storeError(w, r, err)
 		return
 	}
@@ -299,7 +318,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	err = s.st.WithTx(r.Context(), func(q *store.Queries) error {
 		if _, err := q.Sessions().Create(r.Context(), store.NewAdminSession{
-			ID: sessionID(token), AdminID: a.ID, ExpiresAt: expires, UserAgent: ua, IP: ip,
+			ID: sessionID(token), AdminID: a.ID, ExpiresAt: expires, LastSeenAt: now, UserAgent: ua, IP: ip,
 		}); err != nil {
 			return err
 		}
@@ -317,8 +336,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logins.WithLabelValues("ok").Inc()
 	tok := base64.RawURLEncoding.EncodeToString(token)
-	csrfTok := base64.RawURLEncoding.EncodeToString(csrf)
-	secure := r.TLS != nil
+	csrfTok := csrfToken(token)
+	secure := s.secureCookies(r)
 	http.SetCookie(w, &http.Cookie{Name: SessionCookie, Value: tok, Path: "/", Expires: expires,
 		HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
 	http.SetCookie(w, &http.Cookie{Name: CSRFCookie, Value: csrfTok, Path: "/", Expires: expires,
@@ -338,7 +357,7 @@ func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	secure := r.TLS != nil
+	secure := s.secureCookies(r)
 	for _, name := range []string{SessionCookie, CSRFCookie} {
 		http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1,
 			HttpOnly: name == SessionCookie, Secure: secure, SameSite: http.SameSiteStrictMode})
@@ -352,82 +371,33 @@ func sessionID(token []byte) []byte {
 	return sum[:]
 }
 
-// Login throttling.
-const (
-	maxLoginFailures   = 5
-	loginWindow        = 15 * time.Minute
-	maxThrottleEntries = 10000
-)
-
-// throttle counts failed logins per key in fixed windows. It holds at most
-// max entries: when full it drops expired entries and, if still full, the
-// entry closest to expiry, so memory stays bounded under a flood of
-// distinct usernames at the cost of forgetting the stalest counter.
-type throttle struct {
-	mu      sync.Mutex
-	max     int
-	entries map[string]*throttleEntry
+// loginFailed audits a failed login (never the password) and logs it
+// without the username: people type passwords into it, and logs travel
+// further than the audit log, which only admins read.
+func (s *Server) loginFailed(r *http.Request, username string, a store.Admin, disabled bool, ip *netip.Addr) {
+	reason := "bad_credentials"
+	if disabled {
+		reason = "disabled"
+	}
+	targetID := ""
+	if a.ID != uuid.Nil {
+		targetID = a.ID.String()
+	}
+	after, _ := json.Marshal(map[string]string{"username": username, "reason": reason})
+	ctx := context.WithoutCancel(r.Context())
+	attrs := []slog.Attr{}
+	if ip != nil {
+		attrs = append(attrs, slog.String("client", ip.String()))
+	}
+	s.log.LogAttrs(ctx, slog.LevelWarn, "admin: failed login", attrs...)
+	if _, err := s.st.Audit().Append(ctx, store.AuditEntry{
+		Actor: "anonymous", Action: "admin.login_failed", TargetType: "admin", TargetID: targetID, After: after, IP: ip,
+	}); err != nil {
+		s.log.LogAttrs(ctx, slog.LevelError, "admin: could not audit a failed login", slog.String("error", err.Error()))
+	}
 }
 
-type throttleEntry struct {
-	failures int
-	until    time.Time
-}
-
-func newThrottle(max int) *throttle {
-	return &throttle{max: max, entries: map[string]*throttleEntry{}}
-}
-
-// blocked returns how long key must still wait, or 0.
-func (t *throttle) blocked(key string, now time.Time) time.Duration {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[key]
-	if !ok || !now.Before(e.until) {
-		return 0
-	}
-	if e.failures < maxLoginFailures {
-		return 0
-	}
-	return e.until.Sub(now)
-}
-
-func (t *throttle) fail(key string, now time.Time) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	e, ok := t.entries[key]
-	if ok && !now.Before(e.until) {
-		ok = false
-	}
-	if !ok {
-		if len(t.entries) >= t.max {
-			t.evict(now)
-		}
-		e = &throttleEntry{until: now.Add(loginWindow)}
-		t.entries[key] = e
-	}
-	e.failures++
-}
-
-func (t *throttle) reset(key string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.entries, key)
-}
-
-func (t *throttle) evict(now time.Time) {
-	var oldest string
-	var oldestUntil time.Time
-	for k, e := range t.entries {
-		if !now.Before(e.until) {
-			delete(t.entries, k)
-			continue
-		}
-		if oldest == "" || e.until.Before(oldestUntil) {
-			oldest, oldestUntil = k, e.until
-		}
-	}
-	if len(t.entries) >= t.max && oldest != "" {
-		delete(t.entries, oldest)
-	}
+// retryAfter sets Retry-After to wait, in whole seconds rounded up.
+func retryAfter(w http.ResponseWriter, wait time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64((wait+time.Second-1)/time.Second), 10))
 }

@@ -184,7 +184,7 @@ func TestAuth(t *testing.T) {
 	// what is counted, or under which label, shows here.
 	t.Run("metrics", func(t *testing.T) {
 		const logins = `
-# HELP ccproxy_admin_logins_total Admin login attempts by result (ok, bad_credentials, throttled).
+# HELP ccproxy_admin_logins_total Admin login attempts by result (ok, bad_credentials, throttled, busy).
 # TYPE ccproxy_admin_logins_total counter
 ccproxy_admin_logins_total{result="bad_credentials"} 9
 ccproxy_admin_logins_total{result="ok"} 6

@@ -218,6 +218,13 @@ type rawBody string
 // and returns it.
 func (e *env) do(method, path string, body any, opts ...reqOption) response {
 	e.t.Helper()
+	return e.doWith(http.DefaultClient, method, path, body, opts...)
+}
+
+// doWith is do with another client (one dialing from another local
+// address, say).
+func (e *env) doWith(hc *http.Client, method, path string, body any, opts ...reqOption) response {
+	e.t.Helper()
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -243,7 +250,7 @@ func (e *env) do(method, path string, body any, opts ...reqOption) response {
 	for _, o := range opts {
 		o(req)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -47,28 +47,70 @@ func TestPasswordHash(t *testing.T) {
 	}
 }
 
-func TestThrottleBounded(t *testing.T) {
-	th := newThrottle(3)
-	now := time.Unix(1000, 0)
-	for i := range 10 {
-		th.fail(fmt.Sprint("k", i), now.Add(time.Duration(i)*time.Second))
+// TestThrottleRule walks one key through its attempts: Limit at once, then
+// waits doubling to the cap, a success taking its own attempt back, and the
+// count forgotten after Forget.
+func TestThrottleRule(t *testing.T) {
+	r := ThrottleRule{Limit: 3, Delay: time.Minute, MaxDelay: 5 * time.Minute, Forget: time.Hour}
+	t0 := time.Unix(1_000_000, 0)
+	tests := []struct {
+		name        string
+		at          time.Duration // attempt time after t0
+		wantWait    time.Duration // wait before the attempt
+		wantNext    time.Duration // NextAttemptAt after counting it, from t0; 0 = none
+		wantExpires time.Duration
+	}{
+		{"first", 0, 0, 0, time.Hour},
+		{"second", 0, 0, 0, time.Hour},
+		{"third starts the delay", 0, 0, time.Minute, time.Hour},
+		{"fourth too early", 30 * time.Second, 30 * time.Second, -1, -1},
+		{"fourth after its wait doubles it", time.Minute, 0, 3 * time.Minute, time.Minute + time.Hour},
+		{"fifth", 3 * time.Minute, 0, 7 * time.Minute, 3*time.Minute + time.Hour},
+		{"sixth is capped", 7 * time.Minute, 0, 12 * time.Minute, 7*time.Minute + time.Hour},
+		{"seventh stays capped", 12 * time.Minute, 0, 17 * time.Minute, 12*time.Minute + time.Hour},
 	}
-	if n := len(th.entries); n != 3 {
-		t.Errorf("%d entries, want 3", n)
+	var st store.LoginThrottle
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			now := t0.Add(tc.at)
+			if w := r.wait(st, now); w != tc.wantWait {
+				t.Fatalf("wait = %v, want %v", w, tc.wantWait)
+			}
+			if tc.wantWait > 0 {
+				return
+			}
+			st = r.count(st, now)
+			wantNext := time.Time{}
+			if tc.wantNext > 0 {
+				wantNext = t0.Add(tc.wantNext)
+			}
+			if !st.NextAttemptAt.Equal(wantNext) || !st.ExpiresAt.Equal(t0.Add(tc.wantExpires)) {
+				t.Fatalf("state %+v, want next %v expires %v", st, wantNext, t0.Add(tc.wantExpires))
+			}
+		})
 	}
-	for range maxLoginFailures {
-		th.fail("a", now)
-	}
-	if w := th.blocked("a", now.Add(time.Minute)); w != loginWindow-time.Minute {
-		t.Errorf("blocked for %v, want %v", w, loginWindow-time.Minute)
-	}
-	if w := th.blocked("a", now.Add(loginWindow)); w != 0 {
-		t.Errorf("still blocked after the window: %v", w)
-	}
-	th.reset("a")
-	if w := th.blocked("a", now); w != 0 {
-		t.Errorf("blocked after reset: %v", w)
-	}
+	t.Run("a success takes its attempt back", func(t *testing.T) {
+		st := r.uncount(store.LoginThrottle{Attempts: 3, NextAttemptAt: t0.Add(time.Minute)}, t0)
+		if st.Attempts != 2 || !st.NextAttemptAt.IsZero() {
+			t.Fatalf("after uncount %+v", st)
+		}
+		st = r.uncount(store.LoginThrottle{Attempts: 5, NextAttemptAt: t0.Add(time.Minute)}, t0)
+		if st.Attempts != 4 || !st.NextAttemptAt.Equal(t0.Add(time.Minute)) {
+			t.Fatalf("after uncount above the limit %+v", st)
+		}
+		if st := r.uncount(store.LoginThrottle{}, t0); st.Attempts != 0 {
+			t.Fatalf("uncount of nothing %+v", st)
+		}
+	})
+	t.Run("delay never overflows", func(t *testing.T) {
+		huge := ThrottleRule{Limit: 1, Delay: time.Second, MaxDelay: 1<<63 - 1, Forget: time.Hour}
+		if d := huge.delay(1000); d != huge.MaxDelay {
+			t.Fatalf("delay(1000) = %v", d)
+		}
+		if d := r.delay(0); d != time.Minute {
+			t.Fatalf("delay(0) = %v", d)
+		}
+	})
 }
 
 func TestSlicePage(t *testing.T) {

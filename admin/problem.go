@@ -68,6 +68,9 @@ func (s *Server) storeError(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
 	case errors.As(err, &ie):
 		s.invalid(w, r, ie.errs)
+	case errors.Is(err, errHashBusy):
+		w.Header().Set("Retry-After", "1")
+		s.problem(w, r, http.StatusTooManyRequests, "server busy", "too many password checks are in progress; try again shortly")
 	case errors.Is(err, store.ErrNotFound):
 		s.problem(w, r, http.StatusNotFound, "not found", "")
 	case errors.Is(err, store.ErrConflict):

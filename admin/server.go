@@ -7,24 +7,35 @@
 //
 // Authentication. POST /api/v1/auth/login returns a session token (32 random
 // bytes, base64url) and sets it as the HttpOnly, SameSite=Strict cookie
-// ccproxy_session (Secure when the request came over TLS). Only the SHA-256
-// of the token is stored, so a database dump yields no usable session. Every
-// other endpoint takes the token as "Authorization: Bearer <token>" or the
-// cookie.
+// ccproxy_session (Secure as Options.CookieSecure decides: by default when
+// the request came over TLS or from a trusted proxy with X-Forwarded-Proto
+// https). Only the SHA-256 of the token is stored, so a database dump yields
+// no usable session. Every other endpoint takes the token as
+// "Authorization: Bearer <token>" or the cookie. A session ends at its
+// absolute lifetime, after Options.SessionIdleTimeout without use, at
+// logout, or when its admin is disabled, changes password or has every
+// session revoked.
 //
-// CSRF. The service uses the double-submit pattern: login also sets the
-// readable cookie ccproxy_csrf, and a cookie-authenticated request with an
-// unsafe method must echo its value in the X-CSRF-Token header. A
-// cross-site page can neither read that cookie nor set the header, and
-// SameSite=Strict already keeps browsers from sending the session cookie
-// cross-site; the token covers older browsers and same-site subdomains.
-// Bearer-authenticated requests need no token: browsers never attach an
-// Authorization header on their own.
+// CSRF. Login also sets the readable cookie ccproxy_csrf, whose value is
+// derived from the session token (a labelled hash of it), and a
+// cookie-authenticated request with an unsafe method must echo it in the
+// X-CSRF-Token header. A cross-site page can neither read that cookie nor
+// set the header, and SameSite=Strict already keeps browsers from sending
+// the session cookie cross-site; the token covers older browsers and
+// same-site subdomains, which can plant cookies but cannot derive another
+// session's token. Bearer-authenticated requests need no token: browsers
+// never attach an Authorization header on their own.
 //
-// Throttling. Failed logins are counted per (lower-cased username, client
-// IP) in memory; after maxLoginFailures within loginWindow the pair gets 429
-// until the window ends. The client IP is the TCP peer: X-Forwarded-For is
-// not trusted, because anyone can set it.
+// Throttling. Every login attempt is counted in Postgres before its password
+// is verified, per lower-cased username and per client address (an IPv6
+// client's /64), atomically across replicas; past a limit each attempt
+// starts a wait that doubles up to a cap (429 with Retry-After), and the
+// count is forgotten an hour after the last attempt. The client address is
+// the TCP peer, or, when the peer is in Options.TrustedProxies, the
+// right-most X-Forwarded-For hop that is not a trusted proxy. At most
+// Options.MaxConcurrentHashes argon2id hashes run at once; a login beyond
+// that gets 429 at once. Failed logins are audited with the username as
+// typed and the client address.
 package admin
 
 import (
@@ -34,6 +45,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -110,7 +122,31 @@ type Options struct {
 	GatewayURL string
 	// UI, when set, serves every path outside /api/ (the dashboard).
 	UI http.Handler
+	// SessionIdleTimeout ends a session not used for this long, within its
+	// lifetime (default DefaultSessionIdleTimeout).
+	SessionIdleTimeout time.Duration
+	// TrustedProxies are the networks of the proxies in front of the
+	// service (load balancers, ingress) whose X-Forwarded-For and
+	// X-Forwarded-Proto are believed; empty believes no one.
+	TrustedProxies []netip.Prefix
+	// CookieSecure decides the cookies' Secure attribute (default
+	// CookieSecureAuto).
+	CookieSecure CookieSecure
+	// MaxConcurrentHashes caps the argon2id password hashes computed at
+	// once (logins, password changes); more get 429. Default 2×GOMAXPROCS.
+	MaxConcurrentHashes int
+	// LoginThrottle tunes login throttling; zero fields take the defaults:
+	// per username 5 attempts, per address 20, then waits of 1 minute
+	// doubling to 15, forgotten an hour after the last attempt.
+	LoginThrottle LoginThrottle
+
+	// hashHook runs inside every password hash with its slot held (tests).
+	hashHook func()
 }
+
+// DefaultSessionIdleTimeout is how long an unused admin session lasts when
+// Options.SessionIdleTimeout is zero.
+const DefaultSessionIdleTimeout = 30 * time.Minute
 
 // Server serves the admin REST API. It is safe for concurrent use.
 type Server struct {
@@ -124,7 +160,12 @@ type Server struct {
 	loc      *time.Location
 	gateway  string
 	ui       http.Handler
-	throttle *throttle
+	throttle LoginThrottle
+	hashes   *hashLimiter
+	// idleTimeout ends unused sessions.
+	idleTimeout    time.Duration
+	trustedProxies []netip.Prefix
+	cookieSecure   CookieSecure
 	// dummyHash is verified against when a login names an unknown admin, so
 	// the response time does not reveal which usernames exist.
 	dummyHash string
@@ -155,7 +196,7 @@ func New(opts Options) (*Server, error) {
 		}, []string{"method", "route", "code"}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_admin_logins_total",
-			Help: "Admin login attempts by result (ok, bad_credentials, throttled).",
+			Help: "Admin login attempts by result (ok, bad_credentials, throttled, busy).",
 		}, []string{"result"}),
 	}
 	if s.log == nil {
@@ -170,7 +211,24 @@ func New(opts Options) (*Server, error) {
 	if s.loc == nil {
 		s.loc = time.UTC
 	}
-	s.throttle = newThrottle(maxThrottleEntries)
+	s.idleTimeout = opts.SessionIdleTimeout
+	if s.idleTimeout <= 0 {
+		s.idleTimeout = DefaultSessionIdleTimeout
+	}
+	s.trustedProxies = opts.TrustedProxies
+	s.cookieSecure = opts.CookieSecure
+	if s.cookieSecure == "" {
+		s.cookieSecure = CookieSecureAuto
+	}
+	if _, err := ParseCookieSecure(string(s.cookieSecure)); err != nil {
+		return nil, err
+	}
+	def := defaultLoginThrottle()
+	s.throttle = LoginThrottle{
+		Username: opts.LoginThrottle.Username.withDefaults(def.Username),
+		Address:  opts.LoginThrottle.Address.withDefaults(def.Address),
+	}
+	s.hashes = newHashLimiter(opts.MaxConcurrentHashes, opts.hashHook)
 	h, err := hashPassword(uuid.NewString())
 	if err != nil {
 		return nil, err

@@ -12,7 +12,8 @@
 //     forever, so dashboards, summaries and budgets over old months still
 //     work; only per-request listings and session summaries lose the
 //     dropped months;
-//   - admin sessions that expired or were revoked are deleted;
+//   - admin sessions that expired or were revoked are deleted, and so is
+//     login throttling state that was forgotten;
 //   - access keys whose rotation grace period has ended are revoked (and,
 //     when Invalidate is set, extproc caches are told to forget them).
 //
@@ -89,9 +90,11 @@ type Result struct {
 	Ran bool
 	// Dropped lists the months whose raw usage partitions were dropped.
 	Dropped []time.Time
-	// SessionsDeleted and KeysExpired count the rows cleaned up.
-	SessionsDeleted int
-	KeysExpired     int
+	// SessionsDeleted, ThrottlesDeleted and KeysExpired count the rows
+	// cleaned up.
+	SessionsDeleted  int
+	ThrottlesDeleted int
+	KeysExpired      int
 }
 
 // New returns a Job for opts and registers its metrics.
@@ -239,6 +242,12 @@ func (j *Job) RunOnce(ctx context.Context) (Result, error) {
 	} else {
 		res.SessionsDeleted = n
 		j.sessionsDeleted.Add(float64(n))
+	}
+	if n, err := j.opts.Store.LoginThrottles().DeleteExpired(ctx, now); err != nil {
+		j.fail("login_throttle")
+		errs = append(errs, err)
+	} else {
+		res.ThrottlesDeleted = n
 	}
 	if keys, err := j.opts.Store.AccessKeys().RevokeExpiredRotations(ctx); err != nil {
 		j.fail("keys")

@@ -166,6 +166,17 @@ func TestRunOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Login throttling: one forgotten key, one still counting.
+	for i, exp := range []time.Time{now.Add(-time.Minute), now.Add(time.Hour)} {
+		key := sha256.Sum256([]byte{byte(i)})
+		if err := st.LoginThrottles().Update(ctx, now, [][]byte{key[:]}, func(s []store.LoginThrottle) ([]store.LoginThrottle, error) {
+			s[0].Attempts, s[0].ExpiresAt = 1, exp
+			return s, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Access keys: one rotation whose grace ended, one still in grace.
 	u, err := st.Users().Create(ctx, store.NewUser{Name: "dev"})
 	if err != nil {
@@ -208,7 +219,7 @@ func TestRunOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !res.Ran || !slices.EqualFunc(res.Dropped, []time.Time{old1, old2}, time.Time.Equal) || res.SessionsDeleted != 2 || res.KeysExpired != 1 {
+	if !res.Ran || !slices.EqualFunc(res.Dropped, []time.Time{old1, old2}, time.Time.Equal) || res.SessionsDeleted != 2 || res.ThrottlesDeleted != 1 || res.KeysExpired != 1 {
 		t.Fatalf("result %+v", res)
 	}
 

@@ -137,8 +137,10 @@ type NewAdminSession struct {
 	ID        []byte
 	AdminID   uuid.UUID
 	ExpiresAt time.Time
-	UserAgent string
-	IP        *netip.Addr
+	// LastSeenAt starts the idle timeout; zero means the database's now.
+	LastSeenAt time.Time
+	UserAgent  string
+	IP         *netip.Addr
 }
 
 // Sessions is the admin session repository.
@@ -161,10 +163,14 @@ func (r Sessions) Create(ctx context.Context, n NewAdminSession) (AdminSession, 
 	if len(n.ID) != SessionIDLen {
 		return AdminSession{}, invalidf("session id must be %d bytes, got %d", SessionIDLen, len(n.ID))
 	}
+	var seen *time.Time
+	if !n.LastSeenAt.IsZero() {
+		seen = &n.LastSeenAt
+	}
 	s, err := scanSession(r.q.db.QueryRow(ctx, `
-		INSERT INTO admin_sessions (id, admin_id, expires_at, user_agent, ip)
-		SELECT $1, id, $3, $4, $5 FROM admins WHERE id = $2 AND NOT disabled
-		RETURNING `+sessionColumns, n.ID, n.AdminID, n.ExpiresAt, n.UserAgent, n.IP))
+		INSERT INTO admin_sessions (id, admin_id, expires_at, user_agent, ip, last_seen_at)
+		SELECT $1, id, $3, $4, $5, coalesce($6, now()) FROM admins WHERE id = $2 AND NOT disabled
+		RETURNING `+sessionColumns, n.ID, n.AdminID, n.ExpiresAt, n.UserAgent, n.IP, seen))
 	return s, mapErr("store: create admin session", err)
 }
 
@@ -191,6 +197,16 @@ func (r Sessions) Get(ctx context.Context, id []byte) (AdminSession, Admin, erro
 // Touch records activity on a session.
 func (r Sessions) Touch(ctx context.Context, id []byte) error {
 	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET last_seen_at = now() WHERE id = $1`, id)
+	if err == nil && tag.RowsAffected() == 0 {
+		err = pgx.ErrNoRows
+	}
+	return mapErr("store: touch admin session", err)
+}
+
+// TouchAt records activity on a session at at; last_seen_at never moves
+// back. An unknown session is ErrNotFound.
+func (r Sessions) TouchAt(ctx context.Context, id []byte, at time.Time) error {
+	tag, err := r.q.db.Exec(ctx, `UPDATE admin_sessions SET last_seen_at = greatest(last_seen_at, $2) WHERE id = $1`, id, at)
 	if err == nil && tag.RowsAffected() == 0 {
 		err = pgx.ErrNoRows
 	}

@@ -287,8 +287,32 @@ var Mutations = []Mutation{
 		Packages: []string{pkgAdmin},
 	},
 	{
-		Name: "admin: login throttle off", File: "admin/auth.go",
-		From: "if e.failures < maxLoginFailures {", To: "if e.failures < maxLoginFailures*1000 {", Packages: []string{pkgAdmin},
+		Name: "admin: login throttle off", File: "admin/throttle.go",
+		From: "if st.Attempts >= r.Limit {", To: "if st.Attempts >= r.Limit*1000 {", Packages: []string{pkgAdmin},
+	},
+	{
+		Name: "admin: login throttle checks without counting", File: "admin/throttle.go",
+		From: "states[i] = rules[i].count(states[i], now)", To: "_ = rules[i].count(states[i], now)", Packages: []string{pkgAdmin}, Run: "TestLoginThrottleCountsBeforeVerifying",
+	},
+	{
+		Name: "admin: X-Forwarded-For believed from any peer", File: "admin/clientaddr.go",
+		From: "if addr == nil || !s.trusted(*addr) {", To: "if addr == nil {", Packages: []string{pkgAdmin}, Run: "TestLoginThrottleCountsBeforeVerifying",
+	},
+	{
+		Name: "admin: password hashes uncapped", File: "admin/hashlimit.go",
+		From: "slots: make(chan struct{}, n)", To: "slots: make(chan struct{}, n*1000)", Packages: []string{pkgAdmin}, Run: "TestPasswordHashCap",
+	},
+	{
+		Name: "admin: CSRF token not bound to the session", File: "admin/auth.go",
+		From: "subtle.ConstantTimeCompare([]byte(h), []byte(csrfToken(raw))) != 1", To: "false", Packages: []string{pkgAdmin}, Run: "TestCSRFTokenBoundToSession",
+	},
+	{
+		Name: "admin: idle session accepted", File: "admin/auth.go",
+		From: "idle >= s.idleTimeout {", To: "idle >= s.idleTimeout*1000 {", Packages: []string{pkgAdmin}, Run: "TestSessionIdleTimeout",
+	},
+	{
+		Name: "admin: cookies never Secure behind a TLS-terminating proxy", File: "admin/clientaddr.go",
+		From: `if strings.EqualFold(v, "https") {`, To: `if false && strings.EqualFold(v, "https") {`, Packages: []string{pkgAdmin}, Run: "TestCookieSecure",
 	},
 	{
 		Name: "admin: key routing strategy dropped", File: "admin/keys.go",
