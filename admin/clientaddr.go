@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 )
 
@@ -35,7 +36,8 @@ func ParseCookieSecure(s string) (CookieSecure, error) {
 }
 
 // ParseTrustedProxies parses a comma-separated list of CIDRs or single
-// addresses; empty trusts no proxy.
+// addresses (a /32 or /128); empty trusts no proxy. IPv4-mapped IPv6
+// entries become IPv4, the form peer addresses are compared in.
 func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, f := range strings.Split(s, ",") {
@@ -44,8 +46,6 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 			continue
 		}
 		if p, err := netip.ParsePrefix(f); err == nil {
-			// Peer addresses are unmapped, so a v4-mapped prefix is
-			// compared as IPv4.
 			if p.Addr().Is4In6() && p.Bits() >= 96 {
 				p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 			}
@@ -53,10 +53,10 @@ func ParseTrustedProxies(s string) ([]netip.Prefix, error) {
 			continue
 		}
 		a, err := netip.ParseAddr(f)
-		if err != nil {
-			return nil, errors.New("admin: trusted proxy " + f + " is neither a CIDR nor an IP address")
+		if err != nil || a.Zone() != "" {
+			return nil, errors.New(strconv.Quote(f) + " is neither a CIDR nor an IP address")
 		}
-		a = a.Unmap().WithZone("")
+		a = a.Unmap()
 		out = append(out, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return out, nil

@@ -47,10 +47,7 @@ func fromAddr(local string) *http.Client {
 // proxy.
 func TestLoginThrottleCountsBeforeVerifying(t *testing.T) {
 	const userLimit, addrLimit = 5, 10
-	trusted, err := admin.ParseTrustedProxies("127.0.0.2, 10.0.0.0/8")
-	if err != nil {
-		t.Fatal(err)
-	}
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32"), netip.MustParsePrefix("10.0.0.0/8")}
 	// A clock that stands still: every refusal must then announce the
 	// whole first wait.
 	clock := &fakeClock{t: time.Now()}
@@ -186,7 +183,7 @@ func TestLoginBackoff(t *testing.T) {
 // entry with the username as typed and the client address, and never the
 // password.
 func TestFailedLoginsAudited(t *testing.T) {
-	trusted, _ := admin.ParseTrustedProxies("127.0.0.1")
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 	e := newEnv(t, func(o *admin.Options) { o.TrustedProxies = trusted })
 	ctx := context.Background()
 	root, err := e.st.Admins().GetByUsername(ctx, testAdmin)
@@ -389,7 +386,7 @@ func TestSessionIdleTimeout(t *testing.T) {
 // X-Forwarded-Proto from trusted and untrusted peers.
 func TestCookieSecure(t *testing.T) {
 	e := newEnv(t)
-	trusted, _ := admin.ParseTrustedProxies("127.0.0.2")
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")}
 	tests := []struct {
 		name   string
 		mode   admin.CookieSecure
@@ -477,6 +474,7 @@ func TestParseTrustedProxies(t *testing.T) {
 		{"10.1.2.3/8", "[10.0.0.0/8]", false},
 		{"::ffff:10.0.0.0/104", "[10.0.0.0/8]", false},
 		{"::ffff:192.0.2.1", "[192.0.2.1/32]", false},
+		{"fe80::1%eth0", "", true},
 		{"10.0.0.0/33", "", true},
 		{"proxy.internal", "", true},
 	}

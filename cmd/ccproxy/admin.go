@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -47,7 +46,8 @@ internal KeyService that extproc uses to resolve access keys. Changes to keys an
 on Redis so that every extproc drops its cached copy within a second. It also ingests the usage events
 extproc publishes on the Redis usage stream into Postgres (every replica takes a share).
 
-When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPROXY_ADMIN_PASSWORD.`,
+When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPROXY_ADMIN_PASSWORD.
+An operator locked out of every admin account resets a password with "ccproxy admin reset-password".`,
 		Args: cobra.NoArgs,
 	}
 	s := &adminSettings{}
@@ -106,12 +106,13 @@ type adminSettings struct {
 	Billing     config.Billing
 	Serving     config.Serving
 	Service     adminServiceSettings
+	Security    adminSecuritySettings
 	UsageIngest usageIngestSettings
 }
 
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
-		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(),
+		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(),
 		s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(),
 	}
 }
@@ -280,11 +281,13 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		fmt.Fprintf(announce, "Created admin %q with password %s (shown once; set CCPROXY_ADMIN_PASSWORD to choose one).\n\n", svc.Username, password)
 	}
 
-	api, err := admin.New(admin.Options{
+	opts := admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
 		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
 		Location:    s.Billing.Location, GatewayURL: s.Service.GatewayURL, UI: dashboard.Handler(),
-	})
+	}
+	s.Security.options(&opts)
+	api, err := admin.New(opts)
 	if err != nil {
 		return nil, "", err
 	}
@@ -306,7 +309,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	}).Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
-	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := api.HTTPServer(s.Security.HTTP)
 
 	comps := []component{
 		{"admin-api", func(ctx context.Context) error {

@@ -61,6 +61,7 @@ type devSettings struct {
 	Billing     config.Billing
 	Serving     config.Serving
 	Admin       adminServiceSettings
+	AdminSec    adminSecuritySettings
 	UsageIngest usageIngestSettings
 	DataPlane   dataPlaneSettings
 	XDSAddr     string
@@ -84,6 +85,7 @@ func (s *devSettings) groups() []config.Group {
 		s.Keys.Group().WithDefault("server-secret", ""),
 		s.Secrets.Group(),
 		s.Admin.group().WithDefault("admin-addr", "127.0.0.1:8081").WithDefault("admin-grpc-addr", "127.0.0.1:0"),
+		s.AdminSec.group(),
 		s.DataPlane.group().WithDefault("listen-addr", "127.0.0.1:8080"),
 		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
 		// A socket in the state directory when not given.
@@ -132,7 +134,7 @@ func (s *devSettings) devGroup() config.Group {
 func (s *devSettings) admin() *adminSettings {
 	return &adminSettings{
 		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Service: s.Admin, UsageIngest: s.UsageIngest,
+		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest,
 	}
 }
 
