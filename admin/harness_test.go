@@ -74,7 +74,7 @@ func (r *recorder) all() []admin.Invalidation {
 // validated against the OpenAPI document and every body kept so tests can
 // check no secret was ever returned.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	st     *store.Store
 	sealer secrets.Sealer
 	hasher *keys.Hasher
@@ -88,7 +88,7 @@ type env struct {
 	bodies bytes.Buffer
 }
 
-func newEnv(t *testing.T, configure ...func(*admin.Options)) *env {
+func newEnv(t testing.TB, configure ...func(*admin.Options)) *env {
 	t.Helper()
 	ctx := context.Background()
 	st := storetest.Open(t)
@@ -161,7 +161,7 @@ type response struct {
 	body   []byte
 }
 
-func (r response) decode(t *testing.T, v any) {
+func (r response) decode(t testing.TB, v any) {
 	t.Helper()
 	if err := json.Unmarshal(r.body, v); err != nil {
 		t.Fatalf("decode %s: %v", r.body, err)
@@ -169,7 +169,7 @@ func (r response) decode(t *testing.T, v any) {
 }
 
 // problem decodes a problem response, checking its media type.
-func (r response) problem(t *testing.T) problemDoc {
+func (r response) problem(t testing.TB) problemDoc {
 	t.Helper()
 	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
 		t.Fatalf("Content-Type = %q, want application/problem+json (body %s)", ct, r.body)
@@ -271,12 +271,18 @@ func (e *env) doWith(hc *http.Client, method, path string, body any, opts ...req
 // paths the document does not have (the catch-all 404) are skipped.
 func (e *env) validate(req *http.Request, resp response) {
 	e.t.Helper()
+	e.validateIn(e.t, req, resp)
+}
+
+// validateIn is validate reporting to t (a fuzz target's own t).
+func (e *env) validateIn(t testing.TB, req *http.Request, resp response) {
+	t.Helper()
 	vreq := req.Clone(context.Background())
 	vreq.URL.Scheme, vreq.URL.Host = "", ""
 	route, params, err := e.router.FindRoute(vreq)
 	if err != nil {
 		if resp.status != http.StatusNotFound && resp.status != http.StatusMethodNotAllowed {
-			e.t.Errorf("%s %s: no OpenAPI route but status %d", req.Method, req.URL.Path, resp.status)
+			t.Errorf("%s %s: no OpenAPI route but status %d", req.Method, req.URL.Path, resp.status)
 		}
 		return
 	}
@@ -288,7 +294,7 @@ func (e *env) validate(req *http.Request, resp response) {
 		Options:                &openapi3filter.Options{IncludeResponseStatus: true},
 	}
 	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
-		e.t.Errorf("%s %s → %d does not match the OpenAPI document: %v\nbody: %s", req.Method, req.URL.Path, resp.status, err, resp.body)
+		t.Errorf("%s %s → %d does not match the OpenAPI document: %v\nbody: %s", req.Method, req.URL.Path, resp.status, err, resp.body)
 	}
 }
 
@@ -300,7 +306,7 @@ func (e *env) allBodies() string {
 }
 
 // want fails unless resp has status.
-func want(t *testing.T, resp response, status int) {
+func want(t testing.TB, resp response, status int) {
 	t.Helper()
 	if resp.status != status {
 		t.Fatalf("status %d, want %d; body %s", resp.status, status, resp.body)

@@ -338,8 +338,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// wrap adds the body limit, logging, metrics and, when auth is set,
-// authentication and CSRF checks around h.
+// wrap adds the body limit, logging, metrics, the check of query and path
+// parameters and, when auth is set, authentication and CSRF checks around
+// h.
 func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -369,6 +370,13 @@ func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, a))
+		}
+		if r.Pattern != "/" {
+			if errs := paramErrors(r); len(errs) > 0 {
+				s.problem(w, r, http.StatusBadRequest, "invalid parameter",
+					"query and path parameters must be well-formed URL encoding of valid UTF-8 without NUL characters", errs...)
+				return
+			}
 		}
 		h(w, r)
 	})
