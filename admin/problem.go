@@ -1,14 +1,17 @@
 package admin
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -120,21 +123,38 @@ func writeJSONType(w http.ResponseWriter, ctype string, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
-// decode reads the JSON body into dst strictly: application/json only, no
-// unknown fields, one value, at most maxBodyBytes. It answers the problem
-// itself and returns false on failure.
+// decode reads the JSON body into dst strictly: application/json only,
+// valid UTF-8, one value, at most maxBodyBytes, and member names exactly as
+// the API spells them, each at most once per object (checkStrictJSON), no
+// NUL in strings. It answers the problem itself and returns false on
+// failure.
 func (s *Server) decode(w http.ResponseWriter, r *http.Request, dst any) bool {
 	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if err != nil || mt != "application/json" {
 		s.problem(w, r, http.StatusUnsupportedMediaType, "unsupported media type", "the body must be application/json")
 		return false
 	}
-	dec := json.NewDecoder(r.Body)
-	dec.DisallowUnknownFields()
-	err = dec.Decode(dst)
+	body, err := io.ReadAll(r.Body)
+	if err == nil && !utf8.Valid(body) {
+		s.problem(w, r, http.StatusBadRequest, "malformed JSON", "the body is not valid UTF-8")
+		return false
+	}
 	if err == nil {
-		if _, extra := dec.Token(); extra != io.EOF {
-			err = errors.New("trailing data after the JSON value")
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.DisallowUnknownFields()
+		err = dec.Decode(dst)
+		if err == nil {
+			if _, extra := dec.Token(); extra != io.EOF {
+				err = errors.New("trailing data after the JSON value")
+			}
+		}
+	}
+	if err == nil {
+		err = checkStrictJSON(body, reflect.TypeOf(dst))
+		var ske *strictKeyError
+		if errors.As(err, &ske) {
+			s.problem(w, r, http.StatusBadRequest, ske.title, "", fieldError{Field: ske.field, Message: ske.msg})
+			return false
 		}
 	}
 	if err == nil {
@@ -201,6 +221,10 @@ func (o *optional[T]) UnmarshalJSON(b []byte) error {
 	}
 	return json.Unmarshal(b, &o.Value)
 }
+
+// innerJSONType tells strict decoding (checkStrictJSON) that an
+// optional[T]'s JSON is T's.
+func (optional[T]) innerJSONType() reflect.Type { return reflect.TypeFor[T]() }
 
 // pathID parses the {id} path value; it answers 404 itself when it is not a
 // UUID, because no such resource can exist.

@@ -328,6 +328,18 @@ var Mutations = []Mutation{
 		From: "*o = optional[T]{Set: true}", To: "o.Set = true", Packages: []string{pkgAdmin},
 	},
 	{
+		Name: "admin: repeated JSON member accepted", File: "admin/strictjson.go",
+		From: "if seen[key] {", To: "if false && seen[key] {", Packages: []string{pkgAdmin}, Run: "TestStrictJSON|FuzzStrictDecode",
+	},
+	{
+		Name: "admin: JSON names matched case-insensitively", File: "admin/strictjson.go",
+		From: "if ft, ok = fields[key]; !ok {", To: "if ft, ok = fields[key]; false && !ok {", Packages: []string{pkgAdmin}, Run: "TestStrictJSON|FuzzStrictDecode",
+	},
+	{
+		Name: "admin: NUL in a query value reaches Postgres", File: "admin/params.go",
+		From: "return utf8.ValidString(s) && !strings.ContainsRune(s, 0)", To: "return true", Packages: []string{pkgAdmin}, Run: "TestQueryAndPathParams|FuzzQueryParams",
+	},
+	{
 		Name: "admin: paging loses the tail", File: "admin/list.go",
 		From: "if end < len(items) {", To: "if end < len(items)-1 {", Packages: []string{pkgAdmin},
 	},
