@@ -22,7 +22,10 @@ func TestAPI(t *testing.T) {
 
 	t.Run("every endpoint needs auth", func(t *testing.T) {
 		routes := []struct{ method, path string }{
-			{"POST", "/api/v1/auth/logout"},
+			{"POST", "/api/v1/auth/logout"}, {"POST", "/api/v1/auth/password"},
+			{"GET", "/api/v1/admins"}, {"POST", "/api/v1/admins"},
+			{"GET", "/api/v1/admins/" + randomID}, {"PATCH", "/api/v1/admins/" + randomID},
+			{"PUT", "/api/v1/admins/" + randomID + "/password"}, {"DELETE", "/api/v1/admins/" + randomID + "/sessions"},
 			{"POST", "/api/v1/users"}, {"GET", "/api/v1/users"},
 			{"GET", "/api/v1/users/" + randomID}, {"PATCH", "/api/v1/users/" + randomID}, {"DELETE", "/api/v1/users/" + randomID},
 			{"POST", "/api/v1/users/" + randomID + "/keys"}, {"GET", "/api/v1/users/" + randomID + "/keys"},

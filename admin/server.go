@@ -263,6 +263,14 @@ func (s *Server) routes() {
 
 	open("POST /api/v1/auth/login", s.handleLogin)
 	authed("POST /api/v1/auth/logout", s.handleLogout)
+	authed("POST /api/v1/auth/password", s.handleChangePassword)
+
+	authed("GET /api/v1/admins", s.handleListAdmins)
+	authed("POST /api/v1/admins", s.handleCreateAdmin)
+	authed("GET /api/v1/admins/{id}", s.handleGetAdmin)
+	authed("PATCH /api/v1/admins/{id}", s.handlePatchAdmin)
+	authed("PUT /api/v1/admins/{id}/password", s.handleResetAdminPassword)
+	authed("DELETE /api/v1/admins/{id}/sessions", s.handleRevokeAdminSessions)
 
 	authed("POST /api/v1/users", s.handleCreateUser)
 	authed("GET /api/v1/users", s.handleListUsers)
