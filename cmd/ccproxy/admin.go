@@ -50,6 +50,7 @@ When no admin account exists, one is created from CCPROXY_ADMIN_USERNAME / CCPRO
 An operator locked out of every admin account resets a password with "ccproxy admin reset-password".`,
 		Args: cobra.NoArgs,
 	}
+	cmd.AddCommand(newAdminResetPasswordCommand(p))
 	s := &adminSettings{}
 	b := p.bind(cmd, s.groups()...)
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
