@@ -1,13 +1,14 @@
 // Package cli owns the administrator's command line: the login, logout,
-// users, keys, bedrock and usage commands of the ccproxy binary. They talk
-// to the admin service's REST API (/api/v1) with the session token that
-// login saves in a small per-user file, and print a table or, with
-// "-o json", the API's own JSON.
+// passwd, admins, users, keys, bedrock and usage commands of the ccproxy
+// binary. They talk to the admin service's REST API (/api/v1) with the
+// session token that login saves in a small per-user file, and print a
+// table or, with "-o json", the API's own JSON.
 //
-// Secrets stay off argv: the login password and Bedrock API keys are read
-// from stdin (or the environment), because argv is visible to every user of
-// the machine through ps and /proc. The only secret ever printed is a newly
-// issued access key, which the API shows exactly once.
+// Secrets stay off argv: passwords and Bedrock API keys are read from stdin
+// (or the environment, or a terminal prompt with echo off), because argv is
+// visible to every user of the machine through ps and /proc. The only
+// secret ever printed is a newly issued access key, which the API shows
+// exactly once.
 package cli
 
 import (
@@ -43,8 +44,8 @@ const (
 // script.
 const requestTimeout = 30 * time.Second
 
-// Commands returns the top-level admin commands (login, logout, users,
-// keys, bedrock, usage) for the ccproxy root command. They read the
+// Commands returns the top-level admin commands (login, logout, passwd,
+// admins, users, keys, bedrock, usage) for the ccproxy root command. They read the
 // process environment.
 func Commands() []*cobra.Command {
 	return newApp(os.Getenv, &http.Client{Timeout: requestTimeout}).commands()
@@ -66,7 +67,8 @@ func newApp(getenv func(string) string, hc *http.Client) *app {
 
 func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
-		a.loginCommand(), a.logoutCommand(), a.usersCommand(), a.keysCommand(), a.bedrockCommand(), a.usageCommand(),
+		a.loginCommand(), a.logoutCommand(), a.passwdCommand(), a.adminsCommand(),
+		a.usersCommand(), a.keysCommand(), a.bedrockCommand(), a.usageCommand(),
 	}
 }
 
