@@ -333,6 +333,8 @@ func TestCSRFTokenBoundToSession(t *testing.T) {
 		{"another session's token", append([]reqOption{noAuth, sess(a.Token)}, csrf(b.CSRFToken)...), http.StatusForbidden},
 		{"planted token", append([]reqOption{noAuth, sess(a.Token)}, csrf("planted-by-a-sibling-subdomain")...), http.StatusForbidden},
 		{"the session token itself", append([]reqOption{noAuth, sess(a.Token)}, csrf(a.Token)...), http.StatusForbidden},
+		{"own token in the header, another in the cookie", []reqOption{noAuth, sess(a.Token),
+			withCookie(&http.Cookie{Name: admin.CSRFCookie, Value: b.CSRFToken}), withHeader(admin.CSRFHeader, a.CSRFToken)}, http.StatusForbidden},
 		{"other session, own token", append([]reqOption{noAuth, sess(b.Token)}, csrf(b.CSRFToken)...), http.StatusCreated},
 	}
 	for _, tc := range tests {
