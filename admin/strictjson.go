@@ -125,16 +125,13 @@ func fieldPath(path, key string) string {
 // type (optional[T]).
 type innerJSONType interface{ innerJSONType() reflect.Type }
 
-var (
-	innerJSONTypeType = reflect.TypeFor[innerJSONType]()
-	unmarshalerType   = reflect.TypeFor[json.Unmarshaler]()
-)
-
 // jsonTarget is the type whose members a JSON object or array decodes
 // into: pointers and wrappers removed; nil when unknown (an interface, or a
 // type with its own UnmarshalJSON), where only duplicates and NUL are
 // checked.
 func jsonTarget(t reflect.Type) reflect.Type {
+	innerJSONTypeType := reflect.TypeFor[innerJSONType]()
+	unmarshalerType := reflect.TypeFor[json.Unmarshaler]()
 	for t != nil {
 		switch {
 		case t.Implements(innerJSONTypeType):
