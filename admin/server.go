@@ -379,7 +379,9 @@ func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 			}
 			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, a))
 		}
-		if r.Pattern != "/" {
+		// The catch-all 404s ("/", or "/api/" beside the dashboard) read no
+		// parameters.
+		if r.Pattern != "/" && r.Pattern != "/api/" {
 			if errs := paramErrors(r); len(errs) > 0 {
 				s.problem(w, r, http.StatusBadRequest, "invalid parameter",
 					"query and path parameters must be well-formed URL encoding of valid UTF-8 without NUL characters", errs...)
