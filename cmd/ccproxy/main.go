@@ -28,10 +28,13 @@ func main() {
 	redis.SetLogger(redisLog)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	err := newRootCommand(redisLog).ExecuteContext(ctx)
+	root, p := newRoot(redisLog)
+	err := root.ExecuteContext(ctx)
 	stop()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "ccproxy:", err)
+		// The error may quote a library's message that names a connection
+		// URL: the running command's secrets are masked in it.
+		fmt.Fprintln(os.Stderr, "ccproxy:", p.redact(err))
 		os.Exit(1)
 	}
 }

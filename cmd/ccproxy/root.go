@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 
@@ -17,9 +18,24 @@ type process struct {
 	// command points it at the logger it builds. Nil leaves go-redis's
 	// logging alone (tests).
 	redisLog *observability.RedisLogger
+	// redactor masks the values of the running command's secret settings;
+	// main passes the command's final error through it. Nil until the
+	// command loads its settings.
+	redactor *config.Redactor
+}
+
+// redact returns the text of err with the running command's secrets masked.
+func (p *process) redact(err error) string {
+	return p.redactor.Redact(err.Error())
 }
 
 func newRootCommand(redisLog *observability.RedisLogger) *cobra.Command {
+	root, _ := newRoot(redisLog)
+	return root
+}
+
+// newRoot returns the command tree and the state its commands share.
+func newRoot(redisLog *observability.RedisLogger) (*cobra.Command, *process) {
 	p := &process{redisLog: redisLog}
 	root := &cobra.Command{
 		Use:   "ccproxy",
@@ -36,7 +52,11 @@ Every command takes its settings from flags or environment variables; see docs/c
 	}
 	root.AddCommand(newVersionCommand(), newMigrateCommand(p), newExtProcCommand(p), newControlPlaneCommand(p), newAdminCommand(p), newDevCommand(p))
 	root.AddCommand(cli.Commands()...)
-	return root
+	// A mistyped flag ends with where to look, for every command.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())
+	})
+	return root, p
 }
 
 // boundSettings are a command's settings bound to its flags, with the
@@ -45,12 +65,13 @@ type boundSettings struct {
 	binding  *config.Binding
 	logging  config.Logging
 	redisLog *observability.RedisLogger
+	process  *process
 }
 
 // bind binds the given setting groups (plus logging) to cmd's flags; the
 // command calls load once the flags are parsed.
 func (p *process) bind(cmd *cobra.Command, groups ...config.Group) *boundSettings {
-	b := &boundSettings{redisLog: p.redisLog}
+	b := &boundSettings{redisLog: p.redisLog, process: p}
 	b.binding = config.Bind(cmd.Flags(), append([]config.Group{b.logging.Group()}, groups...)...)
 	return b
 }
@@ -58,12 +79,20 @@ func (p *process) bind(cmd *cobra.Command, groups ...config.Group) *boundSetting
 // load resolves the settings into the structs whose groups were bound and
 // builds the logger that the command uses.
 func (b *boundSettings) load(stderr io.Writer) (*slog.Logger, error) {
-	if err := b.binding.Load(); err != nil {
+	err := b.binding.Load()
+	// Whatever Load made of them, the secret values given are masked from
+	// here on: in every log line and in the error the command ends with.
+	red := b.binding.Redactor()
+	b.process.redactor = red
+	if err != nil {
 		return nil, err
 	}
 	log, err := observability.NewLogger(stderr, b.logging.Format, b.logging.Level)
 	if err != nil {
 		return nil, err
+	}
+	if !red.Empty() {
+		log = slog.New(observability.RedactingHandler(log.Handler(), red.Redact))
 	}
 	if b.redisLog != nil {
 		b.redisLog.Use(log)

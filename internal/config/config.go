@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/pflag"
@@ -34,8 +33,14 @@ type Setting struct {
 	Default string
 	// Usage is the one-line description shown in --help and the docs.
 	Usage string
-	// Secret values are never printed, not even in error messages.
+	// Secret values are never printed, not even in error messages, nor
+	// any log line (Binding.Redactor).
 	Secret bool
+	// Credentials marks a connection URL or key=value string that may carry
+	// a password (postgres://u:pw@host/db, redis://:pw@host, password=pw):
+	// the password is never printed, in any of its spellings, while the
+	// rest of the value may be.
+	Credentials bool
 	// Required settings must be non-empty after defaults.
 	Required bool
 	// Set parses v and stores it in the settings struct the Setting was
@@ -84,6 +89,15 @@ type Binding struct {
 	settings []Setting
 	values   map[string]*string
 	lookup   func(string) (string, bool)
+	// secrets are the values of Secret and Credentials settings seen by
+	// Load, for Redactor.
+	secrets []secretValue
+}
+
+// secretValue is a value given to a Secret or Credentials setting.
+type secretValue struct {
+	setting Setting
+	value   string
 }
 
 // docAnnotation is the flag annotation that keeps what the documentation
@@ -100,6 +114,7 @@ type flagDoc struct {
 	Default    string `json:"default"`
 	Usage      string `json:"usage"`
 	Secret     bool   `json:"secret,omitempty"`
+	Creds      bool   `json:"credentials,omitempty"`
 	Required   bool   `json:"required,omitempty"`
 	Overridden bool   `json:"overridden,omitempty"`
 }
@@ -120,7 +135,7 @@ func Bind(fs *pflag.FlagSet, groups ...Group) *Binding {
 			b.values[s.Flag] = fs.String(s.Flag, def, s.Usage+" (env "+s.Env+")")
 			doc, err := json.Marshal(flagDoc{
 				Group: g.Title, Order: len(b.settings), Env: s.Env, Default: s.Default, Usage: s.Usage,
-				Secret: s.Secret, Required: s.Required, Overridden: s.overridden,
+				Secret: s.Secret, Creds: s.Credentials, Required: s.Required, Overridden: s.overridden,
 			})
 			if err != nil {
 				panic(err) // a struct of strings, ints and bools always marshals
@@ -140,16 +155,20 @@ func (b *Binding) WithLookup(lookup func(string) (string, bool)) *Binding {
 
 // Load resolves every bound setting (flag, else environment, else default),
 // validates it and stores it in its settings struct. The error names every
-// bad setting by flag and variable, without echoing secret values.
+// bad setting by flag and variable, without echoing secret values or the
+// passwords in connection URLs.
 func (b *Binding) Load() error {
 	var errs []error
+	b.secrets = nil
 	for _, s := range b.settings {
 		v := s.Default
 		if env, ok := b.lookup(s.Env); ok {
 			v = env
+			b.noteSecret(s, env)
 		}
 		if f := b.fs.Lookup(s.Flag); f != nil && f.Changed {
 			v = *b.values[s.Flag]
+			b.noteSecret(s, v)
 		}
 		v = strings.TrimSpace(v)
 		if v == "" && s.Required {
@@ -160,14 +179,32 @@ func (b *Binding) Load() error {
 			continue
 		}
 		if err := s.Set(v); err != nil {
-			shown := strconv.Quote(v)
-			if s.Secret {
-				shown = "(secret, not shown)"
-			}
-			errs = append(errs, fmt.Errorf("setting %s = %s is invalid: %w", s.Name(), shown, err))
+			// A setter's error may quote what it parsed: masked as well.
+			msg := newRedactor(secretParts(s, v), map[string]bool{v: true}).Redact(err.Error())
+			errs = append(errs, fmt.Errorf("setting %s = %s is invalid: %s", s.Name(), shown(s, v), msg))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+func (b *Binding) noteSecret(s Setting, v string) {
+	if (s.Secret || s.Credentials) && v != "" {
+		b.secrets = append(b.secrets, secretValue{s, v})
+	}
+}
+
+// Redactor returns what masks, in any text, the values Load saw of the
+// bound Secret settings and the passwords of the Credentials settings,
+// whether they were valid or not. A command wraps its logger and its
+// final error with it.
+func (b *Binding) Redactor() *Redactor {
+	var parts []string
+	wholes := map[string]bool{}
+	for _, sv := range b.secrets {
+		parts = append(parts, secretParts(sv.setting, sv.value)...)
+		wholes[sv.value] = true
+	}
+	return newRedactor(parts, wholes)
 }
 
 // Settings returns the bound settings sorted by flag name.
@@ -215,7 +252,7 @@ func BoundGroups(fs *pflag.FlagSet) ([]Group, error) {
 		d := a.doc
 		out[i].Settings = append(out[i].Settings, Setting{
 			Flag: a.flag, Env: d.Env, Default: d.Default, Usage: d.Usage,
-			Secret: d.Secret, Required: d.Required, overridden: d.Overridden,
+			Secret: d.Secret, Credentials: d.Creds, Required: d.Required, overridden: d.Overridden,
 		})
 	}
 	return out, nil

@@ -70,7 +70,7 @@ func merge(settings *[]Setting, s Setting) error {
 		if have.Flag != s.Flag {
 			continue
 		}
-		if have.Env != s.Env || have.Usage != s.Usage || have.Secret != s.Secret {
+		if have.Env != s.Env || have.Usage != s.Usage || have.Secret != s.Secret || have.Credentials != s.Credentials {
 			return fmt.Errorf("--%s is declared twice, differently", s.Flag)
 		}
 		if have.overridden && !s.overridden {
@@ -93,8 +93,11 @@ func writeGroup(b *strings.Builder, title string, settings []Setting) {
 			def = "(empty)"
 		}
 		desc := strings.ReplaceAll(s.Usage, "|", `\|`)
-		if s.Secret {
+		switch {
+		case s.Secret:
 			desc += " Secret: never logged."
+		case s.Credentials:
+			desc += " Its password is never logged."
 		}
 		fmt.Fprintf(b, "| `%s` | `--%s` | %s | %s |\n", s.Env, s.Flag, def, desc)
 	}

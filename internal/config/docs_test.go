@@ -43,7 +43,7 @@ func TestBoundGroupsAndMarkdown(t *testing.T) {
 		"| `CCPROXY_LOG_LEVEL` | `--log-level` | `info` | minimum log level: debug, info, warn or error |\n\n" +
 		"### Database (`ccproxy a`, `ccproxy c`)\n\n" +
 		"| Variable | Flag | Default | Description |\n|---|---|---|---|\n" +
-		"| `DATABASE_URL` | `--database-url` | `postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable` | Postgres connection URL (postgres://user:pass@host:port/db?sslmode=…) |\n\n" +
+		"| `DATABASE_URL` | `--database-url` | `postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable` | Postgres connection URL (postgres://user:pass@host:port/db?sslmode=…) Its password is never logged. |\n\n" +
 		"### Serving (`ccproxy b`, `ccproxy c`)\n\n" +
 		"| Variable | Flag | Default | Description |\n|---|---|---|---|\n" +
 		"| `CCPROXY_METRICS_ADDR` | `--metrics-addr` | `127.0.0.1:9090` | address for Prometheus /metrics and the /healthz and /readyz probes; empty disables |\n" +

@@ -52,7 +52,7 @@ type Postgres struct {
 // Group returns the Postgres connection setting.
 func (p *Postgres) Group() Group {
 	return Group{Title: "Database", Settings: []Setting{{
-		Flag: "database-url", Env: "DATABASE_URL",
+		Flag: "database-url", Env: "DATABASE_URL", Credentials: true,
 		Default: "postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable",
 		Usage:   "Postgres connection URL (postgres://user:pass@host:port/db?sslmode=…)",
 		Set: func(v string) error {
@@ -77,7 +77,7 @@ type Redis struct {
 // Group returns the Redis settings.
 func (r *Redis) Group() Group {
 	return Group{Title: "Redis", Settings: []Setting{{
-		Flag: "redis-url", Env: "REDIS_URL",
+		Flag: "redis-url", Env: "REDIS_URL", Credentials: true,
 		Default: "redis://127.0.0.1:6379/0",
 		Usage:   "Redis connection URL (redis:// or rediss://)",
 		Set: func(v string) error {
