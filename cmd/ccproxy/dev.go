@@ -10,11 +10,15 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/ccproxy/ccproxy/controlplane"
@@ -173,8 +177,13 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 		s.Sidecar.Addr = "unix://" + filepath.Join(s.StateDir, "extproc.sock")
 	}
 
+	// A busy gateway port would only show as envoysim rejecting the
+	// control plane's listener again and again: say it once and stop.
+	if err := portFree(s.DataPlane.ListenAddr); err != nil {
+		return fmt.Errorf("gateway address %s is in use (another ccproxy dev?); stop that process or choose another address with --listen-addr / CCPROXY_LISTEN_ADDR", s.DataPlane.ListenAddr)
+	}
 	if _, err := store.MigrateUp(ctx, s.Postgres.URL); err != nil {
-		return err
+		return withDatabaseHint(err, s.Postgres.URL)
 	}
 	st, err := store.Open(ctx, s.Postgres.URL)
 	if err != nil {
@@ -196,6 +205,9 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 		return err
 	}
 	defer rdb.Close()
+	if err := waitForRedis(ctx, rdb, out); err != nil {
+		return err
+	}
 	reg := observability.NewRegistry()
 	health := observability.NewHealth()
 	health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
@@ -276,9 +288,9 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 					return nil
 				}
 			}
-			fmt.Fprint(out, adminNote.String())
-			announce(out, "http://"+sim.Addr(), "http://"+s.Admin.Addr, demoKey)
 			log.Info("gateway ready", "listen", sim.Addr(), "anthropic", s.DataPlane.AnthropicURL)
+			fmt.Fprint(out, adminNote.String())
+			announce(out, httpURL(sim.Addr()), httpURL(s.Admin.Addr), demoKey)
 			return nil
 		}},
 	)
@@ -336,17 +348,122 @@ func devResolver(resolve map[string]string) envoysim.ResolveFunc {
 	}
 }
 
+// announce prints what a developer does next. Every line that is not a
+// comment can be pasted into a shell as it is. Claude Code sends
+// ANTHROPIC_API_KEY as x-api-key and ANTHROPIC_AUTH_TOKEN as a bearer
+// token, and when either is set it uses it instead of a subscription
+// login; the gateway forwards whichever credential Claude Code sends, so
+// subscription users set only the base URL.
 func announce(out io.Writer, base, adminURL, key string) {
-	fmt.Fprintf(out, `ccproxy dev is running: gateway %s (envoysim, for development only), admin API %s/api/v1.
+	fmt.Fprintf(out, `
+==> ccproxy dev is ready: gateway %s (envoysim, for development only)
+    admin dashboard %s/   admin API %s/api/v1
 
-Admin dashboard: %s/
-
-Point Claude Code at it with your own Anthropic credential:
+Point Claude Code at the gateway (paste into a shell, then run claude):
 
 export ANTHROPIC_BASE_URL=%s/ak/%s
-export ANTHROPIC_API_KEY=<your Anthropic API key, or use ANTHROPIC_AUTH_TOKEN or your claude login>
 
-`, base, adminURL, adminURL, base, key)
+# Claude subscription (claude, then /login): set nothing else, and leave
+# ANTHROPIC_API_KEY unset: it would replace your subscription.
+# Anthropic API key instead: export ANTHROPIC_API_KEY="$YOUR_ANTHROPIC_API_KEY"
+
+Next: bin/ccproxy login --server %s --username admin   (then: bin/ccproxy users list)
+
+`, base, adminURL, adminURL, base, key, adminURL)
+}
+
+// httpURL is the URL a person opens for a listening address: an
+// unspecified host (":8080", "0.0.0.0", "[::]") is reachable as localhost.
+func httpURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if ip, err := netip.ParseAddr(host); host == "" || (err == nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// portFree reports whether addr can be listened on now.
+func portFree(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ln.Close()
+}
+
+// withDatabaseHint adds to a failed database connection what to do: create
+// a missing database, or check the user and password. The URL is named
+// without its password.
+func withDatabaseHint(err error, rawURL string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return err
+	}
+	u, perr := url.Parse(rawURL)
+	if perr != nil {
+		return err
+	}
+	switch pgErr.Code {
+	case "3D000": // invalid_catalog_name: the database does not exist
+		args := []string{"createdb"}
+		if h := u.Hostname(); h != "" {
+			args = append(args, "-h", h)
+		}
+		if p := u.Port(); p != "" {
+			args = append(args, "-p", p)
+		}
+		if n := u.User.Username(); n != "" {
+			args = append(args, "-U", n)
+		}
+		args = append(args, strings.TrimPrefix(u.Path, "/"))
+		return fmt.Errorf("%w\nCreate the database first: %s (or point DATABASE_URL at an existing one)", err, strings.Join(args, " "))
+	case "28P01", "28000": // invalid_password, invalid_authorization_specification
+		return fmt.Errorf("%w\nCheck the user and password in DATABASE_URL / --database-url (%s)", err, u.Redacted())
+	}
+	return err
+}
+
+// waitForRedis returns once Redis answers. While it does not, it says so
+// once on out and keeps trying every second, quietly: the gateway cannot
+// resolve keys or meter usage without it.
+func waitForRedis(ctx context.Context, rdb *redis.Client, out io.Writer) error {
+	addr := rdb.Options().Addr
+	said := false
+	for {
+		// Dial before pinging: a refused dial through the client would
+		// also log go-redis's own pool warning every time.
+		c, err := net.DialTimeout(rdb.Options().Network, addr, 2*time.Second)
+		if err == nil {
+			c.Close()
+			if err = rdb.Ping(ctx).Err(); err == nil {
+				if said {
+					fmt.Fprintf(out, "Redis at %s is up; starting.\n", addr)
+				}
+				return nil
+			}
+			if !isNetErr(err) {
+				// Reachable but refusing us (AUTH, TLS): waiting will not help.
+				return fmt.Errorf("redis at %s: %w (check REDIS_URL / --redis-url)", addr, err)
+			}
+		}
+		if !said {
+			fmt.Fprintf(out, "Waiting for Redis at %s (%v); start it (make services) or set REDIS_URL. Still trying...\n", addr, err)
+			said = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("redis at %s never answered: %w", addr, ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func isNetErr(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF)
 }
 
 // stateSecret returns the server secret kept in path, creating a random one

@@ -18,7 +18,9 @@ import (
 	"fmt"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -43,6 +45,9 @@ type Setting struct {
 	Credentials bool
 	// Required settings must be non-empty after defaults.
 	Required bool
+	// Type names the kind of value in --help ("duration", "int", "bool",
+	// "string"); empty infers it from Default.
+	Type string
 	// Set parses v and stores it in the settings struct the Setting was
 	// made for; an error explains what a valid value looks like.
 	Set func(v string) error
@@ -100,10 +105,41 @@ type secretValue struct {
 	value   string
 }
 
+// flagValue is a setting's flag: it keeps the text as given (Load parses
+// it with the setting's Set) and names the setting's type in --help.
+type flagValue struct {
+	s   string
+	typ string
+}
+
+func (v *flagValue) String() string     { return v.s }
+func (v *flagValue) Set(s string) error { v.s = s; return nil }
+func (v *flagValue) Type() string       { return v.typ }
+
+// valueType is Type, or the type Default looks like.
+func (s Setting) valueType() string {
+	if s.Type != "" {
+		return s.Type
+	}
+	d := s.Default
+	switch {
+	case d == "true" || d == "false":
+		return "bool"
+	case d == "":
+		return "string"
+	}
+	if _, err := strconv.Atoi(d); err == nil {
+		return "int"
+	}
+	if _, err := time.ParseDuration(d); err == nil {
+		return "duration"
+	}
+	return "string"
+}
+
 // docAnnotation is the flag annotation that keeps what the documentation
 // shows of a bound setting (flagDoc, as JSON), so that it can be generated
-// from the commands' flag sets (BoundGroups). The flags stay plain string
-// flags, so --help shows them as such.
+// from the commands' flag sets (BoundGroups).
 const docAnnotation = "ccproxy.setting"
 
 // flagDoc is what BoundGroups recovers of a bound setting.
@@ -132,7 +168,13 @@ func Bind(fs *pflag.FlagSet, groups ...Group) *Binding {
 			if s.Secret {
 				def = ""
 			}
-			b.values[s.Flag] = fs.String(s.Flag, def, s.Usage+" (env "+s.Env+")")
+			v := &flagValue{s: def, typ: s.valueType()}
+			b.values[s.Flag] = &v.s
+			fs.Var(v, s.Flag, s.Usage+" (env "+s.Env+")")
+			if v.typ == "bool" {
+				// --flag alone means true, like a bool flag.
+				fs.Lookup(s.Flag).NoOptDefVal = "true"
+			}
 			doc, err := json.Marshal(flagDoc{
 				Group: g.Title, Order: len(b.settings), Env: s.Env, Default: s.Default, Usage: s.Usage,
 				Secret: s.Secret, Creds: s.Credentials, Required: s.Required, Overridden: s.overridden,

@@ -45,9 +45,16 @@ func NewLogger(w io.Writer, format string, level slog.Leveler) (*slog.Logger, er
 // redactAttr replaces the value of any attribute whose key names a secret.
 // Components are expected to redact explicitly (see RedactHeaders,
 // RedactPath); this catches the attribute someone forgot.
+//
+// It also writes every duration one way, as Go writes it ("1.5s"): the
+// JSON handler would otherwise write a time.Duration as integer
+// nanoseconds while text lines and string attributes show "1.5s".
 func redactAttr(_ []string, a slog.Attr) slog.Attr {
-	if a.Value.Kind() == slog.KindGroup {
+	switch a.Value.Kind() {
+	case slog.KindGroup:
 		return a
+	case slog.KindDuration:
+		a.Value = slog.StringValue(a.Value.Duration().String())
 	}
 	if IsSecretName(a.Key) {
 		return slog.String(a.Key, Redacted)

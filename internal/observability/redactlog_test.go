@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestRedactingHandler(t *testing.T) {
@@ -25,5 +26,21 @@ func TestRedactingHandler(t *testing.T) {
 	want := `{"level":"INFO","msg":"dial [REDACTED]","url":"postgres://u:[REDACTED]@db","g":{"err":"auth [REDACTED] failed","n":3,"m":"map[pw:[REDACTED]]","inner":{"s":"x [REDACTED]"}}}` + "\n"
 	if got := buf.String(); got != want {
 		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+}
+
+func TestDurationsLoggedOneWay(t *testing.T) {
+	for _, format := range []string{"json", "text"} {
+		var buf bytes.Buffer
+		log, err := NewLogger(&buf, format, slog.LevelInfo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		log.Info("x", "d", 200*time.Millisecond, "s", (200 * time.Millisecond).String())
+		got := buf.String()
+		want := map[string]string{"json": `"d":"200ms","s":"200ms"`, "text": `d=200ms s=200ms`}[format]
+		if !strings.Contains(got, want) {
+			t.Errorf("%s: %s does not contain %s", format, got, want)
+		}
 	}
 }
