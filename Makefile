@@ -4,8 +4,12 @@
 
 SHELL        := /bin/bash
 GO           ?= go
-VERSION      ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS      := -X main.version=$(VERSION)
+# Releases are tags vMAJOR.MINOR.PATCH (CHANGELOG.md); between tags the
+# version is git describe's v0.1.0-3-gabc1234, or v0.0.0-<commit> before
+# the first tag; -dirty marks uncommitted changes. `ccproxy version` prints it.
+VERSION      ?= $(shell v=$$(git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null) && echo $$v || echo v0.0.0-$$(git describe --always --dirty 2>/dev/null || echo dev))
+COMMIT       ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS      := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 TOOLS_HASH   := $(shell cat tools/go.mod tools/go.sum | sha256sum | cut -c1-12)
 TOOLS_BIN    ?= $(HOME)/.cache/ccproxy/tools-$(TOOLS_HASH)
 STATICCHECK  := $(TOOLS_BIN)/staticcheck

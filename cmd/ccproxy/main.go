@@ -15,9 +15,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
 
-// version is set at link time (-ldflags "-X main.version=…") by the Makefile.
-var version = "dev"
-
 func main() {
 	// go-redis logs its own troubles (failed dials, broken pool or pub/sub
 	// connections) through one logger for the whole process, not one per

@@ -3,6 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -74,7 +78,33 @@ func TestMigrateRejectsBadSettings(t *testing.T) {
 
 func TestVersion(t *testing.T) {
 	out, err := run(t, "version")
-	if err != nil || !strings.HasPrefix(out, "ccproxy dev (go") {
-		t.Fatalf("version = %q, %v", out, err)
+	b := currentBuild()
+	want := "ccproxy dev\ncommit: " + b.Commit + "\ngo: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+	if err != nil || out != want {
+		t.Fatalf("version = %q, %v; want %q", out, err, want)
+	}
+}
+
+// TestVersionStampedByMakefile builds the binary with the Makefile's
+// -ldflags and checks that version prints what was stamped.
+func TestVersionStampedByMakefile(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "ccproxy")
+	ldflags := "-X main.version=v1.2.3-4-gabcdef0 -X main.commit=abcdef0123456789"
+	if out, err := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin, "version").Output()
+	want := "ccproxy v1.2.3-4-gabcdef0\ncommit: abcdef0123456789\ngo: " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH + "\n"
+	if err != nil || string(out) != want {
+		t.Fatalf("version = %q, %v; want %q", out, err, want)
+	}
+	mk, err := os.ReadFile("../../Makefile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"-X main.version=$(VERSION)", "-X main.commit=$(COMMIT)", "git describe --tags --match 'v[0-9]*'"} {
+		if !strings.Contains(string(mk), s) {
+			t.Errorf("Makefile does not stamp %q", s)
+		}
 	}
 }
