@@ -35,11 +35,15 @@ const (
 	reasonPlanPrefix = "plan_"
 )
 
-// Why a plan_first request of a user with a Bedrock credential goes to Plan
-// alone (label "reason" of ccproxy_extproc_fallback_unavailable_total),
-// besides the bedrockFailure reasons.
+// Why a Messages request goes to Plan alone (label "reason" of
+// ccproxy_extproc_fallback_unavailable_total), besides the bedrockFailure
+// reasons of a plan_first user with a Bedrock credential.
 const (
 	planAloneNoRoute = "no_fallback_route"
+	// planAlonePlanOnly: the user's routing strategy is plan_only.
+	planAlonePlanOnly = "plan_only"
+	// planAloneNoCredential: a plan_first user without a Bedrock credential.
+	planAloneNoCredential = "no_credential"
 )
 
 // Breaker is the per-access-key Plan circuit breaker (planbreaker.Breaker).

@@ -247,10 +247,10 @@ func TestPlanFirstWithoutFallback(t *testing.T) {
 		body       []byte
 		checkErr   error
 		budgets    *fakeBudgets
-		wantReason string // "" = not counted (not a fallback candidate)
+		wantReason string
 	}{
-		{name: "plan_only user", key: "plan-only", runtime: fallbackRuntime},
-		{name: "no credential", key: "plan-first-no-cred", runtime: fallbackRuntime},
+		{name: "plan_only user", key: "plan-only", runtime: fallbackRuntime, wantReason: planAlonePlanOnly},
+		{name: "no credential", key: "plan-first-no-cred", runtime: fallbackRuntime, wantReason: planAloneNoCredential},
 		{name: "region without a fallback route", key: "plan-first", runtime: testRuntime, wantReason: planAloneNoRoute},
 		{name: "model not on Bedrock", key: "plan-first", runtime: fallbackRuntime,
 			body: []byte(`{"model":"claude-unknown-1","stream":true,"messages":[]}`), wantReason: refuseModel},

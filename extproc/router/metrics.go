@@ -129,7 +129,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	}, []string{"reason"})
 	m.planAlone = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_fallback_unavailable_total",
-		Help: "plan_first requests of users with a Bedrock credential sent to Plan without a fallback, by reason (over_budget, unmappable_model, credential_unusable, invalid_body, no_fallback_route, no_runtime_config).",
+		Help: "Messages and count_tokens requests sent to Plan without a Bedrock fallback, by reason: plan_only (the user's strategy), no_credential (plan_first without a Bedrock credential), not_configured (the gateway has no Bedrock configuration), and for plan_first users with a credential over_budget, unmappable_model, credential_unusable, invalid_body, no_fallback_route, no_runtime_config.",
 	}, []string{"reason"})
 	m.localReplies = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_envoy_local_replies_total",

@@ -5,6 +5,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 )
@@ -28,10 +29,35 @@ func (p *Processor) chooseRoute(ctx context.Context, body []byte, common *extpro
 	case body != nil && p.mayFallBack():
 		p.routePlanFirst(ctx, body, common)
 	default:
+		if reason := p.noFallbackReason(); reason != "" {
+			p.r.metrics.planAlone.WithLabelValues(reason).Inc()
+		}
 		p.backend = &plan{}
 		p.setRoute(common, dataplane.RoutePlan)
 	}
 	return nil
+}
+
+// noFallbackReason says why a Messages or count_tokens request that goes to
+// Plan could not have fallen back to Bedrock, for
+// ccproxy_extproc_fallback_unavailable_total: the user is plan_only, or
+// plan_first without a Bedrock credential, or the gateway has no Bedrock
+// configuration. Other requests ("" ) are not counted.
+func (p *Processor) noFallbackReason() string {
+	if p.req.kind != pathMessages && p.req.kind != pathCountTokens {
+		return ""
+	}
+	switch {
+	case p.req.identity.RoutingStrategy == accesskey.RoutingPlanOnly:
+		return planAlonePlanOnly
+	case p.req.identity.RoutingStrategy != accesskey.RoutingPlanFirst:
+		return ""
+	case p.req.identity.Bedrock == nil:
+		return planAloneNoCredential
+	case p.r.bedrock == nil:
+		return refuseNotConfigured
+	}
+	return ""
 }
 
 // routeBedrock decides everything about a request that must go to Bedrock
