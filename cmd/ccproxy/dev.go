@@ -211,7 +211,6 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	reg := observability.NewRegistry()
 	health := observability.NewHealth()
 	health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
-	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
 	var opened closers
 	defer opened.closeAll()
@@ -261,7 +260,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
-	health.Add("key-invalidation", ep.invalidationReady)
+	ep.addHealth(health, rdb)
 	health.Add("envoysim", func(context.Context) error {
 		select {
 		case <-sim.Ready():

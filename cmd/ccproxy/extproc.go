@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -45,7 +44,6 @@ holds no database credentials.`,
 			return err
 		}
 		defer rdb.Close()
-		health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
 		var opened closers
 		defer opened.closeAll()
@@ -54,7 +52,7 @@ holds no database credentials.`,
 			return err
 		}
 		log.Info("extproc listening", "addr", s.Sidecar.Addr, "keyservice", s.KeyServiceAddr)
-		health.Add("key-invalidation", ep.invalidationReady)
+		ep.addHealth(health, rdb)
 		opened.handOver()
 		return runAll(ctx, log, append(ep.comps, metricsComponent(s.Serving, log, reg, health))...)
 	}

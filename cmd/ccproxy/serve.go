@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -83,6 +85,42 @@ type extprocParts struct {
 	// that, its first subscription purges every key resolved so far (it
 	// cannot know what it missed), so requests would race that purge.
 	subscribed chan struct{}
+	// runtimeReady is closed once the first runtime configuration from the
+	// control plane was accepted.
+	runtimeReady <-chan struct{}
+	// keyService is the connection to the admin service's KeyService.
+	keyService *grpc.ClientConn
+}
+
+// addHealth registers extproc's readiness checks. Hard (the replica is not
+// ready): Redis, the key invalidation feed (else a revoked key could keep
+// working) and the first runtime configuration from the control plane (else
+// no model list, no Bedrock route and no fallback). Soft (ready, reported
+// as degraded): the KeyService, because keys already resolved keep working
+// from the caches while the admin service restarts, and taking every
+// replica out of the load balancer for it would refuse them too. A control
+// plane lost after the first configuration is soft as well: the held
+// configuration keeps serving (ccproxy_extproc_runtime_config_connected).
+func (p *extprocParts) addHealth(health *observability.Health, rdb redis.UniversalClient) {
+	health.Add("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+	health.Add("key-invalidation", p.invalidationReady)
+	health.Add("runtime-config", func(context.Context) error {
+		select {
+		case <-p.runtimeReady:
+			return nil
+		default:
+			return errors.New("no runtime configuration received from the control plane yet")
+		}
+	})
+	health.AddSoft("keyservice", func(context.Context) error {
+		switch st := p.keyService.GetState(); st {
+		case connectivity.TransientFailure, connectivity.Shutdown:
+			return fmt.Errorf("KeyService connection %s: keys not cached yet cannot be resolved", strings.ToLower(st.String()))
+		case connectivity.Idle:
+			p.keyService.Connect() // an idle channel does not dial until asked
+		}
+		return nil
+	})
 }
 
 // invalidationReady is a health check that fails until the key
@@ -144,7 +182,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 
 	logSink := usage.LogSink{Logger: log.With("component", "usage"), Level: slog.LevelDebug}
 	comps := []component{{"key-invalidation", sub.Run}}
-	bedrockOpts, bedrockComps, err := newBedrock(ctx, s, log, reg)
+	bedrockOpts, bedrockComps, runtimeReady, err := newBedrock(ctx, s, log, reg)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +238,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		stopProducer()
 		return errors.Join(err, <-produced)
 	}})
-	return &extprocParts{comps: comps, subscribed: subscribed}, nil
+	return &extprocParts{comps: comps, subscribed: subscribed, runtimeReady: runtimeReady, keyService: conn}, nil
 }
 
 // newBedrock builds what extproc needs to serve Bedrock: the runtime
@@ -210,20 +248,20 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 // only aws_default_chain credentials can be used, and requests of users
 // with an API key are refused with a message naming the gateway's
 // configuration.
-func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, error) {
+func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg prometheus.Registerer) (*extproc.BedrockOptions, []component, <-chan struct{}, error) {
 	var sealer secrets.Sealer
 	if sec := s.Secrets; len(sec.MasterKey) > 0 || sec.KMSKeyID != "" {
 		var err error
 		sealer, err = secrets.New(ctx, secrets.Options{MasterKey: sec.MasterKey, KMSKeyID: sec.KMSKeyID, KMSEndpoint: sec.KMSEndpoint})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	} else {
 		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
 	}
 	cpTLS, err := s.ControlPlaneTLS.clientTLS(log)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rc, err := runtimeconfig.NewClient(runtimeconfig.ClientConfig{
 		Addr:       s.ControlPlaneAddr,
@@ -232,13 +270,13 @@ func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg p
 		Registerer: reg,
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	opts := &extproc.BedrockOptions{
 		Runtime: rc,
 		Signer:  bedrockauth.New(bedrockauth.Config{Sealer: sealer}),
 	}
-	return opts, []component{{"runtime-config", rc.Run}}, nil
+	return opts, []component{{"runtime-config", rc.Run}}, rc.Ready(), nil
 }
 
 // metricsComponent serves /metrics and the health probes.

@@ -32,41 +32,67 @@ type Check func(ctx context.Context) error
 // NewHealth.
 type Health struct {
 	mu     sync.RWMutex
-	checks map[string]Check
+	checks map[string]check
+}
+
+type check struct {
+	run  Check
+	soft bool
 }
 
 // NewHealth returns an empty set of checks (ready until one is added).
-func NewHealth() *Health { return &Health{checks: map[string]Check{}} }
+func NewHealth() *Health { return &Health{checks: map[string]check{}} }
 
-// Add registers a readiness check under name, replacing any previous one.
-func (h *Health) Add(name string, c Check) {
+// Add registers a hard readiness check under name, replacing any previous
+// one: while it fails, /readyz answers 503.
+func (h *Health) Add(name string, c Check) { h.add(name, check{run: c}) }
+
+// AddSoft registers a soft check: a dependency the process serves without,
+// worse. While it fails /readyz still answers 200, with status "degraded"
+// and the failure, so that a load balancer keeps the replica and a person
+// sees why.
+func (h *Health) AddSoft(name string, c Check) { h.add(name, check{run: c, soft: true}) }
+
+func (h *Health) add(name string, c check) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.checks[name] = c
 }
 
-// Ready runs every check with a short deadline and returns each failure by
-// name.
+// Ready runs every check with a short deadline and returns each hard
+// failure by name.
 func (h *Health) Ready(ctx context.Context) map[string]string {
+	failed, _ := h.Status(ctx)
+	return failed
+}
+
+// Status runs every check with a short deadline and returns the failures of
+// hard checks and of soft ones, by name.
+func (h *Health) Status(ctx context.Context) (failed, degraded map[string]string) {
 	h.mu.RLock()
-	checks := make(map[string]Check, len(h.checks))
+	checks := make(map[string]check, len(h.checks))
 	for k, v := range h.checks {
 		checks[k] = v
 	}
 	h.mu.RUnlock()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	failed := map[string]string{}
+	failed, degraded = map[string]string{}, map[string]string{}
 	for name, c := range checks {
-		if err := c(ctx); err != nil {
-			failed[name] = err.Error()
+		if err := c.run(ctx); err != nil {
+			if c.soft {
+				degraded[name] = err.Error()
+			} else {
+				failed[name] = err.Error()
+			}
 		}
 	}
-	return failed
+	return failed, degraded
 }
 
 // Handler serves /metrics from reg, /healthz (the process is alive) and
-// /readyz (every check passes; 503 with the failures otherwise).
+// /readyz (every hard check passes; 503 with the failures otherwise; 200
+// with status "degraded" and the failures when only soft checks fail).
 func Handler(reg prometheus.Gatherer, health *Health) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -75,11 +101,19 @@ func Handler(reg prometheus.Gatherer, health *Health) http.Handler {
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		failed := health.Ready(r.Context())
+		failed, degraded := health.Status(r.Context())
 		w.Header().Set("Content-Type", "application/json")
 		if len(failed) > 0 {
+			body := map[string]any{"status": "unavailable", "failed": failed}
+			if len(degraded) > 0 {
+				body["degraded"] = degraded
+			}
 			w.WriteHeader(http.StatusServiceUnavailable)
-			_ = json.NewEncoder(w).Encode(map[string]any{"status": "unavailable", "failed": failed})
+			_ = json.NewEncoder(w).Encode(body)
+			return
+		}
+		if len(degraded) > 0 {
+			_ = json.NewEncoder(w).Encode(map[string]any{"status": "degraded", "degraded": degraded})
 			return
 		}
 		_, _ = w.Write([]byte(`{"status":"ok"}` + "\n"))
