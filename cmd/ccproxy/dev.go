@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
@@ -80,6 +81,10 @@ type devSettings struct {
 	// UpstreamFailure is envoysim's upstream failure rule
 	// (envoysim.ParseUpstreamFailureRule): local-reply or stall.
 	UpstreamFailure string
+	// wrapRegisterer, when set, stands between the components and the
+	// metrics registry: the metrics reference test records through it
+	// every metric the gateway registers.
+	wrapRegisterer func(prometheus.Registerer) prometheus.Registerer
 }
 
 func (s *devSettings) groups() []config.Group {
@@ -209,6 +214,10 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 		return err
 	}
 	reg := observability.NewRegistry()
+	var registerer prometheus.Registerer = reg
+	if s.wrapRegisterer != nil {
+		registerer = s.wrapRegisterer(reg)
+	}
 	health := observability.NewHealth()
 	health.Add("postgres", func(ctx context.Context) error { return st.Pool().Ping(ctx) })
 
@@ -218,7 +227,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	if s.Admin.GatewayURL == "" {
 		s.Admin.GatewayURL = "http://" + s.DataPlane.ListenAddr
 	}
-	adminComps, ksAddr, err := adminComponents(ctx, s.admin(), log, st, rdb, reg, &adminNote, &opened)
+	adminComps, ksAddr, err := adminComponents(ctx, s.admin(), log, st, rdb, registerer, &adminNote, &opened)
 	if err != nil {
 		return err
 	}
@@ -235,7 +244,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	if err != nil {
 		return err
 	}
-	cp, err := controlplane.NewServer(cpOpts, cpLog, reg)
+	cp, err := controlplane.NewServer(cpOpts, cpLog, registerer)
 	if err != nil {
 		return err
 	}
@@ -243,7 +252,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	// keys through the KeyService and Redis, receives its runtime
 	// configuration from the control plane over xDS and publishes usage to
 	// the Redis stream that the admin components ingest.
-	ep, err := newExtProc(ctx, s.extproc(xdsLn.Addr().String(), ksAddr), log, rdb, reg, &opened)
+	ep, err := newExtProc(ctx, s.extproc(xdsLn.Addr().String(), ksAddr), log, rdb, registerer, &opened)
 	if err != nil {
 		return err
 	}
