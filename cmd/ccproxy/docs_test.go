@@ -103,7 +103,9 @@ func metricsMarkdown(metrics []observability.MetricDesc) string {
 		"admin":        "Admin service (`ccproxy admin`)",
 		"controlplane": "Control plane (`ccproxy controlplane`)",
 		"extproc":      "ext_proc server (`ccproxy extproc`)",
-		"usage":        "Usage ingestion (`ccproxy admin`)",
+		"usage":        "Usage (`ccproxy_usage_stream_*`: `ccproxy extproc` publishing; the rest: `ccproxy admin` ingesting)",
+		"access":       "Access keys (`ccproxy admin`)",
+		"maintenance":  "Maintenance: partitions, retention, key expiry (`ccproxy admin`)",
 	}
 	groups := map[string][]observability.MetricDesc{}
 	var order []string
