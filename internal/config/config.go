@@ -55,8 +55,10 @@ type Setting struct {
 	// itself (see Group.WithDefault).
 	emptyOK bool
 	// overridden is set by WithDefault: the documentation shows the
-	// declared default, not a command's own.
+	// declared default, and the command's own beside it.
 	overridden bool
+	// commandDefaults are the commands' own defaults, for the docs.
+	commandDefaults []string
 }
 
 // Name returns how the setting is referred to in messages: flag and variable.

@@ -16,7 +16,8 @@ type CommandGroups struct {
 // Markdown renders the settings of every command as the tables kept in
 // docs/configuration.md: one table per group, titled with the commands that
 // read it, the groups most commands share first. A setting shows its
-// declared default, not a command's override (Group.WithDefault). It fails
+// declared default, and after it each command's own (Group.WithDefault),
+// such as ccproxy dev's loopback addresses. It fails
 // when one flag is documented in two groups or differently by two commands.
 func Markdown(cmds []CommandGroups) (string, error) {
 	type doc struct {
@@ -44,7 +45,7 @@ func Markdown(cmds []CommandGroups) (string, error) {
 					return "", fmt.Errorf("config: --%s is in group %q and in group %q", s.Flag, t, g.Title)
 				}
 				flagGroup[s.Flag] = g.Title
-				if err := merge(&d.settings, s); err != nil {
+				if err := merge(&d.settings, s, c.Command); err != nil {
 					return "", fmt.Errorf("config: %s: %w", c.Command, err)
 				}
 			}
@@ -63,9 +64,13 @@ func Markdown(cmds []CommandGroups) (string, error) {
 	return b.String(), nil
 }
 
-// merge adds s to settings, or, when its flag is there already, keeps the
-// copy whose default is the declared one.
-func merge(settings *[]Setting, s Setting) error {
+// merge adds s, as command binds it, to settings, or, when its flag is
+// there already, keeps the copy whose default is the declared one; a
+// command's own default is noted on the setting kept.
+func merge(settings *[]Setting, s Setting, command string) error {
+	if s.overridden {
+		s.commandDefaults = []string{commandDefault(command, s.Default)}
+	}
 	for i, have := range *settings {
 		if have.Flag != s.Flag {
 			continue
@@ -73,13 +78,22 @@ func merge(settings *[]Setting, s Setting) error {
 		if have.Env != s.Env || have.Usage != s.Usage || have.Secret != s.Secret || have.Credentials != s.Credentials {
 			return fmt.Errorf("--%s is declared twice, differently", s.Flag)
 		}
+		notes := append(have.commandDefaults, s.commandDefaults...)
 		if have.overridden && !s.overridden {
 			(*settings)[i] = s
 		}
+		(*settings)[i].commandDefaults = notes
 		return nil
 	}
 	*settings = append(*settings, s)
 	return nil
+}
+
+func commandDefault(command, def string) string {
+	if def == "" {
+		return "`" + command + "`: chosen by the command"
+	}
+	return "`" + command + "`: `" + def + "`"
 }
 
 func writeGroup(b *strings.Builder, title string, settings []Setting) {
@@ -91,6 +105,12 @@ func writeGroup(b *strings.Builder, title string, settings []Setting) {
 			def = "required"
 		case s.Default == "":
 			def = "(empty)"
+		}
+		if s.overridden && len(s.commandDefaults) > 0 {
+			// Only commands override this setting: none has the declared default.
+			def = strings.Join(s.commandDefaults, "<br>")
+		} else if len(s.commandDefaults) > 0 {
+			def += "<br>" + strings.Join(s.commandDefaults, "<br>")
 		}
 		desc := strings.ReplaceAll(s.Usage, "|", `\|`)
 		switch {

@@ -46,7 +46,7 @@ func TestBoundGroupsAndMarkdown(t *testing.T) {
 		"| `DATABASE_URL` | `--database-url` | `postgres://postgres@127.0.0.1:5432/ccproxy?sslmode=disable` | Postgres connection URL (postgres://user:pass@host:port/db?sslmode=…) Its password is never logged. |\n\n" +
 		"### Serving (`ccproxy b`, `ccproxy c`)\n\n" +
 		"| Variable | Flag | Default | Description |\n|---|---|---|---|\n" +
-		"| `CCPROXY_METRICS_ADDR` | `--metrics-addr` | `127.0.0.1:9090` | address for Prometheus /metrics and the /healthz and /readyz probes; empty disables |\n" +
+		"| `CCPROXY_METRICS_ADDR` | `--metrics-addr` | `127.0.0.1:9090`<br>`ccproxy b`: `127.0.0.1:0` | address for Prometheus /metrics and the /healthz and /readyz probes; empty disables |\n" +
 		"| `CCPROXY_SHUTDOWN_TIMEOUT` | `--shutdown-timeout` | `30s` | how long to wait for in-flight work on shutdown |\n\n"
 	if got != want {
 		t.Fatalf("Markdown =\n%s\nwant\n%s", got, want)
