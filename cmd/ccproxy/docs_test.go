@@ -412,7 +412,8 @@ func ccproxyCommands(s string) [][]string {
 		if w != "ccproxy" && w != "bin/ccproxy" && w != "./ccproxy" && !strings.HasSuffix(w, "/bin/ccproxy") {
 			continue
 		}
-		if i > 0 && (strings.HasSuffix(words[i-1], "=") || words[i-1] == "make") {
+		// VAR=ccproxy, make ccproxy, -U ccproxy: a value, not the command.
+		if i > 0 && (strings.HasSuffix(words[i-1], "=") || words[i-1] == "make" || strings.HasPrefix(words[i-1], "-")) {
 			continue
 		}
 		var cmd []string
