@@ -52,6 +52,7 @@ const (
 	pkgUsage     = "./extproc/metering"
 	pkgEventStr  = "./extproc/translate/eventstream"
 	pkgKeySvc    = "./extproc/keylookup"
+	pkgConfig    = "./internal/config"
 )
 
 // Mutations is the list `make mutate` runs. Every entry must be caught by
@@ -367,5 +368,16 @@ var Mutations = []Mutation{
 		Name: "ingest: keys' last use not recorded", File: "admin/ingest/ingest.go",
 		From: "uses[i] = store.KeyUse{ID: rows[i].AccessKeyID, At: rows[i].EventTime}", To: "_ = i", Packages: []string{pkgIngest},
 		Run: "TestHandleTouchesLastUsed",
+	},
+	// Secrets in messages.
+	{
+		Name: "config: a bad setting's value shown with its password", File: "internal/config/config.go",
+		From: "shown(s, v), msg))", To: "strconv.Quote(v), msg))", Packages: []string{pkgConfig},
+		Run: "TestLoadNeverEchoesPasswords",
+	},
+	{
+		Name: "config: the redactor forgets the passwords in URLs", File: "internal/config/secret.go",
+		From: "\t\treturn credentialParts(v)\n", To: "\t\treturn []string{v}\n", Packages: []string{pkgConfig},
+		Run: "TestRedactorMasksSecretsInAnyText|FuzzPasswordNeverShown",
 	},
 }
