@@ -243,7 +243,7 @@ func (s *usageIngestSettings) group() config.Group {
 func redisClient(s config.Redis) (*redis.Client, error) {
 	opts, err := redis.ParseURL(s.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		return nil, fmt.Errorf("--redis-url / REDIS_URL: %w", err)
 	}
 	return redis.NewClient(opts), nil
 }
@@ -294,12 +294,12 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	}
 	httpLn, err := net.Listen("tcp", svc.Addr)
 	if err != nil {
-		return nil, "", fmt.Errorf("admin api: listen on %s: %w", svc.Addr, err)
+		return nil, "", fmt.Errorf("admin api: listen on %s (--admin-addr / CCPROXY_ADMIN_ADDR): %w", svc.Addr, err)
 	}
 	opened.add(httpLn.Close)
 	grpcLn, err := net.Listen("tcp", svc.GRPCAddr)
 	if err != nil {
-		return nil, "", fmt.Errorf("keyservice: listen on %s: %w", svc.GRPCAddr, err)
+		return nil, "", fmt.Errorf("keyservice: listen on %s (--admin-grpc-addr / CCPROXY_ADMIN_GRPC_ADDR): %w", svc.GRPCAddr, err)
 	}
 	opened.add(grpcLn.Close)
 	gs := grpc.NewServer()

@@ -66,7 +66,7 @@ serves plaintext instead, for development.`,
 		}
 		ln, err := net.Listen("tcp", s.XDSAddr)
 		if err != nil {
-			return fmt.Errorf("xds: listen on %s: %w", s.XDSAddr, err)
+			return fmt.Errorf("xds: listen on %s (--xds-addr / CCPROXY_XDS_ADDR): %w", s.XDSAddr, err)
 		}
 		// No Postgres readiness check: while the database is away the last configuration is
 		// still served, and Envoys must keep reaching this server.

@@ -233,7 +233,7 @@ func runDev(ctx context.Context, s *devSettings, log *slog.Logger, out io.Writer
 	}
 	xdsLn, err := net.Listen("tcp", s.XDSAddr)
 	if err != nil {
-		return fmt.Errorf("xds: listen on %s: %w", s.XDSAddr, err)
+		return fmt.Errorf("xds: listen on %s (--xds-addr / CCPROXY_XDS_ADDR): %w", s.XDSAddr, err)
 	}
 	opened.add(xdsLn.Close)
 	// The control plane reads the Bedrock regions and model mappings from

@@ -265,3 +265,36 @@ func (p *proxy) close() {
 		c.Close()
 	}
 }
+
+// TestBusyAddressNamesItsSetting: an address that cannot be listened on
+// ends the command with a line that names the flag and variable to change.
+func TestBusyAddressNamesItsSetting(t *testing.T) {
+	for _, tt := range []struct{ env, flag string }{
+		{"CCPROXY_ADMIN_ADDR", "--admin-addr"},
+		{"CCPROXY_XDS_ADDR", "--xds-addr"},
+		{"CCPROXY_METRICS_ADDR", "--metrics-addr"},
+	} {
+		t.Run(tt.env, func(t *testing.T) {
+			busy, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer busy.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			_, prefix := testenv.Redis(t)
+			cmd := devCommand(t, ctx, map[string]string{
+				"DATABASE_URL": testenv.Postgres(t), "REDIS_URL": testenv.RedisURL(), "CCPROXY_REDIS_PREFIX": prefix,
+				"CCPROXY_LISTEN_ADDR": freeAddr(t), tt.env: busy.Addr().String(),
+			})
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("ccproxy dev ran with %s busy:\n%s", tt.env, out)
+			}
+			want := "listen on " + busy.Addr().String() + " (" + tt.flag + " / " + tt.env + "): "
+			if !strings.Contains(string(out), want) {
+				t.Fatalf("output does not contain %q:\n%s", want, out)
+			}
+		})
+	}
+}

@@ -130,7 +130,7 @@ func ServeMetrics(ctx context.Context, log *slog.Logger, addr string, reg promet
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return fmt.Errorf("metrics: listen on %s: %w", addr, err)
+		return fmt.Errorf("metrics: listen on %s (--metrics-addr / CCPROXY_METRICS_ADDR): %w", addr, err)
 	}
 	srv := &http.Server{Handler: Handler(reg, health), ReadHeaderTimeout: 10 * time.Second}
 	log.Info("serving metrics and health", "addr", ln.Addr().String())
