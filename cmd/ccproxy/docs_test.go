@@ -310,6 +310,24 @@ func TestDocsMatchTheCode(t *testing.T) {
 		}
 	})
 
+	t.Run("every command in the README", func(t *testing.T) {
+		var table strings.Builder
+		for _, l := range lines {
+			if l.file == "README.md" && strings.HasPrefix(l.text, "| `ccproxy ") {
+				table.WriteString(l.text + "\n")
+			}
+		}
+		for _, c := range root.Commands() {
+			name := c.Name()
+			if c.Hidden || name == "help" || name == "completion" {
+				continue
+			}
+			if !strings.Contains(table.String(), "`ccproxy "+name) && !strings.Contains(table.String(), "`"+name+"`") {
+				t.Errorf("README.md's table of commands does not list ccproxy %s", name)
+			}
+		}
+	})
+
 	t.Run("command lines", func(t *testing.T) {
 		for _, l := range lines {
 			var candidates []string
