@@ -367,6 +367,23 @@ func TestPassThroughBuffered(t *testing.T) {
 				CountedInputTokens: 14503},
 		},
 		{
+			// Releases up to 2.1.63 send no x-claude-code-session-id; the
+			// session is read from metadata.user_id instead.
+			name:    "release without the session header",
+			headers: captureHeaders(t, "../claude-code-releases/2.0.56/anthropic-main", e.key, "rid-2.0.56"),
+			body:    readFile(t, captures+"../claude-code-releases/2.0.56/anthropic-main.body.json"),
+			wantHeaders: &extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{
+				SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true")},
+				RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
+			}},
+			respHeaders: jsonHeaders("200"),
+			respBody:    readFile(t, sseFixtures+"message.json"),
+			want: usage.Event{SessionID: "1e20d4a2-4997-4bee-85ad-363aa50e87ee", ClientVersion: "2.0.56", PathKind: "messages",
+				Model: "claude-sonnet-4-5-20250929", Route: "plan", Provider: "anthropic", Stream: true, Status: 200,
+				Usage: usage.Usage{InputTokens: 12, OutputTokens: 9, CacheReadInputTokens: 2000,
+					CacheWrite5mInputTokens: 40, CacheWrite1hInputTokens: 60}},
+		},
+		{
 			name:    "rate-limited: error passes through",
 			headers: captureHeaders(t, "anthropic-turn1", e.key, "rid-429"),
 			body:    readFile(t, captures+"anthropic-turn1.body.json"),

@@ -19,6 +19,9 @@ const maxHeaderValueLen = 128
 type requestFields struct {
 	model  string
 	stream bool
+	// session is the Claude Code session named in metadata.user_id, for
+	// releases that send no x-claude-code-session-id header.
+	session string
 }
 
 // scanRequest reads the top-level "model" and "stream" of a Messages
@@ -28,7 +31,7 @@ type requestFields struct {
 // found before the error: the request still goes to Anthropic, which
 // answers it with its own 400.
 func scanRequest(body []byte) requestFields {
-	var model, stream []byte
+	var model, stream, metadata []byte
 	it := jsonscan.Object(body)
 	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
 		switch {
@@ -36,9 +39,12 @@ func scanRequest(body []byte) requestFields {
 			model = v
 		case jsonscan.KeyIs(k, "stream"):
 			stream = v
+		case jsonscan.KeyIs(k, "metadata"):
+			metadata = v
 		}
 	}
 	var f requestFields
+	f.session = metadataSession(metadata)
 	if model != nil {
 		f.model, _ = jsonscan.String(model)
 		f.model = truncate(f.model, maxModelLen)
@@ -47,6 +53,47 @@ func scanRequest(body []byte) requestFields {
 		f.stream, _ = jsonscan.Bool(stream)
 	}
 	return f
+}
+
+// sessionFromBody returns the session named in the metadata.user_id of a
+// request body (Claude Code's Bedrock mode sends the same metadata).
+func sessionFromBody(body []byte) string {
+	metadata, _ := jsonscan.Find(body, "metadata")
+	return metadataSession(metadata)
+}
+
+// metadataSession returns the Claude Code session id carried in the raw
+// value of a request's "metadata" member, "" when there is none.
+//
+// Claude Code releases before the x-claude-code-session-id header (2.1.63
+// and older) name the session only here; the format changed over the year:
+//
+//	"user_<device hash>_account_<account uuid>_session_<session uuid>"      (2.1.63 and older)
+//	"{\"device_id\":\"…\",\"account_uuid\":\"…\",\"session_id\":\"<uuid>\"}" (newer)
+func metadataSession(metadata []byte) string {
+	if len(metadata) == 0 || metadata[0] != '{' {
+		return ""
+	}
+	raw, ok := jsonscan.Find(metadata, "user_id")
+	if !ok {
+		return ""
+	}
+	userID, ok := jsonscan.String(raw)
+	if !ok {
+		return ""
+	}
+	if strings.HasPrefix(userID, "{") {
+		inner, ok := jsonscan.Find([]byte(userID), "session_id")
+		if !ok {
+			return ""
+		}
+		s, _ := jsonscan.String(inner)
+		return headerString([]byte(s))
+	}
+	if _, s, ok := strings.Cut(userID, "_session_"); ok {
+		return headerString([]byte(s))
+	}
+	return ""
 }
 
 // truncate cuts s to at most n bytes, dropping a UTF-8 sequence the cut

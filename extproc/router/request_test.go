@@ -3,6 +3,8 @@ package router
 import (
 	"encoding/json"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -15,19 +17,27 @@ func TestScanRequest(t *testing.T) {
 		body string
 		want requestFields
 	}{
-		{"typical", `{"model":"claude-opus-5-5","messages":[],"stream":true}`, requestFields{"claude-opus-5-5", true}},
-		{"no stream", `{"model":"m","max_tokens":1}`, requestFields{"m", false}},
-		{"stream false", `{"stream":false,"model":"m"}`, requestFields{"m", false}},
-		{"nested model ignored", `{"metadata":{"model":"x","stream":true},"model":"m"}`, requestFields{"m", false}},
-		{"model in a string ignored", `{"system":"\"model\":\"x\"","model":"m"}`, requestFields{"m", false}},
-		{"duplicate: last wins", `{"model":"a","model":"b","stream":true,"stream":false}`, requestFields{"b", false}},
-		{"escaped key and value", `{"mod\u0065l":"claude-\u00e9","stream":true}`, requestFields{"claude-é", true}},
+		{"typical", `{"model":"claude-opus-5-5","messages":[],"stream":true}`, requestFields{model: "claude-opus-5-5", stream: true}},
+		{"no stream", `{"model":"m","max_tokens":1}`, requestFields{model: "m", stream: false}},
+		{"stream false", `{"stream":false,"model":"m"}`, requestFields{model: "m", stream: false}},
+		{"nested model ignored", `{"metadata":{"model":"x","stream":true},"model":"m"}`, requestFields{model: "m", stream: false}},
+		{"model in a string ignored", `{"system":"\"model\":\"x\"","model":"m"}`, requestFields{model: "m", stream: false}},
+		{"duplicate: last wins", `{"model":"a","model":"b","stream":true,"stream":false}`, requestFields{model: "b", stream: false}},
+		{"escaped key and value", `{"mod\u0065l":"claude-\u00e9","stream":true}`, requestFields{model: "claude-é", stream: true}},
 		{"non-string model", `{"model":5,"stream":"yes"}`, requestFields{}},
 		{"case-sensitive keys", `{"Model":"m","STREAM":true}`, requestFields{}},
-		{"malformed: what came before", `{"model":"m","messages":[`, requestFields{"m", false}},
+		{"malformed: what came before", `{"model":"m","messages":[`, requestFields{model: "m", stream: false}},
 		{"not JSON", `model=m`, requestFields{}},
 		{"empty", ``, requestFields{}},
-		{"long model cut", `{"model":"` + strings.Repeat("é", 200) + `"}`, requestFields{strings.Repeat("é", 128), false}},
+		{"session of an old release", `{"metadata":{"user_id":"user_0612cb0c_account__session_1e20d4a2-4997-4bee-85ad-363aa50e87ee"},"model":"m"}`,
+			requestFields{model: "m", session: "1e20d4a2-4997-4bee-85ad-363aa50e87ee"}},
+		{"session of a newer release", `{"metadata":{"user_id":"{\"device_id\":\"12\",\"account_uuid\":\"\",\"session_id\":\"2336062e-9de8\"}"}}`,
+			requestFields{session: "2336062e-9de8"}},
+		{"user_id without a session", `{"metadata":{"user_id":"someone"}}`, requestFields{}},
+		{"user_id not a string", `{"metadata":{"user_id":{"session_id":"x"}}}`, requestFields{}},
+		{"metadata not an object", `{"metadata":"user_x_session_y"}`, requestFields{}},
+		{"long session cut", `{"metadata":{"user_id":"u_session_` + strings.Repeat("s", 300) + `"}}`, requestFields{session: strings.Repeat("s", 128)}},
+		{"long model cut", `{"model":"` + strings.Repeat("é", 200) + `"}`, requestFields{model: strings.Repeat("é", 128), stream: false}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -41,11 +51,62 @@ func TestScanRequest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got, want := scanRequest(body), (requestFields{"claude-opus-5-5", true}); got != want {
-			t.Errorf("%s: scanRequest = %+v, want %+v", name, got, want)
+		if got := scanRequest(body); got.model != "claude-opus-5-5" || !got.stream || got.session == "" {
+			t.Errorf("%s: scanRequest = %+v, want claude-opus-5-5, streamed, with a session", name, got)
 		}
 	}
 }
+
+// TestSessionOfEveryRelease checks that the session id is found in the
+// main turn of every captured Claude Code release, in the body for the
+// releases that send no x-claude-code-session-id header, and that it is
+// the header's value for those that send both.
+func TestSessionOfEveryRelease(t *testing.T) {
+	dirs, err := filepath.Glob("../../testdata/claude-code-releases/*")
+	if err != nil || len(dirs) == 0 {
+		t.Fatalf("no release captures: %v", err)
+	}
+	for _, dir := range dirs {
+		for _, mode := range []string{"anthropic", "bedrock-mode"} {
+			t.Run(filepath.Base(dir)+"/"+mode, func(t *testing.T) {
+				body, err := os.ReadFile(filepath.Join(dir, mode+"-main.body.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				head, err := os.ReadFile(filepath.Join(dir, mode+"-main.request.json"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				var req struct{ Headers map[string]string }
+				if err := json.Unmarshal(head, &req); err != nil {
+					t.Fatal(err)
+				}
+				var md struct {
+					Metadata struct {
+						UserID string `json:"user_id"`
+					} `json:"metadata"`
+				}
+				if err := json.Unmarshal(body, &md); err != nil {
+					t.Fatal(err)
+				}
+				got := sessionFromBody(body)
+				if mode == "anthropic" {
+					if f := scanRequest(body); f.session != got {
+						t.Errorf("scanRequest session %q, sessionFromBody %q", f.session, got)
+					}
+				}
+				if !uuidPattern.MatchString(got) || !strings.Contains(md.Metadata.UserID, got) {
+					t.Fatalf("session %q from metadata.user_id %q; want the UUID it holds", got, md.Metadata.UserID)
+				}
+				if h := req.Headers["X-Claude-Code-Session-Id"]; h != "" && h != got {
+					t.Errorf("header session %q, body session %q; want the same", h, got)
+				}
+			})
+		}
+	}
+}
+
+var uuidPattern = regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`)
 
 // FuzzScanRequest holds scanRequest to encoding/json for every valid JSON
 // object: decoding into a map gives exact, case-sensitive keys with the
@@ -59,6 +120,8 @@ func FuzzScanRequest(f *testing.F) {
 	f.Add([]byte(`{"model":"a","model":"b","stream":true,"stream":false}`))
 	f.Add([]byte(`{"mod\u0065l":"claude-\u00e9","stream":true,"x":[{"model":1}]}`))
 	f.Add([]byte(`{"model":null,"stream":null}`))
+	f.Add([]byte(`{"metadata":{"user_id":"user_ab_account__session_1e20d4a2"},"model":"m"}`))
+	f.Add([]byte(`{"metadata":{"user_id":"{\"session_id\":\"s1\",\"session_id\":\"s\u00e9\"}"}}`))
 	f.Add([]byte(`{"model":"` + strings.Repeat("x", 300) + `"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		got := scanRequest(body) // must not panic on anything
@@ -75,6 +138,10 @@ func FuzzScanRequest(f *testing.F) {
 		}
 		if raw, ok := m["stream"]; ok {
 			want.stream = string(raw) == "true"
+		}
+		want.session = refSession(m["metadata"])
+		if want.session == "\x00skip" {
+			want.session = got.session
 		}
 		if got != want {
 			t.Fatalf("scanRequest(%q) = %+v, encoding/json says %+v", body, got, want)
@@ -218,4 +285,34 @@ func FuzzPaths(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refSession is metadataSession written with encoding/json, the fuzz
+// test's reference.
+func refSession(metadata json.RawMessage) string {
+	var md map[string]json.RawMessage
+	if len(metadata) == 0 || metadata[0] != '{' || json.Unmarshal(metadata, &md) != nil {
+		return ""
+	}
+	var userID string
+	if raw := md["user_id"]; len(raw) == 0 || raw[0] != '"' || json.Unmarshal(raw, &userID) != nil {
+		return ""
+	}
+	if strings.HasPrefix(userID, "{") {
+		var inner map[string]json.RawMessage
+		if json.Unmarshal([]byte(userID), &inner) != nil {
+			// metadataSession scans up to the first syntax error; only
+			// valid objects are compared.
+			return "\x00skip"
+		}
+		var s string
+		if raw := inner["session_id"]; len(raw) > 0 && raw[0] == '"' {
+			_ = json.Unmarshal(raw, &s)
+		}
+		return headerString([]byte(s))
+	}
+	if _, s, ok := strings.Cut(userID, "_session_"); ok {
+		return headerString([]byte(s))
+	}
+	return ""
 }

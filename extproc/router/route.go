@@ -19,6 +19,12 @@ import (
 func (p *Processor) chooseRoute(ctx context.Context, body []byte, common *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
 	if body != nil && (p.req.kind == pathMessages || p.req.kind == pathCountTokens) {
 		p.req.fields = scanRequest(body)
+		if p.req.sessionID == "" {
+			p.req.sessionID = p.req.fields.session
+		}
+	}
+	if body != nil && p.req.kind == pathBedrockModel && p.req.sessionID == "" {
+		p.req.sessionID = sessionFromBody(body)
 	}
 	switch {
 	case p.wantsBedrock():
