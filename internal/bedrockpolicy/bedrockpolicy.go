@@ -84,6 +84,14 @@ type FieldTable struct {
 	// Claude Code adds per-message output_config with
 	// per-turn-control-2026-07-01, a beta Bedrock does not have.
 	Message []string
+	// CacheControl lists the members kept in the cache_control objects of
+	// system, tools and message content blocks. Claude Code 2.1.36 to
+	// 2.1.287 send prompt-caching-scope-2026-01-05 and may mark system
+	// blocks {"type":"ephemeral","scope":"global"}; Bedrock has no such
+	// beta, and Claude Code's own Bedrock mode never sends the member.
+	// Empty means DefaultFieldTable's list: the runtime protocol does not
+	// carry this list.
+	CacheControl []string
 }
 
 // DefaultFieldTable returns the built-in field allow-list.
@@ -94,6 +102,7 @@ func DefaultFieldTable() FieldTable {
 			"messages", "system", "tools", "tool_choice", "metadata", "max_tokens",
 			"thinking", "output_config", "stop_sequences", "temperature", "top_p", "top_k",
 		},
-		Message: []string{"role", "content"},
+		Message:      []string{"role", "content"},
+		CacheControl: []string{"type", "ttl"},
 	}
 }

@@ -9,6 +9,7 @@
 package bedrock
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,6 +49,11 @@ type Translator struct {
 	betaQuoted   []string       // betaNames as JSON strings
 	topLevel     map[string]struct{}
 	message      map[string]struct{}
+	cacheControl map[string]struct{}
+	// cleanCacheControl are the cache_control values that need no change
+	// (as Claude Code spells them), for a fast check that a body has no
+	// other.
+	cleanCacheControl [][]byte
 }
 
 // NewTranslator builds a Translator from the given tables.
@@ -89,7 +95,52 @@ func NewTranslator(betas bedrockpolicy.BetaTable, fields bedrockpolicy.FieldTabl
 	for _, f := range fields.Message {
 		t.message[f] = struct{}{}
 	}
+	cc := fields.CacheControl
+	if len(cc) == 0 {
+		cc = bedrockpolicy.DefaultFieldTable().CacheControl
+	}
+	t.cacheControl = make(map[string]struct{}, len(cc))
+	for _, f := range cc {
+		t.cacheControl[f] = struct{}{}
+	}
+	for _, v := range []string{`{"type":"ephemeral"}`, `{"type":"ephemeral","ttl":"5m"}`, `{"type":"ephemeral","ttl":"1h"}`} {
+		if t.cacheControlKept(v) {
+			t.cleanCacheControl = append(t.cleanCacheControl, []byte(`"cache_control":`+v))
+		}
+	}
 	return t
+}
+
+// cacheControlKept reports whether every member of the cache_control
+// object v is on the allow-list.
+func (t *Translator) cacheControlKept(v string) bool {
+	members, err := jsonscan.AppendMembers(nil, []byte(v))
+	if err != nil {
+		return false
+	}
+	for _, m := range members {
+		if _, ok := t.cacheControl[string(jsonscan.KeyName(m.Key([]byte(v))))]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// mayNeedCacheControlFix reports whether body may hold a cache_control
+// object with a member Bedrock refuses. Nearly every body holds only the
+// spellings Claude Code uses, which are counted in one pass each; only the
+// rest is walked. A "cache_control" key inside a JSON string is always
+// escaped (\"cache_control\"), so the count sees only real members (and
+// the rare string value "cache_control", which just takes the slow path).
+func (t *Translator) mayNeedCacheControlFix(body []byte) bool {
+	n := bytes.Count(body, []byte(`"cache_control"`))
+	if n == 0 {
+		return false
+	}
+	for _, c := range t.cleanCacheControl {
+		n -= bytes.Count(body, c)
+	}
+	return n != 0
 }
 
 // Versions reports the versions of the beta and field tables in use.
@@ -136,6 +187,7 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 	for _, b := range req.Betas {
 		n += len(b) + 3
 	}
+	fixCache := t.mayNeedCacheControlFix(body)
 	out := make([]byte, 0, n)
 	out = append(out, '{')
 	first := true
@@ -157,10 +209,19 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 		out = append(out, ':')
 		val := m.Value(body)
 		if string(key) == "messages" && val[0] == '[' {
-			if out, req.DroppedFields, err = t.appendMessages(out, val, req.DroppedFields); err != nil {
+			if out, req.DroppedFields, err = t.appendMessages(out, val, req.DroppedFields, fixCache); err != nil {
 				return Request{}, err
 			}
 			continue
+		}
+		if fixCache && (string(key) == "system" || string(key) == "tools") && val[0] == '[' {
+			var changed bool
+			if val, changed, err = t.cleanBlocks(val); err != nil {
+				return Request{}, err
+			}
+			if changed {
+				req.DroppedFields = appendUnique(req.DroppedFields, string(key)+"[].cache_control")
+			}
 		}
 		out = append(out, val...)
 	}
@@ -187,9 +248,10 @@ func (t *Translator) TranslateRequest(body []byte, betaHeader string, stream boo
 }
 
 // appendMessages copies the messages array, removing members of message
-// objects the message allow-list does not hold. Elements that need no
-// change are copied byte-for-byte.
-func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, []string, error) {
+// objects the message allow-list does not hold and, when fixCache is set,
+// cache_control members Bedrock refuses from their content blocks.
+// Elements that need no change are copied byte-for-byte.
+func (t *Translator) appendMessages(out, val []byte, dropped []string, fixCache bool) ([]byte, []string, error) {
 	cursor := 0
 	var buf []jsonscan.Member
 	var err error
@@ -203,10 +265,29 @@ func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, 
 			return out, dropped, invalidBody(err)
 		}
 		clean := true
-		for _, m := range buf {
-			if _, ok := t.message[string(jsonscan.KeyName(m.Key(elem)))]; !ok {
+		contentIdx := -1
+		var content []byte
+		for i, m := range buf {
+			key := jsonscan.KeyName(m.Key(elem))
+			if _, ok := t.message[string(key)]; !ok {
 				clean = false
-				break
+			}
+			if string(key) == "content" {
+				contentIdx = i
+			}
+		}
+		if fixCache && contentIdx >= 0 {
+			if v := buf[contentIdx].Value(elem); v[0] == '[' {
+				var changed bool
+				if content, changed, err = t.cleanBlocks(v); err != nil {
+					return out, dropped, err
+				}
+				if changed {
+					clean = false
+					dropped = appendUnique(dropped, "messages[].content[].cache_control")
+				} else {
+					content = nil
+				}
 			}
 		}
 		if clean {
@@ -227,6 +308,10 @@ func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, 
 			first = false
 			out = append(out, m.Key(elem)...)
 			out = append(out, ':')
+			if string(key) == "content" && content != nil {
+				out = append(out, content...)
+				continue
+			}
 			out = append(out, m.Value(elem)...)
 		}
 		out = append(out, '}')
@@ -236,6 +321,102 @@ func (t *Translator) appendMessages(out, val []byte, dropped []string) ([]byte, 
 		return out, dropped, invalidBody(err)
 	}
 	return append(out, val[cursor:]...), dropped, nil
+}
+
+// cleanBlocks returns the array of content blocks arr (system, tools, a
+// message's content) with the cache_control members of its objects cut to
+// the allow-list, and whether anything changed; a tool_result's own
+// content blocks are cleaned too. An unchanged array is returned as is.
+func (t *Translator) cleanBlocks(arr []byte) ([]byte, bool, error) {
+	var out []byte
+	cursor := 0
+	var buf []jsonscan.Member
+	var err error
+	elems := jsonscan.StrictArray(arr)
+	for e, ok := elems.Next(); ok; e, ok = elems.Next() {
+		elem := e.Value(arr)
+		if elem[0] != '{' || !bytes.Contains(elem, []byte(`"cache_control"`)) {
+			continue
+		}
+		if buf, err = jsonscan.AppendMembers(buf[:0], elem); err != nil {
+			return nil, false, invalidBody(err)
+		}
+		var block []byte
+		for i, m := range buf {
+			key := string(jsonscan.KeyName(m.Key(elem)))
+			v := m.Value(elem)
+			var repl []byte
+			switch {
+			case key == "cache_control" && v[0] == '{':
+				var changed bool
+				if repl, changed, err = t.cleanCacheControlValue(v); err != nil {
+					return nil, false, err
+				}
+				if !changed {
+					repl = nil
+				}
+			case key == "content" && v[0] == '[':
+				var changed bool
+				if repl, changed, err = t.cleanBlocks(v); err != nil {
+					return nil, false, err
+				}
+				if !changed {
+					repl = nil
+				}
+			}
+			if repl == nil && block == nil {
+				continue
+			}
+			if block == nil {
+				// First change in this block: copy what came before.
+				block = append(block, elem[:buf[i].KeyStart]...)
+			} else {
+				block = append(block, elem[buf[i-1].ValueEnd:m.KeyStart]...)
+			}
+			block = append(block, elem[m.KeyStart:m.ValueStart]...)
+			if repl != nil {
+				block = append(block, repl...)
+			} else {
+				block = append(block, v...)
+			}
+		}
+		if block == nil {
+			continue
+		}
+		block = append(block, elem[buf[len(buf)-1].ValueEnd:]...)
+		out = append(out, arr[cursor:e.ValueStart]...)
+		out = append(out, block...)
+		cursor = e.ValueEnd
+	}
+	if err := elems.Err(); err != nil {
+		return nil, false, invalidBody(err)
+	}
+	if out == nil {
+		return arr, false, nil
+	}
+	return append(out, arr[cursor:]...), true, nil
+}
+
+// cleanCacheControlValue returns the cache_control object v with only the
+// allowed members, and whether any was removed.
+func (t *Translator) cleanCacheControlValue(v []byte) ([]byte, bool, error) {
+	members, err := jsonscan.AppendMembers(nil, v)
+	if err != nil {
+		return nil, false, invalidBody(err)
+	}
+	out := []byte{'{'}
+	changed := false
+	for _, m := range members {
+		if _, ok := t.cacheControl[string(jsonscan.KeyName(m.Key(v)))]; !ok {
+			changed = true
+			continue
+		}
+		if len(out) > 1 {
+			out = append(out, ',')
+		}
+		out = append(out, v[m.KeyStart:m.ValueEnd]...)
+	}
+	return append(out, '}'), changed, nil
 }
 
 // betas turns the anthropic-beta header into indexes into t.betaNames, in
