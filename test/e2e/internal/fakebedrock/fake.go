@@ -742,6 +742,10 @@ func (s *Server) validate(req *Request, body []byte) (Reply, bool) {
 		s.problem(req, "body has no messages")
 		return malformed("#: required key [messages] not found"), false
 	}
+	if k := cacheControlExtra(body); k != "" {
+		s.problem(req, "a cache_control object has extraneous key %q", k)
+		return malformed("#: extraneous key [" + k + "] is not permitted"), false
+	}
 	for _, b := range v.Beta {
 		if !slices.Contains(s.cfg.Betas, b) {
 			s.problem(req, "anthropic_beta %q is not a flag Bedrock knows (allowed: %q)", b, s.cfg.Betas)
@@ -1025,4 +1029,62 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, req *Request, rep
 	if reply.Abort {
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// CacheControlKeys are the members Bedrock accepts in a cache_control
+// object.
+var CacheControlKeys = []string{"type", "ttl"}
+
+// cacheControlExtra returns a member of a cache_control object of a block
+// of system, tools or a message's content (or a block's own content) that
+// is not in CacheControlKeys, "" when there is none.
+func cacheControlExtra(body []byte) string {
+	type block struct {
+		CacheControl map[string]json.RawMessage `json:"cache_control"`
+		Content      json.RawMessage            `json:"content"`
+	}
+	var blocks func(raw json.RawMessage) string
+	blocks = func(raw json.RawMessage) string {
+		var bs []json.RawMessage
+		if json.Unmarshal(raw, &bs) != nil {
+			return ""
+		}
+		for _, r := range bs {
+			var b block
+			if json.Unmarshal(r, &b) != nil {
+				continue
+			}
+			for k := range b.CacheControl {
+				if !slices.Contains(CacheControlKeys, k) {
+					return k
+				}
+			}
+			if k := blocks(b.Content); k != "" {
+				return k
+			}
+		}
+		return ""
+	}
+	var v struct {
+		System   json.RawMessage `json:"system"`
+		Tools    json.RawMessage `json:"tools"`
+		Messages []struct {
+			Content json.RawMessage `json:"content"`
+		} `json:"messages"`
+	}
+	if json.Unmarshal(body, &v) != nil {
+		return ""
+	}
+	if k := blocks(v.System); k != "" {
+		return k
+	}
+	if k := blocks(v.Tools); k != "" {
+		return k
+	}
+	for _, m := range v.Messages {
+		if k := blocks(m.Content); k != "" {
+			return k
+		}
+	}
+	return ""
 }
