@@ -27,7 +27,7 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps mutate soak dashboard dashboard-check browser-deps
+.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps
 
 all: build
 
@@ -63,6 +63,14 @@ e2e-deps:
 
 test: services tools lint e2e-deps dashboard dashboard-check browser-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end, dashboard in a browser
 	CCPROXY_REQUIRE_BROWSER_TESTS=1 $(GO) test $(TEST_FLAGS) ./...
+
+# Every Claude Code release of test/e2e/internal/claudecode/releases.txt
+# (one a month over the last year, and the releases whose requests changed)
+# through Plan, Bedrock and the Plan-429 fallback; `make test` runs only
+# the releases marked ci there. Releases are installed once into
+# ~/.cache/ccproxy/e2e (docs/claude-code.md).
+e2e-releases: services e2e-deps ## every Claude Code release of the last year end to end (a few minutes)
+	CCPROXY_E2E_RELEASES=all $(GO) test -count=1 -timeout 40m -run '^TestClaudeCodeReleases$$' -v ./test/e2e/
 
 # The admin dashboard (dashboard/): React + TypeScript, built by Vite into
 # dashboard/dist, which go:embed puts into the binary. A plain `go build` of

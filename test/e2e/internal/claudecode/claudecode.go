@@ -1,6 +1,7 @@
-// Package claudecode installs the pinned release of real Claude Code from npm
-// (cached between runs) and runs it non-interactively against a gateway, the
-// way a developer would, for end-to-end tests.
+// Package claudecode installs real Claude Code releases from npm (cached
+// between runs) and runs them non-interactively against a gateway, the way
+// a developer would, for end-to-end tests: the pinned release most tests
+// use, and the releases of the last year listed in releases.txt.
 package claudecode
 
 import (
@@ -19,11 +20,24 @@ import (
 // Version is the Claude Code release the end-to-end tests pin.
 const Version = "2.1.332"
 
-// Install returns the path of the claude executable, installing the pinned
-// release with npm into a cache directory the first time. The directory is
-// CCPROXY_E2E_CACHE if set, else the user cache dir; a lock file keeps
-// parallel test packages from installing twice.
+// Install returns the path of the claude executable of the pinned release,
+// installing it the first time (InstallVersion).
 func Install(ctx context.Context) (string, error) {
+	return InstallVersion(ctx, Version)
+}
+
+// InstallVersion returns the path of the claude executable of version,
+// installing the release with npm into a cache directory keyed by the
+// version the first time. The directory is CCPROXY_E2E_CACHE if set, else
+// the user cache dir; a lock file keeps parallel test packages from
+// installing twice. Both ways Claude Code has been packaged work: up to
+// 2.1.112 the package's bin is cli.js, run by Node.js; from 2.1.113 it is
+// a native executable that npm installs from a platform package (an
+// optional dependency), linked under the same node_modules/.bin/claude.
+func InstallVersion(ctx context.Context, version string) (string, error) {
+	if !validVersion(version) {
+		return "", fmt.Errorf("claudecode: %q is not a release version", version)
+	}
 	base := os.Getenv("CCPROXY_E2E_CACHE")
 	if base == "" {
 		d, err := os.UserCacheDir()
@@ -32,9 +46,9 @@ func Install(ctx context.Context) (string, error) {
 		}
 		base = filepath.Join(d, "ccproxy", "e2e")
 	}
-	dir := filepath.Join(base, "claude-code-"+Version)
+	dir := filepath.Join(base, "claude-code-"+version)
 	bin := filepath.Join(dir, "node_modules", ".bin", "claude")
-	if ok(ctx, bin) {
+	if ok(ctx, bin, version) {
 		return bin, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -45,26 +59,40 @@ func Install(ctx context.Context) (string, error) {
 		return "", err
 	}
 	defer unlock()
-	if ok(ctx, bin) {
+	if ok(ctx, bin, version) {
 		return bin, nil
 	}
 	npm, err := exec.LookPath("npm")
 	if err != nil {
 		return "", fmt.Errorf("claudecode: npm not found (install Node.js and npm): %w", err)
 	}
-	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", dir, "@anthropic-ai/claude-code@"+Version)
+	cmd := exec.CommandContext(ctx, npm, "install", "--no-audit", "--no-fund", "--no-save", "--prefix", dir, "@anthropic-ai/claude-code@"+version)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("claudecode: npm install @anthropic-ai/claude-code@%s: %w\n%s", Version, err, out.String())
+		return "", fmt.Errorf("claudecode: npm install @anthropic-ai/claude-code@%s: %w\n%s", version, err, out.String())
 	}
-	if !ok(ctx, bin) {
-		return "", fmt.Errorf("claudecode: installed, but %s --version does not report %s\n%s", bin, Version, out.String())
+	if !ok(ctx, bin, version) {
+		return "", fmt.Errorf("claudecode: installed, but %s --version does not report %s\n%s", bin, version, out.String())
 	}
 	return bin, nil
 }
 
-func ok(ctx context.Context, bin string) bool {
+// validVersion reports whether v is a plain release version (digits and
+// dots): it names a directory and an npm package spec.
+func validVersion(v string) bool {
+	if v == "" || v[0] == '.' || v[len(v)-1] == '.' || strings.Contains(v, "..") {
+		return false
+	}
+	for _, c := range v {
+		if (c < '0' || c > '9') && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func ok(ctx context.Context, bin, version string) bool {
 	if _, err := os.Stat(bin); err != nil {
 		return false
 	}
@@ -73,7 +101,7 @@ func ok(ctx context.Context, bin string) bool {
 	cmd := exec.CommandContext(ctx, bin, "--version")
 	cmd.Env = append(os.Environ(), "HOME="+os.TempDir())
 	out, err := cmd.Output()
-	return err == nil && strings.HasPrefix(string(out), Version)
+	return err == nil && strings.HasPrefix(string(out), version+" ")
 }
 
 func lock(ctx context.Context, path string) (func(), error) {
