@@ -367,7 +367,7 @@ func TestPassThroughBuffered(t *testing.T) {
 				CountedInputTokens: 14503},
 		},
 		{
-			// Releases up to 2.1.63 send no x-claude-code-session-id; the
+			// Releases up to 2.1.85 send no x-claude-code-session-id; the
 			// session is read from metadata.user_id instead.
 			name:    "release without the session header",
 			headers: captureHeaders(t, "../claude-code-releases/2.0.56/anthropic-main", e.key, "rid-2.0.56"),

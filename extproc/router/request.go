@@ -65,11 +65,11 @@ func sessionFromBody(body []byte) string {
 // metadataSession returns the Claude Code session id carried in the raw
 // value of a request's "metadata" member, "" when there is none.
 //
-// Claude Code releases before the x-claude-code-session-id header (2.1.63
+// Claude Code releases before the x-claude-code-session-id header (2.1.85
 // and older) name the session only here; the format changed over the year:
 //
-//	"user_<device hash>_account_<account uuid>_session_<session uuid>"      (2.1.63 and older)
-//	"{\"device_id\":\"…\",\"account_uuid\":\"…\",\"session_id\":\"<uuid>\"}" (newer)
+//	"user_<device hash>_account_<account uuid>_session_<session uuid>"      (2.1.76 and older)
+//	"{\"device_id\":\"…\",\"account_uuid\":\"…\",\"session_id\":\"<uuid>\"}" (by 2.1.81)
 func metadataSession(metadata []byte) string {
 	if len(metadata) == 0 || metadata[0] != '{' {
 		return ""
