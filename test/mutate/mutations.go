@@ -199,6 +199,17 @@ var Mutations = []Mutation{
 		Packages: []string{pkgTranslate},
 	},
 	{
+		Name: "bedrock: cache_control member Bedrock refuses kept", File: "extproc/translate/bedrock/bedrock.go",
+		From:     "\t\tif _, ok := t.cacheControl[string(jsonscan.KeyName(m.Key(v)))]; !ok {\n\t\t\tchanged = true",
+		To:       "\t\tif _, ok := t.cacheControl[string(jsonscan.KeyName(m.Key(v)))]; !ok && false {\n\t\t\tchanged = true",
+		Packages: []string{pkgTranslate}, Run: "TestTranslateCacheControl|TestTranslateReleases",
+	},
+	{
+		Name: "router: session of releases without the header lost", File: "extproc/router/route.go",
+		From: "\t\t\tp.req.sessionID = p.req.fields.session", To: "\t\t\t_ = p.req.fields.session",
+		Packages: []string{"./extproc"}, Run: "TestPassThroughBuffered",
+	},
+	{
 		Name: "bedrock: gateway credential error blamed on developer", File: "extproc/translate/bedrock/errors.go",
 		From: "\t\tm.CredentialRejected = true\n\t\tm.Status = http.StatusInternalServerError",
 		To:   "\t\tm.CredentialRejected = true\n\t\tm.Status = http.StatusUnauthorized", Packages: []string{pkgTranslate},
