@@ -136,6 +136,10 @@ func (t *Translator) cacheControlKept(v string) bool {
 // The scan looks for `_control"` rather than the whole key: bytes.Index
 // jumps between occurrences of the first byte, and '"' is every few bytes
 // in JSON while '_' is rare, which makes the scan several times faster.
+// A key spelled with escapes ("cache\u005fcontrol") is not looked for:
+// Claude Code never escapes keys, and looking for escapes costs as much
+// again; such a key is only cut when the body also holds a plain one that
+// needs the walk, and otherwise reaches Bedrock as sent.
 func (t *Translator) mayNeedCacheControlFix(body []byte) bool {
 	const head, tail = `"cache`, `_control"`
 	for off := 0; ; {
@@ -353,7 +357,8 @@ func (t *Translator) cleanBlocks(arr []byte) ([]byte, bool, error) {
 	elems := jsonscan.StrictArray(arr)
 	for e, ok := elems.Next(); ok; e, ok = elems.Next() {
 		elem := e.Value(arr)
-		if elem[0] != '{' || !bytes.Contains(elem, []byte(`"cache_control"`)) {
+		if elem[0] != '{' || !bytes.Contains(elem, []byte(`_control"`)) && bytes.IndexByte(elem, '\\') < 0 {
+			// Neither a plain nor an escaped cache_control key.
 			continue
 		}
 		if buf, err = jsonscan.AppendMembers(buf[:0], elem); err != nil {

@@ -76,6 +76,7 @@ func FuzzTranslateRequest(f *testing.F) {
 	f.Add([]byte(`{"system":[{"type":"text","text":"a","cache_control":{"type":"ephemeral","scope":"global"}},{"cache_control":{"type":"ephemeral"}}],`+
 		`"tools":[{"name":"t","cache_control":{ "scope" : 1 ,"ttl":"1h"}}],"messages":[{"role":"user","content":[{"type":"tool_result","content":[`+
 		`{"type":"text","cache_control":{"type":"ephemeral","scope":"x"}}]},{"cache_control":{"type":"ephemeral","ttl":"5m"}}],"extra":1}]}`), "")
+	f.Add([]byte(`{"tools":[{"cache_control":{"scope":1}},{"c\u0061che_control":{"scope":2,"type":"ephemeral"},"content":[{"cache_control":{"x":1}}]}],"messages":"cache_control"}`), "")
 	betas, fields := bedrockpolicy.DefaultBetaTable(), bedrockpolicy.DefaultFieldTable()
 	tr := NewTranslator(betas, fields)
 	ref := newReferenceTranslation(betas, fields)
@@ -304,69 +305,34 @@ func isObject(b []byte) bool {
 	return json.Valid(b) && len(t) > 0 && t[0] == '{'
 }
 
-// refNeedsCacheFix reports whether a cache_control object of a block of
-// system, tools or a message's content (or of a block's nested content)
-// holds a member off the allow-list, looking at every duplicate member.
+// refNeedsCacheFix reports whether the translation must walk the body for
+// cache_control objects, as documented: some plainly spelled
+// "cache_control" key is not followed by one of the spellings Claude Code
+// uses that the allow-list keeps whole.
 func refNeedsCacheFix(b []byte, allowed map[string]bool) bool {
-	var blocks func(arr []byte) bool
-	blocks = func(arr []byte) bool {
-		var elems []json.RawMessage
-		if len(arr) == 0 || arr[0] != '[' || json.Unmarshal(arr, &elems) != nil {
+	var clean []string
+	for _, v := range []string{`{"type":"ephemeral"}`, `{"type":"ephemeral","ttl":"5m"}`, `{"type":"ephemeral","ttl":"1h"}`} {
+		var m map[string]any
+		_ = json.Unmarshal([]byte(v), &m)
+		ok := true
+		for k := range m {
+			ok = ok && allowed[k]
+		}
+		if ok {
+			clean = append(clean, ":"+v)
+		}
+	}
+	s := string(b)
+	for {
+		i := strings.Index(s, `"cache_control"`)
+		if i < 0 {
 			return false
 		}
-		for _, e := range elems {
-			keys, _, vals, ok := referenceRawMembers(e)
-			if !ok {
-				continue
-			}
-			for i, k := range keys {
-				switch k {
-				case "cache_control":
-					if ck, _, _, ok := referenceRawMembers(vals[i]); ok {
-						for _, c := range ck {
-							if !allowed[c] {
-								return true
-							}
-						}
-					}
-				case "content":
-					if blocks(vals[i]) {
-						return true
-					}
-				}
-			}
-		}
-		return false
-	}
-	keys, _, vals, ok := referenceRawMembers(b)
-	if !ok {
-		return false
-	}
-	for i, k := range keys {
-		switch k {
-		case "system", "tools":
-			if blocks(vals[i]) {
-				return true
-			}
-		case "messages":
-			var msgs []json.RawMessage
-			if json.Unmarshal(vals[i], &msgs) != nil {
-				continue
-			}
-			for _, m := range msgs {
-				mk, _, mv, ok := referenceRawMembers(m)
-				if !ok {
-					continue
-				}
-				for j, key := range mk {
-					if key == "content" && blocks(mv[j]) {
-						return true
-					}
-				}
-			}
+		s = s[i+len(`"cache_control"`):]
+		if !slices.ContainsFunc(clean, func(c string) bool { return strings.HasPrefix(s, c) }) {
+			return true
 		}
 	}
-	return false
 }
 
 // checkSemantic compares a translation whose cache_control objects were

@@ -46,6 +46,12 @@ func TestTranslateCacheControl(t *testing.T) {
 			dropped: []string{"messages[].content[].cache_control", "messages[].output_config"},
 		},
 		{
+			name:    "an escaped key is cut along with a plain one",
+			in:      `{"system":[{"cache_control":{"type":"ephemeral","scope":"g"}},{"c\u0061che_control":{"scope":"x","type":"ephemeral"}}]}`,
+			want:    `{"system":[{"cache_control":{"type":"ephemeral"}},{"c\u0061che_control":{"type":"ephemeral"}}],"anthropic_version":"bedrock-2023-05-31"}`,
+			dropped: []string{"system[].cache_control"},
+		},
+		{
 			name: "allowed spellings untouched, byte for byte",
 			in:   `{"system":[{"type":"text","text":"\"cache_control\":{\"scope\":1}","cache_control":{"type":"ephemeral","ttl":"5m"}}], "tools":[{"cache_control": {"type":"ephemeral"}}]}`,
 			want: `{"system":[{"type":"text","text":"\"cache_control\":{\"scope\":1}","cache_control":{"type":"ephemeral","ttl":"5m"}}],"tools":[{"cache_control": {"type":"ephemeral"}}],"anthropic_version":"bedrock-2023-05-31"}`,
