@@ -86,14 +86,19 @@ func TestClaudeCodeReleases(t *testing.T) {
 		t.Run(v, func(t *testing.T) {
 			t.Parallel()
 
-			t.Run("Plan stream", func(t *testing.T) {
+			t.Run("Plan stream passed through", func(t *testing.T) {
 				u := fakeanthropic.Usage{Input: 1201, Output: 34, CacheRead: 5003, CacheWrite5m: 107, CacheWrite1h: 11}
 				text := "Plan answers Claude Code " + v + "."
 				marker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
 					return fakeanthropic.Reply{Events: fakeanthropic.Stream(r.Model(), u, fakeanthropic.Block{Text: text, Chunks: 3})}
 				}, nil)
 				user := fg.admin.user("plan-"+v, "plan_first", eastCredential())
-				res := run(bin, user.Key).Prompt(t, "Say hello "+marker)
+				// Through a recorder, to compare what the release sent with
+				// what Plan received.
+				rec := newRecorder(t, fg.Base)
+				r := run(bin, user.Key)
+				r.BaseURL = rec.URL + "/ak/" + user.Key
+				res := r.Prompt(t, "Say hello "+marker)
 				wantPrinted(t, res, text)
 
 				main := posts(t, fg.plan, marker, 1)[0]
@@ -101,6 +106,20 @@ func TestClaudeCodeReleases(t *testing.T) {
 				if session == "" {
 					t.Fatalf("Claude Code %s named no session (header or metadata.user_id)", v)
 				}
+				var sent []fakeanthropic.Request
+				for _, s := range rec.Requests() {
+					if s.Method == http.MethodPost && strings.Contains(string(s.Body), marker) {
+						sent = append(sent, s)
+					}
+				}
+				if len(sent) != 1 {
+					t.Fatalf("Claude Code sent %d requests carrying the marker; want 1", len(sent))
+				}
+				need := []string{"X-Api-Key", "Anthropic-Beta", "Anthropic-Version", "User-Agent"}
+				if main.Header.Get("X-Claude-Code-Session-Id") != "" {
+					need = append(need, "X-Claude-Code-Session-Id")
+				}
+				checkPassedThroughNeeding(t, user.Key, sent[0], main, need)
 				// Every request of the session, warm-ups included, is one row.
 				var reqs []fakeanthropic.Request
 				for _, r := range fg.plan.Requests("") {
