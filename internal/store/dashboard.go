@@ -67,7 +67,7 @@ type Developer struct {
 
 // Developers returns a page of users (not deleted) matching q, with their
 // usage in [q.From, q.To), and the number of users matching q. One
-// statement: the spend of every user comes from the per-user daily rollup,
+// statement: the spend of every user comes from the per-user rollup,
 // so sorting by spend needs no second pass and no request per user.
 func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, int, error) {
 	if q.Sort == "" {
@@ -84,7 +84,7 @@ func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, i
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	parts := userDaysSQL(q.From, q.To, &args, "")
+	parts := userRowsSQL(q.From, q.To, &args, "")
 	where := []string{"u.deleted_at IS NULL"}
 	if q.Search != "" {
 		p := "%" + strings.NewReplacer(`\`, `\\`, "%", `\%`, "_", `\_`).Replace(q.Search) + "%"
@@ -115,9 +115,8 @@ func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, i
 	limit := pageSize(q.Limit)
 	rows, err := u.q.db.Query(ctx, `
 		WITH s AS (
-			SELECT user_id, sum(requests)::bigint AS requests,
-				sum(cost_usd) FILTER (WHERE provider = 'anthropic') AS plan,
-				sum(cost_usd) FILTER (WHERE provider = 'bedrock') AS bedrock
+			SELECT user_id, sum(requests)::bigint AS requests, sum(plan_cost_usd) AS plan,
+				sum(bedrock_cost_usd) AS bedrock
 			FROM (`+parts+`) p GROUP BY user_id
 		), k AS (
 			SELECT user_id, count(*) AS keys, count(*) FILTER (WHERE status <> 'revoked') AS active,

@@ -13,19 +13,33 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-// perUserDaily is usage_daily_user's content, ordered, as text.
-const perUserDaily = `SELECT string_agg(concat_ws(' ', bucket, user_id, provider, requests, input_tokens, output_tokens,
-	cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, fallbacks, errors, aborted), E'\n'
-	ORDER BY bucket, user_id, provider) FROM `
+// userRollup is usage_user_rollup's content, ordered, as text.
+const userRollup = `SELECT string_agg(concat_ws(' ', span, bucket, user_id, requests, bedrock_requests, input_tokens,
+	output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, plan_cost_usd, bedrock_cost_usd,
+	fallbacks, errors, aborted), E'\n' ORDER BY span, bucket, user_id) FROM `
 
-const dailySummed = `(SELECT bucket, user_id, provider, sum(requests) requests, sum(input_tokens) input_tokens,
-	sum(output_tokens) output_tokens, sum(cache_read_tokens) cache_read_tokens,
-	sum(cache_write_5m_tokens) cache_write_5m_tokens, sum(cache_write_1h_tokens) cache_write_1h_tokens,
-	sum(cost_usd) cost_usd, sum(fallbacks) fallbacks, sum(errors) errors, sum(aborted) aborted
-	FROM usage_daily GROUP BY 1, 2, 3) s`
+// userSpansOf sums rows with a bucket (or event_time, for the raw
+// events) into usage_user_rollup's spans and columns; counters are the
+// rollups' counter columns or, for the raw events, the events counted
+// and flagged.
+func userSpansOf(source string, raw bool) string {
+	at, requests, fallbacks, errors, aborted := "bucket", "requests", "fallbacks", "errors", "aborted"
+	if raw {
+		at, requests = "event_time", "1"
+		fallbacks, errors, aborted = "fallback::int", "(status = 0 OR status >= 400)::int", "aborted::int"
+	}
+	return `(SELECT s.span, date_trunc(s.span, d.` + at + ` AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS bucket, d.user_id,
+		sum(` + requests + `) AS requests, coalesce(sum(` + requests + `) FILTER (WHERE provider = 'bedrock'), 0) AS bedrock_requests,
+		sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens,
+		sum(cache_write_5m_tokens) AS cache_write_5m_tokens, sum(cache_write_1h_tokens) AS cache_write_1h_tokens,
+		coalesce(sum(cost_usd) FILTER (WHERE provider = 'anthropic'), 0)::numeric(18,6) AS plan_cost_usd,
+		coalesce(sum(cost_usd) FILTER (WHERE provider = 'bedrock'), 0)::numeric(18,6) AS bedrock_cost_usd,
+		sum(` + fallbacks + `) AS fallbacks, sum(` + errors + `) AS errors, sum(` + aborted + `) AS aborted
+		FROM ` + source + ` d CROSS JOIN (VALUES ('day'), ('week'), ('month')) s(span) GROUP BY 1, 2, 3) x`
+}
 
-// TestDashboardRollups: usage_daily_user equals usage_daily summed over
-// keys and models through inserts, replays, updates and deletes; user,
+// TestDashboardRollups: usage_user_rollup equals usage_daily summed over
+// keys, models and providers into days, weeks and months through inserts, replays, updates and deletes; user,
 // key, fallback-reason and time-zone day groups equal the same sums over
 // the raw events (hour buckets starting in the range) for aligned and
 // unaligned bounds; the developer list's spend matches.
@@ -71,10 +85,10 @@ func TestDashboardRollups(t *testing.T) {
 	}
 	check := func(stage string) {
 		t.Helper()
-		want := textQuery(t, st, perUserDaily+dailySummed+` WHERE requests <> 0`)
-		got := textQuery(t, st, perUserDaily+`usage_daily_user WHERE requests <> 0`)
+		want := textQuery(t, st, userRollup+userSpansOf("usage_daily", false)+` WHERE requests <> 0`)
+		got := textQuery(t, st, userRollup+`usage_user_rollup WHERE requests <> 0`)
 		if got != want || want == "" {
-			t.Fatalf("%s: usage_daily_user =\n%s\nwant\n%s", stage, got, want)
+			t.Fatalf("%s: usage_user_rollup =\n%s\nwant\n%s", stage, got, want)
 		}
 	}
 	check("after inserts")

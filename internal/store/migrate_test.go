@@ -22,6 +22,7 @@ var wantMigrations = []string{
 	"00008_dashboard_rollups.sql",
 	"00009_usage_fallback_hourly.sql",
 	"00010_admin_login_throttle.sql",
+	"00011_usage_user_rollup.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -81,8 +82,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	wantTables := []string{
 		"access_keys", "admin_login_throttle", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
-		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_daily_user", "usage_dedupe",
-		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all", "users",
+		"model_aliases", "model_mappings", "model_regions", "prices", "usage_daily", "usage_dedupe",
+		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all",
+		"usage_user_rollup", "users",
 	}
 	if got := publicTables(t, dsn); !slices.Equal(got, wantTables) {
 		t.Fatalf("tables after up = %v\nwant %v", got, wantTables)

@@ -119,7 +119,7 @@ var bench5m struct {
 func bench5mStore(b *testing.B) *store.Store {
 	b.Helper()
 	bench5m.once.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 14*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Minute)
 		defer cancel()
 		bench5m.st, bench5m.err = openBench5m(ctx, b)
 	})

@@ -89,6 +89,14 @@ const totalsSelect = `sum(requests)::bigint, coalesce(sum(requests) FILTER (WHER
 	sum(cost_usd) FILTER (WHERE provider = 'anthropic'), sum(cost_usd) FILTER (WHERE provider = 'bedrock'),
 	sum(fallbacks)::bigint, sum(errors)::bigint, sum(aborted)::bigint`
 
+// userRowsSQL's rows have the costs of both providers in columns of their
+// own.
+const userTotalsSelect = `sum(requests)::bigint, sum(bedrock_requests)::bigint,
+	sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_read_tokens)::bigint,
+	sum(cache_write_5m_tokens)::bigint, sum(cache_write_1h_tokens)::bigint,
+	sum(plan_cost_usd), sum(bedrock_cost_usd),
+	sum(fallbacks)::bigint, sum(errors)::bigint, sum(aborted)::bigint`
+
 // The raw events have flags where the rollups have counters.
 const eventTotalsSelect = `count(*), count(*) FILTER (WHERE provider = 'bedrock'),
 	sum(input_tokens)::bigint, sum(output_tokens)::bigint, sum(cache_read_tokens)::bigint,
@@ -118,8 +126,9 @@ func setCosts(t *UsageTotals, plan, bedrock *decimal.Decimal) {
 // rollups (days starting in the range); without a user or key filter all
 // four read the all-users hourly rollup instead, with the same result;
 // session groups the raw events (key "" gathers events without a
-// session). User groups read the per-user daily rollup for whole UTC days
-// and the hourly one for the rest (buckets starting in the range); key
+// session). User groups read the per-user rollup for whole UTC days
+// (userRowsSQL) and the hourly one for the rest (buckets starting in the
+// range), leaving out users whose counters sum to zero; key
 // groups read the per-user rollups like model groups (fast with a user
 // filter: the dashboard's per-developer key split); fallback reason groups
 // read the fallback rollup, or with a filter the raw events (hour buckets
@@ -169,8 +178,8 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 			FROM usage_events WHERE fallback AND event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY 1 ORDER BY 1`
 	} else if q.GroupBy == GroupByUser {
-		sql = `SELECT user_id::text, ` + totalsSelect + ` FROM (` + userDaysSQL(q.From, q.To, &args, filter.String()) + `) p
-			GROUP BY 1 ORDER BY 1`
+		sql = `SELECT user_id::text, ` + userTotalsSelect + ` FROM (` + userRowsSQL(q.From, q.To, &args, filter.String()) + `) p
+			GROUP BY 1 HAVING sum(requests) <> 0 ORDER BY 1`
 	} else if q.GroupBy == GroupByKey {
 		table := "usage_hourly"
 		if isUTCMidnight(q.From) && isUTCMidnight(q.To) {
@@ -240,13 +249,19 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 	return out, mapErr("store: usage summary", err)
 }
 
-// userDaysSQL selects per-user rollup rows (user_id, provider and the
-// counters) for the hour buckets starting in [from, to): the whole UTC days
-// from usage_daily_user (migration 00008), the hours before the first and
-// after the last whole day from usage_hourly. $1 and $2 must be from and to;
-// the day bounds are appended to args. filter is " AND …" on user_id or
-// access_key_id (access_key_id reads usage_hourly and usage_daily only).
-func userDaysSQL(from, to time.Time, args *[]any, filter string) string {
+// userRowsSQL selects per-user rollup rows for the hour buckets starting
+// in [from, to), in the columns of usage_user_rollup (user_id, requests,
+// bedrock_requests, the token sums, plan_cost_usd, bedrock_cost_usd,
+// fallbacks, errors, aborted), for the caller to group by user_id. $1 and
+// $2 must be from and to; further bounds are appended to args.
+//
+// Without a filter the whole UTC days come from usage_user_rollup
+// (migration 00011), cut into whole months, whole ISO weeks and single
+// days (userSpans), and the hours before the first and after the last
+// whole day from usage_hourly. filter (" AND …" on user_id or
+// access_key_id) selects one user's or key's rows instead, which the
+// primary key of usage_daily finds directly.
+func userRowsSQL(from, to time.Time, args *[]any, filter string) string {
 	dayFrom, dayTo := ceilUTCDay(from), to.UTC().Truncate(24*time.Hour)
 	if !dayFrom.Before(dayTo) {
 		dayFrom, dayTo = to, to // no whole day: everything from the hourly rollup
@@ -255,27 +270,83 @@ func userDaysSQL(from, to time.Time, args *[]any, filter string) string {
 		*args = append(*args, v)
 		return "$" + strconv.Itoa(len(*args))
 	}
-	const cols = `user_id, provider, requests, input_tokens, output_tokens, cache_read_tokens,
-		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, fallbacks, errors, aborted`
-	days := "usage_daily_user"
-	if strings.Contains(filter, "access_key_id") {
-		days = "usage_daily"
-	}
+	// usage_hourly and usage_daily have a row per provider.
+	const byProviderCols = `user_id, requests, CASE WHEN provider = 'bedrock' THEN requests ELSE 0 END,
+		input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
+		CASE WHEN provider = 'anthropic' THEN cost_usd ELSE 0 END, CASE WHEN provider = 'bedrock' THEN cost_usd ELSE 0 END,
+		fallbacks, errors, aborted`
+	const rollupCols = `user_id, requests, bedrock_requests, input_tokens, output_tokens, cache_read_tokens,
+		cache_write_5m_tokens, cache_write_1h_tokens, plan_cost_usd, bedrock_cost_usd, fallbacks, errors, aborted`
 	// One branch per non-empty part, each a plain range on its table's
-	// bucket index (an OR of two ranges makes Postgres scan the table).
+	// index (an OR of ranges makes Postgres scan the table).
 	var parts []string
 	if from.Before(dayFrom) {
-		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)
+		parts = append(parts, `SELECT `+byProviderCols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)
 	}
 	if dayFrom.Before(dayTo) {
-		parts = append(parts, `SELECT `+cols+` FROM `+days+` WHERE bucket >= `+arg(dayFrom)+` AND bucket < `+arg(dayTo)+filter)
+		if filter != "" {
+			parts = append(parts, `SELECT `+byProviderCols+` FROM usage_daily WHERE bucket >= `+arg(dayFrom)+` AND bucket < `+arg(dayTo)+filter)
+		} else {
+			for _, s := range userSpans(dayFrom, dayTo) {
+				parts = append(parts, `SELECT `+rollupCols+` FROM usage_user_rollup WHERE span = '`+s.span+`' AND bucket >= `+arg(s.from)+` AND bucket < `+arg(s.to))
+			}
+		}
 	}
 	if dayTo.Before(to) {
-		parts = append(parts, `SELECT `+cols+` FROM usage_hourly WHERE bucket >= `+arg(dayTo)+` AND bucket < $2`+filter)
+		parts = append(parts, `SELECT `+byProviderCols+` FROM usage_hourly WHERE bucket >= `+arg(dayTo)+` AND bucket < $2`+filter)
 	}
 	// The outer filter is always true; it names $1 and $2 so that
 	// Postgres knows their types when no branch uses them.
-	return `SELECT * FROM (` + strings.Join(parts, "\n\t\tUNION ALL\n\t\t") + `) ud WHERE $1::timestamptz < $2::timestamptz`
+	return `SELECT * FROM (` + strings.Join(parts, "\n\t\tUNION ALL\n\t\t") + `) ud(` + rollupCols + `) WHERE $1::timestamptz < $2::timestamptz`
+}
+
+// userSpan is a run of buckets of one span of usage_user_rollup: those
+// starting in [from, to).
+type userSpan struct {
+	span     string
+	from, to time.Time
+}
+
+// userSpans cuts the whole UTC days [from, to) into the fewest buckets of
+// usage_user_rollup: whole UTC months, then whole ISO weeks (Monday to
+// Sunday, UTC) of what is left at either end, then single days. A month
+// is one bucket and 30 days are at most 4 weeks and 12 days, so a query
+// reads a few rows per user where the daily rollup has one per day.
+func userSpans(from, to time.Time) []userSpan {
+	from, to = from.UTC(), to.UTC()
+	var out []userSpan
+	weeksAndDays := func(from, to time.Time) {
+		if !from.Before(to) {
+			return
+		}
+		// Days since Monday: Go's Sunday is 0.
+		w0 := from.AddDate(0, 0, (7-(int(from.Weekday())+6)%7)%7)
+		w1 := to.AddDate(0, 0, -((int(to.Weekday()) + 6) % 7))
+		if !w0.Before(w1) {
+			out = append(out, userSpan{"day", from, to})
+			return
+		}
+		if from.Before(w0) {
+			out = append(out, userSpan{"day", from, w0})
+		}
+		out = append(out, userSpan{"week", w0, w1})
+		if w1.Before(to) {
+			out = append(out, userSpan{"day", w1, to})
+		}
+	}
+	m0 := time.Date(from.Year(), from.Month(), 1, 0, 0, 0, 0, time.UTC)
+	if m0.Before(from) {
+		m0 = m0.AddDate(0, 1, 0)
+	}
+	m1 := time.Date(to.Year(), to.Month(), 1, 0, 0, 0, 0, time.UTC)
+	if !m0.Before(m1) {
+		weeksAndDays(from, to)
+		return out
+	}
+	weeksAndDays(from, m0)
+	out = append(out, userSpan{"month", m0, m1})
+	weeksAndDays(m1, to)
+	return out
 }
 
 // ceilHour is the first whole hour at or after t.
