@@ -149,11 +149,18 @@ func (s *Server) handleDevelopers(w http.ResponseWriter, r *http.Request) {
 		}
 		dq.Offset = off
 	}
+	m := billing.MonthOf(s.now(), s.loc)
+	if v := q.Get("month"); v != "" {
+		pm, err := billing.ParseMonth(v, s.loc)
+		if err != nil {
+			errs = append(errs, fieldError{Field: "month", Message: "must be a month as YYYY-MM"})
+		}
+		m = pm
+	}
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
 	}
-	m := billing.MonthOf(s.now(), s.loc)
 	dq.From, dq.To = m.Start, m.End
 	devs, total, err := s.st.Usage().Developers(r.Context(), dq)
 	if err != nil {

@@ -169,7 +169,19 @@ func TestDashboardAPI(t *testing.T) {
 				t.Fatalf("second page = %s", resp.body)
 			}
 		})
-		for _, q := range []string{"sort=budget", "order=up", "status=gone", "routing_strategy=x", "cursor=%21"} {
+		t.Run("another month", func(t *testing.T) {
+			// Last month holds only Ada's event "before".
+			last := d.month.AddDate(0, -1, 0).Format("2006-01")
+			resp := e.do("GET", "/api/v1/developers?sort=spend&order=desc&month="+last, nil)
+			want(t, resp, http.StatusOK)
+			var pg devPage
+			resp.decode(t, &pg)
+			if pg.Month != last || pg.Total != 2 || len(pg.Items) != 2 || pg.Items[0].ID != d.ada || pg.Items[0].BedrockCostUSD != "1.000000" ||
+				pg.Items[0].Requests != 1 || pg.Items[1].Requests != 0 || pg.Items[1].BedrockCostUSD != "0.000000" {
+				t.Fatalf("page of %s = %s", last, resp.body)
+			}
+		})
+		for _, q := range []string{"sort=budget", "order=up", "status=gone", "routing_strategy=x", "cursor=%21", "month=2026-13", "month=2026-1", "month=last"} {
 			t.Run("invalid "+q, func(t *testing.T) { want(t, e.do("GET", "/api/v1/developers?"+q, nil), http.StatusUnprocessableEntity) })
 		}
 	})
