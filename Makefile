@@ -27,7 +27,7 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps
+.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps dashboard-perf
 
 all: build
 
@@ -121,6 +121,12 @@ mutate: services tools ## mutation check of the conditions correctness rests on 
 bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to docs/performance.md)
 	$(GO) test $(BENCH_FLAGS) ./...
 	GO='$(GO)' bash scripts/bench-extproc.sh
+
+# The dashboard on 5 million usage events: first load after login in
+# chromium, every API call of the pages, the first page's gzip bytes
+# (scripts/dashboard-perf.sh; builds the benchmark database once, minutes).
+dashboard-perf: services build browser-deps ## dashboard speed on 5M usage events (numbers go to docs/performance.md)
+	bash scripts/dashboard-perf.sh
 
 clean:
 	rm -rf bin dashboard/node_modules

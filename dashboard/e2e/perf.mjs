@@ -1,0 +1,199 @@
+// The dashboard's speed on a big database, run by scripts/dashboard-perf.sh
+// (`make dashboard-perf`) against a running `ccproxy admin`; a measurement,
+// never a test: it prints numbers and whether they meet the targets.
+//
+//  1. First load after login, cold (a new browser profile each run): the
+//     login page, then from the login's answer to the overview showing all
+//     its data (every card filled, every chart drawn, the top developers
+//     and the cost split listed).
+//  2. Every GET /api/v1 call the pages make (the overview at each range
+//     preset, the developer list, a developer, models and prices, the
+//     audit log), each repeated with the session cookie: median and worst
+//     of RUNS.
+//  3. The bytes: the first page (HTML and what it loads eagerly) and the
+//     chunks the overview adds, gzip as served, from dashboard/dist.
+//
+// The browser's clock is set to NOW, so that the range presets ("today",
+// "this month", "30 days", …) fall on the database's data; the developer
+// list is asked for MONTH as well, since the server's own month may hold
+// no usage.
+//
+// Environment: ADMIN (URL), USERNAME, PASSWORD, NOW (RFC 3339), MONTH
+// (YYYY-MM), RUNS (default 7), LOADS (first loads, default 3), CHROMIUM.
+import { mkdtempSync, readFileSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { chromium } from 'playwright-core'
+
+const env = (k, d) => {
+  const v = process.env[k] ?? d
+  if (!v) throw new Error(`${k} is not set`)
+  return v
+}
+const ADMIN = env('ADMIN')
+const USERNAME = env('USERNAME', 'admin')
+const PASSWORD = env('PASSWORD')
+const NOW = new Date(env('NOW', '2026-10-31T15:00:00Z'))
+const MONTH = env('MONTH', '2026-10')
+const RUNS = Number(env('RUNS', '7'))
+const LOADS = Number(env('LOADS', '3'))
+const dist = new URL('../dist/', import.meta.url).pathname
+
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2
+}
+const ms = (v) => `${v.toFixed(1)} ms`
+
+async function browser() {
+  const context = await chromium.launchPersistentContext(mkdtempSync(join(tmpdir(), 'ccproxy-perf-')), {
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-quic', '--no-first-run',
+      '--disable-component-update', '--disable-sync'],
+    viewport: { width: 1280, height: 900 },
+    locale: 'en-US',
+  })
+  // The clock runs from NOW; only what the page reads as the date moves.
+  await context.clock.setSystemTime(NOW)
+  const page = context.pages()[0] ?? (await context.newPage())
+  page.setDefaultTimeout(60_000)
+  return { context, page }
+}
+
+// The overview has shown everything: no skeleton, no chart placeholder,
+// six charts, the top developers and the cost split.
+const overviewShown = () =>
+  !document.querySelector('.skeleton') &&
+  !document.querySelector('[aria-busy=true]') &&
+  document.querySelectorAll('.recharts-surface').length >= 6 &&
+  !!document.querySelector('.toplist') &&
+  !!document.querySelector('[data-testid=split-total]')
+
+// 1. First loads, each in a new profile (nothing cached).
+const loads = []
+let overviewAssets = []
+for (let i = 0; i < LOADS; i++) {
+  const { context, page } = await browser()
+  try {
+    const t0 = Date.now()
+    await page.goto(ADMIN + '/')
+    await page.waitForURL(/\/login/)
+    await page.getByLabel('Username').waitFor()
+    const loginPage = Date.now() - t0
+    const nav = await page.evaluate(() => {
+      const n = performance.getEntriesByType('navigation')[0]
+      return { domContentLoaded: n.domContentLoadedEventEnd, load: n.loadEventEnd }
+    })
+    await page.getByLabel('Username').fill(USERNAME)
+    await page.getByLabel('Password').fill(PASSWORD)
+    const clicked = Date.now()
+    const answered = page.waitForResponse((r) => r.url().endsWith('/api/v1/auth/login'))
+    await page.getByRole('button', { name: 'Log in' }).click()
+    const resp = await answered
+    if (resp.status() !== 200 && resp.status() !== 204) throw new Error(`login answered ${resp.status()}`)
+    const loginDone = Date.now()
+    await page.getByTestId('card-requests').locator('.num').waitFor()
+    const numbers = Date.now() - loginDone
+    await page.waitForFunction(overviewShown, null, { polling: 'raf' })
+    const shown = Date.now() - loginDone
+    const resources = await page.evaluate(() =>
+      performance.getEntriesByType('resource').map((r) => ({ path: new URL(r.name).pathname, start: r.startTime, ms: r.duration })),
+    )
+    overviewAssets = resources.filter((r) => r.path.startsWith('/assets/')).map((r) => r.path)
+    const api = resources.filter((r) => r.path.startsWith('/api/v1/usage'))
+    loads.push({ loginPage, ...nav, login: loginDone - clicked, numbers, shown, slowestApiCall: Math.max(...api.map((r) => r.ms)) })
+    console.log(`first load ${i + 1}: login page ${loginPage} ms (DOMContentLoaded ${nav.domContentLoaded.toFixed(0)} ms); login answered in ${loginDone - clicked} ms; overview numbers ${numbers} ms and everything ${shown} ms after that answer`)
+  } finally {
+    await context.close()
+  }
+}
+
+// 2. The API calls of every page, as the pages make them.
+const { context, page } = await browser()
+const calls = new Set()
+page.on('request', (r) => {
+  const u = new URL(r.url())
+  if (r.method() === 'GET' && u.pathname.startsWith('/api/v1/') && u.pathname !== '/api/v1/openapi.json') calls.add(u.pathname + u.search)
+})
+await page.goto(ADMIN + '/login')
+await page.getByLabel('Username').fill(USERNAME)
+await page.getByLabel('Password').fill(PASSWORD)
+await page.getByRole('button', { name: 'Log in' }).click()
+await page.waitForFunction(overviewShown, null, { polling: 'raf' })
+const visit = async (path, ready) => {
+  await page.goto(ADMIN + path)
+  await ready()
+  await page.waitForLoadState('networkidle')
+}
+for (const preset of ['today', '7d', '30d', 'month', 'last-month']) {
+  await visit('/?range=' + preset, () => page.waitForFunction(overviewShown, null, { polling: 'raf' }))
+}
+await visit('/developers', () => page.locator('table.data tbody tr').first().waitFor())
+await visit('/developers?sort=name&order=asc', () => page.locator('table.data tbody tr').first().waitFor())
+// The developer with the most spend in MONTH, the busiest kind of page.
+const cookies = (await context.cookies()).map((c) => `${c.name}=${c.value}`).join('; ')
+const get = async (path) => {
+  const t = performance.now()
+  const r = await fetch(ADMIN + path, { headers: { cookie: cookies } })
+  const body = await r.arrayBuffer()
+  const took = performance.now() - t
+  if (r.status !== 200) throw new Error(`${path}: ${r.status} ${new TextDecoder().decode(body)}`)
+  return { took, body: JSON.parse(new TextDecoder().decode(body)), bytes: body.byteLength }
+}
+const top = (await get(`/api/v1/developers?sort=spend&order=desc&limit=1&month=${MONTH}`)).body.items[0]
+await visit('/developers/' + top.id, () => page.locator('h1', { hasText: top.name }).first().waitFor())
+await visit('/models', () => page.getByRole('heading', { name: /Models/ }).first().waitFor())
+await visit('/audit', () => page.getByRole('heading', { name: /Audit/ }).first().waitFor())
+await context.close()
+
+// The server's month may hold no usage: the developer list of MONTH and a
+// developer's sessions of the browser's 30 days too.
+const extra = []
+for (const c of calls) {
+  if (c.startsWith('/api/v1/developers?')) extra.push(c + '&month=' + MONTH)
+  const m = c.match(/^\/api\/v1\/users\/([^/]+)\/sessions\?(.*)$/)
+  if (m) {
+    const to = new Date(Date.UTC(NOW.getUTCFullYear(), NOW.getUTCMonth(), NOW.getUTCDate() + 1))
+    const from = new Date(to.getTime() - 30 * 864e5)
+    extra.push(`${c}&from=${encodeURIComponent(from.toISOString())}&to=${encodeURIComponent(to.toISOString())}`)
+  }
+}
+const rows = []
+for (const path of [...[...calls].sort(), ...extra]) {
+  await get(path) // warm: the first call after a page change also fills caches
+  const times = []
+  let bytes = 0
+  for (let i = 0; i < RUNS; i++) {
+    const r = await get(path)
+    times.push(r.took)
+    bytes = r.bytes
+  }
+  rows.push({ path, median: median(times), max: Math.max(...times), bytes })
+}
+console.log('\nAPI calls of the pages (median and worst of ' + RUNS + ', after one warm-up):')
+for (const r of rows) console.log(`${r.median < 100 ? '✓' : '✗'} ${ms(r.median).padStart(9)} (max ${ms(r.max).padStart(9)}) ${String(r.bytes).padStart(7)} B  ${decodeURIComponent(r.path)}`)
+
+// 3. Bytes, gzip as served.
+const gz = (f) => statSync(join(dist, f + '.gz')).size
+const html = readFileSync(join(dist, 'index.html'), 'utf8')
+const eager = [...html.matchAll(/(?:src|href)="\/([^"]+\.(?:js|css))"/g)].map((m) => m[1])
+const firstPage = ['index.html', ...eager].reduce((n, f) => n + gz(f), 0)
+const overviewExtra = [...new Set(overviewAssets.map((p) => p.slice(1)))].filter((f) => !eager.includes(f)).reduce((n, f) => n + gz(f), 0)
+
+const summary = {
+  firstLoad: {
+    loginPageMs: median(loads.map((l) => l.loginPage)),
+    loginMs: median(loads.map((l) => l.login)),
+    numbersMs: median(loads.map((l) => l.numbers)),
+    shownMs: median(loads.map((l) => l.shown)),
+    worstShownMs: Math.max(...loads.map((l) => l.shown)),
+  },
+  slowestCall: rows.reduce((a, b) => (a.median >= b.median ? a : b)),
+  firstPageKB: +(firstPage / 1024).toFixed(1),
+  overviewAddsKB: +(overviewExtra / 1024).toFixed(1),
+}
+console.log(`\nfirst load after login (median of ${LOADS}): numbers ${summary.firstLoad.numbersMs} ms, everything ${summary.firstLoad.shownMs} ms (worst ${summary.firstLoad.worstShownMs} ms) after the login's answer ${summary.firstLoad.shownMs < 1000 ? '✓' : '✗'} < 1 s; the login itself ${summary.firstLoad.loginMs} ms, the login page ${summary.firstLoad.loginPageMs} ms`)
+console.log(`slowest API call: ${ms(summary.slowestCall.median)} ${summary.slowestCall.median < 100 ? '✓' : '✗'} < 100 ms (${decodeURIComponent(summary.slowestCall.path)})`)
+console.log(`first page: ${summary.firstPageKB} KB gzip ${summary.firstPageKB <= 350 ? '✓' : '✗'} ≤ 350 KB; the overview adds ${summary.overviewAddsKB} KB gzip`)
+console.log('RESULT ' + JSON.stringify({ loads, calls: rows, ...summary }))
