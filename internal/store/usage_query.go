@@ -252,51 +252,80 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 // userRowsSQL selects per-user rollup rows for the hour buckets starting
 // in [from, to), in the columns of usage_user_rollup (user_id, requests,
 // bedrock_requests, the token sums, plan_cost_usd, bedrock_cost_usd,
-// fallbacks, errors, aborted), for the caller to group by user_id. $1 and
-// $2 must be from and to; further bounds are appended to args.
+// fallbacks, errors, aborted), for the caller to sum by user_id. $1 and $2
+// must be from and to; further bounds are appended to args.
 //
-// Without a filter the whole UTC days come from usage_user_rollup
+// With a filter (" AND …" on user_id or access_key_id) the whole UTC days
+// come from usage_daily and the hours before and after them from
+// usage_hourly, both found by their primary keys. Without one, every
+// user's rows are read: the whole UTC days come from usage_user_rollup
 // (migration 00011), cut into whole months, whole ISO weeks and single
-// days (userSpans), and the hours before the first and after the last
-// whole day from usage_hourly. filter (" AND …" on user_id or
-// access_key_id) selects one user's or key's rows instead, which the
-// primary key of usage_daily finds directly.
+// days (userSpans), and a part of a UTC day (the ends of a range in another
+// time zone, or of the API's default range) from usage_hourly — or, when
+// that part is more than half the day, as the day's row minus the hours
+// outside it, which reads at most 12 hours of usage_hourly per end. Sums
+// are exact, so subtracting gives the same result as adding.
 func userRowsSQL(from, to time.Time, args *[]any, filter string) string {
-	dayFrom, dayTo := ceilUTCDay(from), to.UTC().Truncate(24*time.Hour)
-	if !dayFrom.Before(dayTo) {
-		dayFrom, dayTo = to, to // no whole day: everything from the hourly rollup
-	}
 	arg := func(v any) string {
 		*args = append(*args, v)
 		return "$" + strconv.Itoa(len(*args))
 	}
 	// usage_hourly and usage_daily have a row per provider.
-	const byProviderCols = `user_id, requests, CASE WHEN provider = 'bedrock' THEN requests ELSE 0 END,
-		input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens,
-		CASE WHEN provider = 'anthropic' THEN cost_usd ELSE 0 END, CASE WHEN provider = 'bedrock' THEN cost_usd ELSE 0 END,
-		fallbacks, errors, aborted`
+	hourly := func(table, sign, lo, hi string) string {
+		return `SELECT user_id, ` + sign + `requests, ` + sign + `(CASE WHEN provider = 'bedrock' THEN requests ELSE 0 END),
+			` + sign + `input_tokens, ` + sign + `output_tokens, ` + sign + `cache_read_tokens, ` + sign + `cache_write_5m_tokens,
+			` + sign + `cache_write_1h_tokens, ` + sign + `(CASE WHEN provider = 'anthropic' THEN cost_usd ELSE 0 END),
+			` + sign + `(CASE WHEN provider = 'bedrock' THEN cost_usd ELSE 0 END), ` + sign + `fallbacks, ` + sign + `errors,
+			` + sign + `aborted
+			FROM ` + table + ` WHERE bucket >= ` + lo + ` AND bucket < ` + hi + filter
+	}
 	const rollupCols = `user_id, requests, bedrock_requests, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, plan_cost_usd, bedrock_cost_usd, fallbacks, errors, aborted`
-	// One branch per non-empty part, each a plain range on its table's
-	// index (an OR of ranges makes Postgres scan the table).
-	var parts []string
-	if from.Before(dayFrom) {
-		parts = append(parts, `SELECT `+byProviderCols+` FROM usage_hourly WHERE bucket >= $1 AND bucket < `+arg(dayFrom)+filter)
+	rollup := func(span string, lo, hi time.Time) string {
+		return `SELECT ` + rollupCols + ` FROM usage_user_rollup WHERE span = '` + span + `' AND bucket >= ` + arg(lo) + ` AND bucket < ` + arg(hi)
 	}
-	if dayFrom.Before(dayTo) {
-		if filter != "" {
-			parts = append(parts, `SELECT `+byProviderCols+` FROM usage_daily WHERE bucket >= `+arg(dayFrom)+` AND bucket < `+arg(dayTo)+filter)
-		} else {
-			for _, s := range userSpans(dayFrom, dayTo) {
-				parts = append(parts, `SELECT `+rollupCols+` FROM usage_user_rollup WHERE span = '`+s.span+`' AND bucket >= `+arg(s.from)+` AND bucket < `+arg(s.to))
-			}
+	// One branch per piece, each a plain range on its table's index (an
+	// OR of ranges makes Postgres scan the table).
+	var parts []string
+	// partOfDay adds the hour buckets starting in [lo, hi), which lie in
+	// the UTC day starting at day.
+	partOfDay := func(day, lo, hi time.Time) {
+		if filter != "" || ceilHour(hi).Sub(ceilHour(lo)) <= 12*time.Hour {
+			parts = append(parts, hourly("usage_hourly", "", arg(lo), arg(hi)))
+			return
+		}
+		parts = append(parts, rollup("day", day, day.Add(24*time.Hour)))
+		if day.Before(lo) {
+			parts = append(parts, hourly("usage_hourly", "-", arg(day), arg(lo)))
+		}
+		if end := day.Add(24 * time.Hour); hi.Before(end) {
+			parts = append(parts, hourly("usage_hourly", "-", arg(hi), arg(end)))
 		}
 	}
-	if dayTo.Before(to) {
-		parts = append(parts, `SELECT `+byProviderCols+` FROM usage_hourly WHERE bucket >= `+arg(dayTo)+` AND bucket < $2`+filter)
+	from, to = from.UTC(), to.UTC()
+	dayFrom, dayTo := ceilUTCDay(from), to.Truncate(24*time.Hour)
+	if dayFrom.After(dayTo) {
+		// Within one UTC day.
+		partOfDay(dayTo, from, to)
+	} else {
+		if from.Before(dayFrom) {
+			partOfDay(dayFrom.Add(-24*time.Hour), from, dayFrom)
+		}
+		if dayFrom.Before(dayTo) {
+			if filter != "" {
+				parts = append(parts, hourly("usage_daily", "", arg(dayFrom), arg(dayTo)))
+			} else {
+				for _, s := range userSpans(dayFrom, dayTo) {
+					parts = append(parts, rollup(s.span, s.from, s.to))
+				}
+			}
+		}
+		if dayTo.Before(to) {
+			partOfDay(dayTo, dayTo, to)
+		}
 	}
 	// The outer filter is always true; it names $1 and $2 so that
-	// Postgres knows their types when no branch uses them.
+	// Postgres knows their types.
 	return `SELECT * FROM (` + strings.Join(parts, "\n\t\tUNION ALL\n\t\t") + `) ud(` + rollupCols + `) WHERE $1::timestamptz < $2::timestamptz`
 }
 

@@ -108,7 +108,9 @@ func TestUserRollupMatchesRawEvents(t *testing.T) {
 		{day(2026, 10, 1, paris), day(2026, 11, 1, paris)},                                                   // a month of another zone
 		{day(2026, 10, 3, paris), day(2026, 11, 2, paris)},                                                   // its 30 days, across DST
 		{day(2026, 9, 30, time.UTC).Add(90 * time.Minute), day(2026, 10, 17, time.UTC).Add(7 * time.Minute)}, // neither
-		{day(2026, 9, 2, time.UTC).Add(5 * time.Hour), day(2026, 9, 2, time.UTC).Add(9 * time.Hour)},         // hours
+		{day(2026, 9, 2, time.UTC).Add(5 * time.Hour), day(2026, 9, 2, time.UTC).Add(9 * time.Hour)},
+		{day(2026, 9, 2, time.UTC).Add(2 * time.Hour), day(2026, 9, 2, time.UTC).Add(21*time.Hour + 30*time.Minute)},
+		{day(2026, 10, 31, paris), day(2026, 11, 1, paris)}, // "today" in Paris: 1 + 23 hours of two UTC days         // hours
 	}
 	checkGroups := func(stage string) {
 		t.Helper()
