@@ -258,6 +258,9 @@ func BenchmarkUsageQueries(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("all_30d_daily_paris", summary(store.UsageSummaryQuery{From: apiFrom, To: apiTo, GroupBy: store.GroupByDay, Location: paris}))
+	// A billing month of another zone: whole UTC days plus 2 and 23 hours.
+	parisFrom, parisTo := time.Date(2026, 10, 1, 0, 0, 0, 0, paris), time.Date(2026, 11, 1, 0, 0, 0, 0, paris)
+	b.Run("all_month_by_user_paris", summary(store.UsageSummaryQuery{From: parisFrom, To: parisTo, GroupBy: store.GroupByUser}))
 	b.Run("user_30d_daily_paris", summary(store.UsageSummaryQuery{UserID: &user, From: apiFrom, To: apiTo, GroupBy: store.GroupByDay, Location: paris}))
 	b.Run("user_month_by_key", summary(store.UsageSummaryQuery{UserID: &user, From: monthFrom, To: monthTo, GroupBy: store.GroupByKey}))
 	b.Run("all_month_tokens_by_model", func(b *testing.B) {
