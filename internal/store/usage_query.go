@@ -178,8 +178,9 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 			FROM usage_events WHERE fallback AND event_time >= $1 AND event_time < $2` + filter.String() + `
 			GROUP BY 1 ORDER BY 1`
 	} else if q.GroupBy == GroupByUser {
+		// Grouped by the uuid, not its text (the order is the same).
 		sql = `SELECT user_id::text, ` + userTotalsSelect + ` FROM (` + userRowsSQL(q.From, q.To, &args, filter.String()) + `) p
-			GROUP BY 1 HAVING sum(requests) <> 0 ORDER BY 1`
+			GROUP BY user_id HAVING sum(requests) <> 0 ORDER BY user_id`
 	} else if q.GroupBy == GroupByKey {
 		table := "usage_hourly"
 		if isUTCMidnight(q.From) && isUTCMidnight(q.To) {

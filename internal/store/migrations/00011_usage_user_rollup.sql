@@ -37,7 +37,10 @@ CREATE TABLE usage_user_rollup (
     aborted               bigint        NOT NULL DEFAULT 0,
     -- The queries read one span's buckets of a range for every user.
     PRIMARY KEY (span, bucket, user_id)
-);
+-- Every ingest batch updates the current day's, week's and month's row of
+-- each of its users; free space in each page lets those updates stay on
+-- the page (HOT) without a new index entry each time.
+) WITH (fillfactor = 70);
 
 -- Adds the change a statement made to usage_daily (new rows minus old
 -- ones) to the three spans. Rows are upserted in key order so concurrent
@@ -120,7 +123,9 @@ SELECT s.span, date_trunc(s.span, d.bucket AT TIME ZONE 'UTC') AT TIME ZONE 'UTC
     coalesce(sum(d.cost_usd) FILTER (WHERE d.provider = 'bedrock'), 0), sum(d.fallbacks), sum(d.errors),
     sum(d.aborted)
 FROM usage_daily d CROSS JOIN (VALUES ('day'), ('week'), ('month')) s(span)
-GROUP BY 1, 2, 3;
+GROUP BY 1, 2, 3
+-- In key order, so that a bucket's rows share pages as the ingester's do.
+ORDER BY 1, 2, 3;
 ANALYZE usage_user_rollup;
 
 -- +goose Down
