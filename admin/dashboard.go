@@ -4,7 +4,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -195,15 +194,6 @@ func encodeOffset(n int) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(n)))
 }
 
-// sortGroups orders groups by score, highest first, then by key.
-func sortGroups(groups []store.UsageGroup, score func(store.UsageGroup) decimal.Decimal) {
-	slices.SortStableFunc(groups, func(a, b store.UsageGroup) int {
-		if c := score(b).Cmp(score(a)); c != 0 {
-			return c
-		}
-		return strings.Compare(a.Key, b.Key)
-	})
-}
 
 type budgetJSON struct {
 	UserID           uuid.UUID `json:"user_id"`
@@ -339,25 +329,12 @@ func (s *Server) handleTopUsers(w http.ResponseWriter, r *http.Request) {
 		s.invalid(w, r, errs)
 		return
 	}
-	groups, err := s.st.Usage().Summary(r.Context(), store.UsageSummaryQuery{From: from, To: to, GroupBy: store.GroupByUser})
+	groups, active, err := s.st.Usage().TopUsers(r.Context(), from, to, store.TopUserScore(by), limit)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
-	score := func(g store.UsageGroup) decimal.Decimal {
-		switch by {
-		case "bedrock":
-			return g.BedrockCostUSD
-		case "plan":
-			return g.PlanCostUSD
-		case "requests":
-			return decimal.NewFromInt(g.Requests)
-		}
-		return g.PlanCostUSD.Add(g.BedrockCostUSD)
-	}
-	sortGroups(groups, score)
-	out := topUsersJSON{From: from, To: to, ActiveUsers: len(groups), Items: []topUserJSON{}}
-	groups = groups[:min(limit, len(groups))]
+	out := topUsersJSON{From: from, To: to, ActiveUsers: active, Items: []topUserJSON{}}
 	ids := make([]uuid.UUID, 0, len(groups))
 	for _, g := range groups {
 		if id, err := uuid.Parse(g.Key); err == nil {

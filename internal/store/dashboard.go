@@ -252,3 +252,65 @@ func (u Usage) TokensByModel(ctx context.Context, userID *uuid.UUID, from, to ti
 	})
 	return out, mapErr("store: tokens by model", err)
 }
+
+// TopUserScore is what TopUsers ranks by.
+type TopUserScore string
+
+// Top user scores.
+const (
+	// ScoreCost is the Bedrock spend plus the Plan list-price equivalent.
+	ScoreCost     TopUserScore = "cost"
+	ScoreBedrock  TopUserScore = "bedrock"
+	ScorePlan     TopUserScore = "plan"
+	ScoreRequests TopUserScore = "requests"
+)
+
+// TopUsers returns the limit users with the highest score over the hour
+// buckets starting in [from, to), highest first and then by user id (as
+// text), with their totals (Key is the user id), and the number of users
+// with any usage in the range. The ranking happens in Postgres: only the
+// top rows travel, whatever the number of users.
+func (u Usage) TopUsers(ctx context.Context, from, to time.Time, by TopUserScore, limit int) ([]UsageGroup, int, error) {
+	score, ok := map[TopUserScore]string{
+		ScoreCost: "plan + bedrock", ScoreBedrock: "bedrock", ScorePlan: "plan", ScoreRequests: "requests",
+	}[by]
+	if !ok {
+		return nil, 0, invalidf("top users by %q", by)
+	}
+	if !from.Before(to) {
+		return nil, 0, invalidf("empty time range [%s, %s)", from, to)
+	}
+	args := []any{from, to}
+	rows := userRowsSQL(from, to, &args, "")
+	args = append(args, pageSize(limit))
+	r, err := u.q.db.Query(ctx, `
+		WITH s AS (
+			SELECT user_id, sum(requests)::bigint AS requests, sum(bedrock_requests)::bigint AS bedrock_requests,
+				sum(input_tokens)::bigint AS input, sum(output_tokens)::bigint AS output,
+				sum(cache_read_tokens)::bigint AS cache_read, sum(cache_write_5m_tokens)::bigint AS w5m,
+				sum(cache_write_1h_tokens)::bigint AS w1h, sum(plan_cost_usd) AS plan,
+				sum(bedrock_cost_usd) AS bedrock, sum(fallbacks)::bigint AS fallbacks,
+				sum(errors)::bigint AS errors, sum(aborted)::bigint AS aborted
+			FROM (`+rows+`) p GROUP BY user_id HAVING sum(requests) <> 0
+		)
+		SELECT user_id::text, requests, bedrock_requests, input, output, cache_read, w5m, w1h, plan, bedrock,
+			fallbacks, errors, aborted, count(*) OVER ()
+		FROM s ORDER BY `+score+` DESC, user_id LIMIT $`+strconv.Itoa(len(args)), args...)
+	if err != nil {
+		return nil, 0, mapErr("store: top users", err)
+	}
+	active := 0
+	out, err := pgx.CollectRows(r, func(row pgx.CollectableRow) (UsageGroup, error) {
+		var (
+			g             UsageGroup
+			plan, bedrock *decimal.Decimal
+		)
+		err := row.Scan(append(append([]any{&g.Key}, totalsDest(&g.UsageTotals, &plan, &bedrock)...), &active)...)
+		setCosts(&g.UsageTotals, plan, bedrock)
+		return g, err
+	})
+	if err != nil {
+		return nil, 0, mapErr("store: top users", err)
+	}
+	return out, active, nil
+}

@@ -3,7 +3,9 @@ package store_test
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -128,6 +130,21 @@ func TestUserRollupMatchesRawEvents(t *testing.T) {
 			want := rawSummary(t, st, "user_id::text", "", ceilHour(r[0]), ceilHour(r[1]))
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("%s: user groups\n%v\nwant\n%v", name, got, want)
+			}
+			// Top users: the raw groups ranked by cost, then by id.
+			ranked := append([]store.UsageGroup(nil), want...)
+			slices.SortStableFunc(ranked, func(a, b store.UsageGroup) int {
+				if c := b.PlanCostUSD.Add(b.BedrockCostUSD).Cmp(a.PlanCostUSD.Add(a.BedrockCostUSD)); c != 0 {
+					return c
+				}
+				return strings.Compare(a.Key, b.Key)
+			})
+			top, active, err := st.Usage().TopUsers(ctx, r[0], r[1], store.ScoreCost, 2)
+			if err != nil {
+				t.Fatal(name, err)
+			}
+			if active != len(want) || fmt.Sprint(top) != fmt.Sprint(ranked[:min(2, len(ranked))]) {
+				t.Errorf("%s: top users (%d active)\n%v\nwant (%d active)\n%v", name, active, top, len(want), ranked[:min(2, len(ranked))])
 			}
 			devs, total, err := st.Usage().Developers(ctx, store.DeveloperQuery{From: r[0], To: r[1], Sort: store.SortByName})
 			if err != nil || total != len(users) {
