@@ -194,7 +194,6 @@ func encodeOffset(n int) string {
 	return base64.RawURLEncoding.EncodeToString([]byte("o:" + strconv.Itoa(n)))
 }
 
-
 type budgetJSON struct {
 	UserID           uuid.UUID `json:"user_id"`
 	MonthlyBudgetUSD *string   `json:"monthly_budget_usd"`
