@@ -34,7 +34,7 @@ redis=${REDIS_URL:-redis://127.0.0.1:6379/0}
 echo "== $(date -u +%Y-%m-%dT%H:%M:%SZ) on $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)); load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== the 5M-event database (built once; later runs only migrate it)"
-DATABASE_URL=$pg_admin go test -run '^$' -bench 'BenchmarkUsageQueries/user_month_by_model$' -benchtime 1x -timeout 0 ./internal/store/ |
+DATABASE_URL=$pg_admin go test -v -run '^$' -bench 'BenchmarkUsageQueries/user_month_by_model$' -benchtime 1x -timeout 0 ./internal/store/ |
 	grep -E 'reusing|building|built|ok|FAIL' || true
 bin/ccproxy migrate up --database-url "$bench_db" >/dev/null
 
