@@ -20,6 +20,7 @@
 #   PERF_TIMEZONE  the billing time zone (default UTC)
 #   PERF_RUNS      repetitions of each API call (default 7)
 #   PERF_LOADS     cold first loads (default 3)
+#   PERF_API       0: measure the first loads only
 #   DATABASE_URL   the Postgres server's maintenance database
 #                  (default postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable)
 #   REDIS_URL      (default redis://127.0.0.1:6379/0)
@@ -80,6 +81,6 @@ fi
 
 echo "== measuring (billing time zone ${PERF_TIMEZONE:-UTC}; load average $(cut -d' ' -f1-3 /proc/loadavg))"
 ADMIN="http://127.0.0.1:$port" USERNAME=perf PASSWORD=$password NOW=${PERF_NOW:-2026-10-31T15:00:00Z} \
-	MONTH=${PERF_MONTH:-2026-10} RUNS=${PERF_RUNS:-7} LOADS=${PERF_LOADS:-3} \
+	MONTH=${PERF_MONTH:-2026-10} RUNS=${PERF_RUNS:-7} LOADS=${PERF_LOADS:-3} API=${PERF_API:-1} \
 	node dashboard/e2e/perf.mjs
 echo "== done; load average $(cut -d' ' -f1-3 /proc/loadavg)"

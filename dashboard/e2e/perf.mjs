@@ -19,7 +19,8 @@
 // no usage.
 //
 // Environment: ADMIN (URL), USERNAME, PASSWORD, NOW (RFC 3339), MONTH
-// (YYYY-MM), RUNS (default 7), LOADS (first loads, default 3), CHROMIUM.
+// (YYYY-MM), RUNS (default 7), LOADS (first loads, default 3), API (0: first
+// loads only), CHROMIUM.
 import { mkdtempSync, readFileSync, statSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -121,6 +122,11 @@ for (let i = 0; i < LOADS; i++) {
   } finally {
     await context.close()
   }
+}
+
+if (process.env.API === '0') {
+  console.log('RESULT ' + JSON.stringify({ loads }))
+  process.exit(0)
 }
 
 // 2. The API calls of every page, as the pages make them.
