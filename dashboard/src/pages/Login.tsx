@@ -1,4 +1,4 @@
-import { useEffect, useState } from 'react'
+import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { useQueryClient } from '@tanstack/react-query'
 import { api, ApiError } from '../api'
@@ -11,17 +11,6 @@ export function Login() {
   const [password, setPassword] = useState('')
   const [error, setError] = useState('')
   const [busy, setBusy] = useState(false)
-  // While the admin types, fetch the code the page after login needs (the
-  // overview and the chart library, ~130 KB gzip): it is then ready when
-  // the login answers instead of loading after it. Not part of the login
-  // page's own weight: it starts once the page is up.
-  useEffect(() => {
-    const t = setTimeout(() => {
-      void import('./Overview')
-      void import('../components/Charts')
-    }, 0)
-    return () => clearTimeout(t)
-  }, [])
   const next = sp.get('next')
   // Only paths of this site: never an open redirect.
   const target = next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/login') ? next : '/'
