@@ -1,1 +1,0 @@
-import{a as e,f as t,o as n,s as r}from"./format-lzZAg3tv.js";import{y as i}from"./index-wCCbVI01.js";var a=i();function o({value:e}){return(0,a.jsx)(`span`,{className:`num`,title:r(e),children:n(e)})}function s({value:n}){return(0,a.jsx)(`span`,{className:`num`,title:e(n)+` tokens`,children:t(n)})}export{s as n,o as t};
