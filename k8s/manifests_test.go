@@ -89,7 +89,7 @@ func relTo(t *testing.T, dir, target string) string {
 // kind it does not know.
 func TestRenderIsStrict(t *testing.T) {
 	for _, tc := range []struct{ name, patch, want string }{
-		{"unknown field", `{"op":"add","path":"/spec/template/spec/containers/0/readinesProbe","value":{}}`, `unknown field "spec.template.spec.containers[0].readinesProbe"`},
+		{"unknown field", `{"op":"add","path":"/spec/template/spec/containers/0/readinesProbe","value":{}}`, `json: unknown field "readinesProbe"`},
 		{"wrong type", `{"op":"replace","path":"/spec/replicas","value":"two"}`, "cannot unmarshal string into Go struct field DeploymentSpec.spec.replicas of type int32"},
 		{"bad quantity", `{"op":"replace","path":"/spec/template/spec/containers/0/resources/limits/memory","value":"lots"}`, "quantities must match the regular expression"},
 	} {
