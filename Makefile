@@ -27,12 +27,23 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps dashboard-perf
+.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps dashboard-perf image
 
 all: build
 
 build: dashboard ## build bin/ccproxy (with the dashboard)
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ccproxy ./cmd/ccproxy
+
+# The container image without a Docker daemon: the static binary (with the
+# dashboard) in an OCI image layout, bin/image, and a tarball for
+# `docker load` / `kind load image-archive`, bin/ccproxy-image.tar, tagged
+# $(IMAGE_TAG). The Dockerfile builds the same image where Docker is at hand.
+IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
+IMAGE_TAG  ?= ccproxy:dev
+image: dashboard ## container image: bin/image (OCI layout) and bin/ccproxy-image.tar; prints its digest
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/image-rootfs/ccproxy ./cmd/ccproxy
+	$(GO) run ./cmd/ccproxy-image -binary bin/image-rootfs/ccproxy -arch $(IMAGE_ARCH) -version $(VERSION) \
+		-out bin/image -tar bin/ccproxy-image.tar -tag $(IMAGE_TAG)
 
 run: services build ## the whole gateway on 127.0.0.1:8080 (ccproxy dev); prints the lines for Claude Code
 	bin/ccproxy dev
