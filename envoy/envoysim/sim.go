@@ -37,6 +37,7 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 )
@@ -46,6 +47,10 @@ type Options struct {
 	// XDSAddress is the control plane's gRPC address (host:port) serving
 	// ADS (envoy.service.discovery.v3.AggregatedDiscoveryService).
 	XDSAddress string
+	// XDSCredentials secures the connection to XDSAddress as the
+	// bootstrap's xds cluster does (mutual TLS, with the server name its
+	// certificate must carry); nil connects in plaintext.
+	XDSCredentials credentials.TransportCredentials
 	// NodeID identifies this data plane to the control plane.
 	NodeID string
 	// Logger receives envoysim's logs; nil means slog.Default(). The

@@ -42,7 +42,11 @@ type adsState struct {
 // error_detail when a resource is invalid or uses a field envoysim does not
 // implement. Reconnects back off from 500 ms to 30 s.
 func (s *Sim) runXDS(ctx context.Context) error {
-	conn, err := grpc.NewClient(s.opts.XDSAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := s.opts.XDSCredentials
+	if creds == nil {
+		creds = insecure.NewCredentials()
+	}
+	conn, err := grpc.NewClient(s.opts.XDSAddress, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return fmt.Errorf("envoysim: xds client: %w", err)
 	}
