@@ -154,9 +154,9 @@ func settings(t *testing.T) map[string]map[string]bool {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	head := regexp.MustCompile("^### .*\\((.*)\\)$")
+	head := regexp.MustCompile(`^### .*\((.*)\)$`)
 	cmdRe := regexp.MustCompile("`ccproxy ([a-z -]+)`")
-	row := regexp.MustCompile("^\\| `([A-Z0-9_]+)` \\|")
+	row := regexp.MustCompile("^[|] `([A-Z0-9_]+)` [|]")
 	out := map[string]map[string]bool{}
 	var cmds []string
 	sc := bufio.NewScanner(f)
