@@ -186,36 +186,7 @@ func TestKubernetesProductionOverlay(t *testing.T) {
 		}
 	}
 
-	// 6. The usage of those requests, through the admin API.
-	var rows []struct {
-		UserID   string `json:"user_id"`
-		Provider string `json:"provider"`
-		Status   int    `json:"status"`
-	}
-	deadline := time.Now().Add(revocationBound)
-	for {
-		var page struct {
-			Items json.RawMessage `json:"items"`
-		}
-		a.call("GET", "/api/v1/usage/requests?user_id="+dev.ID, nil, &page)
-		if err := json.Unmarshal(page.Items, &rows); err != nil {
-			t.Fatal(err)
-		}
-		if len(rows) >= len(msgs) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("usage rows %d after %v, want %d (one per request Anthropic answered)", len(rows), revocationBound, len(msgs))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	for _, r := range rows {
-		if r.UserID != dev.ID || r.Provider != "anthropic" || r.Status != 200 {
-			t.Errorf("usage row %+v", r)
-		}
-	}
-
-	// 7. Revocation: the key is refused once the invalidation arrives.
+	// 6. Revocation: the key is refused once the invalidation arrives.
 	var keys struct {
 		Items []struct{ ID string } `json:"items"`
 	}
@@ -247,6 +218,34 @@ func TestKubernetesProductionOverlay(t *testing.T) {
 	}
 	if n := len(fake.Requests("")) - before; n != 0 {
 		t.Errorf("Anthropic received %d requests with the revoked key", n)
+	}
+	// 7. The usage of those requests, through the admin API.
+	var rows []struct {
+		UserID   string `json:"user_id"`
+		Provider string `json:"provider"`
+		Status   int    `json:"status"`
+	}
+	deadline := time.Now().Add(revocationBound)
+	for {
+		var page struct {
+			Items json.RawMessage `json:"items"`
+		}
+		a.call("GET", "/api/v1/usage/requests?user_id="+dev.ID, nil, &page)
+		if err := json.Unmarshal(page.Items, &rows); err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) >= len(msgs) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage rows %d after %v, want %d (one per request Anthropic answered)", len(rows), revocationBound, len(msgs))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, r := range rows {
+		if r.UserID != dev.ID || r.Provider != "anthropic" || r.Status != 200 {
+			t.Errorf("usage row %+v", r)
+		}
 	}
 }
 
