@@ -42,7 +42,7 @@ IMAGE_ARCH ?= $(shell $(GO) env GOARCH)
 IMAGE_TAG  ?= ccproxy:dev
 image: dashboard ## container image: bin/image (OCI layout) and bin/ccproxy-image.tar; prints its digest
 	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) $(GO) build -trimpath -ldflags '-s -w $(LDFLAGS)' -o bin/image-rootfs/ccproxy ./cmd/ccproxy
-	$(GO) run ./cmd/ccproxy-image -binary bin/image-rootfs/ccproxy -arch $(IMAGE_ARCH) -version $(VERSION) \
+	$(GO) run ./cmd/ccproxy-image -binary bin/image-rootfs/ccproxy -arch $(IMAGE_ARCH) -version $(VERSION) -revision $(COMMIT) \
 		-out bin/image -tar bin/ccproxy-image.tar -tag $(IMAGE_TAG)
 
 run: services build ## the whole gateway on 127.0.0.1:8080 (ccproxy dev); prints the lines for Claude Code

@@ -43,7 +43,7 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("the runtime stage lacks %q", want)
 		}
 	}
-	for _, want := range []string{"CGO_ENABLED=0", `-ldflags "-s -w -X main.version=${VERSION}"`, "./cmd/ccproxy\n"} {
+	for _, want := range []string{"CGO_ENABLED=0", `-ldflags "-s -w -X main.version=${VERSION} -X main.commit=${COMMIT}"`, "./cmd/ccproxy\n"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("the build stage lacks %q", want)
 		}

@@ -36,6 +36,7 @@ func run(args []string) error {
 	archive := fs.String("tar", "", "also write a docker-load tarball here")
 	tag := fs.String("tag", "ccproxy:dev", "image name and tag in the tarball and the layout's ref.name")
 	source := fs.String("source", "", "org.opencontainers.image.source label")
+	revision := fs.String("revision", "", "the commit stamped into the binary (-X main.commit), for the org.opencontainers.image.revision label")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	img, err := imagebuild.Build(imagebuild.Spec{Binary: bin, CABundle: bundle, Version: *version, Arch: *arch, Source: *source})
+	img, err := imagebuild.Build(imagebuild.Spec{Binary: bin, CABundle: bundle, Version: *version, Revision: *revision, Arch: *arch, Source: *source})
 	if err != nil {
 		return err
 	}

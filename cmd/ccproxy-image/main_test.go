@@ -24,14 +24,17 @@ import (
 	"github.com/ccproxy/ccproxy/internal/imagebuild"
 )
 
-const testVersion = "v9.8.7-imagetest"
+const (
+	testVersion = "v9.8.7-imagetest"
+	testCommit  = "0123456789abcdef0123456789abcdef01234567"
+)
 
 // buildBinary builds ccproxy the way `make image` does: static, for Linux,
 // with the version stamped.
 func buildBinary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "ccproxy")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion, "-o", bin, "github.com/ccproxy/ccproxy/cmd/ccproxy")
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -X main.version="+testVersion+" -X main.commit="+testCommit, "-o", bin, "github.com/ccproxy/ccproxy/cmd/ccproxy")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
@@ -52,7 +55,7 @@ func TestImage(t *testing.T) {
 	bin := buildBinary(t)
 	dir := t.TempDir()
 	out, archive := filepath.Join(dir, "layout"), filepath.Join(dir, "image.tar")
-	args := []string{"-binary", bin, "-arch", runtime.GOARCH, "-version", testVersion, "-out", out, "-tar", archive, "-tag", "ccproxy:test"}
+	args := []string{"-binary", bin, "-arch", runtime.GOARCH, "-version", testVersion, "-revision", testCommit, "-out", out, "-tar", archive, "-tag", "ccproxy:test"}
 	if err := run(args); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +92,7 @@ func TestImage(t *testing.T) {
 	if cf.Config.User != "65532:65532" {
 		t.Errorf("user %q, want the numeric non-root 65532:65532", cf.Config.User)
 	}
-	if cf.Config.Labels["org.opencontainers.image.version"] != testVersion {
+	if cf.Config.Labels["org.opencontainers.image.version"] != testVersion || cf.Config.Labels["org.opencontainers.image.revision"] != testCommit {
 		t.Errorf("labels %v", cf.Config.Labels)
 	}
 
@@ -137,7 +140,7 @@ func TestImage(t *testing.T) {
 		t.Errorf("tarball config %s, layout config %s", c2, c1)
 	}
 	// The same inputs give the same digest.
-	again, err := imagebuild.Build(imagebuild.Spec{Binary: files["usr/local/bin/ccproxy"].data, CABundle: files["etc/ssl/certs/ca-certificates.crt"].data, Version: testVersion, Arch: runtime.GOARCH})
+	again, err := imagebuild.Build(imagebuild.Spec{Binary: files["usr/local/bin/ccproxy"].data, CABundle: files["etc/ssl/certs/ca-certificates.crt"].data, Version: testVersion, Revision: testCommit, Arch: runtime.GOARCH})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,8 +167,8 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ccproxy version in the image: %v\n%s", err, got)
 	}
-	if !strings.HasPrefix(string(got), "ccproxy "+testVersion+" (") {
-		t.Errorf("ccproxy version printed %q, want the stamped %s", got, testVersion)
+	if lines := strings.Split(string(got), "\n"); len(lines) < 2 || lines[0] != "ccproxy "+testVersion || lines[1] != "commit: "+testCommit {
+		t.Errorf("ccproxy version printed %q, want the stamped %s and %s", got, testVersion, testCommit)
 	}
 }
 

@@ -53,6 +53,9 @@ type Spec struct {
 	// Created is the image's creation time; the zero value is the Unix
 	// epoch, which keeps the digest a function of the inputs only.
 	Created time.Time
+	// Revision is the commit stamped into Binary (-X main.commit), the
+	// org.opencontainers.image.revision label, if any.
+	Revision string
 	// Source is the org.opencontainers.image.source label, if any.
 	Source string
 }
@@ -103,6 +106,9 @@ func Build(s Spec) (v1.Image, error) {
 	labels := map[string]string{
 		VersionLabel:                     s.Version,
 		"org.opencontainers.image.title": "ccproxy",
+	}
+	if s.Revision != "" {
+		labels["org.opencontainers.image.revision"] = s.Revision
 	}
 	if s.Source != "" {
 		labels["org.opencontainers.image.source"] = s.Source
