@@ -264,8 +264,12 @@ func isUpstreamStream(ctx context.Context, first *extprocv3.ProcessingRequest) b
 }
 
 // processUpstream runs an upstream filter stream. It never ends the stream
-// with an error of its own: Envoy ignores an upstream filter's failure and
-// the attempt would hang (docs/envoy.md, "Upstream filter failures").
+// with an error of its own: depending on the Envoy release an upstream
+// filter's failure stalls the attempt until its per-try timeout or is an
+// immediate local reply that is never retried (docs/envoy.md, "Upstream
+// filter failures"). A reply that cannot be sent because Envoy already
+// gave up on the stream is reported to the processor (Abandoned), which
+// tells the request's router-level processor.
 func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalProcessor_ProcessServer, first *extprocv3.ProcessingRequest) error {
 	var p *upstream.Processor
 	if s.upstream != nil {
@@ -275,12 +279,26 @@ func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalP
 		var resp *extprocv3.ProcessingResponse
 		if p != nil {
 			resp = p.Process(ctx, req)
+			if err := p.Err(); err != nil {
+				// Fault injection of test builds only.
+				return err
+			}
 		} else {
 			resp = upstream.Unchanged(req)
 		}
 		if resp != nil {
+			if err := ctx.Err(); err != nil {
+				// Envoy ended the stream while the reply was being made.
+				if p != nil {
+					p.Abandoned(ctx, err)
+				}
+				return nil
+			}
 			if err := stream.Send(resp); err != nil {
-				return err
+				if p != nil {
+					p.Abandoned(ctx, err)
+				}
+				return endOfStream(err)
 			}
 		}
 		var err error

@@ -20,9 +20,14 @@
 // request's id can only break its own retry, never borrow another request.
 //
 // Each Request also records its attempts (Attempts): the upstream processor
-// notes which backend each attempt went to and the status it got, and the
-// router-level processor reads that to learn which backend answered and why
-// a fallback happened.
+// notes which backend each attempt went to, the status it got and whether
+// the processor itself failed it, and the router-level processor reads that
+// to learn which backend answered and why a fallback happened. An attempt
+// the upstream processor failed is also reported at once to the Request's
+// Watcher (FailAttempt): depending on the Envoy release such an attempt ends
+// in an immediate local reply or stalls until its per-try timeout, and only
+// the router-level processor can answer the client in the second case
+// (docs/envoy.md, "Upstream filter failures").
 package handoff
 
 import (
@@ -75,6 +80,65 @@ type Request struct {
 	Peer string
 	// Attempts records the request's upstream attempts.
 	Attempts Attempts
+	// Watcher, when set, learns of every attempt FailAttempt records as
+	// failed, on the upstream processor's goroutine: the router-level
+	// processor of the request.
+	Watcher Watcher
+}
+
+// Watcher is told of an attempt the upstream processor failed.
+type Watcher interface {
+	// AttemptFailed is called once per failed attempt, with the attempt as
+	// recorded. It must not block for long: the upstream processor's
+	// stream waits for it.
+	AttemptFailed(a Attempt)
+}
+
+// FailAttempt records that the upstream processor failed attempt i with f
+// and tells the Watcher. A second failure of the same attempt, or one of an
+// attempt never started, is ignored.
+func (r *Request) FailAttempt(i int, f Failure) {
+	a, ok := r.Attempts.fail(i, f)
+	if ok && r.Watcher != nil {
+		r.Watcher.AttemptFailed(a)
+	}
+}
+
+// Failure says how the upstream processor failed an attempt.
+type Failure uint8
+
+const (
+	// FailureNone: the processor answered the attempt in time.
+	FailureNone Failure = iota
+	// FailureLate: Envoy stopped waiting for the processor's reply before
+	// it was sent — its message_timeout expired, or the attempt was reset
+	// meanwhile. Envoy answers 504 (or stalls the attempt).
+	FailureLate
+	// FailureStream: the processor's stream failed; Envoy answers
+	// status_on_error, 500 (or stalls the attempt).
+	FailureStream
+)
+
+// String returns the failure's name as used in logs and metrics.
+func (f Failure) String() string {
+	switch f {
+	case FailureNone:
+		return "none"
+	case FailureLate:
+		return "late"
+	case FailureStream:
+		return "stream_failed"
+	}
+	return "unknown"
+}
+
+// Status is the HTTP status Envoy answers the failure with when it does
+// not stall: 504 for a late reply, 500 for a failed stream.
+func (f Failure) Status() int {
+	if f == FailureLate {
+		return 504
+	}
+	return 500
 }
 
 // Attempt is one upstream attempt as the upstream processor saw it.
@@ -85,6 +149,9 @@ type Attempt struct {
 	// arrived, and for good when the attempt had none (a connect failure,
 	// a reset, a per-try timeout).
 	Status int
+	// Failure is how the upstream processor failed the attempt;
+	// FailureNone when it did not.
+	Failure Failure
 }
 
 // Attempts is the attempt log of one Request. It is safe for concurrent
@@ -110,6 +177,18 @@ func (a *Attempts) Respond(i, status int) {
 	if i >= 0 && i < len(a.list) {
 		a.list[i].Status = status
 	}
+}
+
+// fail records f for attempt i unless it already has a failure, and
+// returns the attempt.
+func (a *Attempts) fail(i int, f Failure) (Attempt, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if i < 0 || i >= len(a.list) || a.list[i].Failure != FailureNone || f == FailureNone {
+		return Attempt{}, false
+	}
+	a.list[i].Failure = f
+	return a.list[i], true
 }
 
 // List returns a copy of the attempts so far, in order.

@@ -150,6 +150,57 @@ func TestAttempts(t *testing.T) {
 	}
 }
 
+// recordingWatcher keeps what it is told.
+type recordingWatcher struct {
+	mu     sync.Mutex
+	failed []Attempt
+}
+
+func (w *recordingWatcher) AttemptFailed(a Attempt) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.failed = append(w.failed, a)
+}
+
+// TestFailAttempt: a failure is recorded once per attempt and reported to
+// the watcher once; failures of unknown attempts, and FailureNone, change
+// nothing.
+func TestFailAttempt(t *testing.T) {
+	w := &recordingWatcher{}
+	r := &Request{Watcher: w}
+	i := r.Attempts.Start(dataplane.BackendPlan)
+	r.Attempts.Respond(i, 429)
+	j := r.Attempts.Start(dataplane.BackendBedrock)
+	r.FailAttempt(j, FailureLate)
+	r.FailAttempt(j, FailureStream) // already failed: ignored
+	r.FailAttempt(i+7, FailureStream)
+	r.FailAttempt(-1, FailureStream)
+	r.FailAttempt(i, FailureNone)
+	want := []Attempt{{Backend: dataplane.BackendPlan, Status: 429}, {Backend: dataplane.BackendBedrock, Failure: FailureLate}}
+	if got := r.Attempts.List(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
+		t.Fatalf("attempts %+v, want %+v", got, want)
+	}
+	if len(w.failed) != 1 || w.failed[0] != want[1] {
+		t.Fatalf("watcher told %+v, want once %+v", w.failed, want[1])
+	}
+	// Without a watcher the failure is still recorded.
+	var r2 Request
+	k := r2.Attempts.Start(dataplane.BackendBedrock)
+	r2.FailAttempt(k, FailureStream)
+	if got := r2.Attempts.List(); got[0].Failure != FailureStream {
+		t.Fatalf("attempt %+v, want stream_failed", got[0])
+	}
+	for _, tt := range []struct {
+		f      Failure
+		name   string
+		status int
+	}{{FailureNone, "none", 500}, {FailureLate, "late", 504}, {FailureStream, "stream_failed", 500}, {Failure(9), "unknown", 500}} {
+		if tt.f.String() != tt.name || tt.f.Status() != tt.status {
+			t.Errorf("%d: %q %d, want %q %d", tt.f, tt.f.String(), tt.f.Status(), tt.name, tt.status)
+		}
+	}
+}
+
 // TestLookupBindsToThePeer: a Request holds what a Bedrock call needs, the
 // credential included, so a stream from another peer than the one that
 // stored it never finds it, by state id or by request id.

@@ -31,6 +31,14 @@ const (
 	// went to Bedrock. That is Envoy's state, not Plan's: the breaker is not
 	// charged.
 	ReasonPlanNoHost = "plan_no_host"
+	// ReasonPlanAttemptFailed: the gateway's own upstream processor failed
+	// the Plan attempt (its reply missed Envoy's message timeout, or its
+	// stream failed), the attempt stalled until its per-try timeout (Envoy
+	// releases before 1.36) and Envoy retried on Bedrock. The gateway
+	// failed, not Plan: the breaker is not charged. The router-level
+	// processor normally answers such a request at once (AttemptFailed), so
+	// this reason only appears when that answer did not reach Envoy.
+	ReasonPlanAttemptFailed = "plan_attempt_failed"
 	// reasonPlanPrefix starts the reason of an answered Plan attempt.
 	reasonPlanPrefix = "plan_"
 )
@@ -189,7 +197,8 @@ func (b *planFirst) readAttemptCount(req *extprocv3.ProcessingRequest) {
 // response headers that Envoy retried on Bedrock is reported to the breaker
 // here: the upstream processor, which reports answered attempts, never
 // learns of it. Envoy's own failures — no Plan host, a local reply that
-// ended a Plan attempt (never retried) — charge nothing.
+// ended a Plan attempt (never retried) — and the upstream processor's own
+// (an attempt it recorded as failed) charge nothing.
 func (b *planFirst) decide(ctx context.Context, p *Processor) {
 	var attempts []handoff.Attempt
 	if p.stored.req != nil {
@@ -216,9 +225,13 @@ func (b *planFirst) decide(ctx context.Context, p *Processor) {
 	}
 	for _, a := range attempts {
 		if a.Backend == dataplane.BackendPlan {
-			b.reason = ReasonPlanUnreachable
-			if a.Status != 0 {
+			switch {
+			case a.Status != 0:
 				b.reason = reasonPlanPrefix + strconv.Itoa(a.Status)
+			case a.Failure != handoff.FailureNone:
+				b.reason = ReasonPlanAttemptFailed
+			default:
+				b.reason = ReasonPlanUnreachable
 			}
 			break
 		}

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/ccproxy/ccproxy/extproc/budget"
+	"github.com/ccproxy/ccproxy/extproc/handoff"
 	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/extproc/translate/eventstream"
@@ -85,6 +86,7 @@ func TestPlanFirstFallback(t *testing.T) {
 	type attempt struct {
 		backend string
 		status  int
+		failure handoff.Failure
 	}
 	tests := []struct {
 		name         string
@@ -98,15 +100,18 @@ func TestPlanFirstFallback(t *testing.T) {
 		wantReason   string // "" = no fallback
 		wantFailures int    // breaker Failure calls (no-response Plan attempts)
 	}{
-		{name: "plan answers", attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
+		{name: "plan answers", attempts: []attempt{{dataplane.BackendPlan, 200, handoff.FailureNone}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "plan 429, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 429}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan 429, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 429, handoff.FailureNone}, {dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: "plan_429"},
-		{name: "plan 529, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 529}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan 529, bedrock answers", attempts: []attempt{{dataplane.BackendPlan, 529, handoff.FailureNone}, {dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: "plan_529"},
-		{name: "plan unreachable: the router reports the failure", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 200}}, attemptCount: 2,
+		{name: "plan unreachable: the router reports the failure", attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureNone}, {dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
-		{name: "no plan host: first attempt on bedrock, breaker not charged", attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
+		{name: "plan attempt failed by the upstream processor, stalled, retried on bedrock: breaker not charged",
+			attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureLate}, {dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 2,
+			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanAttemptFailed},
+		{name: "no plan host: first attempt on bedrock, breaker not charged", attempts: []attempt{{dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanNoHost},
 		{name: "no attempt record: the attempt count decides", attemptCount: 2,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
@@ -116,13 +121,13 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "no attempt record, no attempt count: plan answered",
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "half-open probe goes to plan", route: planbreaker.RouteProbe, attempts: []attempt{{dataplane.BackendPlan, 200}}, attemptCount: 1,
+		{name: "half-open probe goes to plan", route: planbreaker.RouteProbe, attempts: []attempt{{dataplane.BackendPlan, 200, handoff.FailureNone}}, attemptCount: 1,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
-		{name: "breaker open: straight to bedrock", route: planbreaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200}}, attemptCount: 1,
+		{name: "breaker open: straight to bedrock", route: planbreaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 1,
 			wantRoute: "bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonBreakerOpen},
-		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{dataplane.BackendPlan, 0}, {dataplane.BackendBedrock, 0}}, noResponse: true,
+		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureNone}, {dataplane.BackendBedrock, 0, handoff.FailureNone}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
-		{name: "client gone while plan was asked: no fallback, no failure", attempts: []attempt{{dataplane.BackendPlan, 0}}, noResponse: true,
+		{name: "client gone while plan was asked: no fallback, no failure", attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureNone}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
 	}
 	for _, tc := range tests {
@@ -166,6 +171,9 @@ func TestPlanFirstFallback(t *testing.T) {
 			for _, a := range tc.attempts {
 				i := stored.Attempts.Start(a.backend)
 				stored.Attempts.Respond(i, a.status)
+				// No stream attached: the processor records the failure
+				// without answering.
+				stored.FailAttempt(i, a.failure)
 			}
 
 			var gotSSE []byte

@@ -70,6 +70,9 @@ type Metrics struct {
 	fallbacks    *prometheus.CounterVec
 	planAlone    *prometheus.CounterVec
 	localReplies *prometheus.CounterVec
+	// attemptFailures counts requests answered because the upstream
+	// processor failed their attempt (AttemptFailed).
+	attemptFailures *prometheus.CounterVec
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -135,8 +138,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "ccproxy_extproc_envoy_local_replies_total",
 		Help: "Envoy's own error replies (no healthy upstream, timeouts, a failed upstream ext_proc stream) that reached the router-level processor and were answered as Anthropic errors, by status (Envoy 1.37 and later send them to the processor).",
 	}, []string{"status"})
+	m.attemptFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ccproxy_extproc_upstream_processor_failure_replies_total",
+		Help: "Requests the router-level processor answered with an error itself because the upstream processor failed their attempt (failure late: 504, stream_failed: 500), before Envoy's own reply or instead of a stalled attempt, by the attempt's backend and failure.",
+	}, []string{"backend", "failure"})
 	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
-		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone, m.localReplies} {
+		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone, m.localReplies,
+		m.attemptFailures} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}

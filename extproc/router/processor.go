@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -20,7 +21,9 @@ import (
 )
 
 // Processor is the state machine of one ext_proc stream. It is driven by a
-// single goroutine: Process for each message in order, then Close.
+// single goroutine: Process for each message in order, then Close. The one
+// exception is AttemptFailed, which the upstream processor of the request's
+// attempt calls from its own goroutine; mu orders it with the rest.
 //
 // Envoy sends, for a request that goes upstream: request headers, the
 // request body (BUFFERED, one message, unless the headers ended the
@@ -45,6 +48,39 @@ type Processor struct {
 	bodyReply *extprocv3.ProcessingResponse
 	closed    bool
 	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
+
+	// mu guards the processor's state against AttemptFailed; Process and
+	// Close hold it.
+	mu sync.Mutex
+	// sendMu serialises the stream's sends: gRPC allows one sender at a
+	// time, and AttemptFailed sends from another goroutine.
+	sendMu sync.Mutex
+	// out and outCtx are the stream and its context (Attach); nil when the
+	// processor is driven without a stream (tests).
+	out    Sender
+	outCtx context.Context
+	// interrupted: AttemptFailed answered the client; the stream's further
+	// messages get no reply (Envoy ignores them once it took the answer).
+	interrupted bool
+}
+
+// Sender sends a reply on the processor's ext_proc stream.
+type Sender interface {
+	Send(*extprocv3.ProcessingResponse) error
+}
+
+// Attach binds the processor to its stream, so that it can answer the
+// client without being asked (AttemptFailed). ctx is the stream's context.
+// The stream's own replies must then go through Send.
+func (p *Processor) Attach(ctx context.Context, out Sender) {
+	p.out, p.outCtx = out, ctx
+}
+
+// Send sends resp on the attached stream.
+func (p *Processor) Send(resp *extprocv3.ProcessingResponse) error {
+	p.sendMu.Lock()
+	defer p.sendMu.Unlock()
+	return p.out.Send(resp)
 }
 
 // request is what the processor learned from the request.
@@ -88,6 +124,13 @@ type storedRequest struct {
 // is a gRPC status for a message Envoy should not have sent; returning it
 // fails the request (Envoy answers 500 with failure_mode_allow off).
 func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingRequest) (*extprocv3.ProcessingResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.interrupted {
+		// The client was answered already (AttemptFailed); Envoy, which
+		// took that answer, ignores anything more on this stream.
+		return nil, nil
+	}
 	t := time.Now()
 	var (
 		resp *extprocv3.ProcessingResponse
@@ -392,6 +435,8 @@ func (p *Processor) endResponse() {
 // and emits the usage event of a metered request that reached an upstream.
 // ctx should outlive the stream (its values are passed to the sink).
 func (p *Processor) Close(ctx context.Context) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.closed {
 		return
 	}

@@ -102,6 +102,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 // route with the handoff header.
 func (p *Processor) handOff(common *extprocv3.CommonResponse, r *handoff.Request, route string) {
 	r.Peer = p.peer
+	r.Watcher = p
 	p.stored = storedRequest{id: p.r.bedrock.Requests.Put(r), req: r}
 	p.setRoute(common, route)
 	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.StateHeader, []byte(p.stored.id)))

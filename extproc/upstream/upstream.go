@@ -20,10 +20,18 @@
 // filter failures"). Everything that could fail was checked by the
 // router-level processor; every call made here is bounded well below the
 // message timeout (Redis by the breaker's own timeout, signing by
-// SignTimeout); what still fails (a lost handoff entry, AWS credentials that
-// expired or could not be fetched between check and sign) is logged,
-// counted, and the request continues unchanged so that Bedrock's own error
-// reaches the router-level processor, which reports it.
+// SignTimeout) and ends when Envoy gives up on the stream; what still fails
+// (a lost handoff entry, AWS credentials that expired or could not be
+// fetched between check and sign) is logged, counted, and the request
+// continues unchanged so that Bedrock's own error reaches the router-level
+// processor, which reports it.
+//
+// When a reply cannot reach Envoy in time all the same — the stream ended
+// before it was sent (Abandoned) — the attempt is recorded as failed in the
+// handoff state, which tells the request's router-level processor at once:
+// under either Envoy rule the client then gets an Anthropic error within the
+// message timeout, and the failure is never charged to the Plan circuit
+// breaker.
 package upstream
 
 import (
@@ -95,9 +103,13 @@ type Handler struct {
 	log      *slog.Logger
 	signWait time.Duration
 
-	attempts *prometheus.CounterVec
-	failures *prometheus.CounterVec
-	phase    prometheus.Observer
+	attempts  *prometheus.CounterVec
+	failures  *prometheus.CounterVec
+	abandoned *prometheus.CounterVec
+	phase     prometheus.Observer
+	// faults injects failures in test builds (build tag ccproxyfaults); a
+	// zero-size no-op otherwise.
+	faults faults
 }
 
 // Attempt outcomes (label "outcome" of ccproxy_extproc_upstream_attempts_total).
@@ -138,6 +150,10 @@ func New(cfg Config) (*Handler, error) {
 			Name: "ccproxy_extproc_upstream_failures_total",
 			Help: "Upstream attempts the upstream-level filter could not rewrite (they continue unchanged and fail at Bedrock), by reason.",
 		}, []string{"reason"}),
+		abandoned: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_extproc_upstream_abandoned_attempts_total",
+			Help: "Upstream attempts whose ext_proc reply did not reach Envoy (late: the stream ended first, i.e. message_timeout or a reset; stream_failed), by cause; the client got an error, not a fallback.",
+		}, []string{"cause"}),
 	}
 	hist := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "ccproxy_extproc_upstream_request_headers_seconds",
@@ -146,7 +162,7 @@ func New(cfg Config) (*Handler, error) {
 	})
 	h.phase = hist
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{h.attempts, h.failures, hist} {
+		for _, c := range []prometheus.Collector{h.attempts, h.failures, h.abandoned, hist} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("upstream: register metrics: %w", err)
 			}
@@ -169,6 +185,38 @@ type Processor struct {
 	req     *handoff.Request
 	attempt int
 	backend string
+	// err, set only by fault injection in test builds, ends the stream
+	// with a gRPC error (Err).
+	err error
+}
+
+// Err returns the error the stream must end with, nil to go on. It is nil
+// except in test builds that inject failures.
+func (p *Processor) Err() error { return p.err }
+
+// Abandoned records that a reply of this attempt did not reach Envoy: the
+// stream ended (ctx done) before it was sent, or sending failed, because
+// Envoy stopped waiting — its message_timeout expired or the attempt was
+// reset. Depending on the release Envoy then answers 504 at once or stalls
+// the attempt until its per-try timeout; either way the router-level
+// processor is told (handoff.Request.FailAttempt) and answers the client.
+// A stream that ended after its last reply is not abandoned; the caller
+// calls Abandoned only for a reply it could not send.
+func (p *Processor) Abandoned(ctx context.Context, cause error) {
+	p.fail(ctx, handoff.FailureLate, cause)
+}
+
+// fail records the attempt as failed by this processor.
+func (p *Processor) fail(ctx context.Context, f handoff.Failure, cause error) {
+	p.h.abandoned.WithLabelValues(f.String()).Inc()
+	attrs := []slog.Attr{slog.String("failure", f.String()), slog.String("backend", p.backend), slog.Any("cause", cause)}
+	if p.req == nil {
+		p.h.log.LogAttrs(ctx, slog.LevelWarn, "upstream processor reply did not reach Envoy; attempt without routing state, nobody to tell", attrs...)
+		return
+	}
+	p.h.log.LogAttrs(ctx, slog.LevelError, "upstream processor failed the attempt; the router-level processor answers the client",
+		append(attrs, slog.String("request_id", p.req.RequestID), slog.Int("attempt", p.attempt+1))...)
+	p.req.FailAttempt(p.attempt, f)
 }
 
 // Process returns the reply to req, or nil when none is due. It never
@@ -292,6 +340,12 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	}
 	p.req, p.backend = r, backend
 	p.attempt = r.Attempts.Start(backend)
+	if err := p.h.faults.inject(ctx, r.Body); err != nil {
+		// Test builds only: the stream fails as if the processor had died.
+		p.fail(ctx, handoff.FailureStream, err)
+		p.err = err
+		return nil
+	}
 	if method == "" {
 		method = r.Method
 	}
