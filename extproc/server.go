@@ -221,6 +221,10 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 		return s.processUpstream(ctx, stream, first)
 	}
 	p := s.router.NewProcessor()
+	// The processor may also answer on its own, when the upstream processor
+	// fails the request's attempt (router.Processor.AttemptFailed): every
+	// send goes through it.
+	p.Attach(ctx, stream)
 	// The usage event is emitted however the stream ends; its context must
 	// not be the cancelled stream's.
 	defer p.Close(context.WithoutCancel(ctx))
@@ -232,7 +236,7 @@ func (s *Server) Process(stream extprocv3.ExternalProcessor_ProcessServer) error
 			return err
 		}
 		if resp != nil {
-			if err := stream.Send(resp); err != nil {
+			if err := p.Send(resp); err != nil {
 				return err
 			}
 		}

@@ -482,3 +482,59 @@ func TestOtherPeerGetsNothing(t *testing.T) {
 		t.Fatalf("the storing peer was refused: %s", prototext.Format(got))
 	}
 }
+
+// failureWatcher records the failures the processor reports.
+type failureWatcher struct{ failed []handoff.Attempt }
+
+func (w *failureWatcher) AttemptFailed(a handoff.Attempt) { w.failed = append(w.failed, a) }
+
+// TestAbandoned: a reply that could not reach Envoy — the stream ended
+// before it was sent — marks the attempt failed (late) in the handoff
+// state and tells the request's watcher (the router-level processor) at
+// once, for Plan and Bedrock attempts alike; an attempt without routing
+// state is only counted.
+func TestAbandoned(t *testing.T) {
+	for _, backend := range []string{dataplane.BackendPlan, dataplane.BackendBedrock} {
+		t.Run(backend, func(t *testing.T) {
+			store := handoff.NewStore()
+			reg := prometheus.NewRegistry()
+			h, err := New(Config{Requests: store, Signer: &recordingSigner{}, Registerer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := &failureWatcher{}
+			r := &handoff.Request{RequestID: "rid", Method: "POST", Path: "/model/m/invoke", Body: []byte(`{}`), Watcher: w,
+				Credential: bedrockauth.Credential{Kind: bedrockauth.KindAPIKey, Region: "us-east-1"}}
+			r.Attempts.Start(dataplane.BackendPlan) // an earlier attempt, answered
+			r.Attempts.Respond(0, 429)
+			id := store.Put(r)
+			ctx, cancel := context.WithCancel(context.Background())
+			p := h.NewProcessor()
+			if resp := p.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: backend, dataplane.AttributeHost: "h"},
+				":method", "POST", dataplane.StateHeader, id)); resp == nil || p.Err() != nil {
+				t.Fatalf("reply %v, err %v", resp, p.Err())
+			}
+			cancel() // Envoy's message timeout closed the stream before the reply went out
+			p.Abandoned(ctx, ctx.Err())
+			p.Abandoned(ctx, ctx.Err()) // reported once
+			want := []handoff.Attempt{{Backend: dataplane.BackendPlan, Status: 429}, {Backend: backend, Failure: handoff.FailureLate}}
+			if got := r.Attempts.List(); !slices.Equal(got, want) {
+				t.Fatalf("attempts %+v, want %+v", got, want)
+			}
+			if !slices.Equal(w.failed, want[1:]) {
+				t.Fatalf("watcher told %+v, want %+v", w.failed, want[1:])
+			}
+			if n := testutil.ToFloat64(h.abandoned.WithLabelValues("late")); n != 2 {
+				t.Fatalf("abandoned{late} = %v, want 2 (each reply that did not go out)", n)
+			}
+
+			// No routing state: nothing to tell, still counted.
+			lost := h.NewProcessor()
+			lost.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: backend}, ":method", "POST"))
+			lost.Abandoned(ctx, errors.New("send: stream closed"))
+			if n := testutil.ToFloat64(h.abandoned.WithLabelValues("late")); n != 3 {
+				t.Fatalf("abandoned{late} = %v, want 3", n)
+			}
+		})
+	}
+}
