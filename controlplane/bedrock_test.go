@@ -285,8 +285,9 @@ func TestBedrockProductionSettings(t *testing.T) {
 			t.Errorf("failure_mode_allow = %v, allow_mode_override = %v; want both false", d.extProc.GetFailureModeAllow(), d.extProc.GetAllowModeOverride())
 		}
 	})
-	t.Run("upstream ext_proc: timeouts and gRPC message size as the router-level filter", func(t *testing.T) {
-		wantDuration(t, "message_timeout", d.extProc.GetMessageTimeout(), DefaultExtProcMessageTimeout)
+	t.Run("upstream ext_proc: its own short message timeout, the router-level filter's ceiling and gRPC message size", func(t *testing.T) {
+		// The upstream processor's failure bound (docs/operations.md).
+		wantDuration(t, "message_timeout", d.extProc.GetMessageTimeout(), DefaultUpstreamExtProcMessageTimeout)
 		wantDuration(t, "max_message_timeout", d.extProc.GetMaxMessageTimeout(), DefaultExtProcMaxMessageTimeout)
 		got := d.extProc.GetGrpcService().GetEnvoyGrpc().GetMaxReceiveMessageLength().GetValue()
 		if got != d.routerFilter.GetGrpcService().GetEnvoyGrpc().GetMaxReceiveMessageLength().GetValue() || got < fiftyMiB {

@@ -43,6 +43,12 @@ const (
 	// DefaultExtProcMessageTimeout replaces ext_proc's 200 ms default; a 32 MB body crosses the
 	// gRPC stream in one message.
 	DefaultExtProcMessageTimeout = 30 * time.Second
+	// DefaultUpstreamExtProcMessageTimeout is the upstream ext_proc filter's message timeout: the
+	// upstream processor answers from memory, signs within its own 5 s bound
+	// (upstream.DefaultSignTimeout) and hands over at most a 32 MB body over the local socket.
+	// It is also the bound on how long a failed upstream processor can keep a client waiting
+	// (docs/operations.md, "When the upstream processor fails"), so it is kept short.
+	DefaultUpstreamExtProcMessageTimeout = 10 * time.Second
 	// DefaultExtProcMaxMessageTimeout is the ceiling for a processor's override_message_timeout.
 	DefaultExtProcMaxMessageTimeout = 2 * time.Minute
 	// DefaultCircuitBreakerLimit sizes every circuit-breaker threshold of the plan cluster for
@@ -100,8 +106,13 @@ type Options struct {
 	PerTryTimeout time.Duration
 	// ExtProcMessageTimeout is ext_proc's per-message timeout.
 	ExtProcMessageTimeout time.Duration
-	// ExtProcMaxMessageTimeout caps override_message_timeout; at least ExtProcMessageTimeout.
+	// ExtProcMaxMessageTimeout caps override_message_timeout; at least ExtProcMessageTimeout
+	// and UpstreamExtProcMessageTimeout.
 	ExtProcMaxMessageTimeout time.Duration
+	// UpstreamExtProcMessageTimeout is the message timeout of the upstream ext_proc filter of
+	// the Bedrock and fallback clusters: the longest an attempt waits for the upstream
+	// processor, and so the bound on an upstream processor failure.
+	UpstreamExtProcMessageTimeout time.Duration
 	// CircuitBreakers sizes the plan cluster's thresholds for one Envoy replica.
 	CircuitBreakers CircuitBreakers
 }
@@ -148,6 +159,9 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.ExtProcMaxMessageTimeout == 0 {
 		o.ExtProcMaxMessageTimeout = DefaultExtProcMaxMessageTimeout
+	}
+	if o.UpstreamExtProcMessageTimeout == 0 {
+		o.UpstreamExtProcMessageTimeout = DefaultUpstreamExtProcMessageTimeout
 	}
 	cb := &o.CircuitBreakers
 	for _, f := range []*uint32{&cb.MaxConnections, &cb.MaxPendingRequests, &cb.MaxRequests, &cb.MaxRetries} {
@@ -245,7 +259,10 @@ func (o Options) resolve() (resolved, error) {
 	if r.ExtProcMessageTimeout < 0 || r.ExtProcMaxMessageTimeout < r.ExtProcMessageTimeout {
 		return resolved{}, invalid("ExtProcMaxMessageTimeout %s must be at least ExtProcMessageTimeout %s (> 0)", r.ExtProcMaxMessageTimeout, r.ExtProcMessageTimeout)
 	}
-	for _, d := range []time.Duration{r.StreamIdleTimeout, r.RouteIdleTimeout, r.PerTryTimeout, r.ExtProcMessageTimeout, r.ExtProcMaxMessageTimeout} {
+	if r.UpstreamExtProcMessageTimeout < 0 || r.ExtProcMaxMessageTimeout < r.UpstreamExtProcMessageTimeout {
+		return resolved{}, invalid("ExtProcMaxMessageTimeout %s must be at least UpstreamExtProcMessageTimeout %s (> 0)", r.ExtProcMaxMessageTimeout, r.UpstreamExtProcMessageTimeout)
+	}
+	for _, d := range []time.Duration{r.StreamIdleTimeout, r.RouteIdleTimeout, r.PerTryTimeout, r.ExtProcMessageTimeout, r.ExtProcMaxMessageTimeout, r.UpstreamExtProcMessageTimeout} {
 		if d%time.Millisecond != 0 {
 			return resolved{}, invalid("timeout %s: Envoy timeouts have millisecond resolution", d)
 		}

@@ -568,9 +568,11 @@ func buildUpstreamExtProc(o resolved) *extprocv3.ExternalProcessor {
 		// The chosen host's backend, region and host name, sent with the request headers.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-request-attributes
 		RequestAttributes: dataplane.UpstreamAttributes(),
-		// The reply carries the whole translated body; same bounds as the router filter.
+		// Shorter than the router filter's: the processor answers from memory and its own calls
+		// are bounded below it, and this is how long a failed upstream processor can hold an
+		// attempt before Envoy answers 504 (1.36+) or the router-level processor answers for it.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/http/ext_proc/v3/ext_proc.proto#envoy-v3-api-field-extensions-filters-http-ext-proc-v3-externalprocessor-message-timeout
-		MessageTimeout:    durationpb.New(o.ExtProcMessageTimeout),
+		MessageTimeout:    durationpb.New(o.UpstreamExtProcMessageTimeout),
 		MaxMessageTimeout: durationpb.New(o.ExtProcMaxMessageTimeout),
 		// The processor publishes the new content length here for the header_mutation filter;
 		// other namespaces are dropped.

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -139,6 +140,9 @@ type dataPlaneSettings struct {
 	BedrockProfileRule bool
 	// UpstreamCAFile is the CA bundle upstream certificates are verified against.
 	UpstreamCAFile string
+	// UpstreamMessageTimeout is the upstream ext_proc filter's message timeout
+	// (controlplane.Options.UpstreamExtProcMessageTimeout).
+	UpstreamMessageTimeout time.Duration
 }
 
 func (s *dataPlaneSettings) group() config.Group {
@@ -190,6 +194,17 @@ func (s *dataPlaneSettings) group() config.Group {
 		Flag: "upstream-ca-file", Env: "CCPROXY_UPSTREAM_CA_FILE", Default: "/etc/ssl/certs/ca-certificates.crt",
 		Usage: "PEM bundle that upstream (Anthropic, Bedrock) certificates are verified against",
 		Set:   func(v string) error { s.UpstreamCAFile = v; return nil },
+	}, {
+		Flag: "upstream-message-timeout", Env: "CCPROXY_UPSTREAM_MESSAGE_TIMEOUT", Default: "10s",
+		Usage: "message timeout of the Bedrock and fallback clusters' upstream ext_proc filter: how long an attempt waits for the upstream processor, and so the longest a failed upstream processor can keep Claude Code waiting; keep it above the 5 s signing bound (1s to 2m, whole milliseconds)",
+		Set: func(v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d < time.Second || d > controlplane.DefaultExtProcMaxMessageTimeout || d%time.Millisecond != 0 {
+				return errors.New("must be a duration from 1s to 2m in whole milliseconds, e.g. 10s")
+			}
+			s.UpstreamMessageTimeout = d
+			return nil
+		},
 	}}}
 }
 
@@ -197,11 +212,12 @@ func (s *dataPlaneSettings) group() config.Group {
 // the Bedrock regions and model mappings come from the database (controlplane.DatabaseOptions).
 func controlPlaneOptions(dp dataPlaneSettings, extprocAddr string) controlplane.Options {
 	return controlplane.Options{
-		ListenAddress:  dp.ListenAddr,
-		ExtProcAddress: extprocAddr,
-		AnthropicURL:   dp.AnthropicURL,
-		UpstreamCAFile: dp.UpstreamCAFile,
-		BedrockURL:     dp.BedrockURL,
-		Bedrock:        &runtimev1.BedrockConfig{ProfileRuleFallback: dp.BedrockProfileRule},
+		ListenAddress:                 dp.ListenAddr,
+		ExtProcAddress:                extprocAddr,
+		AnthropicURL:                  dp.AnthropicURL,
+		UpstreamCAFile:                dp.UpstreamCAFile,
+		BedrockURL:                    dp.BedrockURL,
+		Bedrock:                       &runtimev1.BedrockConfig{ProfileRuleFallback: dp.BedrockProfileRule},
+		UpstreamExtProcMessageTimeout: dp.UpstreamMessageTimeout,
 	}.WithDefaults()
 }

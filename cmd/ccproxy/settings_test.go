@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/ccproxy/ccproxy/controlplane"
 	"github.com/ccproxy/ccproxy/internal/config"
 )
 
@@ -88,15 +90,26 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		if c.DataPlane.BedrockURL != "https://bedrock-runtime.{region}.amazonaws.com" || c.Resolve != nil || c.UpstreamFailure != "local-reply" {
 			t.Errorf("BedrockURL = %q, DevResolve = %v, UpstreamFailure = %q", c.DataPlane.BedrockURL, c.Resolve, c.UpstreamFailure)
 		}
+		if c.DataPlane.UpstreamMessageTimeout != controlplane.DefaultUpstreamExtProcMessageTimeout {
+			t.Errorf("UpstreamMessageTimeout = %v", c.DataPlane.UpstreamMessageTimeout)
+		}
 	})
 	t.Run("values", func(t *testing.T) {
 		c, err := load(t, map[string]string{
 			"CCPROXY_BEDROCK_URL":               "http://127.0.0.1:18082/",
 			"CCPROXY_DEV_RESOLVE":               "Bedrock-Runtime.us-east-1.amazonaws.com:443=127.0.0.1:18443, api.anthropic.com:443=[::1]:9443, gone.test:443=NXDOMAIN",
 			"CCPROXY_ENVOYSIM_UPSTREAM_FAILURE": "stall",
+			"CCPROXY_UPSTREAM_MESSAGE_TIMEOUT":  "2500ms",
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if c.DataPlane.UpstreamMessageTimeout != 2500*time.Millisecond {
+			t.Errorf("UpstreamMessageTimeout = %v, want 2.5s", c.DataPlane.UpstreamMessageTimeout)
+		}
+		opts := controlPlaneOptions(c.DataPlane, "unix:///x.sock")
+		if opts.UpstreamExtProcMessageTimeout != 2500*time.Millisecond {
+			t.Errorf("control plane UpstreamExtProcMessageTimeout = %v, want 2.5s", opts.UpstreamExtProcMessageTimeout)
 		}
 		if c.DataPlane.BedrockURL != "http://127.0.0.1:18082" {
 			t.Errorf("BedrockURL = %q", c.DataPlane.BedrockURL)
@@ -133,6 +146,10 @@ func TestBedrockURLAndDevResolve(t *testing.T) {
 		{"resolve empty entry", "CCPROXY_DEV_RESOLVE", "a.test:443=127.0.0.1:1,", "want host:port=ip:port"},
 		{"resolve duplicate nxdomain", "CCPROXY_DEV_RESOLVE", "a.test:443=nxdomain,a.test:443=127.0.0.1:1", "a.test:443 is given twice"},
 		{"upstream failure rule", "CCPROXY_ENVOYSIM_UPSTREAM_FAILURE", "ignore", "must be local-reply or stall"},
+		{"upstream message timeout too short", "CCPROXY_UPSTREAM_MESSAGE_TIMEOUT", "500ms", "from 1s to 2m"},
+		{"upstream message timeout too long", "CCPROXY_UPSTREAM_MESSAGE_TIMEOUT", "3m", "from 1s to 2m"},
+		{"upstream message timeout sub-millisecond", "CCPROXY_UPSTREAM_MESSAGE_TIMEOUT", "1.0001s", "whole milliseconds"},
+		{"upstream message timeout not a duration", "CCPROXY_UPSTREAM_MESSAGE_TIMEOUT", "ten", "e.g. 10s"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := load(t, map[string]string{tc.env: tc.value})
