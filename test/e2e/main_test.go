@@ -34,7 +34,10 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	binaries.ccproxy = filepath.Join(dir, "ccproxy")
-	build := exec.CommandContext(ctx, "go", "build", "-o", binaries.ccproxy, "github.com/ccproxy/ccproxy/cmd/ccproxy")
+	// The test build: the tag compiles in the upstream processor's fault
+	// injection (extproc/upstream, faults_test_build.go), which only acts on
+	// requests carrying its markers (upstream_failure_test.go).
+	build := exec.CommandContext(ctx, "go", "build", "-tags", "ccproxyfaults", "-o", binaries.ccproxy, "github.com/ccproxy/ccproxy/cmd/ccproxy")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/ccproxy: %v\n%s", err, out)
 		return 1
