@@ -102,6 +102,12 @@ func TestEnvoyConformance(t *testing.T) {
 			run:       testImmediateResponseToLocalReply,
 		},
 		{
+			behaviour: "an ImmediateResponse the router-level processor sends while its attempt is in the upstream filter chain ends the request at once",
+			source:    "source/extensions/filters/http/ext_proc/ext_proc.cc @ " + envoy137 + " (onReceiveMessage: kImmediateResponse taken in any processing state); source/common/http/filter_manager.cc @ " + envoy137 + " (sendLocalReply before response headers; the router's attempts reset on destroy)",
+			rules:     bothRules,
+			run:       testUnsolicitedImmediateResponse,
+		},
+		{
 			behaviour: "no host in any priority: 503 no healthy upstream, not retried, seen by the router-level processor",
 			source:    "source/common/router/router.cc @ " + envoy137 + " (sendNoHealthyUpstreamResponse; attempt_count_ set before host selection); source/common/upstream/cluster_manager_impl.cc @ " + envoy137 + " (upstream_cx_none_healthy)",
 			rules:     bothRules,
@@ -527,6 +533,53 @@ func testRouterRewritesLocalReply(t *testing.T, rule UpstreamFailureRule) {
 	}
 	if want := "response_headers:504+eos"; strings.Join(msgs, " ") != want {
 		t.Errorf("router processor saw %q, want %q", msgs, want)
+	}
+}
+
+// testUnsolicitedImmediateResponse: the upstream processor holds Plan's
+// attempt (no reply, its message timeout far away), and the router-level
+// processor, awaiting nothing, sends an ImmediateResponse on its own stream:
+// the client gets it at once under both rules — before the message timeout
+// (1.37+: an empty 504) or the per-try timeout (≤1.35: a retry on Bedrock)
+// could answer — nothing is retried, no backend is reached, and the
+// processor is not shown its own reply. ccproxy's router-level processor
+// answers a failed upstream attempt this way.
+func testUnsolicitedImmediateResponse(t *testing.T, rule UpstreamFailureRule) {
+	r := &rig{rule: rule, perTry: 5 * time.Second, upstreamMessageTimeout: 5 * time.Second}
+	inFlight := make(chan struct{}, 1)
+	r.up = &upProc{reply: func(stream int, req *extprocsvc.ProcessingRequest) (*extprocsvc.ProcessingResponse, error) {
+		if stream > 0 || req.GetRequestHeaders() == nil {
+			return continueResp(req), nil
+		}
+		inFlight <- struct{}{}
+		return nil, nil // the attempt waits for a reply that never comes
+	}}
+	r.router = &goodProcessor{unsolicited: make(chan *extprocsvc.ProcessingResponse, 1)}
+	go func() {
+		<-inFlight
+		r.router.unsolicited <- &extprocsvc.ProcessingResponse{Response: &extprocsvc.ProcessingResponse_ImmediateResponse{ImmediateResponse: &extprocsvc.ImmediateResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode_GatewayTimeout},
+			Headers: &extprocsvc.HeaderMutation{SetHeaders: []*corev3.HeaderValueOption{setHeader("content-type", "application/json")}},
+			Body:    []byte(`{"type":"error","error":{"type":"timeout_error","message":"gateway"}}`),
+			Details: "ccproxy_upstream_processor_failed",
+		}}}
+	}()
+	r.start(t)
+	got := r.send(t)
+	if got.err != nil || got.status != 504 || got.body != `{"type":"error","error":{"type":"timeout_error","message":"gateway"}}` || got.header.Get("content-type") != "application/json" {
+		t.Fatalf("got %d %q (content-type %q) err=%v, want the processor's 504", got.status, got.body, got.header.Get("content-type"), got.err)
+	}
+	if d := r.replies.details(); len(d) != 1 || d[0] != "ccproxy_upstream_processor_failed" {
+		t.Errorf("local replies %q, want only the processor's", d)
+	}
+	if p, b := len(r.plan.seen()), len(r.bedrock.seen()); p != 0 || b != 0 {
+		t.Errorf("Plan saw %d, Bedrock %d requests, want none", p, b)
+	}
+	if n := r.stat(statRetry); n != 0 {
+		t.Errorf("upstream_rq_retry = %d, want 0", n)
+	}
+	if msgs, _ := responseMessages(r.router.seen()); len(msgs) != 0 {
+		t.Errorf("router processor was shown %q after its own reply", msgs)
 	}
 }
 

@@ -115,6 +115,9 @@ type goodProcessor struct {
 	requests  []*extprocsvc.ProcessingRequest
 	onReqBody func(body []byte) *extprocsvc.CommonResponse
 	onResp    func(req *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse
+	// unsolicited, when set, carries messages each stream sends on its
+	// own, whatever Envoy awaits (one stream should be open).
+	unsolicited chan *extprocsvc.ProcessingResponse
 }
 
 func (g *goodProcessor) record(r *extprocsvc.ProcessingRequest) {
@@ -133,6 +136,21 @@ func (g *goodProcessor) seen() []*extprocsvc.ProcessingRequest {
 }
 
 func (g *goodProcessor) handle(srv extprocsvc.ExternalProcessor_ProcessServer) error {
+	var sendMu sync.Mutex
+	send := func(r *extprocsvc.ProcessingResponse) error {
+		sendMu.Lock()
+		defer sendMu.Unlock()
+		return srv.Send(r)
+	}
+	if g.unsolicited != nil {
+		go func() {
+			select {
+			case r := <-g.unsolicited:
+				_ = send(r)
+			case <-srv.Context().Done():
+			}
+		}()
+	}
 	for {
 		req, err := srv.Recv()
 		if err != nil {
@@ -173,7 +191,7 @@ func (g *goodProcessor) handle(srv extprocsvc.ExternalProcessor_ProcessServer) e
 				resp = o
 			}
 		}
-		if err := srv.Send(resp); err != nil {
+		if err := send(resp); err != nil {
 			return nil
 		}
 	}
