@@ -43,6 +43,9 @@ const (
 	envoyMain = "6806efb84e9fb7ee40b675a5804e41cadd472987"
 	// PR #41231 "ext_proc: allow immediate response from upstream filter".
 	envoyUpstreamImmediate = "c628f8a3999e3b45713a6fee6877a685dda7d748"
+	// envoyBefore41231 is a main-branch commit from before #41231 (its
+	// sendImmediateResponse still ignores upstream filters).
+	envoyBefore41231 = "0026fb37ac23a204dd789ea695ef98857effd7ea"
 	// PR #41769 "ext_proc: re-enable sending local replies to the ext_proc server".
 	envoyLocalReplyExtProc = "37efb748cff8c7505e405e2ab94d50baaca30959"
 )
@@ -103,7 +106,7 @@ func TestEnvoyConformance(t *testing.T) {
 		},
 		{
 			behaviour: "an ImmediateResponse the router-level processor sends while its attempt is in the upstream filter chain ends the request at once",
-			source:    "source/extensions/filters/http/ext_proc/ext_proc.cc @ " + envoy137 + " (onReceiveMessage: kImmediateResponse taken in any processing state); source/common/http/filter_manager.cc @ " + envoy137 + " (sendLocalReply before response headers; the router's attempts reset on destroy)",
+			source:    "source/extensions/filters/http/ext_proc/ext_proc.cc @ " + envoyBefore41231 + " (onReceiveMessage: kImmediateResponse taken in any processing state; the same case in a main-branch version after #41231); source/common/http/filter_manager.cc @ " + envoy137 + " (sendLocalReply before response headers; the router's attempts reset on destroy)",
 			rules:     bothRules,
 			run:       testUnsolicitedImmediateResponse,
 		},

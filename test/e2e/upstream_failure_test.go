@@ -129,4 +129,3 @@ func TestUpstreamProcessorFailsMidFallback(t *testing.T) {
 		})
 	}
 }
-
