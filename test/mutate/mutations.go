@@ -165,7 +165,25 @@ var Mutations = []Mutation{
 	},
 	{
 		Name: "fallback: reason ignores Plan's status", File: "extproc/router/fallback.go",
-		From: "if a.Status != 0 {", To: "if a.Status == 0 {", Packages: []string{pkgRouter},
+		From: "case a.Status != 0:", To: "case a.Status == 0:", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "fallback: a Plan attempt the upstream processor failed charged as unreachable", File: "extproc/router/fallback.go",
+		From: "case a.Failure != handoff.FailureNone:", To: "case false:", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "router: an attempt the upstream processor failed left unanswered", File: "extproc/router/local_reply.go",
+		From: "if p.closed || p.interrupted || p.out == nil || p.resp.status != 0 || p.outCtx.Err() != nil {",
+		To:   "if true {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "router: an attempt failure answered after the response started", File: "extproc/router/local_reply.go",
+		From: "if p.closed || p.interrupted || p.out == nil || p.resp.status != 0 || p.outCtx.Err() != nil {",
+		To:   "if p.closed || p.interrupted || p.out == nil || p.outCtx.Err() != nil {", Packages: []string{pkgRouter},
+	},
+	{
+		Name: "upstream: an abandoned reply not reported to the router", File: "extproc/upstream/upstream.go",
+		From: "p.req.FailAttempt(p.attempt, f)", To: "_ = f", Packages: []string{pkgUpstream},
 	},
 	{
 		Name: "fallback: unreachable Plan not charged", File: "extproc/router/fallback.go",
