@@ -64,6 +64,13 @@ type stream struct {
 	main    *phase
 	lr      atomic.Pointer[phase]
 	abortCh chan struct{}
+	// mainDirect (guarded by mu) is a local reply asked for after main's
+	// local reply was requested but before it entered the encoder filters
+	// (RuleLocalReply). Envoy encodes a local reply synchronously, so there
+	// the second request finds the first stopped in the encoder filters
+	// and is sent directly (sendDirectLocalReply); envoysim's goroutines
+	// leave a window between the two that this closes the same way.
+	mainDirect *localReply
 
 	respStarted atomic.Bool
 	// respEncoding: response headers entered the encoder filters.
@@ -151,6 +158,10 @@ func (s *stream) requestLocalReply(lr *localReply) {
 
 func (s *stream) requestLocalReplyLocked(p *phase, lr *localReply) {
 	if p.aborted {
+		if p == s.main && p.local != nil && s.lr.Load() == nil && s.mainDirect == nil &&
+			s.sim.opts.UpstreamFailureRule == RuleLocalReply && len(s.filters) > 0 {
+			s.mainDirect = lr
+		}
 		return
 	}
 	p.local = lr
@@ -357,6 +368,17 @@ func (s *stream) cleanup() {
 func (s *stream) finish() {
 	s.mu.Lock()
 	lr, resetErr, aborted := s.main.local, s.main.resetErr, s.main.aborted
+	viaFilters := aborted && lr != nil && !s.respStarted.Load() && !s.respEncoding.Load() &&
+		s.sim.opts.UpstreamFailureRule == RuleLocalReply && len(s.filters) > 0
+	var p *phase
+	var direct *localReply
+	if viaFilters {
+		// From here on a further local reply belongs to this one's phase
+		// (s.cur()); one asked for before is sent instead, directly.
+		p = newPhase(s.r.Context())
+		s.lr.Store(p)
+		direct = s.mainDirect
+	}
 	s.mu.Unlock()
 	if !aborted {
 		return
@@ -365,12 +387,16 @@ func (s *stream) finish() {
 		s.resetStream(lr, resetErr)
 	}
 	switch {
+	case direct != nil:
+		p.cancel()
+		s.sim.observeLocalReply(lr)
+		lr = direct
 	case s.respEncoding.Load():
 		// Response headers are in the filter chain but not sent:
 		// DownstreamFilterManager::sendDirectLocalReply bypasses the
 		// filters.
-	case s.sim.opts.UpstreamFailureRule == RuleLocalReply && len(s.filters) > 0:
-		s.localReplyViaFilterChain(lr)
+	case viaFilters:
+		s.localReplyViaFilterChain(lr, p)
 		return
 	}
 	// Under RuleStall (Envoy 1.36 and older) every ext_proc filter's
@@ -389,7 +415,7 @@ func (s *stream) resetStream(lr *localReply, resetErr error) {
 	panic(http.ErrAbortHandler)
 }
 
-// localReplyViaFilterChain is DownstreamFilterManager::
+// localReplyViaFilterChain, in phase p, is DownstreamFilterManager::
 // sendLocalReplyViaFilterChain in Envoy 1.37+: the reply's headers and body
 // are encoded through every encoder filter from the first, so each
 // router-level ext_proc filter whose processing is not complete — not the
@@ -398,9 +424,7 @@ func (s *stream) resetStream(lr *localReply, resetErr error) {
 // STREAMED mode, the body, and may mutate it like an upstream response. A
 // local reply asked for meanwhile (an ImmediateResponse, a message timeout,
 // a gRPC error, a timeout) is sent directly, bypassing the filters.
-func (s *stream) localReplyViaFilterChain(lr *localReply) {
-	p := newPhase(s.r.Context())
-	s.lr.Store(p)
+func (s *stream) localReplyViaFilterChain(lr *localReply, p *phase) {
 	go func() {
 		// A downstream disconnect resets the stream.
 		select {
