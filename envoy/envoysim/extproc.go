@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -103,7 +104,10 @@ type extProcFilter struct {
 	cfg *extProcConfig
 	s   *stream
 
-	mu                 sync.Mutex
+	mu sync.Mutex
+	// completeA mirrors complete for readers that cannot take mu
+	// (stream.requestLocalReplyLocked, under the stream's lock).
+	completeA          atomic.Bool
 	opened             bool
 	client             extprocsvc.ExternalProcessor_ProcessClient
 	cancel             context.CancelFunc
@@ -123,6 +127,12 @@ type extProcFilter struct {
 	sendQ  []*extprocsvc.ProcessingRequest
 	sendC  chan struct{}
 	closeQ bool
+}
+
+// setCompleteLocked sets processing_complete_.
+func (f *extProcFilter) setCompleteLocked() {
+	f.complete = true
+	f.completeA.Store(true)
 }
 
 func newExtProcFilter(cfg *extProcConfig, s *stream) *extProcFilter {
@@ -262,7 +272,7 @@ func (f *extProcFilter) onGrpcCloseLocked() {
 	if f.complete {
 		return
 	}
-	f.complete = true
+	f.setCompleteLocked()
 	f.closeStreamLocked()
 	f.clearAsyncStateLocked()
 }
@@ -277,7 +287,7 @@ func (f *extProcFilter) onGrpcErrorLocked(code codes.Code, msg string) {
 		f.onGrpcCloseLocked()
 		return
 	}
-	f.complete = true
+	f.setCompleteLocked()
 	f.finishCallLocked(f.dec)
 	f.finishCallLocked(f.enc)
 	f.closeStreamLocked()
@@ -364,7 +374,7 @@ func (f *extProcFilter) onMessageTimeout(st *procState, gen uint64) {
 		return
 	}
 	f.s.log.Debug("ext_proc message timeout", "filter", f.cfg.name)
-	f.complete = true
+	f.setCompleteLocked()
 	f.closeStreamLocked()
 	if f.cfg.failureModeAllow {
 		f.clearAsyncStateLocked()
@@ -456,7 +466,7 @@ func (f *extProcFilter) wait(done chan struct{}) bool {
 }
 
 func (f *extProcFilter) handleErrorLocked(err error) {
-	f.complete = true
+	f.setCompleteLocked()
 	f.finishCallLocked(f.dec)
 	f.finishCallLocked(f.enc)
 	f.closeStreamLocked()
@@ -500,7 +510,7 @@ func (f *extProcFilter) onReceive(resp *extprocsvc.ProcessingResponse) {
 		err = f.handleBodyLocked(f.enc, r.ResponseBody.GetResponse())
 	case *extprocsvc.ProcessingResponse_ImmediateResponse:
 		f.setDynamicMetadataLocked(resp)
-		f.complete = true
+		f.setCompleteLocked()
 		f.finishCallLocked(f.dec)
 		f.finishCallLocked(f.enc)
 		f.closeStreamLocked()
@@ -520,7 +530,7 @@ func (f *extProcFilter) onReceive(resp *extprocsvc.ProcessingResponse) {
 		if f.cfg.failureModeAllow {
 			f.closeStreamLocked()
 			f.clearAsyncStateLocked()
-			f.complete = true
+			f.setCompleteLocked()
 			return
 		}
 		f.handleErrorLocked(err)
@@ -549,7 +559,7 @@ func (f *extProcFilter) closeIfLastLocked(resp *extprocsvc.ProcessingResponse) {
 		last = f.enc.bodyMode == extprocv3.ProcessingMode_STREAMED && f.lastStreamedLocked(f.enc)
 	}
 	if last {
-		f.complete = true
+		f.setCompleteLocked()
 		f.closeStreamLocked()
 	}
 }
@@ -884,7 +894,7 @@ func (b *streamedBody) pump(ctx context.Context) {
 // destroy is Filter::onDestroy: the stream is closed when the HTTP stream ends.
 func (f *extProcFilter) destroy() {
 	f.mu.Lock()
-	f.complete = true
+	f.setCompleteLocked()
 	f.stopTimerLocked(f.dec)
 	f.stopTimerLocked(f.enc)
 	f.closeStreamLocked()

@@ -71,6 +71,10 @@ type stream struct {
 	// and is sent directly (sendDirectLocalReply); envoysim's goroutines
 	// leave a window between the two that this closes the same way.
 	mainDirect *localReply
+	// mainStops (guarded by mu): when main's local reply was requested, a
+	// router-level ext_proc filter was still processing, so in Envoy the
+	// reply would stop there awaiting its response_headers reply.
+	mainStops bool
 
 	respStarted atomic.Bool
 	// respEncoding: response headers entered the encoder filters.
@@ -158,11 +162,16 @@ func (s *stream) requestLocalReply(lr *localReply) {
 
 func (s *stream) requestLocalReplyLocked(p *phase, lr *localReply) {
 	if p.aborted {
-		if p == s.main && p.local != nil && s.lr.Load() == nil && s.mainDirect == nil &&
-			s.sim.opts.UpstreamFailureRule == RuleLocalReply && len(s.filters) > 0 {
+		if p == s.main && p.local != nil && s.mainStops && s.lr.Load() == nil && s.mainDirect == nil &&
+			s.sim.opts.UpstreamFailureRule == RuleLocalReply {
 			s.mainDirect = lr
 		}
 		return
+	}
+	if p == s.main {
+		for _, f := range s.filters {
+			s.mainStops = s.mainStops || !f.completeA.Load()
+		}
 	}
 	p.local = lr
 	p.abortLocked()
