@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
 
@@ -54,10 +53,23 @@ Every command takes its settings from flags or environment variables; see docs/c
 	root.AddCommand(cli.Commands()...)
 	// A mistyped flag ends with where to look, for every command.
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return fmt.Errorf("%w\nRun '%s --help' for usage.", err, cmd.CommandPath())
+		return flagError{err: err, command: cmd.CommandPath()}
 	})
 	return root, p
 }
+
+// flagError is a flag parsing error with the line that says where to look;
+// the hint is a sentence of its own, so it ends with a full stop.
+type flagError struct {
+	err     error
+	command string
+}
+
+func (e flagError) Error() string {
+	return e.err.Error() + "\nRun '" + e.command + " --help' for usage."
+}
+
+func (e flagError) Unwrap() error { return e.err }
 
 // boundSettings are a command's settings bound to its flags, with the
 // logging settings every command has.

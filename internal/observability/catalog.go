@@ -104,9 +104,9 @@ func parseDesc(s string) (MetricDesc, error) {
 	if err != nil {
 		return MetricDesc{}, err
 	}
-	var labels []string
-	for _, l := range strings.FieldsFunc(m[3], func(r rune) bool { return r == ',' || r == ' ' }) {
-		labels = append(labels, l)
+	labels := strings.FieldsFunc(m[3], func(r rune) bool { return r == ',' || r == ' ' })
+	if len(labels) == 0 {
+		labels = nil // a metric without labels has none, not an empty list
 	}
 	return MetricDesc{Name: name, Help: help, Labels: labels}, nil
 }
