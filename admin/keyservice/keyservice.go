@@ -7,6 +7,9 @@
 // recomputes a user's Bedrock spend in a billing month from Postgres and
 // stores it as the shared Redis counter <prefix>spend:<user>:<YYYY-MM>
 // (billing.SpendTTL), the same counter the usage ingester SETs after each commit.
+// A recompute scans the user's usage rows of the month, so it is bounded: only
+// users that exist are recomputed, concurrent calls for one user and month
+// share one computation, and its answer is reused for Options.SpendReuse.
 //
 // Invalidation is the other half of the contract: after changing a key, its
 // user or a credential, the admin service calls the Publisher of
@@ -18,10 +21,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
+	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -54,13 +60,36 @@ type Options struct {
 	// Location is the billing time zone (CCPROXY_BILLING_TIMEZONE); nil
 	// means UTC.
 	Location *time.Location
+	// SpendReuse is how long a computed monthly spend is answered again
+	// without a new recompute (default DefaultSpendReuse). A caller asks only
+	// when the Redis counter is missing; this bounds the Postgres work a
+	// client asking in a loop can cause.
+	SpendReuse time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
 }
+
+// DefaultSpendReuse is Options.SpendReuse when left zero.
+const DefaultSpendReuse = 5 * time.Second
+
+// maxSpendEntries bounds the reused answers kept; past it expired ones are
+// dropped, and when none has expired the map is cleared.
+const maxSpendEntries = 10_000
 
 // Server implements keyservicev1.KeyServiceServer over a store.
 type Server struct {
 	keyservicev1.UnimplementedKeyServiceServer
 	store *store.Store
 	opts  Options
+
+	flight singleflight.Group
+	mu     sync.Mutex
+	spends map[string]spendEntry // user + month → last computed answer
+}
+
+type spendEntry struct {
+	value string
+	until time.Time
 }
 
 // NewServer returns a KeyService answering from st.
@@ -74,7 +103,13 @@ func NewServer(st *store.Store, opts Options) *Server {
 	if opts.Location == nil {
 		opts.Location = time.UTC
 	}
-	return &Server{store: st, opts: opts}
+	if opts.SpendReuse <= 0 {
+		opts.SpendReuse = DefaultSpendReuse
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &Server{store: st, opts: opts, spends: make(map[string]spendEntry)}
 }
 
 // Register registers s on g.
@@ -108,8 +143,9 @@ func (s *Server) LookupKey(ctx context.Context, req *keyservicev1.LookupKeyReque
 // Bedrock spend over the billing month (the calendar month "YYYY-MM" in
 // Options.Location), as a decimal string with 6 decimals, also SET as the
 // user's Redis spend counter for that month. A malformed user_id or month is
-// INVALID_ARGUMENT; an unknown user simply has no spend. Failing to store
-// the counter is logged, not returned: the answer is still right.
+// INVALID_ARGUMENT; a user that does not exist (or was deleted) has no spend,
+// answered without a recompute and without a counter. Failing to store the
+// counter is logged, not returned: the answer is still right.
 func (s *Server) MonthlySpend(ctx context.Context, req *keyservicev1.MonthlySpendRequest) (*keyservicev1.MonthlySpendResponse, error) {
 	userID, err := uuid.Parse(req.GetUserId())
 	if err != nil {
@@ -119,26 +155,80 @@ func (s *Server) MonthlySpend(ctx context.Context, req *keyservicev1.MonthlySpen
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "month must be YYYY-MM")
 	}
-	spend, err := s.store.Usage().MonthlySpend(ctx, userID, store.ProviderBedrock, month.Start, month.End)
+	flightKey := userID.String() + "/" + month.Key
+	if v, ok := s.reused(flightKey); ok {
+		return &keyservicev1.MonthlySpendResponse{SpendUsd: v}, nil
+	}
+	// Not bound to one caller: the computation is shared by everyone asking
+	// for the same user and month meanwhile.
+	v, err, _ := s.flight.Do(flightKey, func() (any, error) {
+		return s.computeSpend(context.WithoutCancel(ctx), userID, month, req.GetMonth())
+	})
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
-		s.opts.Logger.ErrorContext(ctx, "monthly spend query failed", "user_id", userID, "month", req.GetMonth(), "err", err)
-		return nil, status.Error(codes.Unavailable, "monthly spend query failed")
+		return nil, err
+	}
+	value := v.(string)
+	s.reuse(flightKey, value)
+	return &keyservicev1.MonthlySpendResponse{SpendUsd: value}, nil
+}
+
+// computeSpend recomputes a user's spend in month and stores the counter.
+func (s *Server) computeSpend(ctx context.Context, userID uuid.UUID, month billing.Month, monthKey string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := s.store.Users().Get(ctx, userID); errors.Is(err, store.ErrNotFound) {
+		return billing.FormatSpend(decimal.Zero), nil
+	} else if err != nil {
+		s.opts.Logger.ErrorContext(ctx, "monthly spend: user lookup failed", "user_id", userID, "err", err)
+		return "", status.Error(codes.Unavailable, "monthly spend query failed")
+	}
+	spend, err := s.store.Usage().MonthlySpend(ctx, userID, store.ProviderBedrock, month.Start, month.End)
+	if err != nil {
+		s.opts.Logger.ErrorContext(ctx, "monthly spend query failed", "user_id", userID, "month", monthKey, "err", err)
+		return "", status.Error(codes.Unavailable, "monthly spend query failed")
 	}
 	value := billing.FormatSpend(spend)
 	if s.opts.Redis != nil {
 		key := billing.SpendKey(s.opts.RedisPrefix, userID, month.Key)
-		// Not bound to the caller: a counter computed is worth keeping even
-		// if the caller gave up.
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		defer cancel()
 		if err := s.opts.Redis.Set(sctx, key, value, billing.SpendTTL).Err(); err != nil {
 			s.opts.Logger.WarnContext(ctx, "storing the spend counter failed", "key", key, "err", err)
 		}
 	}
-	return &keyservicev1.MonthlySpendResponse{SpendUsd: value}, nil
+	return value, nil
+}
+
+// reused returns a spend computed less than SpendReuse ago.
+func (s *Server) reused(key string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.spends[key]
+	if !ok || !s.opts.Now().Before(e.until) {
+		return "", false
+	}
+	return e.value, true
+}
+
+// reuse keeps a computed spend for SpendReuse.
+func (s *Server) reuse(key, value string) {
+	now := s.opts.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.spends) >= maxSpendEntries {
+		for k, e := range s.spends {
+			if !now.Before(e.until) {
+				delete(s.spends, k)
+			}
+		}
+		if len(s.spends) >= maxSpendEntries {
+			clear(s.spends)
+		}
+	}
+	s.spends[key] = spendEntry{value: value, until: now.Add(s.opts.SpendReuse)}
 }
 
 func (s *Server) response(l store.KeyLookup) *keyservicev1.LookupKeyResponse {

@@ -147,7 +147,10 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	NewServer(st, Options{Redis: rdb, RedisPrefix: prefix, Location: kolkata}).Register(g)
+	// Each subtest moves the clock past the reuse of the previous answers.
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	tick := func() { now = now.Add(DefaultSpendReuse) }
+	NewServer(st, Options{Redis: rdb, RedisPrefix: prefix, Location: kolkata, Now: func() time.Time { return now }}).Register(g)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -158,7 +161,11 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 	client := keyservicev1.NewKeyServiceClient(conn)
 
 	// March 2026 in Kolkata (UTC+5:30) is [Feb 28 18:30 UTC, Mar 31 18:30 UTC).
-	user, other := uuid.New(), uuid.New()
+	u, err := st.Users().Create(ctx, store.NewUser{Name: "spender", RoutingStrategy: store.BedrockOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, other := u.ID, uuid.New() // other has usage rows but is no user
 	start := time.Date(2026, 2, 28, 18, 30, 0, 0, time.UTC)
 	end := time.Date(2026, 3, 31, 18, 30, 0, 0, time.UTC)
 	events := []store.UsageEvent{
@@ -192,6 +199,7 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 		}
 	})
 	t.Run("overwrites an unreadable counter", func(t *testing.T) {
+		tick()
 		key := prefix + "spend:" + user.String() + ":2026-03"
 		rdb.Set(ctx, key, "garbage", time.Hour)
 		if _, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: "2026-03"}); err != nil {
@@ -202,6 +210,7 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 		}
 	})
 	t.Run("other months", func(t *testing.T) {
+		tick()
 		for month, want := range map[string]string{"2026-02": "100.000000", "2026-04": "200.000000", "2025-12": "0.000000"} {
 			resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: month})
 			if err != nil || resp.GetSpendUsd() != want {
@@ -209,10 +218,42 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 			}
 		}
 	})
-	t.Run("unknown user has no spend", func(t *testing.T) {
-		resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: uuid.NewString(), Month: "2026-03"})
+	t.Run("a uuid that is no user has no spend and no counter", func(t *testing.T) {
+		// Without the check any uuid forced a recompute over usage rows and
+		// left a counter in Redis.
+		resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: other.String(), Month: "2026-03"})
 		if err != nil || resp.GetSpendUsd() != "0.000000" {
-			t.Fatalf("spend_usd = %q, %v", resp.GetSpendUsd(), err)
+			t.Fatalf("spend_usd = %q, %v; want 0.000000", resp.GetSpendUsd(), err)
+		}
+		if n := rdb.Exists(ctx, prefix+"spend:"+other.String()+":2026-03").Val(); n != 0 {
+			t.Fatalf("a counter was stored for a uuid that is no user")
+		}
+	})
+	t.Run("an answer is reused, not recomputed, for SpendReuse", func(t *testing.T) {
+		tick()
+		ask := func() string {
+			t.Helper()
+			resp, err := client.MonthlySpend(ctx, &keyservicev1.MonthlySpendRequest{UserId: user.String(), Month: "2026-03"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return resp.GetSpendUsd()
+		}
+		if got := ask(); got != "5.300003" {
+			t.Fatalf("spend_usd = %q, want 5.300003", got)
+		}
+		if _, err := st.Usage().InsertEvents(ctx, []store.UsageEvent{
+			spendEvent("late", user, store.ProviderBedrock, time.Date(2026, 3, 20, 0, 0, 0, 0, time.UTC), "1"),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(DefaultSpendReuse - time.Nanosecond)
+		if got := ask(); got != "5.300003" {
+			t.Fatalf("within the reuse window: spend_usd = %q, want the reused 5.300003", got)
+		}
+		now = now.Add(time.Nanosecond)
+		if got := ask(); got != "6.300003" {
+			t.Fatalf("after the reuse window: spend_usd = %q, want the recomputed 6.300003", got)
 		}
 	})
 	for _, tc := range []struct{ name, user, month string }{
@@ -232,7 +273,11 @@ func TestMonthlySpendOverGRPC(t *testing.T) {
 
 func TestMonthlySpendWithoutRedis(t *testing.T) {
 	st := storetest.Open(t)
-	user := uuid.New()
+	u, err := st.Users().Create(context.Background(), store.NewUser{Name: "spender", RoutingStrategy: store.BedrockOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user := u.ID
 	if _, err := st.Usage().InsertEvents(context.Background(), []store.UsageEvent{
 		spendEvent("a", user, store.ProviderBedrock, time.Date(2026, 3, 31, 23, 0, 0, 0, time.UTC), "1.5"),
 	}); err != nil {
