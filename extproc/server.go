@@ -8,12 +8,14 @@ package extproc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -75,6 +78,11 @@ type Options struct {
 	// Bedrock enables Bedrock routes; nil refuses Bedrock-bound requests
 	// with a clear error.
 	Bedrock *BedrockOptions
+	// TLS, when set, serves gRPC over TLS with it: for a TCP listener it
+	// should require client certificates (tlsfiles.ServerConfig), since a
+	// client of this server is handed decrypted Bedrock credentials. nil
+	// serves plaintext (a Unix socket, loopback).
+	TLS *tls.Config
 }
 
 // BedrockOptions is what serving Bedrock needs.
@@ -99,6 +107,7 @@ type Server struct {
 	upstream *upstream.Handler // nil without Bedrock
 	drain    time.Duration
 	pool     *bufpool.Pool
+	tls      *tls.Config
 }
 
 // NewServer returns a Server for opts.
@@ -151,7 +160,7 @@ func NewServer(opts Options) (*Server, error) {
 	// request. Power-of-two tiers up to MaxMessageSize, handed out without
 	// zeroing (see bufpool), cost neither.
 	pool := bufpool.New(8, 26)
-	return &Server{log: opts.Logger, router: rt, upstream: up, drain: opts.DrainTimeout, pool: pool}, nil
+	return &Server{log: opts.Logger, router: rt, upstream: up, drain: opts.DrainTimeout, pool: pool, tls: opts.TLS}, nil
 }
 
 // Serve answers ext_proc streams on lis until ctx is cancelled, then stops
@@ -159,7 +168,11 @@ func NewServer(opts Options) (*Server, error) {
 // get DrainTimeout to finish. It closes lis. It returns nil after a
 // cancellation and the listener's error otherwise.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(
+	var creds []grpc.ServerOption
+	if s.tls != nil {
+		creds = append(creds, grpc.Creds(credentials.NewTLS(s.tls)))
+	}
+	gs := grpc.NewServer(append(creds,
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		experimental.BufferPool(s.pool),
@@ -171,13 +184,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		grpc.InitialConnWindowSize(16<<20),
 		grpc.ReadBufferSize(256<<10),
 		grpc.StatsHandler(peerTagger{}),
-	)
+	)...)
 	extprocv3.RegisterExternalProcessorServer(gs, s)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	hs.SetServingStatus(extprocv3.ExternalProcessor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	s.log.Info("extproc serving", slog.String("addr", lis.Addr().String()))
+	s.log.Info("extproc serving", slog.String("addr", lis.Addr().String()), slog.Bool("mtls", s.tls != nil))
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(peerListener{lis}) }()
 	select {
@@ -312,10 +325,14 @@ func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalP
 	}
 }
 
-// Listen opens the listener for addr: "unix:///path" or "unix:/path" for a
-// Unix socket (a stale socket file left by a dead process is removed first;
-// a live one is an error), anything else a TCP host:port.
-func Listen(addr string) (net.Listener, error) {
+// Listen opens the listener for addr with the default ListenOptions.
+func Listen(addr string) (net.Listener, error) { return ListenWith(addr, ListenOptions{}) }
+
+// ListenWith opens the listener for addr: "unix:///path" or "unix:/path" for
+// a Unix socket (a stale socket file left by a dead process is removed first;
+// a live one is an error), anything else a TCP host:port. A Unix socket is
+// created with o's mode and group (socket.go).
+func ListenWith(addr string, o ListenOptions) (net.Listener, error) {
 	path, ok := strings.CutPrefix(addr, "unix://")
 	if !ok {
 		path, ok = strings.CutPrefix(addr, "unix:")
@@ -330,16 +347,14 @@ func Listen(addr string) (net.Listener, error) {
 	if path == "" {
 		return nil, fmt.Errorf("extproc: listen: empty Unix socket path in %q", addr)
 	}
+	if err := checkSocketDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
 	if err := removeStaleSocket(path); err != nil {
 		return nil, err
 	}
-	lis, err := net.Listen("unix", path)
-	if err != nil {
-		return nil, fmt.Errorf("extproc: listen: %w", err)
-	}
-	return lis, nil
+	return listenSocket(path, o)
 }
-
 func removeStaleSocket(path string) error {
 	fi, err := os.Lstat(path)
 	if errors.Is(err, os.ErrNotExist) {

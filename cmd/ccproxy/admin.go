@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -109,12 +110,15 @@ type adminSettings struct {
 	Service     adminServiceSettings
 	Security    adminSecuritySettings
 	UsageIngest usageIngestSettings
+	// KeyServiceTLS protects the KeyService: mutual TLS, or plaintext on
+	// loopback only unless asked for.
+	KeyServiceTLS channelTLS
 }
 
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
 		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(),
-		s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(),
+		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(),
 	}
 }
 
@@ -164,8 +168,8 @@ func (s *adminServiceSettings) group() config.Group {
 			return nil
 		},
 	}, {
-		Flag: "admin-grpc-addr", Env: "CCPROXY_ADMIN_GRPC_ADDR", Default: "0.0.0.0:9091",
-		Usage: "address (IP:port) of the internal KeyService gRPC server that extproc calls; keep it on a private network",
+		Flag: "admin-grpc-addr", Env: "CCPROXY_ADMIN_GRPC_ADDR", Default: "127.0.0.1:9091",
+		Usage: "address (IP:port) of the internal KeyService gRPC server that extproc calls; a non-loopback address needs the admin-grpc-tls files (mutual TLS) or --admin-grpc-insecure",
 		Set: func(v string) error {
 			if err := config.CheckHostPort(v); err != nil {
 				return err
@@ -297,12 +301,22 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		return nil, "", fmt.Errorf("admin api: listen on %s (--admin-addr / CCPROXY_ADMIN_ADDR): %w", svc.Addr, err)
 	}
 	opened.add(httpLn.Close)
+	ksTLS, err := s.KeyServiceTLS.serverTLS(keyServiceServerNames(), svc.GRPCAddr, log)
+	if err != nil {
+		return nil, "", err
+	}
 	grpcLn, err := net.Listen("tcp", svc.GRPCAddr)
 	if err != nil {
 		return nil, "", fmt.Errorf("keyservice: listen on %s (--admin-grpc-addr / CCPROXY_ADMIN_GRPC_ADDR): %w", svc.GRPCAddr, err)
 	}
 	opened.add(grpcLn.Close)
-	gs := grpc.NewServer()
+	var gopts []grpc.ServerOption
+	if ksTLS != nil {
+		// LookupKey answers with users, budgets and credential ciphertext:
+		// only clients with a certificate from the KeyService's CA get in.
+		gopts = append(gopts, grpc.Creds(credentials.NewTLS(ksTLS)))
+	}
+	gs := grpc.NewServer(gopts...)
 	adminks.NewServer(st, adminks.Options{
 		Logger: log.With("component", "keyservice"),
 		// MonthlySpend rebuilds a missing spend counter from Postgres.
@@ -327,7 +341,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 			return srv.Shutdown(sctx)
 		}},
 		{"keyservice", func(ctx context.Context) error {
-			log.Info("KeyService listening", "addr", grpcLn.Addr().String())
+			log.Info("KeyService listening", "addr", grpcLn.Addr().String(), "mtls", ksTLS != nil)
 			errc := make(chan error, 1)
 			go func() { errc <- gs.Serve(grpcLn) }()
 			select {

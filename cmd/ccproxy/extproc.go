@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"strconv"
 	"strings"
@@ -77,11 +78,15 @@ type extprocSettings struct {
 	ControlPlaneTLS controlPlaneTLSSettings
 	// KeyServiceAddr is where extproc reaches the admin service's KeyService.
 	KeyServiceAddr string
+	// KeyServiceTLS is how extproc authenticates to it.
+	KeyServiceTLS channelTLS
+	// ExtProcTLS protects the ext_proc server on a TCP address.
+	ExtProcTLS channelTLS
 }
 
 func (s *extprocSettings) groups() []config.Group {
 	return []config.Group{
-		s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Sidecar.group(), s.Breaker.group(),
+		s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Sidecar.group(), s.ExtProcTLS.group(extProcServerNames()), s.Breaker.group(),
 		{Title: "Control plane connection", Settings: []config.Setting{{
 			Flag: "controlplane-addr", Env: "CCPROXY_CONTROLPLANE_ADDR", Default: "127.0.0.1:18000",
 			Usage: "host:port of the control plane's xDS server, from which extproc receives its Bedrock runtime configuration",
@@ -96,7 +101,7 @@ func (s *extprocSettings) groups() []config.Group {
 		s.ControlPlaneTLS.group(),
 		{Title: "Key lookups", Settings: []config.Setting{{
 			Flag: "keyservice-addr", Env: "CCPROXY_KEYSERVICE_ADDR", Default: "127.0.0.1:9091",
-			Usage: "host:port of the admin service's KeyService (CCPROXY_ADMIN_GRPC_ADDR) for access-key lookups",
+			Usage: "host:port of the admin service's KeyService (CCPROXY_ADMIN_GRPC_ADDR) for access-key lookups; a non-loopback host needs the keyservice-tls files (mutual TLS) or --keyservice-insecure",
 			Set: func(v string) error {
 				if _, _, err := net.SplitHostPort(v); err != nil {
 					return errors.New("must be host:port")
@@ -105,6 +110,7 @@ func (s *extprocSettings) groups() []config.Group {
 				return nil
 			},
 		}}},
+		s.KeyServiceTLS.group(keyServiceClientNames()),
 		s.Billing.Group(), s.Serving.Group(),
 	}
 }
@@ -118,6 +124,10 @@ type sidecarSettings struct {
 	UsageBuffer int
 	// KeyCacheTTL bounds how long extproc trusts a resolved access key.
 	KeyCacheTTL time.Duration
+	// SocketMode and SocketGroup are the Unix socket's permission bits and
+	// group (extproc.ListenOptions).
+	SocketMode  fs.FileMode
+	SocketGroup string
 }
 
 // sidecarTitle is the title of the sidecar's settings, which the control
@@ -147,6 +157,21 @@ func (s *sidecarSettings) group() config.Group {
 			s.KeyCacheTTL = d
 			return nil
 		},
+	}, {
+		Flag: "extproc-socket-mode", Env: "CCPROXY_EXTPROC_SOCKET_MODE", Default: "0660",
+		Usage: "permission bits (octal) of extproc's Unix socket: whoever may connect can act as Envoy and obtain decrypted Bedrock credentials, so give access to Envoy's user or group only; the socket's directory must not be writable by other users",
+		Set: func(v string) error {
+			m, err := strconv.ParseUint(v, 8, 32)
+			if err != nil || m&^0o770 != 0 || m&0o600 != 0o600 {
+				return errors.New("must be octal permission bits for the owner (read and write) and at most the group, such as 0660 or 0600; other users are never allowed")
+			}
+			s.SocketMode = fs.FileMode(m)
+			return nil
+		},
+	}, {
+		Flag: "extproc-socket-group", Env: "CCPROXY_EXTPROC_SOCKET_GROUP",
+		Usage: "group (name or numeric id) given extproc's Unix socket, for Envoy's user to connect through the group bits; empty keeps extproc's own group",
+		Set:   func(v string) error { s.SocketGroup = v; return nil },
 	}}}
 }
 

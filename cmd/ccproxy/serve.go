@@ -30,6 +30,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
@@ -153,7 +154,15 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(s.KeyServiceAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	ksTLS, err := s.KeyServiceTLS.clientTLS(keyServiceClientNames(), s.KeyServiceAddr, log)
+	if err != nil {
+		return nil, err
+	}
+	creds := insecure.NewCredentials()
+	if ksTLS != nil {
+		creds = credentials.NewTLS(ksTLS)
+	}
+	conn, err := grpc.NewClient(s.KeyServiceAddr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		return nil, fmt.Errorf("keyservice client: %w", err)
 	}
@@ -210,7 +219,16 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	}
 	bedrockOpts.Breaker = brk
 	comps = append(comps, bedrockComps...)
+	tcpAddr := "" // the address plaintext is checked against; "" for a Unix socket
+	if !strings.HasPrefix(s.Sidecar.Addr, "unix:") {
+		tcpAddr = strings.TrimPrefix(s.Sidecar.Addr, "tcp://")
+	}
+	epTLS, err := s.ExtProcTLS.serverTLS(extProcServerNames(), tcpAddr, log)
+	if err != nil {
+		return nil, err
+	}
 	srv, err := extproc.NewServer(extproc.Options{
+		TLS:        epTLS,
 		Logger:     log.With("component", "extproc"),
 		Keys:       resolver,
 		Usage:      usage.FanOut{producer, logSink},
@@ -221,7 +239,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	if err != nil {
 		return nil, err
 	}
-	ln, err := extproc.Listen(s.Sidecar.Addr)
+	ln, err := extproc.ListenWith(s.Sidecar.Addr, extproc.ListenOptions{SocketMode: s.Sidecar.SocketMode, SocketGroup: s.Sidecar.SocketGroup})
 	if err != nil {
 		return nil, err
 	}
