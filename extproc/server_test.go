@@ -559,8 +559,8 @@ func TestListen(t *testing.T) {
 		if _, err := Listen(addr); err == nil || !strings.Contains(err.Error(), "another process") {
 			t.Fatalf("Listen(%q) over a live socket: err = %v", addr, err)
 		}
-		lis.(*net.UnixListener).SetUnlinkOnClose(false)
-		lis.Close()
+		lis.(*socketListener).SetUnlinkOnClose(false)
+		lis.(*socketListener).UnixListener.Close()
 	}
 	// Nor is a regular file.
 	file := filepath.Join(dir, "file")

@@ -47,6 +47,9 @@ serves plaintext instead, for development.`,
 		if err != nil {
 			return err
 		}
+		if err := checkEnvoyExtProcChannel(s.ExtProcAddr, s.ExtProcInsecure); err != nil {
+			return err
+		}
 		st, err := store.Open(ctx, s.Postgres.URL)
 		if err != nil {
 			return err
@@ -99,12 +102,17 @@ type controlplaneSettings struct {
 	XDSTLS xdsTLSSettings
 	// ExtProcAddr is where Envoy reaches extproc.
 	ExtProcAddr string
+	// ExtProcInsecure allows Envoy to reach extproc in plaintext on a
+	// non-loopback TCP address.
+	ExtProcInsecure bool
 }
 
 func (s *controlplaneSettings) groups() []config.Group {
 	return []config.Group{
 		xdsGroup(&s.XDSAddr), s.XDSTLS.group(), s.DataPlane.group(),
 		{Title: sidecarTitle, Settings: []config.Setting{extprocAddrSetting(&s.ExtProcAddr)}},
+		{Title: extProcServerNames().title, Settings: []config.Setting{
+			boolSetting("extproc-insecure", "CCPROXY_EXTPROC_INSECURE", extProcInsecureUsage, &s.ExtProcInsecure)}},
 		s.Postgres.Group(), s.Serving.Group(),
 	}
 }
@@ -220,4 +228,17 @@ func controlPlaneOptions(dp dataPlaneSettings, extprocAddr string) controlplane.
 		Bedrock:                       &runtimev1.BedrockConfig{ProfileRuleFallback: dp.BedrockProfileRule},
 		UpstreamExtProcMessageTimeout: dp.UpstreamMessageTimeout,
 	}.WithDefaults()
+}
+
+// checkEnvoyExtProcChannel refuses to configure Envoy to reach extproc in plaintext on a
+// non-loopback TCP address: whoever can reach that address can connect to extproc as Envoy
+// does, and Envoy could be answered by anyone on the path. The data plane this release
+// configures has no TLS to extproc yet, so such an address needs --extproc-insecure (with
+// the network isolated by other means); the Unix socket or a loopback address are the
+// supported deployments.
+func checkEnvoyExtProcChannel(addr string, insecure bool) error {
+	if strings.HasPrefix(addr, "unix:") || insecure || isLoopback(strings.TrimPrefix(addr, "tcp://")) {
+		return nil
+	}
+	return fmt.Errorf("the ext_proc sidecar address %s is neither a Unix socket nor loopback: Envoy would reach extproc in plaintext over the network; use unix:///run/ccproxy/extproc.sock or a loopback address, or set --extproc-insecure (CCPROXY_EXTPROC_INSECURE=true) for development", addr)
 }
