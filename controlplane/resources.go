@@ -372,6 +372,29 @@ func buildListener(o resolved) (*listenerv3.Listener, error) {
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-use-remote-address
 		// https://github.com/envoyproxy/envoy/blob/v1.40.0/source/common/http/conn_manager_utility.cc
 		UseRemoteAddress: wrapperspb.Bool(true),
+		// Path normalisation, so that extproc classifies (and meters) the path that goes
+		// upstream, in its one canonical spelling. Envoy applies it before any filter runs
+		// (ConnectionManagerUtility::maybeNormalizePath, called from ActiveStream::decodeHeaders
+		// in source/common/http/conn_manager_impl.cc), in this order:
+		//   1. path_with_escaped_slashes_action UNESCAPE_AND_FORWARD: %2F, %2f, %5C, %5c are
+		//      decoded (PathUtil::unescapeSlashes) and the request goes on. extproc then sees,
+		//      and Envoy forwards, the same decoded path, so no one downstream of Envoy reads
+		//      the path differently from extproc (the path confusion the proto warns about
+		//      needs an intermediary that decides on the escaped form; here there is none);
+		//   2. normalize_path: RFC 3986 normalisation with Chromium's URL canonicaliser
+		//      (PathUtil::canonicalPath in source/common/http/path_utility.cc): "." and ".."
+		//      segments (also spelled %2e) are resolved, percent-encoded unreserved characters
+		//      decoded (/v1/%6dessages is /v1/messages), a path that cannot be canonicalised is
+		//      answered 400 by Envoy itself;
+		//   3. merge_slashes: runs of slashes become one (PathTransformer::mergeSlashes), so
+		//      //v1/messages is /v1/messages.
+		// What stays non-canonical — a trailing slash, an encoded "?" (/v1/messages%3Fx) — is
+		// refused by extproc with an Anthropic-format 404 (extproc/router, pathNotCanonical).
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-normalize-path
+		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-path-with-escaped-slashes-action
+		NormalizePath:                wrapperspb.Bool(true),
+		MergeSlashes:                 true,
+		PathWithEscapedSlashesAction: hcmv3.HttpConnectionManager_UNESCAPE_AND_FORWARD,
 		// Envoy's default is 5 min; Claude Code waits up to 600 s and a non-streaming answer
 		// sends nothing until it is complete. Routes override it with RouteIdleTimeout.
 		// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/filters/network/http_connection_manager/v3/http_connection_manager.proto#envoy-v3-api-field-extensions-filters-network-http-connection-manager-v3-httpconnectionmanager-stream-idle-timeout

@@ -480,21 +480,52 @@ func TestBodilessForwarded(t *testing.T) {
 	e := startEnv(t, nil)
 	s := e.open(t)
 	// A request without a body: the headers reply is the last request
-	// phase, so it carries the route and clear_route_cache.
-	got := s.send(requestHeaders([]header{{":method", "GET"}, {":path", "/ak/" + e.key + "/v1/files?limit=2"},
-		{":scheme", "https"}, {":authority", "gw.example"}, {"x-ccproxy-route", "bedrock-us-east-1"}, {"x-request-id", "rid-files"}}, true))
+	// phase, so it carries the route and clear_route_cache. It is metered
+	// like any forwarded request.
+	got := s.send(requestHeaders([]header{{":method", "POST"}, {":path", "/ak/" + e.key + "/v1/messages?beta=true"},
+		{":scheme", "https"}, {":authority", "gw.example"}, {"x-ccproxy-route", "bedrock-us-east-1"}, {"x-request-id", "rid-bodiless"}}, true))
 	assertProto(t, "request headers reply", got, headersReply(&extprocv3.CommonResponse{
 		HeaderMutation: &extprocv3.HeaderMutation{
-			SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/files?limit=2"), set("x-ccproxy-route", "plan")},
+			SetHeaders:    []*corev3.HeaderValueOption{set(":path", "/v1/messages?beta=true"), set("x-ccproxy-route", "plan")},
 			RemoveHeaders: []string{"x-ccproxy-route", "x-ccproxy-state"},
 		},
 		ClearRouteCache: true,
 	}))
-	assertProto(t, "response headers reply", s.send(responseHeaders([]header{{":status", "200"}, {"content-type", "application/json"}}, false)), responseHeadersReply(nil))
-	assertProto(t, "response body reply", s.send(responseBody([]byte(`{"data":[]}`), true)), unchangedChunk)
+	assertProto(t, "response headers reply", s.send(responseHeaders([]header{{":status", "400"}, {"content-type", "application/json"}}, false)), responseHeadersReply(nil))
+	assertProto(t, "response body reply", s.send(responseBody([]byte(`{"type":"error","error":{"type":"invalid_request_error","message":"body"}}`), true)), unchangedChunk)
 	s.close()
+	evs := e.rec.Events()
+	if len(evs) != 1 || evs[0].RequestID != "rid-bodiless" || evs[0].Status != 400 || evs[0].Route != "plan" {
+		t.Fatalf("usage events %+v; want one for rid-bodiless, status 400, route plan", evs)
+	}
+}
+
+// TestOnlyMeteredEndpointsForwarded: every request that goes upstream produces a usage row,
+// so endpoints that are not metered are answered 404 by the gateway instead of forwarded
+// unmetered with the developer's credential.
+func TestOnlyMeteredEndpointsForwarded(t *testing.T) {
+	e := startEnv(t, nil)
+	const notServed = `{"type":"error","error":{"type":"not_found_error","message":"ccproxy: not found; the gateway serves POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models"}}`
+	for _, tc := range []struct{ method, path string }{
+		{"GET", "/v1/files?limit=2"},
+		{"POST", "/v1/files"},
+		{"POST", "/v1/messages/batches"},
+		{"GET", "/v1/models/claude-opus-5-5"},
+		{"POST", "/v1/models"},
+		{"DELETE", "/v1/models"},
+		{"POST", "/v1/complete"},
+		{"POST", "/v1/organizations/usage_report"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			s := e.open(t)
+			got := s.send(requestHeaders([]header{{":method", tc.method}, {":path", "/ak/" + e.key + tc.path},
+				{":scheme", "https"}, {":authority", "gw.example"}, {"x-request-id", "rid-x"}}, true))
+			assertProto(t, "reply", got, immediateReply(404, notServed, "ccproxy_endpoint_not_served"))
+			s.expectEnd()
+		})
+	}
 	if evs := e.rec.Events(); len(evs) != 0 {
-		t.Fatalf("usage event for a path that is not metered: %+v", evs)
+		t.Fatalf("usage events for refused requests: %+v", evs)
 	}
 }
 

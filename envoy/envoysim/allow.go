@@ -29,6 +29,7 @@ var implemented = map[protoreflect.FullName][]string{
 		"stream_idle_timeout", "request_timeout", "use_remote_address", "skip_xff_append",
 		"generate_request_id", "preserve_external_request_id", "server_name",
 		"server_header_transformation", "common_http_protocol_options", "access_log",
+		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action",
 	},
 	// Access logs (accesslog.go): the stdout logger with a json_format.
 	"envoy.config.accesslog.v3.AccessLog":                                    {"name", "typed_config"},

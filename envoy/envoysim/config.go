@@ -116,6 +116,7 @@ type hcmConfig struct {
 	serverName                string
 	serverHeaderTransform     hcmv3.HttpConnectionManager_ServerHeaderTransformation
 	accessLogs                []*accessLog
+	paths                     pathNormalization
 }
 
 // compile builds a snapshot from a complete set of resources. Every resource
@@ -305,6 +306,14 @@ func compileHCM(h *hcmv3.HttpConnectionManager) (*hcmConfig, error) {
 	}
 	if v := h.GetGenerateRequestId(); v != nil {
 		c.generateRequestID = v.GetValue()
+	}
+	c.paths = pathNormalization{
+		normalize:      h.GetNormalizePath().GetValue(),
+		mergeSlashes:   h.GetMergeSlashes(),
+		escapedSlashes: h.GetPathWithEscapedSlashesAction(),
+	}
+	if c.paths.escapedSlashes == hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT {
+		return nil, errors.New("envoysim does not implement path_with_escaped_slashes_action UNESCAPE_AND_REDIRECT")
 	}
 	if h.GetServerName() != "" {
 		c.serverName = h.GetServerName()

@@ -26,7 +26,13 @@ var hopByHop = map[string]bool{
 func requestHeaderMap(r *http.Request, scheme string) *headerMap {
 	h := &headerMap{}
 	h.Add(":authority", r.Host)
-	h.Add(":path", r.URL.RequestURI())
+	// Envoy's :path is the request target as received (origin form); Go's URL round trip
+	// would re-escape it and hide what path normalisation must see.
+	if strings.HasPrefix(r.RequestURI, "/") {
+		h.Add(":path", r.RequestURI)
+	} else {
+		h.Add(":path", r.URL.RequestURI())
+	}
 	h.Add(":method", r.Method)
 	h.Add(":scheme", scheme)
 	for k, vs := range r.Header {

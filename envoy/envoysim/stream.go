@@ -322,6 +322,15 @@ func (s *stream) serve() {
 			s.requestLocalReply(&localReply{status: s.requestTimeoutCode(), body: []byte("request timeout"), details: "request_overall_timeout"})
 		})
 	}
+	if s.hcm.paths.enabled() {
+		np, ok := s.hcm.paths.apply(s.reqH.Value(":path"))
+		if !ok {
+			// Sent before the filter chain exists: no filter sees it.
+			s.writeLocalReply(&localReply{status: http.StatusBadRequest, details: "path_normalization_failed"})
+			return
+		}
+		s.reqH.Set(":path", np)
+	}
 	s.prepareRequestHeaders()
 	s.currentRoute()
 	noBody := s.r.Body == nil || s.r.Body == http.NoBody || s.r.ContentLength == 0

@@ -58,7 +58,8 @@ func newEnv(t *testing.T, loc *time.Location) *env {
 		t.Fatal(err)
 	}
 	e.srv = grpc.NewServer()
-	adminks.NewServer(e.st, adminks.Options{Redis: e.rdb, RedisPrefix: e.prefix, Location: loc}).Register(e.srv)
+	// Every call recomputes (the KeyService's reuse of answers is tested with it).
+	adminks.NewServer(e.st, adminks.Options{Redis: e.rdb, RedisPrefix: e.prefix, Location: loc, SpendReuse: time.Nanosecond}).Register(e.srv)
 	go e.srv.Serve(lis)
 	t.Cleanup(e.srv.Stop)
 	e.client = dial(t, lis.Addr().String())
@@ -73,6 +74,16 @@ func dial(t *testing.T, addr string) keyservicev1.KeyServiceClient {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return keyservicev1.NewKeyServiceClient(conn)
+}
+
+// newUser creates a user: the KeyService recomputes spend only for users that exist.
+func (e *env) newUser(t *testing.T) uuid.UUID {
+	t.Helper()
+	u, err := e.st.Users().Create(context.Background(), store.NewUser{Name: "u-" + uuid.NewString()[:8], RoutingStrategy: store.BedrockOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u.ID
 }
 
 // spend records a Bedrock usage event of cost USD for user at at.
@@ -197,7 +208,7 @@ var mar15 = time.Date(2026, 3, 15, 12, 0, 0, 0, time.UTC)
 
 func TestUnderAndOverBudget(t *testing.T) {
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "0.1")
 	e.spend(t, user, mar15.Add(-2*time.Hour), "0.2")
 	e.spend(t, user, time.Date(2026, 2, 28, 23, 59, 59, 0, time.UTC), "1000") // last month
@@ -236,7 +247,7 @@ func TestUnderAndOverBudget(t *testing.T) {
 func TestLayersAndRedisFlush(t *testing.T) {
 	ctx := context.Background()
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "7.25")
 	clk := &clock{now: mar15}
 	c := e.checker(t, budget.Config{Now: clk.Now})
@@ -298,7 +309,7 @@ func TestLayersAndRedisFlush(t *testing.T) {
 
 func TestRedisDownAsksKeyService(t *testing.T) {
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "3")
 	clk := &clock{now: mar15}
 	c := e.checker(t, budget.Config{Now: clk.Now, Redis: deadRedis(t)})
@@ -322,7 +333,7 @@ func TestRedisDownAsksKeyService(t *testing.T) {
 
 func TestBothDown(t *testing.T) {
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "12")
 	clk := &clock{now: mar15}
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, DB: e.rdb.Options().DB, Password: e.rdb.Options().Password})
@@ -371,6 +382,7 @@ func TestBothDown(t *testing.T) {
 	t.Run("a stale value does not cross into the next month", func(t *testing.T) {
 		clk2 := &clock{now: time.Date(2026, 3, 31, 23, 59, 0, 0, time.UTC)}
 		e2 := newEnv(t, time.UTC)
+		user := e2.newUser(t)
 		e2.spend(t, user, clk2.now.Add(-time.Hour), "50")
 		rdb2 := redis.NewClient(&redis.Options{Addr: e2.rdb.Options().Addr, DB: e2.rdb.Options().DB, Password: e2.rdb.Options().Password})
 		c2 := e2.checker(t, budget.Config{Now: clk2.Now, Redis: rdb2})
@@ -420,7 +432,7 @@ func TestResetAtAndMonthInBillingZone(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, tc.loc)
-			user := uuid.New()
+			user := e.newUser(t)
 			// March everywhere; April in Kolkata only; April everywhere.
 			e.spend(t, user, time.Date(2026, 3, 31, 18, 0, 0, 0, time.UTC), "1.5")
 			e.spend(t, user, time.Date(2026, 3, 31, 19, 0, 0, 0, time.UTC), "2")
@@ -475,7 +487,7 @@ const (
 
 func TestConcurrentMissesShareOneLookup(t *testing.T) {
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "2")
 	rdb := redis.NewClient(&redis.Options{Addr: e.rdb.Options().Addr, DB: e.rdb.Options().DB, Password: e.rdb.Options().Password})
 	t.Cleanup(func() { rdb.Close() })
@@ -521,7 +533,7 @@ func TestConcurrentMissesShareOneLookup(t *testing.T) {
 
 func TestCanceledCallerDoesNotFailOthers(t *testing.T) {
 	e := newEnv(t, time.UTC)
-	user := uuid.New()
+	user := e.newUser(t)
 	e.spend(t, user, mar15.Add(-time.Hour), "2")
 	ks := &countingClient{KeyServiceClient: e.client, gate: make(chan struct{})}
 	clk := &clock{now: mar15}

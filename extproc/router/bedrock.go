@@ -69,7 +69,6 @@ const (
 	refuseModel         = "unmappable_model"
 	refuseBody          = "invalid_body"
 	refusePlanOnly      = "plan_only"
-	refusePath          = "unsupported_path"
 	refuseBudget        = "over_budget"
 )
 

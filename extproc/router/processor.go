@@ -310,8 +310,14 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 		if strategy == accesskey.RoutingPlanOnly {
 			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil)
 		}
-	case kind == pathV1 && strategy == accesskey.RoutingBedrockOnly:
-		return p.refuseBedrock(ctx, refusePath, 404, "ccproxy: this endpoint is not available to bedrock_only accounts; only /v1/messages and /v1/messages/count_tokens are served by Bedrock", nil)
+	case kind == pathV1 || kind == pathModels:
+		// Only what is metered goes upstream: every forwarded request leaves
+		// exactly one usage row. Other Anthropic endpoints (files, batches,
+		// model details, …) would spend or expose the developer's credential
+		// through the gateway without a trace, and Claude Code does not use
+		// them.
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves POST /v1/messages, POST /v1/messages/count_tokens and GET /v1/models", "ccproxy_endpoint_not_served")
 	}
 	return nil
 }
