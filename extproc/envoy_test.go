@@ -89,6 +89,12 @@ func (failingStore) LookupKeyByHash(context.Context, []byte) (accesskey.KeyRecor
 
 func startEnv(t testing.TB, store accesskey.KeyStore) *env {
 	t.Helper()
+	return startEnvWith(t, store, nil)
+}
+
+// startEnvWith is startEnv with the server's Options adjusted by opt.
+func startEnvWith(t testing.TB, store accesskey.KeyStore, opt func(*Options)) *env {
+	t.Helper()
 	hasher, err := keys.NewHasher([]byte(strings.Repeat("x", keys.MinSecretLen)))
 	if err != nil {
 		t.Fatal(err)
@@ -110,13 +116,17 @@ func startEnv(t testing.TB, store accesskey.KeyStore) *env {
 		store = mem
 	}
 	resolver := accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, e.clock.Now), hasher, accesskey.CacheConfig{Now: e.clock.Now})
-	srv, err := NewServer(Options{
+	o := Options{
 		Keys:       resolver,
 		Usage:      e.rec,
 		Registerer: e.reg,
 		Models:     testModels,
 		Now:        e.clock.Now,
-	})
+	}
+	if opt != nil {
+		opt(&o)
+	}
+	srv, err := NewServer(o)
 	if err != nil {
 		t.Fatal(err)
 	}

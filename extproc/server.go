@@ -78,6 +78,9 @@ type Options struct {
 	// Bedrock enables Bedrock routes; nil refuses Bedrock-bound requests
 	// with a clear error.
 	Bedrock *BedrockOptions
+	// Limits bound each access key's concurrent requests and request body
+	// size (router.Limits); the zero value sets none.
+	Limits router.Limits
 	// TLS, when set, serves gRPC over TLS with it: for a TCP listener it
 	// should require client certificates (tlsfiles.ServerConfig), since a
 	// client of this server is handed decrypted Bedrock credentials. nil
@@ -133,6 +136,7 @@ func NewServer(opts Options) (*Server, error) {
 		Logger:     opts.Logger,
 		Metrics:    m,
 		Now:        opts.Now,
+		Limits:     opts.Limits,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {

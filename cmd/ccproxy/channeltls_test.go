@@ -216,3 +216,16 @@ func TestControlPlaneRefusesNetworkExtProc(t *testing.T) {
 		}
 	}
 }
+
+func TestParseByteSize(t *testing.T) {
+	for in, want := range map[string]int64{"32MiB": 32 << 20, "512KiB": 512 << 10, "1048576": 1 << 20, "0": 0} {
+		if got, err := parseByteSize(in); err != nil || got != want {
+			t.Errorf("parseByteSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MiB", "-1", "1.5MiB", "1GB", "32 MiB"} {
+		if _, err := parseByteSize(in); err == nil {
+			t.Errorf("parseByteSize(%q): no error", in)
+		}
+	}
+}

@@ -128,6 +128,10 @@ type sidecarSettings struct {
 	// group (extproc.ListenOptions).
 	SocketMode  fs.FileMode
 	SocketGroup string
+	// KeyMaxConcurrent and MaxRequestBody are the per-key limits
+	// (router.Limits).
+	KeyMaxConcurrent int
+	MaxRequestBody   int64
 }
 
 // sidecarTitle is the title of the sidecar's settings, which the control
@@ -155,6 +159,28 @@ func (s *sidecarSettings) group() config.Group {
 				return errors.New("must be a positive duration such as 5s")
 			}
 			s.KeyCacheTTL = d
+			return nil
+		},
+	}, {
+		Flag: "key-max-concurrent", Env: "CCPROXY_KEY_MAX_CONCURRENT", Default: "32",
+		Usage: "requests of one access key that may be in flight through one extproc (one gateway pod) at once; more get a retryable 429 rate_limit_error. Counted per pod, so a key may have this many on every pod. 0 disables the limit",
+		Set: func(v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 || n > 100_000 {
+				return errors.New("must be a number of requests from 0 (no limit) to 100000")
+			}
+			s.KeyMaxConcurrent = n
+			return nil
+		},
+	}, {
+		Flag: "max-request-body", Env: "CCPROXY_MAX_REQUEST_BODY", Default: "32MiB",
+		Usage: "largest request body extproc lets through (bytes, or with a KiB or MiB suffix), at most 50MiB (Envoy's buffer); larger requests get 413 request_too_large. The default is Anthropic's own Messages API limit",
+		Set: func(v string) error {
+			n, err := parseByteSize(v)
+			if err != nil || n < 1024 || n > 50<<20 {
+				return errors.New("must be a size from 1KiB to 50MiB, such as 32MiB or 10485760")
+			}
+			s.MaxRequestBody = n
 			return nil
 		},
 	}, {
@@ -252,4 +278,20 @@ func minDuration(min time.Duration, dst *time.Duration) func(string) error {
 		*dst = d
 		return nil
 	}
+}
+
+// parseByteSize parses a whole number of bytes with an optional KiB or MiB suffix.
+func parseByteSize(v string) (int64, error) {
+	mult := int64(1)
+	switch {
+	case strings.HasSuffix(v, "MiB"):
+		mult, v = 1<<20, strings.TrimSuffix(v, "MiB")
+	case strings.HasSuffix(v, "KiB"):
+		mult, v = 1<<10, strings.TrimSuffix(v, "KiB")
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > (1<<40)/mult {
+		return 0, errors.New("not a size")
+	}
+	return n * mult, nil
 }

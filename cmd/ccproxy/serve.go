@@ -229,6 +229,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	}
 	srv, err := extproc.NewServer(extproc.Options{
 		TLS:        epTLS,
+		Limits:     router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
 		Logger:     log.With("component", "extproc"),
 		Keys:       resolver,
 		Usage:      usage.FanOut{producer, logSink},

@@ -302,6 +302,12 @@ func bedrockImmediate(code int, msg string) *extprocv3.ProcessingResponse {
 	case 503:
 		typ = "ServiceUnavailableException"
 	}
+	return bedrockReply(code, typ, msg)
+}
+
+// bedrockReply is an immediate response in Bedrock's error format with the given
+// x-amzn-errortype.
+func bedrockReply(code int, typ, msg string) *extprocv3.ProcessingResponse {
 	body, _ := json.Marshal(struct {
 		Message string `json:"message"`
 	}{msg})

@@ -22,6 +22,11 @@ const (
 	// serve (no credential, unmappable model, …; see
 	// ccproxy_extproc_bedrock_refusals_total for the reason).
 	OutcomeBedrockRefused = "bedrock_refused"
+	// OutcomeConcurrencyLimited: 429, the access key had
+	// Limits.MaxConcurrentPerKey requests in flight.
+	OutcomeConcurrencyLimited = "concurrency_limited"
+	// OutcomeTooLarge: 413, the body exceeded Limits.MaxRequestBodyBytes.
+	OutcomeTooLarge = "too_large"
 )
 
 // routeLocal labels requests the gateway answered itself.

@@ -47,6 +47,7 @@ type Processor struct {
 
 	bodyReply *extprocv3.ProcessingResponse
 	closed    bool
+	slot      bool // holds one of the key's concurrency slots (limits.go)
 	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
 
 	// mu guards the processor's state against AttemptFailed; Process and
@@ -195,6 +196,7 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 
 	var method, path, headerKey []byte
 	var hasHeaderKey bool
+	bodyLen := int64(-1)
 	for _, hv := range h.GetHeaders().GetHeaders() {
 		switch hv.Key {
 		case ":method":
@@ -213,6 +215,8 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 			p.req.sessionID = headerString(rawValue(hv))
 		case agentIDHeader:
 			p.req.agentID = headerString(rawValue(hv))
+		case "content-length":
+			bodyLen = parseCount(rawValue(hv))
 		}
 	}
 
@@ -252,6 +256,14 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if local := p.answerLocally(ctx, string(method), rest); local != nil {
 		return local, nil
 	}
+	if max := p.r.limits.MaxRequestBodyBytes; max > 0 && bodyLen > max {
+		// Refused before Envoy buffers the body.
+		return p.tooLarge(), nil
+	}
+	if !p.r.slots.acquire(p.req.identity.KeyID) {
+		return p.tooManyConcurrent(), nil
+	}
+	p.slot = true
 
 	if p.mayGoToBedrock() {
 		p.collectBedrockHeaders(h)
@@ -346,6 +358,11 @@ func (p *Processor) refuse(ctx context.Context, reason string) *extprocv3.Proces
 
 func (p *Processor) requestBody(ctx context.Context, b *extprocv3.HttpBody) *extprocv3.ProcessingResponse {
 	common := &extprocv3.CommonResponse{}
+	if max := p.r.limits.MaxRequestBodyBytes; p.forward && max > 0 && int64(len(b.GetBody())) > max {
+		// A body without content-length (chunked) is measured here.
+		p.forward = false
+		return p.tooLarge()
+	}
 	if p.forward && p.route == "" {
 		if refusal := p.chooseRoute(ctx, b.GetBody(), common); refusal != nil {
 			return refusal
@@ -447,6 +464,9 @@ func (p *Processor) Close(ctx context.Context) {
 		return
 	}
 	p.closed = true
+	if p.slot {
+		p.r.slots.release(p.req.identity.KeyID)
+	}
 	if p.backend != nil {
 		p.backend.streamEnded(ctx, p)
 	}

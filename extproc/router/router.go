@@ -61,6 +61,8 @@ type Config struct {
 	// Bedrock serves bedrock_only users and Claude Code's Bedrock mode;
 	// nil refuses them with a clear error.
 	Bedrock *BedrockConfig
+	// Limits bound each access key's concurrency and request size.
+	Limits Limits
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -74,6 +76,8 @@ type Router struct {
 	metrics *Metrics
 	now     func() time.Time
 	bedrock *BedrockConfig
+	limits  Limits
+	slots   *keySlots
 }
 
 // New returns a Router for cfg.
@@ -101,7 +105,12 @@ func New(cfg Config) (*Router, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Limits.MaxConcurrentPerKey < 0 || cfg.Limits.MaxRequestBodyBytes < 0 {
+		return nil, errors.New("router: Config.Limits must not be negative")
+	}
 	return &Router{
+		limits:  cfg.Limits,
+		slots:   newKeySlots(cfg.Limits.MaxConcurrentPerKey),
 		keys:    cfg.Keys,
 		sink:    cfg.Usage,
 		models:  append([]Model(nil), cfg.Models...),
