@@ -47,7 +47,7 @@ type Processor struct {
 
 	bodyReply *extprocv3.ProcessingResponse
 	closed    bool
-	slot      bool // holds one of the key's concurrency slots (limits.go)
+	slot      bool   // holds one of the key's concurrency slots (limits.go)
 	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
 
 	// mu guards the processor's state against AttemptFailed; Process and
