@@ -74,6 +74,9 @@ type Options struct {
 	ListenAddress string
 	// ExtProcAddress is the ext_proc sidecar: unix:///absolute/path or ip:port.
 	ExtProcAddress string
+	// ExtProcTLS, when set, makes Envoy reach an ip:port ExtProcAddress over mutual TLS with
+	// certificates from SDS files; nil is plaintext (a Unix socket, loopback).
+	ExtProcTLS *ExtProcTLS
 	// AnthropicURL is the Plan upstream, scheme://host[:port] with no path. https uses TLS
 	// verified against UpstreamCAFile; http (tests, private endpoints) is plaintext HTTP/1.1.
 	AnthropicURL string
@@ -116,6 +119,32 @@ type Options struct {
 	// CircuitBreakers sizes the plan cluster's thresholds for one Envoy replica.
 	CircuitBreakers CircuitBreakers
 }
+
+// ExtProcTLS is how Envoy authenticates to extproc and extproc to Envoy over TCP: Envoy
+// presents the client certificate of one SDS file and accepts only a server certificate that
+// chains to the CA bundle of another and carries ServerName, like its ADS connection
+// (envoy/bootstrap.yaml). Zero fields take the defaults below.
+type ExtProcTLS struct {
+	// CertificateSDSPath is the SDS file holding the Secret ExtProcCertificateSecret
+	// (Envoy's client certificate and key); default DefaultExtProcCertificateSDS.
+	CertificateSDSPath string
+	// TrustedCASDSPath is the SDS file holding the Secret ExtProcTrustedCASecret (the CA
+	// bundle of extproc's certificate); default DefaultExtProcTrustedCASDS.
+	TrustedCASDSPath string
+	// ServerName is the SNI Envoy sends and the DNS name extproc's certificate must carry;
+	// default DefaultExtProcServerName.
+	ServerName string
+}
+
+// Defaults of ExtProcTLS: the files of envoy/sds/, mounted at /etc/envoy/sds/.
+const (
+	DefaultExtProcCertificateSDS = "/etc/envoy/sds/extproc-client-certificate.yaml"
+	DefaultExtProcTrustedCASDS   = "/etc/envoy/sds/extproc-trusted-ca.yaml"
+	DefaultExtProcServerName     = "ccproxy-extproc"
+	// ExtProcCertificateSecret and ExtProcTrustedCASecret name the Secrets in those files.
+	ExtProcCertificateSecret = "extproc_client_certificate"
+	ExtProcTrustedCASecret   = "extproc_trusted_ca"
+)
 
 // CircuitBreakers are the DEFAULT-priority thresholds of an upstream cluster. Zero fields take
 // DefaultCircuitBreakerLimit.
@@ -226,6 +255,25 @@ func (o Options) resolve() (resolved, error) {
 	}
 	if r.extProc, err = parseExtProcAddress(r.ExtProcAddress); err != nil {
 		return resolved{}, err
+	}
+	if t := r.ExtProcTLS; t != nil {
+		if r.extProc.pipe != "" {
+			return resolved{}, invalid("ExtProcTLS: a Unix socket (%s) takes no TLS; its file mode protects it", r.ExtProcAddress)
+		}
+		c := *t
+		if c.CertificateSDSPath == "" {
+			c.CertificateSDSPath = DefaultExtProcCertificateSDS
+		}
+		if c.TrustedCASDSPath == "" {
+			c.TrustedCASDSPath = DefaultExtProcTrustedCASDS
+		}
+		if c.ServerName == "" {
+			c.ServerName = DefaultExtProcServerName
+		}
+		if !path.IsAbs(c.CertificateSDSPath) || !path.IsAbs(c.TrustedCASDSPath) {
+			return resolved{}, invalid("ExtProcTLS: the SDS paths must be absolute")
+		}
+		r.ExtProcTLS = &c
 	}
 	if r.plan, err = parseUpstreamURL(r.AnthropicURL, "AnthropicURL"); err != nil {
 		return resolved{}, err

@@ -12,6 +12,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"path"
 	"slices"
 	"time"
 
@@ -1003,7 +1004,7 @@ func buildExtProcCluster(o resolved) (*clusterv3.Cluster, error) {
 	// exists); at Envoy's default max_requests of 1024 new streams fail and, with
 	// failure_mode_allow false, so do the requests.
 	streams := 2 * o.CircuitBreakers.MaxRequests
-	return &clusterv3.Cluster{
+	c := &clusterv3.Cluster{
 		Name:                 ExtProcClusterName,
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC},
 		ConnectTimeout:       durationpb.New(extProcConnectTimeout),
@@ -1027,5 +1028,58 @@ func buildExtProcCluster(o resolved) (*clusterv3.Cluster, error) {
 		}}},
 		// gRPC needs HTTP/2.
 		TypedExtensionProtocolOptions: map[string]*anypb.Any{httpProtocolOptsName: po},
-	}, nil
+	}
+	if t := o.ExtProcTLS; t != nil {
+		ts, err := extProcTransportSocket(t)
+		if err != nil {
+			return nil, err
+		}
+		c.TransportSocket = ts
+	}
+	return c, nil
+}
+
+// extProcTransportSocket is mutual TLS to extproc with certificates from SDS files on disk,
+// the pattern of the bootstrap's xds cluster: Envoy watches the files' directory and re-reads
+// certificate and key together when the kubelet swaps a mounted Secret.
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/configuration/security/secret#key-rotation
+// https://www.envoyproxy.io/docs/envoy/v1.40.0/api-v3/extensions/transport_sockets/tls/v3/tls.proto#envoy-v3-api-msg-extensions-transport-sockets-tls-v3-upstreamtlscontext
+func extProcTransportSocket(t *ExtProcTLS) (*corev3.TransportSocket, error) {
+	sds := func(file string) *corev3.ConfigSource {
+		return &corev3.ConfigSource{
+			ConfigSourceSpecifier: &corev3.ConfigSource_PathConfigSource{PathConfigSource: &corev3.PathConfigSource{
+				Path:             file,
+				WatchedDirectory: &corev3.WatchedDirectory{Path: path.Dir(file)},
+			}},
+			ResourceApiVersion: corev3.ApiVersion_V3,
+		}
+	}
+	tlsCtx, err := pack(&tlsv3.UpstreamTlsContext{
+		Sni: t.ServerName,
+		CommonTlsContext: &tlsv3.CommonTlsContext{
+			TlsParams: &tlsv3.TlsParameters{TlsMinimumProtocolVersion: tlsv3.TlsParameters_TLSv1_3},
+			// gRPC servers require ALPN h2 on TLS connections.
+			AlpnProtocols: []string{"h2"},
+			TlsCertificateSdsSecretConfigs: []*tlsv3.SdsSecretConfig{{
+				Name: ExtProcCertificateSecret, SdsConfig: sds(t.CertificateSDSPath),
+			}},
+			// The name extproc's certificate must carry is checked here: without it any
+			// certificate from the CA would be accepted as extproc's.
+			ValidationContextType: &tlsv3.CommonTlsContext_CombinedValidationContext{CombinedValidationContext: &tlsv3.CommonTlsContext_CombinedCertificateValidationContext{
+				DefaultValidationContext: &tlsv3.CertificateValidationContext{
+					MatchTypedSubjectAltNames: []*tlsv3.SubjectAltNameMatcher{{
+						SanType: tlsv3.SubjectAltNameMatcher_DNS,
+						Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: t.ServerName}},
+					}},
+				},
+				ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{
+					Name: ExtProcTrustedCASecret, SdsConfig: sds(t.TrustedCASDSPath),
+				},
+			}},
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.TransportSocket{Name: tlsTransportSocket, ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: tlsCtx}}, nil
 }

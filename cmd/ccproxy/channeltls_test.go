@@ -197,21 +197,24 @@ func TestExtProcOverMutualTLS(t *testing.T) {
 // plaintext over the network unless told to.
 func TestControlPlaneRefusesNetworkExtProc(t *testing.T) {
 	for _, tc := range []struct {
-		addr     string
-		insecure bool
-		ok       bool
+		addr          string
+		tls, insecure bool
+		ok            bool
 	}{
-		{"unix:///run/ccproxy/extproc.sock", false, true},
-		{"127.0.0.1:9002", false, true},
-		{"[::1]:9002", false, true},
-		{"10.0.0.7:9002", false, false},
-		{"10.0.0.7:9002", true, true},
+		{"unix:///run/ccproxy/extproc.sock", false, false, true},
+		{"127.0.0.1:9002", false, false, true},
+		{"[::1]:9002", false, false, true},
+		{"10.0.0.7:9002", false, false, false},
+		{"10.0.0.7:9002", false, true, true},
+		{"10.0.0.7:9002", true, false, true},
+		{"10.0.0.7:9002", true, true, false},
+		{"unix:///run/ccproxy/extproc.sock", true, false, false},
 	} {
-		err := checkEnvoyExtProcChannel(tc.addr, tc.insecure)
+		err := checkEnvoyExtProcChannel(tc.addr, tc.tls, tc.insecure)
 		if (err == nil) != tc.ok {
-			t.Errorf("%s insecure=%v: err = %v, want ok=%v", tc.addr, tc.insecure, err, tc.ok)
+			t.Errorf("%s tls=%v insecure=%v: err = %v, want ok=%v", tc.addr, tc.tls, tc.insecure, err, tc.ok)
 		}
-		if err != nil && !strings.Contains(err.Error(), "--extproc-insecure") {
+		if err != nil && !strings.Contains(err.Error(), "--extproc-") {
 			t.Errorf("%s: error %q does not name --extproc-insecure", tc.addr, err)
 		}
 	}

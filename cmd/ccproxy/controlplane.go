@@ -47,7 +47,7 @@ serves plaintext instead, for development.`,
 		if err != nil {
 			return err
 		}
-		if err := checkEnvoyExtProcChannel(s.ExtProcAddr, s.ExtProcInsecure); err != nil {
+		if err := checkEnvoyExtProcChannel(s.ExtProcAddr, s.ExtProcTLS, s.ExtProcInsecure); err != nil {
 			return err
 		}
 		st, err := store.Open(ctx, s.Postgres.URL)
@@ -57,6 +57,9 @@ serves plaintext instead, for development.`,
 		defer st.Close()
 		cpLog := log.With("component", "controlplane")
 		base := controlPlaneOptions(s.DataPlane, s.ExtProcAddr)
+		if s.ExtProcTLS {
+			base.ExtProcTLS = &controlplane.ExtProcTLS{}
+		}
 		// Start from the database's configuration: serving a snapshot without the Bedrock
 		// clusters first would make every connected Envoy drop them on a restart.
 		opts, err := controlplane.DatabaseOptions(ctx, st, base, cpLog)
@@ -105,6 +108,8 @@ type controlplaneSettings struct {
 	// ExtProcInsecure allows Envoy to reach extproc in plaintext on a
 	// non-loopback TCP address.
 	ExtProcInsecure bool
+	// ExtProcTLS makes Envoy reach a TCP extproc over mutual TLS.
+	ExtProcTLS bool
 }
 
 func (s *controlplaneSettings) groups() []config.Group {
@@ -112,6 +117,8 @@ func (s *controlplaneSettings) groups() []config.Group {
 		xdsGroup(&s.XDSAddr), s.XDSTLS.group(), s.DataPlane.group(),
 		{Title: sidecarTitle, Settings: []config.Setting{extprocAddrSetting(&s.ExtProcAddr)}},
 		{Title: extProcServerNames().title, Settings: []config.Setting{
+			boolSetting("extproc-tls", "CCPROXY_EXTPROC_TLS",
+				"Envoy reaches a TCP CCPROXY_EXTPROC_ADDR over mutual TLS, with its client certificate and the CA bundle from the SDS files /etc/envoy/sds/extproc-client-certificate.yaml and extproc-trusted-ca.yaml (envoy/sds/), accepting only a certificate for ccproxy-extproc; extproc needs the extproc-tls files", &s.ExtProcTLS),
 			boolSetting("extproc-insecure", "CCPROXY_EXTPROC_INSECURE", extProcInsecureUsage, &s.ExtProcInsecure)}},
 		s.Postgres.Group(), s.Serving.Group(),
 	}
@@ -231,14 +238,17 @@ func controlPlaneOptions(dp dataPlaneSettings, extprocAddr string) controlplane.
 }
 
 // checkEnvoyExtProcChannel refuses to configure Envoy to reach extproc in plaintext on a
-// non-loopback TCP address: whoever can reach that address can connect to extproc as Envoy
-// does, and Envoy could be answered by anyone on the path. The data plane this release
-// configures has no TLS to extproc yet, so such an address needs --extproc-insecure (with
-// the network isolated by other means); the Unix socket or a loopback address are the
-// supported deployments.
-func checkEnvoyExtProcChannel(addr string, insecure bool) error {
-	if strings.HasPrefix(addr, "unix:") || insecure || isLoopback(strings.TrimPrefix(addr, "tcp://")) {
+// non-loopback TCP address: whoever can reach that address could connect to extproc as Envoy
+// does, or answer Envoy in extproc's place. Such an address needs --extproc-tls (mutual TLS)
+// or --extproc-insecure; TLS on a Unix socket is refused by the control plane's options.
+func checkEnvoyExtProcChannel(addr string, useTLS, insecure bool) error {
+	switch {
+	case useTLS && insecure:
+		return errors.New("--extproc-tls and --extproc-insecure contradict each other: choose TLS or plaintext")
+	case useTLS && strings.HasPrefix(addr, "unix:"):
+		return fmt.Errorf("--extproc-tls applies to a TCP ext_proc address, not the Unix socket %s", addr)
+	case useTLS || strings.HasPrefix(addr, "unix:") || insecure || isLoopback(strings.TrimPrefix(addr, "tcp://")):
 		return nil
 	}
-	return fmt.Errorf("the ext_proc sidecar address %s is neither a Unix socket nor loopback: Envoy would reach extproc in plaintext over the network; use unix:///run/ccproxy/extproc.sock or a loopback address, or set --extproc-insecure (CCPROXY_EXTPROC_INSECURE=true) for development", addr)
+	return fmt.Errorf("the ext_proc sidecar address %s is neither a Unix socket nor loopback: set --extproc-tls (CCPROXY_EXTPROC_TLS=true) for mutual TLS, use unix:///run/ccproxy/extproc.sock or a loopback address, or set --extproc-insecure (CCPROXY_EXTPROC_INSECURE=true) for development", addr)
 }

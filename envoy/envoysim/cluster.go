@@ -399,6 +399,7 @@ func (c *upstreamCluster) newTransport(key transportKey) *http.Transport {
 		if len(tc.alpn) > 0 {
 			cfg.NextProtos = append([]string(nil), tc.alpn...)
 		}
+		tc.applyTo(cfg)
 		t.TLSClientConfig = cfg
 		if roots == nil {
 			c.log.Warn("upstream TLS without trusted_ca: the server certificate is not verified (Envoy behaviour)",

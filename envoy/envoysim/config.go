@@ -871,6 +871,10 @@ type tlsConfig struct {
 	autoSNISANValidate bool
 	roots              *x509.CertPool // nil: Envoy does not verify the server certificate
 	alpn               []string
+	minTLS13           bool     // tls_params.tls_minimum_protocol_version TLSv1_3
+	certSDS            *sdsRef  // tls_certificate_sds_secret_configs (one)
+	caSDS              *sdsRef  // combined_validation_context's validation_context_sds_secret_config
+	sanExact           []string // match_typed_subject_alt_names: exact DNS names
 }
 
 func compileCluster(c *clusterv3.Cluster) (*clusterConfig, error) {
@@ -1006,7 +1010,42 @@ func compileTLS(utc *tlsv3.UpstreamTlsContext) (*tlsConfig, error) {
 		autoSNISANValidate: utc.GetAutoSniSanValidation(),
 		alpn:               utc.GetCommonTlsContext().GetAlpnProtocols(),
 	}
-	if vc := utc.GetCommonTlsContext().GetValidationContext(); vc != nil && vc.GetTrustedCa() != nil {
+	ctc := utc.GetCommonTlsContext()
+	switch v := ctc.GetTlsParams().GetTlsMinimumProtocolVersion(); v {
+	case tlsv3.TlsParameters_TLS_AUTO, tlsv3.TlsParameters_TLSv1_2:
+	case tlsv3.TlsParameters_TLSv1_3:
+		out.minTLS13 = true
+	default:
+		return nil, fmt.Errorf("envoysim does not implement tls_minimum_protocol_version %s", v)
+	}
+	switch sds := ctc.GetTlsCertificateSdsSecretConfigs(); len(sds) {
+	case 0:
+	case 1:
+		ref, err := compileSDS(sds[0])
+		if err != nil {
+			return nil, fmt.Errorf("tls_certificate_sds_secret_configs: %w", err)
+		}
+		out.certSDS = ref
+	default:
+		return nil, errors.New("envoysim implements one tls_certificate_sds_secret_config")
+	}
+	vc := ctc.GetValidationContext()
+	if cvc := ctc.GetCombinedValidationContext(); cvc != nil {
+		vc = cvc.GetDefaultValidationContext()
+		ref, err := compileSDS(cvc.GetValidationContextSdsSecretConfig())
+		if err != nil {
+			return nil, fmt.Errorf("validation_context_sds_secret_config: %w", err)
+		}
+		out.caSDS = ref
+	}
+	for _, m := range vc.GetMatchTypedSubjectAltNames() {
+		exact := m.GetMatcher().GetExact()
+		if m.GetSanType() != tlsv3.SubjectAltNameMatcher_DNS || exact == "" || m.GetMatcher().GetIgnoreCase() {
+			return nil, errors.New("envoysim implements match_typed_subject_alt_names with DNS exact matchers only")
+		}
+		out.sanExact = append(out.sanExact, exact)
+	}
+	if vc != nil && vc.GetTrustedCa() != nil {
 		pem, err := readDataSource(vc.GetTrustedCa())
 		if err != nil {
 			return nil, fmt.Errorf("trusted_ca: %w", err)

@@ -21,6 +21,7 @@ package envoysim
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -468,8 +469,28 @@ func (s *Sim) grpcConn(snap *snapshot, cfg *extProcConfig) (*grpc.ClientConn, er
 	}
 	dial := s.dial
 	timeout := c.connectTimeout
+	creds := insecure.NewCredentials()
+	if tc := c.tls; tc != nil {
+		// The cluster's UpstreamTlsContext: SNI sni, trusted_ca or the SDS CA, the SAN
+		// matchers and the SDS client certificate; gRPC needs ALPN h2.
+		roots := tc.roots
+		cfg := &tls.Config{
+			ServerName:         tc.sni,
+			InsecureSkipVerify: true,
+			VerifyConnection: func(cs tls.ConnectionState) error {
+				if roots == nil {
+					return nil
+				}
+				return verifyPeer(cs, roots, "")
+			},
+			MinVersion: tls.VersionTLS12,
+			NextProtos: append([]string(nil), tc.alpn...),
+		}
+		tc.applyTo(cfg)
+		creds = envoyGRPCCreds{credentials.NewTLS(cfg)}
+	}
 	conn, err := grpc.NewClient("passthrough:///"+strings.ReplaceAll(h.address, "/", "_"),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
