@@ -351,7 +351,7 @@ func ListenWith(addr string, o ListenOptions) (net.Listener, error) {
 	if path == "" {
 		return nil, fmt.Errorf("extproc: listen: empty Unix socket path in %q", addr)
 	}
-	if err := checkSocketDir(filepath.Dir(path)); err != nil {
+	if err := checkSocketDir(filepath.Dir(path), o.Warn); err != nil {
 		return nil, err
 	}
 	if err := removeStaleSocket(path); err != nil {

@@ -15,8 +15,11 @@ import (
 // The Unix socket is the ext_proc server's only authentication in the sidecar deployment:
 // whoever can connect to it can play Envoy's filters and be handed the decrypted Bedrock
 // credential of any valid access key. So it is created with an explicit mode and group
-// rather than the process umask's, and only in a directory that no other user can write to,
-// where nobody else could replace it with a socket of their own.
+// rather than the process umask's, atomically (never visible under a looser mode), in a
+// directory that is extproc's, root's or writable by nobody else. A directory every user may
+// write to without the sticky bit is reported through ListenOptions.Warn rather than refused:
+// it is what a Kubernetes emptyDir volume is (mode 0777), where the only other writers are the
+// pod's own containers — Envoy, which is trusted anyway.
 
 // DefaultSocketMode is the Unix socket's mode when ListenOptions leaves it zero: the owner
 // and the group (Envoy's) may connect, nobody else.
@@ -29,12 +32,15 @@ type ListenOptions struct {
 	// SocketGroup is the group (a name or a numeric id) given the socket, so that Envoy's
 	// user can connect through the group bits; "" keeps the process's group.
 	SocketGroup string
+	// Warn receives what is worth an operator's attention about the socket's directory;
+	// nil ignores it.
+	Warn func(msg string)
 }
 
-// checkSocketDir refuses a socket directory that other users may write to (without the
-// sticky bit, which keeps them from removing or renaming our file), or that is owned by
-// another user than this process's or root.
-func checkSocketDir(dir string) error {
+// checkSocketDir refuses a socket directory owned by another user than this process's or
+// root, and warns about one that every user may write to without the sticky bit (which would
+// keep them from removing or renaming our file).
+func checkSocketDir(dir string, warn func(string)) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return fmt.Errorf("extproc: socket directory: %w", err)
@@ -42,13 +48,13 @@ func checkSocketDir(dir string) error {
 	if !fi.IsDir() {
 		return fmt.Errorf("extproc: socket directory %s is not a directory", dir)
 	}
-	if m := fi.Mode(); m.Perm()&0o002 != 0 && m&fs.ModeSticky == 0 {
-		return fmt.Errorf("extproc: socket directory %s (mode %v) is writable by every user, who could replace the socket: use a directory only extproc's user (and group) can write to", dir, m.Perm())
-	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		if uid := int(st.Uid); uid != 0 && uid != os.Getuid() {
-			return fmt.Errorf("extproc: socket directory %s belongs to uid %d, not to extproc's user (%d) or root", dir, uid, os.Getuid())
+			return fmt.Errorf("extproc: socket directory %s belongs to uid %d, not to extproc's user (%d) or root: its owner could replace the socket", dir, uid, os.Getuid())
 		}
+	}
+	if m := fi.Mode(); m.Perm()&0o002 != 0 && m&fs.ModeSticky == 0 && warn != nil {
+		warn(fmt.Sprintf("extproc socket directory %s (mode %v) is writable by every user, who could replace the socket with their own; acceptable for a volume only the pod's containers mount (a Kubernetes emptyDir), otherwise use a directory only extproc's user and group can write to", dir, m.Perm()))
 	}
 	return nil
 }

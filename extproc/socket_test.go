@@ -56,17 +56,18 @@ func TestListenSocketMode(t *testing.T) {
 	}
 }
 
-// TestListenSocketDirectory: a directory every user may write to (where anyone could put
-// their own socket in place of extproc's) is refused; with the sticky bit it is not.
+// TestListenSocketDirectory: a directory another user owns (who could put their own socket
+// in place of extproc's) is refused; one every user may write to without the sticky bit is
+// reported (a Kubernetes emptyDir is one: only the pod's containers write there).
 func TestListenSocketDirectory(t *testing.T) {
 	for _, tc := range []struct {
-		mode    fs.FileMode
-		wantErr string
+		mode fs.FileMode
+		warn bool
 	}{
-		{0o700, ""},
-		{0o770, ""},
-		{0o777, "writable by every user"},
-		{0o777 | fs.ModeSticky, ""},
+		{0o700, false},
+		{0o770, false},
+		{0o777, true},
+		{0o777 | fs.ModeSticky, false},
 	} {
 		t.Run(tc.mode.String(), func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "run")
@@ -76,16 +77,14 @@ func TestListenSocketDirectory(t *testing.T) {
 			if err := os.Chmod(dir, tc.mode); err != nil {
 				t.Fatal(err)
 			}
-			lis, err := ListenWith("unix://"+filepath.Join(dir, "x.sock"), ListenOptions{})
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				lis.Close()
-				return
+			var warnings []string
+			lis, err := ListenWith("unix://"+filepath.Join(dir, "x.sock"), ListenOptions{Warn: func(m string) { warnings = append(warnings, m) }})
+			if err != nil {
+				t.Fatal(err)
 			}
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("err = %v, want %q", err, tc.wantErr)
+			lis.Close()
+			if got := len(warnings) == 1 && strings.Contains(warnings[0], "writable by every user"); got != tc.warn {
+				t.Errorf("warnings %q, want a warning: %v", warnings, tc.warn)
 			}
 		})
 	}
@@ -94,5 +93,19 @@ func TestListenSocketDirectory(t *testing.T) {
 	}
 	if _, err := ListenWith("unix://"+t.TempDir()+"/x.sock", ListenOptions{SocketGroup: "no-such-group-ccproxy"}); err == nil {
 		t.Error("an unknown group: no error")
+	}
+}
+
+// TestSocketDirOwner: a directory owned by another user than extproc's or root is refused.
+func TestSocketDirOwner(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to give a directory to another user")
+	}
+	dir := t.TempDir()
+	if err := os.Chown(dir, 12345, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := checkSocketDir(dir, nil); err == nil || !strings.Contains(err.Error(), "belongs to uid 12345") {
+		t.Fatalf("err = %v, want the owner refused", err)
 	}
 }

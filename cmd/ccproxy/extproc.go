@@ -185,7 +185,7 @@ func (s *sidecarSettings) group() config.Group {
 		},
 	}, {
 		Flag: "extproc-socket-mode", Env: "CCPROXY_EXTPROC_SOCKET_MODE", Default: "0660",
-		Usage: "permission bits (octal) of extproc's Unix socket: whoever may connect can act as Envoy and obtain decrypted Bedrock credentials, so give access to Envoy's user or group only; the socket's directory must not be writable by other users",
+		Usage: "permission bits (octal) of extproc's Unix socket: whoever may connect can act as Envoy and obtain decrypted Bedrock credentials, so give access to Envoy's user or group only (on Kubernetes, set the pod's fsGroup and CCPROXY_EXTPROC_SOCKET_GROUP to it); the socket's directory must belong to extproc's user or root",
 		Set: func(v string) error {
 			m, err := strconv.ParseUint(v, 8, 32)
 			if err != nil || m&^0o770 != 0 || m&0o600 != 0o600 {

@@ -240,7 +240,10 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	if err != nil {
 		return nil, err
 	}
-	ln, err := extproc.ListenWith(s.Sidecar.Addr, extproc.ListenOptions{SocketMode: s.Sidecar.SocketMode, SocketGroup: s.Sidecar.SocketGroup})
+	ln, err := extproc.ListenWith(s.Sidecar.Addr, extproc.ListenOptions{
+		SocketMode: s.Sidecar.SocketMode, SocketGroup: s.Sidecar.SocketGroup,
+		Warn: func(msg string) { log.Warn(msg) },
+	})
 	if err != nil {
 		return nil, err
 	}
