@@ -153,7 +153,7 @@ type pathKind uint8
 
 const (
 	pathOther           pathKind = iota // not /v1/: 404
-	pathV1                              // other /v1/ paths: forwarded, not metered
+	pathV1                              // other /v1/ paths: 404 (only metered endpoints go upstream)
 	pathMessages                        // /v1/messages
 	pathCountTokens                     // /v1/messages/count_tokens
 	pathModels                          // /v1/models
@@ -235,10 +235,11 @@ func parseCount(v []byte) int64 {
 
 // canonical reports whether a /v1/ path (query excluded) is spelled the one
 // way clients spell Anthropic's endpoints: no percent-encoding, no empty or
-// dot segments, no trailing slash. Every other spelling of /v1/messages
-// (/v1/messages/, /v1/%6dessages, /v1//messages) would be forwarded to Plan
-// as an unmetered "other" path while Anthropic may well serve it as the
-// metered endpoint, so such paths are refused instead.
+// dot segments, no trailing slash. Envoy normalises most spellings before
+// extproc sees them (the control plane's HCM path settings); what remains
+// (/v1/messages/, /v1/messages%3Fx) might still be served by Anthropic as
+// the metered endpoint, so such paths are refused, with a message saying
+// why, rather than treated as some other path.
 func canonical(path []byte) bool {
 	if bytes.IndexByte(path, '%') >= 0 || bytes.Contains(path, []byte("//")) || path[len(path)-1] == '/' {
 		return false
