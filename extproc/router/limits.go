@@ -66,13 +66,6 @@ func (s *keySlots) release(key uuid.UUID) {
 	s.n[key]--
 }
 
-// inFlight is the number of requests of key in flight (tests).
-func (s *keySlots) inFlight(key uuid.UUID) int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n[key]
-}
-
 // tooManyConcurrent is the refusal of a request over the key's concurrency limit: a 429
 // Claude Code retries after a second (x-should-retry true, retry-after 1), in the format of
 // the API the client speaks.
