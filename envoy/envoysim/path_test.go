@@ -50,6 +50,7 @@ func TestPathNormalization(t *testing.T) {
 		{"/v1//messages", "/v1/messages", true},
 		{"/v1///messages//?q=//", "/v1/messages/?q=//", true},
 		{"/v1/messages/", "/v1/messages/", true},
+		{"//", "//", true}, // Envoy joins no segment between the leading and trailing slash
 		// Backslashes are slashes.
 		{`/v1\messages`, "/v1/messages", true},
 		// Characters a path cannot hold are escaped, invalid escapes kept.
@@ -138,4 +139,40 @@ func rawRequest(t *testing.T, url, req string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// FuzzPathNormalization: for any request target the normalisation either rejects it or
+// yields a path that starts with '/', holds no empty or dot segment before the query (a
+// trailing slash aside) and normalises to itself.
+func FuzzPathNormalization(f *testing.F) {
+	for _, s := range []string{"//", "/v1/messages", "/v1/%6dessages?x", "//v1/./x/../messages", "/v1%2F..%5Cmessages/", `/a\b`, "/%2e%2E/x", "/é?q=//", "/%zz%", "/../..", "/v1/messages%3Fx"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		if !strings.HasPrefix(in, "/") {
+			return // Envoy answers 404 before normalising
+		}
+		out, ok := ccproxyPaths.apply(in)
+		if !ok {
+			return
+		}
+		p, _ := splitQuery(out)
+		if !strings.HasPrefix(p, "/") {
+			t.Fatalf("%q → %q: no leading slash", in, out)
+		}
+		// A path of slashes only stays "//": Envoy's mergeSlashes joins no segments between
+		// its leading and trailing slash.
+		trimmed := strings.TrimSuffix(p, "/")
+		if strings.Trim(p, "/") != "" {
+			for _, seg := range strings.Split(trimmed[1:], "/") {
+				if seg == "" || dotKind(seg) != 0 {
+					t.Fatalf("%q → %q: segment %q", in, out, seg)
+				}
+			}
+		}
+		again, ok := ccproxyPaths.apply(out)
+		if !ok || again != out {
+			t.Fatalf("%q → %q → %q, %v: not idempotent", in, out, again, ok)
+		}
+	})
 }
