@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"log/slog"
 	"net"
 	"strings"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/internal/testenv"
 	"github.com/ccproxy/ccproxy/internal/tlsfiles"
 	"github.com/ccproxy/ccproxy/internal/tlsfiles/tlsfilestest"
 	"github.com/ccproxy/ccproxy/internal/usage"
@@ -230,5 +232,40 @@ func TestParseByteSize(t *testing.T) {
 		if _, err := parseByteSize(in); err == nil {
 			t.Errorf("parseByteSize(%q): no error", in)
 		}
+	}
+}
+
+// TestCommandsRefusePlaintextOffLoopback: each command stops at start, naming the settings,
+// when an internal channel would be plaintext on a non-loopback address.
+func TestCommandsRefusePlaintextOffLoopback(t *testing.T) {
+	dsn := testenv.Postgres(t)
+	t.Setenv("DATABASE_URL", dsn)
+	t.Setenv("CCPROXY_LOG_FORMAT", "json")
+	if _, err := run(t, "migrate", "up"); err != nil {
+		t.Fatal(err)
+	}
+	secret := strings.Repeat("s", 64)
+	master := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("m", 32)))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"admin: KeyService on every interface", []string{"admin", "--server-secret", secret, "--master-key", master,
+			"--admin-password", "a-long-enough-password", "--admin-addr", "127.0.0.1:0", "--metrics-addr=",
+			"--admin-grpc-addr", "0.0.0.0:0"}, "refusing plaintext on the non-loopback address 0.0.0.0:0"},
+		{"extproc: KeyService on the network", []string{"extproc", "--server-secret", secret, "--controlplane-insecure=true",
+			"--metrics-addr=", "--keyservice-addr", "10.1.2.3:9091"}, "--keyservice-tls-cert"},
+		{"extproc: ext_proc on every interface", []string{"extproc", "--server-secret", secret, "--controlplane-insecure=true",
+			"--metrics-addr=", "--extproc-addr", "0.0.0.0:0"}, "--extproc-tls-cert"},
+		{"controlplane: Envoy to a network extproc", []string{"controlplane", "--xds-insecure=true", "--metrics-addr=",
+			"--extproc-addr", "10.0.0.7:9002"}, "--extproc-tls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := run(t, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want it to name %q", err, tc.want)
+			}
+		})
 	}
 }
