@@ -9,7 +9,7 @@
 // (billing.SpendTTL), the same counter the usage ingester SETs after each commit.
 // A recompute scans the user's usage rows of the month, so it is bounded: only
 // users that exist are recomputed, concurrent calls for one user and month
-// share one computation, and its answer is reused for Options.SpendReuse.
+// share one computation, and its answer is reused for Options.SpendReuse (1 s).
 //
 // Invalidation is the other half of the contract: after changing a key, its
 // user or a credential, the admin service calls the Publisher of
@@ -69,8 +69,11 @@ type Options struct {
 	Now func() time.Time
 }
 
-// DefaultSpendReuse is Options.SpendReuse when left zero.
-const DefaultSpendReuse = 5 * time.Second
+// DefaultSpendReuse is Options.SpendReuse when left zero: extproc's own
+// in-process budget cache lasts as long, so reusing an answer for it adds no
+// more staleness than a budget check already has, while a user's spend is
+// recomputed at most once a second however often it is asked for.
+const DefaultSpendReuse = time.Second
 
 // maxSpendEntries bounds the reused answers kept; past it expired ones are
 // dropped, and when none has expired the map is cleared.
