@@ -162,8 +162,8 @@ func (s *sidecarSettings) group() config.Group {
 			return nil
 		},
 	}, {
-		Flag: "key-max-concurrent", Env: "CCPROXY_KEY_MAX_CONCURRENT", Default: "32",
-		Usage: "requests of one access key that may be in flight through one extproc (one gateway pod) at once; more get a retryable 429 rate_limit_error. Counted per pod, so a key may have this many on every pod. 0 disables the limit",
+		Flag: "key-max-concurrent", Env: "CCPROXY_KEY_MAX_CONCURRENT", Default: "64",
+		Usage: "requests of one access key that may be in flight through one extproc (one gateway pod) at once; more get a retryable 429 rate_limit_error. Counted per pod, so a key may have this many on every pod. Claude Code runs a handful at a time (more with many sub-agents); 0 disables the limit",
 		Set: func(v string) error {
 			n, err := strconv.Atoi(v)
 			if err != nil || n < 0 || n > 100_000 {
