@@ -107,6 +107,7 @@ func TestKubernetesProductionOverlay(t *testing.T) {
 	tlsSecrets := map[string]map[string][]byte{
 		"ccproxy-controlplane-tls": xca.issue(t, "ccproxy-controlplane", x509.ExtKeyUsageServerAuth),
 		"ccproxy-gateway-xds-tls":  xca.issue(t, "", x509.ExtKeyUsageClientAuth),
+		"ccproxy-keyservice-tls":   xca.issue(t, "ccproxy-keyservice", x509.ExtKeyUsageServerAuth),
 	}
 	settings := map[string]string{}
 	for k, v := range configMap(t, m, "ccproxy-settings").Data {
