@@ -112,7 +112,11 @@ func (c channelTLS) clientTLS(n channelNames, addr string, log *slog.Logger) (*t
 	if err != nil || !useTLS {
 		return nil, err
 	}
-	return tlsfiles.ClientConfig(c.Files, "", reloadLogger(log, n.flag))
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", n.what, err)
+	}
+	return tlsfiles.ClientConfig(c.Files, host, reloadLogger(log, n.flag))
 }
 
 // isLoopback reports whether host:port names this host only: a loopback IP or "localhost".

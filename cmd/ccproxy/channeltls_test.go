@@ -104,7 +104,7 @@ func TestKeyServiceDefaultsToLoopback(t *testing.T) {
 func mtlsPair(t *testing.T, server, client channelNames, addr string) (serverTLS, clientTLS *tls.Config, ca *tlsfilestest.CA) {
 	t.Helper()
 	ca = tlsfilestest.NewCA(t, "internal-ca")
-	sc, sk := ca.Issue(t, []string{"localhost"}, x509.ExtKeyUsageServerAuth)
+	sc, sk := ca.Issue(t, []string{"localhost", "127.0.0.1"}, x509.ExtKeyUsageServerAuth)
 	cc, ck := ca.Issue(t, []string{"extproc"}, x509.ExtKeyUsageClientAuth)
 	log := slog.New(slog.DiscardHandler)
 	var err error

@@ -281,7 +281,7 @@ func newBedrock(ctx context.Context, s *extprocSettings, log *slog.Logger, reg p
 	} else {
 		log.Warn("no master key or KMS key configured: Bedrock API-key credentials cannot be decrypted, only aws_default_chain credentials work")
 	}
-	cpTLS, err := s.ControlPlaneTLS.clientTLS(log)
+	cpTLS, err := s.ControlPlaneTLS.clientTLS(s.ControlPlaneAddr, log)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strconv"
 
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -81,9 +82,10 @@ func (s *controlPlaneTLSSettings) group() config.Group {
 		"connect to the control plane in plaintext, for development only; otherwise the three controlplane-tls files are required", &s.Insecure)}}
 }
 
-// clientTLS is extproc's mutual-TLS configuration for the control plane, or nil for
-// plaintext, which only --controlplane-insecure gives.
-func (s controlPlaneTLSSettings) clientTLS(log *slog.Logger) (*tls.Config, error) {
+// clientTLS is extproc's mutual-TLS configuration for the control plane at addr (host:port;
+// the certificate must carry the host), or nil for plaintext, which only
+// --controlplane-insecure gives.
+func (s controlPlaneTLSSettings) clientTLS(addr string, log *slog.Logger) (*tls.Config, error) {
 	files := tlsfiles.Files{CertFile: s.CertFile, KeyFile: s.KeyFile, CAFile: s.CAFile}
 	if err := checkTLSChoice(files, s.Insecure, "controlplane-tls-cert, --controlplane-tls-key and --controlplane-tls-ca (CCPROXY_CONTROLPLANE_TLS_CERT, _KEY, _CA)", "controlplane-insecure (CCPROXY_CONTROLPLANE_INSECURE=true)"); err != nil {
 		return nil, err
@@ -91,7 +93,11 @@ func (s controlPlaneTLSSettings) clientTLS(log *slog.Logger) (*tls.Config, error
 	if s.Insecure {
 		return nil, nil
 	}
-	return tlsfiles.ClientConfig(files, "", reloadLogger(log, "control plane client"))
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("control plane address %q: %w", addr, err)
+	}
+	return tlsfiles.ClientConfig(files, host, reloadLogger(log, "control plane client"))
 }
 
 // checkTLSChoice insists on exactly one of mutual TLS (all three files) and explicit plaintext.

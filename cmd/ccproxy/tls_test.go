@@ -40,7 +40,7 @@ func TestXDSSecurityChoice(t *testing.T) {
 			server := xdsTLSSettings{CertFile: tc.files.CertFile, KeyFile: tc.files.KeyFile, ClientCAFile: tc.files.CAFile, Insecure: tc.insecure}
 			client := controlPlaneTLSSettings{CertFile: tc.files.CertFile, KeyFile: tc.files.KeyFile, CAFile: tc.files.CAFile, Insecure: tc.insecure}
 			st, serr := server.serverTLS(log)
-			ct, cerr := client.clientTLS(log)
+			ct, cerr := client.clientTLS("ccproxy-controlplane:18000", log)
 			for side, err := range map[string]error{"server": serr, "client": cerr} {
 				if tc.wantErr == "" && err != nil {
 					t.Errorf("%s: %v", side, err)
@@ -91,7 +91,7 @@ func TestExtProcRuntimeConfigOverMutualTLS(t *testing.T) {
 		ControlPlaneAddr: net.JoinHostPort(name, port),
 		ControlPlaneTLS:  controlPlaneTLSSettings{CertFile: cf.CertFile, KeyFile: cf.KeyFile, CAFile: cf.CAFile},
 	}
-	clientTLS, err := s.ControlPlaneTLS.clientTLS(log)
+	clientTLS, err := s.ControlPlaneTLS.clientTLS(s.ControlPlaneAddr, log)
 	if err != nil {
 		t.Fatal(err)
 	}

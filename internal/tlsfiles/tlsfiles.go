@@ -61,9 +61,11 @@ func ServerConfig(f Files, onReloadError func(error)) (*tls.Config, error) {
 }
 
 // ClientConfig returns a TLS 1.3 client configuration that presents CertFile and accepts only
-// a server certificate that chains to CAFile and is valid for the name the client connects to
-// (gRPC sends the target's host as SNI) or, when serverName is set, for serverName. Loading and
-// reloading are as for ServerConfig.
+// a server certificate that chains to CAFile and is valid for serverName — the host the client
+// connects to: a DNS name or an IP address, which the certificate must then carry as an IP
+// SAN. An empty serverName falls back to the SNI name of the handshake; with neither (an IP
+// target dialled without serverName: Go sends no SNI for an IP) every server is refused rather
+// than any certificate of the CA accepted. Loading and reloading are as for ServerConfig.
 func ClientConfig(f Files, serverName string, onReloadError func(error)) (*tls.Config, error) {
 	r, err := newReloader(f, onReloadError)
 	if err != nil {
@@ -88,10 +90,18 @@ func ClientConfig(f Files, serverName string, onReloadError func(error)) (*tls.C
 			for _, c := range cs.PeerCertificates[1:] {
 				inter.AddCert(c)
 			}
+			name := serverName
+			if name == "" {
+				name = cs.ServerName
+			}
+			if name == "" {
+				// x509 skips the name check for an empty DNSName.
+				return errors.New("tlsfiles: no server name to check the server certificate against (an IP address target needs the name given)")
+			}
 			_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{
 				Roots:         r.current().roots,
 				Intermediates: inter,
-				DNSName:       cs.ServerName,
+				DNSName:       name,
 				KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 			})
 			if err != nil {

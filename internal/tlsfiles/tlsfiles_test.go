@@ -95,6 +95,8 @@ func TestMutualTLS(t *testing.T) {
 	oc, ok := other.Issue(t, []string{"envoy"}, x509.ExtKeyUsageClientAuth)
 	wrongName, wrongNameKey := p.ca.Issue(t, []string{"elsewhere"}, x509.ExtKeyUsageServerAuth)
 	clientUsage, clientUsageKey := p.ca.Issue(t, []string{serverName}, x509.ExtKeyUsageClientAuth)
+	loopback, loopbackKey := p.ca.Issue(t, []string{"127.0.0.1"}, x509.ExtKeyUsageServerAuth)
+	otherIP, otherIPKey := p.ca.Issue(t, []string{"10.0.0.1"}, x509.ExtKeyUsageServerAuth)
 	tests := []struct {
 		name   string
 		server tlsfiles.Files
@@ -120,6 +122,17 @@ func TestMutualTLS(t *testing.T) {
 		}, false},
 		{"server certificate without server authentication usage", tlsfilestest.Write(t, t.TempDir(), clientUsage, clientUsageKey, p.ca.PEM), func(t *testing.T) *tls.Config {
 			return mustClient(t, p.client, serverName)
+		}, false},
+		// exchange dials 127.0.0.1: Go sends no SNI for an IP address, so only the name
+		// the client was given can be checked.
+		{"IP target without a name: refused, not any certificate of the CA accepted", p.server, func(t *testing.T) *tls.Config {
+			return mustClient(t, p.client, "")
+		}, false},
+		{"IP target, certificate with that IP", tlsfilestest.Write(t, t.TempDir(), loopback, loopbackKey, p.ca.PEM), func(t *testing.T) *tls.Config {
+			return mustClient(t, p.client, "127.0.0.1")
+		}, true},
+		{"IP target, certificate for another IP", tlsfilestest.Write(t, t.TempDir(), otherIP, otherIPKey, p.ca.PEM), func(t *testing.T) *tls.Config {
+			return mustClient(t, p.client, "127.0.0.1")
 		}, false},
 		{"server checked against the CA bundle, not the system roots", p.server, func(t *testing.T) *tls.Config {
 			return mustClient(t, tlsfilestest.Write(t, t.TempDir(), oc, ok, other.PEM), serverName)

@@ -696,6 +696,9 @@ func (ca *xdsCA) issue(t *testing.T, dnsName string, usage x509.ExtKeyUsage) map
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 	if dnsName != "" {
 		tmpl.DNSNames = []string{dnsName}
+		// The test's "cluster DNS" maps every Service to 127.0.0.1, and a
+		// client checks the certificate against the host it dials.
+		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {

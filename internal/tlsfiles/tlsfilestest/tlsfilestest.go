@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -68,15 +69,26 @@ func NewCA(t testing.TB, name string) *CA {
 	return &CA{cert: cert, key: key, PEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
 }
 
-// Issue returns a leaf certificate for dnsNames with the extended key usage given (server or
-// client authentication), signed by ca, and its private key, both PEM.
-func (ca *CA) Issue(t testing.TB, dnsNames []string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+// Issue returns a leaf certificate for names (DNS names; IP addresses become IP SANs) with the
+// extended key usage given (server or client authentication), signed by ca, and its private
+// key, both PEM.
+func (ca *CA) Issue(t testing.TB, names []string, usage x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
 	t.Helper()
 	key := newKey(t)
+	var dnsNames []string
+	var ips []net.IP
+	for _, n := range names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dnsNames = append(dnsNames, n)
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(t),
 		Subject:      pkix.Name{CommonName: "leaf"},
 		DNSNames:     dnsNames,
+		IPAddresses:  ips,
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
