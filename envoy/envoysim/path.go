@@ -11,7 +11,8 @@ import (
 // filter runs when normalize_path, merge_slashes or path_with_escaped_slashes_action are
 // configured (ConnectionManagerUtility::maybeNormalizePath in
 // source/common/http/conn_manager_utility.cc, called from ActiveStream::decodeHeaders in
-// source/common/http/conn_manager_impl.cc). The steps, in Envoy's order:
+// source/common/http/conn_manager_impl.cc; the same at v1.37.0, commit 6d9bb7d9, v1.38.0,
+// f1dd21b1, and on main in July 2026, 6806efb8). The steps, in Envoy's order:
 //
 //  1. a path holding a fragment ('#') is rejected (runtime flag
 //     http_reject_path_with_fragment, on by default);
