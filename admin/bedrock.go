@@ -155,7 +155,9 @@ func (s *Server) putBedrock(w http.ResponseWriter, r *http.Request, forKey bool)
 		s.storeError(w, r, err)
 		return
 	}
-	s.invalidate(r.Context(), keysInvalidation(userID, ks))
+	if !s.invalidateOrUnavailable(w, r, keysInvalidation(userID, ks)) {
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -200,6 +202,8 @@ func (s *Server) deleteBedrock(w http.ResponseWriter, r *http.Request, forKey bo
 		s.storeError(w, r, err)
 		return
 	}
-	s.invalidate(r.Context(), keysInvalidation(userID, ks))
+	if !s.invalidateOrUnavailable(w, r, keysInvalidation(userID, ks)) {
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }

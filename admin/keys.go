@@ -200,6 +200,8 @@ func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 	}
 	// Invalidate even when it was already revoked: it is idempotent and
 	// repairs a cache that missed the first message.
-	s.invalidate(r.Context(), keysInvalidation(k.UserID, []store.AccessKey{k}))
+	if !s.invalidateOrUnavailable(w, r, keysInvalidation(k.UserID, []store.AccessKey{k})) {
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -49,6 +49,7 @@ var problemTypes = map[int]string{
 	http.StatusUnprocessableEntity:   "validation-failed",
 	http.StatusTooManyRequests:       "too-many-requests",
 	http.StatusInternalServerError:   "internal",
+	http.StatusServiceUnavailable:    "unavailable",
 }
 
 func (s *Server) problem(w http.ResponseWriter, _ *http.Request, status int, title, detail string, errs ...fieldError) {

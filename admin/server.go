@@ -88,8 +88,9 @@ type Invalidation struct {
 // Invalidator is told, after the change has committed, about every change
 // that affects key lookups: a key issued, rotated or revoked, a user changed
 // or deleted, a Bedrock credential put or removed. A Redis pub/sub publisher
-// plugs in here. An error is logged and not returned to the admin: the
-// change is already committed, and the caches' bounded TTL is the backstop.
+// plugs in here. The change is already committed when it is called; an
+// error makes a change that narrows access answer 503 (repeat it), and is
+// only logged for one that widens access (a key issued or rotated).
 type Invalidator interface {
 	Invalidate(ctx context.Context, inv Invalidation) error
 }
@@ -392,16 +393,43 @@ func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 	})
 }
 
-// invalidate tells the Invalidator about inv, after commit.
+// invalidate tells the Invalidator about inv, after commit, and logs a
+// failure. It is for changes that only widen access (a key issued, a
+// rotation whose new secret must reach the caller once): a missed
+// invalidation there costs at most a negative cache entry's lifetime.
 func (s *Server) invalidate(ctx context.Context, inv Invalidation) {
-	if s.inv == nil {
-		return
+	_ = s.tryInvalidate(ctx, inv)
+}
+
+// invalidateOrUnavailable tells the Invalidator about inv, after commit, for
+// a change that narrows access (revocation, user disabled or deleted,
+// credential changed). When the gateways could not be told, it answers 503
+// and returns false: the change is committed, but acknowledging it would
+// promise that no gateway serves the old state any more, which a gateway
+// still holding a cached copy may do until its cache TTL. The caller
+// repeats the (idempotent) request until it succeeds.
+func (s *Server) invalidateOrUnavailable(w http.ResponseWriter, r *http.Request, inv Invalidation) bool {
+	if err := s.tryInvalidate(r.Context(), inv); err != nil {
+		w.Header().Set("Retry-After", "1")
+		s.problem(w, r, http.StatusServiceUnavailable, "change not yet in effect",
+			"the change is committed, but the gateways' key caches could not be told (Redis unreachable): "+
+				"it may not be in effect yet; repeat the request until it succeeds")
+		return false
 	}
-	if err := s.inv.Invalidate(context.WithoutCancel(ctx), inv); err != nil {
+	return true
+}
+
+func (s *Server) tryInvalidate(ctx context.Context, inv Invalidation) error {
+	if s.inv == nil {
+		return nil
+	}
+	err := s.inv.Invalidate(context.WithoutCancel(ctx), inv)
+	if err != nil {
 		s.log.LogAttrs(ctx, slog.LevelWarn, "admin: cache invalidation failed",
 			slog.String("user_id", inv.UserID.String()), slog.Int("keys", len(inv.KeyIDs)),
 			slog.String("error", err.Error()))
 	}
+	return err
 }
 
 func keysInvalidation(userID uuid.UUID, ks []store.AccessKey) Invalidation {

@@ -231,7 +231,9 @@ func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	s.invalidate(r.Context(), keysInvalidation(id, keys))
+	if !s.invalidateOrUnavailable(w, r, keysInvalidation(id, keys)) {
+		return
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -258,6 +260,8 @@ func (s *Server) handleDeleteUser(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	s.invalidate(r.Context(), keysInvalidation(id, keys))
+	if !s.invalidateOrUnavailable(w, r, keysInvalidation(id, keys)) {
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
