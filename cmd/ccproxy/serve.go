@@ -169,9 +169,13 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	opened.add(conn.Close)
 	ksClient := keyservicev1.NewKeyServiceClient(conn)
 	klog := log.With("component", "keylookup")
+	// While the invalidation subscription is down, no cached key is
+	// trusted: every lookup is confirmed by the KeyService.
+	feed := new(keylookup.Feed)
 	ks, err := keylookup.New(keylookup.Config{
 		Client: ksClient, Redis: rdb, Prefix: s.Redis.Prefix,
 		MACKey: hasher.Derive(keylookup.CacheMACPurpose), FreshTTL: s.Sidecar.KeyCacheTTL, Logger: klog,
+		Feed: feed,
 	})
 	if err != nil {
 		return nil, err
@@ -181,11 +185,13 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		NegativeTTL:   min(s.Sidecar.KeyCacheTTL, 5*time.Second),
 		MaxEntries:    100_000,
 		LookupTimeout: 5 * time.Second,
+		Trusted:       feed.Live,
 	})
 	subscribed := make(chan struct{})
 	var subscribedOnce sync.Once
 	sub := keylookup.NewSubscriber(rdb, s.Redis.Prefix, keylookup.SubscriberOptions{
 		Logger:      klog,
+		Feed:        feed,
 		OnSubscribe: func() { subscribedOnce.Do(func() { close(subscribed) }) },
 	}, resolver, ks)
 

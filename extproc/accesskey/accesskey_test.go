@@ -233,7 +233,7 @@ func TestCache(t *testing.T) {
 		}
 	})
 	t.Run("concurrent misses share one lookup", func(t *testing.T) {
-		const resolve = "github.com/ccproxy/ccproxy/extproc/accesskey.(*Cache).Resolve"
+		const resolve = "github.com/ccproxy/ccproxy/extproc/accesskey.(*Cache).resolve"
 		clk.now = t0
 		c, cr := newCache(10)
 		cr.gate = make(chan struct{})
@@ -307,4 +307,77 @@ func BenchmarkCacheHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// answerThenRevoke answers its first lookup with a valid key once released,
+// as a lookup answered just before a revocation committed; every later
+// lookup says the key is revoked.
+type answerThenRevoke struct {
+	calls   atomic.Int32
+	started chan struct{}
+	release chan struct{}
+}
+
+func (a *answerThenRevoke) Resolve(ctx context.Context, _ string) (Identity, error) {
+	if a.calls.Add(1) > 1 {
+		return Identity{}, ErrRevoked
+	}
+	close(a.started)
+	<-a.release
+	return Identity{KeyID: uuid.New()}, nil
+}
+
+// TestCacheLooksUpAgainWhenInvalidatedMidFlight: an invalidation that
+// arrives while a lookup is in flight means the change is committed and the
+// answer may predate it, so the caller does not get that answer: the cache
+// asks again.
+func TestCacheLooksUpAgainWhenInvalidatedMidFlight(t *testing.T) {
+	h := newHasher(t)
+	key := newKey(t)
+	next := &answerThenRevoke{started: make(chan struct{}), release: make(chan struct{})}
+	c := NewCache(next, h, CacheConfig{})
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Resolve(context.Background(), key)
+		done <- err
+	}()
+	<-next.started
+	c.Invalidate(h.Hash(key))
+	close(next.release)
+	if err := <-done; !errors.Is(err, ErrRevoked) {
+		t.Fatalf("Resolve = %v, want ErrRevoked (the answer raced an invalidation)", err)
+	}
+	if n := next.calls.Load(); n != 2 {
+		t.Errorf("lookups = %d, want 2", n)
+	}
+}
+
+// TestCacheUntrustedSkipsValidEntries: while CacheConfig.Trusted reports
+// false, cached valid answers are not used (refusals still are).
+func TestCacheUntrustedSkipsValidEntries(t *testing.T) {
+	h := newHasher(t)
+	key := newKey(t)
+	var trusted atomic.Bool
+	trusted.Store(true)
+	store := MemoryStore{}
+	store.Add(h, key, KeyRecord{KeyID: uuid.New(), UserID: uuid.New()})
+	next := &countingResolver{next: NewStoreResolver(store, h, nil)}
+	c := NewCache(next, h, CacheConfig{TTL: time.Hour, Trusted: trusted.Load})
+	for range 2 {
+		if _, err := c.Resolve(context.Background(), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := next.calls.Load(); n != 1 {
+		t.Fatalf("trusted: lookups = %d, want 1", n)
+	}
+	trusted.Store(false)
+	for range 2 {
+		if _, err := c.Resolve(context.Background(), key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := next.calls.Load(); n != 3 {
+		t.Errorf("untrusted: lookups = %d, want 3 (each asks)", n)
+	}
 }

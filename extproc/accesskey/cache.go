@@ -34,6 +34,12 @@ type CacheConfig struct {
 	// shared by every request waiting for that key, so it does not end when
 	// the request that started it is cancelled.
 	LookupTimeout time.Duration
+	// Trusted, if set, reports whether cached valid answers may be used.
+	// While it returns false every lookup of a valid key asks the wrapped
+	// Resolver (answers for unknown and revoked keys are still used: they
+	// only refuse). extproc passes its invalidation feed's state, so that a
+	// revocation published while the feed was down cannot be missed.
+	Trusted func() bool
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,7 +71,14 @@ type flight struct {
 	done chan struct{}
 	id   Identity
 	err  error
+	// invalidated reports that an invalidation arrived while the lookup
+	// was in flight: its answer may predate the change.
+	invalidated bool
 }
+
+// maxLookupRetries bounds how often Resolve looks a key up again because
+// an invalidation raced the lookup.
+const maxLookupRetries = 3
 
 // NewCache returns a Cache in front of next that hashes keys with hasher.
 func NewCache(next Resolver, hasher *keys.Hasher, cfg CacheConfig) *Cache {
@@ -100,15 +113,28 @@ func (c *Cache) Resolve(ctx context.Context, key string) (Identity, error) {
 		return Identity{}, fmt.Errorf("%w: %w", ErrMalformed, err)
 	}
 	h := [keys.HashLen]byte(c.hasher.Hash(key))
+	for attempt := 0; ; attempt++ {
+		id, raced, err := c.resolve(ctx, h, key)
+		// A valid answer fetched while an invalidation arrived may be the
+		// state before a revocation the admin service has acknowledged:
+		// ask again, now that the change is committed.
+		if !raced || err != nil || attempt == maxLookupRetries {
+			return id, err
+		}
+	}
+}
+
+func (c *Cache) resolve(ctx context.Context, h [keys.HashLen]byte, key string) (Identity, bool, error) {
 	now := c.cfg.Now()
+	trusted := c.cfg.Trusted == nil || c.cfg.Trusted()
 
 	c.mu.Lock()
 	if el, ok := c.entries[h]; ok {
 		e := el.Value.(*cacheEntry)
-		if now.Before(e.expires) {
+		if now.Before(e.expires) && (trusted || e.err != nil) {
 			c.lru.MoveToFront(el)
 			c.mu.Unlock()
-			return e.id, e.err
+			return e.id, false, e.err
 		}
 		c.removeLocked(el)
 	}
@@ -122,9 +148,9 @@ func (c *Cache) Resolve(ctx context.Context, key string) (Identity, error) {
 
 	select {
 	case <-f.done:
-		return f.id, f.err
+		return f.id, f.invalidated, f.err
 	case <-ctx.Done():
-		return Identity{}, fmt.Errorf("accesskey: waiting for key lookup: %w", ctx.Err())
+		return Identity{}, false, fmt.Errorf("accesskey: waiting for key lookup: %w", ctx.Err())
 	}
 }
 
@@ -148,7 +174,7 @@ func (c *Cache) fetch(ctx context.Context, h [keys.HashLen]byte, key string, f *
 			c.storeLocked(h, Identity{}, err, now.Add(c.cfg.NegativeTTL))
 		}
 	}
-	f.id, f.err = id, err
+	f.id, f.err, f.invalidated = id, err, gen != c.gen
 	c.mu.Unlock()
 	close(f.done)
 }

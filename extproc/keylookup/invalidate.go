@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -153,6 +154,28 @@ type SubscriberOptions struct {
 	// OnSubscribe, if set, is called after every (re)subscription and the
 	// purge that follows it.
 	OnSubscribe func()
+	// Feed, if set, is marked live while the subscription is established
+	// (after the purge that follows subscribing) and down as soon as it
+	// fails. Give the same Feed to the Store (Config.Feed) and the
+	// accesskey.Cache (CacheConfig.Trusted = Feed.Live).
+	Feed *Feed
+}
+
+// Feed reports whether an instance's invalidation subscription is live.
+// While it is not, invalidations published meanwhile are lost, so cached
+// answers cannot be trusted to reflect a revocation the admin service has
+// acknowledged: the cache and the Store then re-confirm every key with the
+// KeyService and serve no stale copy. The zero Feed is down.
+type Feed struct{ live atomic.Bool }
+
+// Live reports whether the subscription is established. A nil Feed is
+// always live (no gating), for callers that do not track it.
+func (f *Feed) Live() bool { return f == nil || f.live.Load() }
+
+func (f *Feed) set(live bool) {
+	if f != nil {
+		f.live.Store(live)
+	}
 }
 
 // Subscriber applies published invalidations to the Invalidators of one
@@ -206,6 +229,8 @@ func (s *Subscriber) Run(ctx context.Context) error {
 func (s *Subscriber) session(ctx context.Context) error {
 	ps := s.rdb.Subscribe(ctx)
 	defer ps.Close()
+	// From the moment the connection fails, messages may be lost.
+	defer s.opts.Feed.set(false)
 	if err := ps.Subscribe(ctx, s.channel); err != nil {
 		return fmt.Errorf("subscribe: %w", err)
 	}
@@ -217,6 +242,7 @@ func (s *Subscriber) session(ctx context.Context) error {
 	for _, t := range s.targets {
 		t.Purge()
 	}
+	s.opts.Feed.set(true)
 	if s.opts.OnSubscribe != nil {
 		s.opts.OnSubscribe()
 	}

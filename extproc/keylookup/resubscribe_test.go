@@ -110,3 +110,80 @@ func TestSubscriberPurgesAfterRedisOutage(t *testing.T) {
 		t.Fatalf("after resubscribing: err = %v, want ErrRevoked", err)
 	}
 }
+
+// TestNoCachedKeyTrustedWhileFeedDown: while an instance's invalidation
+// subscription is down, a revocation published meanwhile is lost — so the
+// instance must not serve a key from its caches then: it re-confirms with
+// the KeyService (and refuses, rather than serve a stale copy, when that is
+// unreachable too).
+func TestNoCachedKeyTrustedWhileFeedDown(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	p := newProxy(t, e.rdb.Options().Addr)
+	opts := *e.rdb.Options()
+	opts.Addr = p.lis.Addr().String()
+	viaProxy := redis.NewClient(&opts)
+	t.Cleanup(func() { viaProxy.Close() })
+
+	feed := new(keylookup.Feed)
+	in := e.instance(t, keylookup.Config{FreshTTL: time.Hour, Feed: feed},
+		accesskey.CacheConfig{TTL: time.Hour, Trusted: feed.Live})
+	e.subscribeFeed(t, viaProxy, in, feed)
+	if !feed.Live() {
+		t.Fatal("feed not live after subscribing")
+	}
+
+	revoked, revokedRow := e.newKey(t)
+	kept, _ := e.newKey(t)
+	for _, k := range []string{revoked, kept} {
+		if _, err := in.cache.Resolve(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.cut()
+	for feed.Live() {
+		time.Sleep(5 * time.Millisecond) // the subscriber notices the cut connection
+	}
+	// Acknowledged by the admin service (committed and published), but this
+	// instance is not listening.
+	if _, err := e.st.AccessKeys().Revoke(ctx, revokedRow.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := keylookup.NewPublisher(e.rdb, e.prefix).PublishKeyChange(ctx, e.hasher.Hash(revoked)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := in.cache.Resolve(ctx, revoked); !errors.Is(err, accesskey.ErrRevoked) {
+		t.Fatalf("revoked key while the feed is down: err = %v, want ErrRevoked", err)
+	}
+	if _, err := in.cache.Resolve(ctx, kept); err != nil {
+		t.Fatalf("valid key while the feed is down: %v", err)
+	}
+	// KeyService unreachable too: no cached copy is served.
+	e.srv.Stop()
+	if _, err := in.cache.Resolve(ctx, kept); err == nil {
+		t.Fatal("valid key served from a cached copy while both the feed and the KeyService are down")
+	}
+}
+
+// subscribeFeed runs a Subscriber with feed for in until the test ends and
+// waits until the feed is live.
+func (e *env) subscribeFeed(t *testing.T, rdb redis.UniversalClient, in instance, feed *keylookup.Feed) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	live := make(chan struct{})
+	var once sync.Once
+	sub := keylookup.NewSubscriber(rdb, e.prefix, keylookup.SubscriberOptions{
+		PingInterval: 100 * time.Millisecond,
+		RetryDelay:   20 * time.Millisecond,
+		Feed:         feed,
+		OnSubscribe:  func() { once.Do(func() { close(live) }) },
+	}, in.cache, in.store)
+	wg.Go(func() { sub.Run(ctx) })
+	select {
+	case <-live:
+	case <-time.After(5 * time.Second):
+		t.Fatal("subscriber did not subscribe")
+	}
+}

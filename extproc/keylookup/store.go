@@ -111,6 +111,11 @@ type Config struct {
 	// calls at once for BreakerOpenDelay before letting one through.
 	BreakerFailures  uint32
 	BreakerOpenDelay time.Duration
+	// Feed, if set, is the invalidation subscription's state: while it is
+	// down the Store asks the KeyService for every lookup (no Redis answer
+	// counts as fresh) and serves no stale copy when the KeyService is
+	// unreachable — a revocation acknowledged meanwhile would go unnoticed.
+	Feed *Feed
 	// Logger receives dependency failures; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -216,9 +221,10 @@ func (s *Store) Lookup(ctx context.Context, hash []byte) (Record, error) {
 	h := [keys.HashLen]byte(hash)
 	gen := s.gen.Load()
 	now := s.cfg.Now()
+	trusted := s.cfg.Feed.Live()
 
 	cached, redisErr := s.redisGet(ctx, h)
-	if redisErr == nil && now.Before(cached.FreshUntil) {
+	if redisErr == nil && trusted && now.Before(cached.FreshUntil) {
 		s.remember(h, cached, gen)
 		return cached.Record, nil
 	}
@@ -251,6 +257,11 @@ func (s *Store) Lookup(ctx context.Context, hash []byte) (Record, error) {
 		return Record{}, fmt.Errorf("keylookup: look up key: %w", rpcErr)
 	}
 
+	if !trusted {
+		// Without the invalidation feed a copy may predate an acknowledged
+		// revocation: refuse rather than serve it.
+		return Record{}, fmt.Errorf("keylookup: look up key (invalidation feed down, no cached answer trusted): %w", rpcErr)
+	}
 	// The key service is unreachable: serve the newest copy within StaleTTL.
 	best, ok := s.local(h)
 	if redisErr == nil && (!ok || cached.FetchedAt.After(best.FetchedAt)) {
