@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -122,6 +123,9 @@ type sidecarSettings struct {
 	// UsageBuffer bounds the usage events extproc keeps in memory while
 	// Redis is unreachable.
 	UsageBuffer int
+	// UsageSpoolDir, when set, holds the write-ahead file of the usage
+	// events waiting for Redis, so that they survive the process.
+	UsageSpoolDir string
 	// KeyCacheTTL bounds how long extproc trusts a resolved access key.
 	KeyCacheTTL time.Duration
 	// SocketMode and SocketGroup are the Unix socket's permission bits and
@@ -148,6 +152,16 @@ func (s *sidecarSettings) group() config.Group {
 				return errors.New("must be a number of events from 1 to 10000000")
 			}
 			s.UsageBuffer = n
+			return nil
+		},
+	}, {
+		Flag: "usage-spool-dir", Env: "CCPROXY_USAGE_SPOOL_DIR", Default: "",
+		Usage: "directory (one per extproc process, on a disk that survives a restart of the process) where usage events waiting for an unreachable Redis are also written and synced, and published again at the next start; empty keeps them in memory only",
+		Set: func(v string) error {
+			if v != "" && !filepath.IsAbs(v) {
+				return errors.New("must be an absolute path")
+			}
+			s.UsageSpoolDir = v
 			return nil
 		},
 	}, {

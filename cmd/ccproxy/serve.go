@@ -149,6 +149,9 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	}
 	producer, err := usagestream.NewProducer(usagestream.ProducerOptions{
 		Redis: rdb, Prefix: s.Redis.Prefix, Buffer: s.Sidecar.UsageBuffer,
+		// The event is in Redis before the end of the response reaches the
+		// client; the buffer (and the spool) only while Redis fails.
+		SyncTimeout: usagestream.DefaultSyncTimeout, SpoolDir: s.Sidecar.UsageSpoolDir,
 		Logger: log.With("component", "usage-stream"), Registerer: reg,
 	})
 	if err != nil {

@@ -327,3 +327,60 @@ func TestRefusedKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestUsageRecordedBeforeResponseEndIsReleased: the usage event of a
+// response that ended is recorded while the message that ended it is
+// processed — before its reply releases the end to the client — not when
+// the stream closes later; a response that did not end is recorded at
+// Close, once.
+func TestUsageRecordedBeforeResponseEndIsReleased(t *testing.T) {
+	sse := "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3,\"output_tokens\":1}}}\n\n" +
+		"event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":7}}\n\nevent: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+	tests := []struct {
+		name        string
+		key         string
+		body        string
+		contentType string
+		chunks      []string
+		ends        bool
+		wantUsage   usage.Usage
+	}{
+		{name: "Plan SSE", key: "plan-only", body: `{"model":"claude-opus-5-5","stream":true,"messages":[]}`,
+			contentType: "text/event-stream", chunks: []string{sse[:40], sse[40:]}, ends: true,
+			wantUsage: usage.Usage{InputTokens: 3, OutputTokens: 7}},
+		{name: "Bedrock JSON", key: "bedrock", body: `{"model":"claude-opus-5-5","max_tokens":5,"stream":false,"messages":[]}`,
+			contentType: "application/json", chunks: []string{bedrockJSONAnswer}, ends: true,
+			wantUsage: usage.Usage{InputTokens: 21, OutputTokens: 13, CacheReadInputTokens: 8, CacheWrite5mInputTokens: 4}},
+		{name: "Plan SSE abandoned", key: "plan-only", body: `{"model":"claude-opus-5-5","stream":true,"messages":[]}`,
+			contentType: "text/event-stream", chunks: []string{sse[:40]}, ends: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newBedrockHarness(t, testRuntime(t), nil)
+			p := h.r.NewProcessor()
+			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys[tc.key]+"/v1/messages"))
+			mustProcess(t, p, reqBody([]byte(tc.body)))
+			mustProcess(t, p, respHeaders("200", "content-type", tc.contentType))
+			for i, c := range tc.chunks {
+				if n := len(h.sink.Events()); n != 0 {
+					t.Fatalf("%d usage events before chunk %d, want 0", n, i)
+				}
+				mustProcess(t, p, respBody([]byte(c), tc.ends && i == len(tc.chunks)-1))
+			}
+			if n, want := len(h.sink.Events()), map[bool]int{true: 1, false: 0}[tc.ends]; n != want {
+				t.Fatalf("%d usage events once the last chunk was processed, want %d", n, want)
+			}
+			p.Close(context.Background())
+			evs := h.sink.Events()
+			if len(evs) != 1 {
+				t.Fatalf("%d usage events after Close, want 1", len(evs))
+			}
+			if evs[0].Aborted == tc.ends {
+				t.Errorf("aborted = %v, want %v", evs[0].Aborted, !tc.ends)
+			}
+			if tc.ends && evs[0].Usage != tc.wantUsage {
+				t.Errorf("usage %+v, want %+v", evs[0].Usage, tc.wantUsage)
+			}
+		})
+	}
+}

@@ -46,6 +46,7 @@ type Processor struct {
 	resp    response
 
 	bodyReply *extprocv3.ProcessingResponse
+	emitted   bool // the usage event was recorded
 	closed    bool
 	slot      bool   // holds one of the key's concurrency slots (limits.go)
 	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
@@ -165,6 +166,15 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 			ResponseTrailers: &extprocv3.TrailersResponse{}}}
 	default:
 		return nil, nil
+	}
+	if p.resp.ended && !p.emitted && err == nil {
+		// The reply to the message that ended the response releases its
+		// end to the client (Envoy holds a BUFFERED body, and each STREAMED
+		// chunk, until the ext_proc answers it). Recording the usage now,
+		// before that reply, means a client that has its whole answer has
+		// its usage recorded: with the Redis producer's synchronous XADD, a
+		// process killed right after the response cannot lose it.
+		p.emitUsage(context.WithoutCancel(ctx))
 	}
 	p.r.metrics.phase[ph].Observe(time.Since(t).Seconds())
 	if err != nil {
@@ -455,7 +465,9 @@ func (p *Processor) endResponse() {
 }
 
 // Close ends the stream: it frees what was stored for the upstream processor
-// and emits the usage event of a metered request that reached an upstream.
+// and emits the usage event of a metered request that reached an upstream,
+// unless the end of the response emitted it already (a response that did
+// not end: the client went away, or the upstream broke off).
 // ctx should outlive the stream (its values are passed to the sink).
 func (p *Processor) Close(ctx context.Context) {
 	p.mu.Lock()
@@ -473,6 +485,15 @@ func (p *Processor) Close(ctx context.Context) {
 	if p.stored.id != "" {
 		p.r.bedrock.Requests.Delete(p.stored.id)
 	}
+	if !p.emitted {
+		p.emitUsage(ctx)
+	}
+}
+
+// emitUsage records the usage event of a metered request that reached an
+// upstream, once.
+func (p *Processor) emitUsage(ctx context.Context) {
+	p.emitted = true
 	if p.route == "" || !p.metered() {
 		return
 	}

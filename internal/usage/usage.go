@@ -101,9 +101,12 @@ type Event struct {
 }
 
 // A Sink receives usage events. Record is called on the ext_proc stream's
-// goroutine once the response is complete, so it must not block: sinks that
-// do I/O queue the event and deliver it elsewhere. Sinks must be safe for
-// concurrent use.
+// goroutine when the response has ended — before the reply that releases
+// its end to the client — or, for a response that did not end, when the
+// stream closes. It holds up the end of the response while it runs, so it
+// must return quickly: a sink that does I/O either queues the event and
+// delivers it elsewhere, or bounds its wait (the Redis producer's
+// synchronous XADD). Sinks must be safe for concurrent use.
 type Sink interface {
 	Record(ctx context.Context, ev Event)
 }

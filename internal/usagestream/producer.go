@@ -31,6 +31,11 @@ const (
 	DefaultMaxLen = 10_000_000
 	// DefaultFlushTimeout bounds how long Run keeps sending at shutdown.
 	DefaultFlushTimeout = 5 * time.Second
+	// DefaultSyncTimeout is the wait extproc gives one synchronous XADD
+	// (ProducerOptions.SyncTimeout) before it spools the event instead: a
+	// refused connection fails at once, a hung Redis costs the requests in
+	// flight at that moment at most this much once.
+	DefaultSyncTimeout = 500 * time.Millisecond
 )
 
 // ProducerOptions configures a Producer.
@@ -54,6 +59,19 @@ type ProducerOptions struct {
 	// MinBackoff and MaxBackoff bound the wait between attempts while Redis
 	// fails (defaults 100 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
+	// SyncTimeout, when positive, makes Record publish the event itself
+	// (one XADD, waiting at most SyncTimeout) while nothing is buffered, so
+	// that the event is in Redis before Record returns — before the end of
+	// the response is released to the client. Only when that fails, or
+	// while earlier events still wait, does the event go to the buffer (and
+	// the spool). Zero: Record only buffers.
+	SyncTimeout time.Duration
+	// SpoolDir, when set, is a directory for the write-ahead spool: every
+	// event that goes to the buffer is first appended to
+	// SpoolDir/usage-spool.jsonl and synced, the file is emptied whenever
+	// the buffer has drained, and NewProducer buffers what a previous
+	// process left in it. One directory per process.
+	SpoolDir string
 	// Logger receives the producer's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the producer's metrics; nil keeps them private.
@@ -61,7 +79,9 @@ type ProducerOptions struct {
 }
 
 // Producer publishes usage events to the Redis stream. It implements
-// usage.Sink: Record never blocks; it appends to a bounded in-memory buffer
+// usage.Sink. With SyncTimeout set, Record adds the event to the stream
+// itself while Redis answers; otherwise, and whenever that fails, it
+// appends the event to the spool (if any) and a bounded in-memory buffer
 // that Run drains with pipelined XADDs. While Redis fails, Run keeps the
 // events and retries with exponential backoff.
 //
@@ -78,12 +98,16 @@ type Producer struct {
 	log     *slog.Logger
 	metrics *producerMetrics
 
-	mu      sync.Mutex
-	buf     ring
-	closed  bool          // Run's final flush is over: nothing will send
-	wake    chan struct{} // capacity 1: events arrived
-	dropLog rateLimiter
-	drops   int64 // total dropped, for the logs
+	mu       sync.Mutex
+	buf      ring
+	inflight int    // events Run took from buf and is sending
+	spool    *spool // nil without SpoolDir
+	spoolLog rateLimiter
+	syncLog  rateLimiter
+	closed   bool          // Run's final flush is over: nothing will send
+	wake     chan struct{} // capacity 1: events arrived
+	dropLog  rateLimiter
+	drops    int64 // total dropped, for the logs
 
 	// sent counts events XADDed, for tests (WaitSent).
 	sentMu   sync.Mutex
@@ -97,6 +121,9 @@ type producerMetrics struct {
 	depth       prometheus.Gauge
 	xaddErrors  prometheus.Counter
 	batchLength prometheus.Histogram
+	direct      prometheus.Counter
+	spoolErrors prometheus.Counter
+	replayed    prometheus.Counter
 }
 
 func newProducerMetrics(reg prometheus.Registerer) (*producerMetrics, error) {
@@ -122,10 +149,22 @@ func newProducerMetrics(reg prometheus.Registerer) (*producerMetrics, error) {
 			Help:    "Usage events per pipelined XADD round trip.",
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
 		}),
+		direct: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccproxy_usage_stream_direct_total",
+			Help: "Usage events added to the stream synchronously, before the response ended (also counted in ccproxy_usage_stream_produced_total).",
+		}),
+		spoolErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccproxy_usage_spool_errors_total",
+			Help: "Failed writes to the usage spool file (the event is kept in memory only).",
+		}),
+		replayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ccproxy_usage_spool_replayed_total",
+			Help: "Usage events found in the spool at start (left by a process that stopped before Redis took them) and buffered again.",
+		}),
 	}
 	m.dropped.WithLabelValues("overflow")
 	m.dropped.WithLabelValues("shutdown")
-	for _, c := range []prometheus.Collector{m.produced, m.dropped, m.depth, m.xaddErrors, m.batchLength} {
+	for _, c := range []prometheus.Collector{m.produced, m.dropped, m.depth, m.xaddErrors, m.batchLength, m.direct, m.spoolErrors, m.replayed} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -167,22 +206,120 @@ func NewProducer(opts ProducerOptions) (*Producer, error) {
 		return nil, errorf("metrics: %v", err)
 	}
 	p := &Producer{
-		rdb:     opts.Redis,
-		stream:  StreamKey(opts.Prefix),
-		opts:    opts,
-		log:     opts.Logger,
-		metrics: m,
-		buf:     ring{max: opts.Buffer},
-		wake:    make(chan struct{}, 1),
-		dropLog: rateLimiter{every: 10 * time.Second},
+		rdb:      opts.Redis,
+		stream:   StreamKey(opts.Prefix),
+		opts:     opts,
+		log:      opts.Logger,
+		metrics:  m,
+		buf:      ring{max: opts.Buffer},
+		wake:     make(chan struct{}, 1),
+		dropLog:  rateLimiter{every: 10 * time.Second},
+		spoolLog: rateLimiter{every: 10 * time.Second},
+		syncLog:  rateLimiter{every: 10 * time.Second},
 	}
 	p.sentCond = sync.NewCond(&p.sentMu)
+	if opts.SpoolDir != "" {
+		sp, left, bad, err := openSpool(opts.SpoolDir)
+		if err != nil {
+			return nil, err
+		}
+		p.spool = sp
+		for _, ev := range left {
+			p.buf.push(ev)
+		}
+		m.replayed.Add(float64(len(left)))
+		m.depth.Set(float64(p.buf.n))
+		if len(left) > 0 || bad > 0 {
+			p.log.Warn("usage events left in the spool by a previous process: publishing them again (the ingester skips ids it has stored)",
+				"events", len(left), "undecodable_lines", bad, "spool", sp.path)
+		}
+	}
 	return p, nil
 }
 
-// Record implements usage.Sink. It never blocks on I/O.
-func (p *Producer) Record(_ context.Context, ev usage.Event) {
+// Record implements usage.Sink. With SyncTimeout set and nothing waiting in
+// the buffer, it adds ev to the stream before returning (waiting at most
+// SyncTimeout); otherwise, or when that fails, it spools and buffers ev.
+func (p *Producer) Record(ctx context.Context, ev usage.Event) {
+	if p.opts.SyncTimeout > 0 && p.idle() {
+		err := p.publishNow(ctx, ev)
+		if err == nil {
+			return
+		}
+		p.metrics.xaddErrors.Inc()
+		p.mu.Lock()
+		logIt := p.syncLog.allow(time.Now())
+		p.mu.Unlock()
+		if logIt {
+			p.log.Error("publishing a usage event failed; buffering it and retrying", "request_id", ev.RequestID, "err", err)
+		}
+	}
+	p.enqueue(ev)
+}
+
+// idle reports whether nothing waits to be sent: only then may Record
+// publish directly (else Run is retrying, and Redis is likely down).
+func (p *Producer) idle() bool {
 	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.closed && p.buf.n == 0 && p.inflight == 0
+}
+
+// publishNow adds ev to the stream with one XADD.
+func (p *Producer) publishNow(ctx context.Context, ev usage.Event) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.opts.SyncTimeout)
+	defer cancel()
+	args := &redis.XAddArgs{Stream: p.stream, Values: []any{Field, Encode(ev)}}
+	if p.opts.MaxLen > 0 {
+		args.MaxLen, args.Approx = p.opts.MaxLen, true
+	}
+	if err := p.rdb.XAdd(ctx, args).Err(); err != nil {
+		return err
+	}
+	p.metrics.produced.Inc()
+	p.metrics.direct.Inc()
+	p.sentMu.Lock()
+	p.sent++
+	p.sentCond.Broadcast()
+	p.sentMu.Unlock()
+	return nil
+}
+
+// spoolLocked appends ev to the spool, if any; p.mu is held.
+func (p *Producer) spoolLocked(ev usage.Event) {
+	if p.spool == nil {
+		return
+	}
+	if err := p.spool.append(ev); err != nil {
+		p.metrics.spoolErrors.Inc()
+		if p.spoolLog.allow(time.Now()) {
+			p.log.Error("usage spool write failed: event kept in memory only", "request_id", ev.RequestID, "err", err)
+		}
+	}
+}
+
+// sentLocked notes that the batch Run was sending is in the stream, and
+// empties the spool once nothing waits any more; p.mu is held.
+func (p *Producer) sentLocked() {
+	p.inflight = 0
+	if p.spool != nil && p.buf.n == 0 {
+		if err := p.spool.truncate(); err != nil {
+			p.metrics.spoolErrors.Inc()
+			p.log.Error("usage spool truncation failed (its events will be published again at the next start)", "err", err)
+		}
+	}
+}
+
+// enqueue spools and buffers ev. It blocks only on the spool's write.
+func (p *Producer) enqueue(ev usage.Event) {
+	p.mu.Lock()
+	if p.closed && p.spool != nil {
+		// Nothing will send any more, but the spool keeps it for the next
+		// start.
+		p.spoolLocked(ev)
+		p.mu.Unlock()
+		return
+	}
 	if p.closed {
 		p.drops++
 		n := p.drops
@@ -194,6 +331,7 @@ func (p *Producer) Record(_ context.Context, ev usage.Event) {
 		}
 		return
 	}
+	p.spoolLocked(ev)
 	dropped, hadDrop := p.buf.push(ev)
 	depth := p.buf.n
 	var n int64
@@ -256,6 +394,7 @@ func (p *Producer) WaitSent(ctx context.Context, n int64) error {
 func (p *Producer) take(dst []usage.Event, limit int) []usage.Event {
 	p.mu.Lock()
 	dst = p.buf.popInto(dst, limit)
+	p.inflight = len(dst)
 	depth := p.buf.n
 	p.mu.Unlock()
 	p.metrics.depth.Set(float64(depth))
@@ -282,6 +421,9 @@ func (p *Producer) Run(ctx context.Context) error {
 			// ctx ended while Redis failed: the batch goes to the final flush.
 			return p.shutdown(batch)
 		}
+		p.mu.Lock()
+		p.sentLocked()
+		p.mu.Unlock()
 	}
 	return p.shutdown(nil)
 }
@@ -304,16 +446,29 @@ func (p *Producer) shutdown(pending []usage.Event) error {
 				p.metrics.depth.Set(0)
 				return nil
 			}
+			p.inflight = len(batch)
 			p.mu.Unlock()
 		}
 		if !p.send(fctx, batch) {
 			break
 		}
 		batch = batch[:0]
+		p.mu.Lock()
+		p.sentLocked()
+		p.mu.Unlock()
 	}
 	p.mu.Lock()
 	p.closed = true
 	left := len(batch) + p.buf.n
+	if p.spool != nil {
+		// Every buffered event was spooled: the next start publishes them.
+		p.buf = ring{max: p.opts.Buffer}
+		p.mu.Unlock()
+		p.metrics.depth.Set(0)
+		p.log.Warn("Redis unreachable until the flush deadline: usage events kept in the spool for the next start",
+			"events", left, "spool", p.spool.path, "flush_timeout", p.opts.FlushTimeout)
+		return nil
+	}
 	p.buf = ring{max: p.opts.Buffer}
 	p.drops += int64(left)
 	p.mu.Unlock()
