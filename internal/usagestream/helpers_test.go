@@ -59,7 +59,7 @@ func (s *switchableRedis) connect(t *testing.T, real *redis.Client) {
 }
 
 // closedAddr returns a loopback address nobody listens on.
-func closedAddr(t *testing.T) string {
+func closedAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
