@@ -9,9 +9,8 @@
 // memory came back to their baseline and that no log mentions a panic, and
 // prints a summary.
 //
-// TestSoak runs for SOAK_DURATION (`make soak`: 10 minutes; 60 s is the
-// length meant for `go test ./...`, skipped there while the known issues
-// in docs/reliability.md are open). SOAK_SEED replays a run's schedule of
+// TestSoak runs for SOAK_DURATION (`make soak`: 10 minutes), 60 s when it
+// is unset, as in `go test ./...` (skipped with -short). SOAK_SEED replays a run's schedule of
 // requests and faults (the seed is printed at the start); SOAK_REPORT names
 // a file the summary is also written to. The package sits under test/e2e to
 // share its fake Anthropic and Bedrock servers.
