@@ -285,16 +285,38 @@ func (p *Producer) publishNow(ctx context.Context, ev usage.Event) error {
 	return nil
 }
 
-// spoolLocked appends ev to the spool, if any; p.mu is held.
-func (p *Producer) spoolLocked(ev usage.Event) {
+// spoolLocked writes ev to the spool, if any, and returns its sequence
+// number for spoolSync (0: nothing to sync); p.mu is held.
+func (p *Producer) spoolLocked(ev usage.Event) uint64 {
 	if p.spool == nil {
+		return 0
+	}
+	seq, err := p.spool.write(ev)
+	if err != nil {
+		p.spoolFailed(ev, err)
+		return 0
+	}
+	return seq
+}
+
+// spoolSync waits until the spool line seq is on disk; p.mu is not held, so
+// events recorded meanwhile share the fsync.
+func (p *Producer) spoolSync(ev usage.Event, seq uint64) {
+	if seq == 0 {
 		return
 	}
-	if err := p.spool.append(ev); err != nil {
-		p.metrics.spoolErrors.Inc()
-		if p.spoolLog.allow(time.Now()) {
-			p.log.Error("usage spool write failed: event kept in memory only", "request_id", ev.RequestID, "err", err)
-		}
+	if err := p.spool.sync(seq); err != nil {
+		p.mu.Lock()
+		p.spoolFailed(ev, err)
+		p.mu.Unlock()
+	}
+}
+
+// spoolFailed counts and logs a failed spool write; p.mu is held.
+func (p *Producer) spoolFailed(ev usage.Event, err error) {
+	p.metrics.spoolErrors.Inc()
+	if p.spoolLog.allow(time.Now()) {
+		p.log.Error("usage spool write failed: event kept in memory only", "request_id", ev.RequestID, "err", err)
 	}
 }
 
@@ -310,14 +332,16 @@ func (p *Producer) sentLocked() {
 	}
 }
 
-// enqueue spools and buffers ev. It blocks only on the spool's write.
+// enqueue spools and buffers ev, and returns once the spool has it on disk
+// (an fsync shared with the events recorded meanwhile).
 func (p *Producer) enqueue(ev usage.Event) {
 	p.mu.Lock()
 	if p.closed && p.spool != nil {
 		// Nothing will send any more, but the spool keeps it for the next
 		// start.
-		p.spoolLocked(ev)
+		seq := p.spoolLocked(ev)
 		p.mu.Unlock()
+		p.spoolSync(ev, seq)
 		return
 	}
 	if p.closed {
@@ -331,7 +355,7 @@ func (p *Producer) enqueue(ev usage.Event) {
 		}
 		return
 	}
-	p.spoolLocked(ev)
+	seq := p.spoolLocked(ev)
 	dropped, hadDrop := p.buf.push(ev)
 	depth := p.buf.n
 	var n int64
@@ -354,6 +378,7 @@ func (p *Producer) enqueue(ev usage.Event) {
 	case p.wake <- struct{}{}:
 	default:
 	}
+	p.spoolSync(ev, seq)
 }
 
 // Buffered returns how many events wait in memory.

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -20,12 +22,20 @@ const SpoolFile = "usage-spool.jsonl"
 // in-memory buffer is first appended to it (one Encode payload per line)
 // and synced to disk, so that a process killed before Redis took the event
 // leaves it behind for the next start. It is emptied whenever the buffer
-// has drained. It is not safe for concurrent use: the Producer's mutex
-// guards it.
+// has drained.
+//
+// write and truncate are called under the Producer's mutex; sync is not,
+// so that one fsync covers every line written while the previous one ran
+// (group commit) instead of each event waiting for its own under the lock.
 type spool struct {
 	path string
 	f    *os.File
-	line []byte // reused append buffer
+	line []byte // reused append buffer; under the Producer's mutex
+
+	written atomic.Uint64 // lines written so far
+
+	syncMu sync.Mutex
+	synced uint64 // lines known to be on disk; under syncMu
 }
 
 // openSpool opens (creating) the spool in dir and returns the events a
@@ -91,17 +101,40 @@ func readSpool(r io.Reader) (evs []usage.Event, bad int, err error) {
 	return evs, bad, nil
 }
 
-// append writes ev and syncs the file: when it returns nil, the event
-// survives the process.
-func (s *spool) append(ev usage.Event) error {
+// write appends ev and returns its line's sequence number for sync.
+func (s *spool) write(ev usage.Event) (uint64, error) {
 	s.line = append(append(s.line[:0], Encode(ev)...), '\n')
 	if _, err := s.f.Write(s.line); err != nil {
-		return fmt.Errorf("usagestream: write spool: %w", err)
+		return 0, fmt.Errorf("usagestream: write spool: %w", err)
 	}
+	return s.written.Add(1), nil
+}
+
+// sync returns once line seq is on disk: at once if an fsync that began
+// after it was written has completed, else after one more fsync, which
+// also covers every line written meanwhile.
+func (s *spool) sync(seq uint64) error {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.synced >= seq {
+		return nil
+	}
+	upTo := s.written.Load()
 	if err := s.f.Sync(); err != nil {
 		return fmt.Errorf("usagestream: sync spool: %w", err)
 	}
+	s.synced = upTo
 	return nil
+}
+
+// append writes ev and syncs the file: when it returns nil, the event
+// survives the process. (For tests and single writers.)
+func (s *spool) append(ev usage.Event) error {
+	seq, err := s.write(ev)
+	if err != nil {
+		return err
+	}
+	return s.sync(seq)
 }
 
 // truncate empties the spool: everything in it has reached Redis. (A crash

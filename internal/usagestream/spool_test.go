@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +141,39 @@ func TestReadSpoolSkipsTornLine(t *testing.T) {
 	_, evs, bad, err = openSpool(dir)
 	if err != nil || bad != 1 || len(evs) != 3 || evs[2] != testEvent(3) {
 		t.Fatalf("after appending: %d events, %d undecodable, err %v; want 3, 1", len(evs), bad, err)
+	}
+}
+
+// TestProducerSpoolConcurrentRecords: events recorded at once by many
+// goroutines (sharing fsyncs) are all in the spool when their Record
+// returns.
+func TestProducerSpoolConcurrentRecords(t *testing.T) {
+	sw, prefix := newSwitchableRedis(t)
+	dir := t.TempDir()
+	p, err := NewProducer(ProducerOptions{Redis: sw, Prefix: prefix, SyncTimeout: 50 * time.Millisecond, SpoolDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 25 {
+				p.Record(context.Background(), testEvent(g*25+i))
+			}
+		})
+	}
+	wg.Wait()
+	_, evs, bad, err := openSpool(dir)
+	if err != nil || bad != 0 {
+		t.Fatalf("openSpool: %v (%d undecodable)", err, bad)
+	}
+	seen := make(map[string]bool)
+	for _, ev := range evs {
+		seen[ev.RequestID] = true
+	}
+	for i := range 200 {
+		if !seen[testEvent(i).RequestID] {
+			t.Errorf("event %d missing from the spool (%d events in it)", i, len(evs))
+		}
 	}
 }
