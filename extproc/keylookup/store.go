@@ -32,7 +32,11 @@
 // hashes on a channel. Every extproc instance runs a Subscriber that forgets
 // those keys in its accesskey.Cache and Store. Messages sent while a Subscriber is
 // disconnected are lost, so it purges everything it feeds whenever it
-// (re)subscribes.
+// (re)subscribes, and, given a Feed, marks it down from the moment its
+// connection fails until then: meanwhile the accesskey.Cache
+// (CacheConfig.Trusted) and the Store (Config.Feed) trust no cached answer
+// for a valid key — every lookup is confirmed by the KeyService, and none
+// is served from a stale copy when the KeyService is unreachable too.
 package keylookup
 
 import (
