@@ -94,28 +94,11 @@ func runDevOn(t *testing.T, dsn, state string, use func(baseURL string), anthrop
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
-	cmd := newRootCommand(nil)
-	cmd.SetOut(&stdout)
-	cmd.SetErr(&stderr)
-	cmd.SetArgs([]string{"dev"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-	var baseURL string
-	for {
-		if v, ok := findLine(stdout.String(), "export ANTHROPIC_BASE_URL="); ok {
-			baseURL = v
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("ccproxy dev stopped before it was ready: %v\n%s", err, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	dev := startDevInProcess(t, ctx)
+	baseURL := dev.baseURL
 	use(baseURL)
 	cancel()
-	if err := <-done; err != nil {
+	if err := <-dev.done; err != nil {
 		t.Fatalf("ccproxy dev: %v", err)
 	}
 	return baseURL

@@ -40,6 +40,40 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
+// devInProcess is a `ccproxy dev` running in the test's process.
+type devInProcess struct {
+	baseURL string // from the banner's ANTHROPIC_BASE_URL line
+	stderr  *syncBuffer
+	done    <-chan error // the command's result, once ctx is cancelled
+}
+
+// startDevInProcess runs `ccproxy dev` with the environment the test set
+// and waits for its banner; cancelling ctx stops it.
+func startDevInProcess(t *testing.T, ctx context.Context) devInProcess {
+	t.Helper()
+	stdout, stderr := new(syncBuffer), new(syncBuffer)
+	cmd := newRootCommand(nil)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+	cmd.SetArgs([]string{"dev"})
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	const announced = "export ANTHROPIC_BASE_URL="
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if v, ok := findLine(stdout.String(), announced); ok {
+			return devInProcess{baseURL: v, stderr: stderr, done: done}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("ccproxy dev stopped before it was ready: %v\n%s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ccproxy dev printed no %q line\n%s", announced, stderr.String())
+		}
+	}
+}
+
 // TestDevLogsHaveNoDuplicateKeys runs `ccproxy dev` in-process with JSON
 // logs at debug level, sends a model listing and a Plan request through
 // it, stops it, and checks that no log line carries a key twice (slog's
@@ -85,30 +119,8 @@ func TestDevLogsHaveNoDuplicateKeys(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stdout, stderr syncBuffer
-	cmd := newRootCommand(nil)
-	cmd.SetOut(&stdout)
-	cmd.SetErr(&stderr)
-	cmd.SetArgs([]string{"dev"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-
-	const announced = "export ANTHROPIC_BASE_URL="
-	var baseURL string
-	for deadline := time.Now().Add(2 * time.Minute); baseURL == ""; {
-		if v, ok := findLine(stdout.String(), announced); ok {
-			baseURL = v
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("ccproxy dev stopped before it was ready: %v\n%s", err, stderr.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ccproxy dev printed no %q line\n%s", announced, stderr.String())
-		}
-	}
+	dev := startDevInProcess(t, ctx)
+	baseURL, stderr, done := dev.baseURL, dev.stderr, dev.done
 
 	get, err := http.Get(baseURL + "/v1/models")
 	if err != nil {
