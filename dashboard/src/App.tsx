@@ -1,12 +1,14 @@
 import { lazy, Suspense, useEffect } from 'react'
 import { Navigate, NavLink, Route, Routes, useLocation, useNavigate } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { api, ApiError, get, setUnauthorizedHandler, type Session } from './api'
+import { api, setUnauthorizedHandler, type Session } from './api'
 import { Login } from './pages/Login'
 import { Loading, ErrorState } from './components/States'
-import { SessionContext } from './session'
+import { SessionContext, sessionQuery } from './session'
+import { overviewPage } from './pages/overviewPage'
+import { prefetchOverview } from './overviewQueries'
 
-const Overview = lazy(() => import('./pages/Overview'))
+const Overview = overviewPage.Component
 const Developers = lazy(() => import('./pages/Developers'))
 const DeveloperDetail = lazy(() => import('./pages/DeveloperDetail'))
 const Models = lazy(() => import('./pages/Models'))
@@ -28,19 +30,17 @@ export function App() {
     })
   }, [navigate, qc])
 
-  const session = useQuery({
-    queryKey: ['session'],
-    queryFn: async () => {
-      try {
-        return await get<Session>('/auth/session')
-      } catch (e) {
-        if (e instanceof ApiError && e.status === 401) return null
-        throw e
-      }
-    },
-    staleTime: 60_000,
-    placeholderData: undefined,
-  })
+  const session = useQuery(sessionQuery)
+
+  // A reload of the overview: its calls start with the session, not after
+  // its code has loaded and rendered. (The login does the same before it
+  // navigates.)
+  const tz = session.data?.billing_timezone
+  const atOverview = location.pathname === '/'
+  const search = location.search
+  useEffect(() => {
+    if (tz && atOverview) prefetchOverview(qc, tz, search)
+  }, [qc, tz, atOverview, search])
 
   if (location.pathname === '/login') return <Login />
   if (session.isPending) return <Loading label="Loading the dashboard" />

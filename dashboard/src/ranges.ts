@@ -69,3 +69,20 @@ export function rangeOf(preset: Preset, tz: string, now: Date, custom?: { start:
   for (let d = from; d < to; d = addDays(tz, d, 1)) days.push(d)
   return { from, to, days }
 }
+
+/**
+ * The range a page's URL asks for (?range=30d, ?range=custom&start=…&end=…)
+ * at now; an unknown or missing preset is fallback.
+ */
+export function rangeFromParams(
+  sp: URLSearchParams,
+  tz: string,
+  now: Date,
+  fallback: Preset = '30d',
+): { preset: Preset; range: Range; start: string; end: string } {
+  const asked = sp.get('range')
+  const preset = presets.find((p) => p.id === asked)?.id ?? fallback
+  const start = sp.get('start') ?? date(now, tz)
+  const end = sp.get('end') ?? date(now, tz)
+  return { preset, range: rangeOf(preset, tz, now, { start, end }), start, end }
+}

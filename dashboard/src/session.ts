@@ -1,5 +1,6 @@
 import { createContext, useContext } from 'react'
-import type { Session } from './api'
+import { queryOptions } from '@tanstack/react-query'
+import { ApiError, get, type Session } from './api'
 
 export const SessionContext = createContext<Session | null>(null)
 
@@ -9,3 +10,18 @@ export function useSession(): Session {
   if (!s) throw new Error('useSession outside the authenticated shell')
   return s
 }
+
+/** The session query: null when logged out. */
+export const sessionQuery = queryOptions({
+  queryKey: ['session'],
+  queryFn: async (): Promise<Session | null> => {
+    try {
+      return await get<Session>('/auth/session')
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return null
+      throw e
+    }
+  },
+  staleTime: 60_000,
+  placeholderData: undefined,
+})

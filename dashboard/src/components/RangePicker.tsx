@@ -1,16 +1,11 @@
 import { useSearchParams } from 'react-router'
-import { presets, rangeOf, type Preset, type Range } from '../ranges'
+import { presets, rangeFromParams, type Preset, type Range } from '../ranges'
 import { date, zoneName } from '../format'
 
 /** The report range, kept in the URL (?range=30d, ?range=custom&start=…&end=…). */
 export function useRange(tz: string, fallback: Preset = '30d'): { preset: Preset; range: Range; start: string; end: string } {
   const [sp] = useSearchParams()
-  const preset = (presets.some((p) => p.id === sp.get('range')) ? sp.get('range') : fallback) as Preset
-  const now = new Date()
-  const start = sp.get('start') ?? date(now, tz)
-  const end = sp.get('end') ?? date(now, tz)
-  const range = rangeOf(preset, tz, now, { start, end })
-  return { preset, range, start, end }
+  return rangeFromParams(sp, tz, new Date(), fallback)
 }
 
 export function RangePicker({ tz, fallback = '30d' }: { tz: string; fallback?: Preset }) {

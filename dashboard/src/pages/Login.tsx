@@ -2,6 +2,9 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { useQueryClient } from '@tanstack/react-query'
 import { api, ApiError } from '../api'
+import { sessionQuery } from '../session'
+import { prefetchOverview } from '../overviewQueries'
+import { overviewPage } from './overviewPage'
 
 export function Login() {
   const [sp] = useSearchParams()
@@ -21,7 +24,14 @@ export function Login() {
     setError('')
     try {
       await api('POST', '/auth/login', { username, password })
-      await qc.invalidateQueries({ queryKey: ['session'] })
+      const session = await qc.fetchQuery({ ...sessionQuery, staleTime: 0 })
+      const url = new URL(target, window.location.origin)
+      if (session && url.pathname === '/') {
+        // The overview's calls and its code at once: the page then renders
+        // without a loading fallback and finds its data in flight.
+        prefetchOverview(qc, session.billing_timezone, url.search)
+        await overviewPage.preload().catch(() => {}) // the page shows the error
+      }
       navigate(target, { replace: true })
     } catch (err) {
       setError(

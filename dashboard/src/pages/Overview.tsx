@@ -1,14 +1,39 @@
+import { useDeferredValue, useMemo } from 'react'
 import { useQuery } from '@tanstack/react-query'
 import { Link } from 'react-router'
-import { get, qs, type CostSplit, type TopUsers, type Usage, type UsageGroup } from '../api'
+import type { TopUsers, Usage, UsageGroup } from '../api'
 import { cacheHitRate, date, integer, money, moneyExact, percent, shortDate, sumMoney, tokens, totalTokens } from '../format'
 import { useSession } from '../session'
 import { RangePicker, useRange } from '../components/RangePicker'
 import { BarsChart, TimeChart } from '../components/LazyCharts'
+import type { Series } from '../components/Charts'
 import { Empty, ErrorState, Skeleton } from '../components/States'
 import { Money, Tokens } from '../components/Money'
+import { overviewQueries } from '../overviewQueries'
 
 const colors = { plan: 'var(--c-plan)', bedrock: 'var(--c-bedrock)', c3: 'var(--c3)', c4: 'var(--c4)', c5: 'var(--c5)' }
+const usd = (v: number) => money(v.toFixed(6))
+const pct = (v: number) => v.toFixed(1) + ' %'
+
+// The charts' series, fixed so that a chart whose data did not change is
+// not drawn again.
+const spendSeries: Series[] = [
+  { key: 'bedrock', label: 'Bedrock spend', color: colors.bedrock, format: usd },
+  { key: 'plan', label: 'Plan (list price, not billed)', color: colors.plan, format: usd },
+]
+const tokenSeries: Series[] = [
+  { key: 'input', label: 'Input', color: colors.plan, format: tokens },
+  { key: 'output', label: 'Output', color: colors.bedrock, format: tokens },
+  { key: 'cache_read', label: 'Cache read', color: colors.c3, format: tokens },
+  { key: 'cache_write', label: 'Cache write', color: colors.c4, format: tokens },
+]
+const topSeries: Series[] = [
+  { key: 'bedrock', label: 'Bedrock spend', color: colors.bedrock, format: usd },
+  { key: 'plan', label: 'Plan (list price)', color: colors.plan, format: usd },
+]
+const modelSeries: Series[] = [{ key: 'requests', label: 'Requests', color: colors.c3, format: integer }]
+const reasonSeries: Series[] = [{ key: 'requests', label: 'Fallbacks', color: colors.c5, format: integer }]
+const errorSeries: Series[] = [{ key: 'error_rate', label: 'Error rate', color: colors.c5, format: pct }]
 
 function sumTotals(gs: UsageGroup[]) {
   const t = { requests: 0, bedrock_requests: 0, input_tokens: 0, output_tokens: 0, cache_read_tokens: 0, cache_write_5m_tokens: 0, cache_write_1h_tokens: 0, fallbacks: 0, errors: 0, plan: '0', bedrock: '0' }
@@ -42,32 +67,11 @@ function Card({ label, testid, children, hint }: { label: string; testid: string
 export default function Overview() {
   const { billing_timezone: tz } = useSession()
   const { range } = useRange(tz)
-  const span = { from: range.from.toISOString(), to: range.to.toISOString() }
-  const byProvider = useQuery({ queryKey: ['usage', 'provider', span], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'provider' })) })
-  const byDay = useQuery({ queryKey: ['usage', 'day', span, tz], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'day', tz })) })
-  const byModel = useQuery({ queryKey: ['usage', 'model', span], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'model' })) })
-  const byReason = useQuery({ queryKey: ['usage', 'fallback', span], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'fallback_reason' })) })
-  const top = useQuery({ queryKey: ['top-users', span], queryFn: () => get<TopUsers>('/usage/top-users' + qs({ ...span, limit: 10 })) })
-  const split = useQuery({ queryKey: ['cost-split', span], queryFn: () => get<CostSplit>('/usage/cost-split' + qs(span)) })
-
-  const t = byProvider.data ? sumTotals(byProvider.data.groups) : null
-  // Every day of the range, days without traffic as zeros.
-  const byDate = new Map((byDay.data?.groups ?? []).map((g) => [date(g.key, tz), g]))
-  const days = range.days.map((d) => {
-    const g = byDate.get(date(d, tz))
-    return {
-      day: shortDate(d, tz),
-      plan: Number(g?.plan_cost_usd ?? 0),
-      bedrock: Number(g?.bedrock_cost_usd ?? 0),
-      input: g?.input_tokens ?? 0,
-      output: g?.output_tokens ?? 0,
-      cache_read: g?.cache_read_tokens ?? 0,
-      cache_write: (g?.cache_write_5m_tokens ?? 0) + (g?.cache_write_1h_tokens ?? 0),
-      error_rate: g?.requests ? Math.round((g.errors / g.requests) * 1000) / 10 : 0,
-    }
-  })
-  const usd = (v: number) => money(v.toFixed(6))
-  const pct = (v: number) => v.toFixed(1) + ' %'
+  const q = overviewQueries(tz, range)
+  const byProvider = useQuery(q.byProvider)
+  const top = useQuery(q.top)
+  const split = useQuery(q.split)
+  const t = useMemo(() => (byProvider.data ? sumTotals(byProvider.data.groups) : null), [byProvider.data])
 
   return (
     <section aria-labelledby="overview-h">
@@ -122,33 +126,7 @@ export default function Overview() {
       )}
       {t && t.requests === 0 && <Empty>No requests in this range. Pick a longer range, or send traffic through the gateway.</Empty>}
 
-      <div className="grid2">
-        {byDay.isError ? (
-          <ErrorState error={byDay.error} />
-        ) : (
-          <TimeChart title="Spend over time by provider" data={days} x="day" stacked series={[
-            { key: 'bedrock', label: 'Bedrock spend', color: colors.bedrock, format: usd },
-            { key: 'plan', label: 'Plan (list price, not billed)', color: colors.plan, format: usd },
-          ]} />
-        )}
-        <TimeChart title="Tokens over time" data={days} x="day" stacked series={[
-          { key: 'input', label: 'Input', color: colors.plan, format: tokens },
-          { key: 'output', label: 'Output', color: colors.bedrock, format: tokens },
-          { key: 'cache_read', label: 'Cache read', color: colors.c3, format: tokens },
-          { key: 'cache_write', label: 'Cache write', color: colors.c4, format: tokens },
-        ]} />
-        <BarsChart title="Top developers by cost" horizontal data={(top.data?.items ?? []).map((u) => ({ name: u.name || u.user_id.slice(0, 8), bedrock: Number(u.bedrock_cost_usd), plan: Number(u.plan_cost_usd) }))} x="name" stacked series={[
-          { key: 'bedrock', label: 'Bedrock spend', color: colors.bedrock, format: usd },
-          { key: 'plan', label: 'Plan (list price)', color: colors.plan, format: usd },
-        ]} />
-        <BarsChart title="Model mix (requests)" horizontal integers data={(byModel.data?.groups ?? []).slice().sort((a, b) => b.requests - a.requests).slice(0, 10).map((g) => ({ model: g.key, requests: g.requests }))} x="model" series={[
-          { key: 'requests', label: 'Requests', color: colors.c3, format: integer },
-        ]} />
-        <BarsChart title="Fallbacks by reason" integers data={(byReason.data?.groups ?? []).map((g) => ({ reason: g.key || '(none)', requests: g.requests }))} x="reason" series={[
-          { key: 'requests', label: 'Fallbacks', color: colors.c5, format: integer },
-        ]} />
-        <TimeChart title="Error rate (status 0 or ≥ 400)" data={days} x="day" series={[{ key: 'error_rate', label: 'Error rate', color: colors.c5, format: pct }]} />
-      </div>
+      <OverviewCharts tz={tz} days={range.days} q={q} />
 
       <h2>Cost by component</h2>
       {split.data && (
@@ -207,4 +185,80 @@ export default function Overview() {
       )}
     </section>
   )
+}
+
+type Queries = ReturnType<typeof overviewQueries>
+
+/**
+ * The six charts. Their data is deferred: when an answer arrives the cards
+ * show it first, and the charts are drawn after that paint, in a render
+ * React may interrupt. Each chart's data is memoised, so an answer redraws
+ * only the charts it feeds.
+ */
+function OverviewCharts({ tz, days: rangeDays, q }: { tz: string; days: Date[]; q: Queries }) {
+  const byDay = useQuery(q.byDay)
+  const byModel = useQuery(q.byModel)
+  const byReason = useQuery(q.byReason)
+  const top = useQuery(q.top)
+  const dayData = useDeferredValue(byDay.data)
+  const modelData = useDeferredValue(byModel.data)
+  const reasonData = useDeferredValue(byReason.data)
+  const topData = useDeferredValue(top.data)
+
+  // The range's days as a value, so that the memos below see a new range
+  // only when it is one.
+  const dayKey = rangeDays.map((d) => d.toISOString()).join(',')
+  const days = useMemo(() => dailySeries(dayKey, dayData, tz), [dayKey, dayData, tz])
+  const topRows = useMemo(() => topDevelopers(topData), [topData])
+  const models = useMemo(() => modelMix(modelData), [modelData])
+  const reasons = useMemo(() => (reasonData?.groups ?? []).map((g) => ({ reason: g.key || '(none)', requests: g.requests })), [reasonData])
+
+  return (
+    <div className="grid2">
+      {byDay.isError ? (
+        <ErrorState error={byDay.error} />
+      ) : (
+        <TimeChart title="Spend over time by provider" data={days} x="day" stacked series={spendSeries} />
+      )}
+      <TimeChart title="Tokens over time" data={days} x="day" stacked series={tokenSeries} />
+      <BarsChart title="Top developers by cost" horizontal data={topRows} x="name" stacked series={topSeries} />
+      <BarsChart title="Model mix (requests)" horizontal integers data={models} x="model" series={modelSeries} />
+      <BarsChart title="Fallbacks by reason" integers data={reasons} x="reason" series={reasonSeries} />
+      <TimeChart title="Error rate (status 0 or ≥ 400)" data={days} x="day" series={errorSeries} />
+    </div>
+  )
+}
+
+/** Every day of the range (ISO instants, comma-separated), days without traffic as zeros. */
+function dailySeries(dayKey: string, usage: Usage | undefined, tz: string) {
+  const byDate = new Map((usage?.groups ?? []).map((g) => [date(g.key, tz), g]))
+  return dayKey
+    .split(',')
+    .filter(Boolean)
+    .map((iso) => {
+      const d = new Date(iso)
+      const g = byDate.get(date(d, tz))
+      return {
+        day: shortDate(d, tz),
+        plan: Number(g?.plan_cost_usd ?? 0),
+        bedrock: Number(g?.bedrock_cost_usd ?? 0),
+        input: g?.input_tokens ?? 0,
+        output: g?.output_tokens ?? 0,
+        cache_read: g?.cache_read_tokens ?? 0,
+        cache_write: (g?.cache_write_5m_tokens ?? 0) + (g?.cache_write_1h_tokens ?? 0),
+        error_rate: g?.requests ? Math.round((g.errors / g.requests) * 1000) / 10 : 0,
+      }
+    })
+}
+
+function topDevelopers(top: TopUsers | undefined) {
+  return (top?.items ?? []).map((u) => ({ name: u.name || u.user_id.slice(0, 8), bedrock: Number(u.bedrock_cost_usd), plan: Number(u.plan_cost_usd) }))
+}
+
+function modelMix(usage: Usage | undefined) {
+  return (usage?.groups ?? [])
+    .slice()
+    .sort((a, b) => b.requests - a.requests)
+    .slice(0, 10)
+    .map((g) => ({ model: g.key, requests: g.requests }))
 }
