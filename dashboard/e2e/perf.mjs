@@ -69,6 +69,13 @@ async function browser() {
       }
     }
     globalThis.Date = ShiftedDate
+    // The main thread's long tasks (≥ 50 ms: script, style, layout,
+    // paint), printed with each first load's requests like the browser's
+    // performance panel would show them.
+    globalThis.__longTasks = []
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) globalThis.__longTasks.push({ start: e.startTime, ms: e.duration })
+    }).observe({ type: 'longtask', buffered: true })
   }, NOW.getTime() - Date.now())
   const page = context.pages()[0] ?? (await context.newPage())
   page.setDefaultTimeout(60_000)
@@ -114,10 +121,15 @@ for (let i = 0; i < LOADS; i++) {
     const resources = await page.evaluate(() =>
       performance.getEntriesByType('resource').map((r) => ({ path: new URL(r.name).pathname, start: r.startTime, ms: r.duration })),
     )
+    const longTasks = await page.evaluate(() => globalThis.__longTasks)
     overviewAssets = resources.filter((r) => r.path.startsWith('/assets/')).map((r) => r.path)
     const api = resources.filter((r) => r.path.startsWith('/api/v1/usage'))
     loads.push({ loginPage, ...nav, login: loginDone - clicked, numbers, shown, slowestApiCall: Math.max(...api.map((r) => r.ms)) })
-    for (const r of resources) console.log(`  ${r.start.toFixed(0).padStart(6)} ms +${r.ms.toFixed(0).padStart(5)} ms ${r.path}`)
+    const timeline = [
+      ...resources.map((r) => ({ start: r.start, line: `  ${r.start.toFixed(0).padStart(6)} ms +${r.ms.toFixed(0).padStart(5)} ms ${r.path}` })),
+      ...longTasks.map((t) => ({ start: t.start, line: `  ${t.start.toFixed(0).padStart(6)} ms +${t.ms.toFixed(0).padStart(5)} ms (long task on the main thread)` })),
+    ].sort((a, b) => a.start - b.start)
+    for (const e of timeline) console.log(e.line)
     console.log(`first load ${i + 1}: login page ${loginPage} ms (DOMContentLoaded ${nav.domContentLoaded.toFixed(0)} ms); login answered in ${loginDone - clicked} ms; overview numbers ${numbers} ms and everything ${shown} ms after that answer`)
   } finally {
     await context.close()
