@@ -35,7 +35,7 @@ describe('preloadable', () => {
 
   it('tries a failed fetch again', async () => {
     let loads = 0
-    const p = preloadable(() => (++loads === 1 ? Promise.reject(new Error('offline')) : Promise.resolve({ default: Page })))
+    const p = preloadable<{ name: string }>(() => (++loads === 1 ? Promise.reject(new Error('offline')) : Promise.resolve({ default: Page })))
     await expect(p.preload()).rejects.toThrow('offline')
     await p.preload()
     expect(loads).toBe(2)
