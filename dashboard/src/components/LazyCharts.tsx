@@ -57,16 +57,23 @@ function Placeholder({ title, height, error }: { title: string; height?: number;
   )
 }
 
+/**
+ * What a page's chart takes: loading draws the placeholder while the
+ * chart's data is on its way, rather than an empty chart to be drawn again
+ * when it comes (a chart costs tens of milliseconds of main thread).
+ */
+export type LazyChartProps = ChartProps & { loading?: boolean }
+
 /** An area chart over time; re-renders only when its props change. */
-export const TimeChart = memo(function TimeChart(p: ChartProps) {
+export const TimeChart = memo(function TimeChart({ loading, ...p }: LazyChartProps) {
   const c = useCharts()
-  if (!c || c instanceof Error) return <Placeholder title={p.title} height={p.height} error={c} />
+  if (!c || c instanceof Error || loading) return <Placeholder title={p.title} height={p.height} error={c instanceof Error ? c : undefined} />
   return <c.TimeChart {...p} />
 })
 
 /** A bar chart; re-renders only when its props change. */
-export const BarsChart = memo(function BarsChart(p: ChartProps & { horizontal?: boolean }) {
+export const BarsChart = memo(function BarsChart({ loading, ...p }: LazyChartProps & { horizontal?: boolean }) {
   const c = useCharts()
-  if (!c || c instanceof Error) return <Placeholder title={p.title} height={p.height} error={c} />
+  if (!c || c instanceof Error || loading) return <Placeholder title={p.title} height={p.height} error={c instanceof Error ? c : undefined} />
   return <c.BarsChart {...p} />
 })

@@ -213,18 +213,20 @@ function OverviewCharts({ tz, days: rangeDays, q }: { tz: string; days: Date[]; 
   const models = useMemo(() => modelMix(modelData), [modelData])
   const reasons = useMemo(() => (reasonData?.groups ?? []).map((g) => ({ reason: g.key || '(none)', requests: g.requests })), [reasonData])
 
+  // A chart waits for its answer (or its error) before it is drawn.
+  const dayLoading = !dayData && !byDay.isError
   return (
     <div className="grid2">
       {byDay.isError ? (
         <ErrorState error={byDay.error} />
       ) : (
-        <TimeChart title="Spend over time by provider" data={days} x="day" stacked series={spendSeries} />
+        <TimeChart title="Spend over time by provider" loading={dayLoading} data={days} x="day" stacked series={spendSeries} />
       )}
-      <TimeChart title="Tokens over time" data={days} x="day" stacked series={tokenSeries} />
-      <BarsChart title="Top developers by cost" horizontal data={topRows} x="name" stacked series={topSeries} />
-      <BarsChart title="Model mix (requests)" horizontal integers data={models} x="model" series={modelSeries} />
-      <BarsChart title="Fallbacks by reason" integers data={reasons} x="reason" series={reasonSeries} />
-      <TimeChart title="Error rate (status 0 or ≥ 400)" data={days} x="day" series={errorSeries} />
+      <TimeChart title="Tokens over time" loading={dayLoading} data={days} x="day" stacked series={tokenSeries} />
+      <BarsChart title="Top developers by cost" loading={!topData && !top.isError} horizontal data={topRows} x="name" stacked series={topSeries} />
+      <BarsChart title="Model mix (requests)" loading={!modelData && !byModel.isError} horizontal integers data={models} x="model" series={modelSeries} />
+      <BarsChart title="Fallbacks by reason" loading={!reasonData && !byReason.isError} integers data={reasons} x="reason" series={reasonSeries} />
+      <TimeChart title="Error rate (status 0 or ≥ 400)" loading={dayLoading} data={days} x="day" series={errorSeries} />
     </div>
   )
 }
