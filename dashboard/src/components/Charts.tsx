@@ -1,7 +1,7 @@
 // Charts (recharts) with the numbers behind each one in a table for screen
 // readers; a chart is never the only way to read a value. Colours come
 // from CSS variables so dark mode needs nothing here.
-import { Area, AreaChart, Bar, BarChart, CartesianGrid, Legend, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts'
+import { Area, AreaChart, Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from 'recharts'
 
 export interface Series {
   key: string
@@ -51,24 +51,44 @@ function DataTable({ title, data, x, series }: ChartProps) {
   )
 }
 
+// The legend's height, taken from the chart's. An HTML legend rather than
+// recharts' own: that one measures itself after the chart is drawn and
+// draws the chart again, which doubled the cost of a chart.
+const legendHeight = 24
+
+function ChartLegend({ series }: { series: Series[] }) {
+  return (
+    <ul className="chart-legend" style={{ height: legendHeight }}>
+      {series.map((s) => (
+        <li key={s.key}>
+          <span className="swatch" style={{ background: s.color }} />
+          {s.label}
+        </li>
+      ))}
+    </ul>
+  )
+}
+
 export function TimeChart(p: ChartProps) {
   const fmt = p.series[0]?.format ?? String
   return (
     <figure className="chart" style={{ height: (p.height ?? 220) + 48 }}>
       <figcaption>{p.title}</figcaption>
-      <div aria-hidden="true" style={{ height: p.height ?? 220 }}>
+      <div aria-hidden="true" style={{ height: (p.height ?? 220) - legendHeight }}>
         <ResponsiveContainer width="100%" height="100%">
           <AreaChart data={p.data} margin={{ top: 8, right: 8, bottom: 0, left: 8 }}>
             <CartesianGrid strokeDasharray="3 3" stroke="var(--grid)" />
             <XAxis dataKey={p.x} tick={{ fill: 'var(--muted)', fontSize: 12 }} />
             <YAxis tickFormatter={fmt} allowDecimals={!p.integers} tick={{ fill: 'var(--muted)', fontSize: 12 }} width={64} />
             <Tooltip formatter={(v, name) => [p.series.find((s) => s.label === name)?.format(Number(v)) ?? String(v), name]} contentStyle={{ background: 'var(--bg)', border: '1px solid var(--border)' }} />
-            <Legend />
             {p.series.map((s) => (
               <Area key={s.key} type="linear" dataKey={s.key} name={s.label} stackId={p.stacked ? 'a' : undefined} stroke={s.color} fill={s.color} fillOpacity={0.25} isAnimationActive={false} />
             ))}
           </AreaChart>
         </ResponsiveContainer>
+      </div>
+      <div aria-hidden="true">
+        <ChartLegend series={p.series} />
       </div>
       <DataTable {...p} />
     </figure>
@@ -81,7 +101,7 @@ export function BarsChart(p: ChartProps & { horizontal?: boolean }) {
   return (
     <figure className="chart" style={{ height: height + 48 }}>
       <figcaption>{p.title}</figcaption>
-      <div aria-hidden="true" style={{ height }}>
+      <div aria-hidden="true" style={{ height: p.series.length > 1 ? height - legendHeight : height }}>
         <ResponsiveContainer width="100%" height="100%">
           <BarChart data={p.data} layout={p.horizontal ? 'vertical' : 'horizontal'} margin={{ top: 8, right: 8, bottom: 0, left: 8 }}>
             <CartesianGrid strokeDasharray="3 3" stroke="var(--grid)" />
@@ -97,13 +117,17 @@ export function BarsChart(p: ChartProps & { horizontal?: boolean }) {
               </>
             )}
             <Tooltip formatter={(v, name) => [p.series.find((s) => s.label === name)?.format(Number(v)) ?? String(v), name]} contentStyle={{ background: 'var(--bg)', border: '1px solid var(--border)' }} />
-            {p.series.length > 1 && <Legend />}
             {p.series.map((s) => (
               <Bar key={s.key} dataKey={s.key} name={s.label} stackId={p.stacked ? 'a' : undefined} fill={s.color} isAnimationActive={false} />
             ))}
           </BarChart>
         </ResponsiveContainer>
       </div>
+      {p.series.length > 1 && (
+        <div aria-hidden="true">
+          <ChartLegend series={p.series} />
+        </div>
+      )}
       <DataTable {...p} />
     </figure>
   )
