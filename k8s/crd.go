@@ -21,6 +21,29 @@ type PodMonitor struct {
 	} `json:"spec"`
 }
 
+// PrometheusRule is monitoring.coreos.com/v1 PrometheusRule. The rules'
+// own fields are those of a Prometheus rules file (expr is PromQL, for a
+// Prometheus duration); cmd/ccproxy's TestAlertRules checks them with
+// Prometheus's rules parser.
+type PrometheusRule struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata"`
+	Spec              struct {
+		Groups []struct {
+			Name     string `json:"name"`
+			Interval string `json:"interval,omitempty"`
+			Rules    []struct {
+				Alert       string            `json:"alert,omitempty"`
+				Record      string            `json:"record,omitempty"`
+				Expr        string            `json:"expr"`
+				For         string            `json:"for,omitempty"`
+				Labels      map[string]string `json:"labels,omitempty"`
+				Annotations map[string]string `json:"annotations,omitempty"`
+			} `json:"rules"`
+		} `json:"groups"`
+	} `json:"spec"`
+}
+
 // Certificate is cert-manager.io/v1 Certificate.
 type Certificate struct {
 	metav1.TypeMeta   `json:",inline"`

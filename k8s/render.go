@@ -22,7 +22,7 @@ import (
 // Object is one rendered object: its kind and name, its YAML as kustomize
 // printed it, and the typed value it decoded into (a *appsv1.Deployment,
 // *corev1.Service, ...; for the custom resources of the optional
-// components, a *PodMonitor, *Certificate or *Issuer).
+// components, a *PodMonitor, *PrometheusRule, *Certificate or *Issuer).
 type Object struct {
 	APIVersion, Kind, Name, Namespace string
 	YAML                              []byte
@@ -63,6 +63,8 @@ func newObject(apiVersion, kind string) (any, bool) {
 		return &networkingv1.NetworkPolicy{}, true
 	case "monitoring.coreos.com/v1/PodMonitor":
 		return &PodMonitor{}, true
+	case "monitoring.coreos.com/v1/PrometheusRule":
+		return &PrometheusRule{}, true
 	case "cert-manager.io/v1/Certificate":
 		return &Certificate{}, true
 	case "cert-manager.io/v1/Issuer":
