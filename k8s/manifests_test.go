@@ -829,3 +829,31 @@ func TestGatewayPod(t *testing.T) {
 		})
 	}
 }
+
+// TestAlertRulesComponent: the monitoring component's PrometheusRule is
+// rendered (decoded strictly) and carries the
+// same groups as the plain Prometheus rules file beside it, so that either
+// way of loading them alerts alike. cmd/ccproxy's TestAlertRules checks the
+// rules themselves with Prometheus's parser.
+func TestAlertRulesComponent(t *testing.T) {
+	m := renderAll(t)["overlays/production+components"]
+	o := m.Get("PrometheusRule", "ccproxy")
+	if o == nil {
+		t.Fatal("the monitoring component renders no PrometheusRule ccproxy")
+	}
+	raw, err := os.ReadFile("components/monitoring/rules/ccproxy.rules.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var plain PrometheusRule
+	if err := yaml.UnmarshalStrict(raw, &plain.Spec); err != nil {
+		t.Fatalf("rules/ccproxy.rules.yaml: %v", err)
+	}
+	got := o.Value.(*PrometheusRule).Spec
+	if len(got.Groups) == 0 {
+		t.Fatal("the PrometheusRule has no groups")
+	}
+	if a, b := fmt.Sprintf("%+v", got), fmt.Sprintf("%+v", plain.Spec); a != b {
+		t.Errorf("the PrometheusRule's groups differ from rules/ccproxy.rules.yaml; run: go test ./cmd/ccproxy -run TestAlertRules -update")
+	}
+}
