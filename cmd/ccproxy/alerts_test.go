@@ -83,7 +83,7 @@ func envoyStats(t *testing.T) map[string]bool {
 		section = section[:end+4]
 	}
 	out := map[string]bool{}
-	for _, m := range regexp.MustCompile("\\benvoy_[a-z0-9_]+").FindAllString(section, -1) {
+	for _, m := range regexp.MustCompile(`\benvoy_[a-z0-9_]+`).FindAllString(section, -1) {
 		out[m] = true
 	}
 	return out
@@ -107,7 +107,7 @@ func selectors(expr parser.Expr) []selectedMetric {
 		var s selectedMetric
 		s.name = vs.Name
 		for _, m := range vs.LabelMatchers {
-			if m.Name == labels.MetricName {
+			if m.Name == model.MetricNameLabel {
 				if m.Type == labels.MatchEqual {
 					s.name = m.Value
 				}
