@@ -59,11 +59,15 @@ $(STATICCHECK) $(LOCAL_KMS): tools/go.mod tools/go.sum
 
 tools: $(STATICCHECK) $(LOCAL_KMS)
 
+# Our packages: an npm package under dashboard/node_modules may carry Go
+# files of its own (eslint's dependency flatted does), which ./... matches.
+GO_PACKAGES = $(shell $(GO) list ./... | grep -v /node_modules/)
+
 vet:
-	$(GO) vet ./...
+	$(GO) vet $(GO_PACKAGES)
 
 lint: vet $(STATICCHECK) ## go vet + staticcheck
-	$(STATICCHECK) ./...
+	$(STATICCHECK) $(GO_PACKAGES)
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 # The end-to-end tests install Claude Code with npm (cached in ~/.cache/ccproxy/e2e).
@@ -73,7 +77,7 @@ e2e-deps:
 		{ echo "npm is required for the end-to-end tests (apt-get install npm)"; exit 1; }
 
 test: services tools lint e2e-deps dashboard dashboard-check browser-deps ## everything CI runs: lint, unit, fuzz seeds, integration, end to end, dashboard in a browser
-	CCPROXY_REQUIRE_BROWSER_TESTS=1 $(GO) test $(TEST_FLAGS) ./...
+	CCPROXY_REQUIRE_BROWSER_TESTS=1 $(GO) test $(TEST_FLAGS) $(GO_PACKAGES)
 
 # Every Claude Code release of test/e2e/internal/claudecode/releases.txt
 # (one a month over the last year, and the releases whose requests changed)
@@ -130,7 +134,7 @@ mutate: services tools ## mutation check of the conditions correctness rests on 
 # cmd/extproc-bench (scripts/bench-extproc.sh; BENCH_DURATION, BENCH_REPEAT,
 # BENCH_CONCURRENCY, BENCH_PIN tune it, BENCH_SERVERS compares servers).
 bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to docs/performance.md)
-	$(GO) test $(BENCH_FLAGS) ./...
+	$(GO) test $(BENCH_FLAGS) $(GO_PACKAGES)
 	GO='$(GO)' bash scripts/bench-extproc.sh
 
 # The dashboard on 5 million usage events: first load after login in
