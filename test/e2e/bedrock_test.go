@@ -359,15 +359,18 @@ func TestBedrock(t *testing.T) {
 
 	t.Run("refusals before routing", func(t *testing.T) {
 		t.Parallel()
-		before := len(fb.Requests())
+		// The refused requests carry a marker of their own: the other
+		// subtests send to Bedrock at the same time, so counting all of
+		// Bedrock's requests would count theirs.
+		const marker = "refused-before-routing-5d1c"
 		tests := []struct {
 			name, key, body string
 			status          int
 			want            string
 		}{
-			{"unmappable model", east.Key, `{"model":"claude-imaginary-9","max_tokens":8,"messages":[{"role":"user","content":"x"}]}`, 400,
+			{"unmappable model", east.Key, `{"model":"claude-imaginary-9","max_tokens":8,"messages":[{"role":"user","content":"` + marker + `"}]}`, 400,
 				`{"type":"error","error":{"type":"invalid_request_error","message":"ccproxy: model \"claude-imaginary-9\" is not available on Bedrock for region us-east-1; choose another model or ask the gateway administrator to map it"}}`},
-			{"no Bedrock credential", noCred.Key, `{"model":"claude-opus-5-5","max_tokens":8,"messages":[{"role":"user","content":"x"}]}`, 500,
+			{"no Bedrock credential", noCred.Key, `{"model":"claude-opus-5-5","max_tokens":8,"messages":[{"role":"user","content":"` + marker + `"}]}`, 500,
 				`{"type":"error","error":{"type":"api_error","message":"ccproxy: no Bedrock credential is registered for your account; ask the gateway administrator to add one"}}`},
 		}
 		for _, tc := range tests {
@@ -376,7 +379,7 @@ func TestBedrock(t *testing.T) {
 				t.Errorf("%s: %d %s (x-should-retry %q); want %d %s", tc.name, status, body, hdr.Get("X-Should-Retry"), tc.status, tc.want)
 			}
 		}
-		if n := len(fb.Requests()) - before; n != 0 {
+		if n := len(fb.Carrying(marker)); n != 0 {
 			t.Errorf("Bedrock received %d requests for refused ones", n)
 		}
 	})
