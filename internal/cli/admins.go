@@ -8,7 +8,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -42,47 +41,22 @@ which talks to the database directly.`,
 }
 
 func (a *app) adminsList(g *globals) *cobra.Command {
-	var limit int
-	var cursor string
+	var page paging
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List admins",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			body, err := a.call(cmd.Context(), g, http.MethodGet, "/api/v1/admins", q, nil)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), body)
-			}
-			var p struct {
-				Items      []adminAccount `json:"items"`
-				NextCursor *string        `json:"next_cursor"`
-			}
-			if err := decode(body, &p); err != nil {
-				return err
-			}
-			rows := [][]string{{"ID", "USERNAME", "STATUS", "CREATED", "LAST_LOGIN"}}
-			for _, ad := range p.Items {
-				rows = append(rows, []string{ad.ID, ad.Username, adminStatus(ad), ts(&ad.CreatedAt), ts(ad.LastLoginAt)})
-			}
-			if err := table(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			moreHint(cmd, p.NextCursor)
-			return nil
+			page.set(q)
+			return listPage(cmd, a, g, "/api/v1/admins", q,
+				[]string{"ID", "USERNAME", "STATUS", "CREATED", "LAST_LOGIN"},
+				func(ad adminAccount) []string {
+					return []string{ad.ID, ad.Username, adminStatus(ad), ts(&ad.CreatedAt), ts(ad.LastLoginAt)}
+				})
 		},
 	}
-	cmd.Flags().IntVar(&limit, "limit", 0, "page size (default: the server's)")
-	cmd.Flags().StringVar(&cursor, "cursor", "", "cursor of the page to show, from a previous list")
+	page.register(cmd)
 	return cmd
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -41,48 +40,23 @@ func (a *app) keysCommand() *cobra.Command {
 }
 
 func (a *app) keysList(g *globals) *cobra.Command {
-	var limit int
-	var cursor string
+	var page paging
 	cmd := &cobra.Command{
 		Use:   "list USER_ID",
 		Short: "List a user's access keys (never the keys themselves)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			q := url.Values{}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
-			body, err := a.call(cmd.Context(), g, http.MethodGet, "/api/v1/users/"+pathID(args[0])+"/keys", q, nil)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), body)
-			}
-			var p struct {
-				Items      []accessKey `json:"items"`
-				NextCursor *string     `json:"next_cursor"`
-			}
-			if err := decode(body, &p); err != nil {
-				return err
-			}
-			rows := [][]string{{"ID", "NAME", "PREFIX", "STATUS", "ROUTING", "GRACE_UNTIL", "LAST_USED", "CREATED"}}
-			for _, k := range p.Items {
-				rows = append(rows, []string{k.ID, dash(k.Name), k.Prefix, k.Status, str(k.RoutingStrategy),
-					ts(k.GraceUntil), ts(k.LastUsedAt), ts(&k.CreatedAt)})
-			}
-			if err := table(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			moreHint(cmd, p.NextCursor)
-			return nil
+			page.set(q)
+			return listPage(cmd, a, g, "/api/v1/users/"+pathID(args[0])+"/keys", q,
+				[]string{"ID", "NAME", "PREFIX", "STATUS", "ROUTING", "GRACE_UNTIL", "LAST_USED", "CREATED"},
+				func(k accessKey) []string {
+					return []string{k.ID, dash(k.Name), k.Prefix, k.Status, str(k.RoutingStrategy),
+						ts(k.GraceUntil), ts(k.LastUsedAt), ts(&k.CreatedAt)}
+				})
 		},
 	}
-	cmd.Flags().IntVar(&limit, "limit", 0, "page size (default: the server's)")
-	cmd.Flags().StringVar(&cursor, "cursor", "", "cursor of the page to show, from a previous list")
+	page.register(cmd)
 	return cmd
 }
 

@@ -178,8 +178,8 @@ func usageRow(gr usageGroup) []string {
 
 func (a *app) usageRequests(g *globals) *cobra.Command {
 	var f usageFilters
-	var limit int
-	var cursor, session, provider string
+	var page paging
+	var session, provider string
 	cmd := &cobra.Command{
 		Use:   "requests [--user ID] [--key ID] [--limit N]",
 		Short: "List metered requests, newest first",
@@ -189,44 +189,23 @@ func (a *app) usageRequests(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			for name, v := range map[string]string{"cursor": cursor, "session_id": session, "provider": provider} {
+			page.set(q)
+			for name, v := range map[string]string{"session_id": session, "provider": provider} {
 				if v != "" {
 					q.Set(name, v)
 				}
 			}
-			body, err := a.call(cmd.Context(), g, http.MethodGet, "/api/v1/usage/requests", q, nil)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), body)
-			}
-			var p struct {
-				Items      []usageRequest `json:"items"`
-				NextCursor *string        `json:"next_cursor"`
-			}
-			if err := decode(body, &p); err != nil {
-				return err
-			}
-			rows := [][]string{{"TIME", "REQUEST_ID", "USER", "MODEL", "PROVIDER", "REGION", "FALLBACK", "STATUS", "INPUT", "OUTPUT", "COST_USD", "LATENCY_MS"}}
-			for _, r := range p.Items {
-				rows = append(rows, []string{ts(&r.EventTime), r.RequestID, r.UserID, dash(r.RequestedModel), r.Provider, dash(r.Region),
-					strconv.FormatBool(r.Fallback), strconv.Itoa(r.Status), strconv.FormatInt(r.InputTokens, 10),
-					strconv.FormatInt(r.OutputTokens, 10), r.CostUSD, strconv.Itoa(r.LatencyMs)})
-			}
-			if err := table(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			moreHint(cmd, p.NextCursor)
-			return nil
+			return listPage(cmd, a, g, "/api/v1/usage/requests", q,
+				[]string{"TIME", "REQUEST_ID", "USER", "MODEL", "PROVIDER", "REGION", "FALLBACK", "STATUS", "INPUT", "OUTPUT", "COST_USD", "LATENCY_MS"},
+				func(r usageRequest) []string {
+					return []string{ts(&r.EventTime), r.RequestID, r.UserID, dash(r.RequestedModel), r.Provider, dash(r.Region),
+						strconv.FormatBool(r.Fallback), strconv.Itoa(r.Status), strconv.FormatInt(r.InputTokens, 10),
+						strconv.FormatInt(r.OutputTokens, 10), r.CostUSD, strconv.Itoa(r.LatencyMs)}
+				})
 		},
 	}
 	f.register(cmd)
-	cmd.Flags().IntVar(&limit, "limit", 0, "page size (default: the server's)")
-	cmd.Flags().StringVar(&cursor, "cursor", "", "cursor of the page to show, from a previous list")
+	page.register(cmd)
 	cmd.Flags().StringVar(&session, "session", "", "only this Claude Code session")
 	cmd.Flags().StringVar(&provider, "provider", "", "only anthropic or bedrock")
 	return cmd

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -45,60 +44,28 @@ func (a *app) usersCommand() *cobra.Command {
 }
 
 func (a *app) usersList(g *globals) *cobra.Command {
-	var limit int
-	var cursor, status string
+	var page paging
+	var status string
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List users",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := url.Values{}
-			if limit > 0 {
-				q.Set("limit", strconv.Itoa(limit))
-			}
-			if cursor != "" {
-				q.Set("cursor", cursor)
-			}
+			page.set(q)
 			if status != "" {
 				q.Set("status", status)
 			}
-			body, err := a.call(cmd.Context(), g, http.MethodGet, "/api/v1/users", q, nil)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return printJSON(cmd.OutOrStdout(), body)
-			}
-			var p struct {
-				Items      []user  `json:"items"`
-				NextCursor *string `json:"next_cursor"`
-			}
-			if err := decode(body, &p); err != nil {
-				return err
-			}
-			rows := [][]string{{"ID", "NAME", "EMAIL", "ROUTING", "BUDGET_USD", "STATUS", "CREATED"}}
-			for _, u := range p.Items {
-				rows = append(rows, []string{u.ID, u.Name, str(u.Email), u.RoutingStrategy, str(u.MonthlyBudgetUSD), u.Status, ts(&u.CreatedAt)})
-			}
-			if err := table(cmd.OutOrStdout(), rows); err != nil {
-				return err
-			}
-			moreHint(cmd, p.NextCursor)
-			return nil
+			return listPage(cmd, a, g, "/api/v1/users", q,
+				[]string{"ID", "NAME", "EMAIL", "ROUTING", "BUDGET_USD", "STATUS", "CREATED"},
+				func(u user) []string {
+					return []string{u.ID, u.Name, str(u.Email), u.RoutingStrategy, str(u.MonthlyBudgetUSD), u.Status, ts(&u.CreatedAt)}
+				})
 		},
 	}
-	cmd.Flags().IntVar(&limit, "limit", 0, "page size (default: the server's)")
-	cmd.Flags().StringVar(&cursor, "cursor", "", "cursor of the page to show, from a previous list")
+	page.register(cmd)
 	cmd.Flags().StringVar(&status, "status", "", "only users with this status (active or disabled)")
 	return cmd
-}
-
-// moreHint tells, on stderr so that stdout stays a clean table, how to get
-// the next page.
-func moreHint(cmd *cobra.Command, next *string) {
-	if next != nil && *next != "" {
-		fmt.Fprintf(cmd.ErrOrStderr(), "more results: add --cursor %s\n", *next)
-	}
 }
 
 // userBody collects the user fields set on the command line; only flags
