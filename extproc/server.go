@@ -81,6 +81,8 @@ type Options struct {
 	// Limits bound each access key's concurrent requests and request body
 	// size (router.Limits); the zero value sets none.
 	Limits router.Limits
+	// SkipPlanRequestBodies is router.Config.SkipPlanRequestBodies.
+	SkipPlanRequestBodies bool
 	// TLS, when set, serves gRPC over TLS with it: for a TCP listener it
 	// should require client certificates (tlsfiles.ServerConfig), since a
 	// client of this server is handed decrypted Bedrock credentials. nil
@@ -137,6 +139,8 @@ func NewServer(opts Options) (*Server, error) {
 		Metrics:    m,
 		Now:        opts.Now,
 		Limits:     opts.Limits,
+
+		SkipPlanRequestBodies: opts.SkipPlanRequestBodies,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {
@@ -180,6 +184,9 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		grpc.MaxRecvMsgSize(MaxMessageSize),
 		grpc.MaxSendMsgSize(MaxMessageSize),
 		experimental.BufferPool(s.pool),
+		// The codec assembles and marshals messages; without its own, a
+		// 48 KB body took a zeroed 1 MiB buffer (see bufpool.Codec).
+		grpc.ForceServerCodecV2(bufpool.NewCodec(s.pool)),
 		// Envoy is the only client, over a local socket, and sends ~50 KB
 		// request bodies (up to 32 MB): large flow-control windows let a
 		// body arrive without waiting for WINDOW_UPDATEs, and a larger read

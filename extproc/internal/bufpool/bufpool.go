@@ -1,5 +1,6 @@
-// Package bufpool owns the gRPC buffer pool of the ext_proc server: buffers
-// in power-of-two tiers, handed out without zeroing.
+// Package bufpool owns the gRPC buffers of the ext_proc server: a pool of
+// buffers in power-of-two tiers, handed out without zeroing, and the proto
+// codec that takes its buffers from that pool (Codec).
 //
 // gRPC's own tiered pool (mem.NewBinaryTieredBufferPool) clears the whole
 // buffer on every Get. For the ~50 KB Claude Code bodies that cross the
