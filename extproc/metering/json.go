@@ -100,3 +100,14 @@ func CountedTokens(body []byte) (n int64, ok bool) {
 	}
 	return jsonscan.Uint(raw)
 }
+
+// ModelFromJSON returns the top-level "model" of a non-streaming Messages
+// response, "" when there is none.
+func ModelFromJSON(body []byte) string {
+	raw, ok := jsonscan.Find(body, "model")
+	if !ok {
+		return ""
+	}
+	m, _ := jsonscan.String(raw)
+	return m
+}

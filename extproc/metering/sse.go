@@ -3,6 +3,7 @@ package metering
 import (
 	"bytes"
 	"encoding/json"
+	"unicode/utf8"
 
 	"github.com/ccproxy/ccproxy/extproc/internal/jsonscan"
 	"github.com/ccproxy/ccproxy/internal/usage"
@@ -88,7 +89,16 @@ type SSEScanner struct {
 	sawContent  bool
 	sawStop     bool
 	eventsTotal int
+
+	// model is message_start's message.model, kept in place so that
+	// reading it costs no allocation until Model is called.
+	model    [MaxModelLen]byte
+	modelLen int
 }
+
+// MaxModelLen bounds the model name an SSEScanner keeps; a longer one is
+// not kept (Anthropic's ids are under 40 bytes).
+const MaxModelLen = 96
 
 // Write feeds the next chunk of the stream. It never fails and always
 // consumes all of p; it implements io.Writer.
@@ -300,12 +310,36 @@ func (s *SSEScanner) parseUsage() {
 			return
 		}
 		obj = msg
+		s.keepModel(msg)
 	}
 	if u, ok := jsonscan.Find(obj, "usage"); ok && u[0] == '{' {
 		s.counts.apply(u)
 		s.sawUsage = true
 	}
 }
+
+// keepModel keeps the "model" member of message_start's message object.
+// A plain string is copied as it is (no allocation); one with escapes is
+// decoded by jsonscan.String.
+func (s *SSEScanner) keepModel(msg []byte) {
+	raw, ok := jsonscan.Find(msg, "model")
+	if !ok || len(raw) < 2 || raw[0] != '"' {
+		return
+	}
+	if inner := raw[1 : len(raw)-1]; len(inner) <= MaxModelLen && bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		s.modelLen = copy(s.model[:], inner)
+		return
+	}
+	m, ok := jsonscan.String(raw)
+	if !ok || len(m) > MaxModelLen {
+		return
+	}
+	s.modelLen = copy(s.model[:], m)
+}
+
+// Model returns the model named by the stream's message_start event, ""
+// before one was seen (or when it named none, or one over MaxModelLen).
+func (s *SSEScanner) Model() string { return string(s.model[:s.modelLen]) }
 
 // usage.Usage returns the usage seen so far.
 func (s *SSEScanner) Usage() usage.Usage { return s.counts.usage() }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ccproxy/ccproxy/internal/usage"
@@ -18,6 +19,7 @@ type scanResult struct {
 	Stop     bool
 	SawUsage bool
 	Events   int
+	Model    string
 }
 
 func scanChunks(chunks [][]byte) scanResult {
@@ -27,7 +29,7 @@ func scanChunks(chunks [][]byte) scanResult {
 			panic(fmt.Sprintf("Write = %d, %v", n, err))
 		}
 	}
-	return scanResult{s.Usage(), s.ContentStarted(), s.Completed(), s.SawUsage(), s.Events()}
+	return scanResult{s.Usage(), s.ContentStarted(), s.Completed(), s.SawUsage(), s.Events(), s.Model()}
 }
 
 // split cuts b into chunks: size 0 means random sizes from rng.
@@ -66,7 +68,7 @@ func TestSSEScanner(t *testing.T) {
 			want: scanResult{
 				Usage: usage.Usage{InputTokens: 6, OutputTokens: 143, CacheReadInputTokens: 14217,
 					CacheWrite5mInputTokens: 1024, CacheWrite1hInputTokens: 10808},
-				Content: true, Stop: true, SawUsage: true, Events: 25,
+				Content: true, Stop: true, SawUsage: true, Events: 25, Model: "claude-opus-5-5",
 			},
 		},
 		{
@@ -74,7 +76,7 @@ func TestSSEScanner(t *testing.T) {
 			in:   readFile(t, "testdata/stream-legacy-crlf.sse"),
 			want: scanResult{
 				Usage:   usage.Usage{InputTokens: 25, OutputTokens: 15, CacheWrite5mInputTokens: 3000},
-				Content: true, Stop: true, SawUsage: true, Events: 7,
+				Content: true, Stop: true, SawUsage: true, Events: 7, Model: "claude-sonnet-4-5-20250929",
 			},
 		},
 		{
@@ -82,7 +84,7 @@ func TestSSEScanner(t *testing.T) {
 			in:   readFile(t, "testdata/stream-overloaded.sse"),
 			want: scanResult{
 				Usage:   usage.Usage{InputTokens: 1200, OutputTokens: 1, CacheReadInputTokens: 52000},
-				Content: true, SawUsage: true, Events: 4,
+				Content: true, SawUsage: true, Events: 4, Model: "claude-opus-5-5",
 			},
 		},
 		{
@@ -132,6 +134,23 @@ func TestSSEScanner(t *testing.T) {
 			name: "long event name is other",
 			in:   []byte("event: message_delta_message_delta_message_delta\ndata: {\"usage\":{\"output_tokens\":4}}\n\n"),
 			want: scanResult{Events: 1},
+		},
+		{
+			name: "model with escapes decoded, later message_start wins",
+			in: []byte("event: message_start\ndata: {\"message\":{\"model\":\"first\",\"usage\":{}}}\n\n" +
+				"event: message_start\ndata: {\"message\":{\"model\":\"claude-\\u0073onnet\"}}\n\n"),
+			want: scanResult{SawUsage: true, Events: 2, Model: "claude-sonnet"},
+		},
+		{
+			name: "model not a string, or too long, is not kept",
+			in: []byte("event: message_start\ndata: {\"message\":{\"model\":7}}\n\n" +
+				"event: message_start\ndata: {\"message\":{\"model\":\"" + strings.Repeat("m", MaxModelLen+1) + "\"}}\n\n"),
+			want: scanResult{Events: 2},
+		},
+		{
+			name: "model of message_delta is not the message's",
+			in:   []byte("event: message_delta\ndata: {\"model\":\"x\",\"usage\":{\"output_tokens\":1}}\n\n"),
+			want: scanResult{Usage: usage.Usage{OutputTokens: 1}, SawUsage: true, Events: 1},
 		},
 		{
 			name: "case-sensitive field and type names",
@@ -253,6 +272,9 @@ func reference(stream []byte) scanResult {
 						res.SawUsage = true
 						u.mergeInto(&c)
 					}
+					if m, ok := referenceModel(typ, []byte(joined)); ok {
+						res.Model = m
+					}
 				case typ == "content_block_delta":
 					res.Content = true
 				case typ == "message_stop":
@@ -288,6 +310,26 @@ func reference(stream []byte) scanResult {
 }
 
 type refUsage map[string]json.RawMessage
+
+// referenceModel decodes message_start's message.model with encoding/json.
+func referenceModel(typ string, data []byte) (string, bool) {
+	if typ != "message_start" {
+		return "", false
+	}
+	var top struct {
+		Message *struct {
+			Model json.RawMessage `json:"model"`
+		} `json:"message"`
+	}
+	if json.Unmarshal(data, &top) != nil || top.Message == nil {
+		return "", false
+	}
+	var m string
+	if json.Unmarshal(top.Message.Model, &m) != nil || len(m) > MaxModelLen {
+		return "", false
+	}
+	return m, true
+}
 
 func referenceUsage(typ string, data []byte) (refUsage, bool) {
 	var top map[string]json.RawMessage
