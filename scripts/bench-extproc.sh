@@ -33,6 +33,8 @@
 #   BENCH_CACHE         binaries        (default: ${XDG_CACHE_HOME:-$HOME/.cache}/ccproxy/bench)
 #   BENCH_PIN           1: server on CPU 0, driver on CPU 1 (taskset), so that
 #                       they do not compete for a core; default unpinned
+#   BENCH_SKIP_VARIANT  0: do not run the Plan scenario a second time with
+#                       -skip-plan-request-bodies (CCPROXY_PLAN_REQUEST_BODY=skip)
 #   BENCH_GOMAXPROCS    the server's GOMAXPROCS (default: Go's choice, the CPU
 #                       count or the container's CPU limit)
 #   GO                  go command      (default: go)
@@ -86,11 +88,13 @@ trap 'rm -rf "$tmp"' EXIT
 addr=unix://$tmp/extproc.sock
 
 # drive SERVER-BINARY DRIVER-ARGS…: one driver invocation that starts the
-# server, with the server's output in $tmp/server.log (shown on failure).
+# server (with the arguments in server_args), with the server's output in
+# $tmp/server.log (shown on failure).
+server_args=()
 drive() {
 	local bin=$1
 	shift
-	if ! "${driver_prefix[@]}" "$driver" -addr "$addr" -server-log "$tmp/server.log" "$@" -- "${server_prefix[@]}" "$bin" -addr "$addr"; then
+	if ! "${driver_prefix[@]}" "$driver" -addr "$addr" -server-log "$tmp/server.log" "$@" -- "${server_prefix[@]}" "$bin" -addr "$addr" "${server_args[@]}"; then
 		echo "bench-extproc: server log:" >&2
 		tail -n 30 "$tmp/server.log" >&2
 		return 1
@@ -117,6 +121,19 @@ if [[ -z ${BENCH_SERVERS:-} ]]; then
 			summary+=("$(basename "$scenario" .json) C=$c $(grep -E '^(median|run 1/1):' <<<"$out")")
 		done
 	done
+	# The Plan scenario again with CCPROXY_PLAN_REQUEST_BODY=skip: the
+	# request is routed on its headers and its body never reaches extproc.
+	plan=$root/extproc/testdata/bench/plan-passthrough-stream.json
+	if [[ ${BENCH_SKIP_VARIANT:-1} == 1 && " $scenarios " == *" $plan "* ]]; then
+		server_args=(-skip-plan-request-bodies)
+		for c in $levels; do
+			out=$(drive "${binaries[0]}" -scenario "$plan" -c "$c" -d "$duration" -repeat "$repeat" -warmup "$warmup") ||
+				die "extproc-bench on $(basename "$plan") (bodies skipped) at C=$c"
+			echo "$out"
+			summary+=("plan-passthrough-stream, CCPROXY_PLAN_REQUEST_BODY=skip C=$c $(grep -E '^(median|run 1/1):' <<<"$out")")
+		done
+		server_args=()
+	fi
 	echo
 	echo "bench-extproc: medians over $repeat run(s) of $duration ($placement; load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 	printf '%s\n' "${summary[@]}"

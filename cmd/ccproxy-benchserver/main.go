@@ -45,9 +45,10 @@ const (
 
 // config is what the flags choose.
 type config struct {
-	planKey    string // the access key of a plan_first user without a Bedrock credential
-	bedrockKey string // the access key of a bedrock_only user (SigV4, us-east-1)
-	logUsage   bool   // log every usage event instead of discarding it
+	planKey        string // the access key of a plan_first user without a Bedrock credential
+	bedrockKey     string // the access key of a bedrock_only user (SigV4, us-east-1)
+	logUsage       bool   // log every usage event instead of discarding it
+	skipPlanBodies bool   // CCPROXY_PLAN_REQUEST_BODY=skip
 }
 
 func main() {
@@ -56,6 +57,7 @@ func main() {
 	flag.StringVar(&cfg.planKey, "key", defaultPlanKey, "the access key of a plan_first user")
 	flag.StringVar(&cfg.bedrockKey, "bedrock-key", defaultBedrockKey, "the access key of a bedrock_only user (SigV4, us-east-1)")
 	flag.BoolVar(&cfg.logUsage, "log-usage", false, "log every usage event (costs CPU)")
+	flag.BoolVar(&cfg.skipPlanBodies, "skip-plan-request-bodies", false, "route Plan-alone requests on their headers (CCPROXY_PLAN_REQUEST_BODY=skip)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	if err := run(*addr, *cpuProfile, cfg); err != nil {
@@ -134,6 +136,8 @@ func newServer(cfg config) (*extproc.Server, error) {
 		Logger: logger,
 		Keys:   accesskey.NewCache(accesskey.NewStoreResolver(store, hasher, nil), hasher, accesskey.CacheConfig{}),
 		Usage:  sink,
+
+		SkipPlanRequestBodies: cfg.skipPlanBodies,
 		Bedrock: &extproc.BedrockOptions{
 			Runtime: runtimeconfig.StaticSource{Config: runtime},
 			Signer:  signer,

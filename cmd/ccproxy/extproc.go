@@ -136,6 +136,9 @@ type sidecarSettings struct {
 	// (router.Limits).
 	KeyMaxConcurrent int
 	MaxRequestBody   int64
+	// SkipPlanRequestBodies: Plan-alone requests are routed on their
+	// headers (router.Config.SkipPlanRequestBodies).
+	SkipPlanRequestBodies bool
 }
 
 // sidecarTitle is the title of the sidecar's settings, which the control
@@ -196,6 +199,17 @@ func (s *sidecarSettings) group() config.Group {
 			}
 			s.MaxRequestBody = n
 			return nil
+		},
+	}, {
+		Flag: "plan-request-body", Env: "CCPROXY_PLAN_REQUEST_BODY", Default: "read",
+		Usage: "read: extproc reads the body of every Messages request; skip: a request that goes to Plan alone (plan_only users, plan_first users without a Bedrock credential) is routed on its headers and its body never reaches extproc, which costs about a third less CPU per request (docs/performance.md), but the usage rows of Plan's refusals (429, 529, 400) then name no model and say stream=false. Requests of Claude Code releases without x-claude-code-session-id, and those without content-length, are read either way",
+		Set: func(v string) error {
+			switch v {
+			case "read", "skip":
+				s.SkipPlanRequestBodies = v == "skip"
+				return nil
+			}
+			return errors.New("must be read or skip")
 		},
 	}, {
 		Flag: "extproc-socket-mode", Env: "CCPROXY_EXTPROC_SOCKET_MODE", Default: "0660",

@@ -237,14 +237,16 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		return nil, err
 	}
 	srv, err := extproc.NewServer(extproc.Options{
-		TLS:        epTLS,
-		Limits:     router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
-		Logger:     log.With("component", "extproc"),
-		Keys:       resolver,
-		Usage:      usage.FanOut{producer, logSink},
-		Registerer: reg,
-		ModelsFunc: router.RuntimeModels(bedrockOpts.Runtime),
-		Bedrock:    bedrockOpts,
+		TLS:    epTLS,
+		Limits: router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
+
+		SkipPlanRequestBodies: s.Sidecar.SkipPlanRequestBodies,
+		Logger:                log.With("component", "extproc"),
+		Keys:                  resolver,
+		Usage:                 usage.FanOut{producer, logSink},
+		Registerer:            reg,
+		ModelsFunc:            router.RuntimeModels(bedrockOpts.Runtime),
+		Bedrock:               bedrockOpts,
 	})
 	if err != nil {
 		return nil, err

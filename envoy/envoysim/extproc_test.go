@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -642,5 +643,62 @@ func TestModeOverrideNeedsAllowModeOverride(t *testing.T) {
 	// Still BUFFERED: the whole response in one message.
 	if len(bodies) != 1 || string(bodies[0].GetBody()) != sseBody(3) || !bodies[0].GetEndOfStream() {
 		t.Fatalf("response bodies %v", bodies)
+	}
+}
+
+// TestModeOverrideSkipsRequestBody: a request headers reply whose
+// mode_override sets the request body mode to NONE ends the request's
+// processing. The body, held while the headers were processed, goes upstream
+// unchanged and never to the processor (ProcessorState::handleHeaderContinue
+// at v1.37.0 6d9bb7d9 and v1.38.0 f1dd21b1: body mode NONE falls through to
+// handleTrailersAndCleanup, which continues the held data); the response is
+// processed as the override's response modes say.
+func TestModeOverrideSkipsRequestBody(t *testing.T) {
+	t.Parallel()
+	g := &goodProcessor{}
+	g.onResp = func(req *extprocsvc.ProcessingRequest) *extprocsvc.ProcessingResponse {
+		if req.GetRequestHeaders() == nil {
+			return nil
+		}
+		resp := reqHeadersResp(common(routeHeaderMutation(), true))
+		resp.ModeOverride = &extprocv3.ProcessingMode{
+			RequestHeaderMode:   extprocv3.ProcessingMode_SEND,
+			ResponseHeaderMode:  extprocv3.ProcessingMode_SEND,
+			RequestBodyMode:     extprocv3.ProcessingMode_NONE,
+			ResponseBodyMode:    extprocv3.ProcessingMode_BUFFERED,
+			RequestTrailerMode:  extprocv3.ProcessingMode_SKIP,
+			ResponseTrailerMode: extprocv3.ProcessingMode_SKIP,
+		}
+		return resp
+	}
+	p := startProcessor(t, g.handle)
+	up := startUpstream(t, sse(3, 10*time.Millisecond))
+	c := cfg{procAddr: p.addr, backendAddr: up.addr(), messageTimeout: durationpb.New(5 * time.Second)}
+	url := startSim(t, c.resources(t), nil)
+	body := `{"model":"m","messages":[{"role":"user","content":"` + strings.Repeat("x", 100_000) + `"}]}`
+	got := do(t, "POST", url+"/v1/messages", body, nil)
+	if got.err != nil || got.status != 200 || got.body != sseBody(3) {
+		t.Fatalf("got %d %q err=%v", got.status, got.body, got.err)
+	}
+	if reqs := up.seen(); len(reqs) != 1 || reqs[0].body != body {
+		t.Fatalf("upstream saw %d requests; want 1 with the body unchanged", len(reqs))
+	}
+	var kinds []string
+	for _, m := range g.seen() {
+		switch {
+		case m.GetRequestHeaders() != nil:
+			kinds = append(kinds, "request_headers")
+		case m.GetRequestBody() != nil:
+			kinds = append(kinds, "request_body")
+		case m.GetResponseHeaders() != nil:
+			kinds = append(kinds, "response_headers")
+		case m.GetResponseBody() != nil:
+			kinds = append(kinds, "response_body")
+		}
+	}
+	// Then the response body, STREAMED by the processor's own override at
+	// the response headers.
+	if len(kinds) < 3 || kinds[0] != "request_headers" || kinds[1] != "response_headers" || slices.Contains(kinds, "request_body") {
+		t.Fatalf("the processor saw %v; want request_headers, response_headers, then the response body, and no request body", kinds)
 	}
 }

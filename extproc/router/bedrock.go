@@ -358,7 +358,7 @@ func (a *bedrockAnswer) headers(p *Processor, rh *responseHead, resp *extprocv3.
 		return
 	}
 	a.stream = true
-	resp.ModeOverride = streamedResponseMode()
+	resp.ModeOverride = streamedResponseMode(p.requestBodyMode())
 	a.conv = eventstream.NewConverter()
 	if !convert {
 		return // Claude Code's Bedrock mode checks the event-stream content type

@@ -96,6 +96,9 @@ type request struct {
 	kind      pathKind
 	bedrock   bedrockPath // kind == pathBedrockModel
 	fields    requestFields
+	// bodySkipped: the route was chosen with the headers and Envoy was told
+	// not to send the body (plan.go, skipsBody).
+	bodySkipped bool
 	// For requests that may go to Bedrock (bedrock_only, plan_first with a
 	// credential, Claude Code's Bedrock mode).
 	betaHeader        string   // anthropic-beta, repeated headers joined
@@ -287,15 +290,23 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		hm.SetHeaders = []*corev3.HeaderValueOption{setHeader(":path", rest)}
 	}
 	common := &extprocv3.CommonResponse{HeaderMutation: hm}
-	if h.GetEndOfStream() {
+	resp := &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
+		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}
+	switch {
+	case h.GetEndOfStream():
 		// No body follows: this is the last request phase, so the route is
 		// chosen here.
 		if refusal := p.chooseRoute(ctx, nil, common); refusal != nil {
 			return refusal, nil
 		}
+	case p.skipsBody(bodyLen):
+		if refusal := p.chooseRoute(ctx, nil, common); refusal != nil {
+			return refusal, nil
+		}
+		p.req.bodySkipped = true
+		resp.ModeOverride = skipRequestBodyMode()
 	}
-	return &extprocv3.ProcessingResponse{Response: &extprocv3.ProcessingResponse_RequestHeaders{
-		RequestHeaders: &extprocv3.HeadersResponse{Response: common}}}, nil
+	return resp, nil
 }
 
 // answerLocally answers what the gateway answers itself, once the key is

@@ -47,16 +47,36 @@ func immediate(code int, errType, message, details string) *extprocv3.Processing
 }
 
 // streamedResponseMode is the mode_override sent with the response headers
-// of a streaming answer. Only the response body mode changes; every other
-// field repeats the filter's configuration (see the data-path contract)
-// because Envoy copies the override's modes verbatim and releases disagree
-// on what a DEFAULT header mode means there (processor_state.cc).
-func streamedResponseMode() *extprocfilterv3.ProcessingMode {
+// of a streaming answer: the response body STREAMED, the request body as
+// the request headers left it (requestBody: BUFFERED, or NONE after
+// skipRequestBodyMode).
+func streamedResponseMode(requestBody extprocfilterv3.ProcessingMode_BodySendMode) *extprocfilterv3.ProcessingMode {
+	return processingMode(requestBody, extprocfilterv3.ProcessingMode_STREAMED)
+}
+
+// skipRequestBodyMode is the mode_override of a request whose route is
+// chosen with its headers: no request body, the response BUFFERED as
+// configured. With the body mode NONE after the headers reply, Envoy
+// releases the body it held meanwhile to the router
+// (ProcessorState::handleHeaderContinue in
+// source/extensions/filters/http/ext_proc/processor_state.cc, the same at
+// v1.37.0 6d9bb7d9 and v1.38.0 f1dd21b1), which still buffers it for a
+// retry.
+func skipRequestBodyMode() *extprocfilterv3.ProcessingMode {
+	return processingMode(extprocfilterv3.ProcessingMode_NONE, extprocfilterv3.ProcessingMode_BUFFERED)
+}
+
+// processingMode is the router filter's configured mode (see the data-path
+// contract) with the two body modes given. Every field is stated because
+// Envoy copies an override's body modes verbatim (an unset one is NONE) and
+// releases disagree on what a DEFAULT header mode means there
+// (effectiveModeOverride in ext_proc.cc, processor_state.cc).
+func processingMode(requestBody, responseBody extprocfilterv3.ProcessingMode_BodySendMode) *extprocfilterv3.ProcessingMode {
 	return &extprocfilterv3.ProcessingMode{
 		RequestHeaderMode:   extprocfilterv3.ProcessingMode_SEND,
 		ResponseHeaderMode:  extprocfilterv3.ProcessingMode_SEND,
-		RequestBodyMode:     extprocfilterv3.ProcessingMode_BUFFERED,
-		ResponseBodyMode:    extprocfilterv3.ProcessingMode_STREAMED,
+		RequestBodyMode:     requestBody,
+		ResponseBodyMode:    responseBody,
 		RequestTrailerMode:  extprocfilterv3.ProcessingMode_SKIP,
 		ResponseTrailerMode: extprocfilterv3.ProcessingMode_SKIP,
 	}

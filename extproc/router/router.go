@@ -63,6 +63,10 @@ type Config struct {
 	Bedrock *BedrockConfig
 	// Limits bound each access key's concurrency and request size.
 	Limits Limits
+	// SkipPlanRequestBodies routes the Messages requests that go to Plan
+	// alone on their headers, without their bodies (Processor.skipsBody):
+	// cheaper, but the usage rows of Plan's refusals then name no model.
+	SkipPlanRequestBodies bool
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -78,6 +82,8 @@ type Router struct {
 	bedrock *BedrockConfig
 	limits  Limits
 	slots   *keySlots
+	// skipPlanBodies is Config.SkipPlanRequestBodies.
+	skipPlanBodies bool
 }
 
 // New returns a Router for cfg.
@@ -119,6 +125,8 @@ func New(cfg Config) (*Router, error) {
 		metrics: cfg.Metrics,
 		now:     cfg.Now,
 		bedrock: cfg.Bedrock,
+
+		skipPlanBodies: cfg.SkipPlanRequestBodies,
 	}, nil
 }
 
