@@ -60,6 +60,8 @@ func main() {
 	flag.BoolVar(&cfg.skipPlanBodies, "skip-plan-request-bodies", false, "route Plan-alone requests on their headers (CCPROXY_PLAN_REQUEST_BODY=skip)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	// As the production extproc command does.
+	extproc.SetGCPercent(os.Getenv)
 	if err := run(*addr, *cpuProfile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "ccproxy-benchserver:", err)
 		os.Exit(1)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ccproxy/ccproxy/extproc"
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/observability"
 )
@@ -38,6 +40,7 @@ holds no database credentials.`,
 		if err != nil {
 			return err
 		}
+		extproc.SetGCPercent(os.Getenv)
 		ctx := cmd.Context()
 		reg := observability.NewRegistry()
 		health := observability.NewHealth()
