@@ -22,8 +22,8 @@
 # server built from another commit.
 #
 # Environment (all optional):
-#   BENCH_SCENARIOS     scenario files  (default: extproc/testdata/bench/plan-passthrough-stream.json
-#                                        and extproc/testdata/bench/bedrock-stream.json)
+#   BENCH_SCENARIOS     scenario files  (default: extproc/testdata/bench/plan-passthrough-stream.json,
+#                                        bedrock-stream.json and bedrock-nonstream.json)
 #   BENCH_CONCURRENCY   levels to run   (default: "1 16")
 #   BENCH_DURATION      per run         (default: 6s)
 #   BENCH_REPEAT        runs per level  (default: 3; the median is reported)
@@ -42,7 +42,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 go_cmd=${GO:-go}
-scenarios=${BENCH_SCENARIOS:-$root/extproc/testdata/bench/plan-passthrough-stream.json $root/extproc/testdata/bench/bedrock-stream.json}
+scenarios=${BENCH_SCENARIOS:-$root/extproc/testdata/bench/plan-passthrough-stream.json $root/extproc/testdata/bench/bedrock-stream.json $root/extproc/testdata/bench/bedrock-nonstream.json}
 levels=${BENCH_CONCURRENCY:-1 16}
 duration=${BENCH_DURATION:-6s}
 repeat=${BENCH_REPEAT:-3}

@@ -103,6 +103,7 @@ func TestScenariosMatchTheControlPlane(t *testing.T) {
 	}{
 		{"plan-passthrough-stream.json", controlplane.PlanClusterName, false},
 		{"bedrock-stream.json", controlplane.BedrockClusterName("us-east-1"), true},
+		{"bedrock-nonstream.json", controlplane.BedrockClusterName("us-east-1"), true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
