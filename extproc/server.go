@@ -21,6 +21,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -88,6 +89,10 @@ type Options struct {
 	// client of this server is handed decrypted Bedrock credentials. nil
 	// serves plaintext (a Unix socket, loopback).
 	TLS *tls.Config
+	// Tracer, when set, traces every request: a span per request in the
+	// router-level processor and one per upstream attempt (router.Config,
+	// upstream.Config). nil, the default, traces nothing.
+	Tracer trace.Tracer
 }
 
 // BedrockOptions is what serving Bedrock needs.
@@ -141,6 +146,7 @@ func NewServer(opts Options) (*Server, error) {
 		Limits:     opts.Limits,
 
 		SkipPlanRequestBodies: opts.SkipPlanRequestBodies,
+		Tracer:                opts.Tracer,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {
@@ -149,7 +155,7 @@ func NewServer(opts Options) (*Server, error) {
 		}
 		requests := handoff.NewStore()
 		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests, Budgets: b.Budgets}
-		ucfg := upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer}
+		ucfg := upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer, Tracer: opts.Tracer}
 		if b.Breaker != nil {
 			rcfg.Bedrock.Breaker, ucfg.Breaker = b.Breaker, b.Breaker
 		}
@@ -302,6 +308,7 @@ func (s *Server) processUpstream(ctx context.Context, stream extprocv3.ExternalP
 	var p *upstream.Processor
 	if s.upstream != nil {
 		p = s.upstream.NewProcessor()
+		defer p.End()
 	}
 	for req := first; ; {
 		var resp *extprocv3.ProcessingResponse

@@ -41,6 +41,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
+	"github.com/ccproxy/ccproxy/internal/observability/telemetry"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -75,10 +76,13 @@ type Options struct {
 	// Now is the clock that decides the current billing month; nil means
 	// time.Now.
 	Now func() time.Time
-	// EMF, when set, receives the stored usage per batch as CloudWatch
-	// embedded-metric lines (CCPROXY_CLOUDWATCH_EMF), one per provider and
-	// model (the same labels as the Prometheus metrics).
+	// EMF, when set, receives the metrics of every newly stored event as
+	// CloudWatch embedded-metric lines (CCPROXY_CLOUDWATCH_EMF), under the
+	// same bounded model names as the Prometheus metrics.
 	EMF *emf.Writer
+	// OTel, when set, receives the same metrics as OpenTelemetry
+	// instruments (CCPROXY_OTEL_EXPORTER).
+	OTel *telemetry.RequestMetrics
 	// Logger receives the ingester's logs; nil discards them.
 	Logger *slog.Logger
 	// Registerer receives the ingester's metrics; nil keeps them private.
@@ -95,12 +99,13 @@ type Ingester struct {
 }
 
 type metrics struct {
-	events     *prometheus.CounterVec
-	tokens     *prometheus.CounterVec
-	cost       *prometheus.CounterVec
-	duplicates prometheus.Counter
-	rejected   prometheus.Counter
-	unpriced   *prometheus.CounterVec
+	events      *prometheus.CounterVec
+	tokens      *prometheus.CounterVec
+	modelTokens *prometheus.CounterVec
+	cost        *prometheus.CounterVec
+	duplicates  prometheus.Counter
+	rejected    prometheus.Counter
+	unpriced    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -113,6 +118,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "ccproxy_usage_tokens_total",
 			Help: "Tokens of the stored usage events, by provider and kind (input, output, cache_read, cache_write_5m, cache_write_1h).",
 		}, []string{"provider", "kind"}),
+		modelTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ccproxy_usage_model_tokens_total",
+			Help: "Tokens of the stored usage events, by provider, model (\"other\" for models without a price of their own) and kind (input, output, cache_read, cache_write_5m, cache_write_1h).",
+		}, []string{"provider", "model", "kind"}),
 		cost: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_usage_cost_usd_total",
 			Help: "Cost in USD of the stored usage events (Bedrock: spend; anthropic: list-price equivalent of Plan usage), by provider and model.",
@@ -130,7 +139,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Usage events priced without a price row for their model, by how (family or default).",
 		}, []string{"flag"}),
 	}
-	for _, c := range []prometheus.Collector{m.events, m.tokens, m.cost, m.duplicates, m.rejected, m.unpriced} {
+	for _, c := range []prometheus.Collector{m.events, m.tokens, m.modelTokens, m.cost, m.duplicates, m.rejected, m.unpriced} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -213,11 +222,7 @@ func (in *Ingester) account(ctx context.Context, rows []store.UsageEvent, known 
 	if dup := len(rows) - len(newIDs); dup > 0 {
 		in.m.duplicates.Add(float64(dup))
 	}
-	type pair struct{ provider, model string }
-	var records map[pair]*emf.Record
-	if in.opt.EMF != nil {
-		records = map[pair]*emf.Record{}
-	}
+	var reqs []emf.Request
 	for i := range rows {
 		r := &rows[i]
 		if !fresh[r.RequestID] {
@@ -236,31 +241,45 @@ func (in *Ingester) account(ctx context.Context, rows []store.UsageEvent, known 
 		} {
 			if n > 0 {
 				in.m.tokens.WithLabelValues(provider, kind).Add(float64(n))
+				in.m.modelTokens.WithLabelValues(provider, model, kind).Add(float64(n))
 			}
 		}
 		if !r.CostUSD.IsZero() {
 			in.m.cost.WithLabelValues(provider, model).Add(r.CostUSD.InexactFloat64())
 		}
-		if records != nil {
-			rec := records[pair{provider, model}]
-			if rec == nil {
-				rec = &emf.Record{Provider: provider, Model: model}
-				records[pair{provider, model}] = rec
+		if in.opt.EMF != nil || in.opt.OTel != nil {
+			req := EMFRequest(r, model)
+			in.opt.OTel.Record(ctx, req)
+			if in.opt.EMF != nil {
+				reqs = append(reqs, req)
 			}
-			rec.Requests++
-			rec.InputTokens += r.InputTokens
-			rec.OutputTokens += r.OutputTokens
-			rec.CacheReadTokens += r.CacheReadTokens
-			rec.CacheWrite5mTokens += r.CacheWrite5mTokens
-			rec.CacheWrite1hTokens += r.CacheWrite1hTokens
-			rec.CostUSD = rec.CostUSD.Add(r.CostUSD)
 		}
 	}
-	for _, rec := range records {
-		if err := in.opt.EMF.Usage(ctx, *rec); err != nil {
-			in.log.Warn("writing CloudWatch EMF usage metrics failed", "provider", rec.Provider, "model", rec.Model, "err", err)
+	if err := in.opt.EMF.Requests(ctx, reqs); err != nil {
+		in.log.Warn("writing CloudWatch EMF metrics failed", "requests", len(reqs), "err", err)
+	}
+}
+
+// EMFRequest is the CloudWatch metrics of a stored usage row, under the
+// bounded model name model.
+func EMFRequest(r *store.UsageEvent, model string) emf.Request {
+	req := emf.Request{
+		Provider: string(r.Provider), Model: model, Status: r.Status, Stream: r.Stream,
+		Latency: time.Duration(r.LatencyMs) * time.Millisecond,
+		Input:   r.InputTokens, Output: r.OutputTokens, CacheRead: r.CacheReadTokens,
+		CacheWrite5m: r.CacheWrite5mTokens, CacheWrite1h: r.CacheWrite1hTokens,
+		CostUSD: r.CostUSD, UserID: r.UserID.String(),
+	}
+	if r.TTFTMs != nil {
+		req.TTFT, req.HasTTFT = time.Duration(*r.TTFTMs)*time.Millisecond, true
+	}
+	if r.Fallback {
+		req.FallbackReason = r.FallbackReason
+		if req.FallbackReason == "" {
+			req.FallbackReason = "unknown"
 		}
 	}
+	return req
 }
 
 // refreshSpend recomputes from Postgres, and SETs in Redis, the Bedrock

@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -416,36 +419,168 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 	}
 }
 
+// TestHandleWritesEMF runs a mixed batch through the ingester — Plan and
+// Bedrock, a fallback, errors, streamed and not, a model without a price —
+// and checks every CloudWatch metric the EMF lines define (name, unit,
+// dimensions, value) against values computed by hand from the seeded rate
+// card: the original proxy's metric set, cache writes split by lifetime,
+// and the per-user metrics only when enabled.
 func TestHandleWritesEMF(t *testing.T) {
-	ctx := context.Background()
-	st := storetest.Open(t)
-	rdb, prefix := testenv.Redis(t)
-	var out bytes.Buffer
 	at := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	in, err := New(Options{Store: st, Redis: rdb, Prefix: prefix, EMF: emf.NewWriter(&out, emf.Options{Now: func() time.Time { return at }})})
-	if err != nil {
-		t.Fatal(err)
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+	// $3 / $15 / $0.30 / $3.75 / $6 per million tokens (sonnet 4.5), $1 / $5 (haiku 4.5).
+	planStream := event("plan-stream", at, usage.ProviderAnthropic, "claude-sonnet-4-5-20250929", 1000, 2000)
+	planStream.Stream, planStream.TTFT, planStream.Latency = true, ms(250), ms(1500)
+	planStream.Usage.CacheReadInputTokens, planStream.Usage.CacheWrite5mInputTokens, planStream.Usage.CacheWrite1hInputTokens = 10000, 400, 100
+	// 1000×3 + 2000×15 + 10000×0.3 + 400×3.75 + 100×6 = 38100 µ$
+	bedrockPlain := event("bedrock-plain", at, usage.ProviderBedrock, "claude-haiku-4-5-20251001", 2000, 100)
+	bedrockPlain.Region, bedrockPlain.TTFT, bedrockPlain.Latency = "us-east-1", ms(900), ms(900)
+	// 2000×1 + 100×5 = 2500 µ$, +10% for a regional (not global) Bedrock
+	// profile = 2750 µ$; not streamed: no proxy.ttft
+	fallback := event("fallback", at, usage.ProviderBedrock, "claude-sonnet-4-5-20250929", 500, 50)
+	fallback.Region, fallback.Stream, fallback.TTFT, fallback.Latency = "us-east-1", true, ms(400), ms(2000)
+	fallback.Fallback, fallback.FallbackReason, fallback.Route = true, "plan_429", "plan_first"
+	fallback.Usage.CacheWrite1hInputTokens = 1000
+	// (500×3 + 50×15 + 1000×6) × 1.1 = 9075 µ$
+	overloaded := event("overloaded", at, usage.ProviderAnthropic, "claude-sonnet-4-5-20250929", 0, 0)
+	overloaded.Status, overloaded.Stream, overloaded.Latency = 529, true, ms(300)
+	noAnswer := event("no-answer", at, usage.ProviderBedrock, "claude-haiku-4-5-20251001", 0, 0)
+	noAnswer.Status, noAnswer.Aborted, noAnswer.Region, noAnswer.Latency = 0, true, "us-east-1", ms(5000)
+	mystery := event("mystery", at, usage.ProviderAnthropic, "mystery-model", 10, 0)
+	mystery.Latency = ms(40)
+	// 10×5 (provider default) = 50 µ$, reported under Model "other"
+	batch := []usage.Event{planStream, bedrockPlain, fallback, overloaded, noAnswer, mystery}
+
+	want := map[string]float64{
+		"proxy.requests Count Model=claude-sonnet-4-5-20250929 Provider=anthropic Status=200 Stream=true":       1,
+		"proxy.requests Count Model=claude-haiku-4-5-20251001 Provider=bedrock Status=200 Stream=false":         1,
+		"proxy.requests Count Model=claude-sonnet-4-5-20250929 Provider=bedrock Status=200 Stream=true":         1,
+		"proxy.requests Count Model=claude-sonnet-4-5-20250929 Provider=anthropic Status=529 Stream=true":       1,
+		"proxy.requests Count Model=claude-haiku-4-5-20251001 Provider=bedrock Status=0 Stream=false":           1,
+		"proxy.requests Count Model=other Provider=anthropic Status=200 Stream=false":                           1,
+		"proxy.latency Milliseconds Model=claude-sonnet-4-5-20250929 Provider=anthropic Status=200 Stream=true": 1500,
+		"proxy.latency Milliseconds Model=claude-haiku-4-5-20251001 Provider=bedrock Status=200 Stream=false":   900,
+		"proxy.latency Milliseconds Model=claude-sonnet-4-5-20250929 Provider=bedrock Status=200 Stream=true":   2000,
+		"proxy.latency Milliseconds Model=claude-sonnet-4-5-20250929 Provider=anthropic Status=529 Stream=true": 300,
+		"proxy.latency Milliseconds Model=claude-haiku-4-5-20251001 Provider=bedrock Status=0 Stream=false":     5000,
+		"proxy.latency Milliseconds Model=other Provider=anthropic Status=200 Stream=false":                     40,
+		"proxy.ttft Milliseconds Model=claude-sonnet-4-5-20250929 Provider=anthropic":                           250,
+		"proxy.ttft Milliseconds Model=claude-sonnet-4-5-20250929 Provider=bedrock":                             400,
+		"proxy.cost None Model=claude-sonnet-4-5-20250929 Provider=anthropic":                                   0.0381,
+		"proxy.cost None Model=claude-haiku-4-5-20251001 Provider=bedrock":                                      0.00275,
+		"proxy.cost None Model=claude-sonnet-4-5-20250929 Provider=bedrock":                                     0.009075,
+		"proxy.cost None Model=other Provider=anthropic":                                                        0.00005,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=input":                1000,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=output":               2000,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=cache_read":           10000,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=cache_write":          500,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=cache_write_5m":       400,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=anthropic TokenType=cache_write_1h":       100,
+		"proxy.tokens Count Model=claude-haiku-4-5-20251001 Provider=bedrock TokenType=input":                   2000,
+		"proxy.tokens Count Model=claude-haiku-4-5-20251001 Provider=bedrock TokenType=output":                  100,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=bedrock TokenType=input":                  500,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=bedrock TokenType=output":                 50,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=bedrock TokenType=cache_write":            1000,
+		"proxy.tokens Count Model=claude-sonnet-4-5-20250929 Provider=bedrock TokenType=cache_write_1h":         1000,
+		"proxy.tokens Count Model=other Provider=anthropic TokenType=input":                                     10,
+		"proxy.errors Count ErrorType=overloaded_error Provider=anthropic":                                      1,
+		"proxy.errors Count ErrorType=no_response Provider=bedrock":                                             1,
+		"proxy.fallbacks Count FromProvider=anthropic Reason=plan_429 ToProvider=bedrock":                       1,
 	}
-	a := event("a", at, usage.ProviderBedrock, "claude-sonnet-4-5", 1_000_000, 0)
-	b := event("b", at, usage.ProviderBedrock, "claude-sonnet-4-5", 0, 1_000_000)
-	if err := in.Handle(ctx, []usage.Event{a, b}); err != nil {
-		t.Fatal(err)
+	perUser := map[string]float64{
+		"proxy.user.requests Count UserId=" + userA.String(): 6,
+		"proxy.user.tokens Count UserId=" + userA.String():   1000 + 2000 + 10000 + 400 + 100 + 2000 + 100 + 500 + 50 + 1000 + 10,
+		"proxy.user.cost None UserId=" + userA.String():      0.0381 + 0.00275 + 0.009075 + 0.00005,
 	}
-	if err := in.Handle(ctx, []usage.Event{a}); err != nil { // a duplicate: nothing written
-		t.Fatal(err)
+	for _, enabled := range []bool{false, true} {
+		t.Run(fmt.Sprintf("per_user=%v", enabled), func(t *testing.T) {
+			ctx := context.Background()
+			st := storetest.Open(t)
+			rdb, prefix := testenv.Redis(t)
+			var out bytes.Buffer
+			w := emf.NewWriter(&out, emf.Options{PerUser: enabled, Now: func() time.Time { return at }})
+			in, err := New(Options{Store: st, Redis: rdb, Prefix: prefix, EMF: w})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Handle(ctx, batch); err != nil {
+				t.Fatal(err)
+			}
+			if err := in.Handle(ctx, batch[:1]); err != nil { // a duplicate: nothing written
+				t.Fatal(err)
+			}
+			got := emfValues(t, out.Bytes(), at)
+			exp := maps.Clone(want)
+			if enabled {
+				maps.Copy(exp, perUser)
+			}
+			for k, v := range exp {
+				g, ok := got[k]
+				if !ok {
+					t.Errorf("missing %s", k)
+				} else if math.Abs(g-v) > 1e-12 {
+					t.Errorf("%s = %v, want %v", k, g, v)
+				}
+			}
+			for k, v := range got {
+				if _, ok := exp[k]; !ok {
+					t.Errorf("unexpected %s = %v", k, v)
+				}
+			}
+		})
 	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 1 {
-		t.Fatalf("%d EMF lines, want 1: %s", len(lines), out.String())
+}
+
+// emfValues reads EMF lines as CloudWatch would: every metric of every
+// directive, under each of its dimension sets, keyed "name unit k=v …"
+// (dimensions sorted), values summed over the lines.
+func emfValues(t *testing.T, out []byte, at time.Time) map[string]float64 {
+	t.Helper()
+	got := map[string]float64{}
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var root map[string]json.RawMessage
+		if err := json.Unmarshal(line, &root); err != nil {
+			t.Fatalf("line %s: %v", line, err)
+		}
+		var meta struct {
+			Timestamp         int64
+			CloudWatchMetrics []struct {
+				Namespace  string
+				Dimensions [][]string
+				Metrics    []struct{ Name, Unit string }
+			}
+		}
+		if err := json.Unmarshal(root["_aws"], &meta); err != nil {
+			t.Fatal(err)
+		}
+		if meta.Timestamp != at.UnixMilli() {
+			t.Errorf("Timestamp %d", meta.Timestamp)
+		}
+		for _, d := range meta.CloudWatchMetrics {
+			if d.Namespace != "ClaudeCodeProxy" {
+				t.Errorf("namespace %q", d.Namespace)
+			}
+			for _, set := range d.Dimensions {
+				dims := slices.Clone(set)
+				slices.Sort(dims)
+				for i, k := range dims {
+					var v string
+					if err := json.Unmarshal(root[k], &v); err != nil || v == "" {
+						t.Fatalf("dimension %s = %s in %s", k, root[k], line)
+					}
+					dims[i] = k + "=" + v
+				}
+				for _, m := range d.Metrics {
+					var v float64
+					if err := json.Unmarshal(root[m.Name], &v); err != nil {
+						t.Fatalf("metric %s = %s in %s", m.Name, root[m.Name], line)
+					}
+					got[strings.Join(append([]string{m.Name, m.Unit}, dims...), " ")] += v
+				}
+			}
+		}
 	}
-	var doc map[string]any
-	if err := json.Unmarshal([]byte(lines[0]), &doc); err != nil {
-		t.Fatal(err)
-	}
-	if doc["Provider"] != "bedrock" || doc["Model"] != "claude-sonnet-4-5" || doc["Requests"] != float64(2) ||
-		doc["InputTokens"] != float64(1_000_000) || doc["CostUSD"] != float64(18) {
-		t.Errorf("EMF line %s", lines[0])
-	}
+	return got
 }
 
 // TestHandleTouchesLastUsed: each batch moves its keys' last_used_at to

@@ -32,6 +32,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
+	"github.com/ccproxy/ccproxy/internal/observability/telemetry"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/usagestream"
@@ -113,12 +114,14 @@ type adminSettings struct {
 	// KeyServiceTLS protects the KeyService: mutual TLS, or plaintext on
 	// loopback only unless asked for.
 	KeyServiceTLS channelTLS
+	// Telemetry is the OpenTelemetry export (the per-request metrics).
+	Telemetry config.Telemetry
 }
 
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
 		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(),
-		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(),
+		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(),
 	}
 }
 
@@ -137,6 +140,8 @@ type adminServiceSettings struct {
 	// CloudWatchEMF is where usage metrics are written in CloudWatch's
 	// embedded metric format: "off" or "stdout".
 	CloudWatchEMF string
+	// CloudWatchNamespace is the namespace of those metrics.
+	CloudWatchNamespace string
 	// GatewayURL is the gateway's address as developers reach it (the
 	// dashboard shows ANTHROPIC_BASE_URL lines with it).
 	GatewayURL string
@@ -209,8 +214,8 @@ func (s *adminServiceSettings) group() config.Group {
 		},
 	}, {
 		Flag: "cloudwatch-emf", Env: "CCPROXY_CLOUDWATCH_EMF", Default: "off",
-		Usage: "CloudWatch embedded metric format (EMF) output of usage metrics (tokens, cost by provider and model): " +
-			"off, or stdout (one JSON line per usage event batch, for the CloudWatch agent or a Lambda/ECS/EKS log pipeline)",
+		Usage: "CloudWatch embedded metric format (EMF) output of the per-request metrics (proxy.requests, proxy.latency, proxy.ttft, proxy.tokens, proxy.cost, proxy.errors, proxy.fallbacks): " +
+			"off, or stdout (JSON lines for the CloudWatch agent or an ECS/EKS log pipeline)",
 		Set: func(v string) error {
 			switch v {
 			case "off", "stdout":
@@ -218,6 +223,16 @@ func (s *adminServiceSettings) group() config.Group {
 				return nil
 			}
 			return errors.New("must be off or stdout")
+		},
+	}, {
+		Flag: "cloudwatch-namespace", Env: "CCPROXY_CLOUDWATCH_NAMESPACE", Default: emf.DefaultNamespace,
+		Usage: "CloudWatch namespace of the EMF metrics (the original proxy's by default, so that its dashboards and alarms keep working)",
+		Set: func(v string) error {
+			if v == "" || len(v) > 255 || strings.HasPrefix(v, "AWS/") || strings.ContainsAny(v, "\x00\n\r\t") {
+				return errors.New("must be 1 to 255 characters, not starting with AWS/")
+			}
+			s.CloudWatchNamespace = v
+			return nil
 		},
 	}}}
 }
@@ -368,12 +383,29 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	}})
 	// Usage ingest: the Redis usage stream into Postgres, priced, with the
 	// Bedrock spend counters kept exact (admin/ingest, internal/usagestream).
-	emfOut, err := emf.New(svc.CloudWatchEMF, emf.Options{})
+	emfOut, err := emf.New(svc.CloudWatchEMF, emf.Options{Namespace: svc.CloudWatchNamespace, PerUser: s.Telemetry.PerUser})
 	if err != nil {
 		return nil, "", err
 	}
+	// The same metric set over OTLP (internal/observability/telemetry).
+	tel, err := telemetry.New(ctx, s.Telemetry, "ccproxy-admin", currentBuild().Version, telemetry.Signals{Metrics: true})
+	if err != nil {
+		return nil, "", err
+	}
+	otelMetrics, err := telemetry.NewRequestMetrics(tel.Meter(), s.Telemetry.PerUser)
+	if err != nil {
+		return nil, "", errors.Join(err, tel.Shutdown(ctx))
+	}
+	if tel != nil {
+		comps = append(comps, component{"telemetry", func(ctx context.Context) error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			return tel.Shutdown(sctx)
+		}})
+	}
 	ingester, err := ingest.New(ingest.Options{
-		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut,
+		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut, OTel: otelMetrics,
 		Logger: log.With("component", "usage-ingest"), Registerer: reg,
 	})
 	if err != nil {

@@ -72,6 +72,7 @@ type devSettings struct {
 	XDSAddr     string
 	Sidecar     sidecarSettings
 	Breaker     breakerSettings
+	Telemetry   config.Telemetry
 	// StateDir keeps the generated secrets and the demo key.
 	StateDir string
 	// Resolve maps an upstream host:port (lower case) to the ip:port that
@@ -99,7 +100,7 @@ func (s *devSettings) groups() []config.Group {
 		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
 		// A socket in the state directory when not given.
 		s.Sidecar.group().WithDefault("extproc-addr", ""),
-		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.devGroup(),
+		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(), s.devGroup(),
 	}
 }
 
@@ -143,7 +144,7 @@ func (s *devSettings) devGroup() config.Group {
 func (s *devSettings) admin() *adminSettings {
 	return &adminSettings{
 		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest,
+		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Telemetry: s.Telemetry,
 	}
 }
 
@@ -152,7 +153,7 @@ func (s *devSettings) admin() *adminSettings {
 func (s *devSettings) extproc(controlPlaneAddr, keyServiceAddr string) *extprocSettings {
 	return &extprocSettings{
 		Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Sidecar: s.Sidecar, Breaker: s.Breaker,
+		Sidecar: s.Sidecar, Breaker: s.Breaker, Telemetry: s.Telemetry,
 		ControlPlaneAddr: controlPlaneAddr, KeyServiceAddr: keyServiceAddr,
 		// Everything runs in this process on loopback: xDS is plaintext, explicitly
 		// (controlplane.Server.Serve).

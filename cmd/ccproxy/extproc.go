@@ -86,6 +86,8 @@ type extprocSettings struct {
 	KeyServiceTLS channelTLS
 	// ExtProcTLS protects the ext_proc server on a TCP address.
 	ExtProcTLS channelTLS
+	// Telemetry is the OpenTelemetry export (traces).
+	Telemetry config.Telemetry
 }
 
 func (s *extprocSettings) groups() []config.Group {
@@ -115,7 +117,7 @@ func (s *extprocSettings) groups() []config.Group {
 			},
 		}}},
 		s.KeyServiceTLS.group(keyServiceClientNames()),
-		s.Billing.Group(), s.Serving.Group(),
+		s.Billing.Group(), s.Serving.Group(), s.Telemetry.Group(),
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/config"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/observability"
+	"github.com/ccproxy/ccproxy/internal/observability/telemetry"
 	"github.com/ccproxy/ccproxy/internal/secrets"
 	"github.com/ccproxy/ccproxy/internal/usage"
 	"github.com/ccproxy/ccproxy/internal/usagestream"
@@ -236,7 +237,14 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	if err != nil {
 		return nil, err
 	}
+	// Traces (internal/observability/telemetry); nil, and no tracing work
+	// per request, unless CCPROXY_OTEL_EXPORTER is set.
+	tel, err := telemetry.New(ctx, s.Telemetry, "ccproxy-extproc", currentBuild().Version, telemetry.Signals{Traces: true})
+	if err != nil {
+		return nil, err
+	}
 	srv, err := extproc.NewServer(extproc.Options{
+		Tracer: tel.Tracer(),
 		TLS:    epTLS,
 		Limits: router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
 
@@ -269,7 +277,10 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		go func() { produced <- producer.Run(pctx) }()
 		err := srv.Serve(ctx, ln)
 		stopProducer()
-		return errors.Join(err, <-produced)
+		// The spans of the streams that drained are flushed last.
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return errors.Join(err, <-produced, tel.Shutdown(tctx))
 	}})
 	return &extprocParts{comps: comps, subscribed: subscribed, runtimeReady: runtimeReady, keyService: conn}, nil
 }

@@ -38,6 +38,7 @@ import (
 	"sync"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ccproxy/ccproxy/extproc/bedrockauth"
 )
@@ -80,6 +81,9 @@ type Request struct {
 	Peer string
 	// Attempts records the request's upstream attempts.
 	Attempts Attempts
+	// Trace is the request's span in the router-level processor, the
+	// parent of each attempt's span; the zero value when not tracing.
+	Trace trace.SpanContext
 	// Watcher, when set, learns of every attempt FailAttempt records as
 	// failed, on the upstream processor's goroutine: the router-level
 	// processor of the request.

@@ -7,6 +7,7 @@ import (
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
@@ -102,7 +103,11 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		planAlone(refuseBudget)
 		return
 	}
+	ts := p.childSpan(SpanTranslate)
 	bedrock, r, bf := p.newBedrockBackend(ctx, body, cfg)
+	if ts != nil {
+		endChild(ts, bf != nil, "refused")
+	}
 	if bf != nil {
 		planAlone(bf.reason)
 		return
@@ -111,7 +116,12 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 	if bc.Breaker != nil {
 		// State answers from this replica's breaker when Redis fails; the
 		// error only says ctx ended, and then routing hardly matters.
+		bs := p.childSpan(SpanBreaker)
 		d, _ = bc.Breaker.State(ctx, p.req.identity.KeyID)
+		if bs != nil {
+			bs.SetAttributes(attribute.String("ccproxy.breaker.route", d.Route.String()))
+			bs.End()
+		}
 	}
 	if d.Route == planbreaker.RouteOpen && cfg.HasRegion(region) {
 		p.r.metrics.fallbacks.WithLabelValues(ReasonBreakerOpen).Inc()

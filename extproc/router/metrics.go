@@ -78,6 +78,9 @@ type Metrics struct {
 	// attemptFailures counts requests answered because the upstream
 	// processor failed their attempt (AttemptFailed).
 	attemptFailures *prometheus.CounterVec
+	// perRequest are the duration and TTFT histograms and the error counts
+	// by provider and model (requestmetrics.go).
+	perRequest *requestMetrics
 }
 
 // NewMetrics creates the router's metrics and registers them on reg.
@@ -147,9 +150,10 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		Name: "ccproxy_extproc_upstream_processor_failure_replies_total",
 		Help: "Requests the router-level processor answered with an error itself because the upstream processor failed their attempt (failure late: 504, stream_failed: 500), before Envoy's own reply or instead of a stalled attempt, by the attempt's backend and failure.",
 	}, []string{"backend", "failure"})
-	for _, c := range []prometheus.Collector{m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
+	m.perRequest = newRequestMetrics()
+	for _, c := range append(m.perRequest.collectors(), m.requests, m.usageEvents, m.authFailures, m.unparsed, phase, tokens,
 		m.bedrockRefusals, dropped, m.bedrockCredentialRejected, m.bedrockGuessed, m.budgetUnchecked, m.fallbacks, m.planAlone, m.localReplies,
-		m.attemptFailures} {
+		m.attemptFailures) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("router: register metrics: %w", err)
 		}

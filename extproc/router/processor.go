@@ -10,6 +10,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -64,6 +65,14 @@ type Processor struct {
 	// interrupted: AttemptFailed answered the client; the stream's further
 	// messages get no reply (Envoy ignores them once it took the answer).
 	interrupted bool
+
+	// Tracing (tracing.go), only with Config.Tracer: the request's span and
+	// its context, the Plan attempt's span, and the status of an answer the
+	// gateway gave itself.
+	span        trace.Span
+	spanCtx     context.Context
+	upSpan      trace.Span
+	localStatus int
 }
 
 // Sender sends a reply on the processor's ext_proc stream.
@@ -170,6 +179,11 @@ func (p *Processor) Process(ctx context.Context, req *extprocv3.ProcessingReques
 	default:
 		return nil, nil
 	}
+	if p.span != nil {
+		if ir := resp.GetImmediateResponse(); ir != nil {
+			p.localStatus = int(ir.GetStatus().GetCode())
+		}
+	}
 	if p.resp.ended && !p.emitted && err == nil {
 		// The reply to the message that ended the response releases its
 		// end to the client (Envoy holds a BUFFERED body, and each STREAMED
@@ -206,6 +220,9 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		return nil, status.Error(codes.FailedPrecondition, "request headers received twice on one stream")
 	}
 	p.req.start = p.r.now()
+	if p.r.tracer != nil {
+		p.startSpan(ctx, h)
+	}
 
 	var method, path, headerKey []byte
 	var hasHeaderKey bool
@@ -249,7 +266,11 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if !inPath && !hasHeaderKey {
 		return p.refuse(ctx, reasonMissing), nil
 	}
+	ks := p.childSpan(SpanKeyLookup)
 	id, err := p.r.keys.Resolve(ctx, string(key))
+	if ks != nil {
+		endChild(ks, err != nil, keyLookupFailure(err))
+	}
 	if err != nil {
 		switch {
 		case errors.Is(err, accesskey.ErrMalformed):
@@ -412,6 +433,9 @@ func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.Processi
 		switch hv.Key {
 		case ":status":
 			p.resp.status = parseStatus(rawValue(hv))
+			if p.upSpan != nil {
+				p.endPlanAttempt(p.resp.status)
+			}
 		case "content-type":
 			rh.contentType = rawValue(hv)
 		case "content-encoding":
@@ -499,6 +523,9 @@ func (p *Processor) Close(ctx context.Context) {
 	if !p.emitted {
 		p.emitUsage(ctx)
 	}
+	if p.span != nil {
+		p.endSpan(nil, p.localStatus)
+	}
 }
 
 // emitUsage records the usage event of a metered request that reached an
@@ -537,6 +564,9 @@ func (p *Processor) emitUsage(ctx context.Context) {
 	if p.resp.encoded && p.resp.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
 		p.logger().LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response")
+	}
+	if p.span != nil {
+		p.endSpan(&ev, 0)
 	}
 	p.r.emit(ctx, ev)
 }

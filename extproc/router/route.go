@@ -40,6 +40,9 @@ func (p *Processor) chooseRoute(ctx context.Context, body []byte, common *extpro
 		}
 		p.backend = &plan{}
 		p.setRoute(common, dataplane.RoutePlan)
+		if p.span != nil {
+			p.startPlanAttempt()
+		}
 	}
 	return nil
 }
@@ -89,7 +92,11 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 	if st, over := p.budgetSpent(ctx); over {
 		return p.refuseBudget(ctx, st)
 	}
+	ts := p.childSpan(SpanTranslate)
 	b, r, bf := p.newBedrockBackend(ctx, body, cfg)
+	if ts != nil {
+		endChild(ts, bf != nil, "refused")
+	}
 	if bf != nil {
 		return p.refuseBedrock(ctx, bf.reason, bf.code, bf.msg, bf.cause)
 	}
@@ -103,6 +110,7 @@ func (p *Processor) routeBedrock(ctx context.Context, body []byte, common *extpr
 func (p *Processor) handOff(common *extprocv3.CommonResponse, r *handoff.Request, route string) {
 	r.Peer = p.peer
 	r.Watcher = p
+	r.Trace = p.spanContext()
 	p.stored = storedRequest{id: p.r.bedrock.Requests.Put(r), req: r}
 	p.setRoute(common, route)
 	common.HeaderMutation.SetHeaders = append(common.HeaderMutation.SetHeaders, setHeader(dataplane.StateHeader, []byte(p.stored.id)))

@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -67,6 +69,9 @@ type Config struct {
 	// alone on their headers, without their bodies (Processor.skipsBody):
 	// cheaper, but the usage rows of Plan's refusals then name no model.
 	SkipPlanRequestBodies bool
+	// Tracer, when set, traces every request (tracing.go); nil traces
+	// nothing and costs nothing.
+	Tracer trace.Tracer
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -84,6 +89,7 @@ type Router struct {
 	slots   *keySlots
 	// skipPlanBodies is Config.SkipPlanRequestBodies.
 	skipPlanBodies bool
+	tracer         trace.Tracer
 }
 
 // New returns a Router for cfg.
@@ -127,6 +133,7 @@ func New(cfg Config) (*Router, error) {
 		bedrock: cfg.Bedrock,
 
 		skipPlanBodies: cfg.SkipPlanRequestBodies,
+		tracer:         cfg.Tracer,
 	}, nil
 }
 
@@ -150,5 +157,6 @@ func (r *Router) emit(ctx context.Context, ev usage.Event) {
 	// Metrics first: once the sink has the event, anything waiting for it
 	// (tests, a flush at shutdown) may read the metrics.
 	r.metrics.usageEmitted(ev)
+	r.metrics.perRequest.observe(&ev, catalogModel(r.modelList(), ev.Model))
 	r.sink.Record(ctx, ev)
 }

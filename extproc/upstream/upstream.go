@@ -47,6 +47,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/google/uuid"
@@ -84,6 +87,10 @@ type Config struct {
 	Logger *slog.Logger
 	// Registerer receives the metrics; nil skips registration.
 	Registerer prometheus.Registerer
+	// Tracer, when set, opens a span per attempt of a traced request, a
+	// child of the request's span (handoff.Request.Trace); nil traces
+	// nothing.
+	Tracer trace.Tracer
 }
 
 // DefaultSignTimeout bounds signing well below the ext_proc message timeout
@@ -102,6 +109,7 @@ type Handler struct {
 	breaker  Breaker
 	log      *slog.Logger
 	signWait time.Duration
+	tracer   trace.Tracer
 
 	attempts  *prometheus.CounterVec
 	failures  *prometheus.CounterVec
@@ -142,6 +150,7 @@ func New(cfg Config) (*Handler, error) {
 		signer:   cfg.Signer,
 		breaker:  cfg.Breaker,
 		log:      cfg.Logger,
+		tracer:   cfg.Tracer,
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_extproc_upstream_attempts_total",
 			Help: "Upstream attempts seen by the upstream-level ext_proc filter, by outcome.",
@@ -188,6 +197,8 @@ type Processor struct {
 	// err, set only by fault injection in test builds, ends the stream
 	// with a gRPC error (Err).
 	err error
+	// span is the attempt's span; nil when the request is not traced.
+	span trace.Span
 }
 
 // Err returns the error the stream must end with, nil to go on. It is nil
@@ -217,6 +228,31 @@ func (p *Processor) fail(ctx context.Context, f handoff.Failure, cause error) {
 	p.h.log.LogAttrs(ctx, slog.LevelError, "upstream processor failed the attempt; the router-level processor answers the client",
 		append(attrs, slog.String("request_id", p.req.RequestID), slog.Int("attempt", p.attempt+1))...)
 	p.req.FailAttempt(p.attempt, f)
+	if p.span != nil {
+		p.span.SetStatus(otelcodes.Error, f.String())
+		p.End()
+	}
+}
+
+// startSpan opens the attempt's span when its request is traced.
+func (p *Processor) startSpan(ctx context.Context) {
+	if p.h.tracer == nil || !p.req.Trace.IsValid() {
+		return
+	}
+	parent := trace.ContextWithRemoteSpanContext(context.WithoutCancel(ctx), p.req.Trace)
+	_, p.span = p.h.tracer.Start(parent, "ccproxy.upstream_attempt", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("ccproxy.backend", p.backend), attribute.Int("ccproxy.attempt", p.attempt+1),
+			attribute.String("ccproxy.request_id", p.req.RequestID)))
+}
+
+// End ends the attempt's span, if any is still open: the stream ended
+// without response headers (a connect failure, a reset, a timeout).
+func (p *Processor) End() {
+	if p.span == nil {
+		return
+	}
+	p.span.End()
+	p.span = nil
 }
 
 // Process returns the reply to req, or nil when none is due. It never
@@ -259,6 +295,13 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	}
 	status, _ := strconv.Atoi(get(":status"))
 	p.req.Attempts.Respond(p.attempt, status)
+	if p.span != nil {
+		p.span.SetAttributes(attribute.Int("http.response.status_code", status))
+		if status >= 500 || status == 429 {
+			p.span.SetStatus(otelcodes.Error, strconv.Itoa(status))
+		}
+		p.End()
+	}
 	if p.backend != dataplane.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
 		return
 	}
@@ -319,6 +362,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 			}
 			p.req, p.backend = r, backend
 			p.attempt = r.Attempts.Start(backend)
+			p.startSpan(ctx)
 		}
 		if stateID != "" {
 			return reply(&extprocv3.CommonResponse{HeaderMutation: &extprocv3.HeaderMutation{RemoveHeaders: []string{dataplane.StateHeader}}})
@@ -340,6 +384,7 @@ func (p *Processor) requestHeaders(ctx context.Context, hs *extprocv3.HttpHeader
 	}
 	p.req, p.backend = r, backend
 	p.attempt = r.Attempts.Start(backend)
+	p.startSpan(ctx)
 	if err := p.h.faults.inject(ctx, r.Body); err != nil {
 		// Test builds only: the stream fails as if the processor had died.
 		p.fail(ctx, handoff.FailureStream, err)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ccproxy/ccproxy/internal/billing"
@@ -218,6 +220,86 @@ func (b *Billing) Group() Group {
 				return errors.New("must be an IANA time zone name such as UTC or America/New_York")
 			}
 			b.Location = loc
+			return nil
+		},
+	}}}
+}
+
+// Telemetry is the OpenTelemetry export: traces from extproc, the
+// per-request metric set from the admin service's usage ingester.
+type Telemetry struct {
+	// Exporter is off, grpc or http (OTLP over gRPC or over HTTP/protobuf).
+	Exporter string
+	// Endpoint is the OTLP receiver: host:port for grpc, host:port or an
+	// http(s) URL for http; empty means the protocol's default port on
+	// localhost (4317, 4318).
+	Endpoint string
+	// Insecure sends OTLP in plaintext (a collector beside the process).
+	Insecure bool
+	// SampleRatio is the share of new traces sampled (0 to 1); a request
+	// that arrives with a sampled trace context is always recorded.
+	SampleRatio float64
+	// PerUser adds the per-user metrics (proxy.user.*) to the OpenTelemetry
+	// and CloudWatch outputs.
+	PerUser bool
+}
+
+// Group returns the telemetry settings.
+func (t *Telemetry) Group() Group {
+	return Group{Title: "OpenTelemetry", Settings: []Setting{{
+		Flag: "otel-exporter", Env: "CCPROXY_OTEL_EXPORTER", Default: "off",
+		Usage: "OpenTelemetry export (traces from extproc, the per-request metrics from the admin service): off, grpc (OTLP/gRPC) or http (OTLP/HTTP protobuf)",
+		Set: func(v string) error {
+			switch v {
+			case "off", "grpc", "http":
+				t.Exporter = v
+				return nil
+			}
+			return errors.New("must be off, grpc or http")
+		},
+	}, {
+		Flag: "otel-endpoint", Env: "CCPROXY_OTEL_ENDPOINT",
+		Usage: "OTLP receiver (an OpenTelemetry Collector): host:port, or for http also an http(s):// URL; empty means localhost:4317 (grpc) or localhost:4318 (http)",
+		Set: func(v string) error {
+			if v != "" && !strings.HasPrefix(v, "http://") && !strings.HasPrefix(v, "https://") {
+				if err := CheckHostPort(v); err != nil {
+					return errors.New("must be host:port or an http(s):// URL")
+				}
+			}
+			t.Endpoint = v
+			return nil
+		},
+	}, {
+		Flag: "otel-insecure", Env: "CCPROXY_OTEL_INSECURE", Default: "false",
+		Usage: "send OTLP without TLS (a collector on the same host or pod); an http:// endpoint is plaintext anyway",
+		Set: func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			t.Insecure = b
+			return nil
+		},
+	}, {
+		Flag: "otel-sample-ratio", Env: "CCPROXY_OTEL_SAMPLE_RATIO", Default: "1",
+		Usage: "share of requests traced when Envoy sent no sampled trace context, from 0 to 1 (a sampled parent is always followed, an unsampled one never)",
+		Set: func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || f < 0 || f > 1 || f != f {
+				return errors.New("must be a number from 0 to 1, such as 0.1")
+			}
+			t.SampleRatio = f
+			return nil
+		},
+	}, {
+		Flag: "metrics-per-user", Env: "CCPROXY_METRICS_PER_USER", Default: "false",
+		Usage: "add the per-user metrics proxy.user.requests, proxy.user.tokens and proxy.user.cost (by user id) to the OpenTelemetry and CloudWatch EMF outputs; each user is a new series",
+		Set: func(v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("must be true or false")
+			}
+			t.PerUser = b
 			return nil
 		},
 	}}}

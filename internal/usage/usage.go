@@ -132,3 +132,75 @@ type Discard struct{}
 
 // Record does nothing.
 func (Discard) Record(context.Context, Event) {}
+
+// Error types of failed requests (ErrorType): Anthropic's error types for
+// the statuses the API documents, and two of the gateway's own. The set is
+// closed so that metric dimensions and labels built on it stay bounded.
+const (
+	ErrorInvalidRequest = "invalid_request_error" // 400
+	ErrorAuthentication = "authentication_error"  // 401
+	ErrorPermission     = "permission_error"      // 403
+	ErrorNotFound       = "not_found_error"       // 404
+	ErrorTooLarge       = "request_too_large"     // 413
+	ErrorRateLimit      = "rate_limit_error"      // 429
+	ErrorAPI            = "api_error"             // 500 and other 5xx
+	ErrorUnavailable    = "unavailable"           // 502, 503: no upstream could take it
+	ErrorTimeout        = "timeout_error"         // 504
+	ErrorOverloaded     = "overloaded_error"      // 529
+	ErrorClient         = "client_error"          // other 4xx
+	ErrorNoResponse     = "no_response"           // no response headers at all (status 0)
+)
+
+// ErrorType classifies the status a request ended with: "" for a success
+// (1xx–3xx), else one of the Error* constants.
+func ErrorType(status int) string {
+	switch {
+	case status == 0:
+		return ErrorNoResponse
+	case status < 400:
+		return ""
+	}
+	switch status {
+	case 400:
+		return ErrorInvalidRequest
+	case 401:
+		return ErrorAuthentication
+	case 403:
+		return ErrorPermission
+	case 404:
+		return ErrorNotFound
+	case 413:
+		return ErrorTooLarge
+	case 429:
+		return ErrorRateLimit
+	case 502, 503:
+		return ErrorUnavailable
+	case 504:
+		return ErrorTimeout
+	case 529:
+		return ErrorOverloaded
+	}
+	if status < 500 {
+		return ErrorClient
+	}
+	return ErrorAPI
+}
+
+// Request outcomes (Outcome): the "outcome" label of the request-duration
+// and time-to-first-token histograms.
+const (
+	OutcomeSuccess = "success" // a 1xx–3xx answer that ended
+	OutcomeError   = "error"   // an error status, or no answer
+	OutcomeAborted = "aborted" // a success that did not end: the client went away or the upstream broke off
+)
+
+// Outcome is the outcome of the request ev describes.
+func Outcome(ev *Event) string {
+	switch {
+	case ErrorType(ev.Status) != "":
+		return OutcomeError
+	case ev.Aborted:
+		return OutcomeAborted
+	}
+	return OutcomeSuccess
+}

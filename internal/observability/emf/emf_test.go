@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -13,7 +14,6 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
-	"github.com/ccproxy/ccproxy/internal/store"
 )
 
 var fixed = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC) // 1795694400000 ms
@@ -22,57 +22,56 @@ func newWriter(buf *bytes.Buffer) *emf.Writer {
 	return emf.NewWriter(buf, emf.Options{Now: func() time.Time { return fixed }})
 }
 
-const directive = `"CloudWatchMetrics":[{"Namespace":"ccproxy","Dimensions":[["Provider","Model"],["Provider"]],"Metrics":[` +
-	`{"Name":"Requests","Unit":"Count"},{"Name":"InputTokens","Unit":"Count"},{"Name":"OutputTokens","Unit":"Count"},` +
-	`{"Name":"CacheReadTokens","Unit":"Count"},{"Name":"CacheWrite5mTokens","Unit":"Count"},{"Name":"CacheWrite1hTokens","Unit":"Count"},` +
-	`{"Name":"CostUSD","Unit":"None"}]}]`
-
-func TestUsageExactJSON(t *testing.T) {
+func TestRequestsExactJSON(t *testing.T) {
 	var buf bytes.Buffer
 	w := newWriter(&buf)
-	err := w.Usage(context.Background(), emf.Record{
-		Provider: "bedrock", Model: "claude-sonnet-4-6", Requests: 1, InputTokens: 1200, OutputTokens: 340,
-		CacheReadTokens: 50000, CacheWrite5mTokens: 2000, CacheWrite1hTokens: 0,
-		CostUSD: decimal.RequireFromString("0.031250"),
-	})
+	err := w.Requests(context.Background(), []emf.Request{{
+		Provider: "bedrock", Model: "claude-sonnet-4-6", Status: 200, Stream: true,
+		Latency: 1500 * time.Millisecond, TTFT: 250 * time.Millisecond, HasTTFT: true,
+		Input: 1200, Output: 340, CacheWrite1h: 7,
+		CostUSD: decimal.RequireFromString("0.031250"), FallbackReason: "plan_429", UserID: "u1",
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"_aws":{"Timestamp":1795694400000,` + directive + `},` +
-		`"Provider":"bedrock","Model":"claude-sonnet-4-6","Requests":1,"InputTokens":1200,"OutputTokens":340,` +
-		`"CacheReadTokens":50000,"CacheWrite5mTokens":2000,"CacheWrite1hTokens":0,"CostUSD":0.03125}` + "\n"
-	if got := buf.String(); got != want {
-		t.Errorf("got\n%s\nwant\n%s", got, want)
+	ns := `{"Namespace":"ClaudeCodeProxy",`
+	tok := func(kind string, n int) string {
+		return `{"_aws":{"Timestamp":1795694400000,"CloudWatchMetrics":[` + ns + `"Dimensions":[["Provider","Model","TokenType"]],"Metrics":[{"Name":"proxy.tokens","Unit":"Count"}]}]},` +
+			`"Provider":"bedrock","Model":"claude-sonnet-4-6","TokenType":"` + kind + `","proxy.tokens":` + strconv.Itoa(n) + "}\n"
 	}
-	checkSpec(t, buf.Bytes())
-}
-
-func TestEventsOneLinePerProviderModel(t *testing.T) {
-	ev := func(p store.Provider, model string, in, out int64, cost string) store.UsageEvent {
-		return store.UsageEvent{Provider: p, RequestedModel: model, InputTokens: in, OutputTokens: out,
-			CacheReadTokens: 10, CacheWrite5mTokens: 2, CacheWrite1hTokens: 1, CostUSD: decimal.RequireFromString(cost)}
-	}
-	var buf bytes.Buffer
-	w := newWriter(&buf)
-	err := w.Events(context.Background(), []store.UsageEvent{
-		ev(store.ProviderBedrock, "claude-opus-5-5", 100, 10, "0.500000"),
-		ev(store.ProviderAnthropic, "claude-opus-5-5", 1, 2, "0.000100"),
-		ev(store.ProviderBedrock, "claude-opus-5-5", 300, 30, "1.250000"),
-		ev(store.ProviderAnthropic, "", 5, 0, "0"),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	head := `{"_aws":{"Timestamp":1795694400000,` + directive + `},`
-	want := head + `"Provider":"anthropic","Model":"unknown","Requests":1,"InputTokens":5,"OutputTokens":0,"CacheReadTokens":10,"CacheWrite5mTokens":2,"CacheWrite1hTokens":1,"CostUSD":0}` + "\n" +
-		head + `"Provider":"anthropic","Model":"claude-opus-5-5","Requests":1,"InputTokens":1,"OutputTokens":2,"CacheReadTokens":10,"CacheWrite5mTokens":2,"CacheWrite1hTokens":1,"CostUSD":0.0001}` + "\n" +
-		head + `"Provider":"bedrock","Model":"claude-opus-5-5","Requests":2,"InputTokens":400,"OutputTokens":40,"CacheReadTokens":20,"CacheWrite5mTokens":4,"CacheWrite1hTokens":2,"CostUSD":1.75}` + "\n"
+	want := `{"_aws":{"Timestamp":1795694400000,"CloudWatchMetrics":[` +
+		ns + `"Dimensions":[["Provider","Model","Status","Stream"]],"Metrics":[{"Name":"proxy.requests","Unit":"Count"},{"Name":"proxy.latency","Unit":"Milliseconds"}]},` +
+		ns + `"Dimensions":[["Provider","Model"]],"Metrics":[{"Name":"proxy.ttft","Unit":"Milliseconds"},{"Name":"proxy.cost","Unit":"None"}]},` +
+		ns + `"Dimensions":[["FromProvider","ToProvider","Reason"]],"Metrics":[{"Name":"proxy.fallbacks","Unit":"Count"}]}]},` +
+		`"Provider":"bedrock","Model":"claude-sonnet-4-6","Status":"200","Stream":"true","FromProvider":"anthropic","ToProvider":"bedrock","Reason":"plan_429",` +
+		`"proxy.requests":1,"proxy.latency":1500,"proxy.ttft":250,"proxy.cost":0.03125,"proxy.fallbacks":1}` + "\n" +
+		tok("input", 1200) + tok("output", 340) + tok("cache_write", 7) + tok("cache_write_1h", 7)
 	if got := buf.String(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 	for _, line := range bytes.Split(bytes.TrimSuffix(buf.Bytes(), []byte("\n")), []byte("\n")) {
 		checkSpec(t, line)
 	}
+}
+
+func TestRequestsErrorsAndPerUser(t *testing.T) {
+	var buf bytes.Buffer
+	w := emf.NewWriter(&buf, emf.Options{Namespace: "ns", PerUser: true, Now: func() time.Time { return fixed }})
+	err := w.Requests(context.Background(), []emf.Request{{Provider: "anthropic", Status: 429, Latency: time.Second, UserID: "u1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"_aws":{"Timestamp":1795694400000,"CloudWatchMetrics":[` +
+		`{"Namespace":"ns","Dimensions":[["Provider","Model","Status","Stream"]],"Metrics":[{"Name":"proxy.requests","Unit":"Count"},{"Name":"proxy.latency","Unit":"Milliseconds"}]},` +
+		`{"Namespace":"ns","Dimensions":[["Provider","Model"]],"Metrics":[{"Name":"proxy.cost","Unit":"None"}]},` +
+		`{"Namespace":"ns","Dimensions":[["Provider","ErrorType"]],"Metrics":[{"Name":"proxy.errors","Unit":"Count"}]},` +
+		`{"Namespace":"ns","Dimensions":[["UserId"]],"Metrics":[{"Name":"proxy.user.requests","Unit":"Count"},{"Name":"proxy.user.tokens","Unit":"Count"},{"Name":"proxy.user.cost","Unit":"None"}]}]},` +
+		`"Provider":"anthropic","Model":"unknown","Status":"429","Stream":"false","ErrorType":"rate_limit_error","UserId":"u1",` +
+		`"proxy.requests":1,"proxy.latency":1000,"proxy.cost":0,"proxy.errors":1,"proxy.user.requests":1,"proxy.user.tokens":0,"proxy.user.cost":0}` + "\n"
+	if got := buf.String(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	checkSpec(t, bytes.TrimSpace(buf.Bytes()))
 }
 
 // checkSpec checks one line against the EMF specification's rules: the root
@@ -104,7 +103,7 @@ func checkSpec(t *testing.T, line []byte) {
 	if len(meta.CloudWatchMetrics) == 0 {
 		t.Fatal("no MetricDirective")
 	}
-	units := map[string]bool{"Count": true, "None": true}
+	units := map[string]bool{"Count": true, "None": true, "Milliseconds": true}
 	for _, d := range meta.CloudWatchMetrics {
 		if d.Namespace == "" || len(d.Metrics) == 0 || len(d.Metrics) > 100 {
 			t.Errorf("directive %+v", d)
@@ -139,10 +138,7 @@ func TestOffIsNil(t *testing.T) {
 			t.Fatalf("New(%q) = %v, %v", mode, w, err)
 		}
 		// A nil Writer is a no-op.
-		if err := w.Usage(context.Background(), emf.Record{Provider: "bedrock"}); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.Events(context.Background(), []store.UsageEvent{{Provider: store.ProviderBedrock}}); err != nil {
+		if err := w.Requests(context.Background(), []emf.Request{{Provider: "bedrock"}}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -159,7 +155,7 @@ type failing struct{}
 func (failing) Write([]byte) (int, error) { return 0, errors.New("disk full") }
 
 func TestWriteErrorAndConcurrency(t *testing.T) {
-	if err := emf.NewWriter(failing{}, emf.Options{}).Usage(context.Background(), emf.Record{Provider: "bedrock", Model: "m"}); err == nil {
+	if err := emf.NewWriter(failing{}, emf.Options{}).Requests(context.Background(), []emf.Request{{Provider: "bedrock", Model: "m"}}); err == nil {
 		t.Fatal("write error not returned")
 	}
 	var buf bytes.Buffer
@@ -168,7 +164,7 @@ func TestWriteErrorAndConcurrency(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 50 {
-				_ = w.Usage(context.Background(), emf.Record{Provider: "anthropic", Model: "m", Requests: 1, CostUSD: decimal.New(1, -2)})
+				_ = w.Requests(context.Background(), []emf.Request{{Provider: "anthropic", Model: "m", Status: 200, CostUSD: decimal.New(1, -2)}})
 			}
 		})
 	}
