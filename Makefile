@@ -27,7 +27,7 @@ export CCPROXY_LOCAL_KMS := $(LOCAL_KMS)
 # installs both on Debian).
 export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
-.PHONY: all build run test lint vet services tools bench clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps dashboard-perf image
+.PHONY: all build run test lint vet services tools bench bench-anchor clean e2e-deps e2e-releases mutate soak dashboard dashboard-check browser-deps dashboard-perf image
 
 all: build
 
@@ -136,6 +136,12 @@ mutate: services tools ## mutation check of the conditions correctness rests on 
 bench: services tools ## Go benchmarks + extproc CPU per request (numbers go to docs/performance.md)
 	$(GO) test $(BENCH_FLAGS) $(GO_PACKAGES)
 	GO='$(GO)' bash scripts/bench-extproc.sh
+
+# ccproxy against Envoy AI Gateway's ext_proc server, interleaved, by the same
+# driver (docs/performance.md says how to build AIGW_EXTPROC).
+bench-anchor: ## extproc CPU per request against Envoy AI Gateway's (AIGW_EXTPROC=path/to/its/extproc)
+	@test -n "$(AIGW_EXTPROC)" || { echo "set AIGW_EXTPROC to Envoy AI Gateway's extproc binary (docs/performance.md)"; exit 2; }
+	bash scripts/bench-anchor.sh -p $(AIGW_EXTPROC)
 
 # The dashboard on 5 million usage events: first load after login in
 # chromium, every API call of the pages, the first page's gzip bytes

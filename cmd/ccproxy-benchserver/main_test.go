@@ -258,3 +258,19 @@ func sameSet(a, b []string) bool {
 	slices.Sort(b)
 	return slices.Equal(a, b)
 }
+
+// TestAnchorScenariosLoad keeps the scenarios of scripts/bench-anchor.sh,
+// which play Envoy AI Gateway's filter configuration against its ext_proc
+// server, loadable with the files they name (the server itself is not
+// built here).
+func TestAnchorScenariosLoad(t *testing.T) {
+	files, err := filepath.Glob(scenarios + "anchor/*.json")
+	if err != nil || len(files) != 2 {
+		t.Fatalf("anchor scenarios %v, %v", files, err)
+	}
+	for _, f := range files {
+		if _, err := extprocdriver.Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
