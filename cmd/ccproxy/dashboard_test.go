@@ -3,6 +3,9 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"os"
 	"path/filepath"
 	"slices"
@@ -95,6 +98,21 @@ func TestGrafanaDashboard(t *testing.T) {
 	}
 	for _, p := range dashboardProblems(raw, metrics) {
 		t.Errorf("%s: %s", grafanaDashboardFile, p)
+	}
+	// Grafana's own schema, as its foundation SDK generates it: every
+	// field of the dashboard and of each panel kind's options and field
+	// config, strictly (an unknown or mistyped field fails).
+	plugins.RegisterDefaultPlugins()
+	var d dashboard.Dashboard
+	// The SDK returns an empty cog.BuildErrors, a non-nil error value, when
+	// nothing is wrong.
+	if err := d.UnmarshalJSONStrict(raw); err != nil {
+		if be, ok := err.(cog.BuildErrors); !ok || len(be) != 0 {
+			t.Errorf("%s does not match Grafana's dashboard schema: %v", grafanaDashboardFile, err)
+		}
+	}
+	if len(d.Panels) == 0 {
+		t.Errorf("%s: Grafana's schema read no panels", grafanaDashboardFile)
 	}
 }
 
