@@ -143,11 +143,15 @@ func TestOpenTelemetryTraces(t *testing.T) {
 	// answers (translation, breaker, two upstream attempts).
 	u := fg.admin.user("traced", "plan_first", eastCredential())
 	marker := fg.scenario(t, func(fakeanthropic.Request) fakeanthropic.Reply { return planLimited("120") },
-		func(r fakebedrock.Request) fakebedrock.Reply { return bedrockText("Bedrock answered the traced turn.")(r) })
+		func(r fakebedrock.Request) fakebedrock.Reply {
+			return bedrockText("Bedrock answered the traced turn.")(r)
+		})
 	wantPrinted(t, fg.claude(u.Key).Prompt(t, "Traced turn "+marker), "Bedrock answered the traced turn.")
 
 	// The demo user (no Bedrock credential): Plan pass-through.
-	planMarker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply { return planText(r, "Plan answered the traced turn.") }, nil)
+	planMarker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
+		return planText(r, "Plan answered the traced turn.")
+	}, nil)
 	wantPrinted(t, fg.claude(fg.Key).Prompt(t, "Plan turn "+planMarker), "Plan answered the traced turn.")
 
 	// A request carrying Envoy's (or any client's) trace context.
