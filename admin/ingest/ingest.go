@@ -357,6 +357,8 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 		AccessKeyID:        ev.KeyID,
 		SessionID:          clean(ev.SessionID, MaxTextLen),
 		AgentID:            clean(ev.AgentID, MaxTextLen),
+		ParentAgentID:      clean(ev.ParentAgentID, MaxTextLen),
+		AgentSpawns:        ev.AgentSpawns,
 		ClientVersion:      clean(ev.ClientVersion, MaxTextLen),
 		Kind:               store.RequestKind(ev.PathKind),
 		RequestedModel:     clean(ev.Model, MaxTextLen),
