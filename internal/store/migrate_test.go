@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -106,7 +107,12 @@ func TestMigrateUpDownUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].Version != int64(len(wantMigrations)) || res[0].Direction != "down" {
+	// Migration numbers may have gaps: the newest is the last file's.
+	newest, err := strconv.ParseInt(wantMigrations[len(wantMigrations)-1][:5], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Version != newest || res[0].Direction != "down" {
 		t.Fatalf("down results = %+v", res)
 	}
 	st, err = store.MigrationStatus(ctx, dsn)
