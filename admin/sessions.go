@@ -240,6 +240,8 @@ var cacheGroups = map[string]func(f insights.Fact) string{
 
 type cacheGroupJSON struct {
 	Key string `json:"key"`
+	// Name is the developer's name of a user group.
+	Name string `json:"name,omitempty"`
 	cacheTotalsJSON
 }
 
@@ -311,6 +313,24 @@ func (s *Server) handleCacheEconomics(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	slices.SortFunc(out.Groups, func(a, b cacheGroupJSON) int { return cmp.Compare(a.Key, b.Key) })
+	if gb == "user" && len(out.Groups) > 0 {
+		ids := make([]uuid.UUID, 0, len(out.Groups))
+		for _, g := range out.Groups {
+			if id, err := uuid.Parse(g.Key); err == nil {
+				ids = append(ids, id)
+			}
+		}
+		names, err := s.st.Users().Names(r.Context(), ids)
+		if err != nil {
+			s.storeError(w, r, err)
+			return
+		}
+		for i, g := range out.Groups {
+			if id, err := uuid.Parse(g.Key); err == nil {
+				out.Groups[i].Name = names[id]
+			}
+		}
+	}
 	writeJSON(w, http.StatusOK, out)
 }
 

@@ -205,6 +205,7 @@ func TestSessionsAPI(t *testing.T) {
 				} `json:"total"`
 				Groups []struct {
 					Key      string `json:"key"`
+					Name     string `json:"name"`
 					SavedUSD string `json:"saved_usd"`
 					Breaks   int64  `json:"breaks"`
 				} `json:"groups"`
@@ -219,6 +220,9 @@ func TestSessionsAPI(t *testing.T) {
 					found = true
 					if tt.saved != "" && g.SavedUSD != tt.saved {
 						t.Errorf("group_by %s: %+v; want saved %s", tt.groupBy, g, tt.saved)
+					}
+					if wantName := map[bool]string{true: "Ada Lovelace"}[tt.groupBy == "user"]; g.Name != wantName {
+						t.Errorf("group_by %s: name %q; want %q", tt.groupBy, g.Name, wantName)
 					}
 				}
 			}

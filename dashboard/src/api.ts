@@ -236,6 +236,7 @@ export interface SessionTree {
 
 export interface CacheGroup extends CacheTotals {
   key: string
+  name?: string
 }
 
 export interface CacheEconomics {

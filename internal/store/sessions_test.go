@@ -111,3 +111,23 @@ func TestSessionRowsAndOrder(t *testing.T) {
 		}
 	})
 }
+
+func TestUserNames(t *testing.T) {
+	ctx := testCtx(t)
+	st := freshStore(t)
+	a, err := st.Users().Create(ctx, store.NewUser{Name: "Ada", RoutingStrategy: store.PlanFirst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := st.Users().Create(ctx, store.NewUser{Name: "Grace", RoutingStrategy: store.PlanFirst})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Users().SoftDelete(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.Users().Names(ctx, []uuid.UUID{a.ID, b.ID, uuid.New()})
+	if err != nil || len(got) != 2 || got[a.ID] != "Ada" || got[b.ID] != "Grace" {
+		t.Errorf("Names = %v, %v; want Ada and Grace (deleted users keep their name in reports)", got, err)
+	}
+}

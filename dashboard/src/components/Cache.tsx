@@ -28,6 +28,7 @@ export function CacheCards({ c }: { c: CacheTotals }) {
         <Money value={sum(c.unread_5m_usd, c.unread_1h_usd)} />
         <small className="muted token-split">
           5 m {tokens(c.unread_5m_tokens)} · <Money value={c.unread_5m_usd} /> — 1 h {tokens(c.unread_1h_tokens)} · <Money value={c.unread_1h_usd} />
+          {c.pending_5m_tokens + c.pending_1h_tokens > 0 && <> — {tokens(c.pending_5m_tokens + c.pending_1h_tokens)} still within their lifetime</>}
         </small>
       </Card>
       <Card label="Cache breaks" testid="cache-breaks" hint="Turns whose cache read collapsed while the prefix was warm, and what re-sending the prefix cost">

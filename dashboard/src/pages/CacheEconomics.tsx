@@ -45,7 +45,7 @@ export default function CacheEconomics() {
       ) : (
         <>
           <CacheCards c={econ.data.total} />
-          <div className="range" role="group" aria-label="Group by">
+          <div className="range" role="group" aria-label="Group by" style={{ marginTop: '1rem' }}>
             {groupings.map(([k, label]) => (
               <button key={k} type="button" className={k === by ? 'chip on' : 'chip'} aria-pressed={k === by} onClick={() => setBy(k)}>
                 {label}
@@ -73,7 +73,7 @@ export default function CacheEconomics() {
               <tbody>
                 {groups.map((g) => (
                   <tr key={g.key}>
-                    <td>{label(by, g.key)}</td>
+                    <td>{label(by, g.key, g.name)}</td>
                     <td className="r num">{integer(g.requests)}</td>
                     <td className="r num">{ratePercent(g.hit_rate)}</td>
                     <td className="r num">{tokens(g.cache_read_tokens)}</td>
@@ -109,10 +109,10 @@ export default function CacheEconomics() {
   )
 }
 
-function label(by: Grouping, key: string) {
+function label(by: Grouping, key: string, name?: string) {
   switch (by) {
     case 'user':
-      return <Link to={'/developers/' + key}>{key.slice(0, 8)}</Link>
+      return <Link to={'/developers/' + key}>{name || key.slice(0, 8)}</Link>
     case 'session':
       return key ? <code>{key}</code> : <span className="muted">no session</span>
     default:

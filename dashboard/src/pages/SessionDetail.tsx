@@ -15,7 +15,7 @@ const sources: Record<SessionTree['tree_source'], string> = {
 }
 
 const parentSources: Record<AgentNode['parent_source'], string> = {
-  root: 'main agent',
+  root: '—',
   header: 'reported',
   spawn: 'inferred from an Agent call',
   assumed: 'assumed (no Agent call seen)',
