@@ -119,6 +119,18 @@ try {
   await page.getByRole('button', { name: 'Model' }).click()
   await page.getByTestId('cache-groups').getByRole('cell', { name: 'claude-opus-5-5' }).waitFor()
   await shot('sessions-04-prompt-cache')
+
+  // From the developer's page, the same page narrowed to the developer,
+  // by session: the two sessions, the seeded one with its break.
+  await page.goto(ADMIN + '/developers/' + USER_ID)
+  await page.getByRole('link', { name: /^Prompt-cache economics of/ }).click()
+  await page.getByRole('heading', { name: /Prompt cache · / }).getByRole('link').waitFor()
+  const bySession = page.getByTestId('cache-groups')
+  await bySession.locator('tbody tr').nth(1).waitFor()
+  assert((await bySession.locator('tbody tr').count()) === 2, 'two sessions of the developer')
+  const conv = bySession.locator('tbody tr').filter({ hasText: CONV })
+  assert((await conv.locator('td').nth(7).innerText()).trim() === '1', 'the seeded session has one break')
+  await shot('sessions-05-developer-cache')
 } catch (e) {
   result.error = String(e && e.stack ? e.stack : e)
   await shot('sessions-failure').catch(() => {})

@@ -1,6 +1,6 @@
 import { Link, useSearchParams } from 'react-router'
 import { useQuery } from '@tanstack/react-query'
-import { get, qs, type CacheBreakList, type CacheEconomics as Economics } from '../api'
+import { get, qs, type CacheBreakList, type CacheEconomics as Economics, type User } from '../api'
 import { integer, ratePercent, tokens } from '../format'
 import { useSession } from '../session'
 import { RangePicker, useRange } from '../components/RangePicker'
@@ -23,9 +23,12 @@ export default function CacheEconomics() {
   const { range } = useRange(tz, '7d')
   const [sp, setSp] = useSearchParams()
   const by: Grouping = (groupings.find(([k]) => k === sp.get('by'))?.[0] ?? 'user') as Grouping
-  const span = { from: range.from.toISOString(), to: range.to.toISOString() }
+  // ?user=<id> narrows the page to one developer (the developer page links here).
+  const user = sp.get('user') ?? undefined
+  const span = { from: range.from.toISOString(), to: range.to.toISOString(), user_id: user }
   const econ = useQuery({ queryKey: ['cache-economics', by, span], queryFn: () => get<Economics>('/cache/economics' + qs({ group_by: by, ...span })) })
   const breaks = useQuery({ queryKey: ['cache-breaks', span], queryFn: () => get<CacheBreakList>('/cache/breaks' + qs({ limit: 20, ...span })) })
+  const dev = useQuery({ queryKey: ['user', user], queryFn: () => get<User>('/users/' + user), enabled: !!user })
   const setBy = (k: Grouping) => {
     const n = new URLSearchParams(sp)
     n.set('by', k)
@@ -35,7 +38,7 @@ export default function CacheEconomics() {
   return (
     <section aria-labelledby="cache-h">
       <div className="page-head">
-        <h1 id="cache-h">Prompt cache</h1>
+        <h1 id="cache-h">Prompt cache{user && <> · {dev.data ? <Link to={'/developers/' + user}>{dev.data.name}</Link> : '…'}</>}</h1>
         <RangePicker tz={tz} fallback="7d" />
       </div>
       {econ.isError ? (

@@ -572,6 +572,9 @@ function Sessions({ user }: { user: User }) {
   return (
     <div className="panel" aria-labelledby="sess-h">
       <h2 id="sess-h">Claude Code sessions, last 30 days</h2>
+      <p>
+        <Link to={'/cache?range=30d&by=session&user=' + user.id}>Prompt-cache economics of {user.name}</Link>
+      </p>
       <div className="range" role="group" aria-label="Sort sessions">
         {(
           [
