@@ -249,6 +249,10 @@ type sessionSummaryJSON struct {
 	FirstAt   time.Time `json:"first_at"`
 	LastAt    time.Time `json:"last_at"`
 	Models    []string  `json:"models"`
+	// Agents counts the main agent and the subagents; CostUSD is Plan and
+	// Bedrock cost together (the cost sort's key).
+	Agents  int64  `json:"agents"`
+	CostUSD string `json:"cost_usd"`
 	usageTotalsJSON
 }
 
@@ -260,6 +264,10 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 	var errs []fieldError
 	limit, _ := pageParams(r, &errs)
 	_, _, from, to := s.usageFilters(r, &errs, true)
+	sort := store.SessionSort(r.URL.Query().Get("sort"))
+	if sort != "" && !sort.Valid() {
+		errs = append(errs, fieldError{Field: "sort", Message: "must be recent or cost"})
+	}
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
@@ -268,7 +276,7 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	ss, err := s.st.Usage().Sessions(r.Context(), id, from, to, limit)
+	ss, err := s.st.Usage().Sessions(r.Context(), id, from, to, limit, sort)
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -276,7 +284,7 @@ func (s *Server) handleSessions(w http.ResponseWriter, r *http.Request) {
 	items := make([]sessionSummaryJSON, len(ss))
 	for i, x := range ss {
 		items[i] = sessionSummaryJSON{SessionID: x.ID, FirstAt: x.FirstAt, LastAt: x.LastAt, Models: x.Models,
-			usageTotalsJSON: totalsJSON(x.UsageTotals)}
+			Agents: x.Agents, CostUSD: x.CostUSD.String(), usageTotalsJSON: totalsJSON(x.UsageTotals)}
 	}
 	writeJSON(w, http.StatusOK, page[sessionSummaryJSON]{Items: items})
 }

@@ -68,7 +68,8 @@ func FuzzQueryParams(f *testing.F) {
 	}
 	e := newEnv(f)
 	h := e.srv.Config.Handler
-	paths := []string{"/api/v1/users", "/api/v1/usage", "/api/v1/usage/requests", "/api/v1/audit", "/api/v1/models", "/api/v1/prices"}
+	paths := []string{"/api/v1/users", "/api/v1/usage", "/api/v1/usage/requests", "/api/v1/audit", "/api/v1/models", "/api/v1/prices",
+		"/api/v1/cache/economics", "/api/v1/cache/breaks"}
 	f.Fuzz(func(t *testing.T, q string) {
 		vals, perr := url.ParseQuery(q)
 		storable := perr == nil

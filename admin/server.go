@@ -252,7 +252,8 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // routes builds the API's route table. Every route but the OpenAPI document
 // and login needs an authenticated admin. The blocks follow the resources,
 // and each resource's handlers live in the file of its name (users.go,
-// keys.go, bedrock.go, models.go, prices.go, usage.go, audit.go; login and
+// keys.go, bedrock.go, models.go, prices.go, usage.go, audit.go, sessions.go
+// for sessions and prompt-cache economics; login and
 // logout in auth.go).
 func (s *Server) routes() {
 	m := http.NewServeMux()
@@ -303,6 +304,10 @@ func (s *Server) routes() {
 
 	authed("GET /api/v1/usage", s.handleUsage)
 	authed("GET /api/v1/usage/requests", s.handleUsageRequests)
+
+	authed("GET /api/v1/users/{id}/sessions/{session_id}", s.handleGetSession)
+	authed("GET /api/v1/cache/economics", s.handleCacheEconomics)
+	authed("GET /api/v1/cache/breaks", s.handleCacheBreaks)
 
 	authed("GET /api/v1/audit", s.handleListAudit)
 

@@ -143,6 +143,8 @@ type usageEventJSON struct {
 	TTFTMs             *int      `json:"ttft_ms"`
 	LatencyMs          int       `json:"latency_ms"`
 	Aborted            bool      `json:"aborted"`
+	ParentAgentID      string    `json:"parent_agent_id"`
+	AgentSpawns        int       `json:"agent_spawns"`
 }
 
 func toUsageEvent(e store.UsageEvent) usageEventJSON {
@@ -152,7 +154,8 @@ func toUsageEvent(e store.UsageEvent) usageEventJSON {
 		Fallback: e.Fallback, FallbackReason: e.FallbackReason, Stream: e.Stream, Status: e.Status,
 		InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CacheReadTokens: e.CacheReadTokens,
 		CacheWrite5mTokens: e.CacheWrite5mTokens, CacheWrite1hTokens: e.CacheWrite1hTokens, CostUSD: e.CostUSD.String(),
-		PriceFlag: string(e.PriceFlag), TTFTMs: e.TTFTMs, LatencyMs: e.LatencyMs, Aborted: e.Aborted}
+		PriceFlag: string(e.PriceFlag), TTFTMs: e.TTFTMs, LatencyMs: e.LatencyMs, Aborted: e.Aborted,
+		ParentAgentID: e.ParentAgentID, AgentSpawns: e.AgentSpawns}
 }
 
 func (s *Server) handleUsageRequests(w http.ResponseWriter, r *http.Request) {

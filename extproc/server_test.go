@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
@@ -667,5 +668,43 @@ func TestServeDrainTimeout(t *testing.T) {
 	}
 	if _, err := st.Recv(); err == nil {
 		t.Fatal("stream still open after Serve returned")
+	}
+}
+
+// TestPassThroughSubagentAttribution: a subagent's request carries its
+// agent id (and, from a client that sends one, its parent's); an answer
+// calling the Agent tool twice is counted in the usage event, and the
+// answer still reaches the client unchanged.
+func TestPassThroughSubagentAttribution(t *testing.T) {
+	e := startEnv(t, nil)
+	body := readFile(t, captures+"anthropic-turn1.body.json")
+	start := func(i int) string {
+		return fmt.Sprintf("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":%d,\"content_block\":"+
+			"{\"type\":\"tool_use\",\"id\":\"toolu_%d\",\"name\":\"Agent\",\"input\":{}}}\n\n", i, i)
+	}
+	sse := []byte("event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":1}}}\n\n" +
+		start(0) + "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{}\"}}\n\n" +
+		start(1) + "event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":40}}\n\n" +
+		"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n")
+	s := e.open(t)
+	hs := append(captureHeaders(t, "anthropic-turn1", e.key, "rid-subagent"),
+		header{"x-claude-code-agent-id", "a8f3c2d1e0b9"}, header{"x-claude-code-parent-agent-id", "a0000000parent"})
+	s.send(requestHeaders(hs, false))
+	assertProto(t, "request body reply", s.send(requestBody(body, true)), requestBodyReply(routePlan))
+	assertProto(t, "response headers reply", s.send(responseHeaders([]header{{":status", "200"}, {"content-type", "text/event-stream"}}, false)),
+		responseHeadersReply(streamedOverride))
+	for _, c := range split(sse, 5, nil) {
+		assertProto(t, "response body reply", s.send(responseBody(c, false)), unchangedChunk)
+	}
+	assertProto(t, "response body reply", s.send(responseBody(nil, true)), unchangedChunk)
+	s.close()
+	evs, err := e.rec.Wait(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := evs[0]
+	if ev.AgentID != "a8f3c2d1e0b9" || ev.ParentAgentID != "a0000000parent" || ev.AgentSpawns != 2 || ev.SessionID != claudeSession ||
+		ev.Usage != (usage.Usage{InputTokens: 7, OutputTokens: 40}) {
+		t.Errorf("usage event %+v; want the agent, its parent and 2 subagent calls", ev)
 	}
 }

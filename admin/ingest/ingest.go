@@ -357,6 +357,8 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 		AccessKeyID:        ev.KeyID,
 		SessionID:          clean(ev.SessionID, MaxTextLen),
 		AgentID:            clean(ev.AgentID, MaxTextLen),
+		ParentAgentID:      clean(ev.ParentAgentID, MaxTextLen),
+		AgentSpawns:        ev.AgentSpawns,
 		ClientVersion:      clean(ev.ClientVersion, MaxTextLen),
 		Kind:               store.RequestKind(ev.PathKind),
 		RequestedModel:     clean(ev.Model, MaxTextLen),
@@ -445,17 +447,9 @@ func (c cachedPrice) covers(t time.Time) bool {
 // price sets the row's cost and price flag (count_tokens rows are
 // unpriced) and reports whether the model has a price row of its own.
 func (p *pricer) price(ctx context.Context, row *store.UsageEvent) (bool, error) {
-	key := priceKey{row.Provider, row.Region, row.RequestedModel}
-	c, ok := p.cached(key, row.EventTime)
-	if !ok {
-		var err error
-		if c, err = p.lookup(ctx, key, row.EventTime); err != nil {
-			return false, err
-		}
-		if p.cache == nil {
-			p.cache = map[priceKey][]cachedPrice{}
-		}
-		p.cache[key] = append(p.cache[key], c)
+	c, err := p.find(ctx, row)
+	if err != nil {
+		return false, err
 	}
 	if row.Kind == store.KindCountTokens {
 		row.PriceFlag, row.CostUSD = store.PriceNone, decimal.Zero
@@ -463,6 +457,45 @@ func (p *pricer) price(ctx context.Context, row *store.UsageEvent) (bool, error)
 		row.PriceFlag, row.CostUSD = c.flag, Cost(c.rates, row)
 	}
 	return c.flag == store.PriceExact, nil
+}
+
+// find returns the price of the row's model, provider and region at its
+// time.
+func (p *pricer) find(ctx context.Context, row *store.UsageEvent) (cachedPrice, error) {
+	key := priceKey{row.Provider, row.Region, row.RequestedModel}
+	if c, ok := p.cached(key, row.EventTime); ok {
+		return c, nil
+	}
+	c, err := p.lookup(ctx, key, row.EventTime)
+	if err != nil {
+		return cachedPrice{}, err
+	}
+	if p.cache == nil {
+		p.cache = map[priceKey][]cachedPrice{}
+	}
+	p.cache[key] = append(p.cache[key], c)
+	return c, nil
+}
+
+// RateFinder finds the rates usage rows are priced at, exactly as the
+// ingester prices them (the model's own price, its family's, the
+// provider's default, then FallbackRates), remembering each price for the
+// time range it is effective in. Analyses that split a row's cost into its
+// parts (prompt-cache economics) use it. Not safe for concurrent use.
+type RateFinder struct{ p pricer }
+
+// NewRateFinder returns a RateFinder reading prices from st.
+func NewRateFinder(st *store.Store) *RateFinder { return &RateFinder{p: pricer{st: st}} }
+
+// Rates returns the rates row is priced at. A price changed after the row
+// was stored (a correction of the rate card) gives the corrected rates,
+// while the row keeps the cost it was stored with.
+func (f *RateFinder) Rates(ctx context.Context, row *store.UsageEvent) (store.PriceRates, error) {
+	c, err := f.p.find(ctx, row)
+	if err != nil {
+		return store.PriceRates{}, fmt.Errorf("ingest: price of %s: %w", row.RequestID, err)
+	}
+	return c.rates, nil
 }
 
 func (p *pricer) cached(key priceKey, at time.Time) (cachedPrice, bool) {

@@ -295,6 +295,7 @@ func FuzzStoreEvent(f *testing.F) {
 			{"request_id", row.RequestID, ev.RequestID, 200},
 			{"session_id", row.SessionID, ev.SessionID, MaxTextLen},
 			{"agent_id", row.AgentID, ev.AgentID, MaxTextLen},
+			{"parent_agent_id", row.ParentAgentID, ev.ParentAgentID, MaxTextLen},
 			{"client_version", row.ClientVersion, ev.ClientVersion, MaxTextLen},
 			{"requested_model", row.RequestedModel, ev.Model, MaxTextLen},
 			{"bedrock_model_id", row.BedrockModelID, ev.BackendModel, MaxTextLen},

@@ -13,6 +13,8 @@ const Developers = lazy(() => import('./pages/Developers'))
 const DeveloperDetail = lazy(() => import('./pages/DeveloperDetail'))
 const Models = lazy(() => import('./pages/Models'))
 const Audit = lazy(() => import('./pages/Audit'))
+const SessionDetail = lazy(() => import('./pages/SessionDetail'))
+const CacheEconomics = lazy(() => import('./pages/CacheEconomics'))
 
 export function App() {
   const navigate = useNavigate()
@@ -56,6 +58,8 @@ export function App() {
             <Route path="/" element={<Overview />} />
             <Route path="/developers" element={<Developers />} />
             <Route path="/developers/:id" element={<DeveloperDetail />} />
+            <Route path="/developers/:id/sessions/:sid" element={<SessionDetail />} />
+            <Route path="/cache" element={<CacheEconomics />} />
             <Route path="/models" element={<Models />} />
             <Route path="/audit" element={<Audit />} />
             <Route path="*" element={<p role="alert">No such page.</p>} />
@@ -85,6 +89,7 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
         <nav aria-label="Main">
           <NavLink to="/" end>Overview</NavLink>
           <NavLink to="/developers">Developers</NavLink>
+          <NavLink to="/cache">Prompt cache</NavLink>
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
         </nav>

@@ -159,6 +159,98 @@ export interface SessionSummary extends Totals {
   first_at: string
   last_at: string
   models: string[]
+  agents: number
+  cost_usd: string
+}
+
+export interface CacheTotals {
+  requests: number
+  input_tokens: number
+  cache_read_tokens: number
+  cache_write_5m_tokens: number
+  cache_write_1h_tokens: number
+  hit_rate: string | null
+  saved_usd: string
+  unread_5m_tokens: number
+  unread_5m_usd: string
+  unread_1h_tokens: number
+  unread_1h_usd: string
+  pending_5m_tokens: number
+  pending_1h_tokens: number
+  breaks: number
+  break_wasted_usd: string
+}
+
+export interface CacheBreak {
+  request_id: string
+  user_id: string
+  session_id: string
+  agent_id: string
+  model: string
+  time: string
+  turn: number
+  previous_request_id: string
+  gap_ms: number
+  expected_tokens: number
+  cache_read_tokens: number
+  lost_tokens: number
+  wasted_usd: string
+}
+
+export interface AgentNode {
+  agent_id: string
+  parent_agent_id: string
+  parent_source: 'root' | 'header' | 'spawn' | 'assumed' | 'unseen'
+  spawned_by_request_id?: string
+  requests: number
+  models: string[]
+  input_tokens: number
+  output_tokens: number
+  cache_read_tokens: number
+  cache_write_5m_tokens: number
+  cache_write_1h_tokens: number
+  cost_usd: string
+  subtree_cost_usd: string
+  fallbacks: number
+  errors: number
+  subagent_calls: number
+  first_at: string | null
+  last_at: string | null
+  duration_ms: number
+  children: AgentNode[]
+}
+
+export interface SessionTree {
+  session_id: string
+  user_id: string
+  tree_source: 'none' | 'header' | 'inferred'
+  requests: number
+  cost_usd: string
+  first_at: string
+  last_at: string
+  duration_ms: number
+  root: AgentNode
+  cache: CacheTotals
+  cache_breaks: CacheBreak[]
+}
+
+export interface CacheGroup extends CacheTotals {
+  key: string
+  name?: string
+}
+
+export interface CacheEconomics {
+  from: string
+  to: string
+  group_by: 'user' | 'session' | 'model' | 'day'
+  total: CacheTotals
+  groups: CacheGroup[]
+}
+
+export interface CacheBreakList {
+  from: string
+  to: string
+  breaks: CacheBreak[]
 }
 
 export interface UsageRequest {

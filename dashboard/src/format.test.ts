@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { cacheHitRate, date, dateTime, duration, money, moneyExact, percent, sumMoney, tokens, totalTokens, zonedTime, zoneName } from './format'
+import { cacheHitRate, date, dateTime, duration, money, moneyExact, percent, ratePercent, sumMoney, tokens, totalTokens, zonedTime, zoneName } from './format'
 import { rangeOf } from './ranges'
 
 describe('money', () => {
@@ -136,5 +136,22 @@ describe('report ranges', () => {
   it('takes inclusive custom dates', () => {
     const r = rangeOf('custom', 'America/New_York', new Date(), { start: '2026-11-01', end: '2026-11-01' })
     expect([iso(r.from), iso(r.to)]).toEqual(['2026-11-01T04:00:00.000Z', '2026-11-02T05:00:00.000Z'])
+  })
+})
+
+describe('ratePercent', () => {
+  it.each([
+    ['0.644311', '64.4 %'],
+    ['0.637782', '63.8 %'],
+    ['0.999950', '100.0 %'],
+    ['1.000000', '100.0 %'],
+    ['0.000000', '0.0 %'],
+    ['0.000500', '0.1 %'],
+    ['0.000499', '0.0 %'],
+  ])('%s is %s', (v, want) => {
+    expect(ratePercent(v)).toBe(want)
+  })
+  it('null is a dash', () => {
+    expect(ratePercent(null)).toBe('—')
   })
 })

@@ -190,3 +190,14 @@ export function offsetMs(t: Date, tz: string): number {
 function pad(n: number): string {
   return n < 10 ? '0' + n : String(n)
 }
+
+/** A rate the API gives as a decimal string ("0.644311") as a percentage with one decimal; "—" for null. */
+export function ratePercent(v: string | null | undefined): string {
+  if (v === null || v === undefined || v === '') return '—'
+  // Tenths of a percent from the exact decimal: 0.644311 → 644.311 → 644.
+  const [i = '0', f = ''] = v.split('.')
+  const milli = BigInt(i) * 1000n + BigInt((f + '000').slice(0, 3))
+  const rest = (f + '000').slice(3)
+  const rounded = milli + (rest.charAt(0) >= '5' ? 1n : 0n)
+  return `${rounded / 10n}.${rounded % 10n} %`
+}

@@ -23,11 +23,12 @@ type kind uint8
 
 const (
 	kindUnset        kind = iota // no event field yet: the type would be "message"
-	kindOther                    // ping, error, content_block_start/stop, unknown types
+	kindOther                    // ping, error, content_block_stop, unknown types
 	kindMessageStart             // carries message.usage
 	kindMessageDelta             // carries cumulative usage
 	kindContentDelta             // content_block_delta: a token arrived
 	kindMessageStop              // the answer is complete
+	kindBlockStart               // content_block_start: may open an Agent/Task tool call
 )
 
 func classify(name []byte) kind {
@@ -40,6 +41,8 @@ func classify(name []byte) kind {
 		return kindContentDelta
 	case "message_stop":
 		return kindMessageStop
+	case "content_block_start":
+		return kindBlockStart
 	}
 	return kindOther
 }
@@ -47,7 +50,7 @@ func classify(name []byte) kind {
 // needsData reports whether events of kind k are parsed (or, for kindUnset,
 // might turn out to be): their data lines must be buffered.
 func (k kind) needsData() bool {
-	return k == kindUnset || k == kindMessageStart || k == kindMessageDelta
+	return k == kindUnset || k == kindMessageStart || k == kindMessageDelta || k == kindBlockStart
 }
 
 // SSEScanner extracts usage from an Anthropic Messages event stream fed to it
@@ -94,6 +97,8 @@ type SSEScanner struct {
 	// reading it costs no allocation until Model is called.
 	model    [MaxModelLen]byte
 	modelLen int
+	// spawns counts the subagent tool calls (AgentSpawns).
+	spawns int
 }
 
 // MaxModelLen bounds the model name an SSEScanner keeps; a longer one is
@@ -285,6 +290,8 @@ func (s *SSEScanner) dispatch() {
 			s.sawContent = true
 		case kindMessageStop:
 			s.sawStop = true
+		case kindBlockStart:
+			s.parseBlockStart()
 		}
 	}
 	s.kind = kindUnset
@@ -340,6 +347,52 @@ func (s *SSEScanner) keepModel(msg []byte) {
 // Model returns the model named by the stream's message_start event, ""
 // before one was seen (or when it named none, or one over MaxModelLen).
 func (s *SSEScanner) Model() string { return string(s.model[:s.modelLen]) }
+
+// parseBlockStart counts a content_block_start event that opens a tool_use
+// block calling Claude Code's subagent tool ("Agent", called "Task" by older
+// releases). Its data is a small object (the block's input arrives later, in
+// deltas), so reading three members costs little; the scanner reads nothing
+// else of the answer's content.
+func (s *SSEScanner) parseBlockStart() {
+	if s.skipped || s.overflow || !json.Valid(s.data) {
+		return
+	}
+	blk, ok := jsonscan.Find(s.data, "content_block")
+	if !ok || blk[0] != '{' {
+		return
+	}
+	if IsSubagentCall(blk) {
+		s.spawns++
+	}
+}
+
+// IsSubagentCall reports whether the content block object raw (valid JSON)
+// is a tool_use
+// block calling Claude Code's subagent tool: name "Agent" (2.1 releases) or
+// "Task" (older ones).
+func IsSubagentCall(raw []byte) bool {
+	var typ, name []byte
+	it := jsonscan.Object(raw)
+	for k, v, ok := it.Next(); ok; k, v, ok = it.Next() {
+		switch {
+		case jsonscan.KeyIs(k, "type"):
+			typ = v
+		case jsonscan.KeyIs(k, "name"):
+			name = v
+		}
+	}
+	return isString(typ, "tool_use") && (isString(name, "Agent") || isString(name, "Task"))
+}
+
+// isString reports whether raw is a JSON string that decodes to want.
+func isString(raw []byte, want string) bool {
+	return len(raw) >= 2 && raw[0] == '"' && jsonscan.KeyIs(raw, want)
+}
+
+// AgentSpawns returns how many tool_use blocks calling Claude Code's
+// subagent tool (Agent or Task) the answer opened so far: each starts a
+// subagent once Claude Code runs it.
+func (s *SSEScanner) AgentSpawns() int { return s.spawns }
 
 // usage.Usage returns the usage seen so far.
 func (s *SSEScanner) Usage() usage.Usage { return s.counts.usage() }

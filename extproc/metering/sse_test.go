@@ -20,6 +20,7 @@ type scanResult struct {
 	SawUsage bool
 	Events   int
 	Model    string
+	Spawns   int
 }
 
 func scanChunks(chunks [][]byte) scanResult {
@@ -29,7 +30,7 @@ func scanChunks(chunks [][]byte) scanResult {
 			panic(fmt.Sprintf("Write = %d, %v", n, err))
 		}
 	}
-	return scanResult{s.Usage(), s.ContentStarted(), s.Completed(), s.SawUsage(), s.Events(), s.Model()}
+	return scanResult{s.Usage(), s.ContentStarted(), s.Completed(), s.SawUsage(), s.Events(), s.Model(), s.AgentSpawns()}
 }
 
 // split cuts b into chunks: size 0 means random sizes from rng.
@@ -153,6 +154,16 @@ func TestSSEScanner(t *testing.T) {
 			want: scanResult{Usage: usage.Usage{OutputTokens: 1}, SawUsage: true, Events: 1},
 		},
 		{
+			name: "subagent calls counted: Agent and Task tool_use blocks only",
+			in: []byte("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+				"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_1\",\"name\":\"Agent\",\"input\":{}}}\n\n" +
+				"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":2,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_2\",\"name\":\"Bash\",\"input\":{}}}\n\n" +
+				"event: content_block_start\ndata: {\"index\":3,\"content_block\":{\"name\":\"\\u0054ask\",\"type\":\"tool_use\",\"input\":{}}}\n\n" +
+				"event: content_block_start\ndata: {\"index\":4,\"content_block\":{\"type\":\"text\",\"text\":\"Agent\",\"name\":\"Agent\"}}\n\n" +
+				"event: content_block_start\ndata: {\"index\":5,\"content_block\":{\"type\":\"tool_use\",\"name\":\"Agent\"}\n\n"),
+			want: scanResult{Events: 6, Spawns: 2},
+		},
+		{
 			name: "case-sensitive field and type names",
 			in:   []byte("Event: message_delta\ndata: {\"usage\":{\"output_tokens\":4}}\n\nevent: Message_delta\ndata: {\"usage\":{\"output_tokens\":4}}\n\n"),
 			want: scanResult{Events: 2},
@@ -254,6 +265,7 @@ func reference(stream []byte) scanResult {
 		dataSeen bool
 	)
 	usageType := func(t string) bool { return t == "message_start" || t == "message_delta" }
+	buffered := func(t string) bool { return usageType(t) || t == "content_block_start" }
 	for _, l := range lines {
 		if l == "" {
 			if dataSeen {
@@ -274,6 +286,10 @@ func reference(stream []byte) scanResult {
 					}
 					if m, ok := referenceModel(typ, []byte(joined)); ok {
 						res.Model = m
+					}
+				case typ == "content_block_start" && !skipped && len(joined) <= MaxEventData:
+					if referenceSpawn([]byte(joined)) {
+						res.Spawns++
 					}
 				case typ == "content_block_delta":
 					res.Content = true
@@ -299,7 +315,7 @@ func reference(stream []byte) scanResult {
 			typ, typSet = value, true
 		case "data":
 			dataSeen = true
-			if typSet && !usageType(typ) {
+			if typSet && !buffered(typ) {
 				skipped = true
 			}
 			data = append(data, value)
@@ -307,6 +323,26 @@ func reference(stream []byte) scanResult {
 	}
 	res.Usage = c.usage()
 	return res
+}
+
+// referenceSpawn decodes a content_block_start event's data with
+// encoding/json and reports whether it opens an Agent or Task tool call.
+func referenceSpawn(data []byte) bool {
+	var ev struct {
+		ContentBlock json.RawMessage `json:"content_block"`
+	}
+	if json.Unmarshal(data, &ev) != nil {
+		return false
+	}
+	var blk map[string]json.RawMessage
+	if json.Unmarshal(ev.ContentBlock, &blk) != nil || blk == nil {
+		return false
+	}
+	var typ, name string
+	if json.Unmarshal(blk["type"], &typ) != nil || json.Unmarshal(blk["name"], &name) != nil {
+		return false
+	}
+	return typ == "tool_use" && (name == "Agent" || name == "Task")
 }
 
 type refUsage map[string]json.RawMessage
@@ -383,6 +419,7 @@ func FuzzSSEScanner(f *testing.F) {
 	f.Add([]byte("event: message_delta\r\ndata: {\"usage\":{\"output_tokens\":4,\"cache_creation\":{\"ephemeral_1h_input_tokens\":3}}}\r\r\n"), uint64(3))
 	f.Add([]byte("event: ping\ndata: x\nevent: message_start\ndata: {\"message\":{\"usage\":{}}}\n\n"), uint64(4))
 	f.Add([]byte(":\n\nevent\ndata\n\nevent:message_stop\ndata\n\n"), uint64(5))
+	f.Add([]byte("event: content_block_start\ndata: {\"content_block\":{\"type\":\"tool_use\",\"name\":\"Task\"}}\n\n"), uint64(6))
 	f.Fuzz(func(t *testing.T, stream []byte, seed uint64) {
 		want := reference(stream)
 		rng := rand.New(rand.NewPCG(seed, seed>>1))

@@ -442,6 +442,7 @@ func (a *bedrockAnswer) meter(p *Processor, ev *usage.Event) {
 		return
 	}
 	ev.Usage = a.scanner.Usage()
+	ev.AgentSpawns = a.scanner.AgentSpawns()
 	ev.Aborted = !p.resp.ended && !a.scanner.Completed()
 	// Bedrock's invocation metrics fill counts the events left out.
 	cu := a.conv.Usage()

@@ -67,6 +67,7 @@ func (b *plan) streamEnded(context.Context, *Processor) {}
 func (b *plan) meter(p *Processor, ev *usage.Event) {
 	if b.sse {
 		ev.Usage = b.scanner.Usage()
+		ev.AgentSpawns = b.scanner.AgentSpawns()
 		ev.Aborted = !p.resp.ended && !b.scanner.Completed()
 	} else {
 		ev.Usage = b.json

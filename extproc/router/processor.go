@@ -100,6 +100,7 @@ type request struct {
 	id        string    // x-request-id
 	sessionID string
 	agentID   string
+	parentID  string
 	client    string
 	identity  accesskey.Identity
 	kind      pathKind
@@ -245,6 +246,8 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 			p.req.sessionID = headerString(rawValue(hv))
 		case agentIDHeader:
 			p.req.agentID = headerString(rawValue(hv))
+		case parentIDHeader:
+			p.req.parentID = headerString(rawValue(hv))
 		case "content-length":
 			bodyLen = parseCount(rawValue(hv))
 		}
@@ -546,6 +549,7 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		KeyID:         p.req.identity.KeyID,
 		SessionID:     p.req.sessionID,
 		AgentID:       p.req.agentID,
+		ParentAgentID: p.req.parentID,
 		ClientVersion: p.req.client,
 		PathKind:      usage.PathMessages,
 		Model:         p.req.fields.model,

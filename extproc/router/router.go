@@ -32,6 +32,7 @@ import (
 const (
 	sessionIDHeader = "x-claude-code-session-id"
 	agentIDHeader   = "x-claude-code-agent-id"
+	parentIDHeader  = "x-claude-code-parent-agent-id"
 )
 
 // Model is one entry of the GET /v1/models answer.

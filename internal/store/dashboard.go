@@ -176,22 +176,38 @@ type Session struct {
 	FirstAt, LastAt time.Time
 	// Models are the requested models, by name.
 	Models []string
+	// Agents counts the distinct agent ids, the main agent ('') included.
+	Agents int64
+	// CostUSD is the stored cost, Plan and Bedrock together.
+	CostUSD decimal.Decimal
 	UsageTotals
 }
 
-// Sessions returns a user's sessions with events in [from, to), the most
-// recently active first (at most MaxPageSize). Requests without a session
-// id are left out.
-func (u Usage) Sessions(ctx context.Context, userID uuid.UUID, from, to time.Time, limit int) ([]Session, error) {
+// Sessions returns a user's sessions with events in [from, to) (only
+// those events are summed), the most recently active first or, with
+// SessionsByCost, the most expensive first; at most MaxPageSize. Requests
+// without a session id are left out. It reads the user's rows through the
+// (user_id, event_time) index: a month of a busy developer is tens of
+// thousands of rows.
+func (u Usage) Sessions(ctx context.Context, userID uuid.UUID, from, to time.Time, limit int, sort SessionSort) ([]Session, error) {
 	if !from.Before(to) {
 		return nil, invalidf("empty time range [%s, %s)", from, to)
 	}
+	order := "max(event_time) DESC, session_id"
+	switch sort {
+	case SessionsByRecent, "":
+	case SessionsByCost:
+		order = "sum(cost_usd) DESC, max(event_time) DESC, session_id"
+	default:
+		return nil, invalidf("session order %q", sort)
+	}
 	rows, err := u.q.db.Query(ctx, `
 		SELECT session_id, min(event_time), max(event_time), array_agg(DISTINCT requested_model ORDER BY requested_model),
+			count(DISTINCT agent_id), sum(cost_usd),
 			`+eventTotalsSelect+`
 		FROM usage_events
 		WHERE user_id = $1 AND event_time >= $2 AND event_time < $3 AND session_id <> ''
-		GROUP BY session_id ORDER BY max(event_time) DESC, session_id LIMIT $4`,
+		GROUP BY session_id ORDER BY `+order+` LIMIT $4`,
 		userID, from, to, pageSize(limit))
 	if err != nil {
 		return nil, mapErr("store: sessions", err)
@@ -201,7 +217,8 @@ func (u Usage) Sessions(ctx context.Context, userID uuid.UUID, from, to time.Tim
 			s             Session
 			plan, bedrock *decimal.Decimal
 		)
-		err := row.Scan(append([]any{&s.ID, &s.FirstAt, &s.LastAt, &s.Models}, totalsDest(&s.UsageTotals, &plan, &bedrock)...)...)
+		err := row.Scan(append([]any{&s.ID, &s.FirstAt, &s.LastAt, &s.Models, &s.Agents, &s.CostUSD},
+			totalsDest(&s.UsageTotals, &plan, &bedrock)...)...)
 		setCosts(&s.UsageTotals, plan, bedrock)
 		s.FirstAt, s.LastAt = s.FirstAt.UTC(), s.LastAt.UTC()
 		return s, err

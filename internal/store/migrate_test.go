@@ -3,6 +3,7 @@ package store_test
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -23,6 +24,7 @@ var wantMigrations = []string{
 	"00009_usage_fallback_hourly.sql",
 	"00010_admin_login_throttle.sql",
 	"00011_usage_user_rollup.sql",
+	"00016_usage_agent_tree.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -105,7 +107,12 @@ func TestMigrateUpDownUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].Version != int64(len(wantMigrations)) || res[0].Direction != "down" {
+	// Migration numbers may have gaps: the newest is the last file's.
+	newest, err := strconv.ParseInt(wantMigrations[len(wantMigrations)-1][:5], 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Version != newest || res[0].Direction != "down" {
 		t.Fatalf("down results = %+v", res)
 	}
 	st, err = store.MigrationStatus(ctx, dsn)

@@ -279,7 +279,7 @@ func BenchmarkUsageQueries(b *testing.B) {
 	})
 	b.Run("user_month_sessions", func(b *testing.B) {
 		for b.Loop() {
-			if ss, err := st.Usage().Sessions(ctx, user, monthFrom, monthTo, 50); err != nil || len(ss) != 50 {
+			if ss, err := st.Usage().Sessions(ctx, user, monthFrom, monthTo, 50, store.SessionsByRecent); err != nil || len(ss) != 50 {
 				b.Fatal(len(ss), err)
 			}
 		}

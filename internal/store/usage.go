@@ -18,11 +18,15 @@ type UsageEvent struct {
 	// RequestID identifies the request; events are idempotent on it.
 	RequestID string
 	// EventTime is fixed by the producer, so a re-delivered event is equal.
-	EventTime      time.Time
-	UserID         uuid.UUID
-	AccessKeyID    uuid.UUID
-	SessionID      string // x-claude-code-session-id
-	AgentID        string // x-claude-code-agent-id
+	EventTime   time.Time
+	UserID      uuid.UUID
+	AccessKeyID uuid.UUID
+	SessionID   string // x-claude-code-session-id
+	AgentID     string // x-claude-code-agent-id
+	// ParentAgentID is x-claude-code-parent-agent-id ('' when not sent).
+	ParentAgentID string
+	// AgentSpawns counts the answer's calls of Claude Code's subagent tool.
+	AgentSpawns    int
 	ClientVersion  string // from User-Agent
 	Kind           RequestKind
 	RequestedModel string
@@ -67,6 +71,8 @@ func (e UsageEvent) Validate() error {
 	case e.InputTokens < 0 || e.OutputTokens < 0 || e.CacheReadTokens < 0 ||
 		e.CacheWrite5mTokens < 0 || e.CacheWrite1hTokens < 0:
 		return invalidf("usage event %s: negative token count", e.RequestID)
+	case e.AgentSpawns < 0 || e.AgentSpawns > 32767:
+		return invalidf("usage event %s: agent spawns %d", e.RequestID, e.AgentSpawns)
 	case e.CostUSD.IsNegative():
 		return invalidf("usage event %s: negative cost", e.RequestID)
 	case e.LatencyMs < 0 || e.TTFTMs != nil && *e.TTFTMs < 0:
@@ -100,12 +106,13 @@ WITH input AS (
 		$1::text[], $2::timestamptz[], $3::uuid[], $4::uuid[], $5::text[], $6::text[], $7::text[],
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[],
 		$15::bool[], $16::int[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[],
-		$21::bigint[], $22::numeric[], $23::text[], $24::int[], $25::int[], $26::bool[]
+		$21::bigint[], $22::numeric[], $23::text[], $24::int[], $25::int[], $26::bool[],
+		$27::text[], $28::smallint[]
 	) WITH ORDINALITY AS t(request_id, event_time, user_id, access_key_id, session_id, agent_id,
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms,
-		aborted, ord)
+		aborted, parent_agent_id, agent_spawns, ord)
 ),
 firsts AS (
 	SELECT DISTINCT ON (request_id) * FROM input ORDER BY request_id, ord
@@ -120,12 +127,13 @@ ins AS (
 	INSERT INTO usage_events (request_id, event_time, user_id, access_key_id, session_id, agent_id,
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
-		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms, aborted)
+		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms, aborted,
+		parent_agent_id, agent_spawns)
 	SELECT f.request_id, f.event_time, f.user_id, f.access_key_id, f.session_id, f.agent_id,
 		f.client_version, f.kind, f.requested_model, f.bedrock_model_id, f.provider, f.region, f.fallback,
 		f.fallback_reason, f.stream, f.status, f.input_tokens, f.output_tokens, f.cache_read_tokens,
 		f.cache_write_5m_tokens, f.cache_write_1h_tokens, f.cost_usd, f.price_flag, f.ttft_ms, f.latency_ms,
-		f.aborted
+		f.aborted, f.parent_agent_id, f.agent_spawns
 	FROM firsts f JOIN fresh USING (request_id)
 	ORDER BY f.event_time, f.request_id
 	RETURNING request_id, event_time, user_id, access_key_id, requested_model, provider, fallback, status, aborted,
@@ -193,6 +201,8 @@ type eventColumns struct {
 	ttft                                                 []*int32
 	input, output, cacheRead, cacheWrite5m, cacheWrite1h []int64
 	cost                                                 []decimal.Decimal
+	parentAgentID                                        []string
+	agentSpawns                                          []int16
 }
 
 func newEventColumns(evs []UsageEvent) *eventColumns {
@@ -207,6 +217,7 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		latency: make([]int32, n), ttft: make([]*int32, n), input: make([]int64, n),
 		output: make([]int64, n), cacheRead: make([]int64, n), cacheWrite5m: make([]int64, n),
 		cacheWrite1h: make([]int64, n), cost: make([]decimal.Decimal, n),
+		parentAgentID: make([]string, n), agentSpawns: make([]int16, n),
 	}
 	ttfts := make([]int32, n)
 	for i, e := range evs {
@@ -218,6 +229,7 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		c.input[i], c.output[i], c.cacheRead[i] = e.InputTokens, e.OutputTokens, e.CacheReadTokens
 		c.cacheWrite5m[i], c.cacheWrite1h[i] = e.CacheWrite5mTokens, e.CacheWrite1hTokens
 		c.cost[i], c.priceFlag[i], c.latency[i], c.aborted[i] = e.CostUSD, string(e.PriceFlag), int32(e.LatencyMs), e.Aborted
+		c.parentAgentID[i], c.agentSpawns[i] = e.ParentAgentID, int16(e.AgentSpawns)
 		if e.TTFTMs != nil {
 			ttfts[i] = int32(*e.TTFTMs)
 			c.ttft[i] = &ttfts[i]
@@ -230,7 +242,7 @@ func (c *eventColumns) args() []any {
 	return []any{c.requestID, c.eventTime, c.userID, c.keyID, c.sessionID, c.agentID, c.clientVersion,
 		c.kind, c.requestedModel, c.bedrockModelID, c.provider, c.region, c.fallback, c.fallbackReason,
 		c.stream, c.status, c.input, c.output, c.cacheRead, c.cacheWrite5m, c.cacheWrite1h, c.cost,
-		c.priceFlag, c.ttft, c.latency, c.aborted}
+		c.priceFlag, c.ttft, c.latency, c.aborted, c.parentAgentID, c.agentSpawns}
 }
 
 // InsertEvents stores a batch of events idempotently and updates the hourly

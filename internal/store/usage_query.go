@@ -493,7 +493,7 @@ type UsageFilter struct {
 const eventColumnList = `request_id, event_time, user_id, access_key_id, session_id, agent_id, client_version,
 	kind, requested_model, bedrock_model_id, provider, region, fallback, fallback_reason, stream, status,
 	input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
-	price_flag, ttft_ms, latency_ms, aborted`
+	price_flag, ttft_ms, latency_ms, aborted, parent_agent_id, agent_spawns`
 
 func scanEvent(row pgx.Row) (UsageEvent, error) {
 	var (
@@ -501,12 +501,14 @@ func scanEvent(row pgx.Row) (UsageEvent, error) {
 		status  int32
 		latency int32
 		ttft    *int32
+		spawns  int16
 	)
 	err := row.Scan(&e.RequestID, &e.EventTime, &e.UserID, &e.AccessKeyID, &e.SessionID, &e.AgentID,
 		&e.ClientVersion, &e.Kind, &e.RequestedModel, &e.BedrockModelID, &e.Provider, &e.Region, &e.Fallback,
 		&e.FallbackReason, &e.Stream, &status, &e.InputTokens, &e.OutputTokens, &e.CacheReadTokens,
-		&e.CacheWrite5mTokens, &e.CacheWrite1hTokens, &e.CostUSD, &e.PriceFlag, &ttft, &latency, &e.Aborted)
-	e.Status, e.LatencyMs = int(status), int(latency)
+		&e.CacheWrite5mTokens, &e.CacheWrite1hTokens, &e.CostUSD, &e.PriceFlag, &ttft, &latency, &e.Aborted,
+		&e.ParentAgentID, &spawns)
+	e.Status, e.LatencyMs, e.AgentSpawns = int(status), int(latency), int(spawns)
 	if ttft != nil {
 		v := int(*ttft)
 		e.TTFTMs = &v

@@ -112,6 +112,28 @@ func (r Users) Get(ctx context.Context, id uuid.UUID) (User, error) {
 	return u, mapErr("store: get user", err)
 }
 
+// Names returns the names of the users among ids, deleted ones included
+// (their usage stays): one query for a report's rows.
+func (r Users) Names(ctx context.Context, ids []uuid.UUID) (map[uuid.UUID]string, error) {
+	rows, err := r.q.db.Query(ctx, `SELECT id, name FROM users WHERE id = ANY($1)`, ids)
+	if err != nil {
+		return nil, mapErr("store: user names", err)
+	}
+	defer rows.Close()
+	out := make(map[uuid.UUID]string, len(ids))
+	for rows.Next() {
+		var (
+			id   uuid.UUID
+			name string
+		)
+		if err := rows.Scan(&id, &name); err != nil {
+			return nil, mapErr("store: user names", err)
+		}
+		out[id] = name
+	}
+	return out, mapErr("store: user names", rows.Err())
+}
+
 // List returns a page of users ordered by creation time, and the cursor of
 // the next page ("" after the last page).
 func (r Users) List(ctx context.Context, opt UserListOptions) ([]User, string, error) {

@@ -56,6 +56,15 @@ type Event struct {
 	// x-claude-code-agent-id headers (empty when absent).
 	SessionID string
 	AgentID   string
+	// ParentAgentID is the x-claude-code-parent-agent-id header: the agent
+	// that spawned AgentID, when the client says so (Claude Code 2.1.332
+	// does not send it; the admin service then infers the parent).
+	ParentAgentID string
+	// AgentSpawns counts the tool_use blocks of a streamed answer that call
+	// Claude Code's subagent tool (Agent, or Task in older releases): each
+	// starts a subagent. Read from the answer's content_block_start events,
+	// never from the request body; 0 for non-streamed answers.
+	AgentSpawns int
 	// ClientVersion is the Claude Code version from a User-Agent such as
 	// "claude-cli/2.1.332 (external, sdk-cli)"; for other clients it is the
 	// first User-Agent product token (e.g. "python-httpx/0.28.1"), at most

@@ -63,6 +63,8 @@ type wireEvent struct {
 	KeyID          uuid.UUID `json:"key_id"`
 	SessionID      string    `json:"session_id,omitempty"`
 	AgentID        string    `json:"agent_id,omitempty"`
+	ParentAgentID  string    `json:"parent_agent_id,omitempty"`
+	AgentSpawns    int       `json:"agent_spawns,omitempty"`
 	ClientVersion  string    `json:"client_version,omitempty"`
 	PathKind       string    `json:"path"`
 	Model          string    `json:"model,omitempty"`
@@ -96,6 +98,8 @@ func Encode(ev usage.Event) []byte {
 		KeyID:          ev.KeyID,
 		SessionID:      ev.SessionID,
 		AgentID:        ev.AgentID,
+		ParentAgentID:  ev.ParentAgentID,
+		AgentSpawns:    ev.AgentSpawns,
 		ClientVersion:  ev.ClientVersion,
 		PathKind:       ev.PathKind,
 		Model:          ev.Model,
@@ -137,6 +141,10 @@ var (
 
 // maxDuration bounds TTFT and latency: they are stored as int32
 // milliseconds.
+// maxAgentSpawns bounds the subagent calls of one answer (the column is a
+// smallint); a real answer holds a handful.
+const maxAgentSpawns = 32767
+
 const maxDuration = time.Duration(1<<31-1) * time.Millisecond
 
 // Decode parses an entry payload from untrusted bytes. It rejects, with an
@@ -173,6 +181,8 @@ func Decode(b []byte) (usage.Event, error) {
 		KeyID:          w.KeyID,
 		SessionID:      w.SessionID,
 		AgentID:        w.AgentID,
+		ParentAgentID:  w.ParentAgentID,
+		AgentSpawns:    w.AgentSpawns,
 		ClientVersion:  w.ClientVersion,
 		PathKind:       w.PathKind,
 		Model:          w.Model,
@@ -217,6 +227,8 @@ func check(ev usage.Event) error {
 	case ev.Usage.InputTokens < 0 || ev.Usage.OutputTokens < 0 || ev.Usage.CacheReadInputTokens < 0 ||
 		ev.Usage.CacheWrite5mInputTokens < 0 || ev.Usage.CacheWrite1hInputTokens < 0 || ev.CountedInputTokens < 0:
 		return errors.New("negative token count")
+	case ev.AgentSpawns < 0 || ev.AgentSpawns > maxAgentSpawns:
+		return fmt.Errorf("agent spawns %d (want 0 to %d)", ev.AgentSpawns, maxAgentSpawns)
 	case ev.TTFT < 0 || ev.Latency < 0 || ev.TTFT > maxDuration || ev.Latency > maxDuration:
 		return errors.New("duration out of range")
 	}

@@ -20,6 +20,8 @@ func fullEvent() usage.Event {
 		KeyID:         uuid.MustParse("1c8f9a4b-4d1f-4c9f-8b54-2a3e4d5c6b7a"),
 		SessionID:     "2f9f7a0c-session",
 		AgentID:       "agent-7",
+		ParentAgentID: "agent-1",
+		AgentSpawns:   2,
 		ClientVersion: "2.1.332",
 		PathKind:      usage.PathMessages,
 		Model:         "claude-sonnet-4-5",
@@ -96,7 +98,7 @@ func TestWireFormat(t *testing.T) {
 	got := string(Encode(fullEvent()))
 	want := `{"v":1,"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69","time":"2026-03-14T15:09:26.535897932Z",` +
 		`"user_id":"0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69","key_id":"1c8f9a4b-4d1f-4c9f-8b54-2a3e4d5c6b7a",` +
-		`"session_id":"2f9f7a0c-session","agent_id":"agent-7","client_version":"2.1.332","path":"messages",` +
+		`"session_id":"2f9f7a0c-session","agent_id":"agent-7","parent_agent_id":"agent-1","agent_spawns":2,"client_version":"2.1.332","path":"messages",` +
 		`"model":"claude-sonnet-4-5","backend_model":"us.anthropic.claude-sonnet-4-5-20250929-v1:0","provider":"bedrock",` +
 		`"region":"us-east-1","route":"bedrock","fallback":true,"fallback_reason":"plan_429","stream":true,"status":200,` +
 		`"input_tokens":1234,"output_tokens":567,"cache_read_tokens":89012,"cache_write_5m_tokens":3456,` +
@@ -122,6 +124,8 @@ func TestDecodeRejects(t *testing.T) {
 		"trailing data":       valid + "{}",
 		"version 2":           edit(`"v":1`, `"v":2`),
 		"no version":          edit(`"v":1,`, ``),
+		"negative spawns":     edit(`"agent_spawns":2`, `"agent_spawns":-1`),
+		"too many spawns":     edit(`"agent_spawns":2`, `"agent_spawns":32768`),
 		"no request id":       edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":""`),
 		"long request id":     edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":"`+strings.Repeat("x", 201)+`"`),
 		"bad time":            edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"yesterday"`),

@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
-import { date, dateTime, duration, integer, money, shortDate, sumMoney, tokens } from '../format'
+import { date, dateTime, duration, integer, money, shortDate, tokens } from '../format'
 import { useSession } from '../session'
 import { rangeOf } from '../ranges'
 import { BudgetBar } from '../components/BudgetBar'
@@ -567,10 +567,26 @@ function Requests({ user }: { user: User }) {
 
 function Sessions({ user }: { user: User }) {
   const { billing_timezone: tz } = useSession()
-  const s = useQuery({ queryKey: ['sessions', user.id], queryFn: () => get<Page<SessionSummary>>('/users/' + user.id + '/sessions?limit=20') })
+  const [sort, setSort] = useState<'recent' | 'cost'>('cost')
+  const s = useQuery({ queryKey: ['sessions', user.id, sort], queryFn: () => get<Page<SessionSummary>>('/users/' + user.id + '/sessions?limit=20&sort=' + sort) })
   return (
     <div className="panel" aria-labelledby="sess-h">
       <h2 id="sess-h">Claude Code sessions, last 30 days</h2>
+      <p>
+        <Link to={'/cache?range=30d&by=session&user=' + user.id}>Prompt-cache economics of {user.name}</Link>
+      </p>
+      <div className="range" role="group" aria-label="Sort sessions">
+        {(
+          [
+            ['cost', 'Most expensive'],
+            ['recent', 'Most recent'],
+          ] as const
+        ).map(([k, label]) => (
+          <button key={k} type="button" className={k === sort ? 'chip on' : 'chip'} aria-pressed={k === sort} onClick={() => setSort(k)}>
+            {label}
+          </button>
+        ))}
+      </div>
       {s.isError ? (
         <ErrorState error={s.error} />
       ) : s.data && s.data.items.length === 0 ? (
@@ -582,6 +598,7 @@ function Sessions({ user }: { user: User }) {
             <tr>
               <th scope="col">First seen</th>
               <th scope="col">Last seen</th>
+              <th scope="col" className="r">Agents</th>
               <th scope="col" className="r">Requests</th>
               <th scope="col" className="r">Tokens</th>
               <th scope="col" className="r">Cost</th>
@@ -591,12 +608,15 @@ function Sessions({ user }: { user: User }) {
           <tbody>
             {(s.data?.items ?? []).map((x) => (
               <tr key={x.session_id} title={x.session_id}>
-                <td>{dateTime(x.first_at, tz)}</td>
+                <td>
+                  <Link to={'/developers/' + user.id + '/sessions/' + encodeURIComponent(x.session_id)}>{dateTime(x.first_at, tz)}</Link>
+                </td>
                 <td>{dateTime(x.last_at, tz)}</td>
+                <td className="r num">{integer(x.agents)}</td>
                 <td className="r num">{integer(x.requests)}</td>
                 <td className="r num">{tokens(x.input_tokens + x.output_tokens + x.cache_read_tokens + x.cache_write_5m_tokens + x.cache_write_1h_tokens)}</td>
                 <td className="r">
-                  <Money value={sumMoney(x.plan_cost_usd, x.bedrock_cost_usd)} />
+                  <Money value={x.cost_usd} />
                 </td>
                 <td>{x.models.join(', ')}</td>
               </tr>
