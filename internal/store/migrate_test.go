@@ -24,7 +24,7 @@ var wantMigrations = []string{
 	"00009_usage_fallback_hourly.sql",
 	"00010_admin_login_throttle.sql",
 	"00011_usage_user_rollup.sql",
-	"00016_usage_agent_tree.sql",
+	"00012_usage_agent_tree.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
