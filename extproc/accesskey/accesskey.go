@@ -57,6 +57,34 @@ type Identity struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget (extproc/budget
 	// checks it); nil means no budget.
 	MonthlyBudgetUSD *decimal.Decimal
+	// RateLimits are the per-minute limits that apply to the key's
+	// requests, one entry per scope that has any (extproc/ratelimit
+	// enforces them); empty means none, and costs no Redis call.
+	RateLimits []RateLimit
+}
+
+// Rate-limit scopes: whose requests and tokens a RateLimit counts.
+const (
+	ScopeKey  = "key"
+	ScopeUser = "user"
+	ScopeTeam = "team"
+)
+
+// RateLimit is one scope's per-minute limits. A request is served only if
+// every scope that applies to it has room; 0 means no limit on that
+// dimension.
+type RateLimit struct {
+	// Scope is ScopeKey, ScopeUser or ScopeTeam; with ID it names the
+	// shared counters.
+	Scope string    `json:"scope"`
+	ID    uuid.UUID `json:"id"`
+	// RequestsPerMinute bounds Messages requests.
+	RequestsPerMinute int64 `json:"requests_per_minute,omitempty"`
+	// InputTokensPerMinute bounds input tokens (input plus cache-creation
+	// tokens of each response's usage).
+	InputTokensPerMinute int64 `json:"input_tokens_per_minute,omitempty"`
+	// OutputTokensPerMinute bounds output tokens.
+	OutputTokensPerMinute int64 `json:"output_tokens_per_minute,omitempty"`
 }
 
 // BedrockCredential is a Bedrock credential as the key lookup returns it:
@@ -103,6 +131,9 @@ type KeyRecord struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means
 	// none.
 	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
+	// RateLimits are the per-minute limits of the key's scopes; empty
+	// means none.
+	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -168,6 +199,7 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		ExpiresAt:        expires,
 		Bedrock:          rec.Credential,
 		MonthlyBudgetUSD: rec.MonthlyBudgetUSD,
+		RateLimits:       rec.RateLimits,
 	}, nil
 }
 
