@@ -146,7 +146,11 @@ type LookupKeyResponse struct {
 	// The Bedrock credential in effect for the key; unset if none.
 	BedrockCredential *BedrockCredential `protobuf:"bytes,10,opt,name=bedrock_credential,json=bedrockCredential,proto3" json:"bedrock_credential,omitempty"`
 	// How long callers may cache this answer without asking again.
-	CacheTtl      *durationpb.Duration `protobuf:"bytes,11,opt,name=cache_ttl,json=cacheTtl,proto3" json:"cache_ttl,omitempty"`
+	CacheTtl *durationpb.Duration `protobuf:"bytes,11,opt,name=cache_ttl,json=cacheTtl,proto3" json:"cache_ttl,omitempty"`
+	// Per-minute rate limits that apply to the key's requests: one entry per
+	// scope (the key itself, its user, its team) that has any. extproc
+	// enforces every entry; none means no rate limit and no Redis call.
+	RateLimits    []*RateLimit `protobuf:"bytes,20,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -258,6 +262,95 @@ func (x *LookupKeyResponse) GetCacheTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *LookupKeyResponse) GetRateLimits() []*RateLimit {
+	if x != nil {
+		return x.RateLimits
+	}
+	return nil
+}
+
+// RateLimit is one scope's per-minute limits; 0 means no limit on that
+// dimension.
+type RateLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key, user or team.
+	Scope string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	// UUID of the key, user or team: with scope, it names the shared
+	// counters.
+	Id                string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	RequestsPerMinute int64  `protobuf:"varint,3,opt,name=requests_per_minute,json=requestsPerMinute,proto3" json:"requests_per_minute,omitempty"`
+	// Input tokens: input plus cache-creation tokens of each response.
+	InputTokensPerMinute  int64 `protobuf:"varint,4,opt,name=input_tokens_per_minute,json=inputTokensPerMinute,proto3" json:"input_tokens_per_minute,omitempty"`
+	OutputTokensPerMinute int64 `protobuf:"varint,5,opt,name=output_tokens_per_minute,json=outputTokensPerMinute,proto3" json:"output_tokens_per_minute,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
+}
+
+func (x *RateLimit) Reset() {
+	*x = RateLimit{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RateLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RateLimit) ProtoMessage() {}
+
+func (x *RateLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
+func (*RateLimit) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *RateLimit) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *RateLimit) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RateLimit) GetRequestsPerMinute() int64 {
+	if x != nil {
+		return x.RequestsPerMinute
+	}
+	return 0
+}
+
+func (x *RateLimit) GetInputTokensPerMinute() int64 {
+	if x != nil {
+		return x.InputTokensPerMinute
+	}
+	return 0
+}
+
+func (x *RateLimit) GetOutputTokensPerMinute() int64 {
+	if x != nil {
+		return x.OutputTokensPerMinute
+	}
+	return 0
+}
+
 type BedrockCredential struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	CredentialId string                 `protobuf:"bytes,1,opt,name=credential_id,json=credentialId,proto3" json:"credential_id,omitempty"`
@@ -273,7 +366,7 @@ type BedrockCredential struct {
 
 func (x *BedrockCredential) Reset() {
 	*x = BedrockCredential{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +378,7 @@ func (x *BedrockCredential) String() string {
 func (*BedrockCredential) ProtoMessage() {}
 
 func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +391,7 @@ func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BedrockCredential.ProtoReflect.Descriptor instead.
 func (*BedrockCredential) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *BedrockCredential) GetCredentialId() string {
@@ -341,7 +434,7 @@ type MonthlySpendRequest struct {
 
 func (x *MonthlySpendRequest) Reset() {
 	*x = MonthlySpendRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +446,7 @@ func (x *MonthlySpendRequest) String() string {
 func (*MonthlySpendRequest) ProtoMessage() {}
 
 func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +459,7 @@ func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendRequest.ProtoReflect.Descriptor instead.
 func (*MonthlySpendRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *MonthlySpendRequest) GetUserId() string {
@@ -393,7 +486,7 @@ type MonthlySpendResponse struct {
 
 func (x *MonthlySpendResponse) Reset() {
 	*x = MonthlySpendResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -405,7 +498,7 @@ func (x *MonthlySpendResponse) String() string {
 func (*MonthlySpendResponse) ProtoMessage() {}
 
 func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -418,7 +511,7 @@ func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendResponse.ProtoReflect.Descriptor instead.
 func (*MonthlySpendResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *MonthlySpendResponse) GetSpendUsd() string {
@@ -434,7 +527,7 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\n" +
 	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n" +
 	"\x10LookupKeyRequest\x12\x19\n" +
-	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xa1\x04\n" +
+	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xe4\x04\n" +
 	"\x11LookupKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
@@ -450,7 +543,15 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x12monthly_budget_usd\x18\t \x01(\tR\x10monthlyBudgetUsd\x12W\n" +
 	"\x12bedrock_credential\x18\n" +
 	" \x01(\v2(.ccproxy.keyservice.v1.BedrockCredentialR\x11bedrockCredential\x126\n" +
-	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\"\x91\x01\n" +
+	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\x12A\n" +
+	"\vrate_limits\x18\x14 \x03(\v2 .ccproxy.keyservice.v1.RateLimitR\n" +
+	"rateLimits\"\xd1\x01\n" +
+	"\tRateLimit\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12.\n" +
+	"\x13requests_per_minute\x18\x03 \x01(\x03R\x11requestsPerMinute\x125\n" +
+	"\x17input_tokens_per_minute\x18\x04 \x01(\x03R\x14inputTokensPerMinute\x127\n" +
+	"\x18output_tokens_per_minute\x18\x05 \x01(\x03R\x15outputTokensPerMinute\"\x91\x01\n" +
 	"\x11BedrockCredential\x12#\n" +
 	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
@@ -484,32 +585,34 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 5)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(KeyStatus)(0),                // 0: ccproxy.keyservice.v1.KeyStatus
 	(*LookupKeyRequest)(nil),      // 1: ccproxy.keyservice.v1.LookupKeyRequest
 	(*LookupKeyResponse)(nil),     // 2: ccproxy.keyservice.v1.LookupKeyResponse
-	(*BedrockCredential)(nil),     // 3: ccproxy.keyservice.v1.BedrockCredential
-	(*MonthlySpendRequest)(nil),   // 4: ccproxy.keyservice.v1.MonthlySpendRequest
-	(*MonthlySpendResponse)(nil),  // 5: ccproxy.keyservice.v1.MonthlySpendResponse
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 7: google.protobuf.Duration
+	(*RateLimit)(nil),             // 3: ccproxy.keyservice.v1.RateLimit
+	(*BedrockCredential)(nil),     // 4: ccproxy.keyservice.v1.BedrockCredential
+	(*MonthlySpendRequest)(nil),   // 5: ccproxy.keyservice.v1.MonthlySpendRequest
+	(*MonthlySpendResponse)(nil),  // 6: ccproxy.keyservice.v1.MonthlySpendResponse
+	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
 	0, // 0: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	6, // 1: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	6, // 2: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	3, // 3: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	7, // 4: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
-	1, // 5: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
-	4, // 6: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
-	2, // 7: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	5, // 8: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
-	7, // [7:9] is the sub-list for method output_type
-	5, // [5:7] is the sub-list for method input_type
-	5, // [5:5] is the sub-list for extension type_name
-	5, // [5:5] is the sub-list for extension extendee
-	0, // [0:5] is the sub-list for field type_name
+	7, // 1: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	7, // 2: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	4, // 3: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
+	8, // 4: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	3, // 5: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
+	1, // 6: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
+	5, // 7: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
+	2, // 8: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	6, // 9: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	8, // [8:10] is the sub-list for method output_type
+	6, // [6:8] is the sub-list for method input_type
+	6, // [6:6] is the sub-list for extension type_name
+	6, // [6:6] is the sub-list for extension extendee
+	0, // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_ccproxy_keyservice_v1_keyservice_proto_init() }
@@ -523,7 +626,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   5,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
