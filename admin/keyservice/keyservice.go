@@ -139,7 +139,46 @@ func (s *Server) LookupKey(ctx context.Context, req *keyservicev1.LookupKeyReque
 		s.opts.Logger.ErrorContext(ctx, "key lookup failed", "err", err)
 		return nil, status.Error(codes.Unavailable, "key lookup failed")
 	}
-	return s.response(l), nil
+	resp := s.response(l)
+	if resp.Status != keyservicev1.KeyStatus_KEY_STATUS_REVOKED && !resp.UserDisabled {
+		if resp.RateLimits, err = s.rateLimits(ctx, l); err != nil {
+			if ctx.Err() != nil {
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			s.opts.Logger.ErrorContext(ctx, "rate limit lookup failed", "err", err)
+			return nil, status.Error(codes.Unavailable, "key lookup failed")
+		}
+	}
+	return resp, nil
+}
+
+// rateLimits returns the per-minute limits of every scope that applies to
+// the key's requests: the key's own and its user's. A refused key needs
+// none (extproc refuses it before any limit).
+func (s *Server) rateLimits(ctx context.Context, l store.KeyLookup) ([]*keyservicev1.RateLimit, error) {
+	rows, err := s.store.RateLimits().ForSubjects(ctx,
+		store.RateLimitSubject{Scope: store.RateLimitKey, ID: l.Key.ID},
+		store.RateLimitSubject{Scope: store.RateLimitUser, ID: l.User.ID})
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	out := make([]*keyservicev1.RateLimit, len(rows))
+	val := func(p *int64) int64 {
+		if p == nil {
+			return 0
+		}
+		return *p
+	}
+	for i, r := range rows {
+		out[i] = &keyservicev1.RateLimit{
+			Scope:                 string(r.Scope),
+			Id:                    r.SubjectID.String(),
+			RequestsPerMinute:     val(r.RequestsPerMinute),
+			InputTokensPerMinute:  val(r.InputTokensPerMinute),
+			OutputTokensPerMinute: val(r.OutputTokensPerMinute),
+		}
+	}
+	return out, nil
 }
 
 // MonthlySpend implements keyservicev1.KeyServiceServer: the user's exact

@@ -77,6 +77,18 @@ func TestLookupKeyOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	unknown, _ := keys.Generate()
+	// Rate limits: the user's apply to every key, a key's own only to it,
+	// and a refused key gets none.
+	five, thousand := int64(5), int64(1000)
+	if _, err := st.RateLimits().Put(ctx, store.RateLimitUser, user.ID, store.RateLimitValues{RequestsPerMinute: &five}); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []uuid.UUID{activeRow.ID, revokedRow.ID} {
+		if _, err := st.RateLimits().Put(ctx, store.RateLimitKey, id, store.RateLimitValues{InputTokensPerMinute: &thousand}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	userLimit := &keyservicev1.RateLimit{Scope: "user", Id: user.ID.String(), RequestsPerMinute: 5}
 
 	base := func(k string, row store.AccessKey) *keyservicev1.LookupKeyResponse {
 		return &keyservicev1.LookupKeyResponse{
@@ -93,12 +105,16 @@ func TestLookupKeyOverGRPC(t *testing.T) {
 	}
 	wantActive := base(active, activeRow)
 	wantActive.Status = keyservicev1.KeyStatus_KEY_STATUS_ACTIVE
+	wantActive.RateLimits = []*keyservicev1.RateLimit{
+		{Scope: "key", Id: activeRow.ID.String(), InputTokensPerMinute: 1000}, userLimit,
+	}
 	wantRevoked := base(revoked, revokedRow)
 	wantRevoked.Status = keyservicev1.KeyStatus_KEY_STATUS_REVOKED
 	wantRevoked.RevokedAt = timestamppb.New(*revokedRow.RevokedAt)
 	wantRotating := base(rotating, rotatingRow)
 	wantRotating.Status = keyservicev1.KeyStatus_KEY_STATUS_ROTATING
 	wantRotating.ExpiresAt = timestamppb.New(*rotatingRow.GraceUntil)
+	wantRotating.RateLimits = []*keyservicev1.RateLimit{userLimit}
 
 	for _, tc := range []struct {
 		name string

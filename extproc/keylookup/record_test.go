@@ -2,10 +2,14 @@ package keylookup
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	keyservicev1 "github.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1"
 )
 
 // The Redis value keeps its JSON shape now that the budget lives in
@@ -30,5 +34,58 @@ func TestEntryJSONCompatible(t *testing.T) {
 	}
 	if string(b) != old {
 		t.Fatalf("re-encoded =\n%s\nwant\n%s", b, old)
+	}
+}
+
+// TestRecordRateLimits: the KeyService's rate limits reach the record (and
+// so the Redis entry) as they are; entries without a limit are dropped, and
+// a malformed entry fails the answer rather than being enforced wrongly.
+func TestRecordRateLimits(t *testing.T) {
+	key := uuid.MustParse("11111111-1111-4111-8111-111111111111")
+	user := uuid.MustParse("22222222-2222-4222-8222-222222222222")
+	answer := func(ls ...*keyservicev1.RateLimit) *keyservicev1.LookupKeyResponse {
+		return &keyservicev1.LookupKeyResponse{KeyId: key.String(), UserId: user.String(),
+			Status: keyservicev1.KeyStatus_KEY_STATUS_ACTIVE, RateLimits: ls}
+	}
+	for _, tc := range []struct {
+		name    string
+		in      *keyservicev1.LookupKeyResponse
+		want    []accesskey.RateLimit
+		wantErr bool
+	}{
+		{"none", answer(), nil, false},
+		{"key and user", answer(
+			&keyservicev1.RateLimit{Scope: "key", Id: key.String(), InputTokensPerMinute: 1000, OutputTokensPerMinute: 50},
+			&keyservicev1.RateLimit{Scope: "user", Id: user.String(), RequestsPerMinute: 5},
+		), []accesskey.RateLimit{
+			{Scope: "key", ID: key, InputTokensPerMinute: 1000, OutputTokensPerMinute: 50},
+			{Scope: "user", ID: user, RequestsPerMinute: 5},
+		}, false},
+		{"empty entry dropped", answer(&keyservicev1.RateLimit{Scope: "user", Id: user.String()}), nil, false},
+		{"unknown scope", answer(&keyservicev1.RateLimit{Scope: "org", Id: user.String(), RequestsPerMinute: 1}), nil, true},
+		{"bad id", answer(&keyservicev1.RateLimit{Scope: "user", Id: "x", RequestsPerMinute: 1}), nil, true},
+		{"negative", answer(&keyservicev1.RateLimit{Scope: "user", Id: user.String(), RequestsPerMinute: -1}), nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec, err := recordOf(tc.in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v; want error %v", err, tc.wantErr)
+			}
+			if !reflect.DeepEqual(rec.RateLimits, tc.want) {
+				t.Fatalf("rate limits = %+v; want %+v", rec.RateLimits, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			// The Redis entry carries them.
+			b, err := json.Marshal(entry{Record: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back entry
+			if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back.Record.RateLimits, tc.want) {
+				t.Fatalf("round trip = %+v, %v", back.Record.RateLimits, err)
+			}
+		})
 	}
 }

@@ -473,6 +473,26 @@ func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 		}
 		rec.Credential = &Credential{ID: id, Kind: c.GetKind(), Region: c.GetRegion(), SecretCiphertext: c.GetSecretCiphertext()}
 	}
+	for _, l := range r.GetRateLimits() {
+		id, err := uuid.Parse(l.GetId())
+		if err != nil {
+			return Record{}, fmt.Errorf("keylookup: bad rate limit id in answer: %w", err)
+		}
+		switch l.GetScope() {
+		case accesskey.ScopeKey, accesskey.ScopeUser, accesskey.ScopeTeam:
+		default:
+			return Record{}, fmt.Errorf("keylookup: unknown rate limit scope %q in answer", l.GetScope())
+		}
+		rl := accesskey.RateLimit{Scope: l.GetScope(), ID: id,
+			RequestsPerMinute: l.GetRequestsPerMinute(), InputTokensPerMinute: l.GetInputTokensPerMinute(),
+			OutputTokensPerMinute: l.GetOutputTokensPerMinute()}
+		if rl.RequestsPerMinute < 0 || rl.InputTokensPerMinute < 0 || rl.OutputTokensPerMinute < 0 {
+			return Record{}, fmt.Errorf("keylookup: negative rate limit in answer")
+		}
+		if rl.RequestsPerMinute > 0 || rl.InputTokensPerMinute > 0 || rl.OutputTokensPerMinute > 0 {
+			rec.RateLimits = append(rec.RateLimits, rl)
+		}
+	}
 	return rec, nil
 }
 
