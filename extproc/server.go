@@ -84,6 +84,9 @@ type Options struct {
 	Limits router.Limits
 	// SkipPlanRequestBodies is router.Config.SkipPlanRequestBodies.
 	SkipPlanRequestBodies bool
+	// RateLimits enforces per-minute rate limits (ratelimit.Limiter); nil
+	// enforces none.
+	RateLimits router.RateLimiter
 	// TLS, when set, serves gRPC over TLS with it: for a TCP listener it
 	// should require client certificates (tlsfiles.ServerConfig), since a
 	// client of this server is handed decrypted Bedrock credentials. nil
@@ -147,6 +150,7 @@ func NewServer(opts Options) (*Server, error) {
 
 		SkipPlanRequestBodies: opts.SkipPlanRequestBodies,
 		Tracer:                opts.Tracer,
+		RateLimits:            opts.RateLimits,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {

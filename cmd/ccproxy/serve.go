@@ -17,6 +17,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/budget"
 	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/extproc/planbreaker"
+	"github.com/ccproxy/ccproxy/extproc/ratelimit"
 	"github.com/ccproxy/ccproxy/extproc/router"
 	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -229,6 +230,15 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 	}
 	bedrockOpts.Breaker = brk
 	comps = append(comps, bedrockComps...)
+	// Per-minute rate limits: shared buckets in Redis; tokens are counted
+	// by the limiter's own goroutine once each response's usage is known.
+	limiter, err := ratelimit.New(ratelimit.Config{
+		Redis: rdb, Prefix: s.Redis.Prefix,
+		Logger: log.With("component", "ratelimit"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
 	tcpAddr := "" // the address plaintext is checked against; "" for a Unix socket
 	if !strings.HasPrefix(s.Sidecar.Addr, "unix:") {
 		tcpAddr = strings.TrimPrefix(s.Sidecar.Addr, "tcp://")
@@ -244,9 +254,10 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		return nil, err
 	}
 	srv, err := extproc.NewServer(extproc.Options{
-		Tracer: tel.Tracer(),
-		TLS:    epTLS,
-		Limits: router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
+		Tracer:     tel.Tracer(),
+		TLS:        epTLS,
+		Limits:     router.Limits{MaxConcurrentPerKey: s.Sidecar.KeyMaxConcurrent, MaxRequestBodyBytes: s.Sidecar.MaxRequestBody},
+		RateLimits: limiter,
 
 		SkipPlanRequestBodies: s.Sidecar.SkipPlanRequestBodies,
 		Logger:                log.With("component", "extproc"),
@@ -275,12 +286,16 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		pctx, stopProducer := context.WithCancel(context.WithoutCancel(ctx))
 		produced := make(chan error, 1)
 		go func() { produced <- producer.Run(pctx) }()
+		// So does the rate limiter's charger: draining streams charge
+		// their tokens.
+		charged := make(chan error, 1)
+		go func() { charged <- limiter.Run(pctx) }()
 		err := srv.Serve(ctx, ln)
 		stopProducer()
 		// The spans of the streams that drained are flushed last.
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		return errors.Join(err, <-produced, tel.Shutdown(tctx))
+		return errors.Join(err, <-produced, <-charged, tel.Shutdown(tctx))
 	}})
 	return &extprocParts{comps: comps, subscribed: subscribed, runtimeReady: runtimeReady, keyService: conn}, nil
 }

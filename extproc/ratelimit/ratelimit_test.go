@@ -304,7 +304,9 @@ func TestFailOpen(t *testing.T) {
 	lim.Charge(s, 0, 0) // nothing to count: not queued
 	lim.Charge([]accesskey.RateLimit{scope(accesskey.ScopeKey, 0, 10, 0)}, 5, 0)
 	lim.Flush(ctx)
-	errs := func(op string) float64 { return testutil.ToFloat64(mustCounter(t, reg, "ccproxy_extproc_ratelimit_errors_total", op)) }
+	errs := func(op string) float64 {
+		return testutil.ToFloat64(mustCounter(t, reg, "ccproxy_extproc_ratelimit_errors_total", op))
+	}
 	if got := errs("check"); got != 5 {
 		t.Errorf("check errors %v; want 5", got)
 	}

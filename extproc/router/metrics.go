@@ -27,6 +27,9 @@ const (
 	OutcomeConcurrencyLimited = "concurrency_limited"
 	// OutcomeTooLarge: 413, the body exceeded Limits.MaxRequestBodyBytes.
 	OutcomeTooLarge = "too_large"
+	// OutcomeRateLimited: 429, a per-minute rate limit of the key, its
+	// user or its team was reached (extproc/ratelimit).
+	OutcomeRateLimited = "rate_limited"
 )
 
 // routeLocal labels requests the gateway answered itself.

@@ -50,6 +50,7 @@ type Processor struct {
 	emitted   bool // the usage event was recorded
 	closed    bool
 	slot      bool   // holds one of the key's concurrency slots (limits.go)
+	charge    bool   // the response's tokens count against rate limits (ratelimits.go)
 	peer      string // the data plane's identity (handoff.PeerOf), bound to what is handed off
 
 	// mu guards the processor's state against AttemptFailed; Process and
@@ -296,6 +297,9 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 	if max := p.r.limits.MaxRequestBodyBytes; max > 0 && bodyLen > max {
 		// Refused before Envoy buffers the body.
 		return p.tooLarge(), nil
+	}
+	if refusal := p.checkRateLimits(ctx); refusal != nil {
+		return refusal, nil
 	}
 	if !p.r.slots.acquire(p.req.identity.KeyID) {
 		return p.tooManyConcurrent(), nil
@@ -565,6 +569,7 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		ev.PathKind = usage.PathCountTokens
 	}
 	p.backend.meter(p, &ev)
+	p.chargeTokens(&ev)
 	if p.resp.encoded && p.resp.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
 		p.logger().LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response")

@@ -73,6 +73,9 @@ type Config struct {
 	// Tracer, when set, traces every request (tracing.go); nil traces
 	// nothing and costs nothing.
 	Tracer trace.Tracer
+	// RateLimits enforces the per-minute limits that key lookups carry
+	// (ratelimit.Limiter); nil enforces none.
+	RateLimits RateLimiter
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -91,6 +94,8 @@ type Router struct {
 	// skipPlanBodies is Config.SkipPlanRequestBodies.
 	skipPlanBodies bool
 	tracer         trace.Tracer
+
+	rateLimits RateLimiter
 }
 
 // New returns a Router for cfg.
@@ -135,6 +140,7 @@ func New(cfg Config) (*Router, error) {
 
 		skipPlanBodies: cfg.SkipPlanRequestBodies,
 		tracer:         cfg.Tracer,
+		rateLimits:     cfg.RateLimits,
 	}, nil
 }
 
