@@ -252,7 +252,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // routes builds the API's route table. Every route but the OpenAPI document
 // and login needs an authenticated admin. The blocks follow the resources,
 // and each resource's handlers live in the file of its name (users.go,
-// keys.go, bedrock.go, models.go, prices.go, usage.go, audit.go, sessions.go
+// keys.go, bedrock.go, ratelimits.go, models.go, prices.go, usage.go, audit.go, sessions.go
 // for sessions and prompt-cache economics; login and
 // logout in auth.go).
 func (s *Server) routes() {
@@ -289,6 +289,13 @@ func (s *Server) routes() {
 	authed("DELETE /api/v1/users/{id}/bedrock", s.handleDeleteUserBedrock)
 	authed("PUT /api/v1/keys/{id}/bedrock", s.handlePutKeyBedrock)
 	authed("DELETE /api/v1/keys/{id}/bedrock", s.handleDeleteKeyBedrock)
+
+	authed("GET /api/v1/users/{id}/rate-limits", s.handleGetRateLimits(store.RateLimitUser))
+	authed("PUT /api/v1/users/{id}/rate-limits", s.handlePutRateLimits(store.RateLimitUser))
+	authed("DELETE /api/v1/users/{id}/rate-limits", s.handleDeleteRateLimits(store.RateLimitUser))
+	authed("GET /api/v1/keys/{id}/rate-limits", s.handleGetRateLimits(store.RateLimitKey))
+	authed("PUT /api/v1/keys/{id}/rate-limits", s.handlePutRateLimits(store.RateLimitKey))
+	authed("DELETE /api/v1/keys/{id}/rate-limits", s.handleDeleteRateLimits(store.RateLimitKey))
 
 	authed("POST /api/v1/models", s.handleCreateModel)
 	authed("GET /api/v1/models", s.handleListModels)
