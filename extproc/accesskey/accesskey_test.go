@@ -3,6 +3,7 @@ package accesskey
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +93,7 @@ func TestStoreResolver(t *testing.T) {
 			if !errors.Is(err, tt.wantErr) || (err != nil) != (tt.wantErr != nil) {
 				t.Fatalf("err = %v, want %v", err, tt.wantErr)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("identity = %+v, want %+v", got, tt.want)
 			}
 			if err != nil && tt.key != "" && strings.Contains(err.Error(), tt.key) {

@@ -338,23 +338,18 @@ func (l *Limiter) Charge(scopes []accesskey.RateLimit, input, output int64) {
 	}
 }
 
-// Run applies charges until ctx ends, then applies what is queued (each
-// within RedisTimeout) and returns nil.
+// Run applies charges until ctx ends, then applies what is queued and
+// returns nil. Each charge is bounded by RedisTimeout, not by ctx: a
+// charge taken from the queue is applied even if ctx ends meanwhile.
 func (l *Limiter) Run(ctx context.Context) error {
+	actx := context.WithoutCancel(ctx)
 	for {
 		select {
 		case c := <-l.charges:
-			l.apply(ctx, c)
+			l.apply(actx, c)
 		case <-ctx.Done():
-			dctx := context.WithoutCancel(ctx)
-			for {
-				select {
-				case c := <-l.charges:
-					l.apply(dctx, c)
-				default:
-					return nil
-				}
-			}
+			l.Flush(actx)
+			return nil
 		}
 	}
 }

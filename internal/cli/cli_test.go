@@ -197,6 +197,19 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("bedrock delete printed %q, want %q", got, want)
 	}
 
+	// Rate limits: set replaces, a limit not given is none.
+	if got, want := h.ok("", "rate-limits", "set", "--user", u.ID, "--requests-per-minute", "5", "--output-tokens-per-minute", "2000"),
+		"Set the rate limits of user "+u.ID+".\nRequests per minute:       5\nInput tokens per minute:   -\nOutput tokens per minute:  2000\n"; got != want {
+		t.Errorf("rate-limits set printed %q, want %q", got, want)
+	}
+	if got, want := h.ok("", "rate-limits", "get", "--key", keyID),
+		"Requests per minute:       -\nInput tokens per minute:   -\nOutput tokens per minute:  -\n"; got != want {
+		t.Errorf("rate-limits get --key printed %q, want %q", got, want)
+	}
+	if got, want := h.ok("", "rate-limits", "delete", "--user", u.ID), "Removed the rate limits of user "+u.ID+".\n"; got != want {
+		t.Errorf("rate-limits delete printed %q, want %q", got, want)
+	}
+
 	// Usage.
 	uid, kid := uuid.MustParse(u.ID), uuid.MustParse(keyID)
 	at := time.Date(2026, 3, 4, 10, 15, 0, 0, time.UTC)
