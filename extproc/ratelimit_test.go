@@ -30,13 +30,15 @@ func TestRateLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rpmKey, tokKey, freeKey := newKey(t), newKey(t), newKey(t)
-	rpmID, tokUser := uuid.New(), uuid.New()
+	rpmKey, tokKey, freeKey, bedKey := newKey(t), newKey(t), newKey(t), newKey(t)
+	rpmID, tokUser, bedID := uuid.New(), uuid.New(), uuid.New()
 	mem := accesskey.MemoryStore{}
 	mem.Add(hasher, rpmKey, accesskey.KeyRecord{KeyID: rpmID, UserID: uuid.New(), Prefix: keys.DisplayPrefix(rpmKey),
 		RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeKey, ID: rpmID, RequestsPerMinute: 2}}})
 	mem.Add(hasher, tokKey, accesskey.KeyRecord{KeyID: uuid.New(), UserID: tokUser, Prefix: keys.DisplayPrefix(tokKey),
 		RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeUser, ID: tokUser, InputTokensPerMinute: 100_000, OutputTokensPerMinute: 130}}})
+	mem.Add(hasher, bedKey, accesskey.KeyRecord{KeyID: bedID, UserID: uuid.New(), Prefix: keys.DisplayPrefix(bedKey),
+		RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeKey, ID: bedID, RequestsPerMinute: 1}}})
 	mem.Add(hasher, freeKey, accesskey.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(freeKey)})
 	counted := &countingLimiter{RateLimiter: lim}
 	e := startEnvWith(t, mem, func(o *Options) { o.RateLimits = counted })
@@ -120,6 +122,35 @@ func TestRateLimits(t *testing.T) {
 		}
 		if _, ok := hdrs["anthropic-ratelimit-requests-limit"]; ok {
 			t.Errorf("requests headers without a request limit: %v", hdrs)
+		}
+	})
+
+	t.Run("Claude Code's Bedrock mode", func(t *testing.T) {
+		// Model calls count, count-tokens does not; the refusal is in
+		// Bedrock's format, a ThrottlingException its AWS SDK retries.
+		for i, op := range []string{"invoke", "count-tokens"} {
+			s := e.open(t)
+			hs := []header{{":method", "POST"}, {":path", "/ak/" + bedKey + "/bedrock/model/us.anthropic.claude-opus-5-5/" + op},
+				{"content-type", "application/json"}, {"x-request-id", "bed-" + op}}
+			if got := s.send(requestHeaders(hs, false)); got.GetRequestHeaders() == nil {
+				t.Fatalf("request %d (%s): %v; want it let through", i+1, op, got)
+			}
+			s.close()
+		}
+		s := e.open(t)
+		got := s.send(requestHeaders([]header{{":method", "POST"}, {":path", "/ak/" + bedKey + "/bedrock/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream"},
+			{"content-type", "application/json"}, {"x-request-id", "bed-stream"}}, false))
+		ir := got.GetImmediateResponse()
+		const want = `{"message":"ccproxy: rate limit reached: your access key may use 1 request per minute; retry in 60 s"}`
+		if ir.GetStatus().GetCode() != 429 || string(ir.GetBody()) != want || ir.GetDetails() != "ccproxy_rate_limited" {
+			t.Fatalf("2nd model call: %v; want 429 %s", got, want)
+		}
+		hdrs := map[string]string{}
+		for _, h := range ir.GetHeaders().GetSetHeaders() {
+			hdrs[h.GetHeader().GetKey()] = string(h.GetHeader().GetRawValue())
+		}
+		if hdrs["x-amzn-errortype"] != "ThrottlingException" || hdrs["retry-after"] != "60" {
+			t.Errorf("headers %v; want ThrottlingException, retry-after 60", hdrs)
 		}
 	})
 

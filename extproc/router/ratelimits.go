@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"strconv"
+	"strings"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 
@@ -92,8 +93,12 @@ func (p *Processor) refuseRateLimit(d ratelimit.Decision) *extprocv3.ProcessingR
 		}
 	}
 	wait := ratelimit.RetryAfterSeconds(d.RetryAfter)
+	what := dimensionWords[d.Limited]
+	if limit == 1 {
+		what = strings.TrimSuffix(what, "s")
+	}
 	msg := "ccproxy: rate limit reached: " + scopeWords[d.Scope] + " may use " + strconv.FormatInt(limit, 10) + " " +
-		dimensionWords[d.Limited] + " per minute; retry in " + strconv.FormatInt(wait, 10) + " s"
+		what + " per minute; retry in " + strconv.FormatInt(wait, 10) + " s"
 	var resp *extprocv3.ProcessingResponse
 	if p.isBedrockMode() {
 		resp = bedrockReply(429, "ThrottlingException", msg)
