@@ -178,6 +178,15 @@ try {
   result.budgetText = (await text('[data-testid=budget-status]')).replace(/\s+/g, ' ')
   log('budget: ' + result.budgetMeter)
 
+  // Set a rate limit and see it in effect.
+  await page.getByLabel('Requests per minute').fill('5')
+  await page.getByLabel('Output tokens per minute').fill('20000')
+  await page.getByRole('button', { name: 'Save limits' }).click()
+  const limits = page.locator('[data-testid^="limits-status"]')
+  await eventually('the limits in effect', async () => ((await limits.innerText()).startsWith('In effect') ? true : null))
+  result.rateLimits = (await limits.innerText()).replace(/\s+/g, ' ')
+  log('rate limits: ' + result.rateLimits)
+
   // Overview totals for today include the request.
   await page.goto(ADMIN + '/?range=today')
   await eventually('today on the overview', async () => (await text('[data-testid=card-requests] .num')) === '1')

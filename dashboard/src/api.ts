@@ -124,6 +124,13 @@ export interface DeveloperPage extends Page<Developer> {
   to: string
 }
 
+/** Per-minute rate limits of a user or key (null: no limit). */
+export interface RateLimits {
+  requests_per_minute: number | null
+  input_tokens_per_minute: number | null
+  output_tokens_per_minute: number | null
+}
+
 export interface Key {
   id: string
   user_id: string

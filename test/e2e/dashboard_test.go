@@ -34,6 +34,7 @@ type browserResult struct {
 	GatewayStatus           int
 	RecentRow, KeyRow       string
 	BudgetMeter, BudgetText string
+	RateLimits              string
 	ListMeter               string
 	RevokedStatus           int
 	ExpiredTo               string
@@ -166,6 +167,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("key row = %q", res.KeyRow)
 	}
 	// Plan traffic is not Bedrock spend: the budget is untouched.
+	if want := "In effect for all of the developer's keys together: 5 requests per minute, 20,000 output tokens per minute. Every gateway replica shares them; over a limit, requests get 429 with retry-after."; res.RateLimits != want {
+		t.Errorf("rate limits = %q, want %q", res.RateLimits, want)
+	}
 	if res.BudgetMeter != "$0.00 of $1.00 (0.0 %)" || res.ListMeter != res.BudgetMeter {
 		t.Errorf("budget bar %q, list %q", res.BudgetMeter, res.ListMeter)
 	}

@@ -1,7 +1,7 @@
 import { useState } from 'react'
 import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
+import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type RateLimits, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
 import { date, dateTime, duration, integer, money, shortDate, tokens } from '../format'
 import { useSession } from '../session'
 import { rangeOf } from '../ranges'
@@ -39,6 +39,7 @@ export default function DeveloperDetail() {
       </div>
       <Keys user={u} />
       <Bedrock path={'/users/' + u.id + '/bedrock'} title="Bedrock credential" />
+      <Limits path={'/users/' + u.id + '/rate-limits'} title="Rate limits" scope="all of the developer's keys together" />
       <UsagePanel user={u} />
       <Requests user={u} />
       <Sessions user={u} />
@@ -165,6 +166,7 @@ function Keys({ user }: { user: User }) {
   const [revoking, setRevoking] = useState<Key | null>(null)
   const [rotating, setRotating] = useState<Key | null>(null)
   const [override, setOverride] = useState<Key | null>(null)
+  const [limiting, setLimiting] = useState<Key | null>(null)
   const [grace, setGrace] = useState('86400')
   const refresh = () => {
     qc.invalidateQueries({ queryKey: ['keys', user.id] })
@@ -240,6 +242,9 @@ function Keys({ user }: { user: User }) {
                     <>
                       <button type="button" className="secondary" onClick={() => setOverride(k)}>
                         Bedrock override
+                      </button>
+                      <button type="button" className="secondary" onClick={() => setLimiting(k)}>
+                        Limits
                       </button>
                       <button type="button" className="secondary" onClick={() => setRotating(k)}>
                         Rotate
@@ -342,6 +347,11 @@ function Keys({ user }: { user: User }) {
           </form>
         )}
       </Dialog>
+      <Dialog open={limiting !== null} title="Rate limits for this key" onClose={() => setLimiting(null)}>
+        {limiting && (
+          <Limits path={'/keys/' + limiting.id + '/rate-limits'} title={`Limits of ${limiting.prefix}…`} scope="this key alone" inDialog onDone={() => setLimiting(null)} />
+        )}
+      </Dialog>
       <Dialog open={override !== null} title="Bedrock credential for this key" onClose={() => setOverride(null)}>
         {override && <Bedrock path={'/keys/' + override.id + '/bedrock'} title={`Override for ${override.prefix}…`} inDialog onDone={() => setOverride(null)} />}
       </Dialog>
@@ -385,6 +395,79 @@ function ShownKey({ issued, line, onClose }: { issued: IssuedKey; line: string; 
         </button>
       </div>
     </div>
+  )
+}
+
+const limitFields = [
+  ['requests_per_minute', 'Requests per minute'],
+  ['input_tokens_per_minute', 'Input tokens per minute'],
+  ['output_tokens_per_minute', 'Output tokens per minute'],
+] as const
+
+/** Per-minute limits of a user or key: blank means no limit; saving with all blank removes them. */
+function Limits({ path, title, scope, inDialog, onDone }: { path: string; title: string; scope: string; inDialog?: boolean; onDone?: () => void }) {
+  const qc = useQueryClient()
+  const current = useQuery({ queryKey: ['rate-limits', path], queryFn: () => get<RateLimits>(path) })
+  const [form, setForm] = useState<Record<string, string> | null>(null)
+  const values: Record<string, string> =
+    form ?? Object.fromEntries(limitFields.map(([f]) => [f, current.data?.[f] == null ? '' : String(current.data[f])]))
+  const save = useMutation({
+    mutationFn: () =>
+      api<RateLimits>('PUT', path, Object.fromEntries(limitFields.map(([f]) => [f, (values[f] ?? '').trim() === '' ? null : Number(values[f])]))),
+    onSuccess: (l) => {
+      qc.setQueryData(['rate-limits', path], l)
+      setForm(null)
+      onDone?.()
+    },
+  })
+  const id = path.replace(/\W/g, '-')
+  const set = current.data && limitFields.some(([f]) => current.data[f] != null)
+  return (
+    <form
+      className={inDialog ? '' : 'panel'}
+      aria-labelledby={id}
+      onSubmit={(e) => {
+        e.preventDefault()
+        save.mutate()
+      }}
+    >
+      <h2 id={id} className={inDialog ? 'sr-only' : ''}>
+        {title}
+      </h2>
+      <p className="muted" data-testid={'limits-status' + id}>
+        {current.isPending
+          ? 'Loading…'
+          : set
+            ? `In effect for ${scope}: ` +
+              limitFields
+                .filter(([f]) => current.data?.[f] != null)
+                .map(([f, label]) => `${integer(current.data?.[f] ?? 0)} ${label.toLowerCase()}`)
+                .join(', ') +
+              '. Every gateway replica shares them; over a limit, requests get 429 with retry-after.'
+            : `None set: ${scope} may send as much as Plan or Bedrock allow.`}
+      </p>
+      {limitFields.map(([f, label]) => (
+        <label key={f}>
+          {label}{' '}
+          <input
+            type="number"
+            min={1}
+            step={1}
+            placeholder="no limit"
+            value={values[f]}
+            onChange={(e) => setForm({ ...values, [f]: e.target.value })}
+          />
+        </label>
+      ))}
+      <p className="form-error" role="alert">
+        {fieldErrors(save.error)}
+      </p>
+      <div className="actions">
+        <button type="submit" disabled={save.isPending}>
+          Save limits
+        </button>
+      </div>
+    </form>
   )
 }
 
