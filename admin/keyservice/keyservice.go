@@ -3,6 +3,10 @@
 // so the data path holds no database credentials. It answers by key hash
 // from internal/store and returns the Bedrock credential still encrypted.
 //
+// A LookupKey answer also carries the per-minute rate limits of every scope
+// that applies to the key (its own, its user's), read in one query
+// (store.RateLimits.ForSubjects), for extproc/ratelimit to enforce.
+//
 // MonthlySpend serves extproc's budget checks (extproc/budget): it
 // recomputes a user's Bedrock spend in a billing month from Postgres and
 // stores it as the shared Redis counter <prefix>spend:<user>:<YYYY-MM>
