@@ -9,7 +9,6 @@ import (
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-
 func i64(n int64) *int64 { return &n }
 
 func TestRateLimits(t *testing.T) {
