@@ -41,21 +41,34 @@ func TestRateLimits(t *testing.T) {
 		RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeKey, ID: bedID, RequestsPerMinute: 1}}})
 	mem.Add(hasher, freeKey, accesskey.KeyRecord{KeyID: uuid.New(), UserID: uuid.New(), Prefix: keys.DisplayPrefix(freeKey)})
 	counted := &countingLimiter{RateLimiter: lim}
-	e := startEnvWith(t, mem, func(o *Options) { o.RateLimits = counted })
+	e := startEnvWith(t, mem, func(o *Options) {
+		o.RateLimits = counted
+		o.Limits = router.Limits{MaxConcurrentPerKey: 1}
+	})
 
 	headersOf := func(key, rid string) []header {
 		return []header{{":method", "POST"}, {":path", "/ak/" + key + "/v1/messages"}, {":scheme", "https"},
 			{":authority", "gw.example"}, {"content-type", "application/json"}, {"x-request-id", rid}}
 	}
 	t.Run("requests per minute", func(t *testing.T) {
-		for i := range 2 {
-			s := e.open(t)
-			if got := s.send(requestHeaders(headersOf(rpmKey, "rpm-"+string(rune('a'+i))), false)); got.GetRequestHeaders() == nil {
-				t.Fatalf("request %d: %v; want it let through", i+1, got)
-			}
-			s.close()
+		// A request refused for concurrency (one in flight per key here)
+		// takes nothing from the rate limit.
+		held := e.open(t)
+		if got := held.send(requestHeaders(headersOf(rpmKey, "rpm-a"), false)); got.GetRequestHeaders() == nil {
+			t.Fatalf("request 1: %v; want it let through", got)
 		}
+		busy := e.open(t)
+		if got := busy.send(requestHeaders(headersOf(rpmKey, "rpm-busy"), false)); got.GetImmediateResponse().GetDetails() != "ccproxy_key_concurrency_limit" {
+			t.Fatalf("second request in flight: %v; want the concurrency 429", got)
+		}
+		busy.expectEnd()
+		held.close()
 		s := e.open(t)
+		if got := s.send(requestHeaders(headersOf(rpmKey, "rpm-b"), false)); got.GetRequestHeaders() == nil {
+			t.Fatalf("request 2: %v; want it let through", got)
+		}
+		s.close()
+		s = e.open(t)
 		got := s.send(requestHeaders(headersOf(rpmKey, "rpm-c"), false))
 		ir := got.GetImmediateResponse()
 		const want = `{"type":"error","error":{"type":"rate_limit_error","message":"ccproxy: rate limit reached: your access key may use 2 requests per minute; retry in 30 s"}}`
@@ -78,8 +91,15 @@ func TestRateLimits(t *testing.T) {
 		if _, ok := hdrs["anthropic-ratelimit-requests-reset"]; !ok || len(hdrs) != 6 {
 			t.Errorf("headers %v; want the requests reset too and nothing else", hdrs)
 		}
-		if n := metric(t, e, "ccproxy_extproc_requests_total", "outcome", "rate_limited", "route", "local"); n != 1 {
-			t.Errorf("rate_limited = %v; want 1", n)
+		// The refusal gave its concurrency slot back: the next request is
+		// refused by the rate limit again, not for concurrency.
+		s = e.open(t)
+		if got := s.send(requestHeaders(headersOf(rpmKey, "rpm-d"), false)); got.GetImmediateResponse().GetDetails() != "ccproxy_rate_limited" {
+			t.Fatalf("after a refusal: %v; want the rate-limit 429", got)
+		}
+		s.expectEnd()
+		if n := metric(t, e, "ccproxy_extproc_requests_total", "outcome", "rate_limited", "route", "local"); n != 2 {
+			t.Errorf("rate_limited = %v; want 2", n)
 		}
 	})
 

@@ -298,13 +298,15 @@ func (p *Processor) requestHeaders(ctx context.Context, h *extprocv3.HttpHeaders
 		// Refused before Envoy buffers the body.
 		return p.tooLarge(), nil
 	}
-	if refusal := p.checkRateLimits(ctx); refusal != nil {
-		return refusal, nil
-	}
 	if !p.r.slots.acquire(p.req.identity.KeyID) {
 		return p.tooManyConcurrent(), nil
 	}
 	p.slot = true
+	// After the concurrency slot: a request refused for concurrency takes
+	// nothing from the rate limits. Close gives the slot back.
+	if refusal := p.checkRateLimits(ctx); refusal != nil {
+		return refusal, nil
+	}
 
 	if p.mayGoToBedrock() {
 		p.collectBedrockHeaders(h)
