@@ -19,7 +19,16 @@ const (
 	headerPrefix     = "anthropic-ratelimit-"
 )
 
-var dimensionNames = [numDimensions]string{"requests", "input-tokens", "output-tokens"}
+// headerName is a dimension's part of the anthropic-ratelimit-* names.
+func (d Dimension) headerName() string {
+	switch d {
+	case InputTokens:
+		return "input-tokens"
+	case OutputTokens:
+		return "output-tokens"
+	}
+	return "requests"
+}
 
 // Headers returns the headers of a refusal for d: retry-after (whole
 // seconds, rounded up, at least 1) and the anthropic-ratelimit-* headers of
@@ -31,7 +40,7 @@ func (d Decision) Headers() []Header {
 	hs = append(hs, Header{HeaderRetryAfter, itoa(RetryAfterSeconds(d.RetryAfter))})
 	for dim, b := range d.Most {
 		if b.Limit > 0 {
-			hs = appendBucket(hs, dimensionNames[dim], b)
+			hs = appendBucket(hs, Dimension(dim).headerName(), b)
 		}
 	}
 	if b, ok := d.tokens(); ok {

@@ -72,10 +72,27 @@ func (p *Processor) chargeTokens(ev *usage.Event) {
 	p.r.rateLimits.Charge(p.req.identity.RateLimits, u.InputTokens+u.CacheWrite5mInputTokens+u.CacheWrite1hInputTokens, u.OutputTokens)
 }
 
-var (
-	scopeWords     = map[string]string{accesskey.ScopeKey: "your access key", accesskey.ScopeUser: "your account", accesskey.ScopeTeam: "your team"}
-	dimensionWords = [...]string{ratelimit.Requests: "requests", ratelimit.InputTokens: "input tokens", ratelimit.OutputTokens: "output tokens"}
-)
+// scopeWords names a scope for the developer reading the refusal.
+func scopeWords(scope string) string {
+	switch scope {
+	case accesskey.ScopeKey:
+		return "your access key"
+	case accesskey.ScopeTeam:
+		return "your team"
+	}
+	return "your account"
+}
+
+// dimensionWords names what a limit counts.
+func dimensionWords(d ratelimit.Dimension) string {
+	switch d {
+	case ratelimit.InputTokens:
+		return "input tokens"
+	case ratelimit.OutputTokens:
+		return "output tokens"
+	}
+	return "requests"
+}
 
 // refuseRateLimit is the refusal of a request over a rate limit: a 429
 // rate_limit_error that Claude Code retries after retry-after
@@ -93,11 +110,11 @@ func (p *Processor) refuseRateLimit(d ratelimit.Decision) *extprocv3.ProcessingR
 		}
 	}
 	wait := ratelimit.RetryAfterSeconds(d.RetryAfter)
-	what := dimensionWords[d.Limited]
+	what := dimensionWords(d.Limited)
 	if limit == 1 {
 		what = strings.TrimSuffix(what, "s")
 	}
-	msg := "ccproxy: rate limit reached: " + scopeWords[d.Scope] + " may use " + strconv.FormatInt(limit, 10) + " " +
+	msg := "ccproxy: rate limit reached: " + scopeWords(d.Scope) + " may use " + strconv.FormatInt(limit, 10) + " " +
 		what + " per minute; retry in " + strconv.FormatInt(wait, 10) + " s"
 	var resp *extprocv3.ProcessingResponse
 	if p.isBedrockMode() {
