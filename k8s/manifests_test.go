@@ -256,7 +256,7 @@ func TestCommands(t *testing.T) {
 							t.Errorf("%s sets %s twice", key, e.Name)
 						}
 						names[e.Name] = true
-						if !known[cmd][e.Name] && !goRuntimeEnv[e.Name] {
+						if !known[cmd][e.Name] {
 							t.Errorf("%s sets %s, which is not a setting of ccproxy %s", key, e.Name, cmd)
 						}
 					}
@@ -273,10 +273,6 @@ func TestCommands(t *testing.T) {
 		})
 	}
 }
-
-// goRuntimeEnv are the Go runtime's own environment variables, which a
-// container may set besides ccproxy's settings (docs/operations.md).
-var goRuntimeEnv = map[string]bool{"GOMEMLIMIT": true, "GOGC": true, "GOMAXPROCS": true}
 
 // unverifiedPins are the images whose digest could not be verified when
 // the manifests were written, by reason. Every other image is pinned by

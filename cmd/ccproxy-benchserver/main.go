@@ -61,7 +61,7 @@ func main() {
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
 	// As the production extproc command does.
-	extproc.SetGCPercent(os.Getenv)
+	extproc.TuneRuntime(os.Getenv, os.ReadFile)
 	if err := run(*addr, *cpuProfile, cfg); err != nil {
 		fmt.Fprintln(os.Stderr, "ccproxy-benchserver:", err)
 		os.Exit(1)

@@ -40,7 +40,7 @@ holds no database credentials.`,
 		if err != nil {
 			return err
 		}
-		extproc.SetGCPercent(os.Getenv)
+		extproc.TuneRuntime(os.Getenv, os.ReadFile)
 		ctx := cmd.Context()
 		reg := observability.NewRegistry()
 		health := observability.NewHealth()
