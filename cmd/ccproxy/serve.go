@@ -228,6 +228,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		return nil, err
 	}
 	bedrockOpts.Breaker = brk
+	bedrockOpts.PreemptThreshold = s.Breaker.PreemptThreshold
 	comps = append(comps, bedrockComps...)
 	tcpAddr := "" // the address plaintext is checked against; "" for a Unix socket
 	if !strings.HasPrefix(s.Sidecar.Addr, "unix:") {

@@ -57,6 +57,9 @@ type Identity struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget (extproc/budget
 	// checks it); nil means no budget.
 	MonthlyBudgetUSD *decimal.Decimal
+	// PreemptThreshold is the user's pre-emptive failover threshold (a Plan
+	// utilization fraction; 0 is off); nil means the gateway's default.
+	PreemptThreshold *float64
 }
 
 // BedrockCredential is a Bedrock credential as the key lookup returns it:
@@ -103,6 +106,9 @@ type KeyRecord struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means
 	// none.
 	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
+	// PreemptThreshold is the user's pre-emptive failover threshold; nil
+	// means the gateway's default.
+	PreemptThreshold *float64 `json:"preempt_threshold,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -168,6 +174,7 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		ExpiresAt:        expires,
 		Bedrock:          rec.Credential,
 		MonthlyBudgetUSD: rec.MonthlyBudgetUSD,
+		PreemptThreshold: rec.PreemptThreshold,
 	}, nil
 }
 

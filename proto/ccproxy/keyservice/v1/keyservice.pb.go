@@ -146,9 +146,12 @@ type LookupKeyResponse struct {
 	// The Bedrock credential in effect for the key; unset if none.
 	BedrockCredential *BedrockCredential `protobuf:"bytes,10,opt,name=bedrock_credential,json=bedrockCredential,proto3" json:"bedrock_credential,omitempty"`
 	// How long callers may cache this answer without asking again.
-	CacheTtl      *durationpb.Duration `protobuf:"bytes,11,opt,name=cache_ttl,json=cacheTtl,proto3" json:"cache_ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CacheTtl *durationpb.Duration `protobuf:"bytes,11,opt,name=cache_ttl,json=cacheTtl,proto3" json:"cache_ttl,omitempty"`
+	// The user's pre-emptive failover threshold, a Plan utilization fraction
+	// in [0, 1] (0 = off); unset means the gateway's default.
+	PreemptThreshold *float64 `protobuf:"fixed64,12,opt,name=preempt_threshold,json=preemptThreshold,proto3,oneof" json:"preempt_threshold,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *LookupKeyResponse) Reset() {
@@ -256,6 +259,13 @@ func (x *LookupKeyResponse) GetCacheTtl() *durationpb.Duration {
 		return x.CacheTtl
 	}
 	return nil
+}
+
+func (x *LookupKeyResponse) GetPreemptThreshold() float64 {
+	if x != nil && x.PreemptThreshold != nil {
+		return *x.PreemptThreshold
+	}
+	return 0
 }
 
 type BedrockCredential struct {
@@ -434,7 +444,7 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\n" +
 	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n" +
 	"\x10LookupKeyRequest\x12\x19\n" +
-	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xa1\x04\n" +
+	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xe9\x04\n" +
 	"\x11LookupKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
@@ -450,7 +460,9 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x12monthly_budget_usd\x18\t \x01(\tR\x10monthlyBudgetUsd\x12W\n" +
 	"\x12bedrock_credential\x18\n" +
 	" \x01(\v2(.ccproxy.keyservice.v1.BedrockCredentialR\x11bedrockCredential\x126\n" +
-	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\"\x91\x01\n" +
+	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\x120\n" +
+	"\x11preempt_threshold\x18\f \x01(\x01H\x00R\x10preemptThreshold\x88\x01\x01B\x14\n" +
+	"\x12_preempt_threshold\"\x91\x01\n" +
 	"\x11BedrockCredential\x12#\n" +
 	"\rcredential_id\x18\x01 \x01(\tR\fcredentialId\x12\x12\n" +
 	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x16\n" +
@@ -517,6 +529,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 	if File_ccproxy_keyservice_v1_keyservice_proto != nil {
 		return
 	}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
