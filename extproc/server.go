@@ -93,6 +93,9 @@ type Options struct {
 	// router-level processor and one per upstream attempt (router.Config,
 	// upstream.Config). nil, the default, traces nothing.
 	Tracer trace.Tracer
+	// SelfService answers GET /ak/<key>/me (the admin's KeyService
+	// client); nil answers it 503.
+	SelfService router.SelfService
 }
 
 // BedrockOptions is what serving Bedrock needs.
@@ -151,6 +154,8 @@ func NewServer(opts Options) (*Server, error) {
 
 		SkipPlanRequestBodies: opts.SkipPlanRequestBodies,
 		Tracer:                opts.Tracer,
+		// SelfService: the developer's own status (router/me.go).
+		SelfService: opts.SelfService,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {

@@ -256,6 +256,8 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		Registerer:            reg,
 		ModelsFunc:            router.RuntimeModels(bedrockOpts.Runtime),
 		Bedrock:               bedrockOpts,
+		// GET /ak/<key>/me asks the KeyService for the developer's status.
+		SelfService: ksClient,
 	})
 	if err != nil {
 		return nil, err

@@ -111,6 +111,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -532,4 +533,34 @@ func instanceID() string {
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	return hex.EncodeToString(buf[:])
+}
+
+// Peek reports the key's breaker without changing it: no probe lease is
+// taken and nothing is forgotten, so it is for showing the state (the
+// developer's GET /ak/<key>/me), never for routing. A half-open breaker is
+// reported closed (the next request goes to Plan, as the probe). One
+// HMGET; when Redis fails, the local breaker's view.
+func (b *Breaker) Peek(ctx context.Context, keyID uuid.UUID) Decision {
+	now := b.cfg.Now()
+	var vals []any
+	err := b.withRedis(ctx, func(ctx context.Context) error {
+		var err error
+		vals, err = b.cfg.Redis.HMGet(ctx, b.redis.keys(keyID)[0], "until", "why").Result()
+		return err
+	})
+	if err != nil {
+		b.local.mu.Lock()
+		defer b.local.mu.Unlock()
+		if e, ok := b.local.entries[keyID]; ok && now.Before(e.until) {
+			return Decision{Route: RouteOpen, OpenUntil: e.until, Preemptive: e.preemptive}
+		}
+		return Decision{}
+	}
+	until, _ := vals[0].(string)
+	ms, perr := strconv.ParseInt(until, 10, 64)
+	if perr != nil || now.UnixMilli() >= ms {
+		return Decision{}
+	}
+	why, _ := vals[1].(string)
+	return Decision{Route: RouteOpen, OpenUntil: time.UnixMilli(ms).UTC(), Preemptive: why == "p"}
 }

@@ -15,6 +15,7 @@ const (
 	OutcomeForwarded   = "forwarded"    // sent to an upstream
 	OutcomeProbe       = "probe"        // HEAD answered locally
 	OutcomeModels      = "models"       // GET /v1/models answered locally
+	OutcomeSelfService = "self_service" // GET /me answered locally
 	OutcomeRefused     = "unauthorized" // 401
 	OutcomeNotFound    = "not_found"    // 404
 	OutcomeLookupError = "lookup_error" // key lookup failed: 500

@@ -351,6 +351,11 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 	case kind == pathModels && method == "GET":
 		p.r.metrics.request(OutcomeModels)
 		return p.r.modelsResponse(rest)
+	case kind == pathMe && method == "GET":
+		return p.selfStatus(ctx)
+	case kind == pathMe:
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(405, apierror.InvalidRequest, "ccproxy: /me answers GET only", "ccproxy_me_method")
 	case kind == pathOther:
 		p.r.metrics.request(OutcomeNotFound)
 		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found")

@@ -73,6 +73,9 @@ type Config struct {
 	// Tracer, when set, traces every request (tracing.go); nil traces
 	// nothing and costs nothing.
 	Tracer trace.Tracer
+	// SelfService answers GET /ak/<key>/me (the KeyService client); nil
+	// answers it 503.
+	SelfService SelfService
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -91,6 +94,7 @@ type Router struct {
 	// skipPlanBodies is Config.SkipPlanRequestBodies.
 	skipPlanBodies bool
 	tracer         trace.Tracer
+	self           SelfService
 }
 
 // New returns a Router for cfg.
@@ -135,6 +139,7 @@ func New(cfg Config) (*Router, error) {
 
 		skipPlanBodies: cfg.SkipPlanRequestBodies,
 		tracer:         cfg.Tracer,
+		self:           cfg.SelfService,
 	}, nil
 }
 
