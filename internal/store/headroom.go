@@ -6,6 +6,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/shopspring/decimal"
 )
 
 // HeadroomBucket is the width of a plan_headroom bucket: at most one
@@ -159,4 +160,37 @@ func (h Headroom) DeleteBefore(ctx context.Context, t time.Time) (int64, error) 
 		return 0, mapErr("store: delete plan headroom", err)
 	}
 	return tag.RowsAffected(), nil
+}
+
+// UserModelTokens is one user's usage of one model with one provider.
+type UserModelTokens struct {
+	UserID   uuid.UUID
+	Model    string
+	Provider Provider
+	UsageTotals
+}
+
+// UserModelTokens sums every user's usage by model and provider over the
+// hour buckets starting in [from, to), by user then model: the input of
+// seat economics (re-pricing Plan tokens at Bedrock rates). One query.
+func (u Usage) UserModelTokens(ctx context.Context, from, to time.Time) ([]UserModelTokens, error) {
+	if !from.Before(to) {
+		return nil, invalidf("empty time range [%s, %s)", from, to)
+	}
+	rows, err := u.q.db.Query(ctx, `SELECT user_id, model, provider, `+totalsSelect+`
+		FROM usage_hourly WHERE bucket >= $1 AND bucket < $2
+		GROUP BY 1, 2, 3 ORDER BY 1, 2, 3`, from, to)
+	if err != nil {
+		return nil, mapErr("store: user model tokens", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (UserModelTokens, error) {
+		var (
+			m             UserModelTokens
+			plan, bedrock *decimal.Decimal
+		)
+		err := row.Scan(append([]any{&m.UserID, &m.Model, &m.Provider}, totalsDest(&m.UsageTotals, &plan, &bedrock)...)...)
+		setCosts(&m.UsageTotals, plan, bedrock)
+		return m, err
+	})
+	return out, mapErr("store: user model tokens", err)
 }
