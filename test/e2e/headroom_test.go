@@ -19,7 +19,9 @@ import (
 // planWithLimits is a Plan answer carrying the subscription rate-limit
 // headers of a 5-hour utilization u that resets at reset.
 func planWithLimits(r fakeanthropic.Request, text string, u float64, reset time.Time) fakeanthropic.Reply {
-	rep := planText(r, text)
+	// One text delta, so that the raw SSE answer contains the text whole.
+	rep := fakeanthropic.Reply{Events: fakeanthropic.Stream(r.Model(), fakeanthropic.Usage{Input: 20, Output: 9},
+		fakeanthropic.Block{Text: text, Chunks: 1})}
 	rs := strconv.FormatInt(reset.Unix(), 10)
 	rep.Header = http.Header{
 		"Anthropic-Ratelimit-Unified-Status":               {"allowed"},
@@ -176,12 +178,12 @@ func TestStatusline(t *testing.T) {
 	// The usage row (and its headroom reading) is ingested asynchronously.
 	deadline := time.Now().Add(15 * time.Second)
 	stdin := `{"session_id":"s1","model":{"id":"claude-opus-5-5","display_name":"Opus 5.5"}}`
-	want := "Opus 5.5 · $0.00 this month · Bedrock $0.00 of $50.00 · 5h 42% (resets " + reset.UTC().Format("15:04") + ") · 7d 30% · → Plan"
+	// The one request's Plan list-price equivalent is under a cent; its
+	// 20 input tokens read nothing from the cache: 0 %.
+	want := "Opus 5.5 · $0.00 this month · Bedrock $0.00 of $50.00 · 5h 42% (resets " + reset.UTC().Format("15:04") + ") · 7d 30% · → Plan · cache 0%"
 	for {
 		out := run(fg.Base+"/ak/"+u.Key, stdin)
 		line := strings.TrimSuffix(out, "\n")
-		// The Plan list-price equivalent of the one request is under a
-		// cent; the cache rate ends the line (no cache tokens: absent).
 		if line == want {
 			break
 		}
