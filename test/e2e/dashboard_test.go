@@ -40,6 +40,8 @@ type browserResult struct {
 	AuditRows               int
 	FirstLoadMs, LoginMs    int
 	NumbersMs               int
+	HeadroomRow, SeatRow    string
+	ForecastRow             string
 	LoginPageMs             int
 	Today                   map[string]string
 	LastMonth               map[string]string
@@ -93,6 +95,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	const password = "dashboard-browser-test-pw"
 	g := startDevWith(t, devConfig{AnthropicURL: fake.URL, AdminPassword: password})
 	seeded := seedLastMonth(t, g)
+	seedHeadroom(t, g)
 
 	// The control server lets the script end every admin session and wait
 	// for the ingester.
@@ -185,6 +188,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	var lastUsed *time.Time
 	if err := g.DB.QueryRow(context.Background(), `SELECT last_used_at FROM access_keys WHERE user_id = $1`, res.DeveloperID).Scan(&lastUsed); err != nil || lastUsed == nil {
 		t.Errorf("last_used_at of the browser's key = %v, %v", lastUsed, err)
+	}
+
+	// Plan & seats, and the developer's headroom panel.
+	if want := "Seeded Plan 42 %"; !strings.HasPrefix(res.HeadroomRow, want) || !strings.Contains(res.HeadroomRow, "10 %") ||
+		!strings.Contains(res.HeadroomRow, "allowed_warning 95 %") {
+		t.Errorf("headroom row = %q", res.HeadroomRow)
+	}
+	if !strings.HasPrefix(res.SeatRow, "Seeded Plan Max 5× $100.00 ") || !strings.Contains(res.SeatRow, "Keep") {
+		t.Errorf("seat row = %q", res.SeatRow)
+	}
+	if !strings.HasPrefix(res.ForecastRow, "5 hours 42 %") {
+		t.Errorf("forecast row = %q", res.ForecastRow)
 	}
 
 	// The seeded month: the page, the API and the hand-computed totals agree.
@@ -355,4 +370,21 @@ func (s seededMonth) apiTotals(t *testing.T, g *gateway, password string) apiTot
 	a.call("GET", "/api/v1/usage/cost-split?"+span, nil, &split)
 	return apiTotals{bedrock: cents(bedrock), plan: cents(plan), requests: fmt.Sprint(requests),
 		splitTotal: cents(decimal.RequireFromString(split.Total.TotalUSD))}
+}
+
+// seedHeadroom gives the seeded Plan developer a Max 5× seat, a
+// pre-emptive failover threshold of 95 % and one Plan headroom reading.
+func seedHeadroom(t *testing.T, g *gateway) {
+	t.Helper()
+	ctx := context.Background()
+	var id uuid.UUID
+	if err := g.DB.QueryRow(ctx, `UPDATE users SET seat_type = 'max_5x', preempt_threshold = 0.95 WHERE name = 'Seeded Plan' RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := g.DB.Exec(ctx, `INSERT INTO plan_headroom (user_id, bucket, sampled_at, access_key_id, status, claim,
+		utilization_5h, reset_5h, utilization_7d, reset_7d, reset_at) VALUES ($1, $2, $3, $4, 'allowed_warning', 'five_hour', 0.42, $5, 0.1, $6, $5)`,
+		id, now.Truncate(5*time.Minute), now.Add(-time.Minute), uuid.New(), now.Add(2*time.Hour), now.Add(100*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 }
