@@ -226,7 +226,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("browser console errors: %q", res.ConsoleErrors)
 	}
 	t.Logf("login answered in %d ms; the overview showed its numbers %d ms later and its charts %d ms later", res.LoginMs, res.NumbersMs, res.FirstLoadMs)
-	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-audit"} {
+	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-plan", "08-audit"} {
 		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
