@@ -51,6 +51,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/secrets"
@@ -121,6 +122,10 @@ type Options struct {
 	// ANTHROPIC_BASE_URL line the dashboard shows with a new key; empty
 	// when unknown.
 	GatewayURL string
+	// SeatPrices are the monthly prices of the seat types for seat
+	// economics (CCPROXY_SEAT_PRICES); missing types take
+	// DefaultSeatPrices.
+	SeatPrices map[store.SeatType]decimal.Decimal
 	// UI, when set, serves every path outside /api/ (the dashboard).
 	UI http.Handler
 	// SessionIdleTimeout ends a session not used for this long, within its
@@ -151,18 +156,20 @@ const DefaultSessionIdleTimeout = 30 * time.Minute
 
 // Server serves the admin REST API. It is safe for concurrent use.
 type Server struct {
-	st       *store.Store
-	sealer   secrets.Sealer
-	hasher   *keys.Hasher
-	log      *slog.Logger
-	now      func() time.Time
-	ttl      time.Duration
-	inv      Invalidator
-	loc      *time.Location
-	gateway  string
-	ui       http.Handler
-	throttle LoginThrottle
-	hashes   *hashLimiter
+	st      *store.Store
+	sealer  secrets.Sealer
+	hasher  *keys.Hasher
+	log     *slog.Logger
+	now     func() time.Time
+	ttl     time.Duration
+	inv     Invalidator
+	loc     *time.Location
+	gateway string
+	// seatPrices are Options.SeatPrices over DefaultSeatPrices.
+	seatPrices map[store.SeatType]decimal.Decimal
+	ui         http.Handler
+	throttle   LoginThrottle
+	hashes     *hashLimiter
 	// idleTimeout ends unused sessions.
 	idleTimeout    time.Duration
 	trustedProxies []netip.Prefix
@@ -181,16 +188,17 @@ func New(opts Options) (*Server, error) {
 		return nil, errors.New("admin: Store, Sealer and Hasher are required")
 	}
 	s := &Server{
-		st:      opts.Store,
-		sealer:  opts.Sealer,
-		hasher:  opts.Hasher,
-		log:     opts.Logger,
-		now:     opts.Now,
-		ttl:     opts.SessionTTL,
-		inv:     opts.Invalidator,
-		loc:     opts.Location,
-		gateway: opts.GatewayURL,
-		ui:      opts.UI,
+		st:         opts.Store,
+		sealer:     opts.Sealer,
+		hasher:     opts.Hasher,
+		log:        opts.Logger,
+		now:        opts.Now,
+		ttl:        opts.SessionTTL,
+		inv:        opts.Invalidator,
+		loc:        opts.Location,
+		gateway:    opts.GatewayURL,
+		seatPrices: seatPrices(opts.SeatPrices),
+		ui:         opts.UI,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_admin_http_requests_total",
 			Help: "Admin API requests by method, route pattern and status code.",
@@ -319,6 +327,7 @@ func (s *Server) routes() {
 	authed("GET /api/v1/audit", s.handleListAudit)
 
 	s.dashboardRoutes(authed)
+	s.headroomRoutes(authed)
 
 	// Every other path or method under /api/ gets a problem+json 404, not
 	// ServeMux's plain-text 404 or 405; without a UI, every other path.

@@ -17,20 +17,30 @@ import (
 
 // userJSON is the API form of a user.
 type userJSON struct {
-	ID               uuid.UUID  `json:"id"`
-	Name             string     `json:"name"`
-	Email            *string    `json:"email"`
-	RoutingStrategy  string     `json:"routing_strategy"`
-	MonthlyBudgetUSD *string    `json:"monthly_budget_usd"`
-	Status           string     `json:"status"`
-	CreatedAt        time.Time  `json:"created_at"`
-	UpdatedAt        time.Time  `json:"updated_at"`
-	DeletedAt        *time.Time `json:"deleted_at,omitempty"`
+	ID               uuid.UUID `json:"id"`
+	Name             string    `json:"name"`
+	Email            *string   `json:"email"`
+	RoutingStrategy  string    `json:"routing_strategy"`
+	MonthlyBudgetUSD *string   `json:"monthly_budget_usd"`
+	// PreemptThreshold is the user's pre-emptive failover threshold (a
+	// Plan utilization fraction; 0 = off); null means the gateway default.
+	PreemptThreshold *float64 `json:"preempt_threshold"`
+	// SeatType is pro, max_5x, max_20x or api; null when not recorded.
+	SeatType  *string    `json:"seat_type"`
+	Status    string     `json:"status"`
+	CreatedAt time.Time  `json:"created_at"`
+	UpdatedAt time.Time  `json:"updated_at"`
+	DeletedAt *time.Time `json:"deleted_at,omitempty"`
 }
 
 func toUser(u store.User) userJSON {
 	out := userJSON{ID: u.ID, Name: u.Name, Email: u.Email, RoutingStrategy: string(u.RoutingStrategy),
-		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt}
+		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt,
+		PreemptThreshold: u.PreemptThreshold}
+	if u.SeatType != nil {
+		st := string(*u.SeatType)
+		out.SeatType = &st
+	}
 	if u.MonthlyBudgetUSD != nil {
 		b := u.MonthlyBudgetUSD.StringFixed(2)
 		out.MonthlyBudgetUSD = &b
@@ -76,11 +86,28 @@ func parseBudget(v string, errs *[]fieldError) *decimal.Decimal {
 	return &d
 }
 
+func checkPreempt(v float64, errs *[]fieldError) *float64 {
+	if !(v >= 0 && v <= 1) {
+		*errs = append(*errs, fieldError{Field: "preempt_threshold", Message: "must be a fraction from 0 (off) to 1, such as 0.95"})
+	}
+	return &v
+}
+
+func checkSeat(v string, errs *[]fieldError) *store.SeatType {
+	st := store.SeatType(v)
+	if !st.Valid() {
+		*errs = append(*errs, fieldError{Field: "seat_type", Message: "must be pro, max_5x, max_20x or api"})
+	}
+	return &st
+}
+
 type createUserRequest struct {
-	Name             string  `json:"name"`
-	Email            *string `json:"email"`
-	RoutingStrategy  *string `json:"routing_strategy"`
-	MonthlyBudgetUSD *string `json:"monthly_budget_usd"`
+	Name             string   `json:"name"`
+	Email            *string  `json:"email"`
+	RoutingStrategy  *string  `json:"routing_strategy"`
+	MonthlyBudgetUSD *string  `json:"monthly_budget_usd"`
+	PreemptThreshold *float64 `json:"preempt_threshold"`
+	SeatType         *string  `json:"seat_type"`
 }
 
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
@@ -99,6 +126,12 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 	}
 	if req.MonthlyBudgetUSD != nil {
 		nu.MonthlyBudgetUSD = parseBudget(*req.MonthlyBudgetUSD, &errs)
+	}
+	if req.PreemptThreshold != nil {
+		nu.PreemptThreshold = checkPreempt(*req.PreemptThreshold, &errs)
+	}
+	if req.SeatType != nil {
+		nu.SeatType = checkSeat(*req.SeatType, &errs)
 	}
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
@@ -151,11 +184,13 @@ func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
 }
 
 type patchUserRequest struct {
-	Name             optional[string] `json:"name"`
-	Email            optional[string] `json:"email"`
-	RoutingStrategy  optional[string] `json:"routing_strategy"`
-	MonthlyBudgetUSD optional[string] `json:"monthly_budget_usd"`
-	Status           optional[string] `json:"status"`
+	Name             optional[string]  `json:"name"`
+	Email            optional[string]  `json:"email"`
+	RoutingStrategy  optional[string]  `json:"routing_strategy"`
+	MonthlyBudgetUSD optional[string]  `json:"monthly_budget_usd"`
+	PreemptThreshold optional[float64] `json:"preempt_threshold"`
+	SeatType         optional[string]  `json:"seat_type"`
+	Status           optional[string]  `json:"status"`
 }
 
 func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
@@ -195,6 +230,20 @@ func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
 			p.MonthlyBudgetUSD = store.Some[*decimal.Decimal](nil)
 		} else {
 			p.MonthlyBudgetUSD = store.Some(parseBudget(req.MonthlyBudgetUSD.Value, &errs))
+		}
+	}
+	if req.PreemptThreshold.Set {
+		if req.PreemptThreshold.Null {
+			p.PreemptThreshold = store.Some[*float64](nil)
+		} else {
+			p.PreemptThreshold = store.Some(checkPreempt(req.PreemptThreshold.Value, &errs))
+		}
+	}
+	if req.SeatType.Set {
+		if req.SeatType.Null {
+			p.SeatType = store.Some[*store.SeatType](nil)
+		} else {
+			p.SeatType = store.Some(checkSeat(req.SeatType.Value, &errs))
 		}
 	}
 	if req.Status.Set {

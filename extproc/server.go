@@ -96,6 +96,9 @@ type Options struct {
 	// router-level processor and one per upstream attempt (router.Config,
 	// upstream.Config). nil, the default, traces nothing.
 	Tracer trace.Tracer
+	// SelfService answers GET /ak/<key>/me (the admin's KeyService
+	// client); nil answers it 503.
+	SelfService router.SelfService
 }
 
 // BedrockOptions is what serving Bedrock needs.
@@ -111,6 +114,10 @@ type BedrockOptions struct {
 	// requests; nil means always closed (fallback still happens, Envoy
 	// retrying each refused request on Bedrock).
 	Breaker *planbreaker.Breaker
+	// PreemptThreshold is the default pre-emptive failover threshold, a
+	// Plan utilization fraction in [0, 1] (0 = off), for users without one
+	// of their own; it acts only through Breaker.
+	PreemptThreshold float64
 }
 
 // Server is the ext_proc gRPC service.
@@ -151,6 +158,8 @@ func NewServer(opts Options) (*Server, error) {
 		SkipPlanRequestBodies: opts.SkipPlanRequestBodies,
 		Tracer:                opts.Tracer,
 		RateLimits:            opts.RateLimits,
+		// SelfService: the developer's own status (router/me.go).
+		SelfService: opts.SelfService,
 	}
 	var up *upstream.Handler
 	if b := opts.Bedrock; b != nil {
@@ -158,7 +167,8 @@ func NewServer(opts Options) (*Server, error) {
 			return nil, errors.New("extproc: BedrockOptions needs Runtime and Signer")
 		}
 		requests := handoff.NewStore()
-		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests, Budgets: b.Budgets}
+		rcfg.Bedrock = &router.BedrockConfig{Runtime: b.Runtime, Credentials: b.Signer, Requests: requests, Budgets: b.Budgets,
+			PreemptThreshold: b.PreemptThreshold}
 		ucfg := upstream.Config{Requests: requests, Signer: b.Signer, Logger: opts.Logger, Registerer: opts.Registerer, Tracer: opts.Tracer}
 		if b.Breaker != nil {
 			rcfg.Bedrock.Breaker, ucfg.Breaker = b.Breaker, b.Breaker

@@ -294,6 +294,8 @@ func TestPassThroughStreaming(t *testing.T) {
 				Usage: usage.Usage{InputTokens: 6, OutputTokens: 143, CacheReadInputTokens: 14217,
 					CacheWrite5mInputTokens: 1024, CacheWrite1hInputTokens: 10808},
 				TTFT: ttft, Latency: latency,
+				// The answer's anthropic-ratelimit-unified-status.
+				PlanLimits: usage.PlanLimits{Status: usage.PlanStatusAllowed},
 			}
 			if !tt.eos {
 				// Without end_of_stream the end is only known at stream close.

@@ -15,6 +15,10 @@
 //   - records when each access key of the batch was last used
 //     (store.AccessKeys().TouchLastUsed): one statement per batch, so the
 //     key's last_used_at costs no database write per request;
+//   - records the Plan headroom readings the events carry (the
+//     anthropic-ratelimit-unified-* state of Plan answers) in
+//     plan_headroom, one statement per batch, at most one row per user and
+//     5-minute bucket (store.Headroom().Record);
 //   - for every user with Bedrock rows in the batch, recomputes the exact
 //     Bedrock spend of the current billing month and of the events' billing
 //     months (store.Usage().MonthlySpend, billing time zone) and SETs the
@@ -210,7 +214,46 @@ func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
 	if err := in.st.AccessKeys().TouchLastUsed(ctx, uses); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
+	if err := in.st.Headroom().Record(ctx, HeadroomSamples(events)); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
 	return in.refreshSpend(ctx, rows)
+}
+
+// HeadroomSamples returns the Plan headroom readings of a batch: one per
+// event that carried subscription rate-limit headers (store.Headroom
+// keeps the newest per user and 5-minute bucket).
+func HeadroomSamples(events []usage.Event) []store.HeadroomSample {
+	var out []store.HeadroomSample
+	for _, ev := range events {
+		l := ev.PlanLimits
+		if !l.Present() || ev.UserID == uuid.Nil {
+			continue
+		}
+		s := store.HeadroomSample{
+			UserID: ev.UserID, AccessKeyID: ev.KeyID, SampledAt: ev.Time.UTC(),
+			Status: clean(l.Status, 32), Claim: clean(l.Claim, 64),
+			Reset5h: timePtr(l.Reset5h), Reset7d: timePtr(l.Reset7d), ResetAt: timePtr(l.Reset),
+		}
+		if l.Has5h {
+			u := l.Utilization5h
+			s.Utilization5h = &u
+		}
+		if l.Has7d {
+			u := l.Utilization7d
+			s.Utilization7d = &u
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	t = t.UTC()
+	return &t
 }
 
 // account updates the metrics for the rows that were new.

@@ -303,6 +303,9 @@ func (s *Server) response(l store.KeyLookup) *keyservicev1.LookupKeyResponse {
 	if l.User.MonthlyBudgetUSD != nil {
 		resp.MonthlyBudgetUsd = l.User.MonthlyBudgetUSD.String()
 	}
+	// The user's own threshold; a team level would resolve here, before
+	// the gateway default that extproc applies to an unset field.
+	resp.PreemptThreshold = l.User.PreemptThreshold
 	if c := l.Credential; c != nil {
 		resp.BedrockCredential = &keyservicev1.BedrockCredential{
 			CredentialId:     c.ID.String(),

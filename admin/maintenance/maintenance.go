@@ -14,6 +14,8 @@
 //     dropped months;
 //   - admin sessions that expired or were revoked are deleted, and so is
 //     login throttling state that was forgotten;
+//   - Plan headroom samples older than store.HeadroomRetention (35 days)
+//     are deleted, which bounds plan_headroom;
 //   - access keys whose rotation grace period has ended are revoked (and,
 //     when Invalidate is set, extproc caches are told to forget them).
 //
@@ -90,10 +92,11 @@ type Result struct {
 	Ran bool
 	// Dropped lists the months whose raw usage partitions were dropped.
 	Dropped []time.Time
-	// SessionsDeleted, ThrottlesDeleted and KeysExpired count the rows
-	// cleaned up.
+	// SessionsDeleted, ThrottlesDeleted, HeadroomDeleted and KeysExpired
+	// count the rows cleaned up.
 	SessionsDeleted  int
 	ThrottlesDeleted int
+	HeadroomDeleted  int64
 	KeysExpired      int
 }
 
@@ -248,6 +251,12 @@ func (j *Job) RunOnce(ctx context.Context) (Result, error) {
 		errs = append(errs, err)
 	} else {
 		res.ThrottlesDeleted = n
+	}
+	if n, err := j.opts.Store.Headroom().DeleteBefore(ctx, now.Add(-store.HeadroomRetention)); err != nil {
+		j.fail("headroom")
+		errs = append(errs, err)
+	} else {
+		res.HeadroomDeleted = n
 	}
 	if keys, err := j.opts.Store.AccessKeys().RevokeExpiredRotations(ctx); err != nil {
 		j.fail("keys")

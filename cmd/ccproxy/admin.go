@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/shopspring/decimal"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -145,6 +146,27 @@ type adminServiceSettings struct {
 	// GatewayURL is the gateway's address as developers reach it (the
 	// dashboard shows ANTHROPIC_BASE_URL lines with it).
 	GatewayURL string
+	// SeatPrices are the monthly seat prices for seat economics.
+	SeatPrices map[store.SeatType]decimal.Decimal
+}
+
+// parseSeatPrices reads "pro=20,max_5x=100,max_20x=200": seat types and
+// monthly USD prices; types not named keep admin.DefaultSeatPrices.
+func parseSeatPrices(v string) (map[store.SeatType]decimal.Decimal, error) {
+	out := map[store.SeatType]decimal.Decimal{}
+	for _, part := range strings.Split(v, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		name, price, ok := strings.Cut(part, "=")
+		st := store.SeatType(strings.TrimSpace(name))
+		d, err := decimal.NewFromString(strings.TrimSpace(price))
+		if !ok || !st.Valid() || err != nil || d.IsNegative() || !d.Equal(d.Round(2)) || d.GreaterThan(decimal.NewFromInt(1_000_000)) {
+			return nil, errors.New("must be seat=price pairs such as pro=20,max_5x=100,max_20x=200,api=0 (seats pro, max_5x, max_20x, api; prices in USD)")
+		}
+		out[st] = d
+	}
+	return out, nil
 }
 
 func (s *adminServiceSettings) group() config.Group {
@@ -160,6 +182,17 @@ func (s *adminServiceSettings) group() config.Group {
 				v = strings.TrimSuffix(v, "/")
 			}
 			s.GatewayURL = v
+			return nil
+		},
+	}, {
+		Flag: "seat-prices", Env: "CCPROXY_SEAT_PRICES", Default: "pro=20,max_5x=100,max_20x=200,api=0",
+		Usage: "monthly USD price of each seat type for seat economics (GET /api/v1/seats), as seat=price pairs; seats: pro, max_5x, max_20x, api",
+		Set: func(v string) error {
+			m, err := parseSeatPrices(v)
+			if err != nil {
+				return err
+			}
+			s.SeatPrices = m
 			return nil
 		},
 	}, {
@@ -305,6 +338,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
 		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
 		Location:    s.Billing.Location, GatewayURL: s.Service.GatewayURL, UI: dashboard.Handler(),
+		SeatPrices: s.Service.SeatPrices,
 	}
 	s.Security.options(&opts)
 	api, err := admin.New(opts)

@@ -268,6 +268,9 @@ type breakerSettings struct {
 	// ProbeLease is how long the half-open probe may take before another
 	// request gets the probe.
 	ProbeLease time.Duration
+	// PreemptThreshold is the default pre-emptive failover threshold (a
+	// Plan utilization fraction; 0 = off).
+	PreemptThreshold float64
 }
 
 func (s *breakerSettings) group() config.Group {
@@ -298,6 +301,17 @@ func (s *breakerSettings) group() config.Group {
 		Flag: "breaker-probe-lease", Env: "CCPROXY_BREAKER_PROBE_LEASE", Default: "30s",
 		Usage: "how long the single half-open probe to Plan may take to report before another request becomes the probe",
 		Set:   minDuration(time.Second, &s.ProbeLease),
+	}, {
+		Flag: "preempt-threshold", Env: "CCPROXY_PREEMPT_THRESHOLD", Default: "0",
+		Usage: "default pre-emptive failover threshold: a Plan 5-hour or 7-day utilization (a fraction, e.g. 0.95) at which a plan_first user's requests go to Bedrock until the window's announced reset, before Plan refuses them; 0 is off; a user's own threshold wins",
+		Set: func(v string) error {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || !(f >= 0 && f <= 1) {
+				return errors.New("must be a fraction from 0 (off) to 1, such as 0.95")
+			}
+			s.PreemptThreshold = f
+			return nil
+		},
 	}}}
 }
 

@@ -229,6 +229,7 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		return nil, err
 	}
 	bedrockOpts.Breaker = brk
+	bedrockOpts.PreemptThreshold = s.Breaker.PreemptThreshold
 	comps = append(comps, bedrockComps...)
 	// Per-minute rate limits: shared buckets in Redis; tokens are counted
 	// by the limiter's own goroutine once each response's usage is known.
@@ -266,6 +267,8 @@ func newExtProc(ctx context.Context, s *extprocSettings, log *slog.Logger, rdb r
 		Registerer:            reg,
 		ModelsFunc:            router.RuntimeModels(bedrockOpts.Runtime),
 		Bedrock:               bedrockOpts,
+		// GET /ak/<key>/me asks the KeyService for the developer's status.
+		SelfService: ksClient,
 	})
 	if err != nil {
 		return nil, err

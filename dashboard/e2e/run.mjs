@@ -250,6 +250,28 @@ try {
   await page.getByTestId('unmapped').waitFor()
   await shot('06-models')
 
+  // Plan & seats: the seeded developer's Plan headroom (a reading the Go
+  // test stored) and last month's seat economics; then the same reading
+  // on the developer's page, with the forecast per window.
+  const now = new Date()
+  const lastMonth = new Date(Date.UTC(now.getUTCFullYear(), now.getUTCMonth() - 1, 1)).toISOString().slice(0, 7)
+  await page.getByRole('link', { name: 'Plan & seats' }).click()
+  await page.getByRole('heading', { name: 'Plan & seats' }).waitFor()
+  const headroomRow = page.getByTestId('headroom').locator('tbody tr').filter({ hasText: 'Seeded Plan' })
+  await headroomRow.waitFor()
+  result.headroomRow = (await headroomRow.innerText()).replace(/\s+/g, ' ').trim()
+  await page.getByLabel('Month').fill(lastMonth)
+  await page.getByRole('button', { name: 'Show' }).click()
+  await page.waitForURL(new RegExp('/plan\\?month=' + lastMonth + '$'))
+  const seatRow = page.getByTestId('seats').locator('tbody tr').filter({ hasText: 'Seeded Plan' })
+  await seatRow.waitFor()
+  result.seatRow = (await seatRow.innerText()).replace(/\s+/g, ' ').trim()
+  await shot('07-plan')
+  await page.getByTestId('headroom').getByRole('link', { name: 'Seeded Plan' }).click()
+  const forecastRow = page.getByTestId('forecast').locator('tbody tr').first()
+  await forecastRow.waitFor()
+  result.forecastRow = (await forecastRow.innerText()).replace(/\s+/g, ' ').trim()
+
   // An expired session goes back to login, then to the page asked for.
   const ctl = await fetch(CONTROL + '/expire-sessions', { method: 'POST' })
   assert(ctl.status === 204, 'control server: expire sessions ' + ctl.status)
@@ -263,7 +285,7 @@ try {
   await page.getByRole('heading', { name: 'Audit log' }).waitFor()
   await page.locator('table.data tbody tr').filter({ hasText: 'key.revoke' }).first().waitFor()
   result.auditRows = await page.locator('table.data tbody tr').count()
-  await shot('07-audit')
+  await shot('08-audit')
 
   // Log out.
   await page.getByRole('button', { name: 'Log out' }).click()

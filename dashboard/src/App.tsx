@@ -15,6 +15,7 @@ const Models = lazy(() => import('./pages/Models'))
 const Audit = lazy(() => import('./pages/Audit'))
 const SessionDetail = lazy(() => import('./pages/SessionDetail'))
 const CacheEconomics = lazy(() => import('./pages/CacheEconomics'))
+const Plan = lazy(() => import('./pages/Plan'))
 
 export function App() {
   const navigate = useNavigate()
@@ -62,6 +63,7 @@ export function App() {
             <Route path="/cache" element={<CacheEconomics />} />
             <Route path="/models" element={<Models />} />
             <Route path="/audit" element={<Audit />} />
+            <Route path="/plan" element={<Plan />} />
             <Route path="*" element={<p role="alert">No such page.</p>} />
           </Routes>
         </Suspense>
@@ -90,6 +92,7 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/" end>Overview</NavLink>
           <NavLink to="/developers">Developers</NavLink>
           <NavLink to="/cache">Prompt cache</NavLink>
+          <NavLink to="/plan">Plan &amp; seats</NavLink>
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
         </nav>

@@ -98,6 +98,9 @@ export interface User {
   email: string | null
   routing_strategy: Strategy
   monthly_budget_usd: string | null
+  /** Pre-emptive failover threshold (a fraction; 0 = off); null = the gateway default. */
+  preempt_threshold: number | null
+  seat_type: SeatType | null
   status: 'active' | 'disabled'
   created_at: string
   updated_at: string
@@ -357,4 +360,71 @@ export async function all<T>(path: string): Promise<T[]> {
     cursor = pg.next_cursor
   } while (cursor)
   return out
+}
+
+// Plan headroom and seat economics (admin/headroom.go).
+
+export interface HeadroomSample {
+  sampled_at: string
+  status: string
+  claim: string
+  utilization_5h: number | null
+  reset_5h: string | null
+  utilization_7d: number | null
+  reset_7d: string | null
+  reset_at: string | null
+}
+
+export interface FleetHeadroom extends HeadroomSample {
+  user_id: string
+  name: string
+  email: string | null
+  preempt_threshold: number | null
+}
+
+export interface HeadroomForecast {
+  window: '5h' | '7d'
+  utilization: number
+  headroom: number
+  reset_at: string | null
+  burn_per_hour: number | null
+  limit_at: string | null
+  limit_before_reset: boolean
+}
+
+export interface UserHeadroom {
+  user_id: string
+  preempt_threshold: number | null
+  current: HeadroomSample | null
+  forecasts: HeadroomForecast[]
+  history: HeadroomSample[]
+  from: string
+  to: string
+}
+
+export type SeatType = 'pro' | 'max_5x' | 'max_20x' | 'api'
+
+export interface Seat {
+  user_id: string
+  name: string
+  email: string | null
+  seat_type: SeatType | null
+  seat_price_usd: string | null
+  plan_list_usd: string
+  bedrock_usd: string
+  bedrock_equivalent_usd: string
+  requests: number
+  fallbacks: number
+  recommendation: 'keep' | 'upgrade' | 'downgrade' | 'switch' | 'set_seat'
+  recommended_seat: SeatType | null
+  reason: string
+}
+
+export interface Seats {
+  month: string
+  from: string
+  to: string
+  seat_prices_usd: Record<string, string>
+  items: Seat[]
+  timezone: string
 }

@@ -57,6 +57,9 @@ type Identity struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget (extproc/budget
 	// checks it); nil means no budget.
 	MonthlyBudgetUSD *decimal.Decimal
+	// PreemptThreshold is the user's pre-emptive failover threshold (a Plan
+	// utilization fraction; 0 is off); nil means the gateway's default.
+	PreemptThreshold *float64
 	// RateLimits are the per-minute limits that apply to the key's
 	// requests, one entry per scope that has any (extproc/ratelimit
 	// enforces them); empty means none, and costs no Redis call.
@@ -131,6 +134,9 @@ type KeyRecord struct {
 	// MonthlyBudgetUSD is the user's monthly Bedrock budget; nil means
 	// none.
 	MonthlyBudgetUSD *decimal.Decimal `json:"monthly_budget_usd,omitempty"`
+	// PreemptThreshold is the user's pre-emptive failover threshold; nil
+	// means the gateway's default.
+	PreemptThreshold *float64 `json:"preempt_threshold,omitempty"`
 	// RateLimits are the per-minute limits of the key's scopes; empty
 	// means none.
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
@@ -199,6 +205,7 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		ExpiresAt:        expires,
 		Bedrock:          rec.Credential,
 		MonthlyBudgetUSD: rec.MonthlyBudgetUSD,
+		PreemptThreshold: rec.PreemptThreshold,
 		RateLimits:       rec.RateLimits,
 	}, nil
 }

@@ -76,6 +76,10 @@ type Request struct {
 	// Probe marks the breaker's half-open probe: only its Plan success
 	// needs reporting (a success changes nothing in a closed breaker).
 	Probe bool
+	// Preempt is the user's pre-emptive failover threshold, a Plan
+	// utilization fraction (0 = off): a successful Plan answer announcing a
+	// utilization at or above it opens the breaker (planbreaker.Preempt).
+	Preempt float64
 	// Peer is the identity of the data plane whose router-level stream
 	// stored the Request (PeerOf); only its upstream streams find it.
 	Peer string

@@ -50,7 +50,8 @@ func newEnv(t testing.TB) *env {
 	}
 	rdb, prefix := testenv.Redis(t)
 	budget := decimal.RequireFromString("40")
-	user, err := st.Users().Create(ctx, store.NewUser{Name: "ada", MonthlyBudgetUSD: &budget})
+	preempt := 0.9
+	user, err := st.Users().Create(ctx, store.NewUser{Name: "ada", MonthlyBudgetUSD: &budget, PreemptThreshold: &preempt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,11 +171,13 @@ func TestLookupIsCachedAtEachLayer(t *testing.T) {
 		t.Fatal(err)
 	}
 	if rec.KeyID != row.ID || rec.UserID != e.user.ID || rec.Prefix != keys.DisplayPrefix(key) || rec.RoutingStrategy != "plan_first" ||
-		rec.MonthlyBudgetUSD == nil || rec.MonthlyBudgetUSD.String() != "40" || rec.Credential != nil {
+		rec.MonthlyBudgetUSD == nil || rec.MonthlyBudgetUSD.String() != "40" || rec.Credential != nil ||
+		rec.PreemptThreshold == nil || *rec.PreemptThreshold != 0.9 {
 		t.Fatalf("record = %+v", rec)
 	}
 	id, err := a.cache.Resolve(ctx, key)
-	if err != nil || id.KeyID != row.ID || id.MonthlyBudgetUSD == nil || !id.MonthlyBudgetUSD.Equal(decimal.RequireFromString("40")) {
+	if err != nil || id.KeyID != row.ID || id.MonthlyBudgetUSD == nil || !id.MonthlyBudgetUSD.Equal(decimal.RequireFromString("40")) ||
+		id.PreemptThreshold == nil || *id.PreemptThreshold != 0.9 {
 		t.Fatalf("Resolve = %+v, %v", id, err)
 	}
 

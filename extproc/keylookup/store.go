@@ -466,6 +466,13 @@ func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 		}
 		rec.MonthlyBudgetUSD = &d
 	}
+	if r.PreemptThreshold != nil {
+		t := r.GetPreemptThreshold()
+		if !(t >= 0 && t <= 1) {
+			return Record{}, fmt.Errorf("keylookup: preempt_threshold %v in answer is not in [0, 1]", t)
+		}
+		rec.PreemptThreshold = &t
+	}
 	if c := r.GetBedrockCredential(); c != nil {
 		id, err := uuid.Parse(c.GetCredentialId())
 		if err != nil {

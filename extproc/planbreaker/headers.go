@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
 // Response headers read by ResetFromHeaders and LimitExhausted (lower case,
@@ -177,4 +179,217 @@ func Classify(status int, get func(name string) string) Outcome {
 		return OutcomeRateLimited
 	}
 	return OutcomeSuccess
+}
+
+// UnifiedPrefix starts every subscription rate-limit response header.
+const UnifiedPrefix = "anthropic-ratelimit-unified-"
+
+// The unified headers read besides HeaderUnifiedStatus and
+// HeaderUnifiedReset (lower case). Utilizations are fractions ("0.42"; 1 is
+// the limit), resets unix seconds.
+const (
+	HeaderUnifiedClaim   = "anthropic-ratelimit-unified-representative-claim"
+	HeaderUnified5hUtil  = "anthropic-ratelimit-unified-5h-utilization"
+	HeaderUnified5hReset = "anthropic-ratelimit-unified-5h-reset"
+	HeaderUnified7dUtil  = "anthropic-ratelimit-unified-7d-utilization"
+	HeaderUnified7dReset = "anthropic-ratelimit-unified-7d-reset"
+)
+
+// UnifiedHeaders collects the raw values of one response's unified
+// rate-limit headers without copying them (the slices alias the header
+// map), for Limits to parse. The zero value is empty.
+type UnifiedHeaders struct {
+	status, claim, util5h, reset5h, util7d, reset7d, reset []byte
+}
+
+// Set keeps v when name (lower case) is one of the unified headers read
+// and reports whether it was. The first value of a repeated header wins.
+func (u *UnifiedHeaders) Set(name string, v []byte) bool {
+	var dst *[]byte
+	switch name {
+	case HeaderUnifiedStatus:
+		dst = &u.status
+	case HeaderUnifiedClaim:
+		dst = &u.claim
+	case HeaderUnified5hUtil:
+		dst = &u.util5h
+	case HeaderUnified5hReset:
+		dst = &u.reset5h
+	case HeaderUnified7dUtil:
+		dst = &u.util7d
+	case HeaderUnified7dReset:
+		dst = &u.reset7d
+	case HeaderUnifiedReset:
+		dst = &u.reset
+	default:
+		return false
+	}
+	if *dst == nil {
+		*dst = v
+	}
+	return true
+}
+
+// Empty reports whether no unified header was set.
+func (u *UnifiedHeaders) Empty() bool {
+	return u.status == nil && u.claim == nil && u.util5h == nil && u.reset5h == nil &&
+		u.util7d == nil && u.reset7d == nil && u.reset == nil
+}
+
+// UnifiedFrom collects the unified headers through get (see
+// ResetFromHeaders). It copies the values.
+func UnifiedFrom(get func(name string) string) UnifiedHeaders {
+	var u UnifiedHeaders
+	for _, n := range []string{HeaderUnifiedStatus, HeaderUnifiedClaim, HeaderUnified5hUtil, HeaderUnified5hReset,
+		HeaderUnified7dUtil, HeaderUnified7dReset, HeaderUnifiedReset} {
+		if v := get(n); v != "" {
+			u.Set(n, []byte(v))
+		}
+	}
+	return u
+}
+
+// maxUtilization bounds a utilization Limits accepts; a larger value is
+// garbage, not a reading.
+const maxUtilization = 100
+
+// Limits parses the collected values. The headers are untrusted: a value
+// that does not parse is left out (a utilization must be a plain decimal
+// in [0, 100], a reset unix seconds or milliseconds), and a status or claim
+// longer than 32 bytes or with bytes outside [a-z0-9_] is dropped. Known
+// statuses and claims do not allocate.
+func (u *UnifiedHeaders) Limits() usage.PlanLimits {
+	var l usage.PlanLimits
+	l.Status = token(u.status)
+	l.Claim = token(u.claim)
+	l.Utilization5h, l.Has5h = parseFraction(u.util5h)
+	l.Utilization7d, l.Has7d = parseFraction(u.util7d)
+	l.Reset5h = parseUnixBytes(u.reset5h)
+	l.Reset7d = parseUnixBytes(u.reset7d)
+	l.Reset = parseUnixBytes(u.reset)
+	return l
+}
+
+// Preempt reports whether l puts the subscription at or above threshold
+// (a fraction; 0 or less never preempts) in the 5-hour or the 7-day
+// window, and until when: the latest reset among the windows at or above
+// it (zero when none was announced). A rejected status is not preemption:
+// it is a rate limit (Classify).
+func Preempt(l usage.PlanLimits, threshold float64) (time.Time, bool) {
+	if threshold <= 0 {
+		return time.Time{}, false
+	}
+	var until time.Time
+	hit := false
+	if l.Has5h && l.Utilization5h >= threshold {
+		hit, until = true, l.Reset5h
+	}
+	if l.Has7d && l.Utilization7d >= threshold {
+		hit = true
+		if l.Reset7d.After(until) {
+			until = l.Reset7d
+		}
+	}
+	return until, hit
+}
+
+// token returns a status or claim; the ones Anthropic sends are constants
+// (string(v) in a switch does not allocate), others are copied.
+func token(v []byte) string {
+	v = trimSpace(v)
+	if len(v) == 0 || len(v) > 32 {
+		return ""
+	}
+	switch string(v) {
+	case usage.PlanStatusAllowed:
+		return usage.PlanStatusAllowed
+	case usage.PlanStatusAllowedWarning:
+		return usage.PlanStatusAllowedWarning
+	case usage.PlanStatusRejected:
+		return usage.PlanStatusRejected
+	case "five_hour":
+		return "five_hour"
+	case "seven_day":
+		return "seven_day"
+	case "seven_day_opus":
+		return "seven_day_opus"
+	case "seven_day_sonnet":
+		return "seven_day_sonnet"
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
+			return ""
+		}
+	}
+	return string(v)
+}
+
+func trimSpace(v []byte) []byte {
+	for len(v) > 0 && (v[0] == ' ' || v[0] == '\t') {
+		v = v[1:]
+	}
+	for len(v) > 0 && (v[len(v)-1] == ' ' || v[len(v)-1] == '\t') {
+		v = v[:len(v)-1]
+	}
+	return v
+}
+
+// parseFraction parses a plain decimal ("1", "0.42", ".5") in [0,
+// maxUtilization] with at most 9 fractional digits, without allocating.
+func parseFraction(v []byte) (float64, bool) {
+	v = trimSpace(v)
+	if len(v) == 0 || len(v) > 20 {
+		return 0, false
+	}
+	var whole, frac, scale int64 = 0, 0, 1
+	digits, i := 0, 0
+	for ; i < len(v) && v[i] >= '0' && v[i] <= '9'; i++ {
+		whole = whole*10 + int64(v[i]-'0')
+		digits++
+		if whole > maxUtilization {
+			return 0, false
+		}
+	}
+	if i < len(v) && v[i] == '.' {
+		i++
+		for n := 0; i < len(v) && v[i] >= '0' && v[i] <= '9'; i, n = i+1, n+1 {
+			if n >= 9 {
+				return 0, false
+			}
+			frac = frac*10 + int64(v[i]-'0')
+			scale *= 10
+			digits++
+		}
+	}
+	if i != len(v) || digits == 0 {
+		return 0, false
+	}
+	f := float64(whole) + float64(frac)/float64(scale)
+	if f > maxUtilization {
+		return 0, false
+	}
+	return f, true
+}
+
+// parseUnixBytes parses unix seconds (milliseconds from 10^12 on) without
+// allocating; zero when v is not a plain positive integer below 10^15.
+func parseUnixBytes(v []byte) time.Time {
+	v = trimSpace(v)
+	if len(v) == 0 || len(v) > 15 {
+		return time.Time{}
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return time.Time{}
+		}
+		n = n*10 + int64(c-'0')
+	}
+	if n == 0 {
+		return time.Time{}
+	}
+	if n >= 1e12 {
+		return time.UnixMilli(n).UTC()
+	}
+	return time.Unix(n, 0).UTC()
 }

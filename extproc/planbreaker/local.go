@@ -24,6 +24,7 @@ type localBackend struct {
 // keys.
 type localEntry struct {
 	until, exp time.Time   // the open hash
+	preemptive bool        // the open hash's why is "p"
 	leaseUntil time.Time   // the probe key
 	fails      []time.Time // the failure window, oldest first
 }
@@ -46,7 +47,7 @@ func (e *localEntry) prev(now time.Time) (prev string, forgot bool) {
 		return "closed", false
 	}
 	if !now.Before(e.exp) {
-		e.until, e.exp, e.leaseUntil = time.Time{}, time.Time{}, time.Time{}
+		e.until, e.exp, e.leaseUntil, e.preemptive = time.Time{}, time.Time{}, time.Time{}, false
 		return "closed", true
 	}
 	if now.Before(e.until) {
@@ -55,8 +56,8 @@ func (e *localEntry) prev(now time.Time) (prev string, forgot bool) {
 	return "half", false
 }
 
-func (e *localEntry) openUntil(until time.Time, idle time.Duration) {
-	e.until, e.exp = until, until.Add(idle)
+func (e *localEntry) openUntil(until time.Time, idle time.Duration, preemptive bool) {
+	e.until, e.exp, e.preemptive = until, until.Add(idle), preemptive
 	e.fails, e.leaseUntil = nil, time.Time{}
 }
 
@@ -127,29 +128,29 @@ func (l *localBackend) state(_ context.Context, id uuid.UUID, now time.Time) (De
 		}
 		return Decision{}, toNone, nil
 	case "open":
-		return Decision{Route: RouteOpen, OpenUntil: e.until}, toNone, nil
+		return Decision{Route: RouteOpen, OpenUntil: e.until, Preemptive: e.preemptive}, toNone, nil
 	}
 	if now.Before(e.leaseUntil) {
-		return Decision{Route: RouteOpen, OpenUntil: e.until}, toNone, nil
+		return Decision{Route: RouteOpen, OpenUntil: e.until, Preemptive: e.preemptive}, toNone, nil
 	}
 	e.leaseUntil = now.Add(l.lease)
 	if ne := e.leaseUntil.Add(l.idle); ne.After(e.exp) {
 		e.exp = ne
 	}
-	return Decision{Route: RouteProbe, OpenUntil: e.until}, toHalfOpen, nil
+	return Decision{Route: RouteProbe, OpenUntil: e.until, Preemptive: e.preemptive}, toHalfOpen, nil
 }
 
-func (l *localBackend) open(_ context.Context, id uuid.UUID, now, until time.Time) (string, error) {
+func (l *localBackend) open(_ context.Context, id uuid.UUID, now, until time.Time, preemptive bool) (string, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	e := l.get(id, now, true)
 	defer l.done(id, e, now)
 	prev, forgot := e.prev(now)
-	nu := until
+	nu, pre := until, preemptive
 	if prev == "open" && e.until.After(nu) {
-		nu = e.until
+		nu, pre = e.until, e.preemptive
 	}
-	e.openUntil(nu, l.idle)
+	e.openUntil(nu, l.idle, pre)
 	if prev == "open" {
 		return localTransition(false, forgot, toOpen), nil
 	}
@@ -166,13 +167,13 @@ func (l *localBackend) failure(_ context.Context, id uuid.UUID, now time.Time) (
 	case "open":
 		return toNone, nil
 	case "half":
-		e.openUntil(now.Add(l.idle), l.idle)
+		e.openUntil(now.Add(l.idle), l.idle, false)
 		return toOpen, nil
 	}
 	e.trim(now, l.window)
 	e.fails = append(e.fails, now)
 	if len(e.fails) >= l.threshold {
-		e.openUntil(now.Add(l.idle), l.idle)
+		e.openUntil(now.Add(l.idle), l.idle, false)
 		return toOpen, nil
 	}
 	return localTransition(false, forgot, toOpen), nil

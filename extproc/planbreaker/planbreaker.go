@@ -22,7 +22,14 @@
 //     timeout: counted in a sliding window, FailureThreshold of them within
 //     FailureWindow open the breaker for DefaultOpen;
 //   - Success: any other Plan answer (a 2xx, and other 4xx, which are the
-//     client's problem).
+//     client's problem);
+//   - Preempt: a successful Plan answer whose subscription utilization
+//     (anthropic-ratelimit-unified-5h/7d-utilization) reached the key's
+//     pre-emptive failover threshold: the breaker opens until the window's
+//     announced reset, like RateLimited, but its decisions carry
+//     Preemptive so the router names the reason "preemptive". The
+//     threshold rides along with the request (it is the user's setting);
+//     the check costs nothing below it and nothing at all when it is off.
 //
 // Report does all three from a response's status and headers (Classify);
 // the caller only reports Failure itself for attempts without a response.
@@ -52,7 +59,8 @@
 // Cluster hash slot (the key id is a hash tag):
 //
 //	<prefix>breaker:{<keyID>}:open   hash  until = open-until (unix ms),
-//	                                       exp = when a half-open breaker is forgotten (unix ms)
+//	                                       exp = when a half-open breaker is forgotten (unix ms),
+//	                                       why = what opened it: p (pre-emptive), r (rate limit), f (failures)
 //	<prefix>breaker:{<keyID>}:fail   zset  one member per failure, score = its time (unix ms)
 //	<prefix>breaker:{<keyID>}:probe  string  the probe lease's expiry (unix ms)
 //
@@ -103,6 +111,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -199,6 +208,10 @@ type Decision struct {
 	// past when Route is RouteProbe, and when Route is RouteOpen because
 	// another caller holds the probe lease.
 	OpenUntil time.Time
+	// Preemptive reports that pre-emptive failover opened the breaker
+	// (Preempt): the subscription is close to its limit, Plan did not
+	// refuse.
+	Preemptive bool
 }
 
 // Transition targets (label "to" of the transitions metric).
@@ -221,6 +234,7 @@ const (
 	opRateLimited = "rate_limited"
 	opFailure     = "failure"
 	opSuccess     = "success"
+	opPreempt     = "preempt"
 )
 
 // backend is one place the state can live: Redis or this process. Every
@@ -228,7 +242,7 @@ const (
 // (toNone for none).
 type backend interface {
 	state(ctx context.Context, id uuid.UUID, now time.Time) (Decision, string, error)
-	open(ctx context.Context, id uuid.UUID, now, until time.Time) (string, error)
+	open(ctx context.Context, id uuid.UUID, now, until time.Time, preemptive bool) (string, error)
 	failure(ctx context.Context, id uuid.UUID, now time.Time) (string, error)
 	success(ctx context.Context, id uuid.UUID, now time.Time) (string, error)
 }
@@ -279,7 +293,7 @@ func newMetrics() metrics {
 			m.transitions[[2]string{to, s}] = transitions.WithLabelValues(to, s)
 		}
 	}
-	for _, op := range []string{opState, opRateLimited, opFailure, opSuccess} {
+	for _, op := range []string{opState, opRateLimited, opFailure, opSuccess, opPreempt} {
 		m.fallbacks[op] = fallbacks.WithLabelValues(op)
 	}
 	return m
@@ -390,7 +404,23 @@ func (b *Breaker) RateLimited(ctx context.Context, keyID uuid.UUID, resetAt time
 	now := b.cfg.Now()
 	until := b.clampReset(now, resetAt)
 	b.record(ctx, keyID, opRateLimited, until, func(ctx context.Context, be backend) (string, error) {
-		return be.open(ctx, keyID, now, until)
+		return be.open(ctx, keyID, now, until, false)
+	})
+}
+
+// Preempt records a Plan answer that was a success but announced a
+// subscription utilization at or above the key's pre-emptive failover
+// threshold (Preempt in headers.go): the breaker opens until resetAt (the
+// window's announced reset), clamped like RateLimited, and its decisions
+// say Preemptive, so that the requests routed to Bedrock meanwhile carry
+// the fallback reason preemptive. At the reset the usual half-open probe
+// asks Plan again: a reading still at or above the threshold reopens it,
+// a lower one closes it. Cancellation as for RateLimited.
+func (b *Breaker) Preempt(ctx context.Context, keyID uuid.UUID, resetAt time.Time) {
+	now := b.cfg.Now()
+	until := b.clampReset(now, resetAt)
+	b.record(ctx, keyID, opPreempt, until, func(ctx context.Context, be backend) (string, error) {
+		return be.open(ctx, keyID, now, until, true)
 	})
 }
 
@@ -503,4 +533,34 @@ func instanceID() string {
 	var buf [6]byte
 	_, _ = rand.Read(buf[:])
 	return hex.EncodeToString(buf[:])
+}
+
+// Peek reports the key's breaker without changing it: no probe lease is
+// taken and nothing is forgotten, so it is for showing the state (the
+// developer's GET /ak/<key>/me), never for routing. A half-open breaker is
+// reported closed (the next request goes to Plan, as the probe). One
+// HMGET; when Redis fails, the local breaker's view.
+func (b *Breaker) Peek(ctx context.Context, keyID uuid.UUID) Decision {
+	now := b.cfg.Now()
+	var vals []any
+	err := b.withRedis(ctx, func(ctx context.Context) error {
+		var err error
+		vals, err = b.cfg.Redis.HMGet(ctx, b.redis.keys(keyID)[0], "until", "why").Result()
+		return err
+	})
+	if err != nil {
+		b.local.mu.Lock()
+		defer b.local.mu.Unlock()
+		if e, ok := b.local.entries[keyID]; ok && now.Before(e.until) {
+			return Decision{Route: RouteOpen, OpenUntil: e.until, Preemptive: e.preemptive}
+		}
+		return Decision{}
+	}
+	until, _ := vals[0].(string)
+	ms, perr := strconv.ParseInt(until, 10, 64)
+	if perr != nil || now.UnixMilli() >= ms {
+		return Decision{}
+	}
+	why, _ := vals[1].(string)
+	return Decision{Route: RouteOpen, OpenUntil: time.UnixMilli(ms).UTC(), Preemptive: why == "p"}
 }

@@ -68,11 +68,13 @@ const (
 type step struct {
 	at    time.Duration
 	on    int
-	op    string        // opState, opRateLimited, opFailure, opSuccess
-	reset time.Duration // opRateLimited: resetAt = t0+reset; noReset: zero
-	// State's expected answer: route and open-until (t0+until; 0 = zero).
+	op    string        // opState, opRateLimited, opFailure, opSuccess, opPreempt
+	reset time.Duration // opRateLimited, opPreempt: resetAt = t0+reset; noReset: zero
+	// State's expected answer: route, open-until (t0+until; 0 = zero) and
+	// whether pre-emptive failover opened the breaker.
 	route Route
 	until time.Duration
+	pre   bool
 	// to is the transition the step must make ("" for none).
 	to string
 }
@@ -177,6 +179,39 @@ var scenarios = []struct {
 		{at: 159998 * time.Millisecond, on: 1, op: opState, route: RouteProbe, until: 10 * time.Second, to: toHalfOpen},
 		{at: 259998 * time.Millisecond, on: 1, op: opState, route: RouteClosed, to: toClosed},
 	}},
+	{"preempt opens until the announced reset with preemptive decisions; the probe's success closes", []step{
+		{at: time.Second, op: opPreempt, reset: 30 * time.Minute, to: toOpen},
+		{at: time.Second, on: 1, op: opState, route: RouteOpen, until: 30 * time.Minute, pre: true},
+		{at: 30 * time.Minute, op: opState, route: RouteProbe, until: 30 * time.Minute, pre: true, to: toHalfOpen},
+		{at: 30 * time.Minute, on: 1, op: opState, route: RouteOpen, until: 30 * time.Minute, pre: true},
+		{at: 30*time.Minute + time.Second, op: opSuccess, to: toClosed},
+		{at: 30*time.Minute + time.Second, on: 1, op: opState, route: RouteClosed},
+	}},
+	{"a probe still above the threshold preempts again", []step{
+		{op: opPreempt, reset: 10 * time.Second, to: toOpen},
+		{at: 10 * time.Second, op: opState, route: RouteProbe, until: 10 * time.Second, pre: true, to: toHalfOpen},
+		{at: 11 * time.Second, on: 1, op: opPreempt, reset: 20 * time.Minute, to: toOpen},
+		{at: 11 * time.Second, op: opState, route: RouteOpen, until: 20 * time.Minute, pre: true},
+	}},
+	{"preempt is capped at MaxOpen", []step{
+		{op: opPreempt, reset: 4 * time.Hour, to: toOpen},
+		{on: 1, op: opState, route: RouteOpen, until: time.Hour, pre: true},
+	}},
+	{"the later reset decides the reason", []step{
+		{op: opPreempt, reset: 100 * time.Second, to: toOpen},
+		{on: 1, op: opRateLimited, reset: 50 * time.Second},
+		{op: opState, route: RouteOpen, until: 100 * time.Second, pre: true},
+		{on: 1, op: opRateLimited, reset: 200 * time.Second},
+		{op: opState, route: RouteOpen, until: 200 * time.Second},
+		{op: opPreempt, reset: 150 * time.Second},
+		{on: 1, op: opState, route: RouteOpen, until: 200 * time.Second},
+	}},
+	{"failures reopen without the preemptive reason", []step{
+		{op: opPreempt, reset: 10 * time.Second, to: toOpen},
+		{at: 10 * time.Second, op: opState, route: RouteProbe, until: 10 * time.Second, pre: true, to: toHalfOpen},
+		{at: 11 * time.Second, op: opFailure, to: toOpen},
+		{at: 11 * time.Second, on: 1, op: opState, route: RouteOpen, until: 71 * time.Second},
+	}},
 	{"failure after a forgotten breaker counts as closed", []step{
 		{op: opRateLimited, reset: 10 * time.Second, to: toOpen},
 		{at: 100 * time.Second, op: opFailure, to: toClosed},
@@ -210,12 +245,12 @@ func runSteps(t *testing.T, clk *clock, bs []*Breaker, id uuid.UUID, steps []ste
 			if err != nil {
 				t.Fatalf("step %d: State: %v", i, err)
 			}
-			want := Decision{Route: s.route}
+			want := Decision{Route: s.route, Preemptive: s.pre}
 			if s.until != 0 {
 				want.OpenUntil = t0.Add(s.until)
 			}
-			if d.Route != want.Route || !d.OpenUntil.Equal(want.OpenUntil) {
-				t.Fatalf("step %d at +%s on %d: State = {%s %s}, want {%s %s}", i, s.at, s.on, d.Route, d.OpenUntil, want.Route, want.OpenUntil)
+			if d.Route != want.Route || !d.OpenUntil.Equal(want.OpenUntil) || d.Preemptive != want.Preemptive {
+				t.Fatalf("step %d at +%s on %d: State = %+v, want %+v", i, s.at, s.on, d, want)
 			}
 		case opRateLimited:
 			var reset time.Time
@@ -223,6 +258,12 @@ func runSteps(t *testing.T, clk *clock, bs []*Breaker, id uuid.UUID, steps []ste
 				reset = t0.Add(s.reset)
 			}
 			b.RateLimited(ctx, id, reset)
+		case opPreempt:
+			var reset time.Time
+			if s.reset != noReset {
+				reset = t0.Add(s.reset)
+			}
+			b.Preempt(ctx, id, reset)
 		case opFailure:
 			b.Failure(ctx, id)
 		case opSuccess:
@@ -312,8 +353,9 @@ func TestKeysAndTTLs(t *testing.T) {
 	want := map[string]string{
 		"until": "1772366520000", // t0+120 s
 		"exp":   "1772366580000", // +60 s
+		"why":   "r",             // a rate limit
 	}
-	if len(h) != 2 || h["until"] != want["until"] || h["exp"] != want["exp"] {
+	if len(h) != 3 || h["until"] != want["until"] || h["exp"] != want["exp"] || h["why"] != want["why"] {
 		t.Fatalf("open hash = %v, want %v", h, want)
 	}
 	if ttl := client.PTTL(ctx, base+"open").Val(); ttl <= 179*time.Second || ttl > 180*time.Second {

@@ -15,11 +15,13 @@ import (
 // ARGV[1], the caller's clock in unix ms. prevState (shared by all scripts)
 // reads the open hash and classifies the breaker; a half-open breaker past
 // its "exp" is forgotten (deleted) and reported closed, with a 1 in the
-// third return value so the caller counts the transition.
+// third return value so the caller counts the transition. The hash's "why"
+// says what opened the breaker: "p" pre-emptive failover (Preempt), "r" a
+// rate limit, "f" failures.
 const prevState = `
 local now = tonumber(ARGV[1])
-local h = redis.call('HMGET', KEYS[1], 'until', 'exp')
-local u, e = tonumber(h[1]), tonumber(h[2])
+local h = redis.call('HMGET', KEYS[1], 'until', 'exp', 'why')
+local u, e, w = tonumber(h[1]), tonumber(h[2]), h[3]
 local prev, forgot = 'closed', 0
 if u then
   if e and now >= e then
@@ -31,40 +33,44 @@ if u then
     prev = 'half'
   end
 end
-local function open_until(nu, idle)
-  redis.call('HSET', KEYS[1], 'until', nu, 'exp', nu + idle)
+local function open_until(nu, idle, why)
+  redis.call('HSET', KEYS[1], 'until', nu, 'exp', nu + idle, 'why', why)
   redis.call('PEXPIRE', KEYS[1], math.max(1, nu + idle - now))
   redis.call('DEL', KEYS[2], KEYS[3])
 end
 `
 
-// stateScript: ARGV = now, lease, idle. Returns {route, until, forgot}
-// with route 0 closed, 1 open, 2 probe. Half-open: the first caller whose
+// stateScript: ARGV = now, lease, idle. Returns {route, until, forgot,
+// preemptive} with route 0 closed, 1 open, 2 probe, and preemptive 1 when
+// pre-emptive failover opened the breaker. The "why" comes with the read
+// the routing decision makes anyway: no extra round trip. Half-open: the first caller whose
 // lease check finds no live lease takes it ("SET NX" with an explicit
 // expiry, so a lease past its time is free even before its TTL fires) and
 // keeps the open hash for idle after the lease.
 var stateScript = redis.NewScript(prevState + `
-if prev == 'closed' then return {0, 0, forgot} end
-if prev == 'open' then return {1, u, 0} end
+local pre = 0
+if w == 'p' then pre = 1 end
+if prev == 'closed' then return {0, 0, forgot, 0} end
+if prev == 'open' then return {1, u, 0, pre} end
 local lease, idle = tonumber(ARGV[2]), tonumber(ARGV[3])
 local l = tonumber(redis.call('GET', KEYS[3]))
-if l and now < l then return {1, u, 0} end
+if l and now < l then return {1, u, 0, pre} end
 redis.call('SET', KEYS[3], now + lease, 'PX', lease)
 local ne = now + lease + idle
 if not e or ne > e then
   redis.call('HSET', KEYS[1], 'exp', ne)
   redis.call('PEXPIRE', KEYS[1], ne - now)
 end
-return {2, u, 0}
+return {2, u, 0, pre}
 `)
 
-// openScript: ARGV = now, until, idle. Opens until ARGV[2], or keeps a
-// later open-until; clears the failure window and the probe lease. Returns
-// {transitioned, forgot}.
+// openScript: ARGV = now, until, idle, why. Opens until ARGV[2] for why
+// ("r" or "p"), or keeps a later open-until with its own why; clears the
+// failure window and the probe lease. Returns {transitioned, forgot}.
 var openScript = redis.NewScript(prevState + `
-local nu = tonumber(ARGV[2])
-if prev == 'open' and u > nu then nu = u end
-open_until(nu, tonumber(ARGV[3]))
+local nu, why = tonumber(ARGV[2]), ARGV[4]
+if prev == 'open' and u > nu then nu, why = u, (w or 'r') end
+open_until(nu, tonumber(ARGV[3]), why)
 if prev == 'open' then return {0, forgot} end
 return {1, forgot}
 `)
@@ -77,7 +83,7 @@ var failureScript = redis.NewScript(prevState + `
 if prev == 'open' then return {0, 0} end
 local nu, idle = tonumber(ARGV[4]), tonumber(ARGV[5])
 if prev == 'half' then
-  open_until(nu, idle)
+  open_until(nu, idle, 'f')
   return {1, 0}
 end
 local window = tonumber(ARGV[2])
@@ -85,7 +91,7 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 redis.call('ZADD', KEYS[2], now, ARGV[6])
 redis.call('PEXPIRE', KEYS[2], window)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  open_until(nu, idle)
+  open_until(nu, idle, 'f')
   return {1, forgot}
 end
 return {0, forgot}
@@ -132,7 +138,7 @@ func (r *redisBackend) keys(id uuid.UUID) []string {
 }
 
 func (r *redisBackend) state(ctx context.Context, id uuid.UUID, now time.Time) (Decision, string, error) {
-	v, err := r.run(ctx, stateScript, id, 3, now.UnixMilli(), r.lease, r.idle)
+	v, err := r.run(ctx, stateScript, id, 4, now.UnixMilli(), r.lease, r.idle)
 	if err != nil {
 		return Decision{}, toNone, err
 	}
@@ -149,6 +155,7 @@ func (r *redisBackend) state(ctx context.Context, id uuid.UUID, now time.Time) (
 	}
 	if d.Route != RouteClosed {
 		d.OpenUntil = time.UnixMilli(v[1]).UTC()
+		d.Preemptive = v[3] == 1
 	}
 	switch {
 	case d.Route == RouteProbe:
@@ -159,8 +166,12 @@ func (r *redisBackend) state(ctx context.Context, id uuid.UUID, now time.Time) (
 	return d, toNone, nil
 }
 
-func (r *redisBackend) open(ctx context.Context, id uuid.UUID, now, until time.Time) (string, error) {
-	v, err := r.run(ctx, openScript, id, 2, now.UnixMilli(), until.UnixMilli(), r.idle)
+func (r *redisBackend) open(ctx context.Context, id uuid.UUID, now, until time.Time, preemptive bool) (string, error) {
+	why := "r"
+	if preemptive {
+		why = "p"
+	}
+	v, err := r.run(ctx, openScript, id, 2, now.UnixMilli(), until.UnixMilli(), r.idle, why)
 	return transition(v, toOpen), err
 }
 

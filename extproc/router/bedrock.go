@@ -46,6 +46,20 @@ type BedrockConfig struct {
 	// Breaker is the per-access-key Plan circuit breaker consulted before a
 	// plan_first request is routed; nil means always closed.
 	Breaker Breaker
+	// PreemptThreshold is the gateway's default pre-emptive failover
+	// threshold (CCPROXY_PREEMPT_THRESHOLD), a Plan utilization fraction
+	// in [0, 1], for users without a threshold of their own; 0 is off.
+	PreemptThreshold float64
+}
+
+// preemptThreshold is the request's pre-emptive failover threshold: the
+// user's own (which the key service resolves, a team's included), else the
+// gateway's default.
+func (p *Processor) preemptThreshold() float64 {
+	if t := p.req.identity.PreemptThreshold; t != nil {
+		return *t
+	}
+	return p.r.bedrock.PreemptThreshold
 }
 
 // BudgetChecker is implemented by budget.Checker.

@@ -24,6 +24,11 @@ const (
 	// ReasonBreakerOpen: the access key's circuit breaker was open, so the
 	// request went straight to Bedrock.
 	ReasonBreakerOpen = "breaker_open"
+	// ReasonPreemptive: the access key's breaker was open because the
+	// user's Plan utilization reached their pre-emptive failover threshold
+	// (planbreaker.Preempt), so the request went to Bedrock before Plan
+	// could refuse it.
+	ReasonPreemptive = "preemptive"
 	// ReasonPlanUnreachable: the Plan attempt got no response headers (a
 	// connect failure, a reset or a per-try timeout).
 	ReasonPlanUnreachable = "plan_unreachable"
@@ -124,16 +129,21 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		}
 	}
 	if d.Route == planbreaker.RouteOpen && cfg.HasRegion(region) {
-		p.r.metrics.fallbacks.WithLabelValues(ReasonBreakerOpen).Inc()
+		reason := ReasonBreakerOpen
+		if d.Preemptive {
+			reason = ReasonPreemptive
+		}
+		p.r.metrics.fallbacks.WithLabelValues(reason).Inc()
 		p.logger().LogAttrs(ctx, slog.LevelInfo, "plan_first request fell back to Bedrock",
-			slog.String("reason", ReasonBreakerOpen), slog.Time("open_until", d.OpenUntil))
-		p.backend = &planFirst{bedrock: bedrock, chosen: bedrock, reason: ReasonBreakerOpen}
+			slog.String("reason", reason), slog.Time("open_until", d.OpenUntil))
+		p.backend = &planFirst{bedrock: bedrock, chosen: bedrock, reason: reason}
 		p.handOff(common, r, dataplane.BedrockRoute(region))
 		return
 	}
 	// Plan first: the response tells which backend answered (decide).
 	r.KeyID = p.req.identity.KeyID
 	r.Probe = d.Route == planbreaker.RouteProbe
+	r.Preempt = p.preemptThreshold()
 	p.backend = &planFirst{bedrock: bedrock}
 	p.handOff(common, r, dataplane.FallbackRoute(region))
 }

@@ -3,9 +3,11 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	extprocv3 "github.com/envoyproxy/go-control-plane/envoy/service/ext_proc/v3"
 	"github.com/google/uuid"
@@ -25,14 +27,15 @@ import (
 
 // fakeBreaker answers State with route and records Failure calls.
 type fakeBreaker struct {
-	route    planbreaker.Route
-	states   []uuid.UUID
-	failures []uuid.UUID
+	route      planbreaker.Route
+	preemptive bool
+	states     []uuid.UUID
+	failures   []uuid.UUID
 }
 
 func (b *fakeBreaker) State(_ context.Context, keyID uuid.UUID) (planbreaker.Decision, error) {
 	b.states = append(b.states, keyID)
-	return planbreaker.Decision{Route: b.route}, nil
+	return planbreaker.Decision{Route: b.route, Preemptive: b.preemptive}, nil
 }
 
 func (b *fakeBreaker) Failure(_ context.Context, keyID uuid.UUID) {
@@ -91,6 +94,7 @@ func TestPlanFirstFallback(t *testing.T) {
 	tests := []struct {
 		name         string
 		route        planbreaker.Route
+		preemptive   bool
 		attempts     []attempt
 		attemptCount float64 // response attribute; 0 = not sent
 		countString  string  // the attribute as a string value instead
@@ -125,6 +129,9 @@ func TestPlanFirstFallback(t *testing.T) {
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderAnthropic},
 		{name: "breaker open: straight to bedrock", route: planbreaker.RouteOpen, attempts: []attempt{{dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 1,
 			wantRoute: "bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonBreakerOpen},
+		{name: "breaker open pre-emptively: straight to bedrock, reason preemptive", route: planbreaker.RouteOpen, preemptive: true,
+			attempts: []attempt{{dataplane.BackendBedrock, 200, handoff.FailureNone}}, attemptCount: 1,
+			wantRoute: "bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPreemptive},
 		{name: "neither answered, plan then bedrock tried", attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureNone}, {dataplane.BackendBedrock, 0, handoff.FailureNone}}, noResponse: true,
 			wantRoute: "plan+bedrock-us-east-1", wantProvider: usage.ProviderBedrock, wantReason: ReasonPlanUnreachable, wantFailures: 1},
 		{name: "client gone while plan was asked: no fallback, no failure", attempts: []attempt{{dataplane.BackendPlan, 0, handoff.FailureNone}}, noResponse: true,
@@ -133,8 +140,9 @@ func TestPlanFirstFallback(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newBedrockHarness(t, fallbackRuntime(t), nil)
-			fb := &fakeBreaker{route: tc.route}
+			fb := &fakeBreaker{route: tc.route, preemptive: tc.preemptive}
 			h.r.bedrock.Breaker = fb
+			h.r.bedrock.PreemptThreshold = 0.95
 			p := h.r.NewProcessor()
 			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["plan-first"]+"/v1/messages?beta=true",
 				"x-api-key", "sk-client", "anthropic-beta", "claude-code-20250219,interleaved-thinking-2025-05-14"))
@@ -164,6 +172,9 @@ func TestPlanFirstFallback(t *testing.T) {
 			}
 			if stored.Probe != (tc.route == planbreaker.RouteProbe) {
 				t.Fatalf("stored Probe %v for breaker route %v", stored.Probe, tc.route)
+			}
+			if want := map[bool]float64{true: 0.95, false: 0}[tc.route != planbreaker.RouteOpen]; stored.Preempt != want {
+				t.Fatalf("stored Preempt %v, want %v (the default threshold, for routes with a Plan endpoint)", stored.Preempt, want)
 			}
 			if len(fb.states) != 1 {
 				t.Fatalf("breaker asked %d times", len(fb.states))
@@ -307,3 +318,64 @@ func TestPlanFirstWithoutFallback(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanLimitsInUsage: the subscription rate-limit headers of a Plan
+// answer reach the client unchanged and the usage event parsed; a user's
+// own pre-emptive failover threshold wins over the gateway's default.
+func TestPlanLimitsInUsage(t *testing.T) {
+	body, err := os.ReadFile(captures + "anthropic-turn1.body.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, own := range []*float64{nil, ptr(0.0), ptr(0.8)} {
+		name := "default threshold"
+		if own != nil {
+			name = fmt.Sprintf("own threshold %v", *own)
+		}
+		t.Run(name, func(t *testing.T) {
+			h := newBedrockHarness(t, fallbackRuntime(t), nil)
+			h.r.bedrock.Breaker = &fakeBreaker{}
+			h.r.bedrock.PreemptThreshold = 0.95
+			p := h.r.NewProcessor()
+			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["plan-first"]+"/v1/messages", "x-api-key", "sk-client"))
+			p.req.identity.PreemptThreshold = own
+			resp := mustProcess(t, p, reqBody(body))
+			stored := h.requests.Get(setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())[dataplane.StateHeader])
+			want := 0.95
+			if own != nil {
+				want = *own
+			}
+			if stored == nil || stored.Preempt != want {
+				t.Fatalf("stored %+v, want Preempt %v", stored, want)
+			}
+			m := respHeaders("200", "content-type", "application/json",
+				"anthropic-ratelimit-unified-status", "allowed_warning",
+				"anthropic-ratelimit-unified-representative-claim", "five_hour",
+				"anthropic-ratelimit-unified-reset", "1772384400",
+				"anthropic-ratelimit-unified-5h-utilization", "0.96",
+				"anthropic-ratelimit-unified-5h-reset", "1772384400",
+				"anthropic-ratelimit-unified-7d-utilization", "0.31",
+				"anthropic-ratelimit-unified-7d-reset", "1772971200")
+			withAttemptCount(m, 1)
+			hr := mustProcess(t, p, m)
+			if mut := hr.GetResponseHeaders().GetResponse().GetHeaderMutation(); mut != nil {
+				t.Fatalf("Plan's headers were changed: %v", mut)
+			}
+			mustProcess(t, p, respBody([]byte(`{"type":"message","usage":{"input_tokens":3,"output_tokens":4}}`), true))
+			p.Close(context.Background())
+			evs := h.sink.Events()
+			if len(evs) != 1 {
+				t.Fatalf("%d events", len(evs))
+			}
+			r5 := time.Unix(1772384400, 0).UTC()
+			wantLimits := usage.PlanLimits{Status: "allowed_warning", Claim: "five_hour", Reset: r5,
+				Utilization5h: 0.96, Has5h: true, Reset5h: r5,
+				Utilization7d: 0.31, Has7d: true, Reset7d: time.Unix(1772971200, 0).UTC()}
+			if evs[0].PlanLimits != wantLimits {
+				t.Fatalf("PlanLimits %+v, want %+v", evs[0].PlanLimits, wantLimits)
+			}
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -15,6 +15,7 @@ const (
 	OutcomeForwarded   = "forwarded"    // sent to an upstream
 	OutcomeProbe       = "probe"        // HEAD answered locally
 	OutcomeModels      = "models"       // GET /v1/models answered locally
+	OutcomeSelfService = "self_service" // GET /me answered locally
 	OutcomeRefused     = "unauthorized" // 401
 	OutcomeNotFound    = "not_found"    // 404
 	OutcomeLookupError = "lookup_error" // key lookup failed: 500
@@ -139,7 +140,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	})
 	m.fallbacks = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_fallbacks_total",
-		Help: "plan_first requests answered by Bedrock, by reason (plan_<status> after a Plan answer Envoy retried, plan_unreachable after a connect failure, reset or per-try timeout, plan_no_host when Envoy had no Plan host, breaker_open when the access key's circuit breaker sent it straight to Bedrock).",
+		Help: "plan_first requests answered by Bedrock, by reason (plan_<status> after a Plan answer Envoy retried, plan_unreachable after a connect failure, reset or per-try timeout, plan_no_host when Envoy had no Plan host, breaker_open when the access key's circuit breaker sent it straight to Bedrock, preemptive when pre-emptive failover had opened it).",
 	}, []string{"reason"})
 	m.planAlone = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ccproxy_extproc_fallback_unavailable_total",

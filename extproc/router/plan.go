@@ -24,6 +24,10 @@ type plan struct {
 }
 
 func (b *plan) responseHeaders(_ context.Context, p *Processor, _ *extprocv3.ProcessingRequest, rh *responseHead, resp *extprocv3.ProcessingResponse) {
+	if !rh.unified.Empty() {
+		// Read, never changed: Claude Code sees the headers as Plan sent them.
+		p.resp.limits = rh.unified.Limits()
+	}
 	b.sse = p.resp.status == 200 && isEventStream(rh.contentType)
 	if b.sse {
 		resp.ModeOverride = streamedResponseMode(p.requestBodyMode())

@@ -17,6 +17,7 @@ import (
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
 	"github.com/ccproxy/ccproxy/extproc/apierror"
 	"github.com/ccproxy/ccproxy/extproc/handoff"
+	"github.com/ccproxy/ccproxy/extproc/planbreaker"
 	"github.com/ccproxy/ccproxy/internal/dataplane"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -127,6 +128,9 @@ type response struct {
 	ttft    time.Duration
 	ttftSet bool
 	latency time.Duration
+	// limits is the Plan subscription state the answer announced (zero
+	// when none): the usage event carries it to the headroom history.
+	limits usage.PlanLimits
 }
 
 // storedRequest is the request handed to the upstream processor.
@@ -353,6 +357,11 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 	case kind == pathModels && method == "GET":
 		p.r.metrics.request(OutcomeModels)
 		return p.r.modelsResponse(rest)
+	case kind == pathMe && method == "GET":
+		return p.selfStatus(ctx)
+	case kind == pathMe:
+		p.r.metrics.request(OutcomeNotFound)
+		return immediate(405, apierror.InvalidRequest, "ccproxy: /me answers GET only", "ccproxy_me_method")
 	case kind == pathOther:
 		p.r.metrics.request(OutcomeNotFound)
 		return immediate(404, apierror.NotFound, "ccproxy: not found; the gateway serves the Anthropic API under /v1/", "ccproxy_not_found")
@@ -433,6 +442,9 @@ type responseHead struct {
 	// (x-amzn-bedrock-input-token-count, -output-token-count); -1 when
 	// absent.
 	inputTokens, outputTokens int64
+	// unified holds Plan's subscription rate-limit headers (aliasing the
+	// header map: no copy), parsed by the plan backend.
+	unified planbreaker.UnifiedHeaders
 }
 
 func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.ProcessingRequest, h *extprocv3.HttpHeaders) *extprocv3.ProcessingResponse {
@@ -455,6 +467,10 @@ func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.Processi
 			rh.inputTokens = parseCount(rawValue(hv))
 		case "x-amzn-bedrock-output-token-count":
 			rh.outputTokens = parseCount(rawValue(hv))
+		default:
+			if len(hv.Key) > len(planbreaker.UnifiedPrefix) && hv.Key[:len(planbreaker.UnifiedPrefix)] == planbreaker.UnifiedPrefix {
+				rh.unified.Set(hv.Key, rawValue(hv))
+			}
 		}
 	}
 	p.resp.encoded = len(ce) > 0 && string(ce) != "identity"
@@ -572,6 +588,9 @@ func (p *Processor) emitUsage(ctx context.Context) {
 	}
 	p.backend.meter(p, &ev)
 	p.chargeTokens(&ev)
+	if ev.Provider == usage.ProviderAnthropic {
+		ev.PlanLimits = p.resp.limits
+	}
 	if p.resp.encoded && p.resp.status == 200 {
 		p.r.metrics.unparsed.WithLabelValues("content_encoding").Inc()
 		p.logger().LogAttrs(ctx, slog.LevelWarn, "response usage unreadable: compressed upstream response")

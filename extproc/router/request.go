@@ -160,6 +160,7 @@ const (
 	pathBedrockModel                    // /bedrock/model/{id}/{op}: Claude Code's Bedrock mode
 	pathBedrockProfiles                 // /bedrock/inference-profiles
 	pathBedrockOther                    // other /bedrock/ paths: 404
+	pathMe                              // /me: the developer's own status
 	pathNotCanonical                    // /v1/ paths in a disguised spelling: 404
 )
 
@@ -175,6 +176,8 @@ func classify(path []byte) pathKind {
 		return pathCountTokens
 	case "/v1/models":
 		return pathModels
+	case "/me":
+		return pathMe
 	}
 	if bytes.HasPrefix(path, []byte("/v1/")) {
 		if !canonical(path) {

@@ -76,6 +76,9 @@ type Config struct {
 	// RateLimits enforces the per-minute limits that key lookups carry
 	// (ratelimit.Limiter); nil enforces none.
 	RateLimits RateLimiter
+	// SelfService answers GET /ak/<key>/me (the KeyService client); nil
+	// answers it 503.
+	SelfService SelfService
 }
 
 // Router holds what every request's Processor shares. It is safe for
@@ -96,6 +99,7 @@ type Router struct {
 	tracer         trace.Tracer
 
 	rateLimits RateLimiter
+	self       SelfService
 }
 
 // New returns a Router for cfg.
@@ -141,6 +145,7 @@ func New(cfg Config) (*Router, error) {
 		skipPlanBodies: cfg.SkipPlanRequestBodies,
 		tracer:         cfg.Tracer,
 		rateLimits:     cfg.RateLimits,
+		self:           cfg.SelfService,
 	}, nil
 }
 

@@ -69,6 +69,9 @@ type Signer interface {
 // Breaker receives the outcome of Plan attempts (planbreaker.Breaker).
 type Breaker interface {
 	Report(ctx context.Context, keyID uuid.UUID, status int, get func(name string) string) planbreaker.Outcome
+	// Preempt opens the key's breaker until resetAt for pre-emptive
+	// failover.
+	Preempt(ctx context.Context, keyID uuid.UUID, resetAt time.Time)
 }
 
 // Config configures a Handler.
@@ -305,7 +308,20 @@ func (p *Processor) responseHeaders(ctx context.Context, hs *extprocv3.HttpHeade
 	if p.backend != dataplane.BackendPlan || p.h.breaker == nil || p.req.KeyID == uuid.Nil {
 		return
 	}
-	if !p.req.Probe && planbreaker.Classify(status, get) == planbreaker.OutcomeSuccess {
+	success := planbreaker.Classify(status, get) == planbreaker.OutcomeSuccess
+	if success && p.req.Preempt > 0 {
+		// Pre-emptive failover is on for this user: an answer at or above
+		// the threshold opens the breaker instead of counting as a success
+		// (the answer itself, headers included, reaches the client as is).
+		u := planbreaker.UnifiedFrom(get)
+		if until, hit := planbreaker.Preempt(u.Limits(), p.req.Preempt); hit {
+			p.h.breaker.Preempt(ctx, p.req.KeyID, until)
+			p.h.log.LogAttrs(ctx, slog.LevelInfo, "plan utilization reached the pre-emptive failover threshold",
+				slog.String("request_id", p.req.RequestID), slog.Float64("threshold", p.req.Preempt), slog.Time("until", until))
+			return
+		}
+	}
+	if !p.req.Probe && success {
 		// A success changes nothing unless it ends the half-open probe:
 		// skip the Redis round trip on every ordinary Plan answer.
 		return

@@ -225,9 +225,19 @@ func TestOtherPhasesPassUnchanged(t *testing.T) {
 	}
 }
 
-// reportingBreaker records Report calls.
+// reportingBreaker records Report and Preempt calls.
 type reportingBreaker struct {
-	calls []breakerCall
+	calls    []breakerCall
+	preempts []preemptCall
+}
+
+type preemptCall struct {
+	key   uuid.UUID
+	until time.Time
+}
+
+func (b *reportingBreaker) Preempt(_ context.Context, keyID uuid.UUID, until time.Time) {
+	b.preempts = append(b.preempts, preemptCall{keyID, until})
 }
 
 type breakerCall struct {
@@ -320,6 +330,47 @@ func TestFallbackAttempts(t *testing.T) {
 			}
 		}
 		brk.calls = brk.calls[:1]
+	})
+	t.Run("pre-emptive failover: a success at or above the threshold preempts", func(t *testing.T) {
+		reset := time.Unix(1772384400, 0).UTC()
+		tests := []struct {
+			name      string
+			threshold float64
+			probe     bool
+			status    string
+			util      string
+			preempts  int
+			reports   int
+		}{
+			{"off", 0, false, "200", "0.99", 0, 0},
+			{"below", 0.95, false, "200", "0.94", 0, 0},
+			{"at", 0.95, false, "200", "0.95", 1, 0},
+			{"probe above", 0.95, true, "200", "0.97", 1, 0},
+			{"probe below closes", 0.95, true, "200", "0.10", 0, 1},
+			{"a 429 stays a rate limit", 0.95, false, "429", "1", 0, 1},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				brk.calls, brk.preempts = nil, nil
+				rq := &handoff.Request{RequestID: "rid-pre", KeyID: keyID, Probe: tt.probe, Preempt: tt.threshold}
+				idp := store.Put(rq)
+				defer store.Delete(idp)
+				p := h.NewProcessor()
+				p.Process(ctx, headersMsg(map[string]string{dataplane.AttributeBackend: "plan"}, dataplane.StateHeader, idp))
+				got := p.Process(ctx, responseMsg(":status", tt.status, "anthropic-ratelimit-unified-5h-utilization", tt.util,
+					"anthropic-ratelimit-unified-5h-reset", "1772384400"))
+				if !proto.Equal(got, Unchanged(responseMsg())) {
+					t.Fatalf("response headers changed: %v", got)
+				}
+				if len(brk.preempts) != tt.preempts || len(brk.calls) != tt.reports {
+					t.Fatalf("%d preempts, %d reports; want %d, %d", len(brk.preempts), len(brk.calls), tt.preempts, tt.reports)
+				}
+				if tt.preempts == 1 && (brk.preempts[0].key != keyID || !brk.preempts[0].until.Equal(reset)) {
+					t.Fatalf("preempt %+v, want key %s until %s", brk.preempts[0], keyID, reset)
+				}
+			})
+		}
+		brk.calls, brk.preempts = []breakerCall{{keyID, 429, "120"}}, nil
 	})
 	t.Run("no breaker key: plan outcome not reported", func(t *testing.T) {
 		r2 := &handoff.Request{RequestID: "rid-2"}

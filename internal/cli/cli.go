@@ -2,7 +2,10 @@
 // passwd, admins, users, keys, bedrock and usage commands of the ccproxy
 // binary. They talk to the admin service's REST API (/api/v1) with the
 // session token that login saves in a small per-user file, and print a
-// table or, with "-o json", the API's own JSON.
+// table or, with "-o json", the API's own JSON. It also owns the one
+// developer command, statusline, which asks the gateway (not the admin
+// API) for the developer's own status with their access key, for Claude
+// Code's status line.
 //
 // Secrets stay off argv: passwords and Bedrock API keys are read from stdin
 // (or the environment, or a terminal prompt with echo off), because argv is
@@ -69,6 +72,7 @@ func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.loginCommand(), a.logoutCommand(), a.passwdCommand(), a.adminsCommand(),
 		a.usersCommand(), a.keysCommand(), a.bedrockCommand(), a.rateLimitsCommand(), a.usageCommand(),
+		a.statuslineCommand(),
 	}
 }
 

@@ -115,3 +115,22 @@ func (f PriceFlag) Valid() bool {
 func invalidf(format string, args ...any) error {
 	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, args...)...)
 }
+
+// SeatType is a developer's seat, for seat economics.
+type SeatType string
+
+// Seat types: Claude Pro, Max 5×, Max 20×, or pay-as-you-go API.
+const (
+	SeatPro    SeatType = "pro"
+	SeatMax5x  SeatType = "max_5x"
+	SeatMax20x SeatType = "max_20x"
+	SeatAPI    SeatType = "api"
+)
+
+// SeatTypes returns the seat types, cheapest subscription first.
+func SeatTypes() []SeatType { return []SeatType{SeatPro, SeatMax5x, SeatMax20x, SeatAPI} }
+
+// Valid reports whether s is a known seat type.
+func (s SeatType) Valid() bool {
+	return s == SeatPro || s == SeatMax5x || s == SeatMax20x || s == SeatAPI
+}

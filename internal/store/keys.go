@@ -169,14 +169,14 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 	)
 	dest := keyDest(&l.Key)
 	dest = append(dest, &l.User.ID, &l.User.Name, &l.User.Email, &l.User.RoutingStrategy,
-		&l.User.MonthlyBudgetUSD, &l.User.Status, &l.User.CreatedAt, &l.User.UpdatedAt, &l.User.DeletedAt,
+		&l.User.MonthlyBudgetUSD, &l.User.PreemptThreshold, &l.User.SeatType, &l.User.Status, &l.User.CreatedAt, &l.User.UpdatedAt, &l.User.DeletedAt,
 		&cID, &cUID, &c.AccessKeyID, &kind, &reg, &c.SecretCiphertext, &cAt, &uAt)
 	// The lateral subquery prefers the key's override over the user's
 	// default. Each branch is a lookup in one of the partial unique indexes,
 	// so the hot path never scans bedrock_credentials.
 	err := r.q.db.QueryRow(ctx, `
 		SELECT `+keyCols("k")+`,
-		       u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.status,
+		       u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.preempt_threshold, u.seat_type, u.status,
 		       u.created_at, u.updated_at, u.deleted_at,
 		       c.id, c.user_id, c.access_key_id, c.kind, c.region, c.secret_ciphertext, c.created_at, c.updated_at
 		FROM access_keys k

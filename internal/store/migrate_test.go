@@ -26,6 +26,7 @@ var wantMigrations = []string{
 	"00011_usage_user_rollup.sql",
 	"00012_usage_agent_tree.sql",
 	"00013_rate_limits.sql",
+	"00014_plan_headroom.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -85,7 +86,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	wantTables := []string{
 		"access_keys", "admin_login_throttle", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
-		"model_aliases", "model_mappings", "model_regions", "prices", "rate_limits", "usage_daily", "usage_dedupe",
+		"model_aliases", "model_mappings", "model_regions", "plan_headroom", "prices", "rate_limits", "usage_daily", "usage_dedupe",
 		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all",
 		"usage_user_rollup", "users",
 	}

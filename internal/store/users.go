@@ -19,10 +19,18 @@ type User struct {
 	RoutingStrategy RoutingStrategy
 	// MonthlyBudgetUSD caps Bedrock spend per month; nil means no budget.
 	MonthlyBudgetUSD *decimal.Decimal
-	Status           UserStatus
-	CreatedAt        time.Time
-	UpdatedAt        time.Time
-	DeletedAt        *time.Time
+	// PreemptThreshold is the Plan utilization (a fraction in [0, 1]) at
+	// which the user's plan_first requests move to Bedrock before Plan
+	// refuses them (pre-emptive failover); 0 turns it off for the user, nil
+	// means the gateway's default.
+	PreemptThreshold *float64
+	// SeatType is the developer's seat for seat economics: one of the
+	// Seat* constants; nil when not recorded.
+	SeatType  *SeatType
+	Status    UserStatus
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	DeletedAt *time.Time
 }
 
 // NewUser holds the fields of a user to create. An empty RoutingStrategy
@@ -32,6 +40,8 @@ type NewUser struct {
 	Email            *string
 	RoutingStrategy  RoutingStrategy
 	MonthlyBudgetUSD *decimal.Decimal
+	PreemptThreshold *float64
+	SeatType         *SeatType
 }
 
 // UserPatch is a partial update of a user.
@@ -40,6 +50,8 @@ type UserPatch struct {
 	Email            Optional[*string]
 	RoutingStrategy  Optional[RoutingStrategy]
 	MonthlyBudgetUSD Optional[*decimal.Decimal]
+	PreemptThreshold Optional[*float64]
+	SeatType         Optional[*SeatType]
 	Status           Optional[UserStatus]
 }
 
@@ -61,11 +73,11 @@ type Users struct{ q *Queries }
 // Users returns the user repository.
 func (q *Queries) Users() Users { return Users{q} }
 
-const userColumns = `id, name, email, routing_strategy, monthly_budget_usd, status, created_at, updated_at, deleted_at`
+const userColumns = `id, name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type, status, created_at, updated_at, deleted_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Name, &u.Email, &u.RoutingStrategy, &u.MonthlyBudgetUSD, &u.Status,
+	err := row.Scan(&u.ID, &u.Name, &u.Email, &u.RoutingStrategy, &u.MonthlyBudgetUSD, &u.PreemptThreshold, &u.SeatType, &u.Status,
 		&u.CreatedAt, &u.UpdatedAt, &u.DeletedAt)
 	return u, err
 }
@@ -73,6 +85,20 @@ func scanUser(row pgx.Row) (User, error) {
 func validateBudget(b *decimal.Decimal) error {
 	if b != nil && (b.IsNegative() || !b.Equal(b.Round(2))) {
 		return invalidf("monthly budget %s must be non-negative with at most 2 decimals", b)
+	}
+	return nil
+}
+
+func validatePreempt(t *float64) error {
+	if t != nil && !(*t >= 0 && *t <= 1) {
+		return invalidf("pre-emptive failover threshold %v must be a fraction in [0, 1]", *t)
+	}
+	return nil
+}
+
+func validateSeat(s *SeatType) error {
+	if s != nil && !s.Valid() {
+		return invalidf("seat type %q", *s)
 	}
 	return nil
 }
@@ -97,11 +123,17 @@ func (r Users) Create(ctx context.Context, nu NewUser) (User, error) {
 	if err := validateBudget(nu.MonthlyBudgetUSD); err != nil {
 		return User{}, err
 	}
+	if err := validatePreempt(nu.PreemptThreshold); err != nil {
+		return User{}, err
+	}
+	if err := validateSeat(nu.SeatType); err != nil {
+		return User{}, err
+	}
 	u, err := scanUser(r.q.db.QueryRow(ctx, `
-		INSERT INTO users (name, email, routing_strategy, monthly_budget_usd)
-		VALUES ($1, $2, $3, $4)
+		INSERT INTO users (name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type)
+		VALUES ($1, $2, $3, $4, $5, $6)
 		RETURNING `+userColumns,
-		nu.Name, normalizeEmail(nu.Email), nu.RoutingStrategy, nu.MonthlyBudgetUSD))
+		nu.Name, normalizeEmail(nu.Email), nu.RoutingStrategy, nu.MonthlyBudgetUSD, nu.PreemptThreshold, nu.SeatType))
 	return u, mapErr("store: create user", err)
 }
 
@@ -199,6 +231,18 @@ func (r Users) Update(ctx context.Context, id uuid.UUID, p UserPatch) (User, err
 			return User{}, err
 		}
 		s.add("monthly_budget_usd", p.MonthlyBudgetUSD.Value)
+	}
+	if p.PreemptThreshold.Set {
+		if err := validatePreempt(p.PreemptThreshold.Value); err != nil {
+			return User{}, err
+		}
+		s.add("preempt_threshold", p.PreemptThreshold.Value)
+	}
+	if p.SeatType.Set {
+		if err := validateSeat(p.SeatType.Value); err != nil {
+			return User{}, err
+		}
+		s.add("seat_type", p.SeatType.Value)
 	}
 	if p.Status.Set {
 		if !p.Status.Value.Valid() {

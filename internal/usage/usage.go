@@ -107,6 +107,45 @@ type Event struct {
 	Fallback       bool
 	FallbackReason string
 	BackendModel   string
+	// PlanLimits is the subscription rate-limit state the Plan answer
+	// announced (anthropic-ratelimit-unified-* headers); zero when it
+	// announced none (API-key traffic, Bedrock answers).
+	PlanLimits PlanLimits
+}
+
+// Unified rate-limit statuses (anthropic-ratelimit-unified-status and the
+// per-window statuses).
+const (
+	PlanStatusAllowed        = "allowed"
+	PlanStatusAllowedWarning = "allowed_warning"
+	PlanStatusRejected       = "rejected"
+)
+
+// PlanLimits is a Plan subscription's rate-limit state as one answer
+// announced it. Anthropic sends it on subscription traffic as the
+// anthropic-ratelimit-unified-* response headers: status, representative-
+// claim (the window that binds: five_hour, seven_day, …), reset (of that
+// window), and per window 5h-/7d-utilization (a fraction, 1 = the limit)
+// and 5h-/7d-reset (unix seconds).
+type PlanLimits struct {
+	// Status is allowed, allowed_warning or rejected ("" when absent).
+	Status string
+	// Claim is the representative claim ("" when absent).
+	Claim string
+	// Utilization5h and Utilization7d are valid when Has5h and Has7d.
+	Utilization5h float64
+	Utilization7d float64
+	Has5h, Has7d  bool
+	// Reset5h, Reset7d and Reset are zero when absent.
+	Reset5h time.Time
+	Reset7d time.Time
+	Reset   time.Time
+}
+
+// Present reports whether the answer carried any of the headers read.
+func (l PlanLimits) Present() bool {
+	return l.Status != "" || l.Claim != "" || l.Has5h || l.Has7d || !l.Reset.IsZero() ||
+		!l.Reset5h.IsZero() || !l.Reset7d.IsZero()
 }
 
 // A Sink receives usage events. Record is called on the ext_proc stream's

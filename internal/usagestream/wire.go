@@ -56,35 +56,90 @@ func DeadLetterKey(prefix string) string { return prefix + "usage:dead" }
 // event equals the encoded one exactly. Empty strings and zero numbers are
 // omitted.
 type wireEvent struct {
-	V              int       `json:"v"`
-	RequestID      string    `json:"request_id"`
-	Time           string    `json:"time"`
-	UserID         uuid.UUID `json:"user_id"`
-	KeyID          uuid.UUID `json:"key_id"`
-	SessionID      string    `json:"session_id,omitempty"`
-	AgentID        string    `json:"agent_id,omitempty"`
-	ParentAgentID  string    `json:"parent_agent_id,omitempty"`
-	AgentSpawns    int       `json:"agent_spawns,omitempty"`
-	ClientVersion  string    `json:"client_version,omitempty"`
-	PathKind       string    `json:"path"`
-	Model          string    `json:"model,omitempty"`
-	BackendModel   string    `json:"backend_model,omitempty"`
-	Provider       string    `json:"provider"`
-	Region         string    `json:"region,omitempty"`
-	Route          string    `json:"route,omitempty"`
-	Fallback       bool      `json:"fallback,omitempty"`
-	FallbackReason string    `json:"fallback_reason,omitempty"`
-	Stream         bool      `json:"stream,omitempty"`
-	Status         int       `json:"status"`
-	Input          int64     `json:"input_tokens,omitempty"`
-	Output         int64     `json:"output_tokens,omitempty"`
-	CacheRead      int64     `json:"cache_read_tokens,omitempty"`
-	CacheWrite5m   int64     `json:"cache_write_5m_tokens,omitempty"`
-	CacheWrite1h   int64     `json:"cache_write_1h_tokens,omitempty"`
-	CountedInput   int64     `json:"counted_input_tokens,omitempty"`
-	TTFTNanos      int64     `json:"ttft_ns,omitempty"`
-	LatencyNanos   int64     `json:"latency_ns,omitempty"`
-	Aborted        bool      `json:"aborted,omitempty"`
+	V              int         `json:"v"`
+	RequestID      string      `json:"request_id"`
+	Time           string      `json:"time"`
+	UserID         uuid.UUID   `json:"user_id"`
+	KeyID          uuid.UUID   `json:"key_id"`
+	SessionID      string      `json:"session_id,omitempty"`
+	AgentID        string      `json:"agent_id,omitempty"`
+	ParentAgentID  string      `json:"parent_agent_id,omitempty"`
+	AgentSpawns    int         `json:"agent_spawns,omitempty"`
+	ClientVersion  string      `json:"client_version,omitempty"`
+	PathKind       string      `json:"path"`
+	Model          string      `json:"model,omitempty"`
+	BackendModel   string      `json:"backend_model,omitempty"`
+	Provider       string      `json:"provider"`
+	Region         string      `json:"region,omitempty"`
+	Route          string      `json:"route,omitempty"`
+	Fallback       bool        `json:"fallback,omitempty"`
+	FallbackReason string      `json:"fallback_reason,omitempty"`
+	Stream         bool        `json:"stream,omitempty"`
+	Status         int         `json:"status"`
+	Input          int64       `json:"input_tokens,omitempty"`
+	Output         int64       `json:"output_tokens,omitempty"`
+	CacheRead      int64       `json:"cache_read_tokens,omitempty"`
+	CacheWrite5m   int64       `json:"cache_write_5m_tokens,omitempty"`
+	CacheWrite1h   int64       `json:"cache_write_1h_tokens,omitempty"`
+	CountedInput   int64       `json:"counted_input_tokens,omitempty"`
+	TTFTNanos      int64       `json:"ttft_ns,omitempty"`
+	LatencyNanos   int64       `json:"latency_ns,omitempty"`
+	Aborted        bool        `json:"aborted,omitempty"`
+	PlanLimits     *wireLimits `json:"plan_limits,omitempty"`
+}
+
+// wireLimits is the JSON form of usage.PlanLimits; times are unix
+// milliseconds (0 when absent) and a utilization is absent when nil.
+type wireLimits struct {
+	Status  string   `json:"status,omitempty"`
+	Claim   string   `json:"claim,omitempty"`
+	U5h     *float64 `json:"u5h,omitempty"`
+	U7d     *float64 `json:"u7d,omitempty"`
+	Reset5h int64    `json:"reset5h,omitempty"`
+	Reset7d int64    `json:"reset7d,omitempty"`
+	Reset   int64    `json:"reset,omitempty"`
+}
+
+func msOf(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+func timeOf(ms int64) time.Time {
+	if ms == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(ms).UTC()
+}
+
+func encodeLimits(l usage.PlanLimits) *wireLimits {
+	if !l.Present() {
+		return nil
+	}
+	w := &wireLimits{Status: l.Status, Claim: l.Claim, Reset5h: msOf(l.Reset5h), Reset7d: msOf(l.Reset7d), Reset: msOf(l.Reset)}
+	if l.Has5h {
+		w.U5h = &l.Utilization5h
+	}
+	if l.Has7d {
+		w.U7d = &l.Utilization7d
+	}
+	return w
+}
+
+func decodeLimits(w *wireLimits) usage.PlanLimits {
+	if w == nil {
+		return usage.PlanLimits{}
+	}
+	l := usage.PlanLimits{Status: w.Status, Claim: w.Claim, Reset5h: timeOf(w.Reset5h), Reset7d: timeOf(w.Reset7d), Reset: timeOf(w.Reset)}
+	if w.U5h != nil {
+		l.Utilization5h, l.Has5h = *w.U5h, true
+	}
+	if w.U7d != nil {
+		l.Utilization7d, l.Has7d = *w.U7d, true
+	}
+	return l
 }
 
 // Encode returns the entry payload of ev. Time is stored in UTC (the
@@ -120,6 +175,7 @@ func Encode(ev usage.Event) []byte {
 		TTFTNanos:      int64(ev.TTFT),
 		LatencyNanos:   int64(ev.Latency),
 		Aborted:        ev.Aborted,
+		PlanLimits:     encodeLimits(ev.PlanLimits),
 	}
 	b, err := json.Marshal(w)
 	if err != nil {
@@ -205,6 +261,7 @@ func Decode(b []byte) (usage.Event, error) {
 		TTFT:               time.Duration(w.TTFTNanos),
 		Latency:            time.Duration(w.LatencyNanos),
 		Aborted:            w.Aborted,
+		PlanLimits:         decodeLimits(w.PlanLimits),
 	}
 	if err := check(ev); err != nil {
 		return usage.Event{}, fmt.Errorf("%w: request %q: %v", ErrUndecodable, ev.RequestID, err)
@@ -231,6 +288,25 @@ func check(ev usage.Event) error {
 		return fmt.Errorf("agent spawns %d (want 0 to %d)", ev.AgentSpawns, maxAgentSpawns)
 	case ev.TTFT < 0 || ev.Latency < 0 || ev.TTFT > maxDuration || ev.Latency > maxDuration:
 		return errors.New("duration out of range")
+	}
+	return checkLimits(ev.PlanLimits)
+}
+
+// maxUtilization bounds a decodable utilization: the headers announce
+// fractions of the limit (1 = used up), a little above 1 when a window
+// overshoots; anything larger is corrupt.
+const maxUtilization = 100
+
+func checkLimits(l usage.PlanLimits) error {
+	okUtil := func(has bool, u float64) bool { return !has || (u >= 0 && u <= maxUtilization) }
+	okTime := func(t time.Time) bool { return t.IsZero() || (!t.Before(minTime) && t.Before(maxTime)) }
+	switch {
+	case !okUtil(l.Has5h, l.Utilization5h) || !okUtil(l.Has7d, l.Utilization7d):
+		return errors.New("plan utilization out of range")
+	case !okTime(l.Reset5h) || !okTime(l.Reset7d) || !okTime(l.Reset):
+		return errors.New("plan reset out of range")
+	case len(l.Status) > 32 || len(l.Claim) > 64:
+		return errors.New("plan limit status or claim too long")
 	}
 	return nil
 }

@@ -40,6 +40,13 @@ func fullEvent() usage.Event {
 		TTFT:               812345678 * time.Nanosecond,
 		Latency:            12*time.Second + 345678901,
 		Aborted:            true,
+		PlanLimits: usage.PlanLimits{
+			Status: usage.PlanStatusAllowedWarning, Claim: "five_hour",
+			Utilization5h: 0.91, Utilization7d: 0.375, Has5h: true, Has7d: true,
+			Reset5h: time.Date(2026, 3, 14, 18, 0, 0, 0, time.UTC),
+			Reset7d: time.Date(2026, 3, 18, 9, 0, 0, 0, time.UTC),
+			Reset:   time.Date(2026, 3, 14, 18, 0, 0, 0, time.UTC),
+		},
 	}
 }
 
@@ -102,7 +109,9 @@ func TestWireFormat(t *testing.T) {
 		`"model":"claude-sonnet-4-5","backend_model":"us.anthropic.claude-sonnet-4-5-20250929-v1:0","provider":"bedrock",` +
 		`"region":"us-east-1","route":"bedrock","fallback":true,"fallback_reason":"plan_429","stream":true,"status":200,` +
 		`"input_tokens":1234,"output_tokens":567,"cache_read_tokens":89012,"cache_write_5m_tokens":3456,` +
-		`"cache_write_1h_tokens":78,"counted_input_tokens":42,"ttft_ns":812345678,"latency_ns":12345678901,"aborted":true}`
+		`"cache_write_1h_tokens":78,"counted_input_tokens":42,"ttft_ns":812345678,"latency_ns":12345678901,"aborted":true,` +
+		`"plan_limits":{"status":"allowed_warning","claim":"five_hour","u5h":0.91,"u7d":0.375,"reset5h":1773511200000,` +
+		`"reset7d":1773824400000,"reset":1773511200000}}`
 	if got != want {
 		t.Fatalf("wire format changed (a change needs a new version):\n got %s\nwant %s", got, want)
 	}
@@ -117,34 +126,38 @@ func TestDecodeRejects(t *testing.T) {
 		return strings.Replace(valid, from, to, 1)
 	}
 	tests := map[string]string{
-		"empty":               "",
-		"not json":            "hello",
-		"array":               "[]",
-		"null":                "null",
-		"trailing data":       valid + "{}",
-		"version 2":           edit(`"v":1`, `"v":2`),
-		"no version":          edit(`"v":1,`, ``),
-		"negative spawns":     edit(`"agent_spawns":2`, `"agent_spawns":-1`),
-		"too many spawns":     edit(`"agent_spawns":2`, `"agent_spawns":32768`),
-		"no request id":       edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":""`),
-		"long request id":     edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":"`+strings.Repeat("x", 201)+`"`),
-		"bad time":            edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"yesterday"`),
-		"no time":             edit(`"time":"2026-03-14T15:09:26.535897932Z",`, ``),
-		"ancient time":        edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"1999-12-31T23:59:59Z"`),
-		"future time":         edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"3000-01-01T00:00:00Z"`),
-		"bad user id":         edit(`"user_id":"0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69"`, `"user_id":"nope"`),
-		"bad path":            edit(`"path":"messages"`, `"path":"complete"`),
-		"bad provider":        edit(`"provider":"bedrock"`, `"provider":"vertex"`),
-		"status 1000":         edit(`"status":200`, `"status":1000`),
-		"negative status":     edit(`"status":200`, `"status":-1`),
-		"negative tokens":     edit(`"output_tokens":567`, `"output_tokens":-567`),
-		"negative counted":    edit(`"counted_input_tokens":42`, `"counted_input_tokens":-1`),
-		"fractional tokens":   edit(`"output_tokens":567`, `"output_tokens":5.5`),
-		"string tokens":       edit(`"output_tokens":567`, `"output_tokens":"567"`),
-		"negative latency":    edit(`"latency_ns":12345678901`, `"latency_ns":-1`),
-		"huge ttft":           edit(`"ttft_ns":812345678`, `"ttft_ns":9223372036854775807`),
-		"overflowing integer": edit(`"input_tokens":1234`, `"input_tokens":92233720368547758070`),
-		"too large":           edit(`"model":"claude-sonnet-4-5"`, `"model":"`+strings.Repeat("m", MaxEntrySize)+`"`),
+		"empty":                "",
+		"not json":             "hello",
+		"array":                "[]",
+		"null":                 "null",
+		"trailing data":        valid + "{}",
+		"version 2":            edit(`"v":1`, `"v":2`),
+		"no version":           edit(`"v":1,`, ``),
+		"negative spawns":      edit(`"agent_spawns":2`, `"agent_spawns":-1`),
+		"too many spawns":      edit(`"agent_spawns":2`, `"agent_spawns":32768`),
+		"no request id":        edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":""`),
+		"long request id":      edit(`"request_id":"6f0c1c7e-4d8a-4b7e-9a43-1f2d3c4b5a69"`, `"request_id":"`+strings.Repeat("x", 201)+`"`),
+		"bad time":             edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"yesterday"`),
+		"no time":              edit(`"time":"2026-03-14T15:09:26.535897932Z",`, ``),
+		"ancient time":         edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"1999-12-31T23:59:59Z"`),
+		"future time":          edit(`"time":"2026-03-14T15:09:26.535897932Z"`, `"time":"3000-01-01T00:00:00Z"`),
+		"bad user id":          edit(`"user_id":"0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69"`, `"user_id":"nope"`),
+		"bad path":             edit(`"path":"messages"`, `"path":"complete"`),
+		"bad provider":         edit(`"provider":"bedrock"`, `"provider":"vertex"`),
+		"status 1000":          edit(`"status":200`, `"status":1000`),
+		"negative status":      edit(`"status":200`, `"status":-1`),
+		"negative tokens":      edit(`"output_tokens":567`, `"output_tokens":-567`),
+		"negative counted":     edit(`"counted_input_tokens":42`, `"counted_input_tokens":-1`),
+		"fractional tokens":    edit(`"output_tokens":567`, `"output_tokens":5.5`),
+		"string tokens":        edit(`"output_tokens":567`, `"output_tokens":"567"`),
+		"negative latency":     edit(`"latency_ns":12345678901`, `"latency_ns":-1`),
+		"huge ttft":            edit(`"ttft_ns":812345678`, `"ttft_ns":9223372036854775807`),
+		"overflowing integer":  edit(`"input_tokens":1234`, `"input_tokens":92233720368547758070`),
+		"too large":            edit(`"model":"claude-sonnet-4-5"`, `"model":"`+strings.Repeat("m", MaxEntrySize)+`"`),
+		"utilization 101":      edit(`"u5h":0.91`, `"u5h":101`),
+		"negative utilization": edit(`"u7d":0.375`, `"u7d":-0.1`),
+		"reset in year 3000":   edit(`"reset":1773511200000`, `"reset":32503680000000`),
+		"long claim":           edit(`"claim":"five_hour"`, `"claim":"`+strings.Repeat("c", 65)+`"`),
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {

@@ -41,6 +41,8 @@ type browserResult struct {
 	AuditRows               int
 	FirstLoadMs, LoginMs    int
 	NumbersMs               int
+	HeadroomRow, SeatRow    string
+	ForecastRow             string
 	LoginPageMs             int
 	Today                   map[string]string
 	LastMonth               map[string]string
@@ -94,6 +96,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	const password = "dashboard-browser-test-pw"
 	g := startDevWith(t, devConfig{AnthropicURL: fake.URL, AdminPassword: password})
 	seeded := seedLastMonth(t, g)
+	seedHeadroom(t, g)
 
 	// The control server lets the script end every admin session and wait
 	// for the ingester.
@@ -191,6 +194,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("last_used_at of the browser's key = %v, %v", lastUsed, err)
 	}
 
+	// Plan & seats, and the developer's headroom panel.
+	if want := "Seeded Plan 42 %"; !strings.HasPrefix(res.HeadroomRow, want) || !strings.Contains(res.HeadroomRow, "10 %") ||
+		!strings.Contains(res.HeadroomRow, "allowed_warning 95 %") {
+		t.Errorf("headroom row = %q", res.HeadroomRow)
+	}
+	if !strings.HasPrefix(res.SeatRow, "Seeded Plan Max 5× $100.00 ") || !strings.Contains(res.SeatRow, "Keep") {
+		t.Errorf("seat row = %q", res.SeatRow)
+	}
+	if !strings.HasPrefix(res.ForecastRow, "5 hours 42 %") {
+		t.Errorf("forecast row = %q", res.ForecastRow)
+	}
+
 	// The seeded month: the page, the API and the hand-computed totals agree.
 	api := seeded.apiTotals(t, g, password)
 	for _, c := range []struct{ card, hand, api string }{
@@ -215,7 +230,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("browser console errors: %q", res.ConsoleErrors)
 	}
 	t.Logf("login answered in %d ms; the overview showed its numbers %d ms later and its charts %d ms later", res.LoginMs, res.NumbersMs, res.FirstLoadMs)
-	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-audit"} {
+	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-plan", "08-audit"} {
 		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
@@ -359,4 +374,21 @@ func (s seededMonth) apiTotals(t *testing.T, g *gateway, password string) apiTot
 	a.call("GET", "/api/v1/usage/cost-split?"+span, nil, &split)
 	return apiTotals{bedrock: cents(bedrock), plan: cents(plan), requests: fmt.Sprint(requests),
 		splitTotal: cents(decimal.RequireFromString(split.Total.TotalUSD))}
+}
+
+// seedHeadroom gives the seeded Plan developer a Max 5× seat, a
+// pre-emptive failover threshold of 95 % and one Plan headroom reading.
+func seedHeadroom(t *testing.T, g *gateway) {
+	t.Helper()
+	ctx := context.Background()
+	var id uuid.UUID
+	if err := g.DB.QueryRow(ctx, `UPDATE users SET seat_type = 'max_5x', preempt_threshold = 0.95 WHERE name = 'Seeded Plan' RETURNING id`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := g.DB.Exec(ctx, `INSERT INTO plan_headroom (user_id, bucket, sampled_at, access_key_id, status, claim,
+		utilization_5h, reset_5h, utilization_7d, reset_7d, reset_at) VALUES ($1, $2, $3, $4, 'allowed_warning', 'five_hour', 0.42, $5, 0.1, $6, $5)`,
+		id, now.Truncate(5*time.Minute), now.Add(-time.Minute), uuid.New(), now.Add(2*time.Hour), now.Add(100*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -10,6 +10,7 @@ import { Dialog } from '../components/Dialog'
 import { Money, Tokens } from '../components/Money'
 import { TimeChart } from '../components/LazyCharts'
 import { Empty, ErrorState, Loading } from '../components/States'
+import { HeadroomPanel } from '../components/HeadroomPanel'
 
 const strategies = { plan_first: 'Plan first', bedrock_only: 'Bedrock only', plan_only: 'Plan only' } as const
 
@@ -38,6 +39,7 @@ export default function DeveloperDetail() {
         <BudgetPanel user={u} />
       </div>
       <Keys user={u} />
+      <HeadroomPanel user={u} />
       <Bedrock path={'/users/' + u.id + '/bedrock'} title="Bedrock credential" />
       <Limits path={'/users/' + u.id + '/rate-limits'} title="Rate limits" scope="all of the developer's keys together" />
       <UsagePanel user={u} />

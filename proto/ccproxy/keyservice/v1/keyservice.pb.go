@@ -81,6 +81,260 @@ func (KeyStatus) EnumDescriptor() ([]byte, []int) {
 	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{0}
 }
 
+type DeveloperStatusRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The user's UUID.
+	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeveloperStatusRequest) Reset() {
+	*x = DeveloperStatusRequest{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeveloperStatusRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeveloperStatusRequest) ProtoMessage() {}
+
+func (x *DeveloperStatusRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeveloperStatusRequest.ProtoReflect.Descriptor instead.
+func (*DeveloperStatusRequest) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *DeveloperStatusRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+type DeveloperStatusResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Billing month, "YYYY-MM", in the billing time zone, and when it ends.
+	Month         string                 `protobuf:"bytes,1,opt,name=month,proto3" json:"month,omitempty"`
+	MonthResetsAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=month_resets_at,json=monthResetsAt,proto3" json:"month_resets_at,omitempty"`
+	// The month's Plan list-price equivalent and Bedrock spend, USD decimal
+	// strings with 6 decimals.
+	PlanUsd    string `protobuf:"bytes,3,opt,name=plan_usd,json=planUsd,proto3" json:"plan_usd,omitempty"`
+	BedrockUsd string `protobuf:"bytes,4,opt,name=bedrock_usd,json=bedrockUsd,proto3" json:"bedrock_usd,omitempty"`
+	// Monthly Bedrock budget as a decimal string; empty means none.
+	MonthlyBudgetUsd string `protobuf:"bytes,5,opt,name=monthly_budget_usd,json=monthlyBudgetUsd,proto3" json:"monthly_budget_usd,omitempty"`
+	// The latest Plan headroom reading; unset when none was recorded.
+	Headroom *PlanHeadroom `protobuf:"bytes,6,opt,name=headroom,proto3" json:"headroom,omitempty"`
+	// Today's (billing time zone) prompt-cache hit rate: cache reads ÷
+	// (cache reads + uncached input + cache writes); unset without input.
+	CacheHitRateToday *float64 `protobuf:"fixed64,7,opt,name=cache_hit_rate_today,json=cacheHitRateToday,proto3,oneof" json:"cache_hit_rate_today,omitempty"`
+	RequestsToday     int64    `protobuf:"varint,8,opt,name=requests_today,json=requestsToday,proto3" json:"requests_today,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *DeveloperStatusResponse) Reset() {
+	*x = DeveloperStatusResponse{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeveloperStatusResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeveloperStatusResponse) ProtoMessage() {}
+
+func (x *DeveloperStatusResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeveloperStatusResponse.ProtoReflect.Descriptor instead.
+func (*DeveloperStatusResponse) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *DeveloperStatusResponse) GetMonth() string {
+	if x != nil {
+		return x.Month
+	}
+	return ""
+}
+
+func (x *DeveloperStatusResponse) GetMonthResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.MonthResetsAt
+	}
+	return nil
+}
+
+func (x *DeveloperStatusResponse) GetPlanUsd() string {
+	if x != nil {
+		return x.PlanUsd
+	}
+	return ""
+}
+
+func (x *DeveloperStatusResponse) GetBedrockUsd() string {
+	if x != nil {
+		return x.BedrockUsd
+	}
+	return ""
+}
+
+func (x *DeveloperStatusResponse) GetMonthlyBudgetUsd() string {
+	if x != nil {
+		return x.MonthlyBudgetUsd
+	}
+	return ""
+}
+
+func (x *DeveloperStatusResponse) GetHeadroom() *PlanHeadroom {
+	if x != nil {
+		return x.Headroom
+	}
+	return nil
+}
+
+func (x *DeveloperStatusResponse) GetCacheHitRateToday() float64 {
+	if x != nil && x.CacheHitRateToday != nil {
+		return *x.CacheHitRateToday
+	}
+	return 0
+}
+
+func (x *DeveloperStatusResponse) GetRequestsToday() int64 {
+	if x != nil {
+		return x.RequestsToday
+	}
+	return 0
+}
+
+type PlanHeadroom struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	SampledAt      *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sampled_at,json=sampledAt,proto3" json:"sampled_at,omitempty"`
+	Status         string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	Claim          string                 `protobuf:"bytes,3,opt,name=claim,proto3" json:"claim,omitempty"`
+	Utilization_5H *float64               `protobuf:"fixed64,4,opt,name=utilization_5h,json=utilization5h,proto3,oneof" json:"utilization_5h,omitempty"`
+	Reset_5H       *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=reset_5h,json=reset5h,proto3" json:"reset_5h,omitempty"`
+	Utilization_7D *float64               `protobuf:"fixed64,6,opt,name=utilization_7d,json=utilization7d,proto3,oneof" json:"utilization_7d,omitempty"`
+	Reset_7D       *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=reset_7d,json=reset7d,proto3" json:"reset_7d,omitempty"`
+	// When the 5-hour limit is reached at the current burn rate
+	// (internal/headroom); unset when not before its reset.
+	LimitAt_5H    *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=limit_at_5h,json=limitAt5h,proto3" json:"limit_at_5h,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlanHeadroom) Reset() {
+	*x = PlanHeadroom{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlanHeadroom) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlanHeadroom) ProtoMessage() {}
+
+func (x *PlanHeadroom) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlanHeadroom.ProtoReflect.Descriptor instead.
+func (*PlanHeadroom) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PlanHeadroom) GetSampledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SampledAt
+	}
+	return nil
+}
+
+func (x *PlanHeadroom) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *PlanHeadroom) GetClaim() string {
+	if x != nil {
+		return x.Claim
+	}
+	return ""
+}
+
+func (x *PlanHeadroom) GetUtilization_5H() float64 {
+	if x != nil && x.Utilization_5H != nil {
+		return *x.Utilization_5H
+	}
+	return 0
+}
+
+func (x *PlanHeadroom) GetReset_5H() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Reset_5H
+	}
+	return nil
+}
+
+func (x *PlanHeadroom) GetUtilization_7D() float64 {
+	if x != nil && x.Utilization_7D != nil {
+		return *x.Utilization_7D
+	}
+	return 0
+}
+
+func (x *PlanHeadroom) GetReset_7D() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Reset_7D
+	}
+	return nil
+}
+
+func (x *PlanHeadroom) GetLimitAt_5H() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LimitAt_5H
+	}
+	return nil
+}
+
 type LookupKeyRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// HMAC-SHA256 of the access key (internal/keys.Hasher), 32 bytes.
@@ -91,7 +345,7 @@ type LookupKeyRequest struct {
 
 func (x *LookupKeyRequest) Reset() {
 	*x = LookupKeyRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[0]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +357,7 @@ func (x *LookupKeyRequest) String() string {
 func (*LookupKeyRequest) ProtoMessage() {}
 
 func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[0]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +370,7 @@ func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyRequest.ProtoReflect.Descriptor instead.
 func (*LookupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{0}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *LookupKeyRequest) GetKeyHash() []byte {
@@ -147,6 +401,9 @@ type LookupKeyResponse struct {
 	BedrockCredential *BedrockCredential `protobuf:"bytes,10,opt,name=bedrock_credential,json=bedrockCredential,proto3" json:"bedrock_credential,omitempty"`
 	// How long callers may cache this answer without asking again.
 	CacheTtl *durationpb.Duration `protobuf:"bytes,11,opt,name=cache_ttl,json=cacheTtl,proto3" json:"cache_ttl,omitempty"`
+	// The user's pre-emptive failover threshold, a Plan utilization fraction
+	// in [0, 1] (0 = off); unset means the gateway's default.
+	PreemptThreshold *float64 `protobuf:"fixed64,12,opt,name=preempt_threshold,json=preemptThreshold,proto3,oneof" json:"preempt_threshold,omitempty"`
 	// Per-minute rate limits that apply to the key's requests: one entry per
 	// scope (the key itself, its user, its team) that has any. extproc
 	// enforces every entry; none means no rate limit and no Redis call.
@@ -157,7 +414,7 @@ type LookupKeyResponse struct {
 
 func (x *LookupKeyResponse) Reset() {
 	*x = LookupKeyResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -169,7 +426,7 @@ func (x *LookupKeyResponse) String() string {
 func (*LookupKeyResponse) ProtoMessage() {}
 
 func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -182,7 +439,7 @@ func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyResponse.ProtoReflect.Descriptor instead.
 func (*LookupKeyResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{1}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LookupKeyResponse) GetKeyId() string {
@@ -262,6 +519,13 @@ func (x *LookupKeyResponse) GetCacheTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *LookupKeyResponse) GetPreemptThreshold() float64 {
+	if x != nil && x.PreemptThreshold != nil {
+		return *x.PreemptThreshold
+	}
+	return 0
+}
+
 func (x *LookupKeyResponse) GetRateLimits() []*RateLimit {
 	if x != nil {
 		return x.RateLimits
@@ -288,7 +552,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +564,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +577,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RateLimit) GetScope() string {
@@ -366,7 +630,7 @@ type BedrockCredential struct {
 
 func (x *BedrockCredential) Reset() {
 	*x = BedrockCredential{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -378,7 +642,7 @@ func (x *BedrockCredential) String() string {
 func (*BedrockCredential) ProtoMessage() {}
 
 func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -391,7 +655,7 @@ func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BedrockCredential.ProtoReflect.Descriptor instead.
 func (*BedrockCredential) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BedrockCredential) GetCredentialId() string {
@@ -434,7 +698,7 @@ type MonthlySpendRequest struct {
 
 func (x *MonthlySpendRequest) Reset() {
 	*x = MonthlySpendRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -446,7 +710,7 @@ func (x *MonthlySpendRequest) String() string {
 func (*MonthlySpendRequest) ProtoMessage() {}
 
 func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -459,7 +723,7 @@ func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendRequest.ProtoReflect.Descriptor instead.
 func (*MonthlySpendRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *MonthlySpendRequest) GetUserId() string {
@@ -486,7 +750,7 @@ type MonthlySpendResponse struct {
 
 func (x *MonthlySpendResponse) Reset() {
 	*x = MonthlySpendResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +762,7 @@ func (x *MonthlySpendResponse) String() string {
 func (*MonthlySpendResponse) ProtoMessage() {}
 
 func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +775,7 @@ func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendResponse.ProtoReflect.Descriptor instead.
 func (*MonthlySpendResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MonthlySpendResponse) GetSpendUsd() string {
@@ -525,9 +789,34 @@ var File_ccproxy_keyservice_v1_keyservice_proto protoreflect.FileDescriptor
 
 const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\n" +
-	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n" +
+	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n" +
+	"\x16DeveloperStatusRequest\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x94\x03\n" +
+	"\x17DeveloperStatusResponse\x12\x14\n" +
+	"\x05month\x18\x01 \x01(\tR\x05month\x12B\n" +
+	"\x0fmonth_resets_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rmonthResetsAt\x12\x19\n" +
+	"\bplan_usd\x18\x03 \x01(\tR\aplanUsd\x12\x1f\n" +
+	"\vbedrock_usd\x18\x04 \x01(\tR\n" +
+	"bedrockUsd\x12,\n" +
+	"\x12monthly_budget_usd\x18\x05 \x01(\tR\x10monthlyBudgetUsd\x12?\n" +
+	"\bheadroom\x18\x06 \x01(\v2#.ccproxy.keyservice.v1.PlanHeadroomR\bheadroom\x124\n" +
+	"\x14cache_hit_rate_today\x18\a \x01(\x01H\x00R\x11cacheHitRateToday\x88\x01\x01\x12%\n" +
+	"\x0erequests_today\x18\b \x01(\x03R\rrequestsTodayB\x17\n" +
+	"\x15_cache_hit_rate_today\"\x9f\x03\n" +
+	"\fPlanHeadroom\x129\n" +
+	"\n" +
+	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x14\n" +
+	"\x05claim\x18\x03 \x01(\tR\x05claim\x12*\n" +
+	"\x0eutilization_5h\x18\x04 \x01(\x01H\x00R\rutilization5h\x88\x01\x01\x125\n" +
+	"\breset_5h\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\areset5h\x12*\n" +
+	"\x0eutilization_7d\x18\x06 \x01(\x01H\x01R\rutilization7d\x88\x01\x01\x125\n" +
+	"\breset_7d\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\areset7d\x12:\n" +
+	"\vlimit_at_5h\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tlimitAt5hB\x11\n" +
+	"\x0f_utilization_5hB\x11\n" +
+	"\x0f_utilization_7d\"-\n" +
 	"\x10LookupKeyRequest\x12\x19\n" +
-	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xe4\x04\n" +
+	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xac\x05\n" +
 	"\x11LookupKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
@@ -543,9 +832,11 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x12monthly_budget_usd\x18\t \x01(\tR\x10monthlyBudgetUsd\x12W\n" +
 	"\x12bedrock_credential\x18\n" +
 	" \x01(\v2(.ccproxy.keyservice.v1.BedrockCredentialR\x11bedrockCredential\x126\n" +
-	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\x12A\n" +
+	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\x120\n" +
+	"\x11preempt_threshold\x18\f \x01(\x01H\x00R\x10preemptThreshold\x88\x01\x01\x12A\n" +
 	"\vrate_limits\x18\x14 \x03(\v2 .ccproxy.keyservice.v1.RateLimitR\n" +
-	"rateLimits\"\xd1\x01\n" +
+	"rateLimitsB\x14\n" +
+	"\x12_preempt_threshold\"\xd1\x01\n" +
 	"\tRateLimit\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12.\n" +
@@ -566,11 +857,12 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13KEY_STATUS_ROTATING\x10\x02\x12\x16\n" +
-	"\x12KEY_STATUS_REVOKED\x10\x032\xd5\x01\n" +
+	"\x12KEY_STATUS_REVOKED\x10\x032\xc7\x02\n" +
 	"\n" +
 	"KeyService\x12^\n" +
 	"\tLookupKey\x12'.ccproxy.keyservice.v1.LookupKeyRequest\x1a(.ccproxy.keyservice.v1.LookupKeyResponse\x12g\n" +
-	"\fMonthlySpend\x12*.ccproxy.keyservice.v1.MonthlySpendRequest\x1a+.ccproxy.keyservice.v1.MonthlySpendResponseBEZCgithub.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1;keyservicev1b\x06proto3"
+	"\fMonthlySpend\x12*.ccproxy.keyservice.v1.MonthlySpendRequest\x1a+.ccproxy.keyservice.v1.MonthlySpendResponse\x12p\n" +
+	"\x0fDeveloperStatus\x12-.ccproxy.keyservice.v1.DeveloperStatusRequest\x1a..ccproxy.keyservice.v1.DeveloperStatusResponseBEZCgithub.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1;keyservicev1b\x06proto3"
 
 var (
 	file_ccproxy_keyservice_v1_keyservice_proto_rawDescOnce sync.Once
@@ -585,34 +877,45 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
-	(KeyStatus)(0),                // 0: ccproxy.keyservice.v1.KeyStatus
-	(*LookupKeyRequest)(nil),      // 1: ccproxy.keyservice.v1.LookupKeyRequest
-	(*LookupKeyResponse)(nil),     // 2: ccproxy.keyservice.v1.LookupKeyResponse
-	(*RateLimit)(nil),             // 3: ccproxy.keyservice.v1.RateLimit
-	(*BedrockCredential)(nil),     // 4: ccproxy.keyservice.v1.BedrockCredential
-	(*MonthlySpendRequest)(nil),   // 5: ccproxy.keyservice.v1.MonthlySpendRequest
-	(*MonthlySpendResponse)(nil),  // 6: ccproxy.keyservice.v1.MonthlySpendResponse
-	(*timestamppb.Timestamp)(nil), // 7: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),   // 8: google.protobuf.Duration
+	(KeyStatus)(0),                  // 0: ccproxy.keyservice.v1.KeyStatus
+	(*DeveloperStatusRequest)(nil),  // 1: ccproxy.keyservice.v1.DeveloperStatusRequest
+	(*DeveloperStatusResponse)(nil), // 2: ccproxy.keyservice.v1.DeveloperStatusResponse
+	(*PlanHeadroom)(nil),            // 3: ccproxy.keyservice.v1.PlanHeadroom
+	(*LookupKeyRequest)(nil),        // 4: ccproxy.keyservice.v1.LookupKeyRequest
+	(*LookupKeyResponse)(nil),       // 5: ccproxy.keyservice.v1.LookupKeyResponse
+	(*RateLimit)(nil),               // 6: ccproxy.keyservice.v1.RateLimit
+	(*BedrockCredential)(nil),       // 7: ccproxy.keyservice.v1.BedrockCredential
+	(*MonthlySpendRequest)(nil),     // 8: ccproxy.keyservice.v1.MonthlySpendRequest
+	(*MonthlySpendResponse)(nil),    // 9: ccproxy.keyservice.v1.MonthlySpendResponse
+	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 11: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
-	0, // 0: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	7, // 1: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	7, // 2: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	4, // 3: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	8, // 4: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
-	3, // 5: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
-	1, // 6: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
-	5, // 7: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
-	2, // 8: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	6, // 9: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	10, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
+	3,  // 1: ccproxy.keyservice.v1.DeveloperStatusResponse.headroom:type_name -> ccproxy.keyservice.v1.PlanHeadroom
+	10, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
+	10, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
+	10, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
+	10, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
+	0,  // 6: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
+	10, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	10, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	7,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
+	11, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	6,  // 11: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
+	4,  // 12: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
+	8,  // 13: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
+	1,  // 14: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
+	5,  // 15: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	9,  // 16: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	2,  // 17: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
+	15, // [15:18] is the sub-list for method output_type
+	12, // [12:15] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_ccproxy_keyservice_v1_keyservice_proto_init() }
@@ -620,13 +923,16 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 	if File_ccproxy_keyservice_v1_keyservice_proto != nil {
 		return
 	}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1].OneofWrappers = []any{}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2].OneofWrappers = []any{}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,8 +24,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	KeyService_LookupKey_FullMethodName    = "/ccproxy.keyservice.v1.KeyService/LookupKey"
-	KeyService_MonthlySpend_FullMethodName = "/ccproxy.keyservice.v1.KeyService/MonthlySpend"
+	KeyService_LookupKey_FullMethodName       = "/ccproxy.keyservice.v1.KeyService/LookupKey"
+	KeyService_MonthlySpend_FullMethodName    = "/ccproxy.keyservice.v1.KeyService/MonthlySpend"
+	KeyService_DeveloperStatus_FullMethodName = "/ccproxy.keyservice.v1.KeyService/DeveloperStatus"
 )
 
 // KeyServiceClient is the client API for KeyService service.
@@ -42,6 +43,12 @@ type KeyServiceClient interface {
 	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
 	// malformed user_id or month is INVALID_ARGUMENT.
 	MonthlySpend(ctx context.Context, in *MonthlySpendRequest, opts ...grpc.CallOption) (*MonthlySpendResponse, error)
+	// DeveloperStatus returns what a developer may see about themselves
+	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
+	// and budget, the latest Plan headroom reading and today's prompt-cache
+	// hit rate. Nothing about other users, no secrets. A malformed user_id
+	// is INVALID_ARGUMENT, an unknown one NOT_FOUND.
+	DeveloperStatus(ctx context.Context, in *DeveloperStatusRequest, opts ...grpc.CallOption) (*DeveloperStatusResponse, error)
 }
 
 type keyServiceClient struct {
@@ -72,6 +79,16 @@ func (c *keyServiceClient) MonthlySpend(ctx context.Context, in *MonthlySpendReq
 	return out, nil
 }
 
+func (c *keyServiceClient) DeveloperStatus(ctx context.Context, in *DeveloperStatusRequest, opts ...grpc.CallOption) (*DeveloperStatusResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeveloperStatusResponse)
+	err := c.cc.Invoke(ctx, KeyService_DeveloperStatus_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // KeyServiceServer is the server API for KeyService service.
 // All implementations must embed UnimplementedKeyServiceServer
 // for forward compatibility.
@@ -86,6 +103,12 @@ type KeyServiceServer interface {
 	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
 	// malformed user_id or month is INVALID_ARGUMENT.
 	MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error)
+	// DeveloperStatus returns what a developer may see about themselves
+	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
+	// and budget, the latest Plan headroom reading and today's prompt-cache
+	// hit rate. Nothing about other users, no secrets. A malformed user_id
+	// is INVALID_ARGUMENT, an unknown one NOT_FOUND.
+	DeveloperStatus(context.Context, *DeveloperStatusRequest) (*DeveloperStatusResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
 
@@ -101,6 +124,9 @@ func (UnimplementedKeyServiceServer) LookupKey(context.Context, *LookupKeyReques
 }
 func (UnimplementedKeyServiceServer) MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MonthlySpend not implemented")
+}
+func (UnimplementedKeyServiceServer) DeveloperStatus(context.Context, *DeveloperStatusRequest) (*DeveloperStatusResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method DeveloperStatus not implemented")
 }
 func (UnimplementedKeyServiceServer) mustEmbedUnimplementedKeyServiceServer() {}
 func (UnimplementedKeyServiceServer) testEmbeddedByValue()                    {}
@@ -159,6 +185,24 @@ func _KeyService_MonthlySpend_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_DeveloperStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeveloperStatusRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).DeveloperStatus(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_DeveloperStatus_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).DeveloperStatus(ctx, req.(*DeveloperStatusRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // KeyService_ServiceDesc is the grpc.ServiceDesc for KeyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -173,6 +217,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MonthlySpend",
 			Handler:    _KeyService_MonthlySpend_Handler,
+		},
+		{
+			MethodName: "DeveloperStatus",
+			Handler:    _KeyService_DeveloperStatus_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,122 @@
+package cli
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+const meAnswer = `{"user_id":"0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69","key_prefix":"ak_abcd","month":"2026-12",
+"spend":{"plan_usd":"9.140000","bedrock_usd":"3.200000","total_usd":"12.340000"},
+"budget":{"monthly_budget_usd":"50.00","remaining_usd":"46.800000"},
+"plan":{"status":"allowed","claim":"five_hour","utilization_5h":0.42,"reset_5h":"2026-12-07T14:05:00Z","utilization_7d":0.1,"reset_7d":"2026-12-10T00:00:00Z","limit_at_5h":null},
+"route":{"backend":"plan","reason":"plan_first","until":null},
+"cache":{"hit_rate_today":0.834,"requests_today":12}}`
+
+func runStatusline(t *testing.T, env map[string]string, stdin io.Reader, args ...string) string {
+	t.Helper()
+	a := newApp(func(k string) string { return env[k] }, &http.Client{})
+	a.isTerminal = func(io.Reader) bool { return false }
+	cmd := a.statuslineCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetIn(stdin)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return out.String()
+}
+
+func TestStatusline(t *testing.T) {
+	var gotPath, gotAuth, gotKeyHeader string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gotPath, gotAuth, gotKeyHeader = r.URL.Path, r.Header.Get("x-api-key")+r.Header.Get("authorization"), r.Header.Get("x-ccproxy-key")
+		switch r.URL.Path {
+		case "/ak/ak_good/me", "/me":
+			io.WriteString(w, meAnswer)
+		case "/ak/ak_slow/me":
+			time.Sleep(2 * time.Second)
+			io.WriteString(w, meAnswer)
+		default:
+			w.WriteHeader(http.StatusUnauthorized)
+			io.WriteString(w, `{"type":"error","error":{"type":"authentication_error","message":"ccproxy: invalid access key"}}`)
+		}
+	}))
+	defer srv.Close()
+	const line = "$12.34 this month · Bedrock $3.20 of $50.00 · 5h 42% (resets 14:05) · 7d 10% · → Plan · cache 83%\n"
+	tests := []struct {
+		name  string
+		env   map[string]string
+		stdin string
+		args  []string
+		want  string
+	}{
+		{"spend, budget, headroom, route and cache", map[string]string{EnvBaseURL: srv.URL + "/ak/ak_good/", "ANTHROPIC_API_KEY": "sk-secret", "TZ": "UTC"},
+			"", nil, line},
+		{"Claude Code's JSON on stdin names the model", map[string]string{EnvBaseURL: srv.URL + "/ak/ak_good"},
+			`{"session_id":"s","model":{"id":"claude-opus-5-5","display_name":"Opus 5.5"}}`, nil, "Opus 5.5 · " + line},
+		{"the key in a custom header", map[string]string{EnvBaseURL: srv.URL, EnvCustomHeaders: "x-ccproxy-key: ak_hdr\nx-other: 1"},
+			"", nil, line},
+		{"a refused key: the fallback", map[string]string{EnvBaseURL: srv.URL + "/ak/ak_bad"}, "", nil, statuslineFallback + "\n"},
+		{"no ANTHROPIC_BASE_URL: the fallback", map[string]string{}, "", nil, statuslineFallback + "\n"},
+		{"a slow gateway: the fallback within the timeout", map[string]string{EnvBaseURL: srv.URL + "/ak/ak_slow"}, "", []string{"--timeout", "100ms"},
+			statuslineFallback + "\n"},
+		{"the timeout from the environment", map[string]string{EnvBaseURL: srv.URL + "/ak/ak_slow", EnvStatuslineTimeout: "50ms"}, "", nil,
+			statuslineFallback + "\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start := time.Now()
+			got := runStatusline(t, tt.env, strings.NewReader(tt.stdin), tt.args...)
+			if strings.Contains(tt.name, "slow") && time.Since(start) > time.Second {
+				t.Fatalf("took %s: the timeout did not bound it", time.Since(start))
+			}
+			// The line's times are local; the test compares in UTC.
+			got = strings.Replace(got, time.Date(2026, 12, 7, 14, 5, 0, 0, time.UTC).Local().Format("15:04"), "14:05", 1)
+			if got != tt.want {
+				t.Fatalf("got  %q\nwant %q", got, tt.want)
+			}
+			if strings.Contains(tt.name, "custom header") && (gotKeyHeader != "ak_hdr" || gotPath != "/me") {
+				t.Fatalf("custom header: path %q, x-ccproxy-key %q", gotPath, gotKeyHeader)
+			}
+			if gotAuth != "" {
+				t.Fatalf("the Anthropic credential was sent: %q", gotAuth)
+			}
+		})
+	}
+	if gotPath != "/ak/ak_slow/me" {
+		t.Fatalf("last path %q", gotPath)
+	}
+}
+
+func TestStatuslineRoutes(t *testing.T) {
+	until := time.Date(2026, 12, 7, 14, 5, 0, 0, time.UTC)
+	base := meStatus{}
+	base.Spend.TotalUSD, base.Spend.BedrockUSD = "1", "0"
+	tests := []struct {
+		backend, reason string
+		until           *time.Time
+		want            string
+	}{
+		{"plan", "plan_first", nil, "→ Plan"},
+		{"bedrock", "preemptive", &until, "→ Bedrock (preemptive until 14:05)"},
+		{"bedrock", "breaker_open", &until, "→ Bedrock (breaker open until 14:05)"},
+		{"bedrock", "bedrock_only", nil, "→ Bedrock"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.reason, func(t *testing.T) {
+			st := base
+			st.Route.Backend, st.Route.Reason, st.Route.Until = tt.backend, tt.reason, tt.until
+			want := "$1.00 this month · no budget · 5h n/a · " + tt.want
+			if got := formatStatus(st, time.UTC); got != want {
+				t.Fatalf("got %q, want %q", got, want)
+			}
+		})
+	}
+}
