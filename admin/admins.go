@@ -27,10 +27,32 @@ type adminJSON struct {
 	Disabled    bool       `json:"disabled"`
 	CreatedAt   time.Time  `json:"created_at"`
 	LastLoginAt *time.Time `json:"last_login_at"`
+	// Role is owner, admin, viewer or team_admin.
+	Role string `json:"role"`
+	// TeamID is the team of a team admin, else null.
+	TeamID *uuid.UUID `json:"team_id"`
+	// SSO is set for an admin who signs in through single sign-on (and
+	// has no password).
+	SSO bool `json:"sso"`
 }
 
 func toAdmin(a store.Admin) adminJSON {
-	return adminJSON{ID: a.ID, Username: a.Username, Disabled: a.Disabled, CreatedAt: a.CreatedAt, LastLoginAt: a.LastLoginAt}
+	return adminJSON{ID: a.ID, Username: a.Username, Disabled: a.Disabled, CreatedAt: a.CreatedAt, LastLoginAt: a.LastLoginAt,
+		Role: string(a.Role), TeamID: a.TeamID, SSO: a.OIDCSubject != ""}
+}
+
+// checkRole validates a role given to the API: any of the roles, but a team
+// admin only once ccproxy has teams.
+func checkRole(field string, role store.AdminRole, teamID *uuid.UUID) []fieldError {
+	switch {
+	case role == store.RoleTeamAdmin:
+		return []fieldError{{Field: field, Message: errTeamAdminUnavailable.Error()}}
+	case !role.Valid():
+		return []fieldError{{Field: field, Message: "must be owner, admin or viewer"}}
+	case teamID != nil:
+		return []fieldError{{Field: "team_id", Message: "only a team admin names a team"}}
+	}
+	return nil
 }
 
 func (s *Server) handleListAdmins(w http.ResponseWriter, r *http.Request) {
@@ -55,6 +77,9 @@ func (s *Server) handleGetAdmin(w http.ResponseWriter, r *http.Request) {
 type createAdminRequest struct {
 	Username string `json:"username"`
 	Password string `json:"password"`
+	// Role defaults to admin.
+	Role   store.AdminRole `json:"role"`
+	TeamID *uuid.UUID      `json:"team_id"`
 }
 
 func (s *Server) handleCreateAdmin(w http.ResponseWriter, r *http.Request) {
@@ -62,7 +87,12 @@ func (s *Server) handleCreateAdmin(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
-	if errs := validateCredentials(req.Username, req.Password); len(errs) > 0 {
+	if req.Role == "" {
+		req.Role = store.RoleAdmin
+	}
+	errs := validateCredentials(req.Username, req.Password)
+	errs = append(errs, checkRole("role", req.Role, req.TeamID)...)
+	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
 	}
@@ -73,7 +103,7 @@ func (s *Server) handleCreateAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	var out adminJSON
 	err = s.st.WithTx(r.Context(), func(q *store.Queries) error {
-		a, err := q.Admins().Create(r.Context(), req.Username, hash)
+		a, err := q.Admins().CreateAdmin(r.Context(), store.NewAdmin{Username: req.Username, PasswordHash: hash, Role: req.Role})
 		if err != nil {
 			return err
 		}
@@ -93,7 +123,9 @@ func (s *Server) handleCreateAdmin(w http.ResponseWriter, r *http.Request) {
 }
 
 type patchAdminRequest struct {
-	Disabled optional[bool] `json:"disabled"`
+	Disabled optional[bool]            `json:"disabled"`
+	Role     optional[store.AdminRole] `json:"role"`
+	TeamID   optional[uuid.UUID]       `json:"team_id"`
 }
 
 func (s *Server) handlePatchAdmin(w http.ResponseWriter, r *http.Request) {
@@ -105,14 +137,35 @@ func (s *Server) handlePatchAdmin(w http.ResponseWriter, r *http.Request) {
 	if !s.decode(w, r, &req) {
 		return
 	}
+	var errs []fieldError
 	if req.Disabled.Null {
-		s.invalid(w, r, []fieldError{{Field: "disabled", Message: "cannot be null"}})
+		errs = append(errs, fieldError{Field: "disabled", Message: "cannot be null"})
+	}
+	if req.Role.Null {
+		errs = append(errs, fieldError{Field: "role", Message: "cannot be null"})
+	}
+	var team *uuid.UUID
+	if req.TeamID.Set && !req.TeamID.Null {
+		team = &req.TeamID.Value
+	}
+	if req.Role.Set && !req.Role.Null {
+		errs = append(errs, checkRole("role", req.Role.Value, team)...)
+	} else if team != nil {
+		errs = append(errs, fieldError{Field: "team_id", Message: "only a team admin names a team"})
+	}
+	if len(errs) > 0 {
+		s.invalid(w, r, errs)
 		return
 	}
-	if req.Disabled.Set && req.Disabled.Value && id == actorFrom(r.Context()).adminID {
+	self := id == actorFrom(r.Context()).adminID
+	if req.Disabled.Set && req.Disabled.Value && self {
 		// An admin cannot lock itself out; so at least one admin stays
 		// enabled, the one who disabled the others.
 		s.problem(w, r, http.StatusConflict, "conflict", "you cannot disable your own account")
+		return
+	}
+	if req.Role.Set && self && req.Role.Value != actorFrom(r.Context()).role {
+		s.problem(w, r, http.StatusConflict, "conflict", "you cannot change your own role; another owner can")
 		return
 	}
 	var out adminJSON
@@ -122,26 +175,57 @@ func (s *Server) handlePatchAdmin(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		out = toAdmin(before)
-		if !req.Disabled.Set || req.Disabled.Value == before.Disabled {
+		disable := req.Disabled.Set && req.Disabled.Value != before.Disabled
+		changeRole := req.Role.Set && req.Role.Value != before.Role
+		if !disable && !changeRole {
 			return nil
+		}
+		if before.Role == store.RoleOwner && !before.Disabled && ((disable && req.Disabled.Value) || changeRole) {
+			n, err := q.Admins().CountEnabledOwners(r.Context())
+			if err != nil {
+				return err
+			}
+			if n <= 1 {
+				return errLastOwner
+			}
+		}
+		if changeRole {
+			if err := q.Admins().SetRole(r.Context(), id, req.Role.Value, nil); err != nil {
+				return err
+			}
+			out.Role, out.TeamID = string(req.Role.Value), nil
+			if err := s.audit(r.Context(), q, "admin.role_change", "admin", id.String(), toAdmin(before), out); err != nil {
+				return err
+			}
+			if !disable {
+				return nil
+			}
 		}
 		// Disabling also revokes the admin's sessions, in this transaction.
 		if err := q.Admins().SetDisabled(r.Context(), id, req.Disabled.Value); err != nil {
 			return err
 		}
+		prev := out
 		out.Disabled = req.Disabled.Value
 		action := "admin.enable"
 		if out.Disabled {
 			action = "admin.disable"
 		}
-		return s.audit(r.Context(), q, action, "admin", id.String(), toAdmin(before), out)
+		return s.audit(r.Context(), q, action, "admin", id.String(), prev, out)
 	})
+	if errors.Is(err, errLastOwner) {
+		s.problem(w, r, http.StatusConflict, "conflict", "this is the last enabled owner: make another admin an owner first")
+		return
+	}
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }
+
+// errLastOwner refuses to leave ccproxy without an enabled owner.
+var errLastOwner = errors.New("admin: the last enabled owner")
 
 type setPasswordRequest struct {
 	Password string `json:"password"`
@@ -262,6 +346,10 @@ func (s *Server) handleChangePassword(w http.ResponseWriter, r *http.Request) {
 	a, err := s.st.Admins().Get(r.Context(), act.adminID)
 	if err != nil {
 		s.storeError(w, r, err)
+		return
+	}
+	if a.PasswordHash == "" {
+		s.problem(w, r, http.StatusConflict, "conflict", "you sign in through single sign-on and have no password here; change it at your identity provider")
 		return
 	}
 	keys := throttleKeys(a.Username, act.ip)

@@ -15,7 +15,7 @@ import (
 // before and after are API representations, which never hold secrets.
 func (s *Server) audit(ctx context.Context, q *store.Queries, action, targetType, targetID string, before, after any) error {
 	a := actorFrom(ctx)
-	e := store.AuditEntry{AdminID: &a.adminID, Actor: a.username, Action: action,
+	e := store.AuditEntry{AdminID: &a.adminID, Actor: a.username, ActorRole: string(a.role), Action: action,
 		TargetType: targetType, TargetID: targetID, IP: a.ip}
 	var err error
 	if before != nil {
@@ -38,6 +38,7 @@ type auditJSON struct {
 	At         time.Time       `json:"at"`
 	AdminID    *uuid.UUID      `json:"admin_id"`
 	Actor      string          `json:"actor"`
+	ActorRole  string          `json:"actor_role"`
 	Action     string          `json:"action"`
 	TargetType string          `json:"target_type"`
 	TargetID   string          `json:"target_id"`
@@ -47,7 +48,7 @@ type auditJSON struct {
 }
 
 func toAudit(e store.AuditEntry) auditJSON {
-	out := auditJSON{ID: e.ID, At: e.At, AdminID: e.AdminID, Actor: e.Actor, Action: e.Action,
+	out := auditJSON{ID: e.ID, At: e.At, AdminID: e.AdminID, Actor: e.Actor, ActorRole: e.ActorRole, Action: e.Action,
 		TargetType: e.TargetType, TargetID: e.TargetID, Before: e.Before, After: e.After}
 	if out.Before == nil {
 		out.Before = json.RawMessage("null")

@@ -101,11 +101,13 @@ func EnsureFirstAdmin(ctx context.Context, st *store.Store, username, password s
 		if err != nil || n > 0 {
 			return err
 		}
-		a, err := q.Admins().Create(ctx, username, hash)
+		// The first admin owns the installation: it alone can create the
+		// other admins.
+		a, err := q.Admins().CreateAdmin(ctx, store.NewAdmin{Username: username, PasswordHash: hash, Role: store.RoleOwner})
 		if err != nil {
 			return err
 		}
-		after, _ := json.Marshal(map[string]string{"id": a.ID.String(), "username": a.Username})
+		after, _ := json.Marshal(map[string]string{"id": a.ID.String(), "username": a.Username, "role": string(a.Role)})
 		_, err = q.Audit().Append(ctx, store.AuditEntry{
 			Actor: "system", Action: "admin.create", TargetType: "admin", TargetID: a.ID.String(), After: after,
 		})
@@ -139,6 +141,8 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 type actor struct {
 	adminID   uuid.UUID
 	username  string
+	role      store.AdminRole
+	teamID    *uuid.UUID
 	sessionID []byte
 	ip        *netip.Addr
 }
@@ -209,7 +213,7 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (actor, bo
 			s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: could not record session activity", slog.String("error", err.Error()))
 		}
 	}
-	return actor{adminID: a.ID, username: a.Username, sessionID: id, ip: s.clientAddr(r)}, true
+	return actor{adminID: a.ID, username: a.Username, role: a.Role, teamID: a.TeamID, sessionID: id, ip: s.clientAddr(r)}, true
 }
 
 // sessionTouchInterval is how stale a session's last_seen_at may get before
@@ -279,6 +283,11 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	a, err := s.st.Admins().GetByUsername(r.Context(), req.Username)
 	hash := a.PasswordHash
+	if err == nil && hash == "" {
+		// A single sign-on admin has no password: verify against the dummy
+		// hash (same timing) and refuse.
+		hash, err = s.dummyHash, store.ErrNotFound
+	}
 	if err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			s.storeError(w, r, err)
@@ -306,17 +315,37 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: could not reset the login throttle", slog.String("error", err.Error()))
 	}
 
+	if lr, ok := s.startSession(w, r, a, now, "admin.login", nil); ok {
+		s.logins.WithLabelValues("ok").Inc()
+		writeJSON(w, http.StatusOK, lr)
+	}
+}
+
+// startSession creates a session for admin a, audits the login as action
+// (with after as its snapshot), and sets the session and CSRF cookies. On
+// failure it has answered the request and returns false; on success the
+// caller writes the response.
+func (s *Server) startSession(w http.ResponseWriter, r *http.Request, a store.Admin, now time.Time, action string, after any) (loginResponse, bool) {
+	ip := s.clientAddr(r)
 	token := make([]byte, store.SessionIDLen)
 	if _, err := rand.Read(token); err != nil {
 		s.storeError(w, r, err)
-		return
+		return loginResponse{}, false
 	}
 	expires := now.Add(s.ttl).UTC().Truncate(time.Microsecond)
 	ua := r.UserAgent()
 	if len(ua) > 512 {
 		ua = ua[:512]
 	}
-	err = s.st.WithTx(r.Context(), func(q *store.Queries) error {
+	var snapshot json.RawMessage
+	if after != nil {
+		var err error
+		if snapshot, err = json.Marshal(after); err != nil {
+			s.storeError(w, r, err)
+			return loginResponse{}, false
+		}
+	}
+	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
 		if _, err := q.Sessions().Create(r.Context(), store.NewAdminSession{
 			ID: sessionID(token), AdminID: a.ID, ExpiresAt: expires, LastSeenAt: now, UserAgent: ua, IP: ip,
 		}); err != nil {
@@ -326,15 +355,15 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 			return err
 		}
 		_, err := q.Audit().Append(r.Context(), store.AuditEntry{
-			AdminID: &a.ID, Actor: a.Username, Action: "admin.login", TargetType: "admin", TargetID: a.ID.String(), IP: ip,
+			AdminID: &a.ID, Actor: a.Username, ActorRole: string(a.Role), Action: action, TargetType: "admin",
+			TargetID: a.ID.String(), After: snapshot, IP: ip,
 		})
 		return err
 	})
 	if err != nil {
 		s.storeError(w, r, err)
-		return
+		return loginResponse{}, false
 	}
-	s.logins.WithLabelValues("ok").Inc()
 	tok := base64.RawURLEncoding.EncodeToString(token)
 	csrfTok := csrfToken(token)
 	secure := s.secureCookies(r)
@@ -342,7 +371,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		HttpOnly: true, Secure: secure, SameSite: http.SameSiteStrictMode})
 	http.SetCookie(w, &http.Cookie{Name: CSRFCookie, Value: csrfTok, Path: "/", Expires: expires,
 		Secure: secure, SameSite: http.SameSiteStrictMode})
-	writeJSON(w, http.StatusOK, loginResponse{Token: tok, ExpiresAt: expires, CSRFToken: csrfTok})
+	return loginResponse{Token: tok, ExpiresAt: expires, CSRFToken: csrfTok}, true
 }
 
 func (s *Server) handleLogout(w http.ResponseWriter, r *http.Request) {

@@ -64,7 +64,9 @@ func (s *Server) getBedrock(w http.ResponseWriter, r *http.Request, forKey bool)
 }
 
 type sessionJSON struct {
-	Username  string    `json:"username"`
+	Username string `json:"username"`
+	// Role is the admin's role; the dashboard hides what it may not do.
+	Role      string    `json:"role"`
 	ExpiresAt time.Time `json:"expires_at"`
 	// BillingTimezone is the IANA zone budgets and reports use.
 	BillingTimezone string `json:"billing_timezone"`
@@ -80,7 +82,7 @@ func (s *Server) handleSession(w http.ResponseWriter, r *http.Request) {
 		s.storeError(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, sessionJSON{Username: a.username, ExpiresAt: sess.ExpiresAt.UTC(),
+	writeJSON(w, http.StatusOK, sessionJSON{Username: a.username, Role: string(a.role), ExpiresAt: sess.ExpiresAt.UTC(),
 		BillingTimezone: s.loc.String(), GatewayURL: s.gateway})
 }
 

@@ -145,6 +145,9 @@ type Options struct {
 	// per username 5 attempts, per address 20, then waits of 1 minute
 	// doubling to 15, forgotten an hour after the last attempt.
 	LoginThrottle LoginThrottle
+	// OIDC, when set, enables single sign-on through an OpenID Connect
+	// provider beside password logins.
+	OIDC *OIDCConfig
 
 	// hashHook runs inside every password hash with its slot held (tests).
 	hashHook func()
@@ -180,6 +183,19 @@ type Server struct {
 	requests  *prometheus.CounterVec
 	logins    *prometheus.CounterVec
 	mux       *http.ServeMux
+	// rules is the least role of every authenticated route (accessRules).
+	rules map[string]minRole
+	// patterns lists every registered route pattern, for tests that check
+	// each has its rule.
+	patterns []routePattern
+	// oidc is single sign-on; nil when not configured.
+	oidc *oidcClient
+}
+
+// routePattern is a registered route and whether it needs a session.
+type routePattern struct {
+	pattern string
+	authed  bool
 }
 
 // New returns a Server for opts.
@@ -250,6 +266,12 @@ func New(opts Options) (*Server, error) {
 			}
 		}
 	}
+	if opts.OIDC != nil {
+		if s.oidc, err = newOIDCClient(*opts.OIDC, s.log); err != nil {
+			return nil, err
+		}
+	}
+	s.rules = accessRules()
 	s.routes()
 	return s, nil
 }
@@ -257,8 +279,9 @@ func New(opts Options) (*Server, error) {
 // Handler returns the HTTP handler of the API.
 func (s *Server) Handler() http.Handler { return s.mux }
 
-// routes builds the API's route table. Every route but the OpenAPI document
-// and login needs an authenticated admin. The blocks follow the resources,
+// routes builds the API's route table. Every route but the OpenAPI document,
+// login and the single sign-on flow needs an authenticated admin whose role
+// reaches the route's rule in accessRules. The blocks follow the resources,
 // and each resource's handlers live in the file of its name (users.go,
 // keys.go, bedrock.go, ratelimits.go, models.go, prices.go, usage.go, audit.go, sessions.go
 // for sessions and prompt-cache economics; login and
@@ -266,14 +289,24 @@ func (s *Server) Handler() http.Handler { return s.mux }
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	s.mux = m
-	open := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, s.wrap(h, false)) }
-	authed := func(pattern string, h http.HandlerFunc) { m.Handle(pattern, s.wrap(h, true)) }
+	open := func(pattern string, h http.HandlerFunc) {
+		s.patterns = append(s.patterns, routePattern{pattern, false})
+		m.Handle(pattern, s.wrap(h, false))
+	}
+	authed := func(pattern string, h http.HandlerFunc) {
+		s.patterns = append(s.patterns, routePattern{pattern, true})
+		m.Handle(pattern, s.wrap(h, true))
+	}
 
 	open("GET /api/v1/openapi.json", s.handleOpenAPI)
 
 	open("POST /api/v1/auth/login", s.handleLogin)
 	authed("POST /api/v1/auth/logout", s.handleLogout)
 	authed("POST /api/v1/auth/password", s.handleChangePassword)
+	open("GET /api/v1/auth/sso", s.handleSSOInfo)
+	open("GET /api/v1/auth/oidc/login", s.handleOIDCLogin)
+	open("GET /api/v1/auth/oidc/callback", s.handleOIDCCallback)
+	authed("GET /api/v1/settings/sso", s.handleSSOSettings)
 
 	authed("GET /api/v1/admins", s.handleListAdmins)
 	authed("POST /api/v1/admins", s.handleCreateAdmin)
@@ -369,8 +402,8 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 }
 
 // wrap adds the body limit, logging, metrics, the check of query and path
-// parameters and, when auth is set, authentication and CSRF checks around
-// h.
+// parameters and, when auth is set, authentication, CSRF checks and the
+// route's role check (accessRules) around h.
 func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -396,7 +429,7 @@ func (s *Server) wrap(h http.HandlerFunc, auth bool) http.Handler {
 		}()
 		if auth {
 			a, ok := s.authenticate(w, r)
-			if !ok {
+			if !ok || !s.authorize(w, r, a) {
 				return
 			}
 			r = r.WithContext(context.WithValue(r.Context(), actorKey{}, a))

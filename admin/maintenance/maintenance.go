@@ -258,6 +258,11 @@ func (j *Job) RunOnce(ctx context.Context) (Result, error) {
 	} else {
 		res.HeadroomDeleted = n
 	}
+	// Abandoned single sign-on logins (the browser never came back).
+	if _, err := j.opts.Store.OIDCFlows().DeleteExpired(ctx, now); err != nil {
+		j.fail("oidc_flows")
+		errs = append(errs, err)
+	}
 	if keys, err := j.opts.Store.AccessKeys().RevokeExpiredRotations(ctx); err != nil {
 		j.fail("keys")
 		errs = append(errs, err)

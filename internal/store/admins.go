@@ -14,10 +14,52 @@ type Admin struct {
 	ID       uuid.UUID
 	Username string
 	// PasswordHash is an argon2id hash in PHC string format.
+	// PasswordHash is "" for an admin who signs in only through single
+	// sign-on; a password login never succeeds for it.
 	PasswordHash string
 	Disabled     bool
 	CreatedAt    time.Time
 	LastLoginAt  *time.Time
+	// Role decides what the admin may do.
+	Role AdminRole
+	// TeamID is the team a team admin is scoped to; nil for other roles.
+	TeamID *uuid.UUID
+	// OIDCIssuer and OIDCSubject link an admin to its single sign-on
+	// identity; both empty for password-only admins.
+	OIDCIssuer  string
+	OIDCSubject string
+}
+
+// AdminRole is what an admin may do.
+type AdminRole string
+
+// Admin roles, from the most to the least powerful.
+const (
+	// RoleOwner may do everything, including managing admins.
+	RoleOwner AdminRole = "owner"
+	// RoleAdmin may do everything but manage admins.
+	RoleAdmin AdminRole = "admin"
+	// RoleViewer may read everything and change nothing.
+	RoleViewer AdminRole = "viewer"
+	// RoleTeamAdmin manages one team's users, keys and usage.
+	RoleTeamAdmin AdminRole = "team_admin"
+)
+
+// Valid reports whether r is a known role.
+func (r AdminRole) Valid() bool {
+	return r == RoleOwner || r == RoleAdmin || r == RoleViewer || r == RoleTeamAdmin
+}
+
+// NewAdmin holds the fields of an admin to create.
+type NewAdmin struct {
+	Username string
+	// PasswordHash may be empty only for a single sign-on admin.
+	PasswordHash string
+	// Role defaults to RoleAdmin.
+	Role   AdminRole
+	TeamID *uuid.UUID
+	// OIDCIssuer and OIDCSubject link a single sign-on admin.
+	OIDCIssuer, OIDCSubject string
 }
 
 // Admins is the admin account repository.
@@ -26,24 +68,86 @@ type Admins struct{ q *Queries }
 // Admins returns the admin account repository.
 func (q *Queries) Admins() Admins { return Admins{q} }
 
-const adminColumns = `id, username, password_hash, disabled, created_at, last_login_at`
+const adminColumns = `id, username, coalesce(password_hash, ''), disabled, created_at, last_login_at, role, team_id, ` +
+	`coalesce(oidc_issuer, ''), coalesce(oidc_subject, '')`
 
 func scanAdmin(row pgx.Row) (Admin, error) {
 	var a Admin
-	err := row.Scan(&a.ID, &a.Username, &a.PasswordHash, &a.Disabled, &a.CreatedAt, &a.LastLoginAt)
+	err := row.Scan(adminDest(&a)...)
 	return a, err
 }
 
-// Create inserts an admin. A username taken (case-insensitive) is
-// ErrConflict.
+func adminDest(a *Admin) []any {
+	return []any{&a.ID, &a.Username, &a.PasswordHash, &a.Disabled, &a.CreatedAt, &a.LastLoginAt, &a.Role, &a.TeamID,
+		&a.OIDCIssuer, &a.OIDCSubject}
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+// Create inserts a password admin with the admin role. A username taken
+// (case-insensitive) is ErrConflict.
 func (r Admins) Create(ctx context.Context, username, passwordHash string) (Admin, error) {
 	if passwordHash == "" {
 		return Admin{}, invalidf("empty password hash")
 	}
+	return r.CreateAdmin(ctx, NewAdmin{Username: username, PasswordHash: passwordHash, Role: RoleAdmin})
+}
+
+// CreateAdmin inserts n. A username taken (case-insensitive), or a single
+// sign-on identity already linked, is ErrConflict.
+func (r Admins) CreateAdmin(ctx context.Context, n NewAdmin) (Admin, error) {
+	if n.Role == "" {
+		n.Role = RoleAdmin
+	}
+	if !n.Role.Valid() {
+		return Admin{}, invalidf("unknown admin role %q", n.Role)
+	}
+	if n.PasswordHash == "" && n.OIDCSubject == "" {
+		return Admin{}, invalidf("an admin needs a password hash or a single sign-on identity")
+	}
+	if (n.Role == RoleTeamAdmin) != (n.TeamID != nil) {
+		return Admin{}, invalidf("a team admin, and only a team admin, names a team")
+	}
 	a, err := scanAdmin(r.q.db.QueryRow(ctx, `
-		INSERT INTO admins (username, password_hash) VALUES ($1, $2) RETURNING `+adminColumns,
-		username, passwordHash))
+		INSERT INTO admins (username, password_hash, role, team_id, oidc_issuer, oidc_subject)
+		VALUES ($1, $2, $3, $4, $5, $6) RETURNING `+adminColumns,
+		n.Username, nullIfEmpty(n.PasswordHash), n.Role, n.TeamID, nullIfEmpty(n.OIDCIssuer), nullIfEmpty(n.OIDCSubject)))
 	return a, mapErr("store: create admin", err)
+}
+
+// GetByOIDC returns the admin linked to a single sign-on identity.
+func (r Admins) GetByOIDC(ctx context.Context, issuer, subject string) (Admin, error) {
+	a, err := scanAdmin(r.q.db.QueryRow(ctx, `SELECT `+adminColumns+` FROM admins WHERE oidc_issuer = $1 AND oidc_subject = $2`,
+		issuer, subject))
+	return a, mapErr("store: get admin", err)
+}
+
+// SetRole changes an admin's role (and team, for a team admin).
+func (r Admins) SetRole(ctx context.Context, id uuid.UUID, role AdminRole, teamID *uuid.UUID) error {
+	if !role.Valid() {
+		return invalidf("unknown admin role %q", role)
+	}
+	if (role == RoleTeamAdmin) != (teamID != nil) {
+		return invalidf("a team admin, and only a team admin, names a team")
+	}
+	return r.exec(ctx, "store: set admin role", `UPDATE admins SET role = $2, team_id = $3 WHERE id = $1`, id, role, teamID)
+}
+
+// CountEnabledOwners returns how many owners are not disabled, locking
+// their rows so that two transactions cannot each remove a different one of
+// the last two.
+func (r Admins) CountEnabledOwners(ctx context.Context) (int, error) {
+	rows, err := r.q.db.Query(ctx, `SELECT id FROM admins WHERE role = 'owner' AND NOT disabled FOR UPDATE`)
+	if err != nil {
+		return 0, mapErr("store: count owners", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	return len(ids), mapErr("store: count owners", err)
 }
 
 // Get returns an admin by id.
@@ -183,11 +287,12 @@ func (r Sessions) Get(ctx context.Context, id []byte) (AdminSession, Admin, erro
 	)
 	err := r.q.db.QueryRow(ctx, `
 		SELECT s.id, s.admin_id, s.created_at, s.expires_at, s.last_seen_at, s.revoked_at, s.user_agent, s.ip,
-		       a.id, a.username, a.password_hash, a.disabled, a.created_at, a.last_login_at
+		       a.id, a.username, coalesce(a.password_hash, ''), a.disabled, a.created_at, a.last_login_at, a.role, a.team_id,
+		       coalesce(a.oidc_issuer, ''), coalesce(a.oidc_subject, '')
 		FROM admin_sessions s JOIN admins a ON a.id = s.admin_id
 		WHERE s.id = $1 AND s.revoked_at IS NULL AND s.expires_at > now() AND NOT a.disabled`, id).Scan(
-		&s.ID, &s.AdminID, &s.CreatedAt, &s.ExpiresAt, &s.LastSeenAt, &s.RevokedAt, &s.UserAgent, &s.IP,
-		&a.ID, &a.Username, &a.PasswordHash, &a.Disabled, &a.CreatedAt, &a.LastLoginAt)
+		append([]any{&s.ID, &s.AdminID, &s.CreatedAt, &s.ExpiresAt, &s.LastSeenAt, &s.RevokedAt, &s.UserAgent, &s.IP},
+			adminDest(&a)...)...)
 	if err != nil {
 		return AdminSession{}, Admin{}, mapErr("store: get admin session", err)
 	}

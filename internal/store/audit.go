@@ -19,7 +19,10 @@ type AuditEntry struct {
 	// AdminID is the admin who made the change; nil for the system.
 	AdminID *uuid.UUID
 	// Actor names who made the change (an admin's username, "system", …).
-	Actor      string
+	Actor string
+	// ActorRole is the role the admin had when it acted ("" for the
+	// system and the operator).
+	ActorRole  string
 	Action     string // e.g. user.create, key.rotate
 	TargetType string // e.g. user, access_key
 	TargetID   string
@@ -48,12 +51,12 @@ type Audit struct{ q *Queries }
 // Audit returns the audit log repository.
 func (q *Queries) Audit() Audit { return Audit{q} }
 
-const auditColumns = `id, at, admin_id, actor, action, target_type, target_id, before, after, ip`
+const auditColumns = `id, at, admin_id, actor, actor_role, action, target_type, target_id, before, after, ip`
 
 func scanAudit(row pgx.Row) (AuditEntry, error) {
 	var e AuditEntry
 	var before, after []byte
-	err := row.Scan(&e.ID, &e.At, &e.AdminID, &e.Actor, &e.Action, &e.TargetType, &e.TargetID, &before, &after, &e.IP)
+	err := row.Scan(&e.ID, &e.At, &e.AdminID, &e.Actor, &e.ActorRole, &e.Action, &e.TargetType, &e.TargetID, &before, &after, &e.IP)
 	if before != nil {
 		e.Before = before
 	}
@@ -77,10 +80,10 @@ func (r Audit) Append(ctx context.Context, e AuditEntry) (AuditEntry, error) {
 		return AuditEntry{}, invalidf("audit entry needs an actor and an action")
 	}
 	out, err := scanAudit(r.q.db.QueryRow(ctx, `
-		INSERT INTO audit_log (admin_id, actor, action, target_type, target_id, before, after, ip)
-		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8)
+		INSERT INTO audit_log (admin_id, actor, action, target_type, target_id, before, after, ip, actor_role)
+		VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7::jsonb, $8, $9)
 		RETURNING `+auditColumns,
-		e.AdminID, e.Actor, e.Action, e.TargetType, e.TargetID, jsonArg(e.Before), jsonArg(e.After), e.IP))
+		e.AdminID, e.Actor, e.Action, e.TargetType, e.TargetID, jsonArg(e.Before), jsonArg(e.After), e.IP, e.ActorRole))
 	return out, mapErr("store: append audit entry", err)
 }
 

@@ -27,6 +27,7 @@ var wantMigrations = []string{
 	"00012_usage_agent_tree.sql",
 	"00013_rate_limits.sql",
 	"00014_plan_headroom.sql",
+	"00015_admin_roles.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
