@@ -83,6 +83,8 @@ type env struct {
 	inv    *recorder
 	router routers.Router
 	token  string
+	// api is the server under test.
+	api *admin.Server
 
 	mu     sync.Mutex
 	bodies bytes.Buffer
@@ -90,6 +92,15 @@ type env struct {
 
 func newEnv(t testing.TB, configure ...func(*admin.Options)) *env {
 	t.Helper()
+	return newEnvAt(t, func(string) []func(*admin.Options) { return configure })
+}
+
+// newEnvAt is newEnv for options that need the server's own URL (a single
+// sign-on redirect URL): configure gets it before the server starts.
+func newEnvAt(t testing.TB, configureAt func(baseURL string) []func(*admin.Options)) *env {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(nil)
+	configure := configureAt("http://" + hs.Listener.Addr().String())
 	ctx := context.Background()
 	st := storetest.Open(t)
 	mk := make([]byte, 32)
@@ -119,7 +130,9 @@ func newEnv(t testing.TB, configure ...func(*admin.Options)) *env {
 	if created, err := admin.EnsureFirstAdmin(ctx, st, testAdmin, testPassword); err != nil || !created {
 		t.Fatalf("EnsureFirstAdmin = %v, %v; want true, nil", created, err)
 	}
-	e := &env{t: t, st: st, sealer: sealer, hasher: hasher, logs: logs, inv: inv, srv: httptest.NewServer(srv.Handler())}
+	hs.Config.Handler = srv.Handler()
+	hs.Start()
+	e := &env{t: t, st: st, sealer: sealer, hasher: hasher, logs: logs, inv: inv, srv: hs, api: srv}
 	t.Cleanup(e.srv.Close)
 
 	loader := openapi3.NewLoader()

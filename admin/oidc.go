@@ -506,12 +506,17 @@ func (s *Server) finishOIDC(r *http.Request) (ssoIdentity, error) {
 		return ssoIdentity{}, refuse(http.StatusBadGateway, "sign-in refused", "the ID token's claims could not be read")
 	}
 	groups, found := groupsFrom(all, s.oidc.cfg.GroupsClaim)
-	if !found && p.UserInfoEndpoint() != "" {
-		// Some providers keep groups (and the email) out of the ID token.
+	if (!found || std.Email == "") && p.UserInfoEndpoint() != "" {
+		// Many providers keep groups, or the email and profile claims (as
+		// the standard says when an access token is issued), out of the
+		// ID token: the userinfo endpoint has them.
 		ui, err := p.UserInfo(oidc.ClientContext(ctx, s.oidc.http), oauth2.StaticTokenSource(tok))
+		if err != nil {
+			s.log.LogAttrs(ctx, slog.LevelWarn, "admin: userinfo request failed", slog.String("error", err.Error()))
+		}
 		if err == nil && ui.Subject == idt.Subject {
 			uiAll := map[string]any{}
-			if ui.Claims(&uiAll) == nil {
+			if !found && ui.Claims(&uiAll) == nil {
 				groups, _ = groupsFrom(uiAll, s.oidc.cfg.GroupsClaim)
 			}
 			if std.Email == "" {

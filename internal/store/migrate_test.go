@@ -86,7 +86,7 @@ func TestMigrateUpDownUp(t *testing.T) {
 		t.Fatalf("up results = %+v", res)
 	}
 	wantTables := []string{
-		"access_keys", "admin_login_throttle", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
+		"access_keys", "admin_login_throttle", "admin_oidc_flows", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
 		"model_aliases", "model_mappings", "model_regions", "plan_headroom", "prices", "rate_limits", "usage_daily", "usage_dedupe",
 		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all",
 		"usage_user_rollup", "users",

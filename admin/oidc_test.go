@@ -1,0 +1,567 @@
+package admin_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+	"github.com/zitadel/oidc/v3/example/server/exampleop"
+	"github.com/zitadel/oidc/v3/example/server/storage"
+	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/oauth2"
+
+	"github.com/ccproxy/ccproxy/admin"
+	"github.com/ccproxy/ccproxy/internal/store"
+)
+
+// The single sign-on tests run a real OpenID provider: zitadel's certified
+// OP library (github.com/zitadel/oidc/v3/pkg/op) with its example in-memory
+// storage and login page. The protocol (discovery, authorization endpoint,
+// PKCE, code exchange, signed ID tokens, JWKS) is the library's; the test
+// adds only a directory of people and their groups.
+
+// person is a user of the test provider.
+type person struct {
+	id, username, password, email string
+	groups                        []string
+}
+
+var people = []person{
+	{"u-vera", "vera", "vera's long password", "vera@example.com", []string{"everyone", "ccproxy-viewers"}},
+	{"u-olga", "olga", "olga's long password", "olga@example.com", []string{"ccproxy-owners", "ccproxy-viewers"}},
+	{"u-nick", "nick", "nick's long password", "nick@example.com", []string{"everyone"}},
+	{"u-eve", "eve", "eve's long password", "eve@elsewhere.test", []string{"ccproxy-viewers"}},
+}
+
+// directory is the provider's user store.
+type directory struct{}
+
+func (directory) GetUserByID(id string) *storage.User {
+	for _, p := range people {
+		if p.id == id {
+			return &storage.User{ID: p.id, Username: p.username, Password: p.password, Email: p.email, EmailVerified: true,
+				FirstName: p.username, LastName: "Test"}
+		}
+	}
+	return nil
+}
+
+func (d directory) GetUserByUsername(name string) *storage.User {
+	for _, p := range people {
+		if p.username == name {
+			return d.GetUserByID(p.id)
+		}
+	}
+	return nil
+}
+
+func (directory) ExampleClientID() string { return "" }
+
+// groupStorage is the example storage plus a "groups" scope whose claim
+// lists the user's groups in the ID token.
+type groupStorage struct {
+	*storage.Storage
+}
+
+func (s groupStorage) SetUserinfoFromScopes(ctx context.Context, ui *zoidc.UserInfo, userID, clientID string, scopes []string) error {
+	if err := s.Storage.SetUserinfoFromScopes(ctx, ui, userID, clientID, scopes); err != nil {
+		return err
+	}
+	if slices.Contains(scopes, "groups") {
+		for _, p := range people {
+			if p.id == userID {
+				ui.AppendClaims("groups", p.groups)
+			}
+		}
+	}
+	return nil
+}
+
+func (s groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
+	c, err := s.Storage.GetClientByClientID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return groupsClient{c}, nil
+}
+
+// groupsClient lets clients ask for the groups scope.
+type groupsClient struct{ op.Client }
+
+func (c groupsClient) IsScopeAllowed(scope string) bool {
+	return scope == "groups" || c.Client.IsScopeAllowed(scope)
+}
+
+// provider is a running OpenID provider.
+type provider struct {
+	issuer string
+	srv    *httptest.Server
+}
+
+// newProvider starts a provider whose clients are id -> secret, redirect
+// URL (registered when start is called).
+func newProvider(t *testing.T) (issuer string, start func(clients ...*storage.Client) *provider) {
+	t.Helper()
+	hs := httptest.NewUnstartedServer(nil)
+	issuer = "http://" + hs.Listener.Addr().String()
+	return issuer, func(clients ...*storage.Client) *provider {
+		m := map[string]*storage.Client{}
+		for _, c := range clients {
+			m[c.GetID()] = c
+		}
+		st := groupStorage{storage.NewStorageWithClients(directory{}, m)}
+		hs.Config.Handler = exampleop.SetupServer(issuer, st, nil, false)
+		hs.Start()
+		t.Cleanup(hs.Close)
+		return &provider{issuer: issuer, srv: hs}
+	}
+}
+
+// browser is an HTTP client with a cookie jar that follows redirects until
+// stop says otherwise.
+func browser(t *testing.T, stop func(*url.URL) bool) *http.Client {
+	t.Helper()
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar, CheckRedirect: func(req *http.Request, via []*http.Request) error {
+		if stop(req.URL) {
+			return http.ErrUseLastResponse
+		}
+		if len(via) > 10 {
+			return errors.New("too many redirects")
+		}
+		return nil
+	}}
+}
+
+// signIn starts at startURL, signs in at the provider's login page as
+// user, and returns where the provider then redirects the browser (the
+// client's redirect URL with code and state).
+func signIn(t *testing.T, hc *http.Client, issuer, startURL, user, password string) *url.URL {
+	t.Helper()
+	resp, err := hc.Get(startURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	id := resp.Request.URL.Query().Get("authRequestID")
+	if resp.StatusCode != http.StatusOK || id == "" || !strings.HasPrefix(resp.Request.URL.String(), issuer+"/login/") {
+		t.Fatalf("expected the provider's login page, got %d at %s", resp.StatusCode, resp.Request.URL)
+	}
+	resp, err = hc.PostForm(issuer+"/login/username", url.Values{"id": {id}, "username": {user}, "password": {password}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, err := resp.Location()
+	if err != nil || resp.StatusCode/100 != 3 {
+		t.Fatalf("after the provider's login: %d, location %v (%v)", resp.StatusCode, loc, err)
+	}
+	return loc
+}
+
+// ssoEnv is an admin server with single sign-on at a running provider.
+type ssoEnv struct {
+	*env
+	op       *provider
+	callback string
+}
+
+const ssoClientID, ssoClientSecret = "ccproxy-admin", "a client secret of some length"
+
+func newSSOEnv(t *testing.T, tweak func(*admin.OIDCConfig), extraClients ...*storage.Client) *ssoEnv {
+	t.Helper()
+	issuer, start := newProvider(t)
+	var callback string
+	e := newEnvAt(t, func(base string) []func(*admin.Options) {
+		callback = base + "/api/v1/auth/oidc/callback"
+		return []func(*admin.Options){func(o *admin.Options) {
+			roles, err := admin.ParseRoleMapping("ccproxy-viewers=viewer, ccproxy-owners=owner")
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg := &admin.OIDCConfig{IssuerURL: issuer, ClientID: ssoClientID, ClientSecret: ssoClientSecret,
+				RedirectURL: callback, Scopes: []string{"email", "profile", "groups"}, GroupsClaim: "groups", RoleMapping: roles}
+			if tweak != nil {
+				tweak(cfg)
+			}
+			o.OIDC = cfg
+		}}
+	})
+	p := start(append([]*storage.Client{storage.WebClient(ssoClientID, ssoClientSecret, callback)}, extraClients...)...)
+	return &ssoEnv{env: e, op: p, callback: callback}
+}
+
+// signInThroughCcproxy runs the whole flow in a fresh browser up to the
+// provider's redirect to the callback, and returns the browser and that
+// callback URL.
+func (s *ssoEnv) signInThroughCcproxy(t *testing.T, user, password string) (*http.Client, *url.URL) {
+	t.Helper()
+	hc := browser(t, func(u *url.URL) bool { return u.Path == "/api/v1/auth/oidc/callback" })
+	cb := signIn(t, hc, s.op.issuer, s.srv.URL+"/api/v1/auth/oidc/login", user, password)
+	if !strings.HasPrefix(cb.String(), s.callback+"?") || cb.Query().Get("code") == "" || cb.Query().Get("state") == "" {
+		t.Fatalf("the provider redirected to %s, want the callback with code and state", cb)
+	}
+	return hc, cb
+}
+
+// finish calls the callback in the browser; it does not follow the final
+// redirect.
+func (s *ssoEnv) finish(t *testing.T, hc *http.Client, cb *url.URL) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, cb.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.send(t, hc, req)
+}
+
+// send sends req with hc (its cookies), validating the response against the
+// OpenAPI document.
+func (s *ssoEnv) send(t *testing.T, hc *http.Client, req *http.Request) response {
+	t.Helper()
+	noFollow := *hc
+	noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := noFollow.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = io.Copy(&b, resp.Body)
+	out := response{status: resp.StatusCode, header: resp.Header, body: []byte(b.String())}
+	s.validateIn(t, req, out)
+	return out
+}
+
+// cookieValue returns the browser's cookie name for the admin service.
+func (s *ssoEnv) cookieValue(t *testing.T, hc *http.Client, name string) string {
+	t.Helper()
+	u, _ := url.Parse(s.srv.URL + "/api/v1/")
+	for _, c := range hc.Jar.Cookies(u) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// TestSSOLogin signs in through the provider: a member of the viewers group
+// becomes a viewer admin, reads, and is refused writes with 403.
+func TestSSOLogin(t *testing.T) {
+	s := newSSOEnv(t, nil)
+	info := s.do("GET", "/api/v1/auth/sso", nil, noAuth)
+	want(t, info, http.StatusOK)
+	if strings.TrimSpace(string(info.body)) != `{"enabled":true,"login_url":"/api/v1/auth/oidc/login"}` {
+		t.Errorf("sso info %s", info.body)
+	}
+
+	hc, cb := s.signInThroughCcproxy(t, "vera", "vera's long password")
+	resp := s.finish(t, hc, cb)
+	want(t, resp, http.StatusSeeOther)
+	if loc := resp.header.Get("Location"); loc != "/" {
+		t.Errorf("after sign-in: Location %q, want /", loc)
+	}
+	session, csrf := s.cookieValue(t, hc, admin.SessionCookie), s.cookieValue(t, hc, admin.CSRFCookie)
+	if session == "" || csrf == "" {
+		t.Fatalf("no session cookies after sign-in")
+	}
+	cookies := func(r *http.Request) {
+		r.Header.Del("Authorization")
+		r.AddCookie(&http.Cookie{Name: admin.SessionCookie, Value: session})
+		r.AddCookie(&http.Cookie{Name: admin.CSRFCookie, Value: csrf})
+		r.Header.Set(admin.CSRFHeader, csrf)
+	}
+	var me struct {
+		Username string `json:"username"`
+		Role     string `json:"role"`
+	}
+	r := s.do("GET", "/api/v1/auth/session", nil, cookies)
+	want(t, r, http.StatusOK)
+	r.decode(t, &me)
+	if me.Username != "vera@example.com" || me.Role != "viewer" {
+		t.Errorf("signed in as %+v, want vera@example.com, viewer", me)
+	}
+	want(t, s.do("GET", "/api/v1/users", nil, cookies), http.StatusOK)
+	r = s.do("POST", "/api/v1/users", map[string]any{"name": "Mallory", "email": "m@example.com"}, cookies)
+	want(t, r, http.StatusForbidden)
+	if p := r.problem(t); p.Detail != "viewers have read-only access" {
+		t.Errorf("viewer write: %+v", p)
+	}
+	// The account: linked, no password, so a password login cannot reach it.
+	a, err := s.st.Admins().GetByUsername(context.Background(), "vera@example.com")
+	if err != nil || a.Role != store.RoleViewer || a.PasswordHash != "" || a.OIDCIssuer != s.op.issuer || a.OIDCSubject != "u-vera" {
+		t.Errorf("stored admin %+v, %v", a, err)
+	}
+	want(t, s.do("POST", "/api/v1/auth/login", map[string]string{"username": "vera@example.com", "password": "vera's long password"}, noAuth),
+		http.StatusUnauthorized)
+	r = s.do("POST", "/api/v1/auth/password", map[string]string{"current_password": "vera's long password", "new_password": "whatever it may be"}, cookies)
+	want(t, r, http.StatusConflict)
+	if acts := s.auditActions(a.ID.String()); !slices.Equal(acts, []string{"admin.create", "admin.login", "admin.login_failed"}) {
+		t.Errorf("audit %q", acts)
+	}
+
+	t.Run("the code is single use", func(t *testing.T) {
+		// The same callback again: its flow is gone.
+		r := s.finish(t, hc, cb)
+		want(t, r, http.StatusBadRequest)
+		if p := r.problem(t); !strings.Contains(p.Detail, "already used") {
+			t.Errorf("replayed callback: %q", p.Detail)
+		}
+		// The old code under a fresh flow's state: the provider refuses it.
+		hc2, cb2 := s.signInThroughCcproxy(t, "vera", "vera's long password")
+		q := cb2.Query()
+		q.Set("code", cb.Query().Get("code"))
+		cb2.RawQuery = q.Encode()
+		r = s.finish(t, hc2, cb2)
+		want(t, r, http.StatusUnauthorized)
+		if p := r.problem(t); !strings.Contains(p.Detail, "did not accept the authorization code") {
+			t.Errorf("replayed code: %q", p.Detail)
+		}
+	})
+
+	t.Run("wrong state", func(t *testing.T) {
+		hc, cb := s.signInThroughCcproxy(t, "vera", "vera's long password")
+		q := cb.Query()
+		q.Set("state", "not-the-state")
+		cb.RawQuery = q.Encode()
+		r := s.finish(t, hc, cb)
+		want(t, r, http.StatusBadRequest)
+		if p := r.problem(t); p.Title != "unknown sign-in" {
+			t.Errorf("wrong state: %+v", p)
+		}
+	})
+
+	t.Run("another browser", func(t *testing.T) {
+		// The right state and code, but not from the browser that started
+		// the flow (a login CSRF): refused, and the flow is spent.
+		_, cb := s.signInThroughCcproxy(t, "vera", "vera's long password")
+		r := s.finish(t, browser(t, func(*url.URL) bool { return true }), cb)
+		want(t, r, http.StatusBadRequest)
+		if p := r.problem(t); !strings.Contains(p.Detail, "another browser") {
+			t.Errorf("foreign browser: %+v", p)
+		}
+	})
+
+	t.Run("wrong nonce", func(t *testing.T) {
+		hc, cb := s.signInThroughCcproxy(t, "vera", "vera's long password")
+		// The flow expects another nonce than the one the provider put in
+		// the ID token.
+		if _, err := s.st.Pool().Exec(context.Background(), `UPDATE admin_oidc_flows SET nonce = 'some other nonce'`); err != nil {
+			t.Fatal(err)
+		}
+		r := s.finish(t, hc, cb)
+		want(t, r, http.StatusUnauthorized)
+		if p := r.problem(t); !strings.Contains(p.Detail, "nonce") {
+			t.Errorf("wrong nonce: %+v", p)
+		}
+	})
+
+	t.Run("no mapped group", func(t *testing.T) {
+		hc, cb := s.signInThroughCcproxy(t, "nick", "nick's long password")
+		r := s.finish(t, hc, cb)
+		want(t, r, http.StatusForbidden)
+		if p := r.problem(t); p.Detail != "none of your groups (everyone) is mapped to a ccproxy role" {
+			t.Errorf("unmapped: %+v", p)
+		}
+		if _, err := s.st.Admins().GetByUsername(context.Background(), "nick@example.com"); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("an admin was created for nick: %v", err)
+		}
+	})
+
+	t.Run("highest mapped role wins and follows the groups", func(t *testing.T) {
+		hc, cb := s.signInThroughCcproxy(t, "olga", "olga's long password")
+		want(t, s.finish(t, hc, cb), http.StatusSeeOther)
+		a, err := s.st.Admins().GetByUsername(context.Background(), "olga@example.com")
+		if err != nil || a.Role != store.RoleOwner {
+			t.Fatalf("olga = %+v, %v; want an owner", a, err)
+		}
+		// An owner demotes olga; her groups make her an owner again at her
+		// next sign-in.
+		want(t, s.do("PATCH", "/api/v1/admins/"+a.ID.String(), map[string]string{"role": "viewer"}), http.StatusOK)
+		hc, cb = s.signInThroughCcproxy(t, "olga", "olga's long password")
+		want(t, s.finish(t, hc, cb), http.StatusSeeOther)
+		a, _ = s.st.Admins().GetByUsername(context.Background(), "olga@example.com")
+		if a.Role != store.RoleOwner {
+			t.Errorf("after sign-in: role %q", a.Role)
+		}
+	})
+
+	t.Run("settings for owners", func(t *testing.T) {
+		r := s.do("GET", "/api/v1/settings/sso", nil)
+		want(t, r, http.StatusOK)
+		if strings.Contains(string(r.body), ssoClientSecret) || !strings.Contains(string(r.body), `"groups_claim":"groups"`) {
+			t.Errorf("settings %s", r.body)
+		}
+		want(t, s.do("GET", "/api/v1/settings/sso", nil, cookies), http.StatusForbidden)
+	})
+	t.Run("disabled account", func(t *testing.T) {
+		want(t, s.do("PATCH", "/api/v1/admins/"+a.ID.String(), map[string]bool{"disabled": true}), http.StatusOK)
+		hc, cb := s.signInThroughCcproxy(t, "vera", "vera's long password")
+		r := s.finish(t, hc, cb)
+		want(t, r, http.StatusForbidden)
+		want(t, s.do("PATCH", "/api/v1/admins/"+a.ID.String(), map[string]bool{"disabled": false}), http.StatusOK)
+	})
+
+}
+
+// TestSSOEmailDomains admits only verified addresses in the allowed
+// domains.
+func TestSSOEmailDomains(t *testing.T) {
+	s := newSSOEnv(t, func(c *admin.OIDCConfig) { c.AllowedEmailDomains = []string{"EXAMPLE.com"} })
+	hc, cb := s.signInThroughCcproxy(t, "eve", "eve's long password")
+	r := s.finish(t, hc, cb)
+	want(t, r, http.StatusForbidden)
+	if p := r.problem(t); !strings.Contains(p.Detail, "not in a domain allowed") {
+		t.Errorf("eve: %+v", p)
+	}
+	hc, cb = s.signInThroughCcproxy(t, "vera", "vera's long password")
+	want(t, s.finish(t, hc, cb), http.StatusSeeOther)
+}
+
+// idToken gets an ID token for client id from the provider at issuer by the
+// code flow, with nonce.
+func idToken(t *testing.T, issuer, id, secret, redirect, nonce string) string {
+	t.Helper()
+	ctx := context.Background()
+	p, err := oidc.NewProvider(ctx, issuer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := oauth2.Config{ClientID: id, ClientSecret: secret, RedirectURL: redirect, Endpoint: p.Endpoint(), Scopes: []string{"openid"}}
+	hc := browser(t, func(u *url.URL) bool { return strings.HasPrefix(u.String(), redirect) })
+	cb := signIn(t, hc, issuer, cfg.AuthCodeURL("some-state", oidc.Nonce(nonce)), "vera", "vera's long password")
+	tok, err := cfg.Exchange(ctx, cb.Query().Get("code"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := tok.Extra("id_token").(string)
+	if raw == "" {
+		t.Fatal("no id_token")
+	}
+	return raw
+}
+
+// TestSSOIDTokenChecks feeds the callback's ID token check tokens that are
+// genuine but not meant for it: another client's (audience), another
+// provider's (issuer, keys), another sign-in's (nonce).
+func TestSSOIDTokenChecks(t *testing.T) {
+	const otherRedirect = "http://127.0.0.1:1/other/callback"
+	s := newSSOEnv(t, nil, storage.WebClient("other-client", "the other client's secret", otherRedirect))
+	otherIssuer, startOther := newProvider(t)
+	startOther(storage.WebClient(ssoClientID, ssoClientSecret, otherRedirect))
+	ctx := context.Background()
+
+	good := idToken(t, s.op.issuer, ssoClientID, ssoClientSecret, s.callback, "nonce-1")
+	if err := s.api.VerifyIDToken(ctx, good, "nonce-1"); err != nil {
+		t.Fatalf("a genuine token for ccproxy: %v", err)
+	}
+	for _, tc := range []struct {
+		name, raw, nonce, want string
+	}{
+		{"wrong nonce", good, "nonce-2", "nonce"},
+		{"wrong audience", idToken(t, s.op.issuer, "other-client", "the other client's secret", otherRedirect, "nonce-1"), "nonce-1", "audience"},
+		// Another provider's token fails on its keys: go-oidc checks the
+		// signature against the configured issuer's keys before any claim.
+		// The issuer itself is checked at discovery (TestSSOIssuerMismatch).
+		{"another provider's token", idToken(t, otherIssuer, ssoClientID, ssoClientSecret, otherRedirect, "nonce-1"), "nonce-1", "signature"},
+		{"tampered", good[:len(good)-4] + "AAAA", "nonce-1", "signature"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := s.api.VerifyIDToken(ctx, tc.raw, tc.nonce)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("VerifyIDToken = %v, want an error about %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestSSOIssuerMismatch configures the provider under another name than
+// the issuer it states (localhost for 127.0.0.1): discovery refuses it, and
+// so does every sign-in.
+func TestSSOIssuerMismatch(t *testing.T) {
+	s := newSSOEnv(t, func(c *admin.OIDCConfig) { c.IssuerURL = strings.Replace(c.IssuerURL, "127.0.0.1", "localhost", 1) })
+	hc := browser(t, func(*url.URL) bool { return true })
+	req, err := http.NewRequest(http.MethodGet, s.srv.URL+"/api/v1/auth/oidc/login", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := s.send(t, hc, req)
+	want(t, r, http.StatusBadGateway)
+	if !strings.Contains(s.logs.String(), "did not match the issuer") {
+		t.Errorf("logs do not say why: %s", s.logs.String())
+	}
+}
+
+// TestSSOConfig checks the settings' validation.
+func TestSSOConfig(t *testing.T) {
+	good := admin.OIDCConfig{IssuerURL: "https://idp.example.com", ClientID: "c", ClientSecret: "s",
+		RedirectURL: "https://admin.example.com/api/v1/auth/oidc/callback", GroupsClaim: "groups",
+		RoleMapping: map[string]store.AdminRole{"g": store.RoleViewer}}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(*admin.OIDCConfig)
+		want string
+	}{
+		{"plain http issuer", func(c *admin.OIDCConfig) { c.IssuerURL = "http://idp.example.com" }, "issuer URL: must be https"},
+		{"loopback http issuer", func(c *admin.OIDCConfig) { c.IssuerURL = "http://127.0.0.1:5556" }, ""},
+		{"no client id", func(c *admin.OIDCConfig) { c.ClientID = "" }, "client id"},
+		{"no secret", func(c *admin.OIDCConfig) { c.ClientSecret = "" }, "client secret"},
+		{"redirect elsewhere", func(c *admin.OIDCConfig) { c.RedirectURL = "https://admin.example.com/cb" }, "must end in /api/v1/auth/oidc/callback"},
+		{"no mapping", func(c *admin.OIDCConfig) { c.RoleMapping = nil }, "mapping is required"},
+		{"team admin", func(c *admin.OIDCConfig) { c.RoleMapping = map[string]store.AdminRole{"g": store.RoleTeamAdmin} }, "needs teams"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good
+			tc.edit(&c)
+			err := c.Validate()
+			if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"a=owner, b = viewer,", "map[a:owner b:viewer]"},
+		{"a=owner,a=viewer", "mapped twice"},
+		{"a", "group=role"},
+		{"a=root", "unknown role"},
+	} {
+		m, err := admin.ParseRoleMapping(tc.in)
+		got := ""
+		if err != nil {
+			got = err.Error()
+		} else {
+			got = fmtMap(m)
+		}
+		if !strings.Contains(got, tc.want) {
+			t.Errorf("ParseRoleMapping(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func fmtMap(m map[string]store.AdminRole) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + ":" + string(m[k])
+	}
+	return "map[" + strings.Join(parts, " ") + "]"
+}
