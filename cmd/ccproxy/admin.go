@@ -112,6 +112,8 @@ type adminSettings struct {
 	Service     adminServiceSettings
 	Security    adminSecuritySettings
 	UsageIngest usageIngestSettings
+	// SSO is single sign-on for admins.
+	SSO ssoSettings
 	// KeyServiceTLS protects the KeyService: mutual TLS, or plaintext on
 	// loopback only unless asked for.
 	KeyServiceTLS channelTLS
@@ -121,7 +123,7 @@ type adminSettings struct {
 
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
-		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(),
+		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(), s.SSO.group(),
 		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(),
 	}
 }
@@ -341,6 +343,9 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		SeatPrices: s.Service.SeatPrices,
 	}
 	s.Security.options(&opts)
+	if opts.OIDC, err = s.SSO.config(); err != nil {
+		return nil, "", err
+	}
 	api, err := admin.New(opts)
 	if err != nil {
 		return nil, "", err

@@ -67,6 +67,7 @@ type devSettings struct {
 	Serving     config.Serving
 	Admin       adminServiceSettings
 	AdminSec    adminSecuritySettings
+	SSO         ssoSettings
 	UsageIngest usageIngestSettings
 	DataPlane   dataPlaneSettings
 	XDSAddr     string
@@ -95,7 +96,7 @@ func (s *devSettings) groups() []config.Group {
 		s.Keys.Group().WithDefault("server-secret", ""),
 		s.Secrets.Group(),
 		s.Admin.group().WithDefault("admin-addr", "127.0.0.1:8081").WithDefault("admin-grpc-addr", "127.0.0.1:0"),
-		s.AdminSec.group(),
+		s.AdminSec.group(), s.SSO.group(),
 		s.DataPlane.group().WithDefault("listen-addr", "127.0.0.1:8080"),
 		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
 		// A socket in the state directory when not given.
@@ -144,7 +145,7 @@ func (s *devSettings) devGroup() config.Group {
 func (s *devSettings) admin() *adminSettings {
 	return &adminSettings{
 		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Telemetry: s.Telemetry,
+		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Telemetry: s.Telemetry, SSO: s.SSO,
 	}
 }
 

@@ -219,6 +219,7 @@ var notMetrics = map[string]string{
 	"ccproxy_extproc":  "the Envoy cluster of the ext_proc sidecar",
 	"ccproxy_config":   "the Postgres NOTIFY channel of configuration changes",
 	"ccproxy_bench_5m": "the database of the usage query benchmarks",
+	"ccproxy_oidc":     "the cookie of a single sign-on in progress",
 }
 
 // TestDocsMatchTheCode checks every claim of README.md and docs/*.md that

@@ -22,6 +22,8 @@ type adminAccount struct {
 	Disabled    bool       `json:"disabled"`
 	CreatedAt   time.Time  `json:"created_at"`
 	LastLoginAt *time.Time `json:"last_login_at"`
+	Role        string     `json:"role"`
+	SSO         bool       `json:"sso"`
 }
 
 func (a *app) adminsCommand() *cobra.Command {
@@ -31,11 +33,14 @@ func (a *app) adminsCommand() *cobra.Command {
 		Long: `Manage admin accounts. ADMIN is an admin's id or username. Passwords are read from stdin with
 --password-stdin (one per line) or prompted for on the terminal, never taken from argv.
 
+Roles: owner (everything, including managing admins: only owners may create, change, disable or
+reset admins), admin (everything else), viewer (read only).
+
 An operator locked out of every account resets a password with "ccproxy admin reset-password",
 which talks to the database directly.`,
 	}
 	g := addGlobals(cmd)
-	cmd.AddCommand(a.adminsList(g), a.adminsGet(g), a.adminsCreate(g), a.adminsSetDisabled(g, true), a.adminsSetDisabled(g, false),
+	cmd.AddCommand(a.adminsList(g), a.adminsGet(g), a.adminsCreate(g), a.adminsSetRole(g), a.adminsSetDisabled(g, true), a.adminsSetDisabled(g, false),
 		a.adminsResetPassword(g), a.adminsRevokeSessions(g))
 	return cmd
 }
@@ -50,14 +55,22 @@ func (a *app) adminsList(g *globals) *cobra.Command {
 			q := url.Values{}
 			page.set(q)
 			return listPage(cmd, a, g, "/api/v1/admins", q,
-				[]string{"ID", "USERNAME", "STATUS", "CREATED", "LAST_LOGIN"},
+				[]string{"ID", "USERNAME", "ROLE", "SIGN_IN", "STATUS", "CREATED", "LAST_LOGIN"},
 				func(ad adminAccount) []string {
-					return []string{ad.ID, ad.Username, adminStatus(ad), ts(&ad.CreatedAt), ts(ad.LastLoginAt)}
+					return []string{ad.ID, ad.Username, ad.Role, signIn(ad), adminStatus(ad), ts(&ad.CreatedAt), ts(ad.LastLoginAt)}
 				})
 		},
 	}
 	page.register(cmd)
 	return cmd
+}
+
+// signIn says how an admin signs in.
+func signIn(ad adminAccount) string {
+	if ad.SSO {
+		return "sso"
+	}
+	return "password"
 }
 
 func adminStatus(ad adminAccount) string {
@@ -76,7 +89,7 @@ func (a *app) printAdmin(cmd *cobra.Command, g *globals, body []byte) error {
 		return err
 	}
 	return fields(cmd.OutOrStdout(), [][2]string{
-		{"ID", ad.ID}, {"Username", ad.Username}, {"Status", adminStatus(ad)},
+		{"ID", ad.ID}, {"Username", ad.Username}, {"Role", ad.Role}, {"Sign-in", signIn(ad)}, {"Status", adminStatus(ad)},
 		{"Created", ts(&ad.CreatedAt)}, {"Last login", ts(ad.LastLoginAt)},
 	})
 }
@@ -135,10 +148,10 @@ func (a *app) adminsGet(g *globals) *cobra.Command {
 }
 
 func (a *app) adminsCreate(g *globals) *cobra.Command {
-	var username string
+	var username, role string
 	var fromStdin bool
 	cmd := &cobra.Command{
-		Use:   "create --username NAME [--password-stdin]",
+		Use:   "create --username NAME [--role owner|admin|viewer] [--password-stdin]",
 		Short: "Create an admin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -147,7 +160,7 @@ func (a *app) adminsCreate(g *globals) *cobra.Command {
 				return err
 			}
 			body, err := a.call(cmd.Context(), g, http.MethodPost, "/api/v1/admins", nil,
-				map[string]string{"username": username, "password": pw[0]})
+				map[string]string{"username": username, "password": pw[0], "role": role})
 			if err != nil {
 				return err
 			}
@@ -155,9 +168,29 @@ func (a *app) adminsCreate(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&username, "username", "", "the new admin's username")
+	cmd.Flags().StringVar(&role, "role", "admin", "the new admin's role: owner, admin or viewer")
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from stdin")
 	_ = cmd.MarkFlagRequired("username")
 	return cmd
+}
+
+func (a *app) adminsSetRole(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "set-role ADMIN ROLE",
+		Short: "Change an admin's role (owner, admin or viewer); not your own",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := a.adminID(cmd.Context(), g, args[0])
+			if err != nil {
+				return err
+			}
+			body, err := a.call(cmd.Context(), g, http.MethodPatch, "/api/v1/admins/"+pathID(id), nil, map[string]string{"role": args[1]})
+			if err != nil {
+				return err
+			}
+			return a.printAdmin(cmd, g, body)
+		},
+	}
 }
 
 func (a *app) adminsSetDisabled(g *globals, disabled bool) *cobra.Command {

@@ -22,9 +22,9 @@ func TestAdminCommands(t *testing.T) {
 
 	list := h.ok("", "admins", "list")
 	lines := strings.Split(strings.TrimSpace(list), "\n")
-	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "ID USERNAME STATUS CREATED LAST_LOGIN" ||
-		strings.Fields(lines[1])[1] != adminUser || strings.Fields(lines[1])[2] != "active" ||
-		strings.Join(strings.Fields(lines[2])[:3], " ") != opsID+" ops active" || strings.Fields(lines[2])[4] != "-" {
+	if len(lines) != 3 || strings.Join(strings.Fields(lines[0]), " ") != "ID USERNAME ROLE SIGN_IN STATUS CREATED LAST_LOGIN" ||
+		strings.Join(strings.Fields(lines[1])[1:5], " ") != adminUser+" owner password active" ||
+		strings.Join(strings.Fields(lines[2])[:5], " ") != opsID+" ops admin password active" || strings.Fields(lines[2])[6] != "-" {
 		t.Fatalf("admins list:\n%s", list)
 	}
 	steps := []struct {
@@ -33,12 +33,18 @@ func TestAdminCommands(t *testing.T) {
 		want        string
 	}{
 		{"get by username", "", []string{"admins", "get", "OPS"}, "ID:          " + opsID + "\n"},
-		{"get by id", "", []string{"admins", "get", opsID}, "Username:    ops\n"},
+		{"get by id", "", []string{"admins", "get", opsID}, "Username:    ops\nRole:        admin\nSign-in:     password\n"},
+		{"make a viewer", "", []string{"admins", "set-role", "ops", "viewer"}, "Role:        viewer\n"},
+		{"and an admin again", "", []string{"admins", "set-role", opsID, "admin"}, "Role:        admin\n"},
+		{"create a viewer", "a viewer's password\n", []string{"admins", "create", "--username", "auditor", "--role", "viewer", "--password-stdin"},
+			"Role:        viewer\n"},
 		{"disable", "", []string{"admins", "disable", "ops"}, "Disabled admin ops.\n"},
 		{"disabled shows", "", []string{"admins", "get", "ops"}, "Status:      disabled\n"},
 		{"enable", "", []string{"admins", "enable", opsID}, "Enabled admin " + opsID + ".\n"},
 		{"reset another's password", opsPw2 + "\n", []string{"admins", "reset-password", "ops", "--password-stdin"},
 			"Reset the password of admin ops; its sessions have ended.\n"},
+		// ops, an owner, manages admins below.
+		{"make ops an owner", "", []string{"admins", "set-role", "ops", "owner"}, "Role:        owner\n"},
 		{"log ops in", opsPw2 + "\n", []string{"login", "--server", h.url, "--username", "ops", "--password-stdin"}, "as ops"},
 		{"log admin in again", adminPassword + "\n", []string{"login", "--server", h.url, "--username", adminUser, "--password-stdin"}, "as admin"},
 		{"end sessions", "", []string{"admins", "revoke-sessions", "ops"}, "Ended 1 session(s) of admin ops.\n"},
@@ -51,6 +57,11 @@ func TestAdminCommands(t *testing.T) {
 				t.Fatalf("%v printed:\n%s\nwant %q", st.args, out, st.want)
 			}
 		})
+	}
+	// Team admins wait for teams; the API says so and the CLI shows it.
+	if _, stderr, err := h.run("a team lead's password\n", "admins", "create", "--username", "lead", "--role", "team_admin", "--password-stdin"); err == nil ||
+		!strings.Contains(stderr+err.Error(), "team_admin needs teams") {
+		t.Errorf("creating a team admin: err %v, stderr %q", err, stderr)
 	}
 	// The session that changed the password lives on; the new passwords
 	// log in.
