@@ -428,20 +428,13 @@ func (s *Server) handleOIDCCallback(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{Name: OIDCFlowCookie, Value: "", Path: "/api/v1/auth/oidc/", MaxAge: -1,
 		HttpOnly: true, Secure: s.secureCookies(r), SameSite: http.SameSiteLaxMode})
 	id, err := s.finishOIDC(r)
+	var a store.Admin
+	if err == nil {
+		a, err = s.ssoAdmin(r, id)
+	}
 	var ref *ssoRefusal
 	if errors.As(err, &ref) {
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: single sign-on refused", slog.String("reason", ref.detail))
-		s.problem(w, r, ref.status, ref.title, ref.detail)
-		return
-	}
-	if err != nil {
-		s.storeError(w, r, err)
-		return
-	}
-	a, err := s.ssoAdmin(r, id)
-	if errors.As(err, &ref) {
-		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: single sign-on refused", slog.String("reason", ref.detail))
-		s.problem(w, r, ref.status, ref.title, ref.detail)
+		s.ssoRefused(w, r, ref)
 		return
 	}
 	if err != nil {
@@ -454,6 +447,34 @@ func (s *Server) handleOIDCCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	s.logins.WithLabelValues("ok").Inc()
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// ssoRefused answers a refused sign-in: problem JSON, or, beside the
+// dashboard, a redirect to its login page with a code naming the reason
+// (never free text: the login page shows its own message for each code, so
+// a crafted link cannot put words on it).
+func (s *Server) ssoRefused(w http.ResponseWriter, r *http.Request, ref *ssoRefusal) {
+	s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: single sign-on refused", slog.String("reason", ref.detail))
+	if s.ui == nil {
+		s.problem(w, r, ref.status, ref.title, ref.detail)
+		return
+	}
+	code := "refused"
+	switch {
+	case ref.status == http.StatusBadRequest:
+		code = "restart"
+	case ref.status == http.StatusBadGateway:
+		code = "unavailable"
+	case ref.status == http.StatusConflict:
+		code = "username_taken"
+	case ref.title == "no ccproxy role":
+		code = "no_role"
+	case ref.title == "account disabled":
+		code = "disabled"
+	case ref.status == http.StatusForbidden:
+		code = "email"
+	}
+	http.Redirect(w, r, "/login?sso_error="+code, http.StatusSeeOther)
 }
 
 // finishOIDC checks the callback's flow and tokens and returns the verified

@@ -180,7 +180,7 @@ type ssoEnv struct {
 
 const ssoClientID, ssoClientSecret = "ccproxy-admin", "a client secret of some length"
 
-func newSSOEnv(t *testing.T, tweak func(*admin.OIDCConfig), extraClients ...*storage.Client) *ssoEnv {
+func newSSOEnv(t *testing.T, tweak func(*admin.Options), extraClients ...*storage.Client) *ssoEnv {
 	t.Helper()
 	issuer, start := newProvider(t)
 	var callback string
@@ -193,10 +193,10 @@ func newSSOEnv(t *testing.T, tweak func(*admin.OIDCConfig), extraClients ...*sto
 			}
 			cfg := &admin.OIDCConfig{IssuerURL: issuer, ClientID: ssoClientID, ClientSecret: ssoClientSecret,
 				RedirectURL: callback, Scopes: []string{"email", "profile", "groups"}, GroupsClaim: "groups", RoleMapping: roles}
-			if tweak != nil {
-				tweak(cfg)
-			}
 			o.OIDC = cfg
+			if tweak != nil {
+				tweak(o)
+			}
 		}}
 	})
 	p := start(append([]*storage.Client{storage.WebClient(ssoClientID, ssoClientSecret, callback)}, extraClients...)...)
@@ -419,7 +419,7 @@ func TestSSOLogin(t *testing.T) {
 // TestSSOEmailDomains admits only verified addresses in the allowed
 // domains.
 func TestSSOEmailDomains(t *testing.T) {
-	s := newSSOEnv(t, func(c *admin.OIDCConfig) { c.AllowedEmailDomains = []string{"EXAMPLE.com"} })
+	s := newSSOEnv(t, func(o *admin.Options) { o.OIDC.AllowedEmailDomains = []string{"EXAMPLE.com"} })
 	hc, cb := s.signInThroughCcproxy(t, "eve", "eve's long password")
 	r := s.finish(t, hc, cb)
 	want(t, r, http.StatusForbidden)
@@ -428,6 +428,23 @@ func TestSSOEmailDomains(t *testing.T) {
 	}
 	hc, cb = s.signInThroughCcproxy(t, "vera", "vera's long password")
 	want(t, s.finish(t, hc, cb), http.StatusSeeOther)
+}
+
+// TestSSORefusalWithDashboard: beside the dashboard, a refused sign-in goes
+// back to the login page with a code (never free text) the page explains.
+func TestSSORefusalWithDashboard(t *testing.T) {
+	ui := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("ui")) })
+	s := newSSOEnv(t, func(o *admin.Options) { o.UI = ui })
+	hc, cb := s.signInThroughCcproxy(t, "nick", "nick's long password")
+	r := s.finish(t, hc, cb)
+	want(t, r, http.StatusSeeOther)
+	if loc := r.header.Get("Location"); loc != "/login?sso_error=no_role" {
+		t.Errorf("Location %q", loc)
+	}
+	r = s.finish(t, hc, cb) // the same again: the flow is spent
+	if loc := r.header.Get("Location"); loc != "/login?sso_error=restart" {
+		t.Errorf("Location %q", loc)
+	}
 }
 
 // idToken gets an ID token for client id from the provider at issuer by the
@@ -491,7 +508,7 @@ func TestSSOIDTokenChecks(t *testing.T) {
 // the issuer it states (localhost for 127.0.0.1): discovery refuses it, and
 // so does every sign-in.
 func TestSSOIssuerMismatch(t *testing.T) {
-	s := newSSOEnv(t, func(c *admin.OIDCConfig) { c.IssuerURL = strings.Replace(c.IssuerURL, "127.0.0.1", "localhost", 1) })
+	s := newSSOEnv(t, func(o *admin.Options) { o.OIDC.IssuerURL = strings.Replace(o.OIDC.IssuerURL, "127.0.0.1", "localhost", 1) })
 	hc := browser(t, func(*url.URL) bool { return true })
 	req, err := http.NewRequest(http.MethodGet, s.srv.URL+"/api/v1/auth/oidc/login", nil)
 	if err != nil {

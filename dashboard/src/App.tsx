@@ -16,6 +16,7 @@ const Audit = lazy(() => import('./pages/Audit'))
 const SessionDetail = lazy(() => import('./pages/SessionDetail'))
 const CacheEconomics = lazy(() => import('./pages/CacheEconomics'))
 const Plan = lazy(() => import('./pages/Plan'))
+const Admins = lazy(() => import('./pages/Admins'))
 
 export function App() {
   const navigate = useNavigate()
@@ -64,6 +65,7 @@ export function App() {
             <Route path="/models" element={<Models />} />
             <Route path="/audit" element={<Audit />} />
             <Route path="/plan" element={<Plan />} />
+            {session.data.role === 'owner' && <Route path="/admins" element={<Admins />} />}
             <Route path="*" element={<p role="alert">No such page.</p>} />
           </Routes>
         </Suspense>
@@ -95,9 +97,10 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/plan">Plan &amp; seats</NavLink>
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
+          {session.role === 'owner' && <NavLink to="/admins">Admins</NavLink>}
         </nav>
         <span className="who" title={'Reports in ' + session.billing_timezone}>
-          {session.username} · {session.billing_timezone}
+          {session.username} ({session.role}) · {session.billing_timezone}
         </span>
         <button type="button" className="secondary" onClick={() => logout.mutate()} disabled={logout.isPending}>
           Log out

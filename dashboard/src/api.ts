@@ -55,8 +55,11 @@ export function qs(params: Record<string, string | number | undefined | null>): 
 
 // API shapes (admin/openapi.json).
 
+export type Role = 'owner' | 'admin' | 'viewer' | 'team_admin'
+
 export interface Session {
   username: string
+  role: Role
   expires_at: string
   billing_timezone: string
   gateway_url: string
@@ -341,6 +344,7 @@ export interface AuditEntry {
   id: number
   at: string
   actor: string
+  actor_role: string
   action: string
   target_type: string
   target_id: string
@@ -427,4 +431,18 @@ export interface Seats {
   seat_prices_usd: Record<string, string>
   items: Seat[]
   timezone: string
+export interface AdminAccount {
+  id: string
+  username: string
+  disabled: boolean
+  created_at: string
+  last_login_at: string | null
+  role: Role
+  team_id: string | null
+  sso: boolean
+}
+
+export interface SSOInfo {
+  enabled: boolean
+  login_url?: string
 }

@@ -79,6 +79,7 @@ export default function Audit() {
                     <td>{dateTime(e.at, tz)}</td>
                     <td>
                       {e.actor}
+                      {e.actor_role && <span className="muted small"> ({e.actor_role})</span>}
                       {e.ip && <div className="muted small">{e.ip}</div>}
                     </td>
                     <td>

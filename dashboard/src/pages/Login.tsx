@@ -1,10 +1,21 @@
 import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
-import { useQueryClient } from '@tanstack/react-query'
-import { api, ApiError } from '../api'
+import { useQuery, useQueryClient } from '@tanstack/react-query'
+import { api, ApiError, get, type SSOInfo } from '../api'
 import { sessionQuery } from '../session'
 import { prefetchOverview } from '../overviewQueries'
 import { overviewPage } from './overviewPage'
+
+// What the single sign-on callback's refusal codes mean to a person.
+const ssoErrors: Record<string, string> = {
+  restart: 'That sign-in expired or was already used. Start again.',
+  refused: 'The identity provider did not confirm your sign-in. Start again.',
+  unavailable: 'The identity provider cannot be reached. Try again later.',
+  username_taken: 'An admin with your name exists but is not linked to your SSO identity. Ask an owner.',
+  no_role: 'None of your groups gives access to ccproxy. Ask an owner.',
+  disabled: 'Your admin account is disabled.',
+  email: 'Your email address is not allowed to administer ccproxy.',
+}
 
 export function Login() {
   const [sp] = useSearchParams()
@@ -12,8 +23,11 @@ export function Login() {
   const qc = useQueryClient()
   const [username, setUsername] = useState('')
   const [password, setPassword] = useState('')
-  const [error, setError] = useState('')
+  const ssoError = sp.get('sso_error')
+  const [error, setError] = useState(ssoError ? (ssoErrors[ssoError] ?? 'Single sign-on failed.') : '')
   const [busy, setBusy] = useState(false)
+  // Offered when the admin service has an OpenID provider configured.
+  const sso = useQuery({ queryKey: ['sso'], queryFn: () => get<SSOInfo>('/auth/sso'), staleTime: Infinity, retry: false })
   const next = sp.get('next')
   // Only paths of this site: never an open redirect.
   const target = next && next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/login') ? next : '/'
@@ -67,6 +81,16 @@ export function Login() {
         <button type="submit" disabled={busy}>
           {busy ? 'Logging in…' : 'Log in'}
         </button>
+        {sso.data?.enabled && sso.data.login_url && (
+          <>
+            <p className="muted or">or</p>
+            {/* A full navigation: the provider's pages, then the callback,
+                which sets the session cookie and comes back to the dashboard. */}
+            <a className="button secondary sso" href={sso.data.login_url}>
+              Sign in with SSO
+            </a>
+          </>
+        )}
       </form>
     </main>
   )
