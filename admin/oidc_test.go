@@ -6,124 +6,27 @@ import (
 	"io"
 	"net/http"
 	"net/http/cookiejar"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/coreos/go-oidc/v3/oidc"
-	"github.com/zitadel/oidc/v3/example/server/exampleop"
-	"github.com/zitadel/oidc/v3/example/server/storage"
-	zoidc "github.com/zitadel/oidc/v3/pkg/oidc"
-	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/oauth2"
 
 	"github.com/ccproxy/ccproxy/admin"
+	"github.com/ccproxy/ccproxy/internal/oidctest"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
-// The single sign-on tests run a real OpenID provider: zitadel's certified
-// OP library (github.com/zitadel/oidc/v3/pkg/op) with its example in-memory
-// storage and login page. The protocol (discovery, authorization endpoint,
-// PKCE, code exchange, signed ID tokens, JWKS) is the library's; the test
-// adds only a directory of people and their groups.
+// The single sign-on tests run a real OpenID provider (internal/oidctest:
+// zitadel's certified OP library with its example storage and login page).
 
-// person is a user of the test provider.
-type person struct {
-	id, username, password, email string
-	groups                        []string
-}
-
-var people = []person{
-	{"u-vera", "vera", "vera's long password", "vera@example.com", []string{"everyone", "ccproxy-viewers"}},
-	{"u-olga", "olga", "olga's long password", "olga@example.com", []string{"ccproxy-owners", "ccproxy-viewers"}},
-	{"u-nick", "nick", "nick's long password", "nick@example.com", []string{"everyone"}},
-	{"u-eve", "eve", "eve's long password", "eve@elsewhere.test", []string{"ccproxy-viewers"}},
-}
-
-// directory is the provider's user store.
-type directory struct{}
-
-func (directory) GetUserByID(id string) *storage.User {
-	for _, p := range people {
-		if p.id == id {
-			return &storage.User{ID: p.id, Username: p.username, Password: p.password, Email: p.email, EmailVerified: true,
-				FirstName: p.username, LastName: "Test"}
-		}
-	}
-	return nil
-}
-
-func (d directory) GetUserByUsername(name string) *storage.User {
-	for _, p := range people {
-		if p.username == name {
-			return d.GetUserByID(p.id)
-		}
-	}
-	return nil
-}
-
-func (directory) ExampleClientID() string { return "" }
-
-// groupStorage is the example storage plus a "groups" scope whose claim
-// lists the user's groups in the ID token.
-type groupStorage struct {
-	*storage.Storage
-}
-
-func (s groupStorage) SetUserinfoFromScopes(ctx context.Context, ui *zoidc.UserInfo, userID, clientID string, scopes []string) error {
-	if err := s.Storage.SetUserinfoFromScopes(ctx, ui, userID, clientID, scopes); err != nil {
-		return err
-	}
-	if slices.Contains(scopes, "groups") {
-		for _, p := range people {
-			if p.id == userID {
-				ui.AppendClaims("groups", p.groups)
-			}
-		}
-	}
-	return nil
-}
-
-func (s groupStorage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
-	c, err := s.Storage.GetClientByClientID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return groupsClient{c}, nil
-}
-
-// groupsClient lets clients ask for the groups scope.
-type groupsClient struct{ op.Client }
-
-func (c groupsClient) IsScopeAllowed(scope string) bool {
-	return scope == "groups" || c.Client.IsScopeAllowed(scope)
-}
-
-// provider is a running OpenID provider.
-type provider struct {
-	issuer string
-	srv    *httptest.Server
-}
-
-// newProvider starts a provider whose clients are id -> secret, redirect
-// URL (registered when start is called).
-func newProvider(t *testing.T) (issuer string, start func(clients ...*storage.Client) *provider) {
-	t.Helper()
-	hs := httptest.NewUnstartedServer(nil)
-	issuer = "http://" + hs.Listener.Addr().String()
-	return issuer, func(clients ...*storage.Client) *provider {
-		m := map[string]*storage.Client{}
-		for _, c := range clients {
-			m[c.GetID()] = c
-		}
-		st := groupStorage{storage.NewStorageWithClients(directory{}, m)}
-		hs.Config.Handler = exampleop.SetupServer(issuer, st, nil, false)
-		hs.Start()
-		t.Cleanup(hs.Close)
-		return &provider{issuer: issuer, srv: hs}
-	}
+var people = []oidctest.Person{
+	{ID: "u-vera", Username: "vera", Password: "vera's long password", Email: "vera@example.com", Groups: []string{"everyone", "ccproxy-viewers"}},
+	{ID: "u-olga", Username: "olga", Password: "olga's long password", Email: "olga@example.com", Groups: []string{"ccproxy-owners", "ccproxy-viewers"}},
+	{ID: "u-nick", Username: "nick", Password: "nick's long password", Email: "nick@example.com", Groups: []string{"everyone"}},
+	{ID: "u-eve", Username: "eve", Password: "eve's long password", Email: "eve@elsewhere.test", Groups: []string{"ccproxy-viewers"}},
 }
 
 // browser is an HTTP client with a cookie jar that follows redirects until
@@ -159,7 +62,7 @@ func signIn(t *testing.T, hc *http.Client, issuer, startURL, user, password stri
 	if resp.StatusCode != http.StatusOK || id == "" || !strings.HasPrefix(resp.Request.URL.String(), issuer+"/login/") {
 		t.Fatalf("expected the provider's login page, got %d at %s", resp.StatusCode, resp.Request.URL)
 	}
-	resp, err = hc.PostForm(issuer+"/login/username", url.Values{"id": {id}, "username": {user}, "password": {password}})
+	resp, err = hc.PostForm(issuer+oidctest.LoginPath, url.Values{"id": {id}, "username": {user}, "password": {password}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,15 +77,15 @@ func signIn(t *testing.T, hc *http.Client, issuer, startURL, user, password stri
 // ssoEnv is an admin server with single sign-on at a running provider.
 type ssoEnv struct {
 	*env
-	op       *provider
+	op       *oidctest.Provider
 	callback string
 }
 
 const ssoClientID, ssoClientSecret = "ccproxy-admin", "a client secret of some length"
 
-func newSSOEnv(t *testing.T, tweak func(*admin.Options), extraClients ...*storage.Client) *ssoEnv {
+func newSSOEnv(t *testing.T, tweak func(*admin.Options), extraClients ...*oidctest.Client) *ssoEnv {
 	t.Helper()
-	issuer, start := newProvider(t)
+	issuer, start := oidctest.New(t, people)
 	var callback string
 	e := newEnvAt(t, func(base string) []func(*admin.Options) {
 		callback = base + "/api/v1/auth/oidc/callback"
@@ -199,7 +102,7 @@ func newSSOEnv(t *testing.T, tweak func(*admin.Options), extraClients ...*storag
 			}
 		}}
 	})
-	p := start(append([]*storage.Client{storage.WebClient(ssoClientID, ssoClientSecret, callback)}, extraClients...)...)
+	p := start(append([]*oidctest.Client{oidctest.WebClient(ssoClientID, ssoClientSecret, callback)}, extraClients...)...)
 	return &ssoEnv{env: e, op: p, callback: callback}
 }
 
@@ -209,7 +112,7 @@ func newSSOEnv(t *testing.T, tweak func(*admin.Options), extraClients ...*storag
 func (s *ssoEnv) signInThroughCcproxy(t *testing.T, user, password string) (*http.Client, *url.URL) {
 	t.Helper()
 	hc := browser(t, func(u *url.URL) bool { return u.Path == "/api/v1/auth/oidc/callback" })
-	cb := signIn(t, hc, s.op.issuer, s.srv.URL+"/api/v1/auth/oidc/login", user, password)
+	cb := signIn(t, hc, s.op.Issuer, s.srv.URL+"/api/v1/auth/oidc/login", user, password)
 	if !strings.HasPrefix(cb.String(), s.callback+"?") || cb.Query().Get("code") == "" || cb.Query().Get("state") == "" {
 		t.Fatalf("the provider redirected to %s, want the callback with code and state", cb)
 	}
@@ -301,7 +204,7 @@ func TestSSOLogin(t *testing.T) {
 	}
 	// The account: linked, no password, so a password login cannot reach it.
 	a, err := s.st.Admins().GetByUsername(context.Background(), "vera@example.com")
-	if err != nil || a.Role != store.RoleViewer || a.PasswordHash != "" || a.OIDCIssuer != s.op.issuer || a.OIDCSubject != "u-vera" {
+	if err != nil || a.Role != store.RoleViewer || a.PasswordHash != "" || a.OIDCIssuer != s.op.Issuer || a.OIDCSubject != "u-vera" {
 		t.Errorf("stored admin %+v, %v", a, err)
 	}
 	want(t, s.do("POST", "/api/v1/auth/login", map[string]string{"username": "vera@example.com", "password": "vera's long password"}, noAuth),
@@ -475,12 +378,12 @@ func idToken(t *testing.T, issuer, id, secret, redirect, nonce string) string {
 // provider's (issuer, keys), another sign-in's (nonce).
 func TestSSOIDTokenChecks(t *testing.T) {
 	const otherRedirect = "http://127.0.0.1:1/other/callback"
-	s := newSSOEnv(t, nil, storage.WebClient("other-client", "the other client's secret", otherRedirect))
-	otherIssuer, startOther := newProvider(t)
-	startOther(storage.WebClient(ssoClientID, ssoClientSecret, otherRedirect))
+	s := newSSOEnv(t, nil, oidctest.WebClient("other-client", "the other client's secret", otherRedirect))
+	otherIssuer, startOther := oidctest.New(t, people)
+	startOther(oidctest.WebClient(ssoClientID, ssoClientSecret, otherRedirect))
 	ctx := context.Background()
 
-	good := idToken(t, s.op.issuer, ssoClientID, ssoClientSecret, s.callback, "nonce-1")
+	good := idToken(t, s.op.Issuer, ssoClientID, ssoClientSecret, s.callback, "nonce-1")
 	if err := s.api.VerifyIDToken(ctx, good, "nonce-1"); err != nil {
 		t.Fatalf("a genuine token for ccproxy: %v", err)
 	}
@@ -488,7 +391,7 @@ func TestSSOIDTokenChecks(t *testing.T) {
 		name, raw, nonce, want string
 	}{
 		{"wrong nonce", good, "nonce-2", "nonce"},
-		{"wrong audience", idToken(t, s.op.issuer, "other-client", "the other client's secret", otherRedirect, "nonce-1"), "nonce-1", "audience"},
+		{"wrong audience", idToken(t, s.op.Issuer, "other-client", "the other client's secret", otherRedirect, "nonce-1"), "nonce-1", "audience"},
 		// Another provider's token fails on its keys: go-oidc checks the
 		// signature against the configured issuer's keys before any claim.
 		// The issuer itself is checked at discovery (TestSSOIssuerMismatch).
@@ -508,7 +411,9 @@ func TestSSOIDTokenChecks(t *testing.T) {
 // the issuer it states (localhost for 127.0.0.1): discovery refuses it, and
 // so does every sign-in.
 func TestSSOIssuerMismatch(t *testing.T) {
-	s := newSSOEnv(t, func(o *admin.Options) { o.OIDC.IssuerURL = strings.Replace(o.OIDC.IssuerURL, "127.0.0.1", "localhost", 1) })
+	s := newSSOEnv(t, func(o *admin.Options) {
+		o.OIDC.IssuerURL = strings.Replace(o.OIDC.IssuerURL, "127.0.0.1", "localhost", 1)
+	})
 	hc := browser(t, func(*url.URL) bool { return true })
 	req, err := http.NewRequest(http.MethodGet, s.srv.URL+"/api/v1/auth/oidc/login", nil)
 	if err != nil {
