@@ -1,0 +1,149 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ccproxy/ccproxy/dashboard"
+	"github.com/ccproxy/ccproxy/internal/oidctest"
+	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
+)
+
+// ssoBrowserResult is what dashboard/e2e/sso.mjs read off the pages.
+type ssoBrowserResult struct {
+	Error         string
+	ViewerWho     string
+	ViewerNav     []string
+	ViewerWrite   string
+	OwnerNav      []string
+	AdminsRows    []string
+	RoleChanged   string
+	Refusal       string
+	RefusalURL    string
+	ConsoleErrors []string
+}
+
+// TestSSOInBrowser drives single sign-on in Debian's chromium against a
+// real `ccproxy dev` and a real OpenID provider (internal/oidctest): the
+// login page offers "Sign in with SSO", the provider's own login page
+// signs a member of the viewers group in, the dashboard shows a viewer
+// without the Admins page and refuses its write; the first owner, logging
+// in with its password, sees the SSO admin on the Admins page and changes
+// its role; someone whose groups map to no role is sent back to the login
+// page with a message.
+func TestSSOInBrowser(t *testing.T) {
+	required := os.Getenv("CCPROXY_REQUIRE_BROWSER_TESTS") == "1"
+	skip := func(why string) {
+		if required {
+			t.Fatal(why + " (CCPROXY_REQUIRE_BROWSER_TESTS=1: make test builds the dashboard and installs chromium)")
+		}
+		t.Skip(why + "; make test runs this test")
+	}
+	if !dashboard.Built() {
+		skip("the dashboard is not built into this binary (make dashboard)")
+	}
+	chromiumPath, err := exec.LookPath("chromium")
+	if err != nil {
+		skip("no chromium")
+	}
+	root, err := filepath.Abs(filepath.Join("..", "..", "dashboard"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "node_modules", "playwright-core")); err != nil {
+		skip("dashboard/node_modules has no playwright-core (make dashboard)")
+	}
+
+	issuer, startProvider := oidctest.New(t, []oidctest.Person{
+		{ID: "u-vera", Username: "vera", Password: "vera's long password", Email: "vera@example.com", Groups: []string{"staff", "ccproxy-viewers"}},
+		{ID: "u-nick", Username: "nick", Password: "nick's long password", Email: "nick@example.com", Groups: []string{"staff"}},
+	})
+	// The redirect URL is registered at the provider before ccproxy starts:
+	// the admin API's address is chosen here.
+	adminAddr := freeAddrs(t, 1)[0]
+	callback := "http://" + adminAddr + "/api/v1/auth/oidc/callback"
+	const clientID, clientSecret = "ccproxy-dashboard", "the dashboard test's client secret"
+	startProvider(oidctest.WebClient(clientID, clientSecret, callback))
+
+	fake := fakeanthropic.New(t, func(fakeanthropic.Request) fakeanthropic.Reply {
+		return fakeanthropic.Reply{Header: http.Header{"Content-Type": {"application/json"}},
+			Body: fakeanthropic.Message("claude-sonnet-4-5", "hello", fakeanthropic.Usage{Input: 1, Output: 1})}
+	})
+	secretFile := filepath.Join(t.TempDir(), "oidc-secret")
+	if err := os.WriteFile(secretFile, []byte(clientSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const password = "sso-browser-test-password"
+	startDevWith(t, devConfig{AnthropicURL: fake.URL, AdminPassword: password, Env: []string{
+		"CCPROXY_ADMIN_ADDR=" + adminAddr,
+		"CCPROXY_OIDC_ISSUER_URL=" + issuer,
+		"CCPROXY_OIDC_CLIENT_ID=" + clientID,
+		"CCPROXY_OIDC_CLIENT_SECRET_FILE=" + secretFile,
+		"CCPROXY_OIDC_REDIRECT_URL=" + callback,
+		"CCPROXY_OIDC_SCOPES=openid,email,profile,groups",
+		"CCPROXY_OIDC_ROLE_MAPPING=ccproxy-viewers=viewer,ccproxy-owners=owner",
+	}})
+
+	artifacts := os.Getenv("CCPROXY_BROWSER_ARTIFACTS")
+	if artifacts == "" {
+		artifacts = filepath.Join(t.TempDir(), "screenshots")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "e2e/sso.mjs")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "ADMIN=http://"+adminAddr, "ISSUER="+issuer, "PASSWORD="+password,
+		"ARTIFACTS="+artifacts, "CHROMIUM="+chromiumPath)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, runErr := cmd.Output()
+	var res ssoBrowserResult
+	for sc := bufio.NewScanner(bytes.NewReader(out)); sc.Scan(); {
+		if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
+			if err := json.Unmarshal([]byte(v), &res); err != nil {
+				t.Fatalf("browser result: %v", err)
+			}
+		} else {
+			t.Log(sc.Text())
+		}
+	}
+	t.Logf("screenshots in %s", artifacts)
+	if runErr != nil || res.Error != "" {
+		t.Fatalf("browser test failed: %v %s\n%s", runErr, res.Error, stderr.String())
+	}
+	if res.ViewerWho != "vera@example.com (viewer) · UTC" {
+		t.Errorf("viewer's header = %q", res.ViewerWho)
+	}
+	if strings.Join(res.ViewerNav, ",") != "Overview,Developers,Models & prices,Audit log" {
+		t.Errorf("viewer's navigation = %q (no Admins page for a viewer)", res.ViewerNav)
+	}
+	if !strings.Contains(res.ViewerWrite, "viewers have read-only access") {
+		t.Errorf("viewer's write: %q", res.ViewerWrite)
+	}
+	if strings.Join(res.OwnerNav, ",") != "Overview,Developers,Models & prices,Audit log,Admins" {
+		t.Errorf("owner's navigation = %q", res.OwnerNav)
+	}
+	if len(res.AdminsRows) != 3 || !strings.HasPrefix(res.AdminsRows[0], "admin owner Password Active") ||
+		!strings.HasPrefix(res.AdminsRows[1], "auditor viewer Password Active") ||
+		!strings.HasPrefix(res.AdminsRows[2], "vera@example.com admin SSO Active") {
+		t.Errorf("Admins page rows = %q", res.AdminsRows)
+	}
+	if res.RoleChanged != "admin" {
+		t.Errorf("vera's role after the owner's change = %q", res.RoleChanged)
+	}
+	if res.Refusal != "None of your groups gives access to ccproxy. Ask an owner." || res.RefusalURL != "/login?sso_error=no_role" {
+		t.Errorf("refused sign-in: %q at %q", res.Refusal, res.RefusalURL)
+	}
+	if len(res.ConsoleErrors) > 0 {
+		t.Errorf("console errors: %q", res.ConsoleErrors)
+	}
+}
