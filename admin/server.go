@@ -36,6 +36,16 @@
 // Options.MaxConcurrentHashes argon2id hashes run at once; a login beyond
 // that gets 429 at once. Failed logins are audited with the username as
 // typed and the client address.
+//
+// Roles. Every admin has a role (owner, admin, viewer; team_admin is
+// reserved until ccproxy has teams) and every authenticated route the least
+// role it needs, in one table (roles.go) that wrap consults after
+// authentication; audit entries record the actor's role.
+//
+// Single sign-on. With Options.OIDC, admins may also sign in through an
+// OpenID Connect provider: authorization code flow with PKCE, state bound
+// to the browser and used once, nonce, ID token verification by go-oidc,
+// groups mapped to a role at every sign-in (oidc.go).
 package admin
 
 import (
