@@ -56,6 +56,11 @@ const OIDCFlowCookie = "ccproxy_oidc"
 // oidcFlowTTL is how long a sign-in at the provider may take.
 const oidcFlowTTL = 10 * time.Minute
 
+// maxPendingOIDCFlows bounds the sign-ins in progress: starting one needs
+// no credentials, and each is a row until it is finished or expires. Far
+// more than the admins of any company start within oidcFlowTTL.
+const maxPendingOIDCFlows = 10_000
+
 // OIDCConfig configures single sign-on.
 type OIDCConfig struct {
 	// IssuerURL is the provider's issuer; its discovery document is at
@@ -388,7 +393,13 @@ func (s *Server) handleOIDCLogin(w http.ResponseWriter, r *http.Request) {
 	verifier := oauth2.GenerateVerifier()
 	now := s.now()
 	err = s.st.OIDCFlows().Create(r.Context(), store.OIDCFlow{StateHash: hashString(state), BrowserHash: hashString(browser),
-		Nonce: nonce, CodeVerifier: verifier, ExpiresAt: now.Add(oidcFlowTTL)})
+		Nonce: nonce, CodeVerifier: verifier, ExpiresAt: now.Add(oidcFlowTTL)}, now, maxPendingOIDCFlows)
+	if errors.Is(err, store.ErrTooManyFlows) {
+		s.log.LogAttrs(r.Context(), slog.LevelWarn, "admin: too many single sign-ons in progress")
+		w.Header().Set("Retry-After", "60")
+		s.problem(w, r, http.StatusServiceUnavailable, "too many sign-ins in progress", "try again in a minute")
+		return
+	}
 	if err != nil {
 		s.storeError(w, r, err)
 		return

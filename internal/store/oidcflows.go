@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -29,13 +30,24 @@ type OIDCFlows struct{ q *Queries }
 // OIDCFlows returns the OpenID Connect flow repository.
 func (q *Queries) OIDCFlows() OIDCFlows { return OIDCFlows{q} }
 
-// Create stores f.
-func (r OIDCFlows) Create(ctx context.Context, f OIDCFlow) error {
+// ErrTooManyFlows refuses a flow while the limit of unexpired flows is
+// reached.
+var ErrTooManyFlows = errors.New("store: too many sign-ins in progress")
+
+// Create stores f unless limit unexpired flows exist already
+// (ErrTooManyFlows): starting a flow needs no credentials, so the table's
+// size is bounded, not the rate of sign-ins.
+func (r OIDCFlows) Create(ctx context.Context, f OIDCFlow, now time.Time, limit int) error {
 	if len(f.StateHash) != 32 || len(f.BrowserHash) != 32 || f.Nonce == "" || f.CodeVerifier == "" {
 		return invalidf("an OIDC flow needs 32-byte hashes, a nonce and a code verifier")
 	}
-	_, err := r.q.db.Exec(ctx, `INSERT INTO admin_oidc_flows (state_hash, browser_hash, nonce, code_verifier, expires_at)
-		VALUES ($1, $2, $3, $4, $5)`, f.StateHash, f.BrowserHash, f.Nonce, f.CodeVerifier, f.ExpiresAt)
+	tag, err := r.q.db.Exec(ctx, `INSERT INTO admin_oidc_flows (state_hash, browser_hash, nonce, code_verifier, expires_at)
+		SELECT $1, $2, $3, $4, $5
+		WHERE (SELECT count(*) FROM (SELECT 1 FROM admin_oidc_flows WHERE expires_at > $6 LIMIT $7) AS pending) < $7`,
+		f.StateHash, f.BrowserHash, f.Nonce, f.CodeVerifier, f.ExpiresAt, now, limit)
+	if err == nil && tag.RowsAffected() == 0 {
+		return ErrTooManyFlows
+	}
 	return mapErr("store: create oidc flow", err)
 }
 
