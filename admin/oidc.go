@@ -586,8 +586,20 @@ func boundedUsername(v string) string {
 }
 
 // ssoAdmin finds or creates the admin of a verified identity and gives it
-// the role its groups map to.
+// the role its groups map to. Two first sign-ins of one person at once (two
+// tabs) race to create the account: the loser finds it on its second try.
 func (s *Server) ssoAdmin(r *http.Request, id ssoIdentity) (store.Admin, error) {
+	a, err := s.ssoAdminOnce(r, id)
+	var ref *ssoRefusal
+	if errors.As(err, &ref) && ref.status == http.StatusConflict {
+		if _, gerr := s.st.Admins().GetByOIDC(r.Context(), id.Issuer, id.Subject); gerr == nil {
+			return s.ssoAdminOnce(r, id)
+		}
+	}
+	return a, err
+}
+
+func (s *Server) ssoAdminOnce(r *http.Request, id ssoIdentity) (store.Admin, error) {
 	ctx := r.Context()
 	if !s.oidc.emailAllowed(id) {
 		return store.Admin{}, refuse(http.StatusForbidden, "sign-in refused",

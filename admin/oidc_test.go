@@ -148,6 +148,14 @@ func (s *ssoEnv) send(t *testing.T, hc *http.Client, req *http.Request) response
 	return out
 }
 
+func mustRequest(t *testing.T, u *url.URL) *http.Request {
+	req, err := http.NewRequest(http.MethodGet, u.String(), nil)
+	if err != nil {
+		t.Error(err)
+	}
+	return req
+}
+
 // cookieValue returns the browser's cookie name for the admin service.
 func (s *ssoEnv) cookieValue(t *testing.T, hc *http.Client, name string) string {
 	t.Helper()
@@ -231,6 +239,47 @@ func TestSSOLogin(t *testing.T) {
 		want(t, r, http.StatusUnauthorized)
 		if p := r.problem(t); !strings.Contains(p.Detail, "did not accept the authorization code") {
 			t.Errorf("replayed code: %q", p.Detail)
+		}
+	})
+
+	t.Run("two first sign-ins at once", func(t *testing.T) {
+		// eve has never signed in; two tabs finish at the same moment.
+		hc1, cb1 := s.signInThroughCcproxy(t, "eve", "eve's long password")
+		hc2, cb2 := s.signInThroughCcproxy(t, "eve", "eve's long password")
+		codes := make(chan int, 2)
+		for _, b := range []struct {
+			hc *http.Client
+			cb *url.URL
+		}{{hc1, cb1}, {hc2, cb2}} {
+			noFollow := *b.hc
+			noFollow.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+			go func() {
+				resp, err := noFollow.Do(mustRequest(t, b.cb))
+				if err != nil {
+					codes <- 0
+					return
+				}
+				resp.Body.Close()
+				codes <- resp.StatusCode
+			}()
+		}
+		for range 2 {
+			if c := <-codes; c != http.StatusSeeOther {
+				t.Errorf("a tab's callback: %d, want 303", c)
+			}
+		}
+		as, err := s.st.Admins().List(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, a := range as {
+			if a.OIDCSubject == "u-eve" {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%d admins for eve, want 1", n)
 		}
 	})
 
