@@ -205,6 +205,14 @@ func TestSSOLogin(t *testing.T) {
 		t.Errorf("signed in as %+v, want vera@example.com, viewer", me)
 	}
 	want(t, s.do("GET", "/api/v1/users", nil, cookies), http.StatusOK)
+	// The SSO session is an ordinary session: a cookie-authenticated write
+	// without the CSRF token is refused before any role check.
+	noCSRF := func(r *http.Request) { cookies(r); r.Header.Del(admin.CSRFHeader) }
+	r = s.do("POST", "/api/v1/auth/logout", nil, noCSRF)
+	want(t, r, http.StatusForbidden)
+	if p := r.problem(t); p.Title != "CSRF token missing or wrong" {
+		t.Errorf("write without CSRF token: %+v", p)
+	}
 	r = s.do("POST", "/api/v1/users", map[string]any{"name": "Mallory", "email": "m@example.com"}, cookies)
 	want(t, r, http.StatusForbidden)
 	if p := r.problem(t); p.Detail != "viewers have read-only access" {
