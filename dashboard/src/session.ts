@@ -11,6 +11,14 @@ export function useSession(): Session {
   return s
 }
 
+/** Whether the admin may change things: viewers (and team admins, until
+ *  ccproxy has teams) only read. The API decides; this only hides the
+ *  controls a person could not use. */
+export function useCanWrite(): boolean {
+  const { role } = useSession()
+  return role === 'owner' || role === 'admin'
+}
+
 /** The session query: null when logged out. */
 export const sessionQuery = queryOptions({
   queryKey: ['session'],

@@ -20,23 +20,25 @@ import (
 
 // ssoBrowserResult is what dashboard/e2e/sso.mjs read off the pages.
 type ssoBrowserResult struct {
-	Error         string
-	ViewerWho     string
-	ViewerNav     []string
-	ViewerWrite   string
-	OwnerNav      []string
-	AdminsRows    []string
-	RoleChanged   string
-	Refusal       string
-	RefusalURL    string
-	ConsoleErrors []string
+	Error       string
+	ViewerWho   string
+	ViewerNav   []string
+	ViewerWrite string
+	// ViewerWriteButtons counts the write controls a viewer saw.
+	ViewerWriteButtons int
+	OwnerNav           []string
+	AdminsRows         []string
+	RoleChanged        string
+	Refusal            string
+	RefusalURL         string
+	ConsoleErrors      []string
 }
 
 // TestSSOInBrowser drives single sign-on in Debian's chromium against a
 // real `ccproxy dev` and a real OpenID provider (internal/oidctest): the
 // login page offers "Sign in with SSO", the provider's own login page
 // signs a member of the viewers group in, the dashboard shows a viewer
-// without the Admins page and refuses its write; the first owner, logging
+// without the Admins page or write controls, and the API refuses its write; the first owner, logging
 // in with its password, sees the SSO admin on the Admins page and changes
 // its role; someone whose groups map to no role is sent back to the login
 // page with a message.
@@ -126,7 +128,10 @@ func TestSSOInBrowser(t *testing.T) {
 	if strings.Join(res.ViewerNav, ",") != "Overview,Developers,Models & prices,Audit log" {
 		t.Errorf("viewer's navigation = %q (no Admins page for a viewer)", res.ViewerNav)
 	}
-	if !strings.Contains(res.ViewerWrite, "viewers have read-only access") {
+	if res.ViewerWriteButtons != 0 {
+		t.Errorf("a viewer saw %d write controls", res.ViewerWriteButtons)
+	}
+	if res.ViewerWrite != "403 viewers have read-only access" {
 		t.Errorf("viewer's write: %q", res.ViewerWrite)
 	}
 	if strings.Join(res.OwnerNav, ",") != "Overview,Developers,Models & prices,Audit log,Admins" {

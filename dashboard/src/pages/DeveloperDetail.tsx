@@ -3,7 +3,7 @@ import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type RateLimits, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
 import { date, dateTime, duration, integer, money, shortDate, tokens } from '../format'
-import { useSession } from '../session'
+import { useCanWrite, useSession } from '../session'
 import { rangeOf } from '../ranges'
 import { BudgetBar } from '../components/BudgetBar'
 import { Dialog } from '../components/Dialog'
@@ -51,6 +51,7 @@ export default function DeveloperDetail() {
 
 function Profile({ user }: { user: User }) {
   const qc = useQueryClient()
+  const canWrite = useCanWrite()
   const [form, setForm] = useState({ name: user.name, email: user.email ?? '', status: user.status, routing_strategy: user.routing_strategy })
   const save = useMutation({
     mutationFn: () => api<User>('PATCH', '/users/' + user.id, { ...form, email: form.email || null }),
@@ -69,44 +70,49 @@ function Profile({ user }: { user: User }) {
       }}
     >
       <h2 id="profile-h">Profile</h2>
-      <label>
-        Name <input required value={form.name} onChange={(e) => setForm({ ...form, name: e.target.value })} />
-      </label>
-      <label>
-        Email <input type="email" value={form.email} onChange={(e) => setForm({ ...form, email: e.target.value })} />
-      </label>
-      <label>
-        Status
-        <select value={form.status} onChange={(e) => setForm({ ...form, status: e.target.value as User['status'] })}>
-          <option value="active">Active</option>
-          <option value="disabled">Disabled (every key refused)</option>
-        </select>
-      </label>
-      <label>
-        Routing
-        <select value={form.routing_strategy} onChange={(e) => setForm({ ...form, routing_strategy: e.target.value as User['routing_strategy'] })}>
-          {Object.entries(strategies).map(([k, v]) => (
-            <option key={k} value={k}>
-              {v}
-            </option>
-          ))}
-        </select>
-      </label>
-      <p className="form-error" role="alert">
-        {fieldErrors(save.error)}
-      </p>
-      <div className="actions">
-        {save.isSuccess && <span role="status">Saved.</span>}
-        <button type="submit" disabled={save.isPending}>
-          Save profile
-        </button>
-      </div>
+      <fieldset className="bare" disabled={!canWrite}>
+        <label>
+          Name <input required value={form.name} onChange={(e) => setForm({ ...form, name: e.target.value })} />
+        </label>
+        <label>
+          Email <input type="email" value={form.email} onChange={(e) => setForm({ ...form, email: e.target.value })} />
+        </label>
+        <label>
+          Status
+          <select value={form.status} onChange={(e) => setForm({ ...form, status: e.target.value as User['status'] })}>
+            <option value="active">Active</option>
+            <option value="disabled">Disabled (every key refused)</option>
+          </select>
+        </label>
+        <label>
+          Routing
+          <select value={form.routing_strategy} onChange={(e) => setForm({ ...form, routing_strategy: e.target.value as User['routing_strategy'] })}>
+            {Object.entries(strategies).map(([k, v]) => (
+              <option key={k} value={k}>
+                {v}
+              </option>
+            ))}
+          </select>
+        </label>
+        <p className="form-error" role="alert">
+          {fieldErrors(save.error)}
+        </p>
+        <div className="actions">
+          {save.isSuccess && <span role="status">Saved.</span>}
+          {canWrite && (
+            <button type="submit" disabled={save.isPending}>
+              Save profile
+            </button>
+          )}
+        </div>
+      </fieldset>
     </form>
   )
 }
 
 function BudgetPanel({ user }: { user: User }) {
   const qc = useQueryClient()
+  const canWrite = useCanWrite()
   const { billing_timezone: tz } = useSession()
   const budget = useQuery({ queryKey: ['budget', user.id], queryFn: () => get<Budget>('/users/' + user.id + '/budget') })
   const [value, setValue] = useState(user.monthly_budget_usd ?? '')
@@ -143,17 +149,21 @@ function BudgetPanel({ user }: { user: User }) {
           <p className="muted">Loading…</p>
         )}
       </div>
-      <label>
-        Budget (USD per month, empty for none) <input name="budget" inputMode="decimal" value={value} onChange={(e) => setValue(e.target.value)} />
-      </label>
-      <p className="form-error" role="alert">
-        {fieldErrors(save.error)}
-      </p>
-      <div className="actions">
-        <button type="submit" disabled={save.isPending}>
-          Set budget
-        </button>
-      </div>
+      <fieldset className="bare" disabled={!canWrite}>
+        <label>
+          Budget (USD per month, empty for none) <input name="budget" inputMode="decimal" value={value} onChange={(e) => setValue(e.target.value)} />
+        </label>
+        <p className="form-error" role="alert">
+          {fieldErrors(save.error)}
+        </p>
+        <div className="actions">
+          {canWrite && (
+            <button type="submit" disabled={save.isPending}>
+              Set budget
+            </button>
+          )}
+        </div>
+      </fieldset>
     </form>
   )
 }
@@ -161,6 +171,7 @@ function BudgetPanel({ user }: { user: User }) {
 function Keys({ user }: { user: User }) {
   const qc = useQueryClient()
   const { billing_timezone: tz, gateway_url } = useSession()
+  const canWrite = useCanWrite()
   const keys = useQuery({ queryKey: ['keys', user.id], queryFn: () => get<Page<Key>>('/users/' + user.id + '/keys?limit=1000') })
   const [issuing, setIssuing] = useState(false)
   const [name, setName] = useState('')
@@ -203,9 +214,11 @@ function Keys({ user }: { user: User }) {
     <div className="panel" aria-labelledby="keys-h">
       <div className="panel-head">
         <h2 id="keys-h">Access keys</h2>
-        <button type="button" onClick={() => setIssuing(true)} disabled={user.status !== 'active'}>
-          Issue key
-        </button>
+        {canWrite && (
+          <button type="button" onClick={() => setIssuing(true)} disabled={user.status !== 'active'}>
+            Issue key
+          </button>
+        )}
       </div>
       {keys.isError ? (
         <ErrorState error={keys.error} />
@@ -240,7 +253,7 @@ function Keys({ user }: { user: User }) {
                 <td>{dateTime(k.created_at, tz)}</td>
                 <td>{dateTime(k.last_used_at, tz)}</td>
                 <td className="row-actions">
-                  {k.status === 'active' && (
+                  {canWrite && k.status === 'active' && (
                     <>
                       <button type="button" className="secondary" onClick={() => setOverride(k)}>
                         Bedrock override
@@ -253,7 +266,7 @@ function Keys({ user }: { user: User }) {
                       </button>
                     </>
                   )}
-                  {k.status !== 'revoked' && (
+                  {canWrite && k.status !== 'revoked' && (
                     <button type="button" className="danger" onClick={() => setRevoking(k)}>
                       Revoke
                     </button>
@@ -503,6 +516,7 @@ function Bedrock({ path, title, inDialog, onDone }: { path: string; title: strin
     },
   })
   const { billing_timezone: tz } = useSession()
+  const canWrite = useCanWrite()
   const id = path.replace(/\W/g, '-')
   return (
     <form
@@ -523,14 +537,15 @@ function Bedrock({ path, title, inDialog, onDone }: { path: string; title: strin
             ? 'None set.'
             : `Current: ${cred.data.type === 'api_key' ? 'Bedrock API key' : 'AWS default credential chain'} in ${cred.data.region}, set ${dateTime(cred.data.updated_at, tz)}. The key itself is never shown.`}
       </p>
-      <fieldset>
-        <legend>Authentication</legend>
-        <label className="inline">
-          <input type="radio" name={id + '-type'} checked={form.type === 'api_key'} onChange={() => setForm({ ...form, type: 'api_key' })} /> Bedrock API key
-        </label>
-        <label className="inline">
-          <input type="radio" name={id + '-type'} checked={form.type === 'aws_default_chain'} onChange={() => setForm({ ...form, type: 'aws_default_chain' })} /> AWS default chain (the gateway's IAM role)
-        </label>
+      <fieldset className="bare" disabled={!canWrite}>
+        <fieldset>
+          <legend>Authentication</legend>
+          <label className="inline">
+            <input type="radio" name={id + '-type'} checked={form.type === 'api_key'} onChange={() => setForm({ ...form, type: 'api_key' })} /> Bedrock API key
+          </label>
+          <label className="inline">
+            <input type="radio" name={id + '-type'} checked={form.type === 'aws_default_chain'} onChange={() => setForm({ ...form, type: 'aws_default_chain' })} /> AWS default chain (the gateway's IAM role)
+          </label>
       </fieldset>
       <label>
         Region <input required pattern="[a-z]{2}(-[a-z]+)+-[0-9]{1,2}" value={form.region} onChange={(e) => setForm({ ...form, region: e.target.value })} />
@@ -544,15 +559,18 @@ function Bedrock({ path, title, inDialog, onDone }: { path: string; title: strin
         {fieldErrors(put.error) || fieldErrors(del.error)}
       </p>
       <div className="actions">
-        {cred.data && (
+        {canWrite && cred.data && (
           <button type="button" className="danger" onClick={() => del.mutate()} disabled={del.isPending}>
             Remove
           </button>
         )}
-        <button type="submit" disabled={put.isPending}>
-          Save credential
-        </button>
+        {canWrite && (
+          <button type="submit" disabled={put.isPending}>
+            Save credential
+          </button>
+        )}
       </div>
+      </fieldset>
     </form>
   )
 }

@@ -3,7 +3,7 @@ import { Link, useNavigate, useSearchParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, qs, type DeveloperPage, type User } from '../api'
 import { dateTime, integer } from '../format'
-import { useSession } from '../session'
+import { useCanWrite, useSession } from '../session'
 import { BudgetBar } from '../components/BudgetBar'
 import { Dialog } from '../components/Dialog'
 import { Money } from '../components/Money'
@@ -13,6 +13,7 @@ const strategies = { plan_first: 'Plan first', bedrock_only: 'Bedrock only', pla
 
 export default function Developers() {
   const { billing_timezone: tz } = useSession()
+  const canWrite = useCanWrite()
   const [sp, setSp] = useSearchParams()
   const [search, setSearch] = useState(sp.get('q') ?? '')
   const [creating, setCreating] = useState(false)
@@ -50,9 +51,11 @@ export default function Developers() {
     <section aria-labelledby="dev-h">
       <div className="page-head">
         <h1 id="dev-h">Developers</h1>
-        <button type="button" onClick={() => setCreating(true)}>
-          New developer
-        </button>
+        {canWrite && (
+          <button type="button" onClick={() => setCreating(true)}>
+            New developer
+          </button>
+        )}
       </div>
       <div className="filters" role="search">
         <label>

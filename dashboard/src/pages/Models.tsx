@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { all, api, ApiError, type Model, type Price } from '../api'
 import { dateTime } from '../format'
-import { useSession } from '../session'
+import { useCanWrite, useSession } from '../session'
 import { Dialog } from '../components/Dialog'
 import { Empty, ErrorState, Loading } from '../components/States'
 
@@ -18,6 +18,7 @@ function priced(m: Model, prices: Price[], provider: string): boolean {
 
 export default function Models() {
   const { billing_timezone: tz } = useSession()
+  const canWrite = useCanWrite()
   const qc = useQueryClient()
   const models = useQuery({ queryKey: ['models'], queryFn: () => all<Model>('/models') })
   const prices = useQuery({ queryKey: ['prices'], queryFn: () => all<Price>('/prices') })
@@ -68,9 +69,11 @@ export default function Models() {
       <div className="panel" aria-labelledby="map-h">
         <div className="panel-head">
           <h2 id="map-h">Model mappings</h2>
-          <button type="button" onClick={() => setEditing('new')}>
-            New mapping
-          </button>
+          {canWrite && (
+            <button type="button" onClick={() => setEditing('new')}>
+              New mapping
+            </button>
+          )}
         </div>
         <table className="data">
           <caption className="sr-only">Model mappings: which Bedrock model serves each Anthropic model id</caption>
@@ -102,12 +105,16 @@ export default function Models() {
                 </td>
                 <td>{m.enabled ? 'yes' : 'no'}</td>
                 <td className="row-actions">
-                  <button type="button" className="secondary" onClick={() => setEditing(m)}>
-                    Edit
-                  </button>
-                  <button type="button" className="danger" onClick={() => setDeleting(m)}>
-                    Delete
-                  </button>
+                  {canWrite && (
+                    <>
+                      <button type="button" className="secondary" onClick={() => setEditing(m)}>
+                        Edit
+                      </button>
+                      <button type="button" className="danger" onClick={() => setDeleting(m)}>
+                        Delete
+                      </button>
+                    </>
+                  )}
                 </td>
               </tr>
             ))}
@@ -125,9 +132,11 @@ export default function Models() {
               <option value="bedrock">Bedrock</option>
             </select>
           </label>
-          <button type="button" onClick={() => setAddingPrice(true)}>
-            New price
-          </button>
+          {canWrite && (
+            <button type="button" onClick={() => setAddingPrice(true)}>
+              New price
+            </button>
+          )}
         </div>
         {ps.length === 0 ? (
           <Empty>No prices: every request is priced at the built-in default.</Empty>
