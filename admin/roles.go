@@ -108,14 +108,17 @@ func accessRules() map[string]minRole {
 		"PATCH /api/v1/prices/{id}":  adminRole,
 		"DELETE /api/v1/prices/{id}": adminRole,
 
-		"GET /api/v1/usage":               viewerRole,
-		"GET /api/v1/usage/requests":      viewerRole,
-		"GET /api/v1/usage/top-users":     viewerRole,
-		"GET /api/v1/usage/cost-split":    viewerRole,
-		"GET /api/v1/developers":          viewerRole,
-		"GET /api/v1/users/{id}/budget":   viewerRole,
-		"GET /api/v1/users/{id}/sessions": viewerRole,
-		"GET /api/v1/audit":               viewerRole,
+		"GET /api/v1/usage":                            viewerRole,
+		"GET /api/v1/usage/requests":                   viewerRole,
+		"GET /api/v1/usage/top-users":                  viewerRole,
+		"GET /api/v1/usage/cost-split":                 viewerRole,
+		"GET /api/v1/developers":                       viewerRole,
+		"GET /api/v1/users/{id}/budget":                viewerRole,
+		"GET /api/v1/users/{id}/sessions":              viewerRole,
+		"GET /api/v1/users/{id}/sessions/{session_id}": viewerRole,
+		"GET /api/v1/cache/economics":                  viewerRole,
+		"GET /api/v1/cache/breaks":                     viewerRole,
+		"GET /api/v1/audit":                            viewerRole,
 	}
 }
 
