@@ -96,6 +96,13 @@ func accessRules() map[string]minRole {
 		"PUT /api/v1/keys/{id}/bedrock":     adminRole,
 		"DELETE /api/v1/keys/{id}/bedrock":  adminRole,
 
+		"GET /api/v1/users/{id}/rate-limits":    viewerRole,
+		"PUT /api/v1/users/{id}/rate-limits":    adminRole,
+		"DELETE /api/v1/users/{id}/rate-limits": adminRole,
+		"GET /api/v1/keys/{id}/rate-limits":     viewerRole,
+		"PUT /api/v1/keys/{id}/rate-limits":     adminRole,
+		"DELETE /api/v1/keys/{id}/rate-limits":  adminRole,
+
 		"GET /api/v1/models":         viewerRole,
 		"GET /api/v1/models/{id}":    viewerRole,
 		"POST /api/v1/models":        adminRole,
