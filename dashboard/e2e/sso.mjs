@@ -113,6 +113,11 @@ try {
   await page.getByLabel('Role of vera@example.com').selectOption('admin')
   const resp = await changed
   if (resp.status() !== 200) throw new Error('role change answered ' + resp.status())
+  // The page shows the changed role (a wait, not a sleep: it fails after
+  // the timeout if the page never does).
+  await page
+    .waitForFunction(() => document.querySelector('select[aria-label="Role of vera@example.com"]')?.value === 'admin', null, { timeout: 10_000 })
+    .catch(() => {})
   await page.waitForFunction(() => !document.querySelector('table.data[aria-busy="true"]'))
   result.roleChanged = await page.getByLabel('Role of vera@example.com').inputValue()
   result.adminsRows = await page.locator('table.data tbody tr').evaluateAll((rows) =>

@@ -22,6 +22,8 @@ export default function Admins() {
   const list = useQuery({ queryKey: ['admins'], queryFn: () => all<AdminAccount>('/admins') })
   const patch = useMutation({
     mutationFn: ({ id, body }: { id: string; body: { role?: Role; disabled?: boolean } }) => api<AdminAccount>('PATCH', '/admins/' + id, body),
+    // The answer is the changed account: shown at once, then refetched.
+    onSuccess: (a) => qc.setQueryData<AdminAccount[]>(['admins'], (list) => list?.map((x) => (x.id === a.id ? a : x))),
     onSettled: () => qc.invalidateQueries({ queryKey: ['admins'] }),
   })
   const err = patch.error instanceof ApiError ? patch.error.message : patch.error ? String(patch.error) : ''
