@@ -125,6 +125,9 @@ func accessRules() map[string]minRole {
 		"GET /api/v1/users/{id}/sessions/{session_id}": viewerRole,
 		"GET /api/v1/cache/economics":                  viewerRole,
 		"GET /api/v1/cache/breaks":                     viewerRole,
+		"GET /api/v1/users/{id}/headroom":              viewerRole,
+		"GET /api/v1/headroom":                         viewerRole,
+		"GET /api/v1/seats":                            viewerRole,
 		"GET /api/v1/audit":                            viewerRole,
 	}
 }

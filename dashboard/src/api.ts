@@ -431,6 +431,8 @@ export interface Seats {
   seat_prices_usd: Record<string, string>
   items: Seat[]
   timezone: string
+}
+
 export interface AdminAccount {
   id: string
   username: string
