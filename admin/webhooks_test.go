@@ -1,0 +1,239 @@
+package admin_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ccproxy/ccproxy/admin"
+	"github.com/ccproxy/ccproxy/admin/notifications"
+)
+
+// received is what the test receiver saw of one request.
+type received struct {
+	id, typ, ts, sig, idem string
+	body                   []byte
+}
+
+// receiver records every delivery and answers 200.
+type receiver struct {
+	mu   sync.Mutex
+	reqs []received
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.reqs = append(rc.reqs, received{id: r.Header.Get("X-Ccproxy-Event-Id"), typ: r.Header.Get("X-Ccproxy-Event-Type"),
+		ts: r.Header.Get("X-Ccproxy-Timestamp"), sig: r.Header.Get("X-Ccproxy-Signature"),
+		idem: r.Header.Get("Idempotency-Key"), body: b})
+	rc.mu.Unlock()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (rc *receiver) all() []received {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return append([]received(nil), rc.reqs...)
+}
+
+// verifyAsDocumented checks a signature the way docs/webhooks.md tells a
+// receiver to, written out here rather than calling the package: hex
+// HMAC-SHA256 keyed with the secret over "<timestamp>.<body>", sent as
+// "v1=<hex>", and a timestamp within five minutes.
+func verifyAsDocumented(secret, ts, sig string, body []byte, now time.Time) error {
+	sec, err := strconv.ParseInt(ts, 10, 64)
+	if err != nil {
+		return err
+	}
+	if d := now.Sub(time.Unix(sec, 0)); d > 5*time.Minute || d < -5*time.Minute {
+		return errors.New("stale timestamp")
+	}
+	m := hmac.New(sha256.New, []byte(secret))
+	m.Write([]byte(ts + "."))
+	m.Write(body)
+	if !hmac.Equal([]byte(sig), []byte("v1="+hex.EncodeToString(m.Sum(nil)))) {
+		return errors.New("signature mismatch")
+	}
+	return nil
+}
+
+type deliveryDoc struct {
+	ID            string     `json:"id"`
+	EventID       string     `json:"event_id"`
+	EventType     string     `json:"event_type"`
+	Status        string     `json:"status"`
+	Attempts      int        `json:"attempts"`
+	NextAttemptAt *time.Time `json:"next_attempt_at"`
+	LastError     string     `json:"last_error"`
+	AttemptLog    []struct {
+		StatusCode *int   `json:"status_code"`
+		Error      string `json:"error"`
+	} `json:"attempt_log"`
+}
+
+func (e *env) deliveries(webhookID string) []deliveryDoc {
+	e.t.Helper()
+	resp := e.do(http.MethodGet, "/api/v1/webhooks/"+webhookID+"/deliveries", nil)
+	want(e.t, resp, http.StatusOK)
+	var pg struct {
+		Items []deliveryDoc `json:"items"`
+	}
+	resp.decode(e.t, &pg)
+	return pg.Items
+}
+
+// TestWebhookDeliverySurvivesReceiverDownForAMinute: a key is issued while
+// the webhook's receiver is absent (connections refused) for a minute of
+// wall time; the dispatcher keeps retrying with backoff, the delivery log
+// shows the failed attempts and the next one, and once the receiver comes
+// up the event arrives: exactly one distinct event id, the idempotency key
+// equal to it, and a signature that verifies as documented.
+func TestWebhookDeliverySurvivesReceiverDownForAMinute(t *testing.T) {
+	t.Parallel()
+	if testing.Short() {
+		t.Skip("waits a minute of wall time")
+	}
+	const downFor = 60 * time.Second
+	e := newEnv(t, func(o *admin.Options) { o.AllowPrivateWebhooks = true })
+
+	// A free port with nobody listening: connections are refused.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	resp := e.do(http.MethodPost, "/api/v1/webhooks", map[string]any{
+		"name": "ops", "url": "http://" + addr + "/hooks/ccproxy", "event_types": []string{"key.created"}})
+	want(t, resp, http.StatusCreated)
+	var wh struct {
+		ID     string `json:"id"`
+		Secret string `json:"secret"`
+	}
+	resp.decode(t, &wh)
+
+	d, err := notifications.NewDispatcher(notifications.DispatcherOptions{
+		Store: e.st, Sealer: e.sealer, AllowPrivateTargets: true, Timeout: 2 * time.Second,
+		PollInterval: 100 * time.Millisecond, MaxAttempts: 1000,
+		Backoff: notifications.Backoff{Base: 200 * time.Millisecond, Max: 3 * time.Second},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+
+	userID := e.createUser("Alice")
+	resp = e.do(http.MethodPost, "/api/v1/users/"+userID+"/keys", map[string]any{"name": "laptop"})
+	want(t, resp, http.StatusCreated)
+	var key struct {
+		ID string `json:"id"`
+	}
+	resp.decode(t, &key)
+	downUntil := time.Now().Add(downFor)
+
+	// Half-way through the outage the log shows the failures.
+	time.Sleep(downFor / 2)
+	ds := e.deliveries(wh.ID)
+	if len(ds) != 1 || ds[0].Status != "pending" || ds[0].Attempts < 2 || ds[0].LastError == "" || ds[0].NextAttemptAt == nil {
+		t.Fatalf("deliveries during the outage = %+v, want one pending with failed attempts and a next attempt", ds)
+	}
+	time.Sleep(time.Until(downUntil))
+
+	rc := &receiver{}
+	srv := &http.Server{Handler: rc, ReadHeaderTimeout: 5 * time.Second}
+	var up net.Listener
+	for i := 0; ; i++ {
+		if up, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		if i == 50 {
+			t.Fatalf("cannot listen on %s again: %v", addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	go func() { _ = srv.Serve(up) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ds = e.deliveries(wh.ID)
+		if len(ds) == 1 && ds[0].Status == "delivered" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not delivered 30 s after the receiver came up: %+v", ds)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	got := rc.all()
+	ids := map[string]bool{}
+	for _, r := range got {
+		ids[r.id] = true
+		if r.idem != r.id {
+			t.Errorf("Idempotency-Key %q != event id %q", r.idem, r.id)
+		}
+		if r.typ != "key.created" {
+			t.Errorf("event type header %q", r.typ)
+		}
+		if err := verifyAsDocumented(wh.Secret, r.ts, r.sig, r.body, time.Now()); err != nil {
+			t.Errorf("signature of %s: %v", r.id, err)
+		}
+	}
+	if len(ids) != 1 || !ids[ds[0].EventID] {
+		t.Fatalf("distinct event ids received = %v, want exactly {%s}", ids, ds[0].EventID)
+	}
+	var body struct {
+		ID   string `json:"id"`
+		Type string `json:"type"`
+		Data struct {
+			AccessKeyID string `json:"access_key_id"`
+			UserID      string `json:"user_id"`
+			UserName    string `json:"user_name"`
+			KeyName     string `json:"key_name"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(got[0].body, &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.ID != ds[0].EventID || body.Type != "key.created" || body.Data.AccessKeyID != key.ID ||
+		body.Data.UserID != userID || body.Data.UserName != "Alice" || body.Data.KeyName != "laptop" {
+		t.Errorf("body = %s", got[0].body)
+	}
+
+	// The log of the one delivery: refused attempts, then the 204.
+	resp = e.do(http.MethodGet, "/api/v1/webhooks/"+wh.ID+"/deliveries/"+ds[0].ID, nil)
+	want(t, resp, http.StatusOK)
+	var one deliveryDoc
+	resp.decode(t, &one)
+	n := len(one.AttemptLog)
+	if n < 3 || one.Attempts != n || one.NextAttemptAt != nil {
+		t.Fatalf("delivery = %+v, want several attempts, all logged, none next", one)
+	}
+	last := one.AttemptLog[n-1]
+	if last.StatusCode == nil || *last.StatusCode != http.StatusNoContent || last.Error != "" {
+		t.Errorf("last attempt = %+v, want the 204", last)
+	}
+	for _, a := range one.AttemptLog[:n-1] {
+		if a.StatusCode != nil || a.Error == "" {
+			t.Errorf("attempt while the receiver was down = %+v, want no status and an error", a)
+		}
+	}
+}
