@@ -27,6 +27,7 @@ import (
 	"github.com/ccproxy/ccproxy/admin/ingest"
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
 	"github.com/ccproxy/ccproxy/admin/maintenance"
+	"github.com/ccproxy/ccproxy/admin/notifications"
 	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -112,6 +113,7 @@ type adminSettings struct {
 	Service     adminServiceSettings
 	Security    adminSecuritySettings
 	UsageIngest usageIngestSettings
+	Webhooks    webhookSettings
 	// KeyServiceTLS protects the KeyService: mutual TLS, or plaintext on
 	// loopback only unless asked for.
 	KeyServiceTLS channelTLS
@@ -122,7 +124,7 @@ type adminSettings struct {
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
 		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(),
-		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(),
+		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Webhooks.group(), s.Serving.Group(), s.Telemetry.Group(),
 	}
 }
 
@@ -334,11 +336,20 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		fmt.Fprintf(announce, "Created admin %q with password %s (shown once; set CCPROXY_ADMIN_PASSWORD to choose one).\n\n", svc.Username, password)
 	}
 
+	// Webhook notifications: the outbox's dispatcher, in every replica.
+	dispatcher, err := notifications.NewDispatcher(notifications.DispatcherOptions{
+		Store: st, Sealer: sealer, Timeout: s.Webhooks.Timeout, AllowPrivateTargets: s.Webhooks.AllowPrivate,
+		MaxAttempts: s.Webhooks.MaxAttempts, Logger: log.With("component", "webhooks"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, "", err
+	}
 	opts := admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
 		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
 		Location:    s.Billing.Location, GatewayURL: s.Service.GatewayURL, UI: dashboard.Handler(),
-		SeatPrices: s.Service.SeatPrices,
+		SeatPrices:           s.Service.SeatPrices,
+		AllowPrivateWebhooks: s.Webhooks.AllowPrivate, OnNotify: dispatcher.Wake,
 	}
 	s.Security.options(&opts)
 	api, err := admin.New(opts)
@@ -439,7 +450,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		}})
 	}
 	ingester, err := ingest.New(ingest.Options{
-		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut, OTel: otelMetrics,
+		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut, OTel: otelMetrics, OnNotify: dispatcher.Wake,
 		Logger: log.With("component", "usage-ingest"), Registerer: reg,
 	})
 	if err != nil {
@@ -452,7 +463,12 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	if err != nil {
 		return nil, "", err
 	}
-	comps = append(comps, component{"usage-ingest", consumer.Run})
+	comps = append(comps, component{"usage-ingest", consumer.Run}, component{"webhooks", dispatcher.Run})
+	if s.Webhooks.BreakerAfter > 0 {
+		w := &notifications.BreakerWatcher{Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Threshold: s.Webhooks.BreakerAfter,
+			Logger: log.With("component", "webhooks"), OnEnqueue: dispatcher.Wake}
+		comps = append(comps, component{"breaker-watch", w.Run})
+	}
 	return comps, grpcLn.Addr().String(), nil
 }
 

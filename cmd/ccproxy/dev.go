@@ -68,6 +68,7 @@ type devSettings struct {
 	Admin       adminServiceSettings
 	AdminSec    adminSecuritySettings
 	UsageIngest usageIngestSettings
+	Webhooks    webhookSettings
 	DataPlane   dataPlaneSettings
 	XDSAddr     string
 	Sidecar     sidecarSettings
@@ -100,7 +101,7 @@ func (s *devSettings) groups() []config.Group {
 		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
 		// A socket in the state directory when not given.
 		s.Sidecar.group().WithDefault("extproc-addr", ""),
-		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(), s.devGroup(),
+		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Webhooks.group(), s.Serving.Group(), s.Telemetry.Group(), s.devGroup(),
 	}
 }
 
@@ -144,7 +145,7 @@ func (s *devSettings) devGroup() config.Group {
 func (s *devSettings) admin() *adminSettings {
 	return &adminSettings{
 		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Telemetry: s.Telemetry,
+		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Webhooks: s.Webhooks, Telemetry: s.Telemetry,
 	}
 }
 
