@@ -669,7 +669,7 @@ func TestHandleNotifiesRefusedCredentials(t *testing.T) {
 	batches := [][]usage.Event{
 		{refused("r1", at, credA), refused("r2", at.Add(time.Minute), credA), event("ok", at, usage.ProviderBedrock, "claude-sonnet-4-5", 10, 10)},
 		{refused("r1", at, credA), refused("r3", at.Add(20*time.Minute), credA), refused("r4", at, credB)}, // r1 redelivered
-		{refused("r5", at.Add(time.Hour), credA)},                                                       // the next hour
+		{refused("r5", at.Add(time.Hour), credA)}, // the next hour
 	}
 	for _, b := range batches {
 		if err := in.Handle(ctx, b); err != nil {
