@@ -11,9 +11,12 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/admin"
 	"github.com/ccproxy/ccproxy/admin/notifications"
@@ -236,4 +239,134 @@ func TestWebhookDeliverySurvivesReceiverDownForAMinute(t *testing.T) {
 			t.Errorf("attempt while the receiver was down = %+v, want no status and an error", a)
 		}
 	}
+}
+
+// TestWebhookAPI: create (secret shown once, generated or given),
+// validation (SSRF refusal, formats, event types, secret length), list,
+// get, patch (secret replaced, never returned), test event, delivery log
+// 404s, delete; every change audited; key events queued with the change.
+func TestWebhookAPI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	// Validation: one 422 naming every bad field.
+	resp := e.do(http.MethodPost, "/api/v1/webhooks", map[string]any{
+		"name": "", "url": "http://169.254.169.254/latest", "format": "teams", "secret": "short", "event_types": []string{"key.created", "nope"}})
+	want(t, resp, http.StatusUnprocessableEntity)
+	if got := resp.problem(t).fields(); strings.Join(got, ",") != "name,url,format,secret,event_types" {
+		t.Errorf("invalid fields = %v", got)
+	}
+	for _, u := range []string{"http://127.0.0.1:8080/x", "http://localhost/x", "https://[::1]/x", "http://10.0.0.8/x", "ftp://example.com/x", "https://u:p@example.com/x"} {
+		resp = e.do(http.MethodPost, "/api/v1/webhooks", map[string]any{"name": "x", "url": u})
+		want(t, resp, http.StatusUnprocessableEntity)
+		if got := resp.problem(t).fields(); len(got) != 1 || got[0] != "url" {
+			t.Errorf("%s: invalid fields %v", u, got)
+		}
+	}
+
+	resp = e.do(http.MethodPost, "/api/v1/webhooks", map[string]any{"name": "ops", "url": "https://hooks.example.com/a"})
+	want(t, resp, http.StatusCreated)
+	var gen struct {
+		ID         string   `json:"id"`
+		Secret     string   `json:"secret"`
+		Format     string   `json:"format"`
+		Enabled    bool     `json:"enabled"`
+		EventTypes []string `json:"event_types"`
+	}
+	resp.decode(t, &gen)
+	if !strings.HasPrefix(gen.Secret, "whsec_") || len(gen.Secret) != 6+43 || gen.Format != "generic" || !gen.Enabled || len(gen.EventTypes) != 0 {
+		t.Fatalf("created = %+v", gen)
+	}
+	const given = "my-own-secret-0123456789"
+	resp = e.do(http.MethodPost, "/api/v1/webhooks", map[string]any{"name": "chat", "url": "https://hooks.example.com/b",
+		"format": "slack", "secret": given, "event_types": []string{"key.revoked", "key.revoked"}, "enabled": false})
+	want(t, resp, http.StatusCreated)
+	var chat struct {
+		ID         string   `json:"id"`
+		Secret     string   `json:"secret"`
+		EventTypes []string `json:"event_types"`
+	}
+	resp.decode(t, &chat)
+	if chat.Secret != given || strings.Join(chat.EventTypes, ",") != "key.revoked" {
+		t.Fatalf("created = %+v", chat)
+	}
+	// The secret is sealed, bound to its webhook.
+	wh, err := e.st.Webhooks().Get(context.Background(), uuidOf(t, chat.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := e.sealer.Open(context.Background(), wh.SecretCiphertext, notifications.SecretAAD(wh.ID)); err != nil || string(plain) != given {
+		t.Fatalf("sealed secret opens to %q, %v", plain, err)
+	}
+	if strings.Contains(string(wh.SecretCiphertext), given) {
+		t.Fatal("the secret is stored in clear")
+	}
+
+	resp = e.do(http.MethodGet, "/api/v1/webhooks", nil)
+	want(t, resp, http.StatusOK)
+	if strings.Contains(string(resp.body), "secret") {
+		t.Errorf("the list shows secrets: %s", resp.body)
+	}
+	resp = e.do(http.MethodPatch, "/api/v1/webhooks/"+chat.ID, map[string]any{"enabled": true, "secret": "another-secret-0123456789", "event_types": nil})
+	want(t, resp, http.StatusOK)
+	if strings.Contains(string(resp.body), "another-secret") || !strings.Contains(string(resp.body), `"event_types":[]`) {
+		t.Errorf("patched = %s", resp.body)
+	}
+	want(t, e.do(http.MethodPatch, "/api/v1/webhooks/"+chat.ID, map[string]any{"url": "http://127.0.0.1/x"}), http.StatusUnprocessableEntity)
+	want(t, e.do(http.MethodPatch, "/api/v1/webhooks/"+chat.ID, map[string]any{"name": nil}), http.StatusUnprocessableEntity)
+	want(t, e.do(http.MethodGet, "/api/v1/webhooks/"+randomID, nil), http.StatusNotFound)
+	want(t, e.do(http.MethodGet, "/api/v1/webhooks/"+randomID+"/deliveries", nil), http.StatusNotFound)
+	want(t, e.do(http.MethodGet, "/api/v1/webhooks/"+chat.ID+"/deliveries/"+randomID, nil), http.StatusNotFound)
+	want(t, e.do(http.MethodGet, "/api/v1/webhooks/"+chat.ID+"/deliveries?status=lost", nil), http.StatusUnprocessableEntity)
+
+	// Key events are queued with the change: issue, rotate, revoke (twice:
+	// one event), and the test event; both webhooks take every type now.
+	userID := e.createUser("Bob")
+	resp = e.do(http.MethodPost, "/api/v1/users/"+userID+"/keys", map[string]any{"name": "ci"})
+	want(t, resp, http.StatusCreated)
+	var key struct {
+		ID string `json:"id"`
+	}
+	resp.decode(t, &key)
+	resp = e.do(http.MethodPost, "/api/v1/keys/"+key.ID+"/rotate", nil)
+	want(t, resp, http.StatusCreated)
+	var rotated struct {
+		ID string `json:"id"`
+	}
+	resp.decode(t, &rotated)
+	want(t, e.do(http.MethodDelete, "/api/v1/keys/"+rotated.ID, nil), http.StatusNoContent)
+	want(t, e.do(http.MethodDelete, "/api/v1/keys/"+rotated.ID, nil), http.StatusNoContent)
+	want(t, e.do(http.MethodPost, "/api/v1/webhooks/"+gen.ID+"/test", nil), http.StatusAccepted)
+	var types []string
+	for _, d := range e.deliveries(chat.ID) {
+		if d.Status != "pending" || d.Attempts != 0 || d.NextAttemptAt == nil {
+			t.Errorf("delivery %+v", d)
+		}
+		types = append(types, d.EventType)
+	}
+	if strings.Join(types, ",") != "webhook.test,key.revoked,key.created,key.created" {
+		t.Errorf("queued events (newest first) = %v", types)
+	}
+	if got := len(e.deliveries(gen.ID)); got != 4 {
+		t.Errorf("%d deliveries for the other webhook, want 4", got)
+	}
+
+	want(t, e.do(http.MethodDelete, "/api/v1/webhooks/"+chat.ID, nil), http.StatusNoContent)
+	want(t, e.do(http.MethodDelete, "/api/v1/webhooks/"+chat.ID, nil), http.StatusNotFound)
+	if got := strings.Join(e.auditActions(chat.ID), ","); got != "webhook.create,webhook.update,webhook.delete" {
+		t.Errorf("audit = %s", got)
+	}
+	for _, s := range []string{given, "another-secret-0123456789"} {
+		if n := strings.Count(e.allBodies(), s); n > 1 || (s != given && n > 0) {
+			t.Errorf("secret %q answered %d times", s, n)
+		}
+	}
+}
+
+func uuidOf(t *testing.T, s string) uuid.UUID {
+	t.Helper()
+	id, err := uuid.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }
