@@ -166,6 +166,10 @@ func TestUsageExportSumsToTheAPITotals(t *testing.T) {
 	if ct := resp.header.Get("Content-Type"); ct != "text/csv; charset=utf-8" {
 		t.Errorf("Content-Type %q", ct)
 	}
+	// Streamed: flushed before the end, so no length was known up front.
+	if cl := resp.header.Get("Content-Length"); cl != "" {
+		t.Errorf("Content-Length %s: the export was buffered whole", cl)
+	}
 	got, n := csvSums(t, resp.body, usageexport.RequestColumns)
 	if int64(n) != total.requests {
 		t.Errorf("per-request export has %d rows, want %d", n, total.requests)

@@ -320,6 +320,18 @@ func TestDispatcherGivesUpAfterMaxAttempts(t *testing.T) {
 	if n, _ := d.RunOnce(ctx); n != 0 || hits.Load() != 3 {
 		t.Fatalf("a failed delivery was sent again (claimed %d, hits %d)", n, hits.Load())
 	}
+	// Retention: a finished event goes with its deliveries and their log;
+	// one with a pending delivery stays.
+	if _, _, err := notifications.Enqueue(ctx, f.st, notifications.Event{Type: notifications.TypeTest}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.st.Notifications().PruneEvents(ctx, time.Now().Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("PruneEvents = %d, %v; want 1 (the failed one)", n, err)
+	}
+	ds, _, err = f.st.Notifications().ListDeliveries(ctx, f.hook.ID, "", 10, "")
+	if err != nil || len(ds) != 1 || ds[0].Status != store.DeliveryPending {
+		t.Fatalf("deliveries after pruning = %+v, %v", ds, err)
+	}
 }
 
 // TestDispatchersShareWork: three dispatchers (three admin replicas) on

@@ -144,3 +144,26 @@ func TestDailyRecord(t *testing.T) {
 		t.Fatalf("DailyRecord =\n%q\nwant\n%q", got, want)
 	}
 }
+
+// TestWriterFlushesAsItGoes: the writer hands every FlushEvery records to
+// the connection, so an export never sits whole in memory.
+func TestWriterFlushesAsItGoes(t *testing.T) {
+	var buf bytes.Buffer
+	var flushedAt []int
+	w := usageexport.NewWriter(&buf, func() error {
+		flushedAt = append(flushedAt, strings.Count(buf.String(), "\r\n"))
+		return nil
+	})
+	for i := 0; i < 2*usageexport.FlushEvery+7; i++ {
+		if err := w.Write([]string{"a", "b"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := []int{usageexport.FlushEvery, 2 * usageexport.FlushEvery, 2*usageexport.FlushEvery + 7}
+	if len(flushedAt) != len(want) || flushedAt[0] != want[0] || flushedAt[1] != want[1] || flushedAt[2] != want[2] {
+		t.Fatalf("flushed after %v records, want %v", flushedAt, want)
+	}
+}
