@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/ccproxy/ccproxy/internal/breakerkeys"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
@@ -20,8 +21,8 @@ import (
 // breaker has stayed open longer than a threshold.
 //
 // Why here and not in extproc: the breaker's state is already shared in
-// Redis (one hash "<prefix>breaker:{<access key id>}:open" per open or
-// half-open breaker, field "until" in Unix milliseconds), extproc has no
+// Redis (internal/breakerkeys: one open hash per open or half-open
+// breaker, field "until" in Unix milliseconds), extproc has no
 // database to write the outbox to, and watching from the request path
 // would add work to every Plan request. The admin service reads that state
 // every Interval with SCAN, which only ever sees the few keys whose breaker
@@ -76,7 +77,7 @@ func (w *BreakerWatcher) Scan(ctx context.Context) error {
 	if w.Now != nil {
 		now = w.Now
 	}
-	keys, err := w.scanKeys(ctx, w.Prefix+"breaker:{*}:open")
+	keys, err := w.scanKeys(ctx, breakerkeys.OpenPattern(w.Prefix))
 	if err != nil {
 		return err
 	}
@@ -87,8 +88,11 @@ func (w *BreakerWatcher) Scan(ctx context.Context) error {
 		return err
 	}
 	for _, sk := range sinceKeys {
-		openKey := w.Prefix + "breaker:" + strings.TrimSuffix(strings.TrimPrefix(sk, w.Prefix+"notify:breaker:"), ":since") + ":open"
-		if n, err := w.Redis.Exists(ctx, openKey).Result(); err == nil && n == 0 {
+		id, err := uuid.Parse(strings.TrimSuffix(strings.TrimPrefix(sk, w.Prefix+"notify:breaker:{"), "}:since"))
+		if err != nil {
+			continue
+		}
+		if n, err := w.Redis.Exists(ctx, breakerkeys.Open(w.Prefix, id)).Result(); err == nil && n == 0 {
 			_ = w.Redis.Del(ctx, sk).Err()
 		}
 	}
@@ -137,19 +141,11 @@ func (w *BreakerWatcher) scanKeys(ctx context.Context, pattern string) ([]string
 }
 
 func (w *BreakerWatcher) check(ctx context.Context, openKey string, now time.Time) error {
-	inner, ok := strings.CutPrefix(openKey, w.Prefix+"breaker:{")
+	keyID, ok := breakerkeys.ParseOpen(w.Prefix, openKey)
 	if !ok {
 		return nil
 	}
-	idText, ok := strings.CutSuffix(inner, "}:open")
-	if !ok {
-		return nil
-	}
-	keyID, err := uuid.Parse(idText)
-	if err != nil {
-		return nil
-	}
-	untilText, err := w.Redis.HGet(ctx, openKey, "until").Result()
+	untilText, err := w.Redis.HGet(ctx, openKey, breakerkeys.UntilField).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil // closed since the scan
 	}
