@@ -280,8 +280,8 @@ func (s *Server) handleDeleteWebhook(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// handleTestWebhook queues a webhook.test event for every enabled webhook
-// that takes that type, so an admin can check the receiver end to end.
+// handleTestWebhook queues a webhook.test event for this webhook only,
+// whatever its filter, so an admin can check the receiver end to end.
 func (s *Server) handleTestWebhook(w http.ResponseWriter, r *http.Request) {
 	id, ok := s.pathID(w, r)
 	if !ok {
@@ -293,10 +293,10 @@ func (s *Server) handleTestWebhook(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return err
 		}
-		evID, _, err = notifications.Enqueue(r.Context(), q, notifications.Event{
+		evID, _, err = notifications.EnqueueTo(r.Context(), q, notifications.Event{
 			Type: notifications.TypeTest, Summary: "test notification for webhook " + quoteBounded(wh.Name),
 			Data: map[string]any{"webhook_id": wh.ID.String(), "requested_by": actorFrom(r.Context()).username},
-		})
+		}, wh.ID)
 		return err
 	})
 	if err != nil {

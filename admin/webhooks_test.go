@@ -343,11 +343,16 @@ func TestWebhookAPI(t *testing.T) {
 		}
 		types = append(types, d.EventType)
 	}
-	if strings.Join(types, ",") != "webhook.test,key.revoked,key.created,key.created" {
+	if strings.Join(types, ",") != "key.revoked,key.created,key.created" {
 		t.Errorf("queued events (newest first) = %v", types)
 	}
-	if got := len(e.deliveries(gen.ID)); got != 4 {
-		t.Errorf("%d deliveries for the other webhook, want 4", got)
+	// The test event goes to the webhook it was asked for only.
+	types = nil
+	for _, d := range e.deliveries(gen.ID) {
+		types = append(types, d.EventType)
+	}
+	if strings.Join(types, ",") != "webhook.test,key.revoked,key.created,key.created" {
+		t.Errorf("queued events for the tested webhook (newest first) = %v", types)
 	}
 
 	want(t, e.do(http.MethodDelete, "/api/v1/webhooks/"+chat.ID, nil), http.StatusNoContent)

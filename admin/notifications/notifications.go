@@ -66,7 +66,7 @@ const (
 	// TypeBudgetThreshold: a budget crossed one of its thresholds (once
 	// per threshold and budget window); emitted by the budget code.
 	TypeBudgetThreshold = "budget.threshold"
-	// TypeTest: sent by POST /webhooks/{id}/test.
+	// TypeTest: sent by POST /webhooks/{id}/test, to that webhook only.
 	TypeTest = "webhook.test"
 )
 
@@ -127,6 +127,16 @@ type Enqueuer interface {
 //		return err
 //	})
 func Enqueue(ctx context.Context, q Enqueuer, ev Event) (id uuid.UUID, queued bool, err error) {
+	return enqueue(ctx, q, ev, nil)
+}
+
+// EnqueueTo is Enqueue with one delivery, to webhook only, whatever its
+// event filter (the API's test event).
+func EnqueueTo(ctx context.Context, q Enqueuer, ev Event, webhook uuid.UUID) (id uuid.UUID, queued bool, err error) {
+	return enqueue(ctx, q, ev, &webhook)
+}
+
+func enqueue(ctx context.Context, q Enqueuer, ev Event, only *uuid.UUID) (id uuid.UUID, queued bool, err error) {
 	if ev.Type == "" || len(ev.Type) > 100 {
 		return uuid.Nil, false, fmt.Errorf("notifications: event type must be 1 to 100 characters, got %d", len(ev.Type))
 	}
@@ -148,9 +158,12 @@ func Enqueue(ctx context.Context, q Enqueuer, ev Event) (id uuid.UUID, queued bo
 	if err != nil {
 		return uuid.Nil, false, fmt.Errorf("notifications: event id: %w", err)
 	}
-	queued, err = q.Notifications().Enqueue(ctx, store.NotificationEvent{
-		ID: id, Type: ev.Type, DedupeKey: ev.DedupeKey, OccurredAt: at.UTC(), Summary: ev.Summary, Data: data,
-	}, now)
+	sev := store.NotificationEvent{ID: id, Type: ev.Type, DedupeKey: ev.DedupeKey, OccurredAt: at.UTC(), Summary: ev.Summary, Data: data}
+	if only != nil {
+		queued, err = q.Notifications().EnqueueTo(ctx, sev, now, *only)
+	} else {
+		queued, err = q.Notifications().Enqueue(ctx, sev, now)
+	}
 	if err != nil {
 		return uuid.Nil, false, fmt.Errorf("notifications: enqueue %s: %w", ev.Type, err)
 	}

@@ -228,6 +228,17 @@ func (q *Queries) Notifications() Notifications { return Notifications{q} }
 // without the other. It returns false, writing nothing, when an event with
 // ev.DedupeKey already exists.
 func (r Notifications) Enqueue(ctx context.Context, ev NotificationEvent, now time.Time) (bool, error) {
+	return r.enqueue(ctx, ev, now, nil)
+}
+
+// EnqueueTo writes ev to the outbox with one pending delivery, due at
+// once, to webhook only, whatever its filter (a test event an admin asked
+// for). A disabled webhook's delivery waits until it is enabled.
+func (r Notifications) EnqueueTo(ctx context.Context, ev NotificationEvent, now time.Time, webhook uuid.UUID) (bool, error) {
+	return r.enqueue(ctx, ev, now, &webhook)
+}
+
+func (r Notifications) enqueue(ctx context.Context, ev NotificationEvent, now time.Time, only *uuid.UUID) (bool, error) {
 	if ev.ID == uuid.Nil || ev.Type == "" || ev.OccurredAt.IsZero() {
 		return false, invalidf("notification event needs an id, a type and a time")
 	}
@@ -252,6 +263,11 @@ func (r Notifications) Enqueue(ctx context.Context, ev NotificationEvent, now ti
 			return err
 		}
 		queued = true
+		if only != nil {
+			_, err = q.db.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, webhook_id, next_attempt_at)
+				VALUES ($1, $2, $3)`, ev.ID, *only, now)
+			return err
+		}
 		_, err = q.db.Exec(ctx, `INSERT INTO webhook_deliveries (event_id, webhook_id, next_attempt_at)
 			SELECT $1, id, $3 FROM webhooks
 			WHERE enabled AND (cardinality(event_types) = 0 OR $2 = ANY(event_types))`, ev.ID, ev.Type, now)
