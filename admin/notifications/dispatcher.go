@@ -229,6 +229,14 @@ func (d *Dispatcher) deliver(ctx context.Context, dd store.DueDelivery) error {
 	start := d.o.Now()
 	code, retryAfter, err := d.send(ctx, dd, attempt, start)
 	end := d.o.Now()
+	if err != nil && ctx.Err() != nil {
+		// Shutting down: not the receiver's failure. Hand the delivery
+		// back, due now, for another replica (or the next start); if the
+		// receiver did get it, the event id lets it drop the repeat.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		return d.o.Store.Notifications().Release(rctx, dd.DeliveryID, end)
+	}
 	a := store.DeliveryAttempt{At: start, StatusCode: code, Duration: end.Sub(start)}
 	delivered := err == nil
 	var next *time.Time

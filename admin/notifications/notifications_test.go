@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -391,5 +392,44 @@ func TestDispatchersShareWork(t *testing.T) {
 		if n != 1 {
 			t.Errorf("event %s received %d times", id, n)
 		}
+	}
+}
+
+// TestDispatcherShutdownReleases: a dispatcher stopped mid-attempt hands
+// the delivery back, due at once and without an attempt counted, instead
+// of logging the receiver as failed or holding it for the lease.
+func TestDispatcherShutdownReleases(t *testing.T) {
+	t.Parallel()
+	started, stop := make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		started <- struct{}{}
+		select {
+		case <-r.Context().Done():
+		case <-stop:
+		}
+	}))
+	defer srv.Close()
+	defer close(stop)
+	f := newFixture(t, srv.URL)
+	ctx, cancel := context.WithCancel(context.Background())
+	if _, _, err := notifications.Enqueue(ctx, f.st, notifications.Event{Type: notifications.TypeTest}); err != nil {
+		t.Fatal(err)
+	}
+	d, err := notifications.NewDispatcher(notifications.DispatcherOptions{Store: f.st, Sealer: f.sealer, AllowPrivateTargets: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _, _ = d.RunOnce(ctx); close(done) }()
+	<-started
+	cancel()
+	<-done
+	ds, _, err := f.st.Notifications().ListDeliveries(context.Background(), f.hook.ID, "", 10, "")
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("deliveries = %v, %v", ds, err)
+	}
+	if ds[0].Status != store.DeliveryPending || ds[0].Attempts != 0 || ds[0].NextAttemptAt == nil || time.Until(*ds[0].NextAttemptAt) > time.Second {
+		t.Fatalf("after shutdown: %+v (next %v)", ds[0], ds[0].NextAttemptAt)
 	}
 }

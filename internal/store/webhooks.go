@@ -351,6 +351,14 @@ func (r Notifications) RecordAttempt(ctx context.Context, deliveryID uuid.UUID, 
 	return mapErr("store: record delivery attempt", err)
 }
 
+// Release hands a claimed delivery back, due at at, without counting an
+// attempt: a dispatcher shutting down mid-attempt lets another replica
+// take it at once instead of after the lease.
+func (r Notifications) Release(ctx context.Context, deliveryID uuid.UUID, at time.Time) error {
+	_, err := r.q.db.Exec(ctx, `UPDATE webhook_deliveries SET next_attempt_at = $2 WHERE id = $1 AND status = 'pending'`, deliveryID, at)
+	return mapErr("store: release delivery", err)
+}
+
 const deliveryColumns = `d.id, d.event_id, e.type, d.webhook_id, d.status, d.attempts, d.next_attempt_at, d.last_attempt_at,
 	d.last_status_code, d.last_error, d.delivered_at, d.created_at`
 
