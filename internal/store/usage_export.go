@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
 )
 
@@ -60,29 +61,28 @@ func (u Usage) EachRequest(ctx context.Context, f UsageFilter, fn func(ExportEve
 	defer rows.Close()
 	for rows.Next() {
 		var ee ExportEvent
-		var (
-			status, latency int32
-			ttft            *int32
-		)
-		e := &ee.UsageEvent
-		if err := rows.Scan(&e.RequestID, &e.EventTime, &e.UserID, &e.AccessKeyID, &e.SessionID, &e.AgentID,
-			&e.ClientVersion, &e.Kind, &e.RequestedModel, &e.BedrockModelID, &e.Provider, &e.Region, &e.Fallback,
-			&e.FallbackReason, &e.Stream, &status, &e.InputTokens, &e.OutputTokens, &e.CacheReadTokens,
-			&e.CacheWrite5mTokens, &e.CacheWrite1hTokens, &e.CostUSD, &e.PriceFlag, &ttft, &latency, &e.Aborted,
-			&ee.UserName); err != nil {
+		// scanEvent reads the event's columns (whatever eventColumnList
+		// holds) and the user's name follows them.
+		e, err := scanEvent(withExtra{rows, []any{&ee.UserName}})
+		if err != nil {
 			return mapErr("store: export usage requests", err)
 		}
-		e.Status, e.LatencyMs = int(status), int(latency)
-		if ttft != nil {
-			v := int(*ttft)
-			e.TTFTMs = &v
-		}
+		ee.UsageEvent = e
 		if err := fn(ee); err != nil {
 			return err
 		}
 	}
 	return mapErr("store: export usage requests", rows.Err())
 }
+
+// withExtra scans a row whose first columns are scanned by a function of
+// pgx.Row and whose last ones go to extra.
+type withExtra struct {
+	rows  pgx.Rows
+	extra []any
+}
+
+func (w withExtra) Scan(dest ...any) error { return w.rows.Scan(append(dest, w.extra...)...) }
 
 // DailyUsage is one day × user × model × provider row of the daily export.
 type DailyUsage struct {
