@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/ccproxy/ccproxy/admin/notifications"
 	"github.com/ccproxy/ccproxy/internal/keys"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
@@ -92,12 +93,16 @@ func (s *Server) handleIssueKey(w http.ResponseWriter, r *http.Request) {
 		}
 		created = k
 		out = issuedKeyJSON{keyJSON: toKey(k), Key: secret}
-		return s.audit(r.Context(), q, "key.create", "access_key", k.ID.String(), nil, out.keyJSON)
+		if err := s.audit(r.Context(), q, "key.create", "access_key", k.ID.String(), nil, out.keyJSON); err != nil {
+			return err
+		}
+		return s.enqueueKeyEvent(r.Context(), q, notifications.TypeKeyCreated, k)
 	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
+	s.notified()
 	// A negative cache entry for this hash may exist.
 	s.invalidate(r.Context(), keysInvalidation(userID, []store.AccessKey{created}))
 	writeJSON(w, http.StatusCreated, out)
@@ -164,13 +169,17 @@ func (s *Server) handleRotateKey(w http.ResponseWriter, r *http.Request) {
 		}
 		prev := toKey(old)
 		out = issuedKeyJSON{keyJSON: toKey(nw), Key: secret, Previous: &prev}
-		return s.audit(r.Context(), q, "key.rotate", "access_key", id.String(), toKey(before),
-			map[string]any{"old": prev, "new": out.keyJSON})
+		if err := s.audit(r.Context(), q, "key.rotate", "access_key", id.String(), toKey(before),
+			map[string]any{"old": prev, "new": out.keyJSON}); err != nil {
+			return err
+		}
+		return s.enqueueKeyEvent(r.Context(), q, notifications.TypeKeyCreated, nw)
 	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
+	s.notified()
 	s.invalidate(r.Context(), keysInvalidation(old.UserID, []store.AccessKey{old, nw}))
 	writeJSON(w, http.StatusCreated, out)
 }
@@ -192,12 +201,16 @@ func (s *Server) handleRevokeKey(w http.ResponseWriter, r *http.Request) {
 		if before.Status == store.KeyRevoked {
 			return nil
 		}
-		return s.audit(r.Context(), q, "key.revoke", "access_key", id.String(), toKey(before), toKey(k))
+		if err := s.audit(r.Context(), q, "key.revoke", "access_key", id.String(), toKey(before), toKey(k)); err != nil {
+			return err
+		}
+		return s.enqueueKeyEvent(r.Context(), q, notifications.TypeKeyRevoked, k)
 	})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
 	}
+	s.notified()
 	// Invalidate even when it was already revoked: it is idempotent and
 	// repairs a cache that missed the first message.
 	if !s.invalidateOrUnavailable(w, r, keysInvalidation(k.UserID, []store.AccessKey{k})) {

@@ -128,7 +128,22 @@ func accessRules() map[string]minRole {
 		"GET /api/v1/users/{id}/headroom":              viewerRole,
 		"GET /api/v1/headroom":                         viewerRole,
 		"GET /api/v1/seats":                            viewerRole,
-		"GET /api/v1/audit":                            viewerRole,
+
+		// Exports are usage reads.
+		"GET /api/v1/usage/export/requests": viewerRole,
+		"GET /api/v1/usage/export/daily":    viewerRole,
+		// Webhooks, even to read: a target URL can carry a token (Slack's
+		// incoming webhooks are secret URLs), and a delivery log shows what
+		// was sent where.
+		"GET /api/v1/webhooks":                               adminRole,
+		"POST /api/v1/webhooks":                              adminRole,
+		"GET /api/v1/webhooks/{id}":                          adminRole,
+		"PATCH /api/v1/webhooks/{id}":                        adminRole,
+		"DELETE /api/v1/webhooks/{id}":                       adminRole,
+		"POST /api/v1/webhooks/{id}/test":                    adminRole,
+		"GET /api/v1/webhooks/{id}/deliveries":               adminRole,
+		"GET /api/v1/webhooks/{id}/deliveries/{delivery_id}": adminRole,
+		"GET /api/v1/audit":                                  viewerRole,
 	}
 }
 

@@ -42,9 +42,15 @@ func TestEveryRouteHasAnAccessRule(t *testing.T) {
 		if _, ok := roleRanks[r]; !ok {
 			t.Errorf("access rule %q: unknown role %q", p, r)
 		}
-		// Viewers read everything: every GET is open to them.
-		if strings.HasPrefix(p, "GET ") && roleRanks[r] > roleRanks["viewer"] && p != "GET /api/v1/settings/sso" {
-			t.Errorf("%q needs %s; every GET but the SSO settings is for viewers", p, r)
+		// Viewers read everything but configuration that holds secrets (the
+		// SSO settings; webhooks, whose URLs can be tokens): every other GET
+		// is open to them.
+		secretBearing := p == "GET /api/v1/settings/sso" || strings.HasPrefix(p, "GET /api/v1/webhooks")
+		if strings.HasPrefix(p, "GET ") && roleRanks[r] > roleRanks["viewer"] && !secretBearing {
+			t.Errorf("%q needs %s; every GET but the SSO settings and webhooks is for viewers", p, r)
+		}
+		if secretBearing && roleRanks[r] <= roleRanks["viewer"] {
+			t.Errorf("%q is open to viewers; it shows secrets", p)
 		}
 		// And no write is.
 		if !strings.HasPrefix(p, "GET ") && r == "viewer" {

@@ -158,6 +158,12 @@ type Options struct {
 	// OIDC, when set, enables single sign-on through an OpenID Connect
 	// provider beside password logins.
 	OIDC *OIDCConfig
+	// AllowPrivateWebhooks accepts webhook URLs whose host is a loopback,
+	// private or link-local address (the dispatcher must allow them too).
+	AllowPrivateWebhooks bool
+	// OnNotify, when set, is called after a change queued a notification
+	// event (it wakes the local webhook dispatcher).
+	OnNotify func()
 
 	// hashHook runs inside every password hash with its slot held (tests).
 	hashHook func()
@@ -190,9 +196,13 @@ type Server struct {
 	// dummyHash is verified against when a login names an unknown admin, so
 	// the response time does not reveal which usernames exist.
 	dummyHash string
-	requests  *prometheus.CounterVec
-	logins    *prometheus.CounterVec
-	mux       *http.ServeMux
+	// allowPrivateWebhooks and onNotify: Options.AllowPrivateWebhooks and
+	// Options.OnNotify.
+	allowPrivateWebhooks bool
+	onNotify             func()
+	requests             *prometheus.CounterVec
+	logins               *prometheus.CounterVec
+	mux                  *http.ServeMux
 	// rules is the least role of every authenticated route (accessRules).
 	rules map[string]minRole
 	// patterns lists every registered route pattern, for tests that check
@@ -225,6 +235,9 @@ func New(opts Options) (*Server, error) {
 		gateway:    opts.GatewayURL,
 		seatPrices: seatPrices(opts.SeatPrices),
 		ui:         opts.UI,
+
+		allowPrivateWebhooks: opts.AllowPrivateWebhooks,
+		onNotify:             opts.OnNotify,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ccproxy_admin_http_requests_total",
 			Help: "Admin API requests by method, route pattern and status code.",
@@ -293,9 +306,9 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // login and the single sign-on flow needs an authenticated admin whose role
 // reaches the route's rule in accessRules. The blocks follow the resources,
 // and each resource's handlers live in the file of its name (users.go,
-// keys.go, bedrock.go, ratelimits.go, models.go, prices.go, usage.go, audit.go, sessions.go
-// for sessions and prompt-cache economics; login and
-// logout in auth.go).
+// keys.go, bedrock.go, ratelimits.go, models.go, prices.go, usage.go, export.go,
+// audit.go, webhooks.go, sessions.go for sessions and prompt-cache economics;
+// login and logout in auth.go).
 func (s *Server) routes() {
 	m := http.NewServeMux()
 	s.mux = m
@@ -366,8 +379,19 @@ func (s *Server) routes() {
 	authed("GET /api/v1/users/{id}/sessions/{session_id}", s.handleGetSession)
 	authed("GET /api/v1/cache/economics", s.handleCacheEconomics)
 	authed("GET /api/v1/cache/breaks", s.handleCacheBreaks)
+	authed("GET /api/v1/usage/export/requests", s.handleExportRequests)
+	authed("GET /api/v1/usage/export/daily", s.handleExportDaily)
 
 	authed("GET /api/v1/audit", s.handleListAudit)
+
+	authed("POST /api/v1/webhooks", s.handleCreateWebhook)
+	authed("GET /api/v1/webhooks", s.handleListWebhooks)
+	authed("GET /api/v1/webhooks/{id}", s.handleGetWebhook)
+	authed("PATCH /api/v1/webhooks/{id}", s.handlePatchWebhook)
+	authed("DELETE /api/v1/webhooks/{id}", s.handleDeleteWebhook)
+	authed("POST /api/v1/webhooks/{id}/test", s.handleTestWebhook)
+	authed("GET /api/v1/webhooks/{id}/deliveries", s.handleListDeliveries)
+	authed("GET /api/v1/webhooks/{id}/deliveries/{delivery_id}", s.handleGetDelivery)
 
 	s.dashboardRoutes(authed)
 	s.headroomRoutes(authed)
@@ -403,6 +427,10 @@ func (w *statusWriter) WriteHeader(code int) {
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (flushes and
+// write deadlines of streamed exports).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.code == 0 {

@@ -23,7 +23,10 @@
 //     Bedrock spend of the current billing month and of the events' billing
 //     months (store.Usage().MonthlySpend, billing time zone) and SETs the
 //     Redis counter <prefix>spend:<user>:<YYYY-MM> that extproc's budget
-//     check reads (internal/billing).
+//     check reads (internal/billing);
+//   - for events showing that Bedrock refused the gateway's credential,
+//     queues a credential.refused notification (admin/notifications), at
+//     most one per credential per hour.
 //
 // An error leaves the batch unacknowledged; the consumer delivers it again
 // and the idempotent insert makes the retry safe.
@@ -43,6 +46,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/shopspring/decimal"
 
+	"github.com/ccproxy/ccproxy/admin/notifications"
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
 	"github.com/ccproxy/ccproxy/internal/observability/telemetry"
@@ -91,6 +95,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Registerer receives the ingester's metrics; nil keeps them private.
 	Registerer prometheus.Registerer
+	// OnNotify, when set, is called after a batch queued a notification
+	// (it wakes the local webhook dispatcher).
+	OnNotify func()
 }
 
 // Ingester commits usage batches; Handle is its usagestream.Handler.
@@ -205,6 +212,9 @@ func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
 		return fmt.Errorf("ingest: %w", err)
 	}
 	in.account(ctx, rows, known, newIDs)
+	if err := in.notifyRefusedCredentials(ctx, events); err != nil {
+		return fmt.Errorf("ingest: %w", err)
+	}
 	// Every row, not only the new ones: a batch retried after a failed
 	// touch still moves last_used_at (which only ever moves forward).
 	uses := make([]store.KeyUse, len(rows))
@@ -254,6 +264,48 @@ func timePtr(t time.Time) *time.Time {
 	}
 	t = t.UTC()
 	return &t
+}
+
+// notifyRefusedCredentials queues credential.refused for the events that
+// say Bedrock refused the gateway's credential: one per credential and UTC
+// hour of the events (the outbox's dedupe key), so a burst of refused
+// requests, a redelivered batch or several replicas send one notification.
+// Every event of the batch is considered, not only the new ones: a batch
+// retried after a failed enqueue still notifies.
+func (in *Ingester) notifyRefusedCredentials(ctx context.Context, events []usage.Event) error {
+	seen := map[string]bool{}
+	queuedAny := false
+	for _, ev := range events {
+		if ev.RejectedCredentialID == uuid.Nil {
+			continue
+		}
+		hour := ev.Time.UTC().Truncate(time.Hour)
+		key := notifications.TypeCredentialRefused + ":" + ev.RejectedCredentialID.String() + ":" + hour.Format("2006010215")
+		if seen[key] {
+			continue
+		}
+		seen[key] = true
+		data := map[string]any{"credential_id": ev.RejectedCredentialID.String(), "user_id": ev.UserID.String(),
+			"access_key_id": ev.KeyID.String(), "region": ev.Region, "request_id": ev.RequestID, "model": ev.Model}
+		who := ev.UserID.String()
+		if u, err := in.st.Users().Get(ctx, ev.UserID); err == nil {
+			data["user_name"] = u.Name
+			who = u.Name
+		}
+		_, queued, err := notifications.Enqueue(ctx, in.st, notifications.Event{
+			Type: notifications.TypeCredentialRefused, DedupeKey: key, OccurredAt: ev.Time, Data: data,
+			Summary: "AWS Bedrock refused the gateway's Bedrock credential " + ev.RejectedCredentialID.String() +
+				" (region " + ev.Region + ") used for " + who + ": their Bedrock requests fail until an administrator fixes it",
+		})
+		if err != nil {
+			return err
+		}
+		queuedAny = queuedAny || queued
+	}
+	if queuedAny && in.opt.OnNotify != nil {
+		in.opt.OnNotify()
+	}
+	return nil
 }
 
 // account updates the metrics for the rows that were new.

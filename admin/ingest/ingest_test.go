@@ -648,3 +648,67 @@ func TestHandleTouchesLastUsed(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestHandleNotifiesRefusedCredentials: events saying Bedrock refused the
+// gateway's credential queue one credential.refused per credential and
+// hour, however many requests, batches or redeliveries show it.
+func TestHandleNotifiesRefusedCredentials(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	at := time.Date(2026, 3, 10, 12, 5, 0, 0, time.UTC)
+	in := newIngester(t, st, rdb, prefix, time.UTC, at)
+	woken := 0
+	in.opt.OnNotify = func() { woken++ }
+	credA, credB := uuid.New(), uuid.New()
+	refused := func(id string, at time.Time, cred uuid.UUID) usage.Event {
+		ev := event(id, at, usage.ProviderBedrock, "claude-sonnet-4-5", 0, 0)
+		ev.Status, ev.Region, ev.RejectedCredentialID = 500, "us-east-1", cred
+		return ev
+	}
+	batches := [][]usage.Event{
+		{refused("r1", at, credA), refused("r2", at.Add(time.Minute), credA), event("ok", at, usage.ProviderBedrock, "claude-sonnet-4-5", 10, 10)},
+		{refused("r1", at, credA), refused("r3", at.Add(20*time.Minute), credA), refused("r4", at, credB)}, // r1 redelivered
+		{refused("r5", at.Add(time.Hour), credA)}, // the next hour
+	}
+	for _, b := range batches {
+		if err := in.Handle(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rows, err := st.Pool().Query(ctx, `SELECT type, dedupe_key, occurred_at, data->>'credential_id' FROM notification_events ORDER BY dedupe_key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for rows.Next() {
+		var typ, key, cred string
+		var occurred time.Time
+		if err := rows.Scan(&typ, &key, &occurred, &cred); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s %s %s %s", typ, key, occurred.UTC().Format(time.RFC3339), cred))
+	}
+	want := []string{
+		fmt.Sprintf("credential.refused credential.refused:%s:2026031012 2026-03-10T12:05:00Z %s", credA, credA),
+		fmt.Sprintf("credential.refused credential.refused:%s:2026031013 2026-03-10T13:05:00Z %s", credA, credA),
+		fmt.Sprintf("credential.refused credential.refused:%s:2026031012 2026-03-10T12:05:00Z %s", credB, credB),
+	}
+	sortStrings(want)
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if woken != 3 {
+		t.Errorf("OnNotify called %d times, want 3 (once per batch that queued)", woken)
+	}
+}
+
+func sortStrings(s []string) {
+	for i := range s {
+		for j := i + 1; j < len(s); j++ {
+			if s[j] < s[i] {
+				s[i], s[j] = s[j], s[i]
+			}
+		}
+	}
+}

@@ -27,6 +27,7 @@ import (
 	"github.com/ccproxy/ccproxy/admin/ingest"
 	adminks "github.com/ccproxy/ccproxy/admin/keyservice"
 	"github.com/ccproxy/ccproxy/admin/maintenance"
+	"github.com/ccproxy/ccproxy/admin/notifications"
 	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/extproc/keylookup"
 	"github.com/ccproxy/ccproxy/internal/config"
@@ -113,7 +114,8 @@ type adminSettings struct {
 	Security    adminSecuritySettings
 	UsageIngest usageIngestSettings
 	// SSO is single sign-on for admins.
-	SSO ssoSettings
+	SSO      ssoSettings
+	Webhooks webhookSettings
 	// KeyServiceTLS protects the KeyService: mutual TLS, or plaintext on
 	// loopback only unless asked for.
 	KeyServiceTLS channelTLS
@@ -124,7 +126,7 @@ type adminSettings struct {
 func (s *adminSettings) groups() []config.Group {
 	return []config.Group{
 		s.Postgres.Group(), s.Redis.Group(), s.Keys.Group(), s.Secrets.Group(), s.Service.group(), s.Security.group(), s.SSO.group(),
-		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(),
+		s.KeyServiceTLS.group(keyServiceServerNames()), s.Billing.Group(), s.UsageIngest.group(), s.Webhooks.group(), s.Serving.Group(), s.Telemetry.Group(),
 	}
 }
 
@@ -336,11 +338,20 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		fmt.Fprintf(announce, "Created admin %q with password %s (shown once; set CCPROXY_ADMIN_PASSWORD to choose one).\n\n", svc.Username, password)
 	}
 
+	// Webhook notifications: the outbox's dispatcher, in every replica.
+	dispatcher, err := notifications.NewDispatcher(notifications.DispatcherOptions{
+		Store: st, Sealer: sealer, Timeout: s.Webhooks.Timeout, AllowPrivateTargets: s.Webhooks.AllowPrivate,
+		MaxAttempts: s.Webhooks.MaxAttempts, Logger: log.With("component", "webhooks"), Registerer: reg,
+	})
+	if err != nil {
+		return nil, "", err
+	}
 	opts := admin.Options{
 		Store: st, Sealer: sealer, Hasher: hasher, Logger: log.With("component", "admin"), Registerer: reg,
 		Invalidator: publisher{keylookup.NewPublisher(rdb, s.Redis.Prefix)},
 		Location:    s.Billing.Location, GatewayURL: s.Service.GatewayURL, UI: dashboard.Handler(),
-		SeatPrices: s.Service.SeatPrices,
+		SeatPrices:           s.Service.SeatPrices,
+		AllowPrivateWebhooks: s.Webhooks.AllowPrivate, OnNotify: dispatcher.Wake,
 	}
 	s.Security.options(&opts)
 	if opts.OIDC, err = s.SSO.config(); err != nil {
@@ -444,7 +455,7 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 		}})
 	}
 	ingester, err := ingest.New(ingest.Options{
-		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut, OTel: otelMetrics,
+		Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Location: s.Billing.Location, EMF: emfOut, OTel: otelMetrics, OnNotify: dispatcher.Wake,
 		Logger: log.With("component", "usage-ingest"), Registerer: reg,
 	})
 	if err != nil {
@@ -457,7 +468,12 @@ func adminComponents(ctx context.Context, s *adminSettings, log *slog.Logger, st
 	if err != nil {
 		return nil, "", err
 	}
-	comps = append(comps, component{"usage-ingest", consumer.Run})
+	comps = append(comps, component{"usage-ingest", consumer.Run}, component{"webhooks", dispatcher.Run})
+	if s.Webhooks.BreakerAfter > 0 {
+		w := &notifications.BreakerWatcher{Store: st, Redis: rdb, Prefix: s.Redis.Prefix, Threshold: s.Webhooks.BreakerAfter,
+			Logger: log.With("component", "webhooks"), OnEnqueue: dispatcher.Wake}
+		comps = append(comps, component{"breaker-watch", w.Run})
+	}
 	return comps, grpcLn.Addr().String(), nil
 }
 

@@ -69,6 +69,7 @@ type devSettings struct {
 	AdminSec    adminSecuritySettings
 	SSO         ssoSettings
 	UsageIngest usageIngestSettings
+	Webhooks    webhookSettings
 	DataPlane   dataPlaneSettings
 	XDSAddr     string
 	Sidecar     sidecarSettings
@@ -101,7 +102,7 @@ func (s *devSettings) groups() []config.Group {
 		xdsGroup(&s.XDSAddr).WithDefault("xds-addr", "127.0.0.1:18000"),
 		// A socket in the state directory when not given.
 		s.Sidecar.group().WithDefault("extproc-addr", ""),
-		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Serving.Group(), s.Telemetry.Group(), s.devGroup(),
+		s.Breaker.group(), s.Billing.Group(), s.UsageIngest.group(), s.Webhooks.group(), s.Serving.Group(), s.Telemetry.Group(), s.devGroup(),
 	}
 }
 
@@ -145,7 +146,7 @@ func (s *devSettings) devGroup() config.Group {
 func (s *devSettings) admin() *adminSettings {
 	return &adminSettings{
 		Postgres: s.Postgres, Redis: s.Redis, Keys: s.Keys, Secrets: s.Secrets, Billing: s.Billing, Serving: s.Serving,
-		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Telemetry: s.Telemetry, SSO: s.SSO,
+		Service: s.Admin, Security: s.AdminSec, UsageIngest: s.UsageIngest, Webhooks: s.Webhooks, Telemetry: s.Telemetry, SSO: s.SSO,
 	}
 }
 

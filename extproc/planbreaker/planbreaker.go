@@ -56,7 +56,8 @@
 // # Redis
 //
 // Each access key has up to three keys, all with a TTL and all in one Redis
-// Cluster hash slot (the key id is a hash tag):
+// Cluster hash slot (the key id is a hash tag); their names come from
+// internal/breakerkeys, which the admin service reads them with:
 //
 //	<prefix>breaker:{<keyID>}:open   hash  until = open-until (unix ms),
 //	                                       exp = when a half-open breaker is forgotten (unix ms),

@@ -9,6 +9,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/ccproxy/ccproxy/internal/breakerkeys"
 )
 
 // Every script takes KEYS = {open, fail, probe} of one access key and, as
@@ -122,7 +124,7 @@ type redisBackend struct {
 func newRedisBackend(cfg Config, instance string) *redisBackend {
 	return &redisBackend{
 		client:    cfg.Redis,
-		prefix:    cfg.Prefix + "breaker:{",
+		prefix:    cfg.Prefix,
 		idle:      cfg.DefaultOpen.Milliseconds(),
 		lease:     cfg.ProbeLease.Milliseconds(),
 		window:    cfg.FailureWindow.Milliseconds(),
@@ -133,7 +135,7 @@ func newRedisBackend(cfg Config, instance string) *redisBackend {
 
 // keys returns the open, fail and probe keys of id.
 func (r *redisBackend) keys(id uuid.UUID) []string {
-	base := r.prefix + id.String() + "}:"
+	base := breakerkeys.Base(r.prefix, id)
 	return []string{base + "open", base + "fail", base + "probe"}
 }
 

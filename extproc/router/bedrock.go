@@ -440,6 +440,9 @@ func (a *bedrockAnswer) meter(p *Processor, ev *usage.Event) {
 	ev.BackendModel = a.model
 	if c := p.req.identity.Bedrock; c != nil {
 		ev.Region = c.Region
+		if p.resp.credRejected {
+			ev.RejectedCredentialID = c.ID
+		}
 	}
 	ev.CountedInputTokens = a.counted
 	if !a.stream {
@@ -494,6 +497,7 @@ func isCredentialError(t string) bool {
 
 func (p *Processor) credentialRejected(errType string) {
 	p.r.metrics.bedrockCredentialRejected.Inc()
+	p.resp.credRejected = true
 	var cred string
 	if c := p.req.identity.Bedrock; c != nil {
 		cred = c.ID.String()

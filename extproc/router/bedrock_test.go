@@ -343,8 +343,18 @@ func TestBedrockErrorMapping(t *testing.T) {
 				t.Fatalf("credential rejections counted %v, want %v", got, tc.credentialRejected)
 			}
 			p.Close(context.Background())
-			if ev := h.sink.Events()[0]; ev.Status != mustAtoi(tc.wantStatus) {
+			ev := h.sink.Events()[0]
+			if ev.Status != mustAtoi(tc.wantStatus) {
 				t.Fatalf("usage status %d", ev.Status)
+			}
+			// The usage event names the refused credential, for the
+			// admin's credential.refused notification.
+			wantCred := uuid.Nil
+			if tc.credentialRejected == 1 {
+				wantCred = h.cred.ID
+			}
+			if ev.RejectedCredentialID != wantCred {
+				t.Fatalf("usage event's rejected credential %s, want %s", ev.RejectedCredentialID, wantCred)
 			}
 		})
 	}

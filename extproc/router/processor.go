@@ -131,6 +131,9 @@ type response struct {
 	// limits is the Plan subscription state the answer announced (zero
 	// when none): the usage event carries it to the headroom history.
 	limits usage.PlanLimits
+	// credRejected: Bedrock refused the gateway's credential (the usage
+	// event says so, for the admin's notification).
+	credRejected bool
 }
 
 // storedRequest is the request handed to the upstream processor.

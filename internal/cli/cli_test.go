@@ -291,6 +291,34 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("usage requests stderr %q, want a cursor hint", errOut)
 	}
 
+	// The CSV export lands in the file, complete, with one row per request.
+	csvPath := filepath.Join(t.TempDir(), "usage.csv")
+	_, errOut, err = h.run("", "usage", "export", "--user", u.ID, "--from", "2026-03-01", "--to", "2026-04-01", "-o", csvPath)
+	if err != nil || errOut != "wrote "+csvPath+"\n" {
+		t.Fatalf("usage export: %v (stderr %q)", err, errOut)
+	}
+	raw, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(string(raw), "\r\n"), "\r\n")
+	if len(lines) != 1+3 || !strings.HasPrefix(lines[0], "BilledCost,EffectiveCost,ListCost,") ||
+		!strings.Contains(lines[1], ",req-1,") || !strings.Contains(lines[3], ",req-3,") {
+		t.Errorf("usage export wrote:\n%s", raw)
+	}
+	out = h.ok("", "usage", "export", "--daily", "--user", u.ID, "--from", "2026-03-01", "--to", "2026-04-01", "-o", "-")
+	if !strings.Contains(out, ",2026-03-04,") {
+		t.Errorf("usage export --daily printed:\n%s", out)
+	}
+	// A failed export leaves no file.
+	bad := filepath.Join(t.TempDir(), "bad.csv")
+	if _, _, err := h.run("", "usage", "export", "--from", "2026-04-01", "--to", "2026-03-01", "-o", bad); !isStatus(err, http.StatusUnprocessableEntity) {
+		t.Errorf("usage export with from after to: %v, want 422", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(bad)); len(ents) != 0 {
+		t.Errorf("a failed export left %v", ents)
+	}
+
 	// Rotation shows the new key once; revocation.
 	out = h.ok("", "keys", "rotate", keyID, "--grace", "1h")
 	m = regexp.MustCompile(`(?m)^Key:\s+(ak_\S+)$`).FindStringSubmatch(out)

@@ -49,7 +49,7 @@ type usageRequest struct {
 func (a *app) usageCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "usage", Short: "Show metered usage and cost"}
 	g := addGlobals(cmd)
-	cmd.AddCommand(a.usageSummary(g), a.usageRequests(g))
+	cmd.AddCommand(a.usageSummary(g), a.usageRequests(g), a.usageExport(g))
 	return cmd
 }
 

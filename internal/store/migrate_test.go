@@ -28,6 +28,7 @@ var wantMigrations = []string{
 	"00013_rate_limits.sql",
 	"00014_plan_headroom.sql",
 	"00015_admin_roles.sql",
+	"00016_webhooks.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -87,9 +88,9 @@ func TestMigrateUpDownUp(t *testing.T) {
 	}
 	wantTables := []string{
 		"access_keys", "admin_login_throttle", "admin_oidc_flows", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
-		"model_aliases", "model_mappings", "model_regions", "plan_headroom", "prices", "rate_limits", "usage_daily", "usage_dedupe",
+		"model_aliases", "model_mappings", "model_regions", "notification_events", "plan_headroom", "prices", "rate_limits", "usage_daily", "usage_dedupe",
 		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all",
-		"usage_user_rollup", "users",
+		"usage_user_rollup", "users", "webhook_deliveries", "webhook_delivery_attempts", "webhooks",
 	}
 	if got := publicTables(t, dsn); !slices.Equal(got, wantTables) {
 		t.Fatalf("tables after up = %v\nwant %v", got, wantTables)

@@ -107,6 +107,11 @@ type Event struct {
 	Fallback       bool
 	FallbackReason string
 	BackendModel   string
+	// RejectedCredentialID is the gateway's Bedrock credential that AWS
+	// refused for this request (AccessDenied, UnrecognizedClient, an
+	// invalid signature or an expired token); the zero UUID otherwise. The
+	// admin service notifies the administrators of it.
+	RejectedCredentialID uuid.UUID
 	// PlanLimits is the subscription rate-limit state the Plan answer
 	// announced (anthropic-ratelimit-unified-* headers); zero when it
 	// announced none (API-key traffic, Bedrock answers).

@@ -86,6 +86,8 @@ type wireEvent struct {
 	LatencyNanos   int64       `json:"latency_ns,omitempty"`
 	Aborted        bool        `json:"aborted,omitempty"`
 	PlanLimits     *wireLimits `json:"plan_limits,omitempty"`
+	// RejectedCredential is set only when Bedrock refused the credential.
+	RejectedCredential *uuid.UUID `json:"rejected_credential,omitempty"`
 }
 
 // wireLimits is the JSON form of usage.PlanLimits; times are unix
@@ -177,6 +179,10 @@ func Encode(ev usage.Event) []byte {
 		Aborted:        ev.Aborted,
 		PlanLimits:     encodeLimits(ev.PlanLimits),
 	}
+	if ev.RejectedCredentialID != uuid.Nil {
+		id := ev.RejectedCredentialID
+		w.RejectedCredential = &id
+	}
 	b, err := json.Marshal(w)
 	if err != nil {
 		// Only strings, numbers, booleans and UUIDs: Marshal cannot fail.
@@ -262,6 +268,9 @@ func Decode(b []byte) (usage.Event, error) {
 		Latency:            time.Duration(w.LatencyNanos),
 		Aborted:            w.Aborted,
 		PlanLimits:         decodeLimits(w.PlanLimits),
+	}
+	if w.RejectedCredential != nil {
+		ev.RejectedCredentialID = *w.RejectedCredential
 	}
 	if err := check(ev); err != nil {
 		return usage.Event{}, fmt.Errorf("%w: request %q: %v", ErrUndecodable, ev.RequestID, err)

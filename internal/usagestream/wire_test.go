@@ -47,6 +47,7 @@ func fullEvent() usage.Event {
 			Reset7d: time.Date(2026, 3, 18, 9, 0, 0, 0, time.UTC),
 			Reset:   time.Date(2026, 3, 14, 18, 0, 0, 0, time.UTC),
 		},
+		RejectedCredentialID: uuid.MustParse("7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d"),
 	}
 }
 
@@ -111,7 +112,9 @@ func TestWireFormat(t *testing.T) {
 		`"input_tokens":1234,"output_tokens":567,"cache_read_tokens":89012,"cache_write_5m_tokens":3456,` +
 		`"cache_write_1h_tokens":78,"counted_input_tokens":42,"ttft_ns":812345678,"latency_ns":12345678901,"aborted":true,` +
 		`"plan_limits":{"status":"allowed_warning","claim":"five_hour","u5h":0.91,"u7d":0.375,"reset5h":1773511200000,` +
-		`"reset7d":1773824400000,"reset":1773511200000}}`
+		`"reset7d":1773824400000,"reset":1773511200000},` +
+		// An optional field added within version 1: older decoders ignore it.
+		`"rejected_credential":"7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d"}`
 	if got != want {
 		t.Fatalf("wire format changed (a change needs a new version):\n got %s\nwant %s", got, want)
 	}

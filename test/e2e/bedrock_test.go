@@ -131,18 +131,25 @@ type bedrockGateway struct {
 }
 
 // startBedrockGateway starts the gateway with plan as the fake Anthropic
-// and routes both fake Bedrocks' requests through sc.
-func startBedrockGateway(t *testing.T, sc *bedrockScenarios, plan *fakeanthropic.Server) *bedrockGateway {
+// and routes both fake Bedrocks' requests through sc. configure, when
+// given, adjusts the us-east-1/us-west-2 fake's configuration and the
+// gateway's before they start.
+func startBedrockGateway(t *testing.T, sc *bedrockScenarios, plan *fakeanthropic.Server, configure ...func(*fakebedrock.Config, *devConfig)) *bedrockGateway {
 	t.Helper()
 	ca := fakebedrock.NewCA(t)
-	fb := fakebedrock.New(t, fakebedrock.Config{
+	fbCfg := fakebedrock.Config{
 		Hosts:       []string{eastHost, westHost},
 		CA:          ca,
 		APIKeys:     []string{bedrockAPIKey},
 		Credentials: []aws.Credentials{{AccessKeyID: awsAccessKeyID, SecretAccessKey: awsSecretKey}},
 		Betas:       bedrockBetas(),
 		Handler:     sc.handle,
-	})
+	}
+	var dc devConfig
+	for _, c := range configure {
+		c(&fbCfg, &dc)
+	}
+	fb := fakebedrock.New(t, fbCfg)
 	// Claude Code's own Bedrock mode is forwarded as Claude Code sent it,
 	// anthropic-* headers included (it sends them to Bedrock itself); its
 	// user's region has a fake of its own that accepts them.
@@ -157,7 +164,7 @@ func startBedrockGateway(t *testing.T, sc *bedrockScenarios, plan *fakeanthropic
 	g := startDevWith(t, devConfig{
 		AnthropicURL:  plan.URL,
 		AdminPassword: adminE2EPassword,
-		Env: []string{
+		Env: append([]string{
 			// Bedrock's real names, served from loopback: SNI, Host and the
 			// certificate are checked against them (default CCPROXY_BEDROCK_URL).
 			"CCPROXY_UPSTREAM_CA_FILE=" + ca.File,
@@ -166,7 +173,7 @@ func startBedrockGateway(t *testing.T, sc *bedrockScenarios, plan *fakeanthropic
 			"AWS_ACCESS_KEY_ID=" + awsAccessKeyID,
 			"AWS_SECRET_ACCESS_KEY=" + awsSecretKey,
 			"AWS_EC2_METADATA_DISABLED=true",
-		},
+		}, dc.Env...),
 	})
 	bg := &bedrockGateway{gateway: g, fb: fb, fbMode: fbMode}
 	bg.admin = admin{t: t, base: "http://" + g.AdminAddr}
