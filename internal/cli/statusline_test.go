@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -34,9 +35,21 @@ func runStatusline(t *testing.T, env map[string]string, stdin io.Reader, args ..
 }
 
 func TestStatusline(t *testing.T) {
-	var gotPath, gotAuth, gotKeyHeader string
+	// The handler runs on the server's goroutines, and the slow one goes on
+	// after the status line gave up: what it saw is read under mu.
+	var (
+		mu                             sync.Mutex
+		gotPath, gotAuth, gotKeyHeader string
+	)
+	seen := func() (path, auth, keyHeader string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return gotPath, gotAuth, gotKeyHeader
+	}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		gotPath, gotAuth, gotKeyHeader = r.URL.Path, r.Header.Get("x-api-key")+r.Header.Get("authorization"), r.Header.Get("x-ccproxy-key")
+		mu.Unlock()
 		switch r.URL.Path {
 		case "/ak/ak_good/me", "/me":
 			io.WriteString(w, meAnswer)
@@ -82,16 +95,17 @@ func TestStatusline(t *testing.T) {
 			if got != tt.want {
 				t.Fatalf("got  %q\nwant %q", got, tt.want)
 			}
-			if strings.Contains(tt.name, "custom header") && (gotKeyHeader != "ak_hdr" || gotPath != "/me") {
-				t.Fatalf("custom header: path %q, x-ccproxy-key %q", gotPath, gotKeyHeader)
+			path, auth, keyHeader := seen()
+			if strings.Contains(tt.name, "custom header") && (keyHeader != "ak_hdr" || path != "/me") {
+				t.Fatalf("custom header: path %q, x-ccproxy-key %q", path, keyHeader)
 			}
-			if gotAuth != "" {
-				t.Fatalf("the Anthropic credential was sent: %q", gotAuth)
+			if auth != "" {
+				t.Fatalf("the Anthropic credential was sent: %q", auth)
 			}
 		})
 	}
-	if gotPath != "/ak/ak_slow/me" {
-		t.Fatalf("last path %q", gotPath)
+	if path, _, _ := seen(); path != "/ak/ak_slow/me" {
+		t.Fatalf("last path %q", path)
 	}
 }
 
