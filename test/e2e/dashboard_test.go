@@ -386,9 +386,13 @@ func seedHeadroom(t *testing.T, g *gateway) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
+	// The reading's bucket is its own time's, as the ingester stores it: a
+	// bucket after the reading (now's, in the first minute of a 5-minute
+	// bucket) would put it outside the forecast's range.
+	sampled := now.Add(-time.Minute)
 	if _, err := g.DB.Exec(ctx, `INSERT INTO plan_headroom (user_id, bucket, sampled_at, access_key_id, status, claim,
 		utilization_5h, reset_5h, utilization_7d, reset_7d, reset_at) VALUES ($1, $2, $3, $4, 'allowed_warning', 'five_hour', 0.42, $5, 0.1, $6, $5)`,
-		id, now.Truncate(5*time.Minute), now.Add(-time.Minute), uuid.New(), now.Add(2*time.Hour), now.Add(100*time.Hour)); err != nil {
+		id, sampled.Truncate(5*time.Minute), sampled, uuid.New(), now.Add(2*time.Hour), now.Add(100*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 }
