@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -70,8 +71,12 @@ func TestSessionTree(t *testing.T) {
 	const password = "e2e-sessions-admin-password"
 	g := startDevWith(t, devConfig{AnthropicURL: fake.URL, AdminPassword: password})
 
-	var marker string
-	marker = sc.add(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
+	// The handler runs on the fake's goroutines and names the marker that
+	// sc.add returns: it reads it through markerV, stored once add returns
+	// (before Claude Code, which sends it, is started).
+	var markerV atomic.Value
+	marker := sc.add(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
+		marker, _ := markerV.Load().(string)
 		model := r.Model()
 		reply := func(key string, blocks ...fakeanthropic.Block) fakeanthropic.Reply {
 			return fakeanthropic.Reply{Events: fakeanthropic.Stream(model, uses[key], blocks...)}
@@ -93,6 +98,8 @@ func TestSessionTree(t *testing.T) {
 			ToolInput: map[string]any{"description": "Print the report", "subagent_type": "general-purpose", "run_in_background": false,
 				"prompt": "Run echo " + report + " with Bash and report what it printed (" + marker + ")."}})
 	})
+
+	markerV.Store(marker)
 
 	run := claudecode.Run{Bin: binaries.claude, BaseURL: g.BaseURL, APIKey: apiKey, Timeout: 2 * time.Minute}
 	run.Args = []string{"--allowedTools", "Agent,Bash(echo:*)"}
