@@ -146,7 +146,13 @@ export default function Plan() {
       ) : seats.data && seats.data.items.length === 0 ? (
         <Empty>No developer used the gateway or has a seat recorded in {seats.data.month}.</Empty>
       ) : (
-        <table className="data" aria-labelledby="seats-h" aria-busy={seats.isFetching} data-testid="seats">
+        <table
+          className="data"
+          aria-labelledby="seats-h"
+          aria-busy={seats.isFetching}
+          data-testid="seats"
+          data-month={seats.data?.month}
+        >
           <thead>
             <tr>
               <th scope="col">Developer</th>
