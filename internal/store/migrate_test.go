@@ -29,6 +29,7 @@ var wantMigrations = []string{
 	"00014_plan_headroom.sql",
 	"00015_admin_roles.sql",
 	"00016_webhooks.sql",
+	"00017_teams_budgets.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.
@@ -87,8 +88,8 @@ func TestMigrateUpDownUp(t *testing.T) {
 		t.Fatalf("up results = %+v", res)
 	}
 	wantTables := []string{
-		"access_keys", "admin_login_throttle", "admin_oidc_flows", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "goose_db_version",
-		"model_aliases", "model_mappings", "model_regions", "notification_events", "plan_headroom", "prices", "rate_limits", "usage_daily", "usage_dedupe",
+		"access_keys", "admin_login_throttle", "admin_oidc_flows", "admin_sessions", "admins", "audit_log", "bedrock_credentials", "budget_alerts", "budgets", "goose_db_version",
+		"model_aliases", "model_mappings", "model_regions", "notification_events", "plan_headroom", "prices", "rate_limits", "teams", "usage_daily", "usage_dedupe",
 		"usage_events", "usage_events_default", "usage_fallback_hourly", "usage_hourly", "usage_hourly_all",
 		"usage_user_rollup", "users", "webhook_deliveries", "webhook_delivery_attempts", "webhooks",
 	}

@@ -60,6 +60,9 @@ func TestAdminRolesStored(t *testing.T) {
 		t.Errorf("Create: role %q team %v, want admin and none", plain.Role, plain.TeamID)
 	}
 	team := uuid.New()
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO teams (id, name) VALUES ($1, 'Platform')`, team); err != nil {
+		t.Fatal(err)
+	}
 	ta, err := st.Admins().CreateAdmin(ctx, store.NewAdmin{Username: "lead", PasswordHash: testHash, Role: store.RoleTeamAdmin, TeamID: &team})
 	if err != nil || ta.TeamID == nil || *ta.TeamID != team {
 		t.Fatalf("team admin: %+v, %v", ta, err)

@@ -407,7 +407,17 @@ type LookupKeyResponse struct {
 	// Per-minute rate limits that apply to the key's requests: one entry per
 	// scope (the key itself, its user, its team) that has any. extproc
 	// enforces every entry; none means no rate limit and no Redis call.
-	RateLimits    []*RateLimit `protobuf:"bytes,20,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	RateLimits []*RateLimit `protobuf:"bytes,20,rep,name=rate_limits,json=rateLimits,proto3" json:"rate_limits,omitempty"`
+	// The user's team; empty when the user is in none.
+	TeamId   string `protobuf:"bytes,13,opt,name=team_id,json=teamId,proto3" json:"team_id,omitempty"`
+	TeamName string `protobuf:"bytes,14,opt,name=team_name,json=teamName,proto3" json:"team_name,omitempty"`
+	// The models the team allows (ids or family aliases); empty means every
+	// model.
+	AllowedModels []string `protobuf:"bytes,15,rep,name=allowed_models,json=allowedModels,proto3" json:"allowed_models,omitempty"`
+	// Budgets that apply to the key's requests (the key's, its user's and
+	// its team's), with their spend in the current window. The user's
+	// monthly_budget_usd is not repeated here.
+	Budgets       []*Budget `protobuf:"bytes,21,rep,name=budgets,proto3" json:"budgets,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -533,6 +543,167 @@ func (x *LookupKeyResponse) GetRateLimits() []*RateLimit {
 	return nil
 }
 
+func (x *LookupKeyResponse) GetTeamId() string {
+	if x != nil {
+		return x.TeamId
+	}
+	return ""
+}
+
+func (x *LookupKeyResponse) GetTeamName() string {
+	if x != nil {
+		return x.TeamName
+	}
+	return ""
+}
+
+func (x *LookupKeyResponse) GetAllowedModels() []string {
+	if x != nil {
+		return x.AllowedModels
+	}
+	return nil
+}
+
+func (x *LookupKeyResponse) GetBudgets() []*Budget {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// Budget is one budget in effect for a key, with its current window.
+type Budget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// key, user or team.
+	Scope     string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	SubjectId string `protobuf:"bytes,3,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	// daily, weekly or monthly (billing time zone).
+	Window string `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	// bedrock, plan_list or all.
+	Metric string `protobuf:"bytes,5,opt,name=metric,proto3" json:"metric,omitempty"`
+	// Decimal strings of USD.
+	AmountUsd string `protobuf:"bytes,6,opt,name=amount_usd,json=amountUsd,proto3" json:"amount_usd,omitempty"`
+	// block, downgrade, plan_only or notify.
+	Action string `protobuf:"bytes,7,opt,name=action,proto3" json:"action,omitempty"`
+	// For downgrade: requested model (id or family alias) -> served model.
+	Downgrade map[string]string `protobuf:"bytes,8,rep,name=downgrade,proto3" json:"downgrade,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The current window, [start, end), and the Redis counter that holds its
+	// spend.
+	WindowStart   *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	WindowEnd     *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=window_end,json=windowEnd,proto3" json:"window_end,omitempty"`
+	CounterKey    string                 `protobuf:"bytes,11,opt,name=counter_key,json=counterKey,proto3" json:"counter_key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Budget) Reset() {
+	*x = Budget{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Budget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Budget) ProtoMessage() {}
+
+func (x *Budget) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Budget.ProtoReflect.Descriptor instead.
+func (*Budget) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Budget) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Budget) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *Budget) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+func (x *Budget) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *Budget) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *Budget) GetAmountUsd() string {
+	if x != nil {
+		return x.AmountUsd
+	}
+	return ""
+}
+
+func (x *Budget) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *Budget) GetDowngrade() map[string]string {
+	if x != nil {
+		return x.Downgrade
+	}
+	return nil
+}
+
+func (x *Budget) GetWindowStart() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowStart
+	}
+	return nil
+}
+
+func (x *Budget) GetWindowEnd() *timestamppb.Timestamp {
+	if x != nil {
+		return x.WindowEnd
+	}
+	return nil
+}
+
+func (x *Budget) GetCounterKey() string {
+	if x != nil {
+		return x.CounterKey
+	}
+	return ""
+}
+
 // RateLimit is one scope's per-minute limits; 0 means no limit on that
 // dimension.
 type RateLimit struct {
@@ -552,7 +723,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +735,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +748,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RateLimit) GetScope() string {
@@ -630,7 +801,7 @@ type BedrockCredential struct {
 
 func (x *BedrockCredential) Reset() {
 	*x = BedrockCredential{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -642,7 +813,7 @@ func (x *BedrockCredential) String() string {
 func (*BedrockCredential) ProtoMessage() {}
 
 func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -655,7 +826,7 @@ func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BedrockCredential.ProtoReflect.Descriptor instead.
 func (*BedrockCredential) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{6}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *BedrockCredential) GetCredentialId() string {
@@ -698,7 +869,7 @@ type MonthlySpendRequest struct {
 
 func (x *MonthlySpendRequest) Reset() {
 	*x = MonthlySpendRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +881,7 @@ func (x *MonthlySpendRequest) String() string {
 func (*MonthlySpendRequest) ProtoMessage() {}
 
 func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +894,7 @@ func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendRequest.ProtoReflect.Descriptor instead.
 func (*MonthlySpendRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{7}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *MonthlySpendRequest) GetUserId() string {
@@ -750,7 +921,7 @@ type MonthlySpendResponse struct {
 
 func (x *MonthlySpendResponse) Reset() {
 	*x = MonthlySpendResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +933,7 @@ func (x *MonthlySpendResponse) String() string {
 func (*MonthlySpendResponse) ProtoMessage() {}
 
 func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +946,7 @@ func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendResponse.ProtoReflect.Descriptor instead.
 func (*MonthlySpendResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{8}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MonthlySpendResponse) GetSpendUsd() string {
@@ -816,7 +987,7 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x0f_utilization_5hB\x11\n" +
 	"\x0f_utilization_7d\"-\n" +
 	"\x10LookupKeyRequest\x12\x19\n" +
-	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xac\x05\n" +
+	"\bkey_hash\x18\x01 \x01(\fR\akeyHash\"\xc2\x06\n" +
 	"\x11LookupKeyResponse\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12\x1d\n" +
@@ -835,8 +1006,32 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\tcache_ttl\x18\v \x01(\v2\x19.google.protobuf.DurationR\bcacheTtl\x120\n" +
 	"\x11preempt_threshold\x18\f \x01(\x01H\x00R\x10preemptThreshold\x88\x01\x01\x12A\n" +
 	"\vrate_limits\x18\x14 \x03(\v2 .ccproxy.keyservice.v1.RateLimitR\n" +
-	"rateLimitsB\x14\n" +
-	"\x12_preempt_threshold\"\xd1\x01\n" +
+	"rateLimits\x12\x17\n" +
+	"\ateam_id\x18\r \x01(\tR\x06teamId\x12\x1b\n" +
+	"\tteam_name\x18\x0e \x01(\tR\bteamName\x12%\n" +
+	"\x0eallowed_models\x18\x0f \x03(\tR\rallowedModels\x127\n" +
+	"\abudgets\x18\x15 \x03(\v2\x1d.ccproxy.keyservice.v1.BudgetR\abudgetsB\x14\n" +
+	"\x12_preempt_threshold\"\xd9\x03\n" +
+	"\x06Budget\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x1d\n" +
+	"\n" +
+	"subject_id\x18\x03 \x01(\tR\tsubjectId\x12\x16\n" +
+	"\x06window\x18\x04 \x01(\tR\x06window\x12\x16\n" +
+	"\x06metric\x18\x05 \x01(\tR\x06metric\x12\x1d\n" +
+	"\n" +
+	"amount_usd\x18\x06 \x01(\tR\tamountUsd\x12\x16\n" +
+	"\x06action\x18\a \x01(\tR\x06action\x12J\n" +
+	"\tdowngrade\x18\b \x03(\v2,.ccproxy.keyservice.v1.Budget.DowngradeEntryR\tdowngrade\x12=\n" +
+	"\fwindow_start\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vwindowStart\x129\n" +
+	"\n" +
+	"window_end\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\twindowEnd\x12\x1f\n" +
+	"\vcounter_key\x18\v \x01(\tR\n" +
+	"counterKey\x1a<\n" +
+	"\x0eDowngradeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x01\n" +
 	"\tRateLimit\x12\x14\n" +
 	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12.\n" +
@@ -877,7 +1072,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(KeyStatus)(0),                  // 0: ccproxy.keyservice.v1.KeyStatus
 	(*DeveloperStatusRequest)(nil),  // 1: ccproxy.keyservice.v1.DeveloperStatusRequest
@@ -885,37 +1080,43 @@ var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(*PlanHeadroom)(nil),            // 3: ccproxy.keyservice.v1.PlanHeadroom
 	(*LookupKeyRequest)(nil),        // 4: ccproxy.keyservice.v1.LookupKeyRequest
 	(*LookupKeyResponse)(nil),       // 5: ccproxy.keyservice.v1.LookupKeyResponse
-	(*RateLimit)(nil),               // 6: ccproxy.keyservice.v1.RateLimit
-	(*BedrockCredential)(nil),       // 7: ccproxy.keyservice.v1.BedrockCredential
-	(*MonthlySpendRequest)(nil),     // 8: ccproxy.keyservice.v1.MonthlySpendRequest
-	(*MonthlySpendResponse)(nil),    // 9: ccproxy.keyservice.v1.MonthlySpendResponse
-	(*timestamppb.Timestamp)(nil),   // 10: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 11: google.protobuf.Duration
+	(*Budget)(nil),                  // 6: ccproxy.keyservice.v1.Budget
+	(*RateLimit)(nil),               // 7: ccproxy.keyservice.v1.RateLimit
+	(*BedrockCredential)(nil),       // 8: ccproxy.keyservice.v1.BedrockCredential
+	(*MonthlySpendRequest)(nil),     // 9: ccproxy.keyservice.v1.MonthlySpendRequest
+	(*MonthlySpendResponse)(nil),    // 10: ccproxy.keyservice.v1.MonthlySpendResponse
+	nil,                             // 11: ccproxy.keyservice.v1.Budget.DowngradeEntry
+	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
-	10, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
+	12, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: ccproxy.keyservice.v1.DeveloperStatusResponse.headroom:type_name -> ccproxy.keyservice.v1.PlanHeadroom
-	10, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
-	10, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
-	10, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
-	10, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
+	12, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
+	12, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
+	12, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
+	12, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
 	0,  // 6: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	10, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	10, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	7,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	11, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
-	6,  // 11: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
-	4,  // 12: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
-	8,  // 13: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
-	1,  // 14: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
-	5,  // 15: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	9,  // 16: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
-	2,  // 17: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
-	15, // [15:18] is the sub-list for method output_type
-	12, // [12:15] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
+	13, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	7,  // 11: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
+	6,  // 12: ccproxy.keyservice.v1.LookupKeyResponse.budgets:type_name -> ccproxy.keyservice.v1.Budget
+	11, // 13: ccproxy.keyservice.v1.Budget.downgrade:type_name -> ccproxy.keyservice.v1.Budget.DowngradeEntry
+	12, // 14: ccproxy.keyservice.v1.Budget.window_start:type_name -> google.protobuf.Timestamp
+	12, // 15: ccproxy.keyservice.v1.Budget.window_end:type_name -> google.protobuf.Timestamp
+	4,  // 16: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
+	9,  // 17: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
+	1,  // 18: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
+	5,  // 19: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	10, // 20: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	2,  // 21: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
+	19, // [19:22] is the sub-list for method output_type
+	16, // [16:19] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_ccproxy_keyservice_v1_keyservice_proto_init() }
@@ -932,7 +1133,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
