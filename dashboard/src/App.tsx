@@ -7,6 +7,7 @@ import { Loading, ErrorState } from './components/States'
 import { SessionContext, sessionQuery } from './session'
 import { overviewPage } from './pages/overviewPage'
 import { prefetchOverview } from './overviewQueries'
+import { mayManageWebhooks } from './session'
 
 const Overview = overviewPage.Component
 const Developers = lazy(() => import('./pages/Developers'))
@@ -17,6 +18,8 @@ const SessionDetail = lazy(() => import('./pages/SessionDetail'))
 const CacheEconomics = lazy(() => import('./pages/CacheEconomics'))
 const Plan = lazy(() => import('./pages/Plan'))
 const Admins = lazy(() => import('./pages/Admins'))
+const Webhooks = lazy(() => import('./pages/Webhooks'))
+const Exports = lazy(() => import('./pages/Exports'))
 
 export function App() {
   const navigate = useNavigate()
@@ -66,6 +69,8 @@ export function App() {
             <Route path="/audit" element={<Audit />} />
             <Route path="/plan" element={<Plan />} />
             {session.data.role === 'owner' && <Route path="/admins" element={<Admins />} />}
+            <Route path="/exports" element={<Exports />} />
+            {mayManageWebhooks(session.data.role) && <Route path="/webhooks" element={<Webhooks />} />}
             <Route path="*" element={<p role="alert">No such page.</p>} />
           </Routes>
         </Suspense>
@@ -98,6 +103,8 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
           {session.role === 'owner' && <NavLink to="/admins">Admins</NavLink>}
+          <NavLink to="/exports">Exports</NavLink>
+          {mayManageWebhooks(session.role) && <NavLink to="/webhooks">Webhooks</NavLink>}
         </nav>
         <span className="who" title={'Reports in ' + session.billing_timezone}>
           {session.username} ({session.role}) · {session.billing_timezone}

@@ -448,3 +448,41 @@ export interface SSOInfo {
   enabled: boolean
   login_url?: string
 }
+
+// Webhooks (admin/webhooks.go, docs/webhooks.md).
+
+export type WebhookFormat = 'generic' | 'slack'
+
+export interface Webhook {
+  id: string
+  name: string
+  url: string
+  format: WebhookFormat
+  /** The types delivered; empty: all. */
+  event_types: string[]
+  enabled: boolean
+  created_at: string
+  updated_at: string
+}
+
+/** The answer to a creation: the only time the signing secret is shown. */
+export interface CreatedWebhook extends Webhook {
+  secret: string
+}
+
+export type DeliveryStatus = 'pending' | 'delivered' | 'failed'
+
+export interface Delivery {
+  id: string
+  event_id: string
+  event_type: string
+  webhook_id: string
+  status: DeliveryStatus
+  attempts: number
+  next_attempt_at: string | null
+  last_attempt_at: string | null
+  last_status_code: number | null
+  last_error: string
+  delivered_at: string | null
+  created_at: string
+}

@@ -1,6 +1,6 @@
 import { createContext, useContext } from 'react'
 import { queryOptions } from '@tanstack/react-query'
-import { ApiError, get, type Session } from './api'
+import { ApiError, get, type Role, type Session } from './api'
 
 export const SessionContext = createContext<Session | null>(null)
 
@@ -33,3 +33,10 @@ export const sessionQuery = queryOptions({
   staleTime: 60_000,
   placeholderData: undefined,
 })
+
+/** Whether a role may see webhooks at all: admin/roles.go gives every
+ *  webhook route, reads included, to admins and owners only (a URL can be
+ *  a credential). The page and its nav entry exist only for them. */
+export function mayManageWebhooks(role: Role): boolean {
+  return role === 'owner' || role === 'admin'
+}
