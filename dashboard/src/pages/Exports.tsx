@@ -77,7 +77,7 @@ export default function Exports() {
       </div>
       <p className="muted small">
         Columns follow FOCUS (BilledCost, ListCost, ChargePeriodStart, SubAccountId, …) plus ccproxy&apos;s own <code>x_</code> columns; Plan requests have a
-        BilledCost of 0 and their list-price equivalent in ListCost. Sums match the overview for the same range. Scripts can use <code>ccproxy usage export</code>
+        BilledCost of 0 and their list-price equivalent in ListCost. Sums match the overview for the same range. Scripts can use <code>ccproxy usage export</code>{' '}
         or the API directly (docs/exports.md).
       </p>
     </section>
