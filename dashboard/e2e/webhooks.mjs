@@ -134,6 +134,13 @@ try {
   assert((await page.getByTestId('deliveries').getAttribute('aria-busy')) !== null, 'the log has aria-busy')
   await shot('webhooks-02-delivered')
 
+  // At 1024 px the nav wraps and nothing scrolls sideways.
+  await page.setViewportSize({ width: 1024, height: 800 })
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth)
+  assert(overflow === 0, `${overflow} px horizontal overflow at 1024 px`)
+  await shot('webhooks-02b-1024')
+  await page.setViewportSize({ width: 1280, height: 900 })
+
   // Disable, then enable again.
   await row.getByRole('button', { name: 'Disable ops-browser' }).click()
   await row.getByText('Disabled', { exact: true }).waitFor()
@@ -151,6 +158,8 @@ try {
   result.dailyCSV = daily.header
   await page.getByRole('radio', { name: /Per request/ }).check()
   await page.getByRole('combobox', { name: /^Developer/ }).selectOption({ label: DEVELOPER })
+  // The link follows the form once the URL has changed.
+  await page.locator('a[data-testid=export-link][href*="/requests?"][href*="user_id="]').waitFor()
   result.requestsURL = await link.getAttribute('href')
   const requests = await downloadHeader(link)
   assert(requests.name === 'ccproxy-usage-requests.csv', 'per-request file name ' + requests.name)
