@@ -152,6 +152,13 @@ func (s *Server) LookupKey(ctx context.Context, req *keyservicev1.LookupKeyReque
 			s.opts.Logger.ErrorContext(ctx, "rate limit lookup failed", "err", err)
 			return nil, status.Error(codes.Unavailable, "key lookup failed")
 		}
+		if resp.Budgets, err = s.budgets(ctx, l); err != nil {
+			if ctx.Err() != nil {
+				return nil, status.FromContextError(ctx.Err()).Err()
+			}
+			s.opts.Logger.ErrorContext(ctx, "budget lookup failed", "err", err)
+			return nil, status.Error(codes.Unavailable, "key lookup failed")
+		}
 	}
 	return resp, nil
 }

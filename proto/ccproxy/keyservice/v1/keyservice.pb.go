@@ -956,6 +956,131 @@ func (x *MonthlySpendResponse) GetSpendUsd() string {
 	return ""
 }
 
+type BudgetSpendRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key, user or team, and its UUID.
+	Scope     string `protobuf:"bytes,1,opt,name=scope,proto3" json:"scope,omitempty"`
+	SubjectId string `protobuf:"bytes,2,opt,name=subject_id,json=subjectId,proto3" json:"subject_id,omitempty"`
+	// bedrock, plan_list or all.
+	Metric string `protobuf:"bytes,3,opt,name=metric,proto3" json:"metric,omitempty"`
+	// daily, weekly or monthly, and the local date ("YYYY-MM-DD", billing
+	// time zone) the window starts on.
+	Window        string `protobuf:"bytes,4,opt,name=window,proto3" json:"window,omitempty"`
+	WindowStart   string `protobuf:"bytes,5,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetSpendRequest) Reset() {
+	*x = BudgetSpendRequest{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetSpendRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetSpendRequest) ProtoMessage() {}
+
+func (x *BudgetSpendRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetSpendRequest.ProtoReflect.Descriptor instead.
+func (*BudgetSpendRequest) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *BudgetSpendRequest) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *BudgetSpendRequest) GetSubjectId() string {
+	if x != nil {
+		return x.SubjectId
+	}
+	return ""
+}
+
+func (x *BudgetSpendRequest) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *BudgetSpendRequest) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *BudgetSpendRequest) GetWindowStart() string {
+	if x != nil {
+		return x.WindowStart
+	}
+	return ""
+}
+
+type BudgetSpendResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// USD as a decimal string with 6 decimals.
+	SpendUsd      string `protobuf:"bytes,1,opt,name=spend_usd,json=spendUsd,proto3" json:"spend_usd,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BudgetSpendResponse) Reset() {
+	*x = BudgetSpendResponse{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BudgetSpendResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BudgetSpendResponse) ProtoMessage() {}
+
+func (x *BudgetSpendResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BudgetSpendResponse.ProtoReflect.Descriptor instead.
+func (*BudgetSpendResponse) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *BudgetSpendResponse) GetSpendUsd() string {
+	if x != nil {
+		return x.SpendUsd
+	}
+	return ""
+}
+
 var File_ccproxy_keyservice_v1_keyservice_proto protoreflect.FileDescriptor
 
 const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
@@ -1047,16 +1172,26 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x14\n" +
 	"\x05month\x18\x02 \x01(\tR\x05month\"3\n" +
 	"\x14MonthlySpendResponse\x12\x1b\n" +
+	"\tspend_usd\x18\x01 \x01(\tR\bspendUsd\"\x9c\x01\n" +
+	"\x12BudgetSpendRequest\x12\x14\n" +
+	"\x05scope\x18\x01 \x01(\tR\x05scope\x12\x1d\n" +
+	"\n" +
+	"subject_id\x18\x02 \x01(\tR\tsubjectId\x12\x16\n" +
+	"\x06metric\x18\x03 \x01(\tR\x06metric\x12\x16\n" +
+	"\x06window\x18\x04 \x01(\tR\x06window\x12!\n" +
+	"\fwindow_start\x18\x05 \x01(\tR\vwindowStart\"2\n" +
+	"\x13BudgetSpendResponse\x12\x1b\n" +
 	"\tspend_usd\x18\x01 \x01(\tR\bspendUsd*o\n" +
 	"\tKeyStatus\x12\x1a\n" +
 	"\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11KEY_STATUS_ACTIVE\x10\x01\x12\x17\n" +
 	"\x13KEY_STATUS_ROTATING\x10\x02\x12\x16\n" +
-	"\x12KEY_STATUS_REVOKED\x10\x032\xc7\x02\n" +
+	"\x12KEY_STATUS_REVOKED\x10\x032\xad\x03\n" +
 	"\n" +
 	"KeyService\x12^\n" +
 	"\tLookupKey\x12'.ccproxy.keyservice.v1.LookupKeyRequest\x1a(.ccproxy.keyservice.v1.LookupKeyResponse\x12g\n" +
-	"\fMonthlySpend\x12*.ccproxy.keyservice.v1.MonthlySpendRequest\x1a+.ccproxy.keyservice.v1.MonthlySpendResponse\x12p\n" +
+	"\fMonthlySpend\x12*.ccproxy.keyservice.v1.MonthlySpendRequest\x1a+.ccproxy.keyservice.v1.MonthlySpendResponse\x12d\n" +
+	"\vBudgetSpend\x12).ccproxy.keyservice.v1.BudgetSpendRequest\x1a*.ccproxy.keyservice.v1.BudgetSpendResponse\x12p\n" +
 	"\x0fDeveloperStatus\x12-.ccproxy.keyservice.v1.DeveloperStatusRequest\x1a..ccproxy.keyservice.v1.DeveloperStatusResponseBEZCgithub.com/ccproxy/ccproxy/proto/ccproxy/keyservice/v1;keyservicev1b\x06proto3"
 
 var (
@@ -1072,7 +1207,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(KeyStatus)(0),                  // 0: ccproxy.keyservice.v1.KeyStatus
 	(*DeveloperStatusRequest)(nil),  // 1: ccproxy.keyservice.v1.DeveloperStatusRequest
@@ -1085,35 +1220,39 @@ var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(*BedrockCredential)(nil),       // 8: ccproxy.keyservice.v1.BedrockCredential
 	(*MonthlySpendRequest)(nil),     // 9: ccproxy.keyservice.v1.MonthlySpendRequest
 	(*MonthlySpendResponse)(nil),    // 10: ccproxy.keyservice.v1.MonthlySpendResponse
-	nil,                             // 11: ccproxy.keyservice.v1.Budget.DowngradeEntry
-	(*timestamppb.Timestamp)(nil),   // 12: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 13: google.protobuf.Duration
+	(*BudgetSpendRequest)(nil),      // 11: ccproxy.keyservice.v1.BudgetSpendRequest
+	(*BudgetSpendResponse)(nil),     // 12: ccproxy.keyservice.v1.BudgetSpendResponse
+	nil,                             // 13: ccproxy.keyservice.v1.Budget.DowngradeEntry
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
-	12, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
+	14, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
 	3,  // 1: ccproxy.keyservice.v1.DeveloperStatusResponse.headroom:type_name -> ccproxy.keyservice.v1.PlanHeadroom
-	12, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
-	12, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
-	12, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
-	12, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
+	14, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
+	14, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
+	14, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
+	14, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
 	0,  // 6: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	12, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	12, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	14, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	14, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
 	8,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	13, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	15, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
 	7,  // 11: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
 	6,  // 12: ccproxy.keyservice.v1.LookupKeyResponse.budgets:type_name -> ccproxy.keyservice.v1.Budget
-	11, // 13: ccproxy.keyservice.v1.Budget.downgrade:type_name -> ccproxy.keyservice.v1.Budget.DowngradeEntry
-	12, // 14: ccproxy.keyservice.v1.Budget.window_start:type_name -> google.protobuf.Timestamp
-	12, // 15: ccproxy.keyservice.v1.Budget.window_end:type_name -> google.protobuf.Timestamp
+	13, // 13: ccproxy.keyservice.v1.Budget.downgrade:type_name -> ccproxy.keyservice.v1.Budget.DowngradeEntry
+	14, // 14: ccproxy.keyservice.v1.Budget.window_start:type_name -> google.protobuf.Timestamp
+	14, // 15: ccproxy.keyservice.v1.Budget.window_end:type_name -> google.protobuf.Timestamp
 	4,  // 16: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
 	9,  // 17: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
-	1,  // 18: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
-	5,  // 19: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	10, // 20: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
-	2,  // 21: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
-	19, // [19:22] is the sub-list for method output_type
-	16, // [16:19] is the sub-list for method input_type
+	11, // 18: ccproxy.keyservice.v1.KeyService.BudgetSpend:input_type -> ccproxy.keyservice.v1.BudgetSpendRequest
+	1,  // 19: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
+	5,  // 20: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	10, // 21: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	12, // 22: ccproxy.keyservice.v1.KeyService.BudgetSpend:output_type -> ccproxy.keyservice.v1.BudgetSpendResponse
+	2,  // 23: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
 	16, // [16:16] is the sub-list for extension type_name
 	16, // [16:16] is the sub-list for extension extendee
 	0,  // [0:16] is the sub-list for field type_name
@@ -1133,7 +1272,7 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	KeyService_LookupKey_FullMethodName       = "/ccproxy.keyservice.v1.KeyService/LookupKey"
 	KeyService_MonthlySpend_FullMethodName    = "/ccproxy.keyservice.v1.KeyService/MonthlySpend"
+	KeyService_BudgetSpend_FullMethodName     = "/ccproxy.keyservice.v1.KeyService/BudgetSpend"
 	KeyService_DeveloperStatus_FullMethodName = "/ccproxy.keyservice.v1.KeyService/DeveloperStatus"
 )
 
@@ -43,6 +44,11 @@ type KeyServiceClient interface {
 	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
 	// malformed user_id or month is INVALID_ARGUMENT.
 	MonthlySpend(ctx context.Context, in *MonthlySpendRequest, opts ...grpc.CallOption) (*MonthlySpendResponse, error)
+	// BudgetSpend returns the exact spend that budgets of a subject count on
+	// a metric in one window, computed from Postgres, and stores it as the
+	// shared Redis budget counter (Budget.counter_key), which extproc reads
+	// when the counter is missing. A malformed field is INVALID_ARGUMENT.
+	BudgetSpend(ctx context.Context, in *BudgetSpendRequest, opts ...grpc.CallOption) (*BudgetSpendResponse, error)
 	// DeveloperStatus returns what a developer may see about themselves
 	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
 	// and budget, the latest Plan headroom reading and today's prompt-cache
@@ -79,6 +85,16 @@ func (c *keyServiceClient) MonthlySpend(ctx context.Context, in *MonthlySpendReq
 	return out, nil
 }
 
+func (c *keyServiceClient) BudgetSpend(ctx context.Context, in *BudgetSpendRequest, opts ...grpc.CallOption) (*BudgetSpendResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BudgetSpendResponse)
+	err := c.cc.Invoke(ctx, KeyService_BudgetSpend_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *keyServiceClient) DeveloperStatus(ctx context.Context, in *DeveloperStatusRequest, opts ...grpc.CallOption) (*DeveloperStatusResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DeveloperStatusResponse)
@@ -103,6 +119,11 @@ type KeyServiceServer interface {
 	// (<prefix>spend:<user_id>:<month>), which extproc reads for budgets. A
 	// malformed user_id or month is INVALID_ARGUMENT.
 	MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error)
+	// BudgetSpend returns the exact spend that budgets of a subject count on
+	// a metric in one window, computed from Postgres, and stores it as the
+	// shared Redis budget counter (Budget.counter_key), which extproc reads
+	// when the counter is missing. A malformed field is INVALID_ARGUMENT.
+	BudgetSpend(context.Context, *BudgetSpendRequest) (*BudgetSpendResponse, error)
 	// DeveloperStatus returns what a developer may see about themselves
 	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
 	// and budget, the latest Plan headroom reading and today's prompt-cache
@@ -124,6 +145,9 @@ func (UnimplementedKeyServiceServer) LookupKey(context.Context, *LookupKeyReques
 }
 func (UnimplementedKeyServiceServer) MonthlySpend(context.Context, *MonthlySpendRequest) (*MonthlySpendResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method MonthlySpend not implemented")
+}
+func (UnimplementedKeyServiceServer) BudgetSpend(context.Context, *BudgetSpendRequest) (*BudgetSpendResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method BudgetSpend not implemented")
 }
 func (UnimplementedKeyServiceServer) DeveloperStatus(context.Context, *DeveloperStatusRequest) (*DeveloperStatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeveloperStatus not implemented")
@@ -185,6 +209,24 @@ func _KeyService_MonthlySpend_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _KeyService_BudgetSpend_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BudgetSpendRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(KeyServiceServer).BudgetSpend(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: KeyService_BudgetSpend_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(KeyServiceServer).BudgetSpend(ctx, req.(*BudgetSpendRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _KeyService_DeveloperStatus_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(DeveloperStatusRequest)
 	if err := dec(in); err != nil {
@@ -217,6 +259,10 @@ var KeyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "MonthlySpend",
 			Handler:    _KeyService_MonthlySpend_Handler,
+		},
+		{
+			MethodName: "BudgetSpend",
+			Handler:    _KeyService_BudgetSpend_Handler,
 		},
 		{
 			MethodName: "DeveloperStatus",
