@@ -471,6 +471,8 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 		CacheWrite1hTokens: ev.Usage.CacheWrite1hInputTokens,
 		LatencyMs:          int(ev.Latency.Milliseconds()),
 		Aborted:            ev.Aborted,
+		BudgetAction:       ev.BudgetAction,
+		OriginalModel:      clean(ev.OriginalModel, MaxTextLen),
 	}
 	if ev.TTFT > 0 {
 		ms := int(ev.TTFT.Milliseconds())

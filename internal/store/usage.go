@@ -50,6 +50,11 @@ type UsageEvent struct {
 	LatencyMs int
 	// Aborted is set when the client went away before the end.
 	Aborted bool
+	// BudgetAction is what a budget did to the request: "" (nothing),
+	// downgrade (RequestedModel is the model served, OriginalModel the one
+	// asked for) or plan_only (Bedrock was withheld).
+	BudgetAction  string
+	OriginalModel string
 }
 
 // Validate checks what the schema would reject, so an ingester can set a
@@ -73,6 +78,8 @@ func (e UsageEvent) Validate() error {
 		return invalidf("usage event %s: negative token count", e.RequestID)
 	case e.AgentSpawns < 0 || e.AgentSpawns > 32767:
 		return invalidf("usage event %s: agent spawns %d", e.RequestID, e.AgentSpawns)
+	case e.BudgetAction != "" && e.BudgetAction != BudgetDowngrade && e.BudgetAction != BudgetPlanOnly:
+		return invalidf("usage event %s: budget action %q", e.RequestID, e.BudgetAction)
 	case e.CostUSD.IsNegative():
 		return invalidf("usage event %s: negative cost", e.RequestID)
 	case e.LatencyMs < 0 || e.TTFTMs != nil && *e.TTFTMs < 0:
@@ -107,12 +114,12 @@ WITH input AS (
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[],
 		$15::bool[], $16::int[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[],
 		$21::bigint[], $22::numeric[], $23::text[], $24::int[], $25::int[], $26::bool[],
-		$27::text[], $28::smallint[]
+		$27::text[], $28::smallint[], $29::text[], $30::text[]
 	) WITH ORDINALITY AS t(request_id, event_time, user_id, access_key_id, session_id, agent_id,
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms,
-		aborted, parent_agent_id, agent_spawns, ord)
+		aborted, parent_agent_id, agent_spawns, budget_action, original_model, ord)
 ),
 firsts AS (
 	SELECT DISTINCT ON (request_id) * FROM input ORDER BY request_id, ord
@@ -128,12 +135,12 @@ ins AS (
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms, aborted,
-		parent_agent_id, agent_spawns)
+		parent_agent_id, agent_spawns, budget_action, original_model)
 	SELECT f.request_id, f.event_time, f.user_id, f.access_key_id, f.session_id, f.agent_id,
 		f.client_version, f.kind, f.requested_model, f.bedrock_model_id, f.provider, f.region, f.fallback,
 		f.fallback_reason, f.stream, f.status, f.input_tokens, f.output_tokens, f.cache_read_tokens,
 		f.cache_write_5m_tokens, f.cache_write_1h_tokens, f.cost_usd, f.price_flag, f.ttft_ms, f.latency_ms,
-		f.aborted, f.parent_agent_id, f.agent_spawns
+		f.aborted, f.parent_agent_id, f.agent_spawns, f.budget_action, f.original_model
 	FROM firsts f JOIN fresh USING (request_id)
 	ORDER BY f.event_time, f.request_id
 	RETURNING request_id, event_time, user_id, access_key_id, requested_model, provider, fallback, status, aborted,
@@ -203,6 +210,7 @@ type eventColumns struct {
 	cost                                                 []decimal.Decimal
 	parentAgentID                                        []string
 	agentSpawns                                          []int16
+	budgetAction, originalModel                          []string
 }
 
 func newEventColumns(evs []UsageEvent) *eventColumns {
@@ -218,6 +226,7 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		output: make([]int64, n), cacheRead: make([]int64, n), cacheWrite5m: make([]int64, n),
 		cacheWrite1h: make([]int64, n), cost: make([]decimal.Decimal, n),
 		parentAgentID: make([]string, n), agentSpawns: make([]int16, n),
+		budgetAction: make([]string, n), originalModel: make([]string, n),
 	}
 	ttfts := make([]int32, n)
 	for i, e := range evs {
@@ -230,6 +239,7 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		c.cacheWrite5m[i], c.cacheWrite1h[i] = e.CacheWrite5mTokens, e.CacheWrite1hTokens
 		c.cost[i], c.priceFlag[i], c.latency[i], c.aborted[i] = e.CostUSD, string(e.PriceFlag), int32(e.LatencyMs), e.Aborted
 		c.parentAgentID[i], c.agentSpawns[i] = e.ParentAgentID, int16(e.AgentSpawns)
+		c.budgetAction[i], c.originalModel[i] = e.BudgetAction, e.OriginalModel
 		if e.TTFTMs != nil {
 			ttfts[i] = int32(*e.TTFTMs)
 			c.ttft[i] = &ttfts[i]
@@ -242,7 +252,7 @@ func (c *eventColumns) args() []any {
 	return []any{c.requestID, c.eventTime, c.userID, c.keyID, c.sessionID, c.agentID, c.clientVersion,
 		c.kind, c.requestedModel, c.bedrockModelID, c.provider, c.region, c.fallback, c.fallbackReason,
 		c.stream, c.status, c.input, c.output, c.cacheRead, c.cacheWrite5m, c.cacheWrite1h, c.cost,
-		c.priceFlag, c.ttft, c.latency, c.aborted, c.parentAgentID, c.agentSpawns}
+		c.priceFlag, c.ttft, c.latency, c.aborted, c.parentAgentID, c.agentSpawns, c.budgetAction, c.originalModel}
 }
 
 // InsertEvents stores a batch of events idempotently and updates the hourly

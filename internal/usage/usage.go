@@ -107,6 +107,12 @@ type Event struct {
 	Fallback       bool
 	FallbackReason string
 	BackendModel   string
+	// BudgetAction is what a budget did to the request (BudgetDowngrade or
+	// BudgetPlanOnly; "" when none acted) and OriginalModel, for a
+	// downgrade, the model the client asked for (Model is then the model
+	// served).
+	BudgetAction  string
+	OriginalModel string
 	// RejectedCredentialID is the gateway's Bedrock credential that AWS
 	// refused for this request (AccessDenied, UnrecognizedClient, an
 	// invalid signature or an expired token); the zero UUID otherwise. The
@@ -117,6 +123,12 @@ type Event struct {
 	// announced none (API-key traffic, Bedrock answers).
 	PlanLimits PlanLimits
 }
+
+// Budget actions a usage event records (docs/budgets.md).
+const (
+	BudgetDowngrade = "downgrade"
+	BudgetPlanOnly  = "plan_only"
+)
 
 // Unified rate-limit statuses (anthropic-ratelimit-unified-status and the
 // per-window statuses).

@@ -74,6 +74,8 @@ type wireEvent struct {
 	Route          string      `json:"route,omitempty"`
 	Fallback       bool        `json:"fallback,omitempty"`
 	FallbackReason string      `json:"fallback_reason,omitempty"`
+	BudgetAction   string      `json:"budget_action,omitempty"`
+	OriginalModel  string      `json:"original_model,omitempty"`
 	Stream         bool        `json:"stream,omitempty"`
 	Status         int         `json:"status"`
 	Input          int64       `json:"input_tokens,omitempty"`
@@ -166,6 +168,8 @@ func Encode(ev usage.Event) []byte {
 		Route:          ev.Route,
 		Fallback:       ev.Fallback,
 		FallbackReason: ev.FallbackReason,
+		BudgetAction:   ev.BudgetAction,
+		OriginalModel:  ev.OriginalModel,
 		Stream:         ev.Stream,
 		Status:         ev.Status,
 		Input:          ev.Usage.InputTokens,
@@ -254,6 +258,8 @@ func Decode(b []byte) (usage.Event, error) {
 		Route:          w.Route,
 		Fallback:       w.Fallback,
 		FallbackReason: w.FallbackReason,
+		BudgetAction:   w.BudgetAction,
+		OriginalModel:  w.OriginalModel,
 		Stream:         w.Stream,
 		Status:         w.Status,
 		Usage: usage.Usage{
@@ -293,6 +299,8 @@ func check(ev usage.Event) error {
 	case ev.Usage.InputTokens < 0 || ev.Usage.OutputTokens < 0 || ev.Usage.CacheReadInputTokens < 0 ||
 		ev.Usage.CacheWrite5mInputTokens < 0 || ev.Usage.CacheWrite1hInputTokens < 0 || ev.CountedInputTokens < 0:
 		return errors.New("negative token count")
+	case ev.BudgetAction != "" && ev.BudgetAction != usage.BudgetDowngrade && ev.BudgetAction != usage.BudgetPlanOnly:
+		return fmt.Errorf("budget action %q", ev.BudgetAction)
 	case ev.AgentSpawns < 0 || ev.AgentSpawns > maxAgentSpawns:
 		return fmt.Errorf("agent spawns %d (want 0 to %d)", ev.AgentSpawns, maxAgentSpawns)
 	case ev.TTFT < 0 || ev.Latency < 0 || ev.TTFT > maxDuration || ev.Latency > maxDuration:

@@ -30,6 +30,7 @@ func fullEvent() usage.Event {
 		Region:        "us-east-1",
 		Route:         "bedrock",
 		Fallback:      true, FallbackReason: "plan_429",
+		BudgetAction: usage.BudgetDowngrade, OriginalModel: "claude-opus-5-5",
 		Stream: true,
 		Status: 200,
 		Usage: usage.Usage{
@@ -108,7 +109,7 @@ func TestWireFormat(t *testing.T) {
 		`"user_id":"0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69","key_id":"1c8f9a4b-4d1f-4c9f-8b54-2a3e4d5c6b7a",` +
 		`"session_id":"2f9f7a0c-session","agent_id":"agent-7","parent_agent_id":"agent-1","agent_spawns":2,"client_version":"2.1.332","path":"messages",` +
 		`"model":"claude-sonnet-4-5","backend_model":"us.anthropic.claude-sonnet-4-5-20250929-v1:0","provider":"bedrock",` +
-		`"region":"us-east-1","route":"bedrock","fallback":true,"fallback_reason":"plan_429","stream":true,"status":200,` +
+		`"region":"us-east-1","route":"bedrock","fallback":true,"fallback_reason":"plan_429","budget_action":"downgrade","original_model":"claude-opus-5-5","stream":true,"status":200,` +
 		`"input_tokens":1234,"output_tokens":567,"cache_read_tokens":89012,"cache_write_5m_tokens":3456,` +
 		`"cache_write_1h_tokens":78,"counted_input_tokens":42,"ttft_ns":812345678,"latency_ns":12345678901,"aborted":true,` +
 		`"plan_limits":{"status":"allowed_warning","claim":"five_hour","u5h":0.91,"u7d":0.375,"reset5h":1773511200000,` +
