@@ -24,6 +24,12 @@
 //     months (store.Usage().MonthlySpend, billing time zone) and SETs the
 //     Redis counter <prefix>spend:<user>:<YYYY-MM> that extproc's budget
 //     check reads (internal/billing);
+//   - for every budget the batch's keys, users and their teams have
+//     (docs/budgets.md), recomputes the exact spend of the current window
+//     and of the events' windows and SETs its Redis counter
+//     <prefix>budget:<scope>:<subject>:<metric>:<window>:<start>, then
+//     records each threshold crossed in budget_alerts and queues one
+//     budget.threshold notification per budget, window and threshold;
 //   - for events showing that Bedrock refused the gateway's credential,
 //     queues a credential.refused notification (admin/notifications), at
 //     most one per credential per hour.
@@ -227,7 +233,10 @@ func (in *Ingester) Handle(ctx context.Context, events []usage.Event) error {
 	if err := in.st.Headroom().Record(ctx, HeadroomSamples(events)); err != nil {
 		return fmt.Errorf("ingest: %w", err)
 	}
-	return in.refreshSpend(ctx, rows)
+	if err := in.refreshSpend(ctx, rows); err != nil {
+		return err
+	}
+	return in.refreshBudgets(ctx, rows)
 }
 
 // HeadroomSamples returns the Plan headroom readings of a batch: one per
