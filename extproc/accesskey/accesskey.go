@@ -64,6 +64,31 @@ type Identity struct {
 	// requests, one entry per scope that has any (extproc/ratelimit
 	// enforces them); empty means none, and costs no Redis call.
 	RateLimits []RateLimit
+	// Budgets are the budgets that apply to the key's requests (the key's,
+	// its user's, its team's); extproc/budget checks them. Empty means
+	// none, and costs no Redis call.
+	Budgets []Budget
+}
+
+// Budget is one budget that applies to a key's requests, as the key lookup
+// returns it (docs/budgets.md). Its window is recomputed from Window at
+// each check, so a cached lookup stays right across midnight.
+type Budget struct {
+	// ID names the budget in messages and logs.
+	ID string `json:"id"`
+	// Scope (ScopeKey, ScopeUser or ScopeTeam), SubjectID and Metric
+	// (bedrock, plan_list or all), with the window, name the counter.
+	Scope     string    `json:"scope"`
+	SubjectID uuid.UUID `json:"subject_id"`
+	// Window is daily, weekly or monthly (billing time zone).
+	Window    string          `json:"window"`
+	Metric    string          `json:"metric"`
+	AmountUSD decimal.Decimal `json:"amount_usd"`
+	// Action at 100 %: block, downgrade, plan_only or notify.
+	Action string `json:"action"`
+	// Downgrade maps a requested model (id, alias or family) to the model
+	// served, for action downgrade.
+	Downgrade map[string]string `json:"downgrade,omitempty"`
 }
 
 // Rate-limit scopes: whose requests and tokens a RateLimit counts.
@@ -140,6 +165,8 @@ type KeyRecord struct {
 	// RateLimits are the per-minute limits of the key's scopes; empty
 	// means none.
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
+	// Budgets are the budgets of the key's scopes; empty means none.
+	Budgets []Budget `json:"budgets,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -207,6 +234,7 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		MonthlyBudgetUSD: rec.MonthlyBudgetUSD,
 		PreemptThreshold: rec.PreemptThreshold,
 		RateLimits:       rec.RateLimits,
+		Budgets:          rec.Budgets,
 	}, nil
 }
 

@@ -1,5 +1,7 @@
 // Package budget checks users' monthly Bedrock budgets in extproc
-// (docs/design.md, "Usage, cost and budgets").
+// (docs/design.md, "Usage, cost and budgets") and the budgets that act
+// (docs/budgets.md): CheckBudgets reads every budget of a request in one
+// Redis MGET and returns the strongest action in effect.
 //
 // A user's spend in the current billing month (the calendar month in the
 // billing time zone) lives in Redis as the counter
@@ -147,11 +149,16 @@ type Checker struct {
 	cfg     Config
 	redisCB *gobreaker.CircuitBreaker[string]
 	rpcCB   *gobreaker.CircuitBreaker[*keyservicev1.MonthlySpendResponse]
+	// The budgets' MGET and BudgetSpend RPC have breakers of their own
+	// (gobreaker is typed by result).
+	mgetCB      *gobreaker.CircuitBreaker[[]any]
+	budgetRPCCB *gobreaker.CircuitBreaker[*keyservicev1.BudgetSpendResponse]
 	group   singleflight.Group
 	metrics metrics
 
-	mu    sync.Mutex
-	cache map[cacheKey]cached
+	mu          sync.Mutex
+	cache       map[cacheKey]cached
+	budgetCache map[string]cached // counter key → spend
 }
 
 type cacheKey struct {
@@ -245,7 +252,7 @@ func New(cfg Config) (*Checker, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Checker{cfg: cfg, metrics: newMetrics(), cache: make(map[cacheKey]cached)}
+	c := &Checker{cfg: cfg, metrics: newMetrics(), cache: make(map[cacheKey]cached), budgetCache: make(map[string]cached)}
 	if cfg.Registerer != nil {
 		for _, col := range c.metrics.collectors {
 			if err := cfg.Registerer.Register(col); err != nil {
@@ -257,6 +264,10 @@ func New(cfg Config) (*Checker, error) {
 		return err == nil || errors.Is(err, redis.Nil)
 	}))
 	c.rpcCB = gobreaker.NewCircuitBreaker[*keyservicev1.MonthlySpendResponse](c.breakerSettings("budget-rpc", func(err error) bool {
+		return err == nil || status.Code(err) == codes.InvalidArgument
+	}))
+	c.mgetCB = gobreaker.NewCircuitBreaker[[]any](c.breakerSettings("budget-mget", mgetOK))
+	c.budgetRPCCB = gobreaker.NewCircuitBreaker[*keyservicev1.BudgetSpendResponse](c.breakerSettings("budget-spend-rpc", func(err error) bool {
 		return err == nil || status.Code(err) == codes.InvalidArgument
 	}))
 	return c, nil

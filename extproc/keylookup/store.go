@@ -500,6 +500,18 @@ func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 			rec.RateLimits = append(rec.RateLimits, rl)
 		}
 	}
+	for _, b := range r.GetBudgets() {
+		id, err := uuid.Parse(b.GetSubjectId())
+		if err != nil {
+			return Record{}, fmt.Errorf("keylookup: bad budget subject_id in answer: %w", err)
+		}
+		amount, err := decimal.NewFromString(b.GetAmountUsd())
+		if err != nil {
+			return Record{}, fmt.Errorf("keylookup: bad budget amount_usd in answer: %w", err)
+		}
+		rec.Budgets = append(rec.Budgets, accesskey.Budget{ID: b.GetId(), Scope: b.GetScope(), SubjectID: id,
+			Window: b.GetWindow(), Metric: b.GetMetric(), AmountUSD: amount, Action: b.GetAction(), Downgrade: b.GetDowngrade()})
+	}
 	return rec, nil
 }
 
