@@ -153,8 +153,8 @@ type Checker struct {
 	// (gobreaker is typed by result).
 	mgetCB      *gobreaker.CircuitBreaker[[]any]
 	budgetRPCCB *gobreaker.CircuitBreaker[*keyservicev1.BudgetSpendResponse]
-	group   singleflight.Group
-	metrics metrics
+	group       singleflight.Group
+	metrics     metrics
 
 	mu          sync.Mutex
 	cache       map[cacheKey]cached

@@ -65,6 +65,8 @@ func (p *Processor) preemptThreshold() float64 {
 // BudgetChecker is implemented by budget.Checker.
 type BudgetChecker interface {
 	Check(ctx context.Context, userID uuid.UUID, budget decimal.Decimal) (budget.Status, error)
+	// CheckBudgets checks the budgets that act (docs/budgets.md).
+	CheckBudgets(ctx context.Context, budgets []accesskey.Budget) budget.Verdict
 }
 
 // CredentialChecker is implemented by bedrockauth.Signer.

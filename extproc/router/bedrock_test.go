@@ -581,6 +581,12 @@ type fakeBudgets struct {
 	st    budget.Status
 	err   error
 	calls int
+	// verdict answers CheckBudgets.
+	verdict budget.Verdict
+}
+
+func (f *fakeBudgets) CheckBudgets(context.Context, []accesskey.Budget) budget.Verdict {
+	return f.verdict
 }
 
 func (f *fakeBudgets) Check(_ context.Context, _ uuid.UUID, b decimal.Decimal) (budget.Status, error) {

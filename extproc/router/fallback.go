@@ -108,6 +108,13 @@ func (p *Processor) routePlanFirst(ctx context.Context, body []byte, common *ext
 		planAlone(refuseBudget)
 		return
 	}
+	if p.req.budget.noBedrock {
+		// A plan_only budget (or a used-up Bedrock block budget): Plan's
+		// refusals reach the client instead of falling back.
+		p.req.budget.recorded = usage.BudgetPlanOnly
+		planAlone(refuseBudget)
+		return
+	}
 	ts := p.childSpan(SpanTranslate)
 	bedrock, r, bf := p.newBedrockBackend(ctx, body, cfg)
 	if ts != nil {

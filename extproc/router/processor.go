@@ -116,6 +116,8 @@ type request struct {
 	betaHeader        string   // anthropic-beta, repeated headers joined
 	anthropicHeaders  []string // anthropic-* header names, removed for a translated request
 	credentialHeaders []string // x-api-key, authorization: never sent to Bedrock
+	// budget is what the request's budgets decided (budgets.go).
+	budget budgetState
 }
 
 func (q *request) started() bool { return !q.start.IsZero() }
@@ -485,6 +487,7 @@ func (p *Processor) responseHeaders(ctx context.Context, req *extprocv3.Processi
 	if p.backend != nil {
 		p.backend.responseHeaders(ctx, p, req, &rh, resp)
 	}
+	p.budgetHeaders(resp)
 	if rh.end {
 		p.endResponse()
 	}
@@ -590,6 +593,7 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		ev.PathKind = usage.PathCountTokens
 	}
 	p.backend.meter(p, &ev)
+	ev.BudgetAction, ev.OriginalModel = p.req.budget.recorded, p.req.budget.originalModel
 	p.chargeTokens(&ev)
 	if ev.Provider == usage.ProviderAnthropic {
 		ev.PlanLimits = p.resp.limits

@@ -26,7 +26,12 @@ func (p *Processor) chooseRoute(ctx context.Context, body []byte, common *extpro
 	if body != nil && p.req.kind == pathBedrockModel && p.req.sessionID == "" {
 		p.req.sessionID = sessionFromBody(body)
 	}
+	if refusal := p.applyBudgets(ctx, &body, common); refusal != nil {
+		return refusal
+	}
 	switch {
+	case p.req.budget.noBedrock && p.wantsBedrock():
+		return p.refuseBudgetAction(ctx)
 	case p.wantsBedrock():
 		if body == nil {
 			return p.refuseBedrock(ctx, refuseBody, 400, "ccproxy: the request has no body", nil)
