@@ -335,3 +335,40 @@ func (r Budgets) RecordAlert(ctx context.Context, budgetID uuid.UUID, windowStar
 	}
 	return true, nil
 }
+
+// SubjectUsers returns the users whose key lookups a budget of scope and
+// subject reaches: a key's user, the user, or a team's current members.
+// A subject that does not exist (a deleted team, an unknown key or user)
+// is ErrNotFound.
+func (r Budgets) SubjectUsers(ctx context.Context, scope string, subject uuid.UUID) ([]uuid.UUID, error) {
+	var q string
+	switch scope {
+	case BudgetScopeKey:
+		q = `SELECT user_id FROM access_keys WHERE id = $1`
+	case BudgetScopeUser:
+		q = `SELECT id FROM users WHERE id = $1 AND deleted_at IS NULL`
+	case BudgetScopeTeam:
+		var ok bool
+		if err := r.q.db.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM teams WHERE id = $1 AND deleted_at IS NULL)`, subject).Scan(&ok); err != nil {
+			return nil, mapErr("store: budget subject", err)
+		}
+		if !ok {
+			return nil, ErrNotFound
+		}
+		q = `SELECT id FROM users WHERE team_id = $1 AND deleted_at IS NULL`
+	default:
+		return nil, invalidf("budget scope %q", scope)
+	}
+	rows, err := r.q.db.Query(ctx, q, subject)
+	if err != nil {
+		return nil, mapErr("store: budget subject", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[uuid.UUID])
+	if err != nil {
+		return nil, mapErr("store: budget subject", err)
+	}
+	if len(ids) == 0 && scope != BudgetScopeTeam {
+		return nil, ErrNotFound
+	}
+	return ids, nil
+}
