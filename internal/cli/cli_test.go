@@ -210,6 +210,28 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("rate-limits delete printed %q, want %q", got, want)
 	}
 
+	// Budgets.
+	out = h.ok("", "budgets", "create", "--user", u.ID, "--amount", "5", "--window", "daily", "--metric", "all",
+		"--action", "downgrade", "--downgrade", "opus=claude-sonnet-4-5", "--thresholds", "80,100", "-o", "json")
+	var bd struct{ ID string }
+	if err := json.Unmarshal([]byte(out), &bd); err != nil || bd.ID == "" {
+		t.Fatalf("budgets create -o json printed %q: %v", out, err)
+	}
+	budgetHeader := []string{"ID", "SUBJECT", "WINDOW", "METRIC", "AMOUNT", "SPENT", "PERCENT", "THRESHOLDS", "ACTION"}
+	if got, want := h.ok("", "budgets", "list", "--scope", "user"), tableOf(budgetHeader,
+		[]string{bd.ID, "user " + u.ID, "daily", "all", "5.00", "0.000000", "0.00%", "80,100", "downgrade (opus→claude-sonnet-4-5)"},
+	); got != want {
+		t.Errorf("budgets list:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := h.ok("", "budgets", "update", bd.ID, "--action", "block", "--amount", "7.5"), tableOf(budgetHeader,
+		[]string{bd.ID, "user " + u.ID, "daily", "all", "7.50", "0.000000", "0.00%", "80,100", "block (opus→claude-sonnet-4-5)"},
+	); got != want {
+		t.Errorf("budgets update:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := h.ok("", "budgets", "delete", bd.ID), "Deleted budget "+bd.ID+".\n"; got != want {
+		t.Errorf("budgets delete printed %q, want %q", got, want)
+	}
+
 	// Usage.
 	uid, kid := uuid.MustParse(u.ID), uuid.MustParse(keyID)
 	at := time.Date(2026, 3, 4, 10, 15, 0, 0, time.UTC)
