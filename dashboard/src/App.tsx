@@ -20,6 +20,7 @@ const Plan = lazy(() => import('./pages/Plan'))
 const Admins = lazy(() => import('./pages/Admins'))
 const Webhooks = lazy(() => import('./pages/Webhooks'))
 const Exports = lazy(() => import('./pages/Exports'))
+const Budgets = lazy(() => import('./pages/Budgets'))
 
 export function App() {
   const navigate = useNavigate()
@@ -68,6 +69,7 @@ export function App() {
             <Route path="/models" element={<Models />} />
             <Route path="/audit" element={<Audit />} />
             <Route path="/plan" element={<Plan />} />
+            <Route path="/budgets" element={<Budgets />} />
             {session.data.role === 'owner' && <Route path="/admins" element={<Admins />} />}
             <Route path="/exports" element={<Exports />} />
             {mayManageWebhooks(session.data.role) && <Route path="/webhooks" element={<Webhooks />} />}
@@ -100,6 +102,7 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/developers">Developers</NavLink>
           <NavLink to="/cache">Prompt cache</NavLink>
           <NavLink to="/plan">Plan &amp; seats</NavLink>
+          <NavLink to="/budgets">Budgets</NavLink>
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
           {session.role === 'owner' && <NavLink to="/admins">Admins</NavLink>}
