@@ -81,6 +81,8 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 		"plan-only":          {RoutingStrategy: accesskey.RoutingPlanOnly, Credential: h.cred},
 		"plan-first-no-cred": {RoutingStrategy: accesskey.RoutingPlanFirst},
 		"plan-first-budget":  {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred, MonthlyBudgetUSD: &fiveDollars},
+		"bedrock-budgets":    {RoutingStrategy: accesskey.RoutingBedrockOnly, Credential: h.cred, Budgets: testBudgets},
+		"plan-first-budgets": {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred, Budgets: testBudgets},
 		"plan-first-limited": {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred,
 			RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeUser, ID: uuid.New(), RequestsPerMinute: 5}}},
 	} {

@@ -1,0 +1,115 @@
+package router
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/extproc/budget"
+	"github.com/ccproxy/ccproxy/extproc/runtimeconfig"
+	"github.com/ccproxy/ccproxy/internal/dataplane"
+	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
+)
+
+// testBudgets gives a harness key budgets, so that the router asks the
+// fake checker (whose verdict the test sets).
+var testBudgets = []accesskey.Budget{{ID: "b", Scope: "user", SubjectID: uuid.New(), Window: "daily", Metric: "all",
+	AmountUSD: decimal.NewFromInt(5), Action: "notify"}}
+
+// TestBudgetActions: the strongest used-up budget's action, as the checker
+// reports it, decides the request's fate before routing.
+func TestBudgetActions(t *testing.T) {
+	now := time.Date(2026, 12, 7, 23, 0, 0, 0, time.UTC)
+	reset := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	body := []byte(`{"model":"claude-opus-5-5","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+	verdict := func(action, metric string) budget.Verdict {
+		return budget.Verdict{Action: action, Spent: decimal.RequireFromString("5.2"), ResetAt: reset,
+			Budget: accesskey.Budget{ID: "b", Scope: "user", Window: "daily", Metric: metric, AmountUSD: decimal.NewFromInt(5), Action: action,
+				Downgrade: map[string]string{"opus": "claude-sonnet-4-5"}}}
+	}
+	tests := []struct {
+		name       string
+		key        string
+		verdict    budget.Verdict
+		wantStatus int
+		wantBody   string
+		wantRoute  string
+		wantModel  string // the body sent upstream ("" unchanged)
+		recorded   string
+	}{
+		{name: "nothing used up", key: "plan-first-budgets", wantRoute: dataplane.FallbackRoute("us-east-1")},
+		{name: "notify changes nothing", key: "plan-first-budgets", verdict: verdict("notify", "all"), wantRoute: dataplane.FallbackRoute("us-east-1")},
+		{name: "block refuses Plan traffic too", key: "plan-first-budgets", verdict: verdict("block", "all"), wantStatus: 429,
+			wantBody: `{"type":"error","error":{"type":"rate_limit_error","message":"ccproxy: your daily Plan and Bedrock budget of $5.00 is used up ($5.20 spent); requests are refused until it resets at 2026-12-08T00:00:00Z"}}`},
+		{name: "a Bedrock block budget only withholds Bedrock", key: "plan-first-budgets", verdict: verdict("block", "bedrock"),
+			wantRoute: dataplane.RoutePlan, recorded: "plan_only"},
+		{name: "plan_only: plan_first goes to Plan alone", key: "plan-first-budgets", verdict: verdict("plan_only", "all"),
+			wantRoute: dataplane.RoutePlan, recorded: "plan_only"},
+		{name: "plan_only: bedrock_only is refused", key: "bedrock-budgets", verdict: verdict("plan_only", "all"), wantStatus: 429,
+			wantBody: `{"type":"error","error":{"type":"rate_limit_error","message":"ccproxy: your daily Plan and Bedrock budget of $5.00 is used up ($5.20 spent); Bedrock is not used until it resets at 2026-12-08T00:00:00Z"}}`},
+		{name: "downgrade rewrites the model before routing", key: "plan-first-budgets", verdict: verdict("downgrade", "all"),
+			wantRoute: dataplane.FallbackRoute("us-east-1"), wantModel: "claude-sonnet-4-5", recorded: "downgrade"},
+		{name: "downgrade on Bedrock too", key: "bedrock-budgets", verdict: verdict("downgrade", "bedrock"),
+			wantRoute: dataplane.BedrockRoute("us-east-1"), wantModel: "claude-sonnet-4-5", recorded: "downgrade"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
+				Models: []*runtimev1.ModelMapping{
+					{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
+						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-opus-5-5"}},
+					{AnthropicModelId: "claude-sonnet-4-5-20250929", Aliases: []string{"claude-sonnet-4-5"}, Family: "sonnet",
+						BedrockModelId: "anthropic.claude-sonnet-4-5-20250929-v1:0",
+						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
+				},
+				Regions:         []string{"us-east-1"},
+				FallbackRegions: []string{"us-east-1"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newBedrockHarness(t, cfg, nil)
+			h.r.now = func() time.Time { return now }
+			h.r.bedrock.Budgets = &fakeBudgets{verdict: tc.verdict}
+			p := h.r.NewProcessor()
+			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys[tc.key]+"/v1/messages"))
+			resp := mustProcess(t, p, reqBody(body))
+			if ir := resp.GetImmediateResponse(); tc.wantStatus != 0 {
+				if ir == nil || int(ir.GetStatus().GetCode()) != tc.wantStatus || string(ir.GetBody()) != tc.wantBody {
+					t.Fatalf("got %v, want %d %s", ir, tc.wantStatus, tc.wantBody)
+				}
+				if hs := setHeaders(ir.GetHeaders()); hs["retry-after"] != "3600" || hs["x-should-retry"] != "false" {
+					t.Fatalf("refusal headers %v", hs)
+				}
+				return
+			} else if ir != nil {
+				t.Fatalf("refused: %d %s", ir.GetStatus().GetCode(), ir.GetBody())
+			}
+			common := resp.GetRequestBody().GetResponse()
+			set := setHeaders(common.GetHeaderMutation())
+			if set[dataplane.RouteHeader] != tc.wantRoute {
+				t.Fatalf("route %q, want %q", set[dataplane.RouteHeader], tc.wantRoute)
+			}
+			if tc.wantModel == "" {
+				if common.GetBodyMutation() != nil {
+					t.Fatalf("body changed: %s", common.GetBodyMutation().GetBody())
+				}
+			} else {
+				want := `{"model":"` + tc.wantModel + `","max_tokens":8,"stream":true,"messages":[{"role":"user","content":"hi"}]}`
+				if got := string(common.GetBodyMutation().GetBody()); got != want || set["content-length"] != strconv.Itoa(len(want)) {
+					t.Fatalf("body %s (content-length %q); want %s (%d)", got, set["content-length"], want, len(want))
+				}
+				if p.req.fields.model != tc.wantModel || p.req.budget.originalModel != "claude-opus-5-5" {
+					t.Fatalf("model %q (original %q)", p.req.fields.model, p.req.budget.originalModel)
+				}
+			}
+			if p.req.budget.recorded != tc.recorded {
+				t.Fatalf("recorded budget action %q, want %q", p.req.budget.recorded, tc.recorded)
+			}
+		})
+	}
+}
