@@ -74,7 +74,10 @@ func (e *env) roleSession(t *testing.T, name string, role store.AdminRole) strin
 	t.Helper()
 	var team *uuid.UUID
 	if role == store.RoleTeamAdmin {
-		id := uuid.New()
+		var id uuid.UUID
+		if err := e.st.Pool().QueryRow(context.Background(), `INSERT INTO teams (name) VALUES ($1) RETURNING id`, "team of "+name).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
 		team = &id
 	}
 	if _, err := e.st.Admins().CreateAdmin(context.Background(), store.NewAdmin{
