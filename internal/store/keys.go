@@ -59,6 +59,9 @@ type KeyLookup struct {
 	Key        AccessKey
 	User       User
 	Credential *BedrockCredential
+	// Team is the user's team (without its member count); nil when the
+	// user is in none.
+	Team *Team
 }
 
 // Usable reports whether the key authenticates at now: it is active, or
@@ -166,21 +169,31 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 		reg  *string
 		cAt  *time.Time
 		uAt  *time.Time
+		t    Team
+		tID  *uuid.UUID
+		tNm  *string
+		tPBE *bool
+		tCAt *time.Time
+		tUAt *time.Time
 	)
 	dest := keyDest(&l.Key)
 	dest = append(dest, &l.User.ID, &l.User.Name, &l.User.Email, &l.User.RoutingStrategy,
-		&l.User.MonthlyBudgetUSD, &l.User.PreemptThreshold, &l.User.SeatType, &l.User.Status, &l.User.CreatedAt, &l.User.UpdatedAt, &l.User.DeletedAt,
-		&cID, &cUID, &c.AccessKeyID, &kind, &reg, &c.SecretCiphertext, &cAt, &uAt)
+		&l.User.MonthlyBudgetUSD, &l.User.PreemptThreshold, &l.User.SeatType, &l.User.TeamID, &l.User.Status, &l.User.CreatedAt, &l.User.UpdatedAt, &l.User.DeletedAt,
+		&cID, &cUID, &c.AccessKeyID, &kind, &reg, &c.SecretCiphertext, &cAt, &uAt,
+		&tID, &tNm, &t.MonthlyBudgetUSD, &t.PlanBudgetUSD, &tPBE, &t.RoutingStrategy, &t.AllowedModels, &t.PreemptThreshold, &tCAt, &tUAt)
 	// The lateral subquery prefers the key's override over the user's
 	// default. Each branch is a lookup in one of the partial unique indexes,
 	// so the hot path never scans bedrock_credentials.
 	err := r.q.db.QueryRow(ctx, `
 		SELECT `+keyCols("k")+`,
-		       u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.preempt_threshold, u.seat_type, u.status,
+		       u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.preempt_threshold, u.seat_type, u.team_id, u.status,
 		       u.created_at, u.updated_at, u.deleted_at,
-		       c.id, c.user_id, c.access_key_id, c.kind, c.region, c.secret_ciphertext, c.created_at, c.updated_at
+		       c.id, c.user_id, c.access_key_id, c.kind, c.region, c.secret_ciphertext, c.created_at, c.updated_at,
+		       t.id, t.name, t.monthly_budget_usd, t.plan_budget_usd, t.plan_budget_enforced, t.routing_strategy,
+		       t.allowed_models, t.preempt_threshold, t.created_at, t.updated_at
 		FROM access_keys k
 		JOIN users u ON u.id = k.user_id
+		LEFT JOIN teams t ON t.id = u.team_id AND t.deleted_at IS NULL
 		LEFT JOIN LATERAL (
 			SELECT * FROM (
 				SELECT bc.*, 0 AS pref FROM bedrock_credentials bc WHERE bc.access_key_id = k.id
@@ -197,6 +210,10 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 	if cID != nil {
 		c.ID, c.UserID, c.Kind, c.Region, c.CreatedAt, c.UpdatedAt = *cID, *cUID, *kind, *reg, *cAt, *uAt
 		l.Credential = &c
+	}
+	if tID != nil {
+		t.ID, t.Name, t.PlanBudgetEnforced, t.CreatedAt, t.UpdatedAt = *tID, *tNm, *tPBE, *tCAt, *tUAt
+		l.Team = &t
 	}
 	return l, nil
 }

@@ -26,7 +26,9 @@ type User struct {
 	PreemptThreshold *float64
 	// SeatType is the developer's seat for seat economics: one of the
 	// Seat* constants; nil when not recorded.
-	SeatType  *SeatType
+	SeatType *SeatType
+	// TeamID is the developer's team; nil when in none.
+	TeamID    *uuid.UUID
 	Status    UserStatus
 	CreatedAt time.Time
 	UpdatedAt time.Time
@@ -34,7 +36,8 @@ type User struct {
 }
 
 // NewUser holds the fields of a user to create. An empty RoutingStrategy
-// means PlanFirst.
+// means the team's routing strategy when TeamID names a team that has one,
+// and PlanFirst otherwise.
 type NewUser struct {
 	Name             string
 	Email            *string
@@ -42,6 +45,7 @@ type NewUser struct {
 	MonthlyBudgetUSD *decimal.Decimal
 	PreemptThreshold *float64
 	SeatType         *SeatType
+	TeamID           *uuid.UUID
 }
 
 // UserPatch is a partial update of a user.
@@ -52,7 +56,11 @@ type UserPatch struct {
 	MonthlyBudgetUSD Optional[*decimal.Decimal]
 	PreemptThreshold Optional[*float64]
 	SeatType         Optional[*SeatType]
-	Status           Optional[UserStatus]
+	// TeamID moves the user to a team (nil: out of any). Joining a team
+	// that has a routing strategy, without setting RoutingStrategy in the
+	// same patch, takes the team's strategy.
+	TeamID Optional[*uuid.UUID]
+	Status Optional[UserStatus]
 }
 
 // UserListOptions selects a page of users, oldest first.
@@ -65,6 +73,8 @@ type UserListOptions struct {
 	IncludeDeleted bool
 	// Status, when set, keeps only users in that status.
 	Status UserStatus
+	// TeamID, when set, keeps only the team's users.
+	TeamID *uuid.UUID
 }
 
 // Users is the user repository.
@@ -73,11 +83,11 @@ type Users struct{ q *Queries }
 // Users returns the user repository.
 func (q *Queries) Users() Users { return Users{q} }
 
-const userColumns = `id, name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type, status, created_at, updated_at, deleted_at`
+const userColumns = `id, name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type, team_id, status, created_at, updated_at, deleted_at`
 
 func scanUser(row pgx.Row) (User, error) {
 	var u User
-	err := row.Scan(&u.ID, &u.Name, &u.Email, &u.RoutingStrategy, &u.MonthlyBudgetUSD, &u.PreemptThreshold, &u.SeatType, &u.Status,
+	err := row.Scan(&u.ID, &u.Name, &u.Email, &u.RoutingStrategy, &u.MonthlyBudgetUSD, &u.PreemptThreshold, &u.SeatType, &u.TeamID, &u.Status,
 		&u.CreatedAt, &u.UpdatedAt, &u.DeletedAt)
 	return u, err
 }
@@ -114,6 +124,25 @@ func normalizeEmail(e *string) *string {
 // Create inserts a user. A duplicate email (case-insensitive, among users not
 // deleted) is ErrConflict.
 func (r Users) Create(ctx context.Context, nu NewUser) (User, error) {
+	if nu.TeamID != nil {
+		var u User
+		err := r.q.tx(ctx, func(q *Queries) error {
+			rs, err := q.lockTeam(ctx, *nu.TeamID)
+			if err != nil {
+				return err
+			}
+			if nu.RoutingStrategy == "" && rs != nil {
+				nu.RoutingStrategy = *rs
+			}
+			u, err = q.Users().create(ctx, nu)
+			return err
+		})
+		return u, err
+	}
+	return r.create(ctx, nu)
+}
+
+func (r Users) create(ctx context.Context, nu NewUser) (User, error) {
 	if nu.RoutingStrategy == "" {
 		nu.RoutingStrategy = PlanFirst
 	}
@@ -130,10 +159,10 @@ func (r Users) Create(ctx context.Context, nu NewUser) (User, error) {
 		return User{}, err
 	}
 	u, err := scanUser(r.q.db.QueryRow(ctx, `
-		INSERT INTO users (name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type)
-		VALUES ($1, $2, $3, $4, $5, $6)
+		INSERT INTO users (name, email, routing_strategy, monthly_budget_usd, preempt_threshold, seat_type, team_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)
 		RETURNING `+userColumns,
-		nu.Name, normalizeEmail(nu.Email), nu.RoutingStrategy, nu.MonthlyBudgetUSD, nu.PreemptThreshold, nu.SeatType))
+		nu.Name, normalizeEmail(nu.Email), nu.RoutingStrategy, nu.MonthlyBudgetUSD, nu.PreemptThreshold, nu.SeatType, nu.TeamID))
 	return u, mapErr("store: create user", err)
 }
 
@@ -185,6 +214,9 @@ func (r Users) List(ctx context.Context, opt UserListOptions) ([]User, string, e
 		}
 		where = append(where, "status = "+arg(opt.Status))
 	}
+	if opt.TeamID != nil {
+		where = append(where, "team_id = "+arg(*opt.TeamID))
+	}
 	if opt.Cursor != "" {
 		t, id, err := decodeUUIDCursor(opt.Cursor)
 		if err != nil {
@@ -211,8 +243,35 @@ func (r Users) List(ctx context.Context, opt UserListOptions) ([]User, string, e
 }
 
 // Update changes the fields set in p and returns the updated user. A deleted
-// user is ErrNotFound.
+// user is ErrNotFound; a team that does not exist is ErrInvalid.
 func (r Users) Update(ctx context.Context, id uuid.UUID, p UserPatch) (User, error) {
+	if p.TeamID.Set && p.TeamID.Value != nil {
+		var u User
+		err := r.q.tx(ctx, func(q *Queries) error {
+			rs, err := q.lockTeam(ctx, *p.TeamID.Value)
+			if err != nil {
+				return err
+			}
+			if !p.RoutingStrategy.Set && rs != nil {
+				// Only on joining: saving the same team again keeps a
+				// strategy the user was given since.
+				var cur *uuid.UUID
+				if err := q.db.QueryRow(ctx, `SELECT team_id FROM users WHERE id = $1 AND deleted_at IS NULL`, id).Scan(&cur); err != nil {
+					return mapErr("store: update user", err)
+				}
+				if cur == nil || *cur != *p.TeamID.Value {
+					p.RoutingStrategy = Some(*rs)
+				}
+			}
+			u, err = q.Users().update(ctx, id, p)
+			return err
+		})
+		return u, err
+	}
+	return r.update(ctx, id, p)
+}
+
+func (r Users) update(ctx context.Context, id uuid.UUID, p UserPatch) (User, error) {
 	var s setList
 	if p.Name.Set {
 		s.add("name", p.Name.Value)
@@ -243,6 +302,9 @@ func (r Users) Update(ctx context.Context, id uuid.UUID, p UserPatch) (User, err
 			return User{}, err
 		}
 		s.add("seat_type", p.SeatType.Value)
+	}
+	if p.TeamID.Set {
+		s.add("team_id", p.TeamID.Value)
 	}
 	if p.Status.Set {
 		if !p.Status.Value.Valid() {

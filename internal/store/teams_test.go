@@ -1,0 +1,203 @@
+package store_test
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/ccproxy/ccproxy/internal/store"
+	"github.com/google/uuid"
+	"github.com/shopspring/decimal"
+)
+
+func TestTeamCreateGetUpdate(t *testing.T) {
+	ctx := testCtx(t)
+	teams := testStore.Teams()
+	name := "Platform " + uuid.NewString()
+	tm, err := teams.Create(ctx, store.NewTeam{Name: name, MonthlyBudgetUSD: ptr(decimal.RequireFromString("500")),
+		PlanBudgetUSD: ptr(decimal.RequireFromString("2000.50")), PlanBudgetEnforced: true,
+		RoutingStrategy: ptr(store.BedrockOnly), AllowedModels: []string{"claude-sonnet-4-5"}, PreemptThreshold: ptr(0.9)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm.Name != name || tm.MonthlyBudgetUSD.String() != "500" || tm.PlanBudgetUSD.String() != "2000.5" || !tm.PlanBudgetEnforced ||
+		*tm.RoutingStrategy != store.BedrockOnly || !slices.Equal(tm.AllowedModels, []string{"claude-sonnet-4-5"}) ||
+		*tm.PreemptThreshold != 0.9 || tm.Members != 0 || tm.DeletedAt != nil {
+		t.Fatalf("created %+v", tm)
+	}
+
+	tests := []struct {
+		name string
+		nt   store.NewTeam
+		want error
+	}{
+		{"duplicate name, other case", store.NewTeam{Name: strings.ToUpper(name)}, store.ErrConflict},
+		{"unknown strategy", store.NewTeam{Name: "x", RoutingStrategy: ptr(store.RoutingStrategy("sometimes"))}, store.ErrInvalid},
+		{"negative budget", store.NewTeam{Name: "x", PlanBudgetUSD: ptr(decimal.RequireFromString("-1"))}, store.ErrInvalid},
+		{"empty allow-list", store.NewTeam{Name: "x", AllowedModels: []string{}}, store.ErrInvalid},
+		{"model twice", store.NewTeam{Name: "x", AllowedModels: []string{"a", "a"}}, store.ErrInvalid},
+		{"threshold above 1", store.NewTeam{Name: "x", PreemptThreshold: ptr(1.5)}, store.ErrInvalid},
+		{"empty name", store.NewTeam{Name: ""}, store.ErrInvalid},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := teams.Create(ctx, tc.nt); !errors.Is(err, tc.want) {
+				t.Fatalf("Create = %v, want %v", err, tc.want)
+			}
+		})
+	}
+
+	got, err := teams.Update(ctx, tm.ID, store.TeamPatch{AllowedModels: store.Some[[]string](nil),
+		MonthlyBudgetUSD: store.Some[*decimal.Decimal](nil), PlanBudgetEnforced: store.Some(false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.AllowedModels != nil || got.MonthlyBudgetUSD != nil || got.PlanBudgetEnforced || got.PlanBudgetUSD.String() != "2000.5" ||
+		!got.UpdatedAt.After(tm.UpdatedAt) {
+		t.Fatalf("after patch %+v", got)
+	}
+	if _, err := teams.Get(ctx, uuid.New()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Get unknown = %v", err)
+	}
+	if _, err := teams.Update(ctx, uuid.New(), store.TeamPatch{Name: store.Some("x")}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Update unknown = %v", err)
+	}
+}
+
+func TestTeamMembersAndDelete(t *testing.T) {
+	ctx := testCtx(t)
+	st := freshStore(t)
+	teams, users := st.Teams(), st.Users()
+	withStrategy, err := teams.Create(ctx, store.NewTeam{Name: "Bedrock people", RoutingStrategy: ptr(store.BedrockOnly)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := teams.Create(ctx, store.NewTeam{Name: "Plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Joining on creation takes the team's strategy unless one is given.
+	a, err := users.Create(ctx, store.NewUser{Name: "a", TeamID: &withStrategy.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := users.Create(ctx, store.NewUser{Name: "b", TeamID: &withStrategy.ID, RoutingStrategy: store.PlanOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := users.Create(ctx, store.NewUser{Name: "c", TeamID: &plain.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *a.TeamID != withStrategy.ID || a.RoutingStrategy != store.BedrockOnly || b.RoutingStrategy != store.PlanOnly ||
+		*c.TeamID != plain.ID || c.RoutingStrategy != store.PlanFirst {
+		t.Fatalf("a %+v\nb %+v\nc %+v", a, b, c)
+	}
+	if _, err := users.Create(ctx, store.NewUser{Name: "d", TeamID: ptr(uuid.New())}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("unknown team = %v", err)
+	}
+
+	// Moving c into the team takes its strategy; saving the same team again
+	// keeps a strategy changed since; leaving keeps the strategy.
+	c, err = users.Update(ctx, c.ID, store.UserPatch{TeamID: store.Some(&withStrategy.ID)})
+	if err != nil || c.RoutingStrategy != store.BedrockOnly {
+		t.Fatalf("join: %+v, %v", c, err)
+	}
+	c, err = users.Update(ctx, c.ID, store.UserPatch{RoutingStrategy: store.Some(store.PlanFirst)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = users.Update(ctx, c.ID, store.UserPatch{TeamID: store.Some(&withStrategy.ID)})
+	if err != nil || c.RoutingStrategy != store.PlanFirst {
+		t.Fatalf("same team again: %+v, %v", c, err)
+	}
+
+	got, err := teams.Get(ctx, withStrategy.ID)
+	if err != nil || got.Members != 3 {
+		t.Fatalf("members = %d, %v", got.Members, err)
+	}
+	inTeam, _, err := users.List(ctx, store.UserListOptions{TeamID: &withStrategy.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, u := range inTeam {
+		names = append(names, u.Name)
+	}
+	if !slices.Equal(names, []string{"a", "b", "c"}) {
+		t.Fatalf("team's users %v", names)
+	}
+
+	// The key lookup carries the team.
+	k := mustKeyIn(t, st, a.ID)
+	l, err := st.AccessKeys().LookupByHash(ctx, k.Hash)
+	if err != nil || l.Team == nil || l.Team.ID != withStrategy.ID || l.Team.Name != "Bedrock people" || *l.Team.RoutingStrategy != store.BedrockOnly {
+		t.Fatalf("lookup %+v, %v", l.Team, err)
+	}
+
+	// A team with members is not deleted.
+	err = teams.SoftDelete(ctx, withStrategy.ID)
+	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "the team still has 3 member(s) and 0 team admin(s)") {
+		t.Fatalf("delete with members = %v", err)
+	}
+	for _, u := range []store.User{a, b} {
+		if _, err := users.Update(ctx, u.ID, store.UserPatch{TeamID: store.Some[*uuid.UUID](nil)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := users.SoftDelete(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := teams.SoftDelete(ctx, withStrategy.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := teams.Get(ctx, withStrategy.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("get deleted = %v", err)
+	}
+	if err := teams.SoftDelete(ctx, withStrategy.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("delete twice = %v", err)
+	}
+	if _, err := users.Update(ctx, a.ID, store.UserPatch{TeamID: store.Some(&withStrategy.ID)}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("join deleted team = %v", err)
+	}
+	// A deleted team's name is free again, and the lookup no longer names it.
+	if _, err := teams.Create(ctx, store.NewTeam{Name: "Bedrock People"}); err != nil {
+		t.Fatal(err)
+	}
+	if l, err = st.AccessKeys().LookupByHash(ctx, k.Hash); err != nil || l.Team != nil {
+		t.Fatalf("lookup after leaving %+v, %v", l.Team, err)
+	}
+
+	// Listing: keyset pages, and one team by id.
+	page1, next, err := teams.List(ctx, store.TeamListOptions{Limit: 1})
+	if err != nil || len(page1) != 1 || page1[0].Name != "Plain" || next == "" {
+		t.Fatalf("page 1 %+v %q %v", page1, next, err)
+	}
+	page2, next, err := teams.List(ctx, store.TeamListOptions{Limit: 1, Cursor: next})
+	if err != nil || len(page2) != 1 || page2[0].Name != "Bedrock People" || next != "" {
+		t.Fatalf("page 2 %+v %q %v", page2, next, err)
+	}
+	all, _, err := teams.List(ctx, store.TeamListOptions{IncludeDeleted: true})
+	if err != nil || len(all) != 3 {
+		t.Fatalf("with deleted %d %v", len(all), err)
+	}
+	one, _, err := teams.List(ctx, store.TeamListOptions{ID: &plain.ID})
+	if err != nil || len(one) != 1 || one[0].ID != plain.ID {
+		t.Fatalf("by id %+v %v", one, err)
+	}
+	namesByID, err := teams.Names(ctx, []uuid.UUID{withStrategy.ID, plain.ID})
+	if err != nil || namesByID[withStrategy.ID] != "Bedrock people" || namesByID[plain.ID] != "Plain" {
+		t.Fatalf("names %v %v", namesByID, err)
+	}
+}
+
+func mustKeyIn(t testing.TB, st *store.Store, userID uuid.UUID) store.AccessKey {
+	t.Helper()
+	k, err := st.AccessKeys().Create(testCtx(t), store.NewAccessKey{UserID: userID, Name: "laptop", Hash: randomHash(t), Prefix: "ak_abcdefgh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
