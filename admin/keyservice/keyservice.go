@@ -5,7 +5,10 @@
 //
 // A LookupKey answer also carries the per-minute rate limits of every scope
 // that applies to the key (its own, its user's), read in one query
-// (store.RateLimits.ForSubjects), for extproc/ratelimit to enforce.
+// (store.RateLimits.ForSubjects), for extproc/ratelimit to enforce, and
+// the user's team: its id and name (usage records the id) and its model
+// allow-list, which extproc/router enforces. A team's pre-emptive failover
+// threshold applies to members without one of their own.
 //
 // MonthlySpend serves extproc's budget checks (extproc/budget): it
 // recomputes a user's Bedrock spend in a billing month from Postgres and
@@ -164,12 +167,14 @@ func (s *Server) LookupKey(ctx context.Context, req *keyservicev1.LookupKeyReque
 }
 
 // rateLimits returns the per-minute limits of every scope that applies to
-// the key's requests: the key's own and its user's. A refused key needs
-// none (extproc refuses it before any limit).
+// the key's requests: the key's own, its user's and its team's. A refused
+// key needs none (extproc refuses it before any limit).
 func (s *Server) rateLimits(ctx context.Context, l store.KeyLookup) ([]*keyservicev1.RateLimit, error) {
-	rows, err := s.store.RateLimits().ForSubjects(ctx,
-		store.RateLimitSubject{Scope: store.RateLimitKey, ID: l.Key.ID},
-		store.RateLimitSubject{Scope: store.RateLimitUser, ID: l.User.ID})
+	subjects := []store.RateLimitSubject{{Scope: store.RateLimitKey, ID: l.Key.ID}, {Scope: store.RateLimitUser, ID: l.User.ID}}
+	if l.Team != nil {
+		subjects = append(subjects, store.RateLimitSubject{Scope: store.RateLimitTeam, ID: l.Team.ID})
+	}
+	rows, err := s.store.RateLimits().ForSubjects(ctx, subjects...)
 	if err != nil || len(rows) == 0 {
 		return nil, err
 	}
@@ -310,9 +315,15 @@ func (s *Server) response(l store.KeyLookup) *keyservicev1.LookupKeyResponse {
 	if l.User.MonthlyBudgetUSD != nil {
 		resp.MonthlyBudgetUsd = l.User.MonthlyBudgetUSD.String()
 	}
-	// The user's own threshold; a team level would resolve here, before
-	// the gateway default that extproc applies to an unset field.
+	// The user's own threshold, else the team's; extproc applies the
+	// gateway default to an unset field.
 	resp.PreemptThreshold = l.User.PreemptThreshold
+	if t := l.Team; t != nil {
+		resp.TeamId, resp.TeamName, resp.AllowedModels = t.ID.String(), t.Name, t.AllowedModels
+		if resp.PreemptThreshold == nil {
+			resp.PreemptThreshold = t.PreemptThreshold
+		}
+	}
 	if c := l.Credential; c != nil {
 		resp.BedrockCredential = &keyservicev1.BedrockCredential{
 			CredentialId:     c.ID.String(),

@@ -68,6 +68,13 @@ type Identity struct {
 	// its user's, its team's); extproc/budget checks them. Empty means
 	// none, and costs no Redis call.
 	Budgets []Budget
+	// TeamID is the user's team (usage records it); nil when in none.
+	TeamID *uuid.UUID
+	// TeamName is the team's name, for refusals; "" when in none.
+	TeamName string
+	// AllowedModels are the model ids or family aliases the team allows
+	// (the router refuses others); nil means every model.
+	AllowedModels []string
 }
 
 // Budget is one budget that applies to a key's requests, as the key lookup
@@ -167,6 +174,12 @@ type KeyRecord struct {
 	RateLimits []RateLimit `json:"rate_limits,omitempty"`
 	// Budgets are the budgets of the key's scopes; empty means none.
 	Budgets []Budget `json:"budgets,omitempty"`
+	// TeamID and TeamName are the user's team; nil and "" when in none.
+	TeamID   *uuid.UUID `json:"team_id,omitempty"`
+	TeamName string     `json:"team_name,omitempty"`
+	// AllowedModels is the team's model allow-list; empty means every
+	// model.
+	AllowedModels []string `json:"allowed_models,omitempty"`
 }
 
 // A KeyStore looks keys up by their HMAC hash (keys.Hasher). It returns an
@@ -220,6 +233,10 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 	if strategy == "" {
 		strategy = RoutingPlanFirst
 	}
+	var allowed []string
+	if len(rec.AllowedModels) > 0 {
+		allowed = rec.AllowedModels
+	}
 	expires := rec.ExpiresAt
 	if !rec.RevokedAt.IsZero() && (expires.IsZero() || rec.RevokedAt.Before(expires)) {
 		expires = rec.RevokedAt // revocation scheduled in the future
@@ -235,6 +252,9 @@ func identityOf(rec KeyRecord, now time.Time) (Identity, error) {
 		PreemptThreshold: rec.PreemptThreshold,
 		RateLimits:       rec.RateLimits,
 		Budgets:          rec.Budgets,
+		TeamID:           rec.TeamID,
+		TeamName:         rec.TeamName,
+		AllowedModels:    allowed,
 	}, nil
 }
 

@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -472,6 +473,16 @@ func recordOf(r *keyservicev1.LookupKeyResponse) (Record, error) {
 			return Record{}, fmt.Errorf("keylookup: preempt_threshold %v in answer is not in [0, 1]", t)
 		}
 		rec.PreemptThreshold = &t
+	}
+	if t := r.GetTeamId(); t != "" {
+		id, err := uuid.Parse(t)
+		if err != nil {
+			return Record{}, fmt.Errorf("keylookup: bad team_id in answer: %w", err)
+		}
+		rec.TeamID, rec.TeamName = &id, r.GetTeamName()
+	}
+	if m := r.GetAllowedModels(); len(m) > 0 {
+		rec.AllowedModels = slices.Clone(m)
 	}
 	if c := r.GetBedrockCredential(); c != nil {
 		id, err := uuid.Parse(c.GetCredentialId())
