@@ -305,3 +305,71 @@ func TestMonthlySpendWithoutRedis(t *testing.T) {
 		t.Fatalf("spend_usd = %q, %v", resp.GetSpendUsd(), err)
 	}
 }
+
+// TestLookupKeyTeam: a member's answer names the team, its allow-list and
+// its rate limits after the key's and the user's; the team's threshold
+// applies until the user has one of their own.
+func TestLookupKeyTeam(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	s := NewServer(st, Options{CacheTTL: 7 * time.Second})
+	hasher, err := keys.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	threshold := 0.8
+	team, err := st.Teams().Create(ctx, store.NewTeam{Name: "Platform", AllowedModels: []string{"claude-sonnet-4-5", "claude-haiku-4-5"},
+		PreemptThreshold: &threshold})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, err := st.Users().Create(ctx, store.NewUser{Name: "ada", TeamID: &team.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := keys.Generate()
+	row, err := st.AccessKeys().Create(ctx, store.NewAccessKey{UserID: user.ID, Name: "k", Hash: hasher.Hash(k), Prefix: keys.DisplayPrefix(k)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ten, five := int64(10), int64(5)
+	if _, err := st.RateLimits().Put(ctx, store.RateLimitTeam, team.ID, store.RateLimitValues{RequestsPerMinute: &ten}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RateLimits().Put(ctx, store.RateLimitUser, user.ID, store.RateLimitValues{RequestsPerMinute: &five}); err != nil {
+		t.Fatal(err)
+	}
+	want := &keyservicev1.LookupKeyResponse{
+		KeyId: row.ID.String(), UserId: user.ID.String(), KeyPrefix: keys.DisplayPrefix(k), RoutingStrategy: "plan_first",
+		Status: keyservicev1.KeyStatus_KEY_STATUS_ACTIVE, CacheTtl: durationpb.New(7 * time.Second),
+		PreemptThreshold: &threshold,
+		TeamId:           team.ID.String(), TeamName: "Platform", AllowedModels: []string{"claude-sonnet-4-5", "claude-haiku-4-5"},
+		RateLimits: []*keyservicev1.RateLimit{
+			{Scope: "user", Id: user.ID.String(), RequestsPerMinute: 5},
+			{Scope: "team", Id: team.ID.String(), RequestsPerMinute: 10},
+		},
+	}
+	got, err := s.LookupKey(ctx, &keyservicev1.LookupKeyRequest{KeyHash: hasher.Hash(k)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !proto.Equal(got, want) {
+		t.Fatalf("response =\n%v\nwant\n%v", got, want)
+	}
+
+	// The user's own threshold wins; leaving the team drops the team.
+	own := 0.0
+	if _, err := st.Users().Update(ctx, user.ID, store.UserPatch{PreemptThreshold: store.Some(&own)}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = s.LookupKey(ctx, &keyservicev1.LookupKeyRequest{KeyHash: hasher.Hash(k)}); err != nil || got.GetPreemptThreshold() != 0 || got.PreemptThreshold == nil {
+		t.Fatalf("own threshold: %v, %v", got.PreemptThreshold, err)
+	}
+	if _, err := st.Users().Update(ctx, user.ID, store.UserPatch{TeamID: store.Some[*uuid.UUID](nil)}); err != nil {
+		t.Fatal(err)
+	}
+	got, err = s.LookupKey(ctx, &keyservicev1.LookupKeyRequest{KeyHash: hasher.Hash(k)})
+	if err != nil || got.TeamId != "" || got.TeamName != "" || got.AllowedModels != nil || len(got.RateLimits) != 1 {
+		t.Fatalf("after leaving: %v, %v", got, err)
+	}
+}

@@ -89,3 +89,46 @@ func TestRecordRateLimits(t *testing.T) {
 		})
 	}
 }
+
+// TestRecordTeam: the team and its allow-list reach the record and survive
+// the Redis entry; a malformed team id fails the answer.
+func TestRecordTeam(t *testing.T) {
+	key := uuid.MustParse("11111111-1111-4111-8111-111111111111")
+	user := uuid.MustParse("22222222-2222-4222-8222-222222222222")
+	team := uuid.MustParse("33333333-3333-4333-8333-333333333333")
+	for _, tc := range []struct {
+		name    string
+		teamID  string
+		allowed []string
+		want    accesskey.KeyRecord
+		wantErr bool
+	}{
+		{"no team", "", nil, accesskey.KeyRecord{KeyID: key, UserID: user}, false},
+		{"team with allow-list", team.String(), []string{"claude-sonnet-4-5"},
+			accesskey.KeyRecord{KeyID: key, UserID: user, TeamID: &team, TeamName: "Platform", AllowedModels: []string{"claude-sonnet-4-5"}}, false},
+		{"bad team id", "x", nil, accesskey.KeyRecord{}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := &keyservicev1.LookupKeyResponse{KeyId: key.String(), UserId: user.String(),
+				Status: keyservicev1.KeyStatus_KEY_STATUS_ACTIVE, TeamId: tc.teamID, AllowedModels: tc.allowed}
+			if tc.teamID != "" {
+				in.TeamName = "Platform"
+			}
+			rec, err := recordOf(in)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v; want error %v", err, tc.wantErr)
+			}
+			if err != nil {
+				return
+			}
+			b, err := json.Marshal(entry{Record: rec})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back entry
+			if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(back.Record.KeyRecord, tc.want) {
+				t.Fatalf("record = %+v, %v; want %+v", back.Record.KeyRecord, err, tc.want)
+			}
+		})
+	}
+}
