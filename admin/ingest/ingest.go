@@ -459,6 +459,7 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 		EventTime:          ev.Time.UTC(),
 		UserID:             ev.UserID,
 		AccessKeyID:        ev.KeyID,
+		TeamID:             ev.TeamID,
 		SessionID:          clean(ev.SessionID, MaxTextLen),
 		AgentID:            clean(ev.AgentID, MaxTextLen),
 		ParentAgentID:      clean(ev.ParentAgentID, MaxTextLen),

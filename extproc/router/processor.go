@@ -574,6 +574,7 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		RequestID:     p.req.id,
 		Time:          p.req.start,
 		UserID:        p.req.identity.UserID,
+		TeamID:        p.req.identity.TeamID,
 		KeyID:         p.req.identity.KeyID,
 		SessionID:     p.req.sessionID,
 		AgentID:       p.req.agentID,

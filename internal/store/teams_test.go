@@ -3,8 +3,10 @@ package store_test
 import (
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/google/uuid"
@@ -200,4 +202,53 @@ func mustKeyIn(t testing.TB, st *store.Store, userID uuid.UUID) store.AccessKey 
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestUsageByTeam: events record the team they were served for; usage
+// groups by it and filters on it from the raw events.
+func TestUsageByTeam(t *testing.T) {
+	ctx := testCtx(t)
+	st := freshStore(t)
+	team, err := st.Teams().Create(ctx, store.NewTeam{Name: "Platform"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	user, key := uuid.New(), uuid.New()
+	at := time.Date(2026, 3, 10, 12, 30, 0, 0, time.UTC)
+	ev := func(id string, team *uuid.UUID, cost string) store.UsageEvent {
+		return store.UsageEvent{RequestID: id, EventTime: at, UserID: user, AccessKeyID: key, Kind: store.KindMessages,
+			RequestedModel: "claude-sonnet-4-5", Provider: store.ProviderBedrock, Status: 200, InputTokens: 10,
+			CostUSD: decimal.RequireFromString(cost), PriceFlag: store.PriceExact, TeamID: team}
+	}
+	if _, err := st.Usage().InsertEvents(ctx, []store.UsageEvent{ev("a", &team.ID, "1"), ev("b", &team.ID, "2"), ev("c", nil, "4")}); err != nil {
+		t.Fatal(err)
+	}
+	from, to := at.Add(-time.Hour), at.Add(time.Hour)
+	groups, err := st.Usage().Summary(ctx, store.UsageSummaryQuery{From: from, To: to, GroupBy: store.GroupByTeam})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, g := range groups {
+		got = append(got, g.Key+"="+g.BedrockCostUSD.String()+"/"+strconv.FormatInt(g.Requests, 10))
+	}
+	if want := []string{"=4/1", team.ID.String() + "=3/2"}; !slices.Equal(got, want) {
+		t.Fatalf("by team %v, want %v", got, want)
+	}
+	groups, err = st.Usage().Summary(ctx, store.UsageSummaryQuery{From: from, To: to, GroupBy: store.GroupByModel, TeamID: &team.ID})
+	if err != nil || len(groups) != 1 || groups[0].Key != "claude-sonnet-4-5" || groups[0].Requests != 2 {
+		t.Fatalf("team's models %+v, %v", groups, err)
+	}
+	groups, err = st.Usage().Summary(ctx, store.UsageSummaryQuery{From: from, To: to, GroupBy: store.GroupByDay, TeamID: &team.ID})
+	if err != nil || len(groups) != 1 || groups[0].Key != "2026-03-10T00:00:00Z" || groups[0].Requests != 2 {
+		t.Fatalf("team's days %+v, %v", groups, err)
+	}
+	evs, _, err := st.Usage().ListRequests(ctx, store.UsageFilter{TeamID: &team.ID}, 10, "")
+	if err != nil || len(evs) != 2 || *evs[0].TeamID != team.ID {
+		t.Fatalf("team's requests %+v, %v", evs, err)
+	}
+	one, err := st.Usage().GetRequest(ctx, "c")
+	if err != nil || one.TeamID != nil {
+		t.Fatalf("request without team %+v, %v", one, err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/shopspring/decimal"
 )
 
@@ -55,6 +56,9 @@ type UsageEvent struct {
 	// asked for) or plan_only (Bedrock was withheld).
 	BudgetAction  string
 	OriginalModel string
+	// TeamID is the team the user was in when the request was served; nil
+	// when in none.
+	TeamID *uuid.UUID
 }
 
 // Validate checks what the schema would reject, so an ingester can set a
@@ -114,12 +118,12 @@ WITH input AS (
 		$8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::bool[], $14::text[],
 		$15::bool[], $16::int[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[],
 		$21::bigint[], $22::numeric[], $23::text[], $24::int[], $25::int[], $26::bool[],
-		$27::text[], $28::smallint[], $29::text[], $30::text[]
+		$27::text[], $28::smallint[], $29::text[], $30::text[], $31::uuid[]
 	) WITH ORDINALITY AS t(request_id, event_time, user_id, access_key_id, session_id, agent_id,
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms,
-		aborted, parent_agent_id, agent_spawns, budget_action, original_model, ord)
+		aborted, parent_agent_id, agent_spawns, budget_action, original_model, team_id, ord)
 ),
 firsts AS (
 	SELECT DISTINCT ON (request_id) * FROM input ORDER BY request_id, ord
@@ -135,12 +139,12 @@ ins AS (
 		client_version, kind, requested_model, bedrock_model_id, provider, region, fallback,
 		fallback_reason, stream, status, input_tokens, output_tokens, cache_read_tokens,
 		cache_write_5m_tokens, cache_write_1h_tokens, cost_usd, price_flag, ttft_ms, latency_ms, aborted,
-		parent_agent_id, agent_spawns, budget_action, original_model)
+		parent_agent_id, agent_spawns, budget_action, original_model, team_id)
 	SELECT f.request_id, f.event_time, f.user_id, f.access_key_id, f.session_id, f.agent_id,
 		f.client_version, f.kind, f.requested_model, f.bedrock_model_id, f.provider, f.region, f.fallback,
 		f.fallback_reason, f.stream, f.status, f.input_tokens, f.output_tokens, f.cache_read_tokens,
 		f.cache_write_5m_tokens, f.cache_write_1h_tokens, f.cost_usd, f.price_flag, f.ttft_ms, f.latency_ms,
-		f.aborted, f.parent_agent_id, f.agent_spawns, f.budget_action, f.original_model
+		f.aborted, f.parent_agent_id, f.agent_spawns, f.budget_action, f.original_model, f.team_id
 	FROM firsts f JOIN fresh USING (request_id)
 	ORDER BY f.event_time, f.request_id
 	RETURNING request_id, event_time, user_id, access_key_id, requested_model, provider, fallback, status, aborted,
@@ -211,6 +215,7 @@ type eventColumns struct {
 	parentAgentID                                        []string
 	agentSpawns                                          []int16
 	budgetAction, originalModel                          []string
+	teamID                                               []pgtype.UUID
 }
 
 func newEventColumns(evs []UsageEvent) *eventColumns {
@@ -227,6 +232,7 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		cacheWrite1h: make([]int64, n), cost: make([]decimal.Decimal, n),
 		parentAgentID: make([]string, n), agentSpawns: make([]int16, n),
 		budgetAction: make([]string, n), originalModel: make([]string, n),
+		teamID: make([]pgtype.UUID, n),
 	}
 	ttfts := make([]int32, n)
 	for i, e := range evs {
@@ -240,6 +246,9 @@ func newEventColumns(evs []UsageEvent) *eventColumns {
 		c.cost[i], c.priceFlag[i], c.latency[i], c.aborted[i] = e.CostUSD, string(e.PriceFlag), int32(e.LatencyMs), e.Aborted
 		c.parentAgentID[i], c.agentSpawns[i] = e.ParentAgentID, int16(e.AgentSpawns)
 		c.budgetAction[i], c.originalModel[i] = e.BudgetAction, e.OriginalModel
+		if e.TeamID != nil {
+			c.teamID[i] = pgtype.UUID{Bytes: *e.TeamID, Valid: true}
+		}
 		if e.TTFTMs != nil {
 			ttfts[i] = int32(*e.TTFTMs)
 			c.ttft[i] = &ttfts[i]
@@ -252,7 +261,7 @@ func (c *eventColumns) args() []any {
 	return []any{c.requestID, c.eventTime, c.userID, c.keyID, c.sessionID, c.agentID, c.clientVersion,
 		c.kind, c.requestedModel, c.bedrockModelID, c.provider, c.region, c.fallback, c.fallbackReason,
 		c.stream, c.status, c.input, c.output, c.cacheRead, c.cacheWrite5m, c.cacheWrite1h, c.cost,
-		c.priceFlag, c.ttft, c.latency, c.aborted, c.parentAgentID, c.agentSpawns, c.budgetAction, c.originalModel}
+		c.priceFlag, c.ttft, c.latency, c.aborted, c.parentAgentID, c.agentSpawns, c.budgetAction, c.originalModel, c.teamID}
 }
 
 // InsertEvents stores a batch of events idempotently and updates the hourly

@@ -27,13 +27,16 @@ const (
 	GroupByKey UsageGroupBy = "key"
 	// GroupByFallbackReason groups the fallback requests by their reason.
 	GroupByFallbackReason UsageGroupBy = "fallback_reason"
+	// GroupByTeam keys groups by the team the user was in when the request
+	// was served ("" for requests of users in no team).
+	GroupByTeam UsageGroupBy = "team"
 )
 
 // Valid reports whether g is a known dimension.
 func (g UsageGroupBy) Valid() bool {
 	switch g {
 	case GroupByHour, GroupByDay, GroupByModel, GroupByProvider, GroupBySession,
-		GroupByUser, GroupByKey, GroupByFallbackReason:
+		GroupByUser, GroupByKey, GroupByFallbackReason, GroupByTeam:
 		return true
 	}
 	return false
@@ -44,6 +47,10 @@ type UsageSummaryQuery struct {
 	// UserID and AccessKeyID restrict to one user or key when set.
 	UserID      *uuid.UUID
 	AccessKeyID *uuid.UUID
+	// TeamID restricts to the requests served while their user was in the
+	// team. The rollups do not know teams: with it, and when grouping by
+	// team, the raw events in [From, To) are summed.
+	TeamID *uuid.UUID
 	// From and To bound the time range [From, To).
 	From, To time.Time
 	GroupBy  UsageGroupBy
@@ -155,7 +162,9 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 	}
 
 	var sql string
-	if q.GroupBy == GroupByDay && q.Location != nil && q.Location.String() != "UTC" {
+	if q.TeamID != nil || q.GroupBy == GroupByTeam {
+		sql = teamSummarySQL(q, arg, filter.String())
+	} else if q.GroupBy == GroupByDay && q.Location != nil && q.Location.String() != "UTC" {
 		// Days of another zone are whole hours of UTC for every zone
 		// with a whole-hour offset; the hourly rollups hold them.
 		table := "usage_hourly_all"
@@ -232,7 +241,7 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 			dest = append(dest, &g.Bucket)
 		case GroupBySession:
 			dest = append(dest, &g.Key, &g.FirstAt, &g.LastAt)
-		case GroupByFallbackReason, GroupByUser, GroupByKey:
+		case GroupByFallbackReason, GroupByUser, GroupByKey, GroupByTeam:
 			dest = append(dest, &g.Key)
 		default:
 			dest = append(dest, &g.Key)
@@ -248,6 +257,37 @@ func (u Usage) Summary(ctx context.Context, q UsageSummaryQuery) ([]UsageGroup, 
 		return g, nil
 	})
 	return out, mapErr("store: usage summary", err)
+}
+
+// teamSummarySQL sums the raw events of [From, To) ($1, $2) by q.GroupBy,
+// for a team filter or team groups: usage_events alone records the team a
+// request was served for (usage_events_team_idx finds one team's events).
+func teamSummarySQL(q UsageSummaryQuery, arg func(any) string, filter string) string {
+	if q.TeamID != nil {
+		filter += " AND team_id = " + arg(*q.TeamID)
+	}
+	where := ` FROM usage_events WHERE event_time >= $1 AND event_time < $2` + filter
+	switch q.GroupBy {
+	case GroupBySession:
+		return `SELECT session_id, min(event_time), max(event_time), ` + eventTotalsSelect + where + `
+			GROUP BY session_id ORDER BY min(event_time), session_id`
+	case GroupByFallbackReason:
+		where += " AND fallback"
+	}
+	key := map[UsageGroupBy]string{
+		GroupByHour:           `date_trunc('hour', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
+		GroupByDay:            `date_trunc('day', event_time AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'`,
+		GroupByModel:          "requested_model",
+		GroupByProvider:       "provider",
+		GroupByUser:           "user_id::text",
+		GroupByKey:            "access_key_id::text",
+		GroupByFallbackReason: "fallback_reason",
+		GroupByTeam:           "coalesce(team_id::text, '')",
+	}[q.GroupBy]
+	if q.GroupBy == GroupByDay && q.Location != nil && q.Location.String() != "UTC" {
+		key = `date_trunc('day', event_time, ` + arg(q.Location.String()) + `)`
+	}
+	return `SELECT ` + key + `, ` + eventTotalsSelect + where + ` GROUP BY 1 ORDER BY 1`
 }
 
 // userRowsSQL selects per-user rollup rows for the hour buckets starting
@@ -486,6 +526,8 @@ type UsageFilter struct {
 	AccessKeyID *uuid.UUID
 	SessionID   string
 	Provider    Provider
+	// TeamID keeps the events served while their user was in the team.
+	TeamID *uuid.UUID
 	// From and To bound event_time to [From, To) when non-zero.
 	From, To time.Time
 }
@@ -493,7 +535,7 @@ type UsageFilter struct {
 const eventColumnList = `request_id, event_time, user_id, access_key_id, session_id, agent_id, client_version,
 	kind, requested_model, bedrock_model_id, provider, region, fallback, fallback_reason, stream, status,
 	input_tokens, output_tokens, cache_read_tokens, cache_write_5m_tokens, cache_write_1h_tokens, cost_usd,
-	price_flag, ttft_ms, latency_ms, aborted, parent_agent_id, agent_spawns`
+	price_flag, ttft_ms, latency_ms, aborted, parent_agent_id, agent_spawns, team_id`
 
 func scanEvent(row pgx.Row) (UsageEvent, error) {
 	var (
@@ -507,7 +549,7 @@ func scanEvent(row pgx.Row) (UsageEvent, error) {
 		&e.ClientVersion, &e.Kind, &e.RequestedModel, &e.BedrockModelID, &e.Provider, &e.Region, &e.Fallback,
 		&e.FallbackReason, &e.Stream, &status, &e.InputTokens, &e.OutputTokens, &e.CacheReadTokens,
 		&e.CacheWrite5mTokens, &e.CacheWrite1hTokens, &e.CostUSD, &e.PriceFlag, &ttft, &latency, &e.Aborted,
-		&e.ParentAgentID, &spawns)
+		&e.ParentAgentID, &spawns, &e.TeamID)
 	e.Status, e.LatencyMs, e.AgentSpawns = int(status), int(latency), int(spawns)
 	if ttft != nil {
 		v := int(*ttft)
@@ -534,6 +576,9 @@ func (u Usage) ListRequests(ctx context.Context, f UsageFilter, limit int, curso
 	}
 	if f.SessionID != "" {
 		where = append(where, "session_id = "+arg(f.SessionID))
+	}
+	if f.TeamID != nil {
+		where = append(where, "team_id = "+arg(*f.TeamID))
 	}
 	if f.Provider != "" {
 		if !f.Provider.Valid() {

@@ -61,6 +61,7 @@ type wireEvent struct {
 	Time           string      `json:"time"`
 	UserID         uuid.UUID   `json:"user_id"`
 	KeyID          uuid.UUID   `json:"key_id"`
+	TeamID         *uuid.UUID  `json:"team_id,omitempty"`
 	SessionID      string      `json:"session_id,omitempty"`
 	AgentID        string      `json:"agent_id,omitempty"`
 	ParentAgentID  string      `json:"parent_agent_id,omitempty"`
@@ -155,6 +156,7 @@ func Encode(ev usage.Event) []byte {
 		Time:           ev.Time.UTC().Format(time.RFC3339Nano),
 		UserID:         ev.UserID,
 		KeyID:          ev.KeyID,
+		TeamID:         ev.TeamID,
 		SessionID:      ev.SessionID,
 		AgentID:        ev.AgentID,
 		ParentAgentID:  ev.ParentAgentID,
@@ -245,6 +247,7 @@ func Decode(b []byte) (usage.Event, error) {
 		Time:           t,
 		UserID:         w.UserID,
 		KeyID:          w.KeyID,
+		TeamID:         w.TeamID,
 		SessionID:      w.SessionID,
 		AgentID:        w.AgentID,
 		ParentAgentID:  w.ParentAgentID,
