@@ -41,19 +41,37 @@ func toAdmin(a store.Admin) adminJSON {
 		Role: string(a.Role), TeamID: a.TeamID, SSO: a.OIDCSubject != ""}
 }
 
-// checkRole validates a role given to the API: any of the roles, but a team
-// admin only once ccproxy has teams.
+// checkRole validates a role given to the API: a team admin, and only a
+// team admin, names its team (whose existence the handler checks).
 func checkRole(field string, role store.AdminRole, teamID *uuid.UUID) []fieldError {
 	switch {
+	case role == store.RoleTeamAdmin && teamID == nil:
+		return []fieldError{{Field: "team_id", Message: "a team admin names its team: the id of an existing team"}}
 	case role == store.RoleTeamAdmin:
-		return []fieldError{{Field: field, Message: errTeamAdminUnavailable.Error()}}
+		return nil
 	case !role.Valid():
-		return []fieldError{{Field: field, Message: "must be owner, admin or viewer"}}
+		return []fieldError{{Field: field, Message: "must be owner, admin, viewer or team_admin"}}
 	case teamID != nil:
 		return []fieldError{{Field: "team_id", Message: "only a team admin names a team"}}
 	}
 	return nil
 }
+
+// checkTeamExists answers a field error (through invalidError) when a team
+// admin's team does not exist or was deleted.
+func checkTeamExists(ctx context.Context, q *store.Queries, team *uuid.UUID) error {
+	if team == nil {
+		return nil
+	}
+	if _, err := q.Teams().Get(ctx, *team); errors.Is(err, store.ErrNotFound) {
+		return &invalidError{errs: []fieldError{{Field: "team_id", Message: "no team has this id"}}}
+	} else if err != nil {
+		return err
+	}
+	return nil
+}
+
+func sameTeam(a, b *uuid.UUID) bool { return (a == nil) == (b == nil) && (a == nil || *a == *b) }
 
 func (s *Server) handleListAdmins(w http.ResponseWriter, r *http.Request) {
 	serveList(s, w, r, noFilter, wholeList(func(ctx context.Context, _ struct{}) ([]store.Admin, error) {
@@ -103,7 +121,10 @@ func (s *Server) handleCreateAdmin(w http.ResponseWriter, r *http.Request) {
 	}
 	var out adminJSON
 	err = s.st.WithTx(r.Context(), func(q *store.Queries) error {
-		a, err := q.Admins().CreateAdmin(r.Context(), store.NewAdmin{Username: req.Username, PasswordHash: hash, Role: req.Role})
+		if err := checkTeamExists(r.Context(), q, req.TeamID); err != nil {
+			return err
+		}
+		a, err := q.Admins().CreateAdmin(r.Context(), store.NewAdmin{Username: req.Username, PasswordHash: hash, Role: req.Role, TeamID: req.TeamID})
 		if err != nil {
 			return err
 		}
@@ -176,7 +197,7 @@ func (s *Server) handlePatchAdmin(w http.ResponseWriter, r *http.Request) {
 		}
 		out = toAdmin(before)
 		disable := req.Disabled.Set && req.Disabled.Value != before.Disabled
-		changeRole := req.Role.Set && req.Role.Value != before.Role
+		changeRole := req.Role.Set && (req.Role.Value != before.Role || !sameTeam(team, before.TeamID))
 		if !disable && !changeRole {
 			return nil
 		}
@@ -190,10 +211,13 @@ func (s *Server) handlePatchAdmin(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if changeRole {
-			if err := q.Admins().SetRole(r.Context(), id, req.Role.Value, nil); err != nil {
+			if err := checkTeamExists(r.Context(), q, team); err != nil {
 				return err
 			}
-			out.Role, out.TeamID = string(req.Role.Value), nil
+			if err := q.Admins().SetRole(r.Context(), id, req.Role.Value, team); err != nil {
+				return err
+			}
+			out.Role, out.TeamID = string(req.Role.Value), team
 			if err := s.audit(r.Context(), q, "admin.role_change", "admin", id.String(), toAdmin(before), out); err != nil {
 				return err
 			}

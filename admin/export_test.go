@@ -38,3 +38,13 @@ func (s *Server) VerifyIDToken(ctx context.Context, raw, nonce string) error {
 	_, err = s.oidc.verify(ctx, p, raw, nonce)
 	return err
 }
+
+// TeamAdminRoutes returns the routes a team admin may call beyond its own
+// session, and whether each names an id authorizeTeam checks.
+func TeamAdminRoutes() map[string]bool {
+	out := map[string]bool{}
+	for p, s := range teamAdminRules() {
+		out[p] = s != teamList
+	}
+	return out
+}

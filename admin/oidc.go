@@ -128,8 +128,9 @@ func checkSSORole(r store.AdminRole) error {
 	return fmt.Errorf("unknown role %q: must be owner, admin or viewer", r)
 }
 
-// errTeamAdminUnavailable refuses team admins while ccproxy has no teams.
-var errTeamAdminUnavailable = errors.New("team_admin needs teams, which this version of ccproxy does not have yet: use owner, admin or viewer")
+// errTeamAdminUnavailable refuses team admins in a group mapping: a team
+// admin names its team, which a group does not say.
+var errTeamAdminUnavailable = errors.New("team_admin cannot come from a group mapping (a team admin names its team): use owner, admin or viewer, and create team admins with the admin API")
 
 // checkHTTPURL accepts an absolute https URL, or an http one on a loopback
 // host (a provider or admin service on the same machine, and tests).

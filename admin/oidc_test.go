@@ -502,7 +502,7 @@ func TestSSOConfig(t *testing.T) {
 		{"no secret", func(c *admin.OIDCConfig) { c.ClientSecret = "" }, "client secret"},
 		{"redirect elsewhere", func(c *admin.OIDCConfig) { c.RedirectURL = "https://admin.example.com/cb" }, "must end in /api/v1/auth/oidc/callback"},
 		{"no mapping", func(c *admin.OIDCConfig) { c.RoleMapping = nil }, "mapping is required"},
-		{"team admin", func(c *admin.OIDCConfig) { c.RoleMapping = map[string]store.AdminRole{"g": store.RoleTeamAdmin} }, "needs teams"},
+		{"team admin", func(c *admin.OIDCConfig) { c.RoleMapping = map[string]store.AdminRole{"g": store.RoleTeamAdmin} }, "cannot come from a group mapping"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"strconv"
@@ -43,7 +44,7 @@ func rateLimitTarget(scope store.RateLimitScope) string {
 	return string(scope)
 }
 
-// handleGetRateLimits answers GET /api/v1/{users,keys}/{id}/rate-limits:
+// handleGetRateLimits answers GET /api/v1/{users,keys,teams}/{id}/rate-limits:
 // the subject's limits, every one null when it has none.
 func (s *Server) handleGetRateLimits(scope store.RateLimitScope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -53,7 +54,7 @@ func (s *Server) handleGetRateLimits(scope store.RateLimitScope) http.HandlerFun
 		}
 		var out rateLimitsJSON
 		err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
-			if _, _, err := ownerOf(r.Context(), q, id, scope == store.RateLimitKey); err != nil {
+			if _, _, err := rateLimitSubject(r.Context(), q, scope, id); err != nil {
 				return err
 			}
 			l, err := q.RateLimits().Get(r.Context(), scope, id)
@@ -71,7 +72,7 @@ func (s *Server) handleGetRateLimits(scope store.RateLimitScope) http.HandlerFun
 	}
 }
 
-// handlePutRateLimits answers PUT /api/v1/{users,keys}/{id}/rate-limits:
+// handlePutRateLimits answers PUT /api/v1/{users,keys,teams}/{id}/rate-limits:
 // it replaces the subject's limits (all null removes them), audits the
 // change and tells every extproc, whose key lookups carry the limits.
 func (s *Server) handlePutRateLimits(scope store.RateLimitScope) http.HandlerFunc {
@@ -93,7 +94,7 @@ func (s *Server) handlePutRateLimits(scope store.RateLimitScope) http.HandlerFun
 	}
 }
 
-// handleDeleteRateLimits answers DELETE /api/v1/{users,keys}/{id}/rate-limits:
+// handleDeleteRateLimits answers DELETE /api/v1/{users,keys,teams}/{id}/rate-limits:
 // the subject has no limits afterwards (idempotent).
 func (s *Server) handleDeleteRateLimits(scope store.RateLimitScope) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
@@ -103,6 +104,20 @@ func (s *Server) handleDeleteRateLimits(scope store.RateLimitScope) http.Handler
 		}
 		s.changeRateLimits(w, r, scope, id, store.RateLimitValues{})
 	}
+}
+
+// rateLimitSubject checks that the subject of scope id exists and returns
+// the keys whose lookups carry its limits: a key's own, a user's keys, or
+// every member's keys for a team (userID is then uuid.Nil).
+func rateLimitSubject(ctx context.Context, q *store.Queries, scope store.RateLimitScope, id uuid.UUID) (uuid.UUID, []store.AccessKey, error) {
+	if scope != store.RateLimitTeam {
+		return ownerOf(ctx, q, id, scope == store.RateLimitKey)
+	}
+	if _, err := q.Teams().Get(ctx, id); err != nil {
+		return uuid.Nil, nil, err
+	}
+	ks, err := q.AccessKeys().ListByTeam(ctx, id)
+	return uuid.Nil, ks, err
 }
 
 // changeRateLimits stores v (empty: none) as the limits of scope id.
@@ -118,7 +133,7 @@ func (s *Server) changeRateLimits(w http.ResponseWriter, r *http.Request, scope 
 	)
 	err := s.st.WithTx(r.Context(), func(q *store.Queries) error {
 		var err error
-		if userID, ks, err = ownerOf(r.Context(), q, id, scope == store.RateLimitKey); err != nil {
+		if userID, ks, err = rateLimitSubject(r.Context(), q, scope, id); err != nil {
 			return err
 		}
 		var before any
@@ -149,7 +164,11 @@ func (s *Server) changeRateLimits(w http.ResponseWriter, r *http.Request, scope 
 		s.storeError(w, r, err)
 		return
 	}
-	if !s.invalidateOrUnavailable(w, r, keysInvalidation(userID, ks)) {
+	if scope == store.RateLimitTeam {
+		if !s.invalidateTeam(w, r, ks) {
+			return
+		}
+	} else if !s.invalidateOrUnavailable(w, r, keysInvalidation(userID, ks)) {
 		return
 	}
 	if r.Method == http.MethodDelete {

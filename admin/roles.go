@@ -1,7 +1,10 @@
 package admin
 
 import (
+	"errors"
 	"net/http"
+
+	"github.com/google/uuid"
 
 	"github.com/ccproxy/ccproxy/internal/store"
 )
@@ -16,10 +19,13 @@ import (
 // The roles form a ladder: owner > admin > viewer. Owners alone manage
 // admin accounts and see the single sign-on settings; admins change
 // everything else; viewers read everything (every GET) and change nothing
-// but their own session and password. A team admin is meant to manage one
-// team; until ccproxy has teams it can do no more than a viewer's
-// self-service (log out, change its password, see its session), and the API
-// refuses to create one.
+// but their own session and password. A team admin stands beside the ladder:
+// it manages one team (admins.team_id). Besides its own session and
+// password it may call the routes of teamAdminRules only, each checked
+// against its team (authorizeTeam): it reads its team, and reads and manages
+// the team's developers, their keys and the team's usage. Lists it calls
+// show its team only (actor.teamScope); a developer it creates or moves is
+// in its team.
 
 // minRole is the least role a route needs.
 type minRole int
@@ -108,6 +114,15 @@ func accessRules() map[string]minRole {
 		"PUT /api/v1/keys/{id}/rate-limits":     adminRole,
 		"DELETE /api/v1/keys/{id}/rate-limits":  adminRole,
 
+		"GET /api/v1/teams":                     viewerRole,
+		"GET /api/v1/teams/{id}":                viewerRole,
+		"POST /api/v1/teams":                    adminRole,
+		"PATCH /api/v1/teams/{id}":              adminRole,
+		"DELETE /api/v1/teams/{id}":             adminRole,
+		"GET /api/v1/teams/{id}/rate-limits":    viewerRole,
+		"PUT /api/v1/teams/{id}/rate-limits":    adminRole,
+		"DELETE /api/v1/teams/{id}/rate-limits": adminRole,
+
 		"GET /api/v1/models":         viewerRole,
 		"GET /api/v1/models/{id}":    viewerRole,
 		"POST /api/v1/models":        adminRole,
@@ -152,6 +167,96 @@ func accessRules() map[string]minRole {
 	}
 }
 
+// teamScope says what of a team admin's request authorizeTeam checks.
+type teamScope int
+
+const (
+	// teamList: a list or summary the handler restricts to the team
+	// (actor.teamScope), or a developer the handler creates in it.
+	teamList teamScope = iota + 1
+	// teamSelf: {id} is the admin's own team.
+	teamSelf
+	// teamUser: {id} is a developer of the team.
+	teamUser
+	// teamKey: {id} is an access key of a developer of the team.
+	teamKey
+)
+
+// teamAdminRules are the routes a team admin may call beyond anyAdmin's,
+// and how each is held to its team.
+func teamAdminRules() map[string]teamScope {
+	return map[string]teamScope{
+		"GET /api/v1/teams":                  teamList,
+		"GET /api/v1/teams/{id}":             teamSelf,
+		"GET /api/v1/teams/{id}/rate-limits": teamSelf,
+		"GET /api/v1/users":                  teamList,
+		"POST /api/v1/users":                 teamList,
+		"GET /api/v1/users/{id}":             teamUser,
+		"PATCH /api/v1/users/{id}":           teamUser,
+		"DELETE /api/v1/users/{id}":          teamUser,
+		"GET /api/v1/users/{id}/keys":        teamUser,
+		"POST /api/v1/users/{id}/keys":       teamUser,
+		"POST /api/v1/keys/{id}/rotate":      teamKey,
+		"DELETE /api/v1/keys/{id}":           teamKey,
+		"GET /api/v1/usage":                  teamList,
+		"GET /api/v1/usage/requests":         teamList,
+	}
+}
+
+// teamScope is the team a team admin is held to; nil for every other role
+// (and for a team admin without a team, which the database's check rules
+// out and which then reaches nothing beyond anyAdmin).
+func (a actor) teamScope() *uuid.UUID {
+	if a.role != store.RoleTeamAdmin {
+		return nil
+	}
+	return a.teamID
+}
+
+// authorizeTeam checks a team admin's request on a route of
+// teamAdminRules: the team, developer or key it names must be its team's.
+// Anything else, an unknown id included, is 403: a team admin learns
+// nothing of the rest of the fleet.
+func (s *Server) authorizeTeam(w http.ResponseWriter, r *http.Request, team uuid.UUID, scope teamScope) bool {
+	inTeam := func() (bool, error) {
+		if scope == teamList {
+			return true, nil
+		}
+		id, err := uuid.Parse(r.PathValue("id"))
+		if err != nil {
+			return false, nil
+		}
+		if scope == teamSelf {
+			return id == team, nil
+		}
+		if scope == teamKey {
+			k, err := s.st.AccessKeys().Get(r.Context(), id)
+			if errors.Is(err, store.ErrNotFound) {
+				return false, nil
+			} else if err != nil {
+				return false, err
+			}
+			id = k.UserID
+		}
+		u, err := s.st.Users().Get(r.Context(), id)
+		if errors.Is(err, store.ErrNotFound) {
+			return false, nil
+		} else if err != nil {
+			return false, err
+		}
+		return u.TeamID != nil && *u.TeamID == team, nil
+	}
+	ok, err := inTeam()
+	if err != nil {
+		s.storeError(w, r, err)
+		return false
+	}
+	if !ok {
+		s.problem(w, r, http.StatusForbidden, "forbidden", "your role (team_admin) reaches only your own team's developers, keys and usage")
+	}
+	return ok
+}
+
 // authorize answers 403 (problem JSON) and returns false when the request's
 // admin may not call its route.
 func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a actor) bool {
@@ -161,6 +266,11 @@ func (s *Server) authorize(w http.ResponseWriter, r *http.Request, a actor) bool
 		// everyone rather than guess.
 		s.problem(w, r, http.StatusForbidden, "forbidden", "this endpoint has no access rule")
 		return false
+	}
+	if team := a.teamScope(); team != nil && need > anyAdmin {
+		if scope, ok := teamAdminRules()[r.Pattern]; ok {
+			return s.authorizeTeam(w, r, *team, scope)
+		}
 	}
 	if roleRank(a.role) < need {
 		detail := "your role (" + string(a.role) + ") may not do this; it needs the " + need.String() + " role"

@@ -305,7 +305,7 @@ func (s *Server) Handler() http.Handler { return s.mux }
 // routes builds the API's route table. Every route but the OpenAPI document,
 // login and the single sign-on flow needs an authenticated admin whose role
 // reaches the route's rule in accessRules. The blocks follow the resources,
-// and each resource's handlers live in the file of its name (users.go,
+// and each resource's handlers live in the file of its name (users.go, teams.go,
 // keys.go, bedrock.go, ratelimits.go, models.go, prices.go, usage.go, export.go,
 // audit.go, webhooks.go, sessions.go for sessions and prompt-cache economics;
 // login and logout in auth.go).
@@ -344,6 +344,12 @@ func (s *Server) routes() {
 	authed("PATCH /api/v1/users/{id}", s.handlePatchUser)
 	authed("DELETE /api/v1/users/{id}", s.handleDeleteUser)
 
+	authed("POST /api/v1/teams", s.handleCreateTeam)
+	authed("GET /api/v1/teams", s.handleListTeams)
+	authed("GET /api/v1/teams/{id}", s.handleGetTeam)
+	authed("PATCH /api/v1/teams/{id}", s.handlePatchTeam)
+	authed("DELETE /api/v1/teams/{id}", s.handleDeleteTeam)
+
 	authed("POST /api/v1/users/{id}/keys", s.handleIssueKey)
 	authed("GET /api/v1/users/{id}/keys", s.handleListKeys)
 	authed("POST /api/v1/keys/{id}/rotate", s.handleRotateKey)
@@ -365,6 +371,9 @@ func (s *Server) routes() {
 	authed("GET /api/v1/keys/{id}/rate-limits", s.handleGetRateLimits(store.RateLimitKey))
 	authed("PUT /api/v1/keys/{id}/rate-limits", s.handlePutRateLimits(store.RateLimitKey))
 	authed("DELETE /api/v1/keys/{id}/rate-limits", s.handleDeleteRateLimits(store.RateLimitKey))
+	authed("GET /api/v1/teams/{id}/rate-limits", s.handleGetRateLimits(store.RateLimitTeam))
+	authed("PUT /api/v1/teams/{id}/rate-limits", s.handlePutRateLimits(store.RateLimitTeam))
+	authed("DELETE /api/v1/teams/{id}/rate-limits", s.handleDeleteRateLimits(store.RateLimitTeam))
 
 	authed("POST /api/v1/models", s.handleCreateModel)
 	authed("GET /api/v1/models", s.handleListModels)

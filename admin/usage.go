@@ -39,6 +39,16 @@ type usageJSON struct {
 	Groups  []usageGroupJSON `json:"groups"`
 }
 
+// usageTeam reads the team_id filter; a team admin's usage is its team's
+// whatever it asks.
+func usageTeam(r *http.Request, errs *[]fieldError) *uuid.UUID {
+	team := uuidParam(r, "team_id", errs)
+	if own := actorFrom(r.Context()).teamScope(); own != nil {
+		team = own
+	}
+	return team
+}
+
 // usageFilters reads user_id, key_id, from and to.
 func (s *Server) usageFilters(r *http.Request, errs *[]fieldError, defaultRange bool) (user, key *uuid.UUID, from, to time.Time) {
 	q := r.URL.Query()
@@ -89,14 +99,16 @@ func (s *Server) handleUsage(w http.ResponseWriter, r *http.Request) {
 		gb = store.GroupByDay
 	}
 	if !gb.Valid() {
-		errs = append(errs, fieldError{Field: "group_by", Message: "must be hour, day, model, provider, session, user, key or fallback_reason"})
+		errs = append(errs, fieldError{Field: "group_by", Message: "must be hour, day, model, provider, session, user, key, fallback_reason or team"})
 	}
+	team := usageTeam(r, &errs)
 	loc := tzParam(r, &errs)
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
 	}
-	groups, err := s.st.Usage().Summary(r.Context(), store.UsageSummaryQuery{UserID: user, AccessKeyID: key, From: from, To: to, GroupBy: gb, Location: loc})
+	groups, err := s.st.Usage().Summary(r.Context(), store.UsageSummaryQuery{UserID: user, AccessKeyID: key, TeamID: team,
+		From: from, To: to, GroupBy: gb, Location: loc})
 	if err != nil {
 		s.storeError(w, r, err)
 		return
@@ -145,6 +157,8 @@ type usageEventJSON struct {
 	Aborted            bool      `json:"aborted"`
 	ParentAgentID      string    `json:"parent_agent_id"`
 	AgentSpawns        int       `json:"agent_spawns"`
+	// TeamID is the team the user was in when the request was served.
+	TeamID *uuid.UUID `json:"team_id"`
 }
 
 func toUsageEvent(e store.UsageEvent) usageEventJSON {
@@ -155,7 +169,7 @@ func toUsageEvent(e store.UsageEvent) usageEventJSON {
 		InputTokens: e.InputTokens, OutputTokens: e.OutputTokens, CacheReadTokens: e.CacheReadTokens,
 		CacheWrite5mTokens: e.CacheWrite5mTokens, CacheWrite1hTokens: e.CacheWrite1hTokens, CostUSD: e.CostUSD.String(),
 		PriceFlag: string(e.PriceFlag), TTFTMs: e.TTFTMs, LatencyMs: e.LatencyMs, Aborted: e.Aborted,
-		ParentAgentID: e.ParentAgentID, AgentSpawns: e.AgentSpawns}
+		ParentAgentID: e.ParentAgentID, AgentSpawns: e.AgentSpawns, TeamID: e.TeamID}
 }
 
 func (s *Server) handleUsageRequests(w http.ResponseWriter, r *http.Request) {
@@ -165,7 +179,7 @@ func (s *Server) handleUsageRequests(w http.ResponseWriter, r *http.Request) {
 // usageRequestFilter reads the filters of GET /usage/requests.
 func (s *Server) usageRequestFilter(r *http.Request, errs *[]fieldError) store.UsageFilter {
 	user, key, from, to := s.usageFilters(r, errs, false)
-	f := store.UsageFilter{UserID: user, AccessKeyID: key, From: from, To: to,
+	f := store.UsageFilter{UserID: user, AccessKeyID: key, TeamID: usageTeam(r, errs), From: from, To: to,
 		SessionID: r.URL.Query().Get("session_id"), Provider: store.Provider(r.URL.Query().Get("provider"))}
 	if f.Provider != "" && !f.Provider.Valid() {
 		*errs = append(*errs, fieldError{Field: "provider", Message: "must be anthropic or bedrock"})

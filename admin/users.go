@@ -26,7 +26,9 @@ type userJSON struct {
 	// Plan utilization fraction; 0 = off); null means the gateway default.
 	PreemptThreshold *float64 `json:"preempt_threshold"`
 	// SeatType is pro, max_5x, max_20x or api; null when not recorded.
-	SeatType  *string    `json:"seat_type"`
+	SeatType *string `json:"seat_type"`
+	// TeamID is the developer's team; null when in none.
+	TeamID    *uuid.UUID `json:"team_id"`
 	Status    string     `json:"status"`
 	CreatedAt time.Time  `json:"created_at"`
 	UpdatedAt time.Time  `json:"updated_at"`
@@ -36,7 +38,7 @@ type userJSON struct {
 func toUser(u store.User) userJSON {
 	out := userJSON{ID: u.ID, Name: u.Name, Email: u.Email, RoutingStrategy: string(u.RoutingStrategy),
 		Status: string(u.Status), CreatedAt: u.CreatedAt, UpdatedAt: u.UpdatedAt, DeletedAt: u.DeletedAt,
-		PreemptThreshold: u.PreemptThreshold}
+		PreemptThreshold: u.PreemptThreshold, TeamID: u.TeamID}
 	if u.SeatType != nil {
 		st := string(*u.SeatType)
 		out.SeatType = &st
@@ -108,6 +110,9 @@ type createUserRequest struct {
 	MonthlyBudgetUSD *string  `json:"monthly_budget_usd"`
 	PreemptThreshold *float64 `json:"preempt_threshold"`
 	SeatType         *string  `json:"seat_type"`
+	// TeamID puts the developer in a team; without routing_strategy they
+	// take the team's, when it has one.
+	TeamID *uuid.UUID `json:"team_id"`
 }
 
 func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
@@ -133,6 +138,14 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 	if req.SeatType != nil {
 		nu.SeatType = checkSeat(*req.SeatType, &errs)
 	}
+	nu.TeamID = req.TeamID
+	if own := actorFrom(r.Context()).teamScope(); own != nil {
+		// A team admin creates developers in its own team.
+		if nu.TeamID != nil && *nu.TeamID != *own {
+			errs = append(errs, fieldError{Field: "team_id", Message: "a team admin creates developers only in its own team"})
+		}
+		nu.TeamID = own
+	}
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return
@@ -155,19 +168,40 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) handleListUsers(w http.ResponseWriter, r *http.Request) {
-	serveList(s, w, r, userStatusFilter,
-		func(ctx context.Context, status store.UserStatus, limit int, cursor string) ([]store.User, string, error) {
-			return s.st.Users().List(ctx, store.UserListOptions{Limit: limit, Cursor: cursor, Status: status})
+	serveList(s, w, r, userListFilter,
+		func(ctx context.Context, opt store.UserListOptions, limit int, cursor string) ([]store.User, string, error) {
+			opt.Limit, opt.Cursor = limit, cursor
+			return s.st.Users().List(ctx, opt)
 		}, toUser)
 }
 
-// userStatusFilter reads the status filter of GET /users.
-func userStatusFilter(r *http.Request, errs *[]fieldError) store.UserStatus {
-	status := store.UserStatus(r.URL.Query().Get("status"))
-	if status != "" && !status.Valid() {
+// userListFilter reads the status and team_id filters of GET /users; a
+// team admin sees its own team's developers whatever it asks.
+func userListFilter(r *http.Request, errs *[]fieldError) store.UserListOptions {
+	var opt store.UserListOptions
+	opt.Status = store.UserStatus(r.URL.Query().Get("status"))
+	if opt.Status != "" && !opt.Status.Valid() {
 		*errs = append(*errs, fieldError{Field: "status", Message: "must be active or disabled"})
 	}
-	return status
+	opt.TeamID = uuidParam(r, "team_id", errs)
+	if own := actorFrom(r.Context()).teamScope(); own != nil {
+		opt.TeamID = own
+	}
+	return opt
+}
+
+// uuidParam reads an optional UUID query parameter.
+func uuidParam(r *http.Request, name string, errs *[]fieldError) *uuid.UUID {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return nil
+	}
+	id, err := uuid.Parse(v)
+	if err != nil || len(v) != 36 {
+		*errs = append(*errs, fieldError{Field: name, Message: "must be a UUID"})
+		return nil
+	}
+	return &id
 }
 
 func (s *Server) handleGetUser(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +224,9 @@ type patchUserRequest struct {
 	MonthlyBudgetUSD optional[string]  `json:"monthly_budget_usd"`
 	PreemptThreshold optional[float64] `json:"preempt_threshold"`
 	SeatType         optional[string]  `json:"seat_type"`
-	Status           optional[string]  `json:"status"`
+	// TeamID moves the developer to a team (null: out of any).
+	TeamID optional[uuid.UUID] `json:"team_id"`
+	Status optional[string]    `json:"status"`
 }
 
 func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
@@ -245,6 +281,16 @@ func (s *Server) handlePatchUser(w http.ResponseWriter, r *http.Request) {
 		} else {
 			p.SeatType = store.Some(checkSeat(req.SeatType.Value, &errs))
 		}
+	}
+	if req.TeamID.Set {
+		var team *uuid.UUID
+		if !req.TeamID.Null {
+			team = &req.TeamID.Value
+		}
+		if own := actorFrom(r.Context()).teamScope(); own != nil && (team == nil || *team != *own) {
+			errs = append(errs, fieldError{Field: "team_id", Message: "a team admin cannot move developers out of its team"})
+		}
+		p.TeamID = store.Some(team)
 	}
 	if req.Status.Set {
 		st := store.UserStatus(req.Status.Value)

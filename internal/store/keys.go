@@ -156,6 +156,19 @@ func (r AccessKeys) ListByUser(ctx context.Context, userID uuid.UUID) ([]AccessK
 	return keys, mapErr("store: list access keys", err)
 }
 
+// ListByTeam returns the keys of the team's users that are not deleted,
+// grouped by user: what a change to the team invalidates.
+func (r AccessKeys) ListByTeam(ctx context.Context, teamID uuid.UUID) ([]AccessKey, error) {
+	rows, err := r.q.db.Query(ctx, `SELECT `+keyColumns+` FROM access_keys
+		WHERE user_id IN (SELECT id FROM users WHERE team_id = $1 AND deleted_at IS NULL)
+		ORDER BY user_id, created_at DESC, id DESC`, teamID)
+	if err != nil {
+		return nil, mapErr("store: list team access keys", err)
+	}
+	keys, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (AccessKey, error) { return scanKey(row) })
+	return keys, mapErr("store: list team access keys", err)
+}
+
 // LookupByHash returns the key with this hash joined with its user and its
 // effective Bedrock credential, whatever the key's status (see
 // KeyLookup.Usable). An unknown hash is ErrNotFound.
