@@ -459,7 +459,6 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 		EventTime:          ev.Time.UTC(),
 		UserID:             ev.UserID,
 		AccessKeyID:        ev.KeyID,
-		TeamID:             ev.TeamID,
 		SessionID:          clean(ev.SessionID, MaxTextLen),
 		AgentID:            clean(ev.AgentID, MaxTextLen),
 		ParentAgentID:      clean(ev.ParentAgentID, MaxTextLen),
@@ -487,6 +486,10 @@ func ToStoreEvent(ev usage.Event) store.UsageEvent {
 	if ev.TTFT > 0 {
 		ms := int(ev.TTFT.Milliseconds())
 		out.TTFTMs = &ms
+	}
+	if ev.TeamID != uuid.Nil {
+		team := ev.TeamID
+		out.TeamID = &team
 	}
 	return out
 }

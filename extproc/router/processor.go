@@ -574,7 +574,6 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		RequestID:     p.req.id,
 		Time:          p.req.start,
 		UserID:        p.req.identity.UserID,
-		TeamID:        p.req.identity.TeamID,
 		KeyID:         p.req.identity.KeyID,
 		SessionID:     p.req.sessionID,
 		AgentID:       p.req.agentID,
@@ -589,6 +588,9 @@ func (p *Processor) emitUsage(ctx context.Context) {
 		TTFT:          p.resp.ttft,
 		Latency:       latency,
 		Aborted:       !p.resp.ended,
+	}
+	if t := p.req.identity.TeamID; t != nil {
+		ev.TeamID = *t
 	}
 	if p.req.kind == pathCountTokens || p.req.bedrock.op == "count-tokens" {
 		ev.PathKind = usage.PathCountTokens

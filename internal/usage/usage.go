@@ -52,9 +52,9 @@ type Event struct {
 	Time   time.Time
 	UserID uuid.UUID
 	KeyID  uuid.UUID
-	// TeamID is the user's team when the request was served; nil when in
-	// none.
-	TeamID *uuid.UUID
+	// TeamID is the user's team when the request was served; uuid.Nil
+	// when in none (a value, not a pointer: events stay comparable).
+	TeamID uuid.UUID
 	// SessionID and AgentID are Claude Code's x-claude-code-session-id and
 	// x-claude-code-agent-id headers (empty when absent).
 	SessionID string

@@ -61,7 +61,6 @@ type wireEvent struct {
 	Time           string      `json:"time"`
 	UserID         uuid.UUID   `json:"user_id"`
 	KeyID          uuid.UUID   `json:"key_id"`
-	TeamID         *uuid.UUID  `json:"team_id,omitempty"`
 	SessionID      string      `json:"session_id,omitempty"`
 	AgentID        string      `json:"agent_id,omitempty"`
 	ParentAgentID  string      `json:"parent_agent_id,omitempty"`
@@ -91,6 +90,9 @@ type wireEvent struct {
 	PlanLimits     *wireLimits `json:"plan_limits,omitempty"`
 	// RejectedCredential is set only when Bedrock refused the credential.
 	RejectedCredential *uuid.UUID `json:"rejected_credential,omitempty"`
+	// TeamID is the user's team, when in one (an optional field added
+	// within version 1: older decoders ignore it).
+	TeamID *uuid.UUID `json:"team_id,omitempty"`
 }
 
 // wireLimits is the JSON form of usage.PlanLimits; times are unix
@@ -156,7 +158,6 @@ func Encode(ev usage.Event) []byte {
 		Time:           ev.Time.UTC().Format(time.RFC3339Nano),
 		UserID:         ev.UserID,
 		KeyID:          ev.KeyID,
-		TeamID:         ev.TeamID,
 		SessionID:      ev.SessionID,
 		AgentID:        ev.AgentID,
 		ParentAgentID:  ev.ParentAgentID,
@@ -184,6 +185,10 @@ func Encode(ev usage.Event) []byte {
 		LatencyNanos:   int64(ev.Latency),
 		Aborted:        ev.Aborted,
 		PlanLimits:     encodeLimits(ev.PlanLimits),
+	}
+	if ev.TeamID != uuid.Nil {
+		id := ev.TeamID
+		w.TeamID = &id
 	}
 	if ev.RejectedCredentialID != uuid.Nil {
 		id := ev.RejectedCredentialID
@@ -247,7 +252,6 @@ func Decode(b []byte) (usage.Event, error) {
 		Time:           t,
 		UserID:         w.UserID,
 		KeyID:          w.KeyID,
-		TeamID:         w.TeamID,
 		SessionID:      w.SessionID,
 		AgentID:        w.AgentID,
 		ParentAgentID:  w.ParentAgentID,
@@ -280,6 +284,9 @@ func Decode(b []byte) (usage.Event, error) {
 	}
 	if w.RejectedCredential != nil {
 		ev.RejectedCredentialID = *w.RejectedCredential
+	}
+	if w.TeamID != nil {
+		ev.TeamID = *w.TeamID
 	}
 	if err := check(ev); err != nil {
 		return usage.Event{}, fmt.Errorf("%w: request %q: %v", ErrUndecodable, ev.RequestID, err)

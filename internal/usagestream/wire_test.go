@@ -18,6 +18,7 @@ func fullEvent() usage.Event {
 		Time:          time.Date(2026, 3, 14, 15, 9, 26, 535897932, time.UTC),
 		UserID:        uuid.MustParse("0b7e8f3a-3c0e-4b8e-9a43-1f2d3c4b5a69"),
 		KeyID:         uuid.MustParse("1c8f9a4b-4d1f-4c9f-8b54-2a3e4d5c6b7a"),
+		TeamID:        uuid.MustParse("5e4d3c2b-1a0f-4e9d-8c7b-6a5f4e3d2c1b"),
 		SessionID:     "2f9f7a0c-session",
 		AgentID:       "agent-7",
 		ParentAgentID: "agent-1",
@@ -115,7 +116,7 @@ func TestWireFormat(t *testing.T) {
 		`"plan_limits":{"status":"allowed_warning","claim":"five_hour","u5h":0.91,"u7d":0.375,"reset5h":1773511200000,` +
 		`"reset7d":1773824400000,"reset":1773511200000},` +
 		// An optional field added within version 1: older decoders ignore it.
-		`"rejected_credential":"7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d"}`
+		`"rejected_credential":"7a6b5c4d-3e2f-4a1b-8c9d-0e1f2a3b4c5d","team_id":"5e4d3c2b-1a0f-4e9d-8c7b-6a5f4e3d2c1b"}`
 	if got != want {
 		t.Fatalf("wire format changed (a change needs a new version):\n got %s\nwant %s", got, want)
 	}
