@@ -85,6 +85,9 @@ func newBedrockHarness(t testing.TB, runtime *runtimeconfig.Config, checkErr err
 		"plan-first-budgets": {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred, Budgets: testBudgets},
 		"plan-first-limited": {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred,
 			RateLimits: []accesskey.RateLimit{{Scope: accesskey.ScopeUser, ID: uuid.New(), RequestsPerMinute: 5}}},
+		// A team that allows Sonnet only (teams_test.go).
+		"team-sonnet": {RoutingStrategy: accesskey.RoutingPlanFirst, Credential: h.cred, TeamID: &teamID, TeamName: "Platform",
+			AllowedModels: []string{"claude-sonnet-4-5"}},
 	} {
 		key, err := keys.Generate()
 		if err != nil {

@@ -31,6 +31,9 @@ const (
 	// OutcomeRateLimited: 429, a per-minute rate limit of the key, its
 	// user or its team was reached (extproc/ratelimit).
 	OutcomeRateLimited = "rate_limited"
+	// OutcomeModelNotAllowed: the model is not on the user's team's
+	// allow-list.
+	OutcomeModelNotAllowed = "model_not_allowed"
 )
 
 // routeLocal labels requests the gateway answered itself.

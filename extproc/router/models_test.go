@@ -19,7 +19,7 @@ func TestModelsFuncIsReadPerRequest(t *testing.T) {
 	r.models = []Model{{ID: "static-ignored"}}
 
 	ids := func() []string {
-		resp := r.modelsResponse([]byte("/v1/models"))
+		resp := r.modelsResponse([]byte("/v1/models"), nil)
 		var list struct {
 			Data []struct{ ID string } `json:"data"`
 		}

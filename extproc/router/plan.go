@@ -105,7 +105,8 @@ func (b *plan) meter(p *Processor, ev *usage.Event) {
 // (docs/performance.md).
 func (p *Processor) skipsBody(bodyLen int64) bool {
 	return p.r.skipPlanBodies && p.req.kind == pathMessages && p.req.sessionID != "" && bodyLen >= 0 &&
-		!p.wantsBedrock() && !p.mayFallBack() && len(p.req.identity.Budgets) == 0 // a downgrade rewrites the body
+		!p.wantsBedrock() && !p.mayFallBack() && len(p.req.identity.Budgets) == 0 && // a downgrade rewrites the body
+		p.req.identity.AllowedModels == nil // the allow-list reads the model
 }
 
 // requestBodyMode is the request body mode in force: NONE once skipsBody

@@ -361,7 +361,7 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 		return immediate(200, "", "", "ccproxy_probe")
 	case kind == pathModels && method == "GET":
 		p.r.metrics.request(OutcomeModels)
-		return p.r.modelsResponse(rest)
+		return p.r.modelsResponse(rest, p.req.identity.AllowedModels)
 	case kind == pathMe && method == "GET":
 		return p.selfStatus(ctx)
 	case kind == pathMe:
@@ -386,6 +386,9 @@ func (p *Processor) answerLocally(ctx context.Context, method string, rest []byt
 		}
 		if strategy == accesskey.RoutingPlanOnly {
 			return p.refuseBedrock(ctx, refusePlanOnly, 403, "ccproxy: your account is plan_only; Bedrock mode is not available", nil)
+		}
+		if refusal := p.checkBedrockModel(ctx); refusal != nil {
+			return refusal
 		}
 	case kind == pathV1 || kind == pathModels:
 		// Only what is metered goes upstream: every forwarded request leaves

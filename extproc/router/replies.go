@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/url"
+	"slices"
 	"strconv"
 	"time"
 
@@ -103,8 +104,9 @@ type modelListJSON struct {
 }
 
 // modelsResponse answers GET /v1/models[?limit=&after_id=&before_id=] from
-// the configured list, in Anthropic's list format.
-func (r *Router) modelsResponse(path []byte) *extprocv3.ProcessingResponse {
+// the configured list, in Anthropic's list format: the models of allowed
+// only, when it is not nil (a team's allow-list).
+func (r *Router) modelsResponse(path []byte, allowed []string) *extprocv3.ProcessingResponse {
 	var q url.Values
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		q, _ = url.ParseQuery(string(path[i+1:]))
@@ -118,6 +120,10 @@ func (r *Router) modelsResponse(path []byte) *extprocv3.ProcessingResponse {
 		limit = n
 	}
 	models := r.modelList()
+	if allowed != nil {
+		cfg := r.runtimeConfig()
+		models = slices.DeleteFunc(slices.Clone(models), func(m Model) bool { return !modelAllowed(cfg, allowed, m.ID) })
+	}
 	if id := q.Get("after_id"); id != "" {
 		models = models[indexAfter(models, id):]
 	}

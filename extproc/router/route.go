@@ -26,6 +26,13 @@ func (p *Processor) chooseRoute(ctx context.Context, body []byte, common *extpro
 	if body != nil && p.req.kind == pathBedrockModel && p.req.sessionID == "" {
 		p.req.sessionID = sessionFromBody(body)
 	}
+	if p.req.kind == pathMessages || p.req.kind == pathCountTokens {
+		// The team's allow-list, before the budgets (skipsBody keeps the
+		// body of such users).
+		if refusal := p.checkModel(ctx, p.req.fields.model); refusal != nil {
+			return refusal
+		}
+	}
 	if refusal := p.applyBudgets(ctx, &body, common); refusal != nil {
 		return refusal
 	}

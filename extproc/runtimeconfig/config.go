@@ -401,6 +401,20 @@ func StripContextSuffix(name string) string {
 	return name
 }
 
+// CanonicalID returns the Anthropic model id of the mapping whose id or
+// alias is name, matched as ResolveModel matches (a trailing context-window
+// selector removed); ok is false for a name no mapping has.
+func (c *Config) CanonicalID(name string) (id string, ok bool) {
+	e, ok := c.byName[name]
+	if !ok {
+		e, ok = c.byName[StripContextSuffix(name)]
+	}
+	if !ok {
+		return "", false
+	}
+	return e.id, true
+}
+
 // AnthropicIDFor returns the Anthropic model id whose mapping names
 // bedrockID as its base or an invoke id, "" if none does: Claude Code's
 // Bedrock mode requests Bedrock ids, metered under Anthropic names.
