@@ -34,7 +34,8 @@ func (a *app) adminsCommand() *cobra.Command {
 --password-stdin (one per line) or prompted for on the terminal, never taken from argv.
 
 Roles: owner (everything, including managing admins: only owners may create, change, disable or
-reset admins), admin (everything else), viewer (read only).
+reset admins), admin (everything else), viewer (read only), team_admin (one team: its
+developers, their keys and the team's usage; created with --team).
 
 An operator locked out of every account resets a password with "ccproxy admin reset-password",
 which talks to the database directly.`,
@@ -148,10 +149,10 @@ func (a *app) adminsGet(g *globals) *cobra.Command {
 }
 
 func (a *app) adminsCreate(g *globals) *cobra.Command {
-	var username, role string
+	var username, role, team string
 	var fromStdin bool
 	cmd := &cobra.Command{
-		Use:   "create --username NAME [--role owner|admin|viewer] [--password-stdin]",
+		Use:   "create --username NAME [--role owner|admin|viewer|team_admin] [--team TEAM_ID] [--password-stdin]",
 		Short: "Create an admin",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -159,8 +160,11 @@ func (a *app) adminsCreate(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			body, err := a.call(cmd.Context(), g, http.MethodPost, "/api/v1/admins", nil,
-				map[string]string{"username": username, "password": pw[0], "role": role})
+			req := map[string]string{"username": username, "password": pw[0], "role": role}
+			if team != "" {
+				req["team_id"] = team
+			}
+			body, err := a.call(cmd.Context(), g, http.MethodPost, "/api/v1/admins", nil, req)
 			if err != nil {
 				return err
 			}
@@ -168,7 +172,8 @@ func (a *app) adminsCreate(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&username, "username", "", "the new admin's username")
-	cmd.Flags().StringVar(&role, "role", "admin", "the new admin's role: owner, admin or viewer")
+	cmd.Flags().StringVar(&role, "role", "admin", "the new admin's role: owner, admin, viewer or team_admin")
+	cmd.Flags().StringVar(&team, "team", "", "the team of a team_admin (a team id)")
 	cmd.Flags().BoolVar(&fromStdin, "password-stdin", false, "read the password from stdin")
 	_ = cmd.MarkFlagRequired("username")
 	return cmd

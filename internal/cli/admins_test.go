@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"regexp"
 	"strings"
 	"testing"
@@ -58,10 +59,17 @@ func TestAdminCommands(t *testing.T) {
 			}
 		})
 	}
-	// Team admins wait for teams; the API says so and the CLI shows it.
+	// A team admin names its team; the API says so and the CLI shows it.
 	if _, stderr, err := h.run("a team lead's password\n", "admins", "create", "--username", "lead", "--role", "team_admin", "--password-stdin"); err == nil ||
-		!strings.Contains(stderr+err.Error(), "team_admin needs teams") {
-		t.Errorf("creating a team admin: err %v, stderr %q", err, stderr)
+		!strings.Contains(stderr+err.Error(), "team_id: a team admin names its team: the id of an existing team") {
+		t.Errorf("creating a team admin without a team: err %v, stderr %q", err, stderr)
+	}
+	var tm team
+	if err := json.Unmarshal([]byte(h.ok("", "teams", "create", "--name", "Leads", "-o", "json")), &tm); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.ok("a team lead's password\n", "admins", "create", "--username", "lead", "--role", "team_admin", "--team", tm.ID, "--password-stdin"); !strings.Contains(out, "team_admin") {
+		t.Errorf("creating a team admin printed:\n%s", out)
 	}
 	// The session that changed the password lives on; the new passwords
 	// log in.

@@ -71,7 +71,7 @@ func newApp(getenv func(string) string, hc *http.Client) *app {
 func (a *app) commands() []*cobra.Command {
 	return []*cobra.Command{
 		a.loginCommand(), a.logoutCommand(), a.passwdCommand(), a.adminsCommand(),
-		a.usersCommand(), a.keysCommand(), a.bedrockCommand(), a.rateLimitsCommand(), a.budgetsCommand(), a.usageCommand(),
+		a.usersCommand(), a.teamsCommand(), a.keysCommand(), a.bedrockCommand(), a.rateLimitsCommand(), a.budgetsCommand(), a.usageCommand(),
 		a.statuslineCommand(),
 	}
 }

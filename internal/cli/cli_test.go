@@ -399,7 +399,7 @@ func TestAPIErrors(t *testing.T) {
 		{"keys of unknown user", []string{"keys", "create", missing}, http.StatusNotFound, "not found"},
 		{"bedrock of unknown user", []string{"bedrock", "set", "--user", missing, "--type", "aws_default_chain", "--region", "us-east-1"}, http.StatusNotFound, "not found"},
 		{"bad group by", []string{"usage", "summary", "--group-by", "week"}, http.StatusUnprocessableEntity,
-			"validation failed: the request has invalid fields\n  group_by: must be hour, day, model, provider, session, user, key or fallback_reason"},
+			"validation failed: the request has invalid fields\n  group_by: must be hour, day, model, provider, session, user, key, fallback_reason or team"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -426,7 +426,7 @@ func TestLocalErrors(t *testing.T) {
 		{"bedrock empty stdin", "", []string{"bedrock", "set", "--user", "a", "--region", "us-east-1", "--api-key-stdin"}, "no Bedrock API key on stdin"},
 		{"bedrock bad type", "", []string{"bedrock", "set", "--user", "a", "--region", "us-east-1", "--type", "iam"}, `--type must be api_key or aws_default_chain, not "iam"`},
 		{"bad output", "", []string{"users", "list", "-o", "yaml"}, `--output must be table or json, not "yaml"`},
-		{"empty update", "", []string{"users", "update", "x"}, "nothing to change: give at least one of --name, --email, --routing-strategy, --monthly-budget-usd, --status"},
+		{"empty update", "", []string{"users", "update", "x"}, "nothing to change: give at least one of --name, --email, --routing-strategy, --monthly-budget-usd, --team, --status"},
 		{"bad grace", "", []string{"keys", "rotate", "x", "--grace", "-1s"}, "--grace must be a non-negative whole number of seconds, e.g. 0s, 90m or 24h"},
 		{"bad from", "", []string{"usage", "summary", "--from", "yesterday"}, `--from: "yesterday" is neither an RFC 3339 time nor a YYYY-MM-DD date`},
 		{"login without password", "", []string{"login", "--server", h.url, "--username", "admin"}, "no password: use --password-stdin or set " + EnvPassword},

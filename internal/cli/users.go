@@ -30,6 +30,7 @@ type user struct {
 	Email            *string    `json:"email"`
 	RoutingStrategy  string     `json:"routing_strategy"`
 	MonthlyBudgetUSD *string    `json:"monthly_budget_usd"`
+	TeamID           *string    `json:"team_id"`
 	Status           string     `json:"status"`
 	CreatedAt        time.Time  `json:"created_at"`
 	UpdatedAt        time.Time  `json:"updated_at"`
@@ -45,7 +46,7 @@ func (a *app) usersCommand() *cobra.Command {
 
 func (a *app) usersList(g *globals) *cobra.Command {
 	var page paging
-	var status string
+	var status, team string
 	cmd := &cobra.Command{
 		Use:   "list",
 		Short: "List users",
@@ -56,6 +57,9 @@ func (a *app) usersList(g *globals) *cobra.Command {
 			if status != "" {
 				q.Set("status", status)
 			}
+			if team != "" {
+				q.Set("team_id", team)
+			}
 			return listPage(cmd, a, g, "/api/v1/users", q,
 				[]string{"ID", "NAME", "EMAIL", "ROUTING", "BUDGET_USD", "STATUS", "CREATED"},
 				func(u user) []string {
@@ -65,6 +69,7 @@ func (a *app) usersList(g *globals) *cobra.Command {
 	}
 	page.register(cmd)
 	cmd.Flags().StringVar(&status, "status", "", "only users with this status (active or disabled)")
+	cmd.Flags().StringVar(&team, "team", "", "only the team's users (a team id)")
 	return cmd
 }
 
@@ -88,6 +93,10 @@ func userBody(cmd *cobra.Command, name, email, strategy, budget, status string) 
 	if f.Changed("status") {
 		body["status"] = status
 	}
+	if f.Changed("team") {
+		team, _ := f.GetString("team")
+		body["team_id"] = nullIf(team, "none")
+	}
 	return body
 }
 
@@ -104,6 +113,7 @@ func userFlags(cmd *cobra.Command, name, email, strategy, budget *string) {
 	cmd.Flags().StringVar(email, "email", "", `email address ("" for none)`)
 	cmd.Flags().StringVar(strategy, "routing-strategy", "", "plan_first, bedrock_only or plan_only")
 	cmd.Flags().StringVar(budget, "monthly-budget-usd", "", `monthly budget in USD, e.g. 12.50 ("none" for no budget)`)
+	cmd.Flags().String("team", "", `team id ("none" to leave the team); joining without --routing-strategy takes the team's strategy`)
 }
 
 func (a *app) printUser(cmd *cobra.Command, g *globals, body []byte) error {
@@ -116,7 +126,7 @@ func (a *app) printUser(cmd *cobra.Command, g *globals, body []byte) error {
 	}
 	pairs := [][2]string{
 		{"ID", u.ID}, {"Name", u.Name}, {"Email", str(u.Email)}, {"Routing strategy", u.RoutingStrategy},
-		{"Monthly budget USD", str(u.MonthlyBudgetUSD)}, {"Status", u.Status},
+		{"Monthly budget USD", str(u.MonthlyBudgetUSD)}, {"Team", str(u.TeamID)}, {"Status", u.Status},
 		{"Created", ts(&u.CreatedAt)}, {"Updated", ts(&u.UpdatedAt)},
 	}
 	if u.DeletedAt != nil {
@@ -128,7 +138,7 @@ func (a *app) printUser(cmd *cobra.Command, g *globals, body []byte) error {
 func (a *app) usersCreate(g *globals) *cobra.Command {
 	var name, email, strategy, budget string
 	cmd := &cobra.Command{
-		Use:   "create --name NAME [--email E] [--routing-strategy S] [--monthly-budget-usd N]",
+		Use:   "create --name NAME [--email E] [--routing-strategy S] [--monthly-budget-usd N] [--team T]",
 		Short: "Create a user",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -162,13 +172,13 @@ func (a *app) usersGet(g *globals) *cobra.Command {
 func (a *app) usersUpdate(g *globals) *cobra.Command {
 	var name, email, strategy, budget, status string
 	cmd := &cobra.Command{
-		Use:   "update USER_ID [--name N] [--email E] [--routing-strategy S] [--monthly-budget-usd N] [--status S]",
+		Use:   "update USER_ID [--name N] [--email E] [--routing-strategy S] [--monthly-budget-usd N] [--team T] [--status S]",
 		Short: "Change a user; only the flags given are changed",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			patch := userBody(cmd, name, email, strategy, budget, status)
 			if len(patch) == 0 {
-				return fmt.Errorf("nothing to change: give at least one of --name, --email, --routing-strategy, --monthly-budget-usd, --status")
+				return fmt.Errorf("nothing to change: give at least one of --name, --email, --routing-strategy, --monthly-budget-usd, --team, --status")
 			}
 			body, err := a.call(cmd.Context(), g, http.MethodPatch, "/api/v1/users/"+pathID(args[0]), nil, patch)
 			if err != nil {
