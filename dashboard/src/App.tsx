@@ -21,6 +21,7 @@ const Admins = lazy(() => import('./pages/Admins'))
 const Webhooks = lazy(() => import('./pages/Webhooks'))
 const Exports = lazy(() => import('./pages/Exports'))
 const Budgets = lazy(() => import('./pages/Budgets'))
+const Teams = lazy(() => import('./pages/Teams'))
 
 export function App() {
   const navigate = useNavigate()
@@ -66,6 +67,7 @@ export function App() {
             <Route path="/developers/:id" element={<DeveloperDetail />} />
             <Route path="/developers/:id/sessions/:sid" element={<SessionDetail />} />
             <Route path="/cache" element={<CacheEconomics />} />
+            <Route path="/teams" element={<Teams />} />
             <Route path="/models" element={<Models />} />
             <Route path="/audit" element={<Audit />} />
             <Route path="/plan" element={<Plan />} />
@@ -103,6 +105,7 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/cache">Prompt cache</NavLink>
           <NavLink to="/plan">Plan &amp; seats</NavLink>
           <NavLink to="/budgets">Budgets</NavLink>
+          <NavLink to="/teams">Teams</NavLink>
           <NavLink to="/models">Models &amp; prices</NavLink>
           <NavLink to="/audit">Audit log</NavLink>
           {session.role === 'owner' && <NavLink to="/admins">Admins</NavLink>}

@@ -104,7 +104,26 @@ export interface User {
   /** Pre-emptive failover threshold (a fraction; 0 = off); null = the gateway default. */
   preempt_threshold: number | null
   seat_type: SeatType | null
+  /** The developer's team; null when in none. */
+  team_id: string | null
   status: 'active' | 'disabled'
+  created_at: string
+  updated_at: string
+}
+
+/** A team (docs/teams.md). */
+export interface Team {
+  id: string
+  name: string
+  monthly_budget_usd: string | null
+  plan_budget_usd: string | null
+  plan_budget_enforced: boolean
+  /** The strategy a developer takes on joining; null: members keep their own. */
+  routing_strategy: Strategy | null
+  /** null allows every model. */
+  allowed_models: string[] | null
+  preempt_threshold: number | null
+  members: number
   created_at: string
   updated_at: string
 }

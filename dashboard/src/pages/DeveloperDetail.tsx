@@ -1,7 +1,7 @@
 import { useState } from 'react'
 import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
-import { api, ApiError, get, qs, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type RateLimits, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
+import { all, api, ApiError, get, qs, type Team, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type RateLimits, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
 import { date, dateTime, duration, integer, money, shortDate, tokens } from '../format'
 import { useCanWrite, useSession } from '../session'
 import { rangeOf } from '../ranges'
@@ -52,10 +52,22 @@ export default function DeveloperDetail() {
 function Profile({ user }: { user: User }) {
   const qc = useQueryClient()
   const canWrite = useCanWrite()
-  const [form, setForm] = useState({ name: user.name, email: user.email ?? '', status: user.status, routing_strategy: user.routing_strategy })
+  const [form, setForm] = useState({ name: user.name, email: user.email ?? '', status: user.status, routing_strategy: user.routing_strategy, team_id: user.team_id ?? '' })
+  const teams = useQuery({ queryKey: ['teams'], queryFn: () => all<Team>('/teams') })
   const save = useMutation({
-    mutationFn: () => api<User>('PATCH', '/users/' + user.id, { ...form, email: form.email || null }),
+    // The strategy and the team are sent only when changed: a developer
+    // joining a team without a strategy of their own takes the team's.
+    mutationFn: () =>
+      api<User>('PATCH', '/users/' + user.id, {
+        name: form.name,
+        email: form.email || null,
+        status: form.status,
+        ...(form.routing_strategy !== user.routing_strategy && { routing_strategy: form.routing_strategy }),
+        ...(form.team_id !== (user.team_id ?? '') && { team_id: form.team_id || null }),
+      }),
     onSuccess: (u) => {
+      // Joining a team may have changed the strategy.
+      setForm((f) => ({ ...f, routing_strategy: u.routing_strategy, team_id: u.team_id ?? '' }))
       qc.setQueryData(['user', user.id], u)
       qc.invalidateQueries({ queryKey: ['developers'] })
     },
@@ -82,6 +94,18 @@ function Profile({ user }: { user: User }) {
           <select value={form.status} onChange={(e) => setForm({ ...form, status: e.target.value as User['status'] })}>
             <option value="active">Active</option>
             <option value="disabled">Disabled (every key refused)</option>
+          </select>
+        </label>
+        <label>
+          Team
+          <select value={form.team_id} onChange={(e) => setForm({ ...form, team_id: e.target.value })}>
+            <option value="">No team</option>
+            {(teams.data ?? []).map((t) => (
+              <option key={t.id} value={t.id}>
+                {t.name}
+              </option>
+            ))}
+            {form.team_id !== '' && !teams.data?.some((t) => t.id === form.team_id) && <option value={form.team_id}>{form.team_id}</option>}
           </select>
         </label>
         <label>
