@@ -93,7 +93,7 @@ func TestSSOSettings(t *testing.T) {
 	}
 	for _, tc := range []struct{ env, value, want string }{
 		{"CCPROXY_OIDC_ROLE_MAPPING", "admins=root", "unknown role"},
-		{"CCPROXY_OIDC_ROLE_MAPPING", "leads=team_admin", "needs teams"},
+		{"CCPROXY_OIDC_ROLE_MAPPING", "leads=team_admin", "team_admin cannot come from a group mapping (a team admin names its team)"},
 		{"CCPROXY_OIDC_ALLOWED_EMAIL_DOMAINS", "@example.com", "domain names"},
 		{"CCPROXY_OIDC_GROUPS_CLAIM", " ", "must name a claim"},
 		{"CCPROXY_OIDC_ISSUER_URL", "idp.example.com", "absolute https URL"},

@@ -213,7 +213,7 @@ type Billing struct {
 func (b *Billing) Group() Group {
 	return Group{Title: "Billing", Settings: []Setting{{
 		Flag: "billing-timezone", Env: "CCPROXY_BILLING_TIMEZONE", Default: "UTC",
-		Usage: "IANA time zone (e.g. Europe/Paris) whose calendar months are the billing months of budgets and monthly spend",
+		Usage: "IANA time zone (e.g. Europe/Paris) whose calendar months are the billing months of budgets and monthly spend, and whose days, ISO weeks and months are the windows of budgets that act (docs/budgets.md)",
 		Set: func(v string) error {
 			loc, err := billing.LoadLocation(v)
 			if err != nil {
