@@ -158,6 +158,17 @@ func (s *Server) handleDevelopers(w http.ResponseWriter, r *http.Request) {
 		}
 		m = pm
 	}
+	if v := q.Get("team_id"); v != "" {
+		id, err := uuid.Parse(v)
+		if err != nil {
+			errs = append(errs, fieldError{Field: "team_id", Message: "must be a UUID"})
+		}
+		dq.TeamID = &id
+	}
+	// A team admin sees its own team's developers, whatever it asks.
+	if own := actorFrom(r.Context()).teamScope(); own != nil {
+		dq.TeamID = own
+	}
 	if len(errs) > 0 {
 		s.invalid(w, r, errs)
 		return

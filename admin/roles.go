@@ -190,16 +190,23 @@ func teamAdminRules() map[string]teamScope {
 		"GET /api/v1/teams/{id}":             teamSelf,
 		"GET /api/v1/teams/{id}/rate-limits": teamSelf,
 		"GET /api/v1/users":                  teamList,
+		"GET /api/v1/developers":             teamList,
 		"POST /api/v1/users":                 teamList,
 		"GET /api/v1/users/{id}":             teamUser,
 		"PATCH /api/v1/users/{id}":           teamUser,
 		"DELETE /api/v1/users/{id}":          teamUser,
 		"GET /api/v1/users/{id}/keys":        teamUser,
-		"POST /api/v1/users/{id}/keys":       teamUser,
-		"POST /api/v1/keys/{id}/rotate":      teamKey,
-		"DELETE /api/v1/keys/{id}":           teamKey,
-		"GET /api/v1/usage":                  teamList,
-		"GET /api/v1/usage/requests":         teamList,
+		// What the dashboard's developer page shows of one developer.
+		"GET /api/v1/users/{id}/budget":                teamUser,
+		"GET /api/v1/users/{id}/rate-limits":           teamUser,
+		"GET /api/v1/users/{id}/headroom":              teamUser,
+		"GET /api/v1/users/{id}/sessions":              teamUser,
+		"GET /api/v1/users/{id}/sessions/{session_id}": teamUser,
+		"POST /api/v1/users/{id}/keys":                 teamUser,
+		"POST /api/v1/keys/{id}/rotate":                teamKey,
+		"DELETE /api/v1/keys/{id}":                     teamKey,
+		"GET /api/v1/usage":                            teamList,
+		"GET /api/v1/usage/requests":                   teamList,
 	}
 }
 

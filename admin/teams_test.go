@@ -209,6 +209,14 @@ func TestTeamAdmin(t *testing.T) {
 	r.decode(t, &key)
 	want(t, e.do("GET", "/api/v1/users/"+dev.ID+"/keys", nil, auth), http.StatusOK)
 	want(t, e.do("POST", "/api/v1/keys/"+key.ID+"/rotate", map[string]any{}, auth), http.StatusCreated)
+	// What the dashboard's developer page reads of one of its developers,
+	// and of nobody else.
+	for _, sub := range []string{"/budget", "/rate-limits", "/headroom", "/sessions"} {
+		want(t, e.do("GET", "/api/v1/users/"+dev.ID+sub, nil, auth), http.StatusOK)
+		want(t, e.do("GET", "/api/v1/users/"+inOther.ID+sub, nil, auth), http.StatusForbidden)
+	}
+	want(t, e.do("GET", "/api/v1/users/"+dev.ID+"/sessions/none-yet", nil, auth), http.StatusNotFound)
+	want(t, e.do("GET", "/api/v1/users/"+inOther.ID+"/sessions/none-yet", nil, auth), http.StatusForbidden)
 
 	// Lists show its team only.
 	var users struct{ Items []teamUserDoc }
@@ -222,6 +230,21 @@ func TestTeamAdmin(t *testing.T) {
 		t.Errorf("teams %+v", teams.Items)
 	}
 	want(t, e.do("GET", "/api/v1/teams/"+mine.ID, nil, auth), http.StatusOK)
+	// The dashboard's developer list: its team's, whatever it asks; an
+	// admin may filter by team.
+	var devs struct {
+		Items []teamUserDoc `json:"items"`
+		Total int           `json:"total"`
+	}
+	e.do("GET", "/api/v1/developers?team_id="+other.ID, nil, auth).decode(t, &devs)
+	if devs.Total != 1 || len(devs.Items) != 1 || devs.Items[0].ID != dev.ID || devs.Items[0].TeamID == nil || *devs.Items[0].TeamID != mine.ID {
+		t.Errorf("team admin's developers %+v", devs)
+	}
+	e.do("GET", "/api/v1/developers?team_id="+other.ID, nil).decode(t, &devs)
+	if devs.Total != 1 || len(devs.Items) != 1 || devs.Items[0].ID != inOther.ID {
+		t.Errorf("admin's developers of the other team %+v", devs)
+	}
+	want(t, e.do("GET", "/api/v1/developers?team_id=nope", nil), http.StatusUnprocessableEntity)
 
 	// Usage: its team's, whatever it asks.
 	at := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
@@ -280,7 +303,7 @@ func TestTeamAdmin(t *testing.T) {
 	for _, c := range []struct{ method, path string }{
 		{"POST", "/api/v1/teams"},
 		{"PATCH", "/api/v1/teams/" + mine.ID},
-		{"GET", "/api/v1/developers"},
+		{"GET", "/api/v1/usage/cost-split"},
 		{"GET", "/api/v1/models"},
 	} {
 		want(t, e.do(c.method, c.path, map[string]any{}, auth), http.StatusForbidden)

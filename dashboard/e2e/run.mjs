@@ -294,6 +294,35 @@ try {
   await page.getByRole('button', { name: 'Log out' }).click()
   await page.waitForURL(/\/login$/)
 
+  // A team admin (the Go test made "lead" the admin of the seeded Plan
+  // developer's team): the overview sends it to its team's developers, the
+  // nav has only what the API lets it reach, and no page calls a route
+  // that answers 403.
+  const forbidden = []
+  const onResponse = (r) => r.status() === 403 && forbidden.push(new URL(r.url()).pathname)
+  page.on('response', onResponse)
+  await page.getByLabel('Username').fill('lead')
+  await page.getByLabel('Password').fill(PASSWORD)
+  await page.getByRole('button', { name: 'Log in' }).click()
+  await page.waitForURL(/\/developers$/)
+  result.teamAdminOverviewTo = new URL(page.url()).pathname
+  result.teamAdminNav = await page.getByRole('navigation', { name: 'Main' }).getByRole('link').allInnerTexts()
+  const devRows = page.locator('table.data tbody tr')
+  await devRows.filter({ hasText: 'Seeded Plan' }).waitFor()
+  result.teamAdminDevelopers = (await devRows.locator('td:first-child a').allInnerTexts()).map((s) => s.trim())
+  await devRows.filter({ hasText: 'Seeded Plan' }).getByRole('link', { name: 'Seeded Plan' }).click()
+  await page.getByRole('heading', { name: 'Seeded Plan' }).waitFor()
+  await page.getByRole('heading', { name: 'Usage, last 30 days' }).waitFor()
+  await page.waitForLoadState('networkidle')
+  await page.getByRole('link', { name: 'Team' }).click()
+  await page.locator('table.data tbody tr').filter({ hasText: 'Seeded Team' }).waitFor()
+  await page.waitForLoadState('networkidle')
+  await shot('09-team-admin')
+  page.off('response', onResponse)
+  result.teamAdminForbidden = forbidden
+  await page.getByRole('button', { name: 'Log out' }).click()
+  await page.waitForURL(/\/login$/)
+
   result.consoleErrors = consoleErrors
   console.log('RESULT ' + JSON.stringify(result))
 } catch (e) {

@@ -7,7 +7,7 @@ import { Loading, ErrorState } from './components/States'
 import { SessionContext, sessionQuery } from './session'
 import { overviewPage } from './pages/overviewPage'
 import { prefetchOverview } from './overviewQueries'
-import { mayManageWebhooks } from './session'
+import { isTeamAdmin, mayManageWebhooks } from './session'
 
 const Overview = overviewPage.Component
 const Developers = lazy(() => import('./pages/Developers'))
@@ -45,7 +45,8 @@ export function App() {
   // its code has loaded and rendered. (The login does the same before it
   // navigates.)
   const tz = session.data?.billing_timezone
-  const atOverview = location.pathname === '/'
+  // A team admin has no overview (its calls are fleet-wide): see below.
+  const atOverview = location.pathname === '/' && !!session.data && !isTeamAdmin(session.data.role)
   const search = location.search
   useEffect(() => {
     if (tz && atOverview) prefetchOverview(qc, tz, search)
@@ -61,6 +62,19 @@ export function App() {
     <SessionContext.Provider value={session.data}>
       <Shell session={session.data}>
         <Suspense fallback={<Loading label="Loading the page" />}>
+          {isTeamAdmin(session.data.role) ? (
+            // A team admin reaches its team's developers (and their keys,
+            // budgets, sessions) and the team itself: the routes
+            // admin/roles.go holds to its team. Nothing fleet-wide.
+            <Routes>
+              <Route path="/" element={<Navigate to="/developers" replace />} />
+              <Route path="/developers" element={<Developers />} />
+              <Route path="/developers/:id" element={<DeveloperDetail />} />
+              <Route path="/developers/:id/sessions/:sid" element={<SessionDetail />} />
+              <Route path="/teams" element={<Teams />} />
+              <Route path="*" element={<p role="alert">No such page.</p>} />
+            </Routes>
+          ) : (
           <Routes>
             <Route path="/" element={<Overview />} />
             <Route path="/developers" element={<Developers />} />
@@ -77,6 +91,7 @@ export function App() {
             {mayManageWebhooks(session.data.role) && <Route path="/webhooks" element={<Webhooks />} />}
             <Route path="*" element={<p role="alert">No such page.</p>} />
           </Routes>
+          )}
         </Suspense>
       </Shell>
     </SessionContext.Provider>
@@ -99,6 +114,12 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
       <a className="skip" href="#main">Skip to content</a>
       <header className="topbar">
         <span className="brand">ccproxy</span>
+        {isTeamAdmin(session.role) ? (
+          <nav aria-label="Main">
+            <NavLink to="/developers">Developers</NavLink>
+            <NavLink to="/teams">Team</NavLink>
+          </nav>
+        ) : (
         <nav aria-label="Main">
           <NavLink to="/" end>Overview</NavLink>
           <NavLink to="/developers">Developers</NavLink>
@@ -112,6 +133,7 @@ function Shell({ session, children }: { session: Session; children: React.ReactN
           <NavLink to="/exports">Exports</NavLink>
           {mayManageWebhooks(session.role) && <NavLink to="/webhooks">Webhooks</NavLink>}
         </nav>
+        )}
         <span className="who" title={'Reports in ' + session.billing_timezone}>
           {session.username} ({session.role}) · {session.billing_timezone}
         </span>

@@ -11,12 +11,26 @@ export function useSession(): Session {
   return s
 }
 
-/** Whether the admin may change things: viewers (and team admins, until
- *  ccproxy has teams) only read. The API decides; this only hides the
- *  controls a person could not use. */
+/** Whether the admin may change things fleet-wide: viewers only read, and
+ *  team admins change only their team's developers and keys
+ *  (useCanManageDevelopers). The API decides; this only hides the controls
+ *  a person could not use. */
 export function useCanWrite(): boolean {
   const { role } = useSession()
   return role === 'owner' || role === 'admin'
+}
+
+/** Whether the admin may create and edit developers and their keys: a
+ *  team admin may, within its team (admin/roles.go holds it there). */
+export function useCanManageDevelopers(): boolean {
+  const { role } = useSession()
+  return role === 'owner' || role === 'admin' || role === 'team_admin'
+}
+
+/** Whether the role is held to one team: its dashboard is that team's
+ *  developers and the team itself, the only routes the API gives it. */
+export function isTeamAdmin(role: Role): boolean {
+  return role === 'team_admin'
 }
 
 /** The session query: null when logged out. */

@@ -47,6 +47,8 @@ type DeveloperQuery struct {
 	Strategy RoutingStrategy
 	Sort     DeveloperSort
 	Desc     bool
+	// TeamID, when set, keeps the team's members only.
+	TeamID *uuid.UUID
 	// From and To are the spend window (the billing month): hour buckets
 	// starting in [From, To).
 	From, To      time.Time
@@ -103,6 +105,9 @@ func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, i
 		}
 		where = append(where, "u.routing_strategy = "+arg(q.Strategy))
 	}
+	if q.TeamID != nil {
+		where = append(where, "u.team_id = "+arg(*q.TeamID))
+	}
 	dir := " ASC"
 	if q.Desc {
 		dir = " DESC"
@@ -124,7 +129,7 @@ func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, i
 			FROM access_keys GROUP BY user_id
 		)
 		SELECT u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.status, u.created_at,
-			u.updated_at, u.deleted_at, coalesce(k.keys, 0), coalesce(k.active, 0), k.last_used,
+			u.updated_at, u.deleted_at, u.team_id, coalesce(k.keys, 0), coalesce(k.active, 0), k.last_used,
 			coalesce(s.requests, 0), coalesce(s.plan, 0), coalesce(s.bedrock, 0), count(*) OVER ()
 		FROM users u LEFT JOIN s ON s.user_id = u.id LEFT JOIN k ON k.user_id = u.id
 		WHERE `+strings.Join(where, " AND ")+`
@@ -137,7 +142,7 @@ func (u Usage) Developers(ctx context.Context, q DeveloperQuery) ([]Developer, i
 		var d Developer
 		var keys, active int64
 		err := row.Scan(&d.ID, &d.Name, &d.Email, &d.RoutingStrategy, &d.MonthlyBudgetUSD, &d.Status,
-			&d.CreatedAt, &d.UpdatedAt, &d.DeletedAt, &keys, &active, &d.LastUsedAt,
+			&d.CreatedAt, &d.UpdatedAt, &d.DeletedAt, &d.TeamID, &keys, &active, &d.LastUsedAt,
 			&d.Requests, &d.PlanCostUSD, &d.BedrockCostUSD, &total)
 		d.Keys, d.ActiveKeys = int(keys), int(active)
 		return d, err

@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,10 @@ type browserResult struct {
 	FirstLoadMs, LoginMs    int
 	NumbersMs               int
 	HeadroomRow, SeatRow    string
+	TeamAdminNav            []string
+	TeamAdminDevelopers     []string
+	TeamAdminForbidden      []string
+	TeamAdminOverviewTo     string
 	ForecastRow             string
 	LoginPageMs             int
 	Today                   map[string]string
@@ -97,6 +102,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	g := startDevWith(t, devConfig{AnthropicURL: fake.URL, AdminPassword: password})
 	seeded := seedLastMonth(t, g)
 	seedHeadroom(t, g)
+	seedTeamAdmin(t, g, password)
 
 	// The control server lets the script end every admin session and wait
 	// for the ingester.
@@ -206,6 +212,14 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("forecast row = %q", res.ForecastRow)
 	}
 
+	// A team admin's dashboard is its team: its developers and the team,
+	// and no page calls a route the API refuses it.
+	if !slices.Equal(res.TeamAdminNav, []string{"Developers", "Team"}) || !slices.Equal(res.TeamAdminDevelopers, []string{"Seeded Plan"}) ||
+		len(res.TeamAdminForbidden) != 0 || res.TeamAdminOverviewTo != "/developers" {
+		t.Errorf("team admin: nav %q, developers %q, refused calls %q, / went to %q", res.TeamAdminNav, res.TeamAdminDevelopers,
+			res.TeamAdminForbidden, res.TeamAdminOverviewTo)
+	}
+
 	// The seeded month: the page, the API and the hand-computed totals agree.
 	api := seeded.apiTotals(t, g, password)
 	for _, c := range []struct{ card, hand, api string }{
@@ -230,7 +244,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Errorf("browser console errors: %q", res.ConsoleErrors)
 	}
 	t.Logf("login answered in %d ms; the overview showed its numbers %d ms later and its charts %d ms later", res.LoginMs, res.NumbersMs, res.FirstLoadMs)
-	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-plan", "08-audit"} {
+	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-plan", "08-audit", "09-team-admin"} {
 		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
@@ -374,6 +388,22 @@ func (s seededMonth) apiTotals(t *testing.T, g *gateway, password string) apiTot
 	a.call("GET", "/api/v1/usage/cost-split?"+span, nil, &split)
 	return apiTotals{bedrock: cents(bedrock), plan: cents(plan), requests: fmt.Sprint(requests),
 		splitTotal: cents(decimal.RequireFromString(split.Total.TotalUSD))}
+}
+
+// seedTeamAdmin puts the seeded Plan developer in a team, "Seeded Team",
+// and creates its team admin "lead" (the admin's password) through the API.
+func seedTeamAdmin(t *testing.T, g *gateway, password string) {
+	t.Helper()
+	ctx := context.Background()
+	var team uuid.UUID
+	if err := g.DB.QueryRow(ctx, `INSERT INTO teams (name) VALUES ('Seeded Team') RETURNING id`).Scan(&team); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.DB.Exec(ctx, `UPDATE users SET team_id = $1 WHERE name = 'Seeded Plan'`, team); err != nil {
+		t.Fatal(err)
+	}
+	a := admin{t: t, base: "http://" + g.AdminAddr, token: adminLogin(t, g.AdminAddr, "admin", password)}
+	a.call("POST", "/api/v1/admins", map[string]any{"username": "lead", "password": password, "role": "team_admin", "team_id": team}, nil)
 }
 
 // seedHeadroom gives the seeded Plan developer a Max 5× seat, a

@@ -3,7 +3,7 @@ import { Link, useParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { all, api, ApiError, get, qs, type Team, type Budget, type CostSplit, type IssuedKey, type Key, type Page, type RateLimits, type SessionSummary, type Usage, type UsageRequest, type User } from '../api'
 import { date, dateTime, duration, integer, money, shortDate, tokens } from '../format'
-import { useCanWrite, useSession } from '../session'
+import { isTeamAdmin, useCanManageDevelopers, useCanWrite, useSession } from '../session'
 import { rangeOf } from '../ranges'
 import { BudgetBar } from '../components/BudgetBar'
 import { Dialog } from '../components/Dialog'
@@ -22,6 +22,8 @@ function fieldErrors(e: unknown): string {
 export default function DeveloperDetail() {
   const { id = '' } = useParams()
   const user = useQuery({ queryKey: ['user', id], queryFn: () => get<User>('/users/' + id) })
+  // A team admin reaches no credentials and no fleet-wide cost split.
+  const teamAdmin = isTeamAdmin(useSession().role)
   if (user.isPending) return <Loading label="Loading the developer" />
   if (user.isError) return <ErrorState error={user.error} retry={() => user.refetch()} />
   const u = user.data
@@ -40,7 +42,7 @@ export default function DeveloperDetail() {
       </div>
       <Keys user={u} />
       <HeadroomPanel user={u} />
-      <Bedrock path={'/users/' + u.id + '/bedrock'} title="Bedrock credential" />
+      {!teamAdmin && <Bedrock path={'/users/' + u.id + '/bedrock'} title="Bedrock credential" />}
       <Limits path={'/users/' + u.id + '/rate-limits'} title="Rate limits" scope="all of the developer's keys together" />
       <UsagePanel user={u} />
       <Requests user={u} />
@@ -51,7 +53,7 @@ export default function DeveloperDetail() {
 
 function Profile({ user }: { user: User }) {
   const qc = useQueryClient()
-  const canWrite = useCanWrite()
+  const canWrite = useCanManageDevelopers()
   const [form, setForm] = useState({ name: user.name, email: user.email ?? '', status: user.status, routing_strategy: user.routing_strategy, team_id: user.team_id ?? '' })
   const teams = useQuery({ queryKey: ['teams'], queryFn: () => all<Team>('/teams') })
   const save = useMutation({
@@ -195,7 +197,7 @@ function BudgetPanel({ user }: { user: User }) {
 function Keys({ user }: { user: User }) {
   const qc = useQueryClient()
   const { billing_timezone: tz, gateway_url } = useSession()
-  const canWrite = useCanWrite()
+  const canWrite = useCanManageDevelopers()
   const keys = useQuery({ queryKey: ['keys', user.id], queryFn: () => get<Page<Key>>('/users/' + user.id + '/keys?limit=1000') })
   const [issuing, setIssuing] = useState(false)
   const [name, setName] = useState('')
@@ -459,6 +461,7 @@ function Limits({ path, title, scope, inDialog, onDone }: { path: string; title:
       onDone?.()
     },
   })
+  const canWrite = useCanWrite()
   const id = path.replace(/\W/g, '-')
   const set = current.data && limitFields.some(([f]) => current.data[f] != null)
   return (
@@ -485,7 +488,7 @@ function Limits({ path, title, scope, inDialog, onDone }: { path: string; title:
               '. Every gateway replica shares them; over a limit, requests get 429 with retry-after.'
             : `None set: ${scope} may send as much as Plan or Bedrock allow.`}
       </p>
-      {limitFields.map(([f, label]) => (
+      {canWrite && limitFields.map(([f, label]) => (
         <label key={f}>
           {label}{' '}
           <input
@@ -501,11 +504,13 @@ function Limits({ path, title, scope, inDialog, onDone }: { path: string; title:
       <p className="form-error" role="alert">
         {fieldErrors(save.error)}
       </p>
-      <div className="actions">
-        <button type="submit" disabled={save.isPending}>
-          Save limits
-        </button>
-      </div>
+      {canWrite && (
+        <div className="actions">
+          <button type="submit" disabled={save.isPending}>
+            Save limits
+          </button>
+        </div>
+      )}
     </form>
   )
 }
@@ -604,7 +609,8 @@ function UsagePanel({ user }: { user: User }) {
   const r = rangeOf('30d', tz, new Date())
   const span = { from: r.from.toISOString(), to: r.to.toISOString(), user_id: user.id }
   const days = useQuery({ queryKey: ['usage', 'day', span, tz], queryFn: () => get<Usage>('/usage' + qs({ ...span, group_by: 'day', tz })) })
-  const split = useQuery({ queryKey: ['cost-split', span], queryFn: () => get<CostSplit>('/usage/cost-split' + qs(span)) })
+  const teamAdmin = isTeamAdmin(useSession().role)
+  const split = useQuery({ queryKey: ['cost-split', span], queryFn: () => get<CostSplit>('/usage/cost-split' + qs(span)), enabled: !teamAdmin })
   const byDate = new Map((days.data?.groups ?? []).map((g) => [date(g.key, tz), g]))
   const data = r.days.map((d) => {
     const g = byDate.get(date(d, tz))
@@ -620,7 +626,7 @@ function UsagePanel({ user }: { user: User }) {
           { key: 'bedrock', label: 'Bedrock spend', color: 'var(--c-bedrock)', format: usd },
           { key: 'plan', label: 'Plan (list price, not billed)', color: 'var(--c-plan)', format: usd },
         ]} />
-        <div>
+        {!teamAdmin && <div>
           <h3>Cost split</h3>
           {t ? (
             <dl className="split">
@@ -637,7 +643,7 @@ function UsagePanel({ user }: { user: User }) {
           ) : (
             <p className="muted">Loading…</p>
           )}
-        </div>
+        </div>}
       </div>
     </div>
   )

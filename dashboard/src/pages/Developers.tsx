@@ -3,7 +3,7 @@ import { Link, useNavigate, useSearchParams } from 'react-router'
 import { useMutation, useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, qs, type DeveloperPage, type User } from '../api'
 import { dateTime, integer } from '../format'
-import { useCanWrite, useSession } from '../session'
+import { useCanManageDevelopers, useSession } from '../session'
 import { BudgetBar } from '../components/BudgetBar'
 import { Dialog } from '../components/Dialog'
 import { Money } from '../components/Money'
@@ -13,7 +13,7 @@ const strategies = { plan_first: 'Plan first', bedrock_only: 'Bedrock only', pla
 
 export default function Developers() {
   const { billing_timezone: tz } = useSession()
-  const canWrite = useCanWrite()
+  const canWrite = useCanManageDevelopers()
   const [sp, setSp] = useSearchParams()
   const [search, setSearch] = useState(sp.get('q') ?? '')
   const [creating, setCreating] = useState(false)

@@ -2,7 +2,7 @@ import { useState } from 'react'
 import { useNavigate, useSearchParams } from 'react-router'
 import { useQuery, useQueryClient } from '@tanstack/react-query'
 import { api, ApiError, get, type SSOInfo } from '../api'
-import { sessionQuery } from '../session'
+import { isTeamAdmin, sessionQuery } from '../session'
 import { prefetchOverview } from '../overviewQueries'
 import { overviewPage } from './overviewPage'
 
@@ -40,7 +40,7 @@ export function Login() {
       await api('POST', '/auth/login', { username, password })
       const session = await qc.fetchQuery({ ...sessionQuery, staleTime: 0 })
       const url = new URL(target, window.location.origin)
-      if (session && url.pathname === '/') {
+      if (session && url.pathname === '/' && !isTeamAdmin(session.role)) {
         // The overview's calls and its code at once: the page then renders
         // without a loading fallback and finds its data in flight.
         prefetchOverview(qc, session.billing_timezone, url.search)
