@@ -1,7 +1,9 @@
 package admin_test
 
 import (
+	"fmt"
 	"net/http"
+	"slices"
 	"testing"
 )
 
@@ -104,5 +106,89 @@ func TestBudgetsAPI(t *testing.T) {
 	}
 	if len(actions) != 3 {
 		t.Fatalf("audit actions %q; want create, update, delete", actions)
+	}
+}
+
+// TestTeamBudgetsAreBudgets: a team's monthly_budget_usd and
+// plan_budget_usd are budgets of the budgets API (default thresholds), and
+// what the budgets API changes shows on the team.
+func TestTeamBudgetsAreBudgets(t *testing.T) {
+	e := newEnv(t)
+	var team teamDoc
+	resp := e.do("POST", "/api/v1/teams", map[string]any{"name": "Budgeted", "monthly_budget_usd": "100", "plan_budget_usd": "50"})
+	want(t, resp, http.StatusCreated)
+	resp.decode(t, &team)
+
+	type budget struct {
+		ID         string `json:"id"`
+		Window     string `json:"window"`
+		Metric     string `json:"metric"`
+		AmountUSD  string `json:"amount_usd"`
+		Thresholds []int  `json:"thresholds"`
+		Action     string `json:"action"`
+	}
+	list := func() (lines []string, ids map[string]string) {
+		t.Helper()
+		var l struct{ Budgets []budget }
+		resp := e.do("GET", "/api/v1/budgets?scope=team&subject_id="+team.ID, nil)
+		want(t, resp, http.StatusOK)
+		resp.decode(t, &l)
+		ids = map[string]string{}
+		for _, b := range l.Budgets {
+			lines = append(lines, fmt.Sprint(b.Window, " ", b.Metric, " ", b.AmountUSD, " ", b.Action, " ", b.Thresholds))
+			ids[b.Metric] = b.ID
+		}
+		slices.Sort(lines)
+		return lines, ids
+	}
+	lines, ids := list()
+	if want := []string{"monthly bedrock 100.00 block [50 80 100]", "monthly plan_list 50.00 notify [50 80 100]"}; !slices.Equal(lines, want) {
+		t.Fatalf("team budgets %q; want %q", lines, want)
+	}
+
+	get := func() teamDoc {
+		t.Helper()
+		var tm teamDoc
+		resp := e.do("GET", "/api/v1/teams/"+team.ID, nil)
+		want(t, resp, http.StatusOK)
+		resp.decode(t, &tm)
+		return tm
+	}
+	str := func(s *string) string {
+		if s == nil {
+			return "null"
+		}
+		return *s
+	}
+	for _, tc := range []struct {
+		name, method, path string
+		body               map[string]any
+		status             int
+		monthly, plan      string
+		enforced           bool
+	}{
+		{"plan_only acts: enforced", "PATCH", "/api/v1/budgets/" + ids["plan_list"], map[string]any{"action": "plan_only", "amount_usd": "60"},
+			http.StatusOK, "100.00", "60.00", true},
+		{"notify: not enforced", "PATCH", "/api/v1/budgets/" + ids["plan_list"], map[string]any{"action": "notify"},
+			http.StatusOK, "100.00", "60.00", false},
+		{"monthly deleted", "DELETE", "/api/v1/budgets/" + ids["bedrock"], nil, http.StatusNoContent, "null", "60.00", false},
+		{"monthly created", "POST", "/api/v1/budgets", map[string]any{"scope": "team", "subject_id": team.ID, "window": "monthly",
+			"metric": "bedrock", "amount_usd": "7"}, http.StatusCreated, "7.00", "60.00", false},
+		{"the team's own budget is the same row", "POST", "/api/v1/budgets", map[string]any{"scope": "team", "subject_id": team.ID,
+			"window": "monthly", "metric": "plan_list", "amount_usd": "1"}, http.StatusConflict, "7.00", "60.00", false},
+	} {
+		want(t, e.do(tc.method, tc.path, tc.body), tc.status)
+		tm := get()
+		if str(tm.MonthlyBudgetUSD) != tc.monthly || str(tm.PlanBudgetUSD) != tc.plan || tm.PlanBudgetEnforced != tc.enforced {
+			t.Fatalf("%s: team %s/%s/%v; want %s/%s/%v", tc.name, str(tm.MonthlyBudgetUSD), str(tm.PlanBudgetUSD), tm.PlanBudgetEnforced,
+				tc.monthly, tc.plan, tc.enforced)
+		}
+	}
+
+	// Through the teams API: enforced blocks, null deletes.
+	want(t, e.do("PATCH", "/api/v1/teams/"+team.ID, map[string]any{"plan_budget_enforced": true, "monthly_budget_usd": nil}), http.StatusOK)
+	lines, _ = list()
+	if want := []string{"monthly plan_list 60.00 block [50 80 100]"}; !slices.Equal(lines, want) {
+		t.Fatalf("team budgets %q; want %q", lines, want)
 	}
 }

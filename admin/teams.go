@@ -13,7 +13,8 @@ import (
 )
 
 // Teams. A developer belongs to at most one team (users.team_id). The team
-// carries budgets (stored here, enforced by the budget machinery), a
+// carries two monthly budgets (rows of the budgets table, written with the
+// team by store.Teams, enforced and notified by the budget machinery), a
 // default routing strategy that a user takes on joining without naming one
 // (store.Users), a model allow-list that extproc enforces and a
 // pre-emptive failover threshold for members without their own. Every

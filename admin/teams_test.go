@@ -127,6 +127,19 @@ func TestTeamsAPI(t *testing.T) {
 	if team.AllowedModels != nil || *team.PreemptThreshold != 0.9 || team.MonthlyBudgetUSD != nil || *team.PlanBudgetUSD != "2000.50" {
 		t.Fatalf("patched %+v", team)
 	}
+	// The budgets are budget rows: the Bedrock one is gone, the Plan one
+	// blocks with the default thresholds; the list reads them too.
+	bs, err := e.st.Budgets().List(context.Background(), store.BudgetScopeTeam, uuid.MustParse(team.ID))
+	if err != nil || len(bs) != 1 || bs[0].Metric != "plan_list" || bs[0].Window != "monthly" || bs[0].Action != "block" ||
+		!slices.Equal(bs[0].Thresholds, []int{50, 80, 100}) || bs[0].AmountUSD.StringFixed(2) != "2000.50" {
+		t.Fatalf("team budgets %+v, %v", bs, err)
+	}
+	var teamList struct{ Items []teamDoc }
+	e.do("GET", "/api/v1/teams", nil).decode(t, &teamList)
+	if len(teamList.Items) != 1 || teamList.Items[0].MonthlyBudgetUSD != nil || *teamList.Items[0].PlanBudgetUSD != "2000.50" ||
+		!teamList.Items[0].PlanBudgetEnforced {
+		t.Fatalf("listed %+v", teamList.Items)
+	}
 	invs := e.inv.all()[before:]
 	var users []string
 	for _, inv := range invs {

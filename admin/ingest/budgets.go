@@ -77,7 +77,7 @@ func (in *Ingester) refreshBudgets(ctx context.Context, rows []store.UsageEvent)
 				spends[key] = spent
 				pipe.Set(ctx, key, billing.FormatSpend(spent), billing.BudgetTTL)
 			}
-			if b.ID != uuid.Nil && len(b.Thresholds) > 0 && spent.IsPositive() {
+			if len(b.Thresholds) > 0 && spent.IsPositive() {
 				crossings = append(crossings, crossing{b, w, spent})
 			}
 		}

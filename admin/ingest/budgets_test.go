@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
@@ -147,4 +149,69 @@ func equal(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+// TestTeamMonthlyBudgetNotifies: a team's monthly_budget_usd, set as the
+// teams API sets it, is a budget like any other: crossing 50 % of it
+// notifies once in the month.
+func TestTeamMonthlyBudgetNotifies(t *testing.T) {
+	ctx := context.Background()
+	st := storetest.Open(t)
+	rdb, prefix := testenv.Redis(t)
+	day := time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC)
+	ten := dec("10")
+	team, err := st.Teams().Create(ctx, store.NewTeam{Name: "Platform", MonthlyBudgetUSD: &ten})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO users (id, name, team_id) VALUES ($1, 'member', $2)`, userA, team.ID); err != nil {
+		t.Fatal(err)
+	}
+	bs, err := st.Budgets().List(ctx, store.BudgetScopeTeam, team.ID)
+	if err != nil || len(bs) != 1 {
+		t.Fatalf("team budgets %+v, %v", bs, err)
+	}
+	in := newIngester(t, st, rdb, prefix, time.UTC, day)
+	month, _ := billing.WindowOf("monthly", day, time.UTC)
+	counter := billing.BudgetKey(prefix, "team", team.ID.String(), "bedrock", month)
+
+	// claude-sonnet-4-5 on Bedrock: $3 per million input tokens.
+	sonnet := func(id string, at time.Time, input int64) usage.Event {
+		return event(id, at, usage.ProviderBedrock, "claude-sonnet-4-5", input, 0)
+	}
+	for _, s := range []struct {
+		name    string
+		batch   []usage.Event
+		counter string
+		alerts  []string
+	}{
+		{"30 %", []usage.Event{sonnet("t1", day, 1_000_000)}, "3.000000", nil},
+		{"60 %", []usage.Event{sonnet("t2", day.Add(time.Hour), 1_000_000)}, "6.000000", []string{"2026-12-01 50"}},
+		{"75 %: 50 % again in the month, no new alert", []usage.Event{sonnet("t3", day.Add(48*time.Hour), 500_000)}, "7.500000",
+			[]string{"2026-12-01 50"}},
+		{"redelivered", []usage.Event{sonnet("t2", day.Add(time.Hour), 1_000_000)}, "7.500000", []string{"2026-12-01 50"}},
+	} {
+		if err := in.Handle(ctx, s.batch); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		if v, err := rdb.Get(ctx, counter).Result(); err != nil || v != s.counter {
+			t.Fatalf("%s: counter %s = %q, %v; want %s", s.name, counter, v, err, s.counter)
+		}
+		rows, err := st.Pool().Query(ctx, `SELECT window_start::text || ' ' || threshold FROM budget_alerts WHERE budget_id = $1 ORDER BY 1`, bs[0].ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil || !equal(got, s.alerts) {
+			t.Fatalf("%s: alerts %q, %v; want %q", s.name, got, err, s.alerts)
+		}
+	}
+	rows, err := st.Pool().Query(ctx, `SELECT dedupe_key FROM notification_events WHERE type = 'budget.threshold' ORDER BY dedupe_key`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if want := []string{"budget.threshold:" + bs[0].ID.String() + ":2026-12-01:50"}; err != nil || !equal(got, want) {
+		t.Fatalf("notifications %q, %v; want %q", got, err, want)
+	}
 }

@@ -15,7 +15,8 @@ import (
 )
 
 // budgets returns every budget that applies to the key's requests (the
-// key's, its user's, its team's and the team's monthly columns), each with
+// key's, its user's and its team's, the team's monthly_budget_usd and
+// plan_budget_usd among them: all rows of the budgets table), each with
 // its current window and counter key. extproc recomputes the window itself
 // from the definition when the answer outlives it (a cached lookup across
 // midnight), so the window here is informational.
@@ -31,12 +32,8 @@ func (s *Server) budgets(ctx context.Context, l store.KeyLookup) ([]*keyservicev
 		if err != nil {
 			return nil, err
 		}
-		id := b.ID.String()
-		if b.TeamColumn != "" {
-			id = "team:" + b.SubjectID.String() + ":" + b.TeamColumn
-		}
 		out = append(out, &keyservicev1.Budget{
-			Id:          id,
+			Id:          b.ID.String(),
 			Scope:       b.Scope,
 			SubjectId:   b.SubjectID.String(),
 			Window:      b.Window,

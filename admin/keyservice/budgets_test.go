@@ -62,9 +62,16 @@ func TestBudgetsOverGRPC(t *testing.T) {
 		Downgrade: map[string]string{"opus": "claude-sonnet-4-5"}}); err != nil {
 		t.Fatal(err)
 	}
-	var team string
-	if err := st.Pool().QueryRow(ctx, `INSERT INTO teams (name, plan_budget_usd, plan_budget_enforced) VALUES ('ks-team', 7, true) RETURNING id`).Scan(&team); err != nil {
+	// The team's plan_budget_usd is a budget row: its id is the row's.
+	seven := decimal.NewFromInt(7)
+	tm, err := st.Teams().Create(ctx, store.NewTeam{Name: "ks-team", PlanBudgetUSD: &seven, PlanBudgetEnforced: true})
+	if err != nil {
 		t.Fatal(err)
+	}
+	team := tm.ID.String()
+	teamBudgets, err := st.Budgets().List(ctx, store.BudgetScopeTeam, tm.ID)
+	if err != nil || len(teamBudgets) != 1 {
+		t.Fatalf("team budgets %+v, %v", teamBudgets, err)
 	}
 	if _, err := st.Pool().Exec(ctx, `UPDATE users SET team_id = $1 WHERE id = $2`, team, user.ID); err != nil {
 		t.Fatal(err)
@@ -77,11 +84,11 @@ func TestBudgetsOverGRPC(t *testing.T) {
 	type row struct{ id, scope, subject, window, metric, amount, action, downgrade, start, end, counter string }
 	var got []row
 	for _, b := range resp.GetBudgets() {
-		got = append(got, row{b.GetId()[:5], b.GetScope(), b.GetSubjectId(), b.GetWindow(), b.GetMetric(), b.GetAmountUsd(), b.GetAction(),
+		got = append(got, row{b.GetId(), b.GetScope(), b.GetSubjectId(), b.GetWindow(), b.GetMetric(), b.GetAmountUsd(), b.GetAction(),
 			b.GetDowngrade()["opus"], b.GetWindowStart().AsTime().Format(time.RFC3339), b.GetWindowEnd().AsTime().Format(time.RFC3339), b.GetCounterKey()})
 	}
 	want := []row{
-		{"team:", "team", team, "monthly", "plan_list", "7.00", "block", "", "2026-11-30T23:00:00Z", "2026-12-31T23:00:00Z",
+		{teamBudgets[0].ID.String(), "team", team, "monthly", "plan_list", "7.00", "block", "", "2026-11-30T23:00:00Z", "2026-12-31T23:00:00Z",
 			prefix + "budget:team:" + team + ":plan_list:monthly:2026-12-01"},
 		{got[1].id, "user", user.ID.String(), "daily", "all", "0.50", "downgrade", "claude-sonnet-4-5", "2026-12-07T23:00:00Z", "2026-12-08T23:00:00Z",
 			prefix + "budget:user:" + user.ID.String() + ":all:daily:2026-12-08"},

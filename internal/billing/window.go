@@ -86,7 +86,7 @@ func ParseWindow(kind, key string, loc *time.Location) (Window, error) {
 // or all) in one window:
 // <prefix>budget:<scope>:<subject>:<metric>:<window kind>:<YYYY-MM-DD>.
 // The key names what is counted, not the budget row, so the counter is the
-// same for every budget (and for a team's monthly columns) counting it.
+// same for every budget counting it.
 func BudgetKey(prefix, scope, subject, metric string, w Window) string {
 	return prefix + "budget:" + scope + ":" + subject + ":" + metric + ":" + w.Kind + ":" + w.Key
 }

@@ -41,7 +41,7 @@ func (t team) planBudget() string {
 	if t.PlanBudgetEnforced {
 		return *t.PlanBudgetUSD + " (enforced)"
 	}
-	return *t.PlanBudgetUSD + " (informational)"
+	return *t.PlanBudgetUSD + " (notify only)"
 }
 
 func (a *app) teamsCommand() *cobra.Command {
@@ -81,7 +81,7 @@ func teamFlags(cmd *cobra.Command, v *teamFlagValues) {
 	f.StringVar(&v.name, "name", "", "team name")
 	f.StringVar(&v.budget, "monthly-budget-usd", "", `monthly Bedrock budget in USD, e.g. 500 ("none" for no budget)`)
 	f.StringVar(&v.planBudget, "plan-budget-usd", "", `monthly budget on the Plan list-price equivalent in USD ("none" for no budget)`)
-	f.StringVar(&v.planEnforced, "plan-budget-enforced", "", "true: the Plan budget refuses requests when reached; false: informational")
+	f.StringVar(&v.planEnforced, "plan-budget-enforced", "", "true: the Plan budget refuses requests when reached; false: it only notifies")
 	f.StringVar(&v.strategy, "routing-strategy", "", `strategy members take on joining: plan_first, bedrock_only or plan_only ("none": members keep their own)`)
 	f.StringVar(&v.models, "allowed-models", "", `comma-separated model ids or aliases members may use ("all" for every model)`)
 	f.StringVar(&v.preempt, "preempt-threshold", "", `pre-emptive failover threshold of members without one, 0 to 1 ("none": the gateway default)`)

@@ -35,8 +35,9 @@ const (
 	BudgetNotify    = "notify"
 )
 
-// Budget is one stored budget, or one of a team's two monthly columns
-// presented as a budget (Team set, ID uuid.Nil).
+// Budget is one stored budget. A team's monthly_budget_usd and
+// plan_budget_usd (Teams) are budgets too: (team, monthly, bedrock) and
+// (team, monthly, plan_list).
 type Budget struct {
 	ID        uuid.UUID
 	Scope     string
@@ -50,11 +51,8 @@ type Budget struct {
 	// Downgrade maps a requested model (id or family alias) to the model
 	// served, for action downgrade.
 	Downgrade map[string]string
-	// TeamColumn is "monthly_budget_usd" or "plan_budget_usd" for a
-	// team's column presented as a budget; "" for a stored budget.
-	TeamColumn string
-	CreatedAt  time.Time
-	UpdatedAt  time.Time
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Validate checks what the table would reject, with messages for the API.
@@ -216,10 +214,9 @@ func nullUUID(id uuid.UUID) *uuid.UUID {
 }
 
 // ForRequest returns every budget that applies to a request of keyID by
-// userID: the key's, the user's, the user's team's (the team the user is
-// in now), and the team's monthly columns presented as budgets — monthly
-// Bedrock with action block, and the Plan list-price budget (metric
-// plan_list) with action block when enforced, else notify. One query.
+// userID: the key's, the user's and the user's team's (the team the user
+// is in now, its monthly_budget_usd and plan_budget_usd included: they are
+// budget rows). One query.
 func (r Budgets) ForRequest(ctx context.Context, keyID, userID uuid.UUID) ([]Budget, error) {
 	return r.forSubjects(ctx, []uuid.UUID{keyID}, []uuid.UUID{userID})
 }
@@ -231,40 +228,15 @@ func (r Budgets) ForUsage(ctx context.Context, keys, users []uuid.UUID) ([]Budge
 }
 
 func (r Budgets) forSubjects(ctx context.Context, keys, users []uuid.UUID) ([]Budget, error) {
-	rows, err := r.q.db.Query(ctx, `
-		WITH teams_of AS (
-			SELECT DISTINCT team_id FROM users WHERE id = ANY($2) AND team_id IS NOT NULL
-		)
-		SELECT `+budgetColumns+`, '' FROM budgets
+	rows, err := r.q.db.Query(ctx, `SELECT `+budgetColumns+` FROM budgets
 		WHERE scope = 'key' AND subject_id = ANY($1)
 		   OR scope = 'user' AND subject_id = ANY($2)
-		   OR scope = 'team' AND subject_id IN (SELECT team_id FROM teams_of)
-		UNION ALL
-		SELECT '00000000-0000-0000-0000-000000000000'::uuid, 'team', t.id, 'monthly', 'bedrock', t.monthly_budget_usd,
-			'{}'::smallint[], 'block', '{}'::jsonb, t.created_at, t.updated_at, 'monthly_budget_usd'
-		FROM teams t WHERE t.id IN (SELECT team_id FROM teams_of) AND t.deleted_at IS NULL AND t.monthly_budget_usd IS NOT NULL
-		UNION ALL
-		SELECT '00000000-0000-0000-0000-000000000000'::uuid, 'team', t.id, 'monthly', 'plan_list', t.plan_budget_usd,
-			'{}'::smallint[], CASE WHEN t.plan_budget_enforced THEN 'block' ELSE 'notify' END, '{}'::jsonb,
-			t.created_at, t.updated_at, 'plan_budget_usd'
-		FROM teams t WHERE t.id IN (SELECT team_id FROM teams_of) AND t.deleted_at IS NULL AND t.plan_budget_usd IS NOT NULL
-		ORDER BY 2, 3, 4, 5, 12`, keys, users)
+		   OR scope = 'team' AND subject_id IN (SELECT team_id FROM users WHERE id = ANY($2) AND team_id IS NOT NULL)
+		ORDER BY scope, subject_id, budget_window, metric`, keys, users)
 	if err != nil {
 		return nil, mapErr("store: budgets of a request", err)
 	}
-	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Budget, error) {
-		var b Budget
-		var th []int16
-		var dm []byte
-		if err := row.Scan(&b.ID, &b.Scope, &b.SubjectID, &b.Window, &b.Metric, &b.AmountUSD, &th, &b.Action, &dm,
-			&b.CreatedAt, &b.UpdatedAt, &b.TeamColumn); err != nil {
-			return b, err
-		}
-		for _, t := range th {
-			b.Thresholds = append(b.Thresholds, int(t))
-		}
-		return b, json.Unmarshal(dm, &b.Downgrade)
-	})
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Budget, error) { return scanBudget(row) })
 	return out, mapErr("store: budgets of a request", err)
 }
 

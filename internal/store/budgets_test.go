@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -72,12 +73,15 @@ func TestBudgets(t *testing.T) {
 		}
 	}
 
-	// A team's budgets and columns reach its members' requests.
-	var team, member uuid.UUID
-	if err := st.Pool().QueryRow(ctx, `INSERT INTO teams (name, monthly_budget_usd, plan_budget_usd, plan_budget_enforced)
-		VALUES ('platform', 100, 40, false) RETURNING id`).Scan(&team); err != nil {
+	// A team's budgets, its monthly_budget_usd and plan_budget_usd among
+	// them, reach its members' requests.
+	var member uuid.UUID
+	tm, err := st.Teams().Create(ctx, store.NewTeam{Name: "platform", MonthlyBudgetUSD: ptr(decimal.NewFromInt(100)),
+		PlanBudgetUSD: ptr(decimal.NewFromInt(40))})
+	if err != nil {
 		t.Fatal(err)
 	}
+	team := tm.ID
 	if err := st.Pool().QueryRow(ctx, `INSERT INTO users (name, team_id) VALUES ('member', $1) RETURNING id`, team).Scan(&member); err != nil {
 		t.Fatal(err)
 	}
@@ -91,13 +95,13 @@ func TestBudgets(t *testing.T) {
 	}
 	var lines []string
 	for _, r := range reqs {
-		lines = append(lines, r.Scope+" "+r.Window+" "+r.Metric+" "+r.AmountUSD.StringFixed(2)+" "+r.Action+" "+r.TeamColumn+" "+map[bool]string{true: "stored", false: "column"}[r.ID != uuid.Nil])
+		lines = append(lines, fmt.Sprint(r.Scope, " ", r.Window, " ", r.Metric, " ", r.AmountUSD.StringFixed(2), " ", r.Action, " ", r.Thresholds))
 	}
 	want := []string{
-		"key monthly bedrock 1.00 block  stored",
-		"team monthly bedrock 100.00 block monthly_budget_usd column",
-		"team monthly plan_list 40.00 notify plan_budget_usd column",
-		"team weekly bedrock 5.00 plan_only  stored",
+		"key monthly bedrock 1.00 block []",
+		"team monthly bedrock 100.00 block [50 80 100]",
+		"team monthly plan_list 40.00 notify [50 80 100]",
+		"team weekly bedrock 5.00 plan_only []",
 	}
 	if len(lines) != len(want) {
 		t.Fatalf("ForRequest = %q; want %q", lines, want)
@@ -107,7 +111,7 @@ func TestBudgets(t *testing.T) {
 			t.Fatalf("ForRequest = %q; want %q", lines, want)
 		}
 	}
-	if l, err := bs.List(ctx, "team", uuid.Nil); err != nil || len(l) != 1 || l[0].ID != tb.ID {
+	if l, err := bs.List(ctx, "team", uuid.Nil); err != nil || len(l) != 3 || l[2].ID != tb.ID {
 		t.Fatalf("List(team) = %+v, %v", l, err)
 	}
 	if l, err := bs.List(ctx, "", u1); err != nil || len(l) != 1 || l[0].ID != b.ID {

@@ -59,8 +59,9 @@ type KeyLookup struct {
 	Key        AccessKey
 	User       User
 	Credential *BedrockCredential
-	// Team is the user's team (without its member count); nil when the
-	// user is in none.
+	// Team is the user's team, without its member count or budgets (the
+	// budgets reach the key lookup through Budgets.ForRequest); nil when
+	// the user is in none.
 	Team *Team
 }
 
@@ -185,7 +186,6 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 		t    Team
 		tID  *uuid.UUID
 		tNm  *string
-		tPBE *bool
 		tCAt *time.Time
 		tUAt *time.Time
 	)
@@ -193,7 +193,7 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 	dest = append(dest, &l.User.ID, &l.User.Name, &l.User.Email, &l.User.RoutingStrategy,
 		&l.User.MonthlyBudgetUSD, &l.User.PreemptThreshold, &l.User.SeatType, &l.User.TeamID, &l.User.Status, &l.User.CreatedAt, &l.User.UpdatedAt, &l.User.DeletedAt,
 		&cID, &cUID, &c.AccessKeyID, &kind, &reg, &c.SecretCiphertext, &cAt, &uAt,
-		&tID, &tNm, &t.MonthlyBudgetUSD, &t.PlanBudgetUSD, &tPBE, &t.RoutingStrategy, &t.AllowedModels, &t.PreemptThreshold, &tCAt, &tUAt)
+		&tID, &tNm, &t.RoutingStrategy, &t.AllowedModels, &t.PreemptThreshold, &tCAt, &tUAt)
 	// The lateral subquery prefers the key's override over the user's
 	// default. Each branch is a lookup in one of the partial unique indexes,
 	// so the hot path never scans bedrock_credentials.
@@ -202,7 +202,7 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 		       u.id, u.name, u.email, u.routing_strategy, u.monthly_budget_usd, u.preempt_threshold, u.seat_type, u.team_id, u.status,
 		       u.created_at, u.updated_at, u.deleted_at,
 		       c.id, c.user_id, c.access_key_id, c.kind, c.region, c.secret_ciphertext, c.created_at, c.updated_at,
-		       t.id, t.name, t.monthly_budget_usd, t.plan_budget_usd, t.plan_budget_enforced, t.routing_strategy,
+		       t.id, t.name, t.routing_strategy,
 		       t.allowed_models, t.preempt_threshold, t.created_at, t.updated_at
 		FROM access_keys k
 		JOIN users u ON u.id = k.user_id
@@ -225,7 +225,7 @@ func (r AccessKeys) LookupByHash(ctx context.Context, hash []byte) (KeyLookup, e
 		l.Credential = &c
 	}
 	if tID != nil {
-		t.ID, t.Name, t.PlanBudgetEnforced, t.CreatedAt, t.UpdatedAt = *tID, *tNm, *tPBE, *tCAt, *tUAt
+		t.ID, t.Name, t.CreatedAt, t.UpdatedAt = *tID, *tNm, *tCAt, *tUAt
 		l.Team = &t
 	}
 	return l, nil

@@ -13,18 +13,23 @@ import (
 	"github.com/shopspring/decimal"
 )
 
-// Team groups developers: a user belongs to at most one. Its budgets are
-// enforced by the budget machinery (extproc/budget), not here; the team
-// repository only stores them.
+// Team groups developers: a user belongs to at most one. Its two monthly
+// budgets are rows of the budgets table (scope team, window monthly): the
+// team repository writes them with the team and reads them back, and the
+// budget machinery (extproc/budget, admin/ingest) enforces them and
+// notifies at their thresholds like any other budget.
 type Team struct {
 	ID   uuid.UUID
 	Name string
-	// MonthlyBudgetUSD caps the members' Bedrock spend per billing month;
-	// nil means none.
+	// MonthlyBudgetUSD caps the members' Bedrock spend per billing month:
+	// the amount of the team's (monthly, bedrock) budget; nil means none.
 	MonthlyBudgetUSD *decimal.Decimal
 	// PlanBudgetUSD is a monthly budget on the members' Plan traffic at
-	// Anthropic's list prices; nil means none. PlanBudgetEnforced says
-	// whether reaching it refuses Plan requests or is only reported.
+	// Anthropic's list prices: the amount of the team's (monthly,
+	// plan_list) budget; nil means none. PlanBudgetEnforced says whether
+	// reaching it acts: true when that budget's action is anything but
+	// notify (block, or downgrade or plan_only set through the budgets
+	// API), false when it only notifies or there is no Plan budget.
 	PlanBudgetUSD      *decimal.Decimal
 	PlanBudgetEnforced bool
 	// RoutingStrategy is the strategy a user takes on joining the team
@@ -44,7 +49,10 @@ type Team struct {
 	DeletedAt *time.Time
 }
 
-// NewTeam holds the fields of a team to create.
+// NewTeam holds the fields of a team to create. Each budget given becomes
+// a budget row with the table's default thresholds: the Bedrock one with
+// action block, the Plan one with block when PlanBudgetEnforced, else
+// notify (PlanBudgetEnforced without PlanBudgetUSD is ignored).
 type NewTeam struct {
 	Name               string
 	MonthlyBudgetUSD   *decimal.Decimal
@@ -55,7 +63,12 @@ type NewTeam struct {
 	PreemptThreshold   *float64
 }
 
-// TeamPatch is a partial update of a team.
+// TeamPatch is a partial update of a team. A budget set to nil deletes its
+// row (and its alerts); set to an amount, it updates the row's amount,
+// keeping its thresholds and action, or creates the row as NewTeam does.
+// PlanBudgetEnforced false makes the Plan budget's action notify; true
+// makes a notify action block and keeps any other; without a Plan budget
+// it is ignored.
 type TeamPatch struct {
 	Name               Optional[string]
 	MonthlyBudgetUSD   Optional[*decimal.Decimal]
@@ -84,11 +97,18 @@ type Teams struct{ q *Queries }
 // Teams returns the team repository.
 func (q *Queries) Teams() Teams { return Teams{q} }
 
-// teamColumns reads a team with its member count (t is the teams alias).
-const teamColumns = `t.id, t.name, t.monthly_budget_usd, t.plan_budget_usd, t.plan_budget_enforced, t.routing_strategy,
+// teamColumns reads a team with its budgets and member count; teamFrom
+// joins the budgets (at most one row each: budgets is unique on scope,
+// subject, window and metric), so that a list stays one query.
+const (
+	teamColumns = `t.id, t.name, mb.amount_usd, pb.amount_usd, coalesce(pb.action <> 'notify', false), t.routing_strategy,
 	t.allowed_models, t.preempt_threshold,
 	(SELECT count(*) FROM users u WHERE u.team_id = t.id AND u.deleted_at IS NULL),
 	t.created_at, t.updated_at, t.deleted_at`
+	teamFrom = `teams t
+	LEFT JOIN budgets mb ON mb.scope = 'team' AND mb.subject_id = t.id AND mb.budget_window = 'monthly' AND mb.metric = 'bedrock'
+	LEFT JOIN budgets pb ON pb.scope = 'team' AND pb.subject_id = t.id AND pb.budget_window = 'monthly' AND pb.metric = 'plan_list'`
+)
 
 func scanTeam(row pgx.Row) (Team, error) {
 	var t Team
@@ -135,20 +155,65 @@ func (r Teams) Create(ctx context.Context, nt NewTeam) (Team, error) {
 			return Team{}, err
 		}
 	}
-	t, err := scanTeam(r.q.db.QueryRow(ctx, `
-		WITH t AS (
-			INSERT INTO teams (name, monthly_budget_usd, plan_budget_usd, plan_budget_enforced, routing_strategy, allowed_models, preempt_threshold)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)
-			RETURNING *)
-		SELECT `+teamColumns+` FROM t`,
-		nt.Name, nt.MonthlyBudgetUSD, nt.PlanBudgetUSD, nt.PlanBudgetEnforced, nt.RoutingStrategy, nt.AllowedModels, nt.PreemptThreshold))
+	var t Team
+	err := r.q.tx(ctx, func(q *Queries) error {
+		var id uuid.UUID
+		if err := q.db.QueryRow(ctx, `
+			INSERT INTO teams (name, routing_strategy, allowed_models, preempt_threshold)
+			VALUES ($1, $2, $3, $4) RETURNING id`,
+			nt.Name, nt.RoutingStrategy, nt.AllowedModels, nt.PreemptThreshold).Scan(&id); err != nil {
+			return err
+		}
+		if nt.MonthlyBudgetUSD != nil {
+			if err := q.putTeamBudget(ctx, id, BudgetMetricBedrock, nt.MonthlyBudgetUSD, nil); err != nil {
+				return err
+			}
+		}
+		if nt.PlanBudgetUSD != nil {
+			if err := q.putTeamBudget(ctx, id, BudgetMetricPlanList, nt.PlanBudgetUSD, &nt.PlanBudgetEnforced); err != nil {
+				return err
+			}
+		}
+		var err error
+		t, err = scanTeam(q.db.QueryRow(ctx, `SELECT `+teamColumns+` FROM `+teamFrom+` WHERE t.id = $1`, id))
+		return err
+	})
 	return t, mapErr("store: create team", err)
+}
+
+// putTeamBudget writes the team's monthly budget on metric: amount nil
+// deletes it (its alerts go with it); otherwise the row is created with
+// the table's default thresholds, or its amount is updated, its
+// thresholds kept. enforced (Plan budget only; nil: not given) sets the
+// action as TeamPatch describes; a new Bedrock budget blocks.
+func (q *Queries) putTeamBudget(ctx context.Context, team uuid.UUID, metric string, amount *decimal.Decimal, enforced *bool) error {
+	if amount == nil {
+		_, err := q.db.Exec(ctx, `DELETE FROM budgets WHERE scope = 'team' AND subject_id = $1 AND budget_window = 'monthly' AND metric = $2`,
+			team, metric)
+		return err
+	}
+	_, err := q.db.Exec(ctx, `
+		INSERT INTO budgets (scope, subject_id, budget_window, metric, amount_usd, action)
+		VALUES ('team', $1, 'monthly', $2, $3, CASE WHEN $2 = 'bedrock' OR $4::boolean THEN 'block' ELSE 'notify' END)
+		ON CONFLICT (scope, subject_id, budget_window, metric) DO UPDATE SET
+			amount_usd = excluded.amount_usd, action = `+enforcedAction("$4"),
+		team, metric, amount, enforced)
+	return err
+}
+
+// enforcedAction is the Plan budget's action after plan_budget_enforced,
+// the boolean parameter param (NULL: not given): false notifies; true
+// blocks a budget that only notified and keeps any other action (block,
+// downgrade, plan_only), which the budgets API may have set.
+func enforcedAction(param string) string {
+	return `CASE WHEN ` + param + `::boolean IS NULL THEN budgets.action WHEN NOT ` + param + `::boolean THEN 'notify'
+		WHEN budgets.action = 'notify' THEN 'block' ELSE budgets.action END`
 }
 
 // Get returns a team that is not deleted.
 func (r Teams) Get(ctx context.Context, id uuid.UUID) (Team, error) {
 	t, err := scanTeam(r.q.db.QueryRow(ctx,
-		`SELECT `+teamColumns+` FROM teams t WHERE t.id = $1 AND t.deleted_at IS NULL`, id))
+		`SELECT `+teamColumns+` FROM `+teamFrom+` WHERE t.id = $1 AND t.deleted_at IS NULL`, id))
 	return t, mapErr("store: get team", err)
 }
 
@@ -197,7 +262,7 @@ func (r Teams) List(ctx context.Context, opt TeamListOptions) ([]Team, string, e
 		}
 		where = append(where, "(t.created_at, t.id) > ("+arg(ts)+", "+arg(id)+")")
 	}
-	rows, err := r.q.db.Query(ctx, `SELECT `+teamColumns+` FROM teams t WHERE `+strings.Join(where, " AND ")+
+	rows, err := r.q.db.Query(ctx, `SELECT `+teamColumns+` FROM `+teamFrom+` WHERE `+strings.Join(where, " AND ")+
 		` ORDER BY t.created_at, t.id LIMIT `+arg(limit+1), args...)
 	if err != nil {
 		return nil, "", mapErr("store: list teams", err)
@@ -227,17 +292,13 @@ func (r Teams) Update(ctx context.Context, id uuid.UUID, p TeamPatch) (Team, err
 		if err := validateBudget(p.MonthlyBudgetUSD.Value); err != nil {
 			return Team{}, err
 		}
-		s.add("monthly_budget_usd", p.MonthlyBudgetUSD.Value)
 	}
 	if p.PlanBudgetUSD.Set {
 		if err := validateBudget(p.PlanBudgetUSD.Value); err != nil {
 			return Team{}, err
 		}
-		s.add("plan_budget_usd", p.PlanBudgetUSD.Value)
 	}
-	if p.PlanBudgetEnforced.Set {
-		s.add("plan_budget_enforced", p.PlanBudgetEnforced.Value)
-	}
+	budgets := p.MonthlyBudgetUSD.Set || p.PlanBudgetUSD.Set || p.PlanBudgetEnforced.Set
 	if p.RoutingStrategy.Set {
 		if err := validateTeamStrategy(p.RoutingStrategy.Value); err != nil {
 			return Team{}, err
@@ -256,16 +317,48 @@ func (r Teams) Update(ctx context.Context, id uuid.UUID, p TeamPatch) (Team, err
 		}
 		s.add("preempt_threshold", p.PreemptThreshold.Value)
 	}
-	if len(s.sets) == 0 {
+	if len(s.sets) == 0 && !budgets {
 		return r.Get(ctx, id)
 	}
+	if len(s.sets) == 0 {
+		// Only budgets change: the team's updated_at still says so, and
+		// the UPDATE checks that the team exists and is not deleted.
+		s.sets = append(s.sets, "updated_at = now()")
+	}
 	s.args = append(s.args, id)
-	t, err := scanTeam(r.q.db.QueryRow(ctx, `
-		WITH t AS (
-			UPDATE teams SET `+strings.Join(s.sets, ", ")+`
-			WHERE id = $`+strconv.Itoa(len(s.args))+` AND deleted_at IS NULL
-			RETURNING *)
-		SELECT `+teamColumns+` FROM t`, s.args...))
+	var t Team
+	err := r.q.tx(ctx, func(q *Queries) error {
+		if err := q.db.QueryRow(ctx, `UPDATE teams SET `+strings.Join(s.sets, ", ")+`
+			WHERE id = $`+strconv.Itoa(len(s.args))+` AND deleted_at IS NULL RETURNING id`, s.args...).Scan(&id); err != nil {
+			return err
+		}
+		if p.MonthlyBudgetUSD.Set {
+			if err := q.putTeamBudget(ctx, id, BudgetMetricBedrock, p.MonthlyBudgetUSD.Value, nil); err != nil {
+				return err
+			}
+		}
+		var enforced *bool
+		if p.PlanBudgetEnforced.Set {
+			enforced = &p.PlanBudgetEnforced.Value
+		}
+		switch {
+		case p.PlanBudgetUSD.Set:
+			if err := q.putTeamBudget(ctx, id, BudgetMetricPlanList, p.PlanBudgetUSD.Value, enforced); err != nil {
+				return err
+			}
+		case enforced != nil:
+			// The amount stays; only the action may change, and only if
+			// the team has a Plan budget.
+			if _, err := q.db.Exec(ctx, `UPDATE budgets SET action = `+enforcedAction("$2")+`
+				WHERE scope = 'team' AND subject_id = $1 AND budget_window = 'monthly' AND metric = 'plan_list'
+				  AND action <> `+enforcedAction("$2"), id, *enforced); err != nil {
+				return err
+			}
+		}
+		var err error
+		t, err = scanTeam(q.db.QueryRow(ctx, `SELECT `+teamColumns+` FROM `+teamFrom+` WHERE t.id = $1`, id))
+		return err
+	})
 	return t, mapErr("store: update team", err)
 }
 

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,6 +29,7 @@ func TestTeamCreateGetUpdate(t *testing.T) {
 		*tm.PreemptThreshold != 0.9 || tm.Members != 0 || tm.DeletedAt != nil {
 		t.Fatalf("created %+v", tm)
 	}
+	wantTeamBudgets(t, tm.ID, "bedrock 500.00 block [50 80 100]", "plan_list 2000.50 block [50 80 100]")
 
 	tests := []struct {
 		name string
@@ -59,6 +61,7 @@ func TestTeamCreateGetUpdate(t *testing.T) {
 		!got.UpdatedAt.After(tm.UpdatedAt) {
 		t.Fatalf("after patch %+v", got)
 	}
+	wantTeamBudgets(t, tm.ID, "plan_list 2000.50 notify [50 80 100]")
 	if _, err := teams.Get(ctx, uuid.New()); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Get unknown = %v", err)
 	}
@@ -250,5 +253,126 @@ func TestUsageByTeam(t *testing.T) {
 	one, err := st.Usage().GetRequest(ctx, "c")
 	if err != nil || one.TeamID != nil {
 		t.Fatalf("request without team %+v, %v", one, err)
+	}
+}
+
+// wantTeamBudgets checks the budget rows of a team: "metric amount action
+// thresholds", ordered by metric.
+func wantTeamBudgets(t *testing.T, team uuid.UUID, want ...string) {
+	t.Helper()
+	bs, err := testStore.Budgets().List(testCtx(t), store.BudgetScopeTeam, team)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, b := range bs {
+		if b.Window != store.BudgetMonthly {
+			continue
+		}
+		got = append(got, fmt.Sprint(b.Metric, " ", b.AmountUSD.StringFixed(2), " ", b.Action, " ", b.Thresholds))
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("team budgets %q, want %q", got, want)
+	}
+}
+
+// TestTeamBudgetRows: a team's monthly_budget_usd and plan_budget_usd are
+// budget rows, written with the team and read back with it, and changes
+// made through the budgets repository show on the team.
+func TestTeamBudgetRows(t *testing.T) {
+	ctx := testCtx(t)
+	teams, budgets := testStore.Teams(), testStore.Budgets()
+	dec := decimal.RequireFromString
+
+	// plan_budget_enforced without a Plan budget is ignored.
+	tm, err := teams.Create(ctx, store.NewTeam{Name: "Budgets " + uuid.NewString(), PlanBudgetEnforced: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tm.MonthlyBudgetUSD != nil || tm.PlanBudgetUSD != nil || tm.PlanBudgetEnforced {
+		t.Fatalf("created %+v", tm)
+	}
+	wantTeamBudgets(t, tm.ID)
+
+	steps := []struct {
+		name          string
+		patch         store.TeamPatch
+		edit          func(b *store.Budget) // applied to the plan_list row through Budgets().Update
+		monthly, plan string                // "" for none
+		enforced      bool
+		want          []string
+	}{
+		{name: "enforced alone, no Plan budget", patch: store.TeamPatch{PlanBudgetEnforced: store.Some(true)}},
+		{name: "budgets created", patch: store.TeamPatch{MonthlyBudgetUSD: store.Some(ptr(dec("10"))), PlanBudgetUSD: store.Some(ptr(dec("20")))},
+			monthly: "10.00", plan: "20.00", want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 20.00 notify [50 80 100]"}},
+		{name: "enforced", patch: store.TeamPatch{PlanBudgetEnforced: store.Some(true)},
+			monthly: "10.00", plan: "20.00", enforced: true, want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 20.00 block [50 80 100]"}},
+		{name: "budgets API: downgrade, own thresholds",
+			edit: func(b *store.Budget) {
+				b.Action, b.Downgrade, b.Thresholds = store.BudgetDowngrade, map[string]string{"claude-opus-4-1": "claude-sonnet-4-5"}, []int{90}
+			},
+			monthly: "10.00", plan: "20.00", enforced: true, want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 20.00 downgrade [90]"}},
+		{name: "enforced again keeps downgrade; amount keeps thresholds",
+			patch:   store.TeamPatch{PlanBudgetEnforced: store.Some(true), PlanBudgetUSD: store.Some(ptr(dec("25.5")))},
+			monthly: "10.00", plan: "25.50", enforced: true, want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 25.50 downgrade [90]"}},
+		{name: "not enforced: notify", patch: store.TeamPatch{PlanBudgetEnforced: store.Some(false)},
+			monthly: "10.00", plan: "25.50", want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 25.50 notify [90]"}},
+		{name: "budgets API: amount", edit: func(b *store.Budget) { b.AmountUSD = dec("30") },
+			monthly: "10.00", plan: "30.00", want: []string{"bedrock 10.00 block [50 80 100]", "plan_list 30.00 notify [90]"}},
+		{name: "null deletes", patch: store.TeamPatch{MonthlyBudgetUSD: store.Some[*decimal.Decimal](nil), PlanBudgetUSD: store.Some[*decimal.Decimal](nil),
+			PlanBudgetEnforced: store.Some(true)}},
+	}
+	for _, st := range steps {
+		if st.edit != nil {
+			bs, err := budgets.List(ctx, store.BudgetScopeTeam, tm.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range bs {
+				if b.Metric == store.BudgetMetricPlanList {
+					st.edit(&b)
+					if _, err := budgets.Update(ctx, b); err != nil {
+						t.Fatalf("%s: %v", st.name, err)
+					}
+				}
+			}
+		} else if tm, err = teams.Update(ctx, tm.ID, st.patch); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		returned := tm // what Update returned; for an edit, replaced below by what Get reads
+		if tm, err = teams.Get(ctx, tm.ID); err != nil {
+			t.Fatal(err)
+		}
+		if st.edit != nil {
+			returned = tm
+		}
+		listed, _, err := teams.List(ctx, store.TeamListOptions{ID: &tm.ID})
+		if err != nil || len(listed) != 1 {
+			t.Fatalf("%s: list %+v, %v", st.name, listed, err)
+		}
+		money := func(d *decimal.Decimal) string {
+			if d == nil {
+				return ""
+			}
+			return d.StringFixed(2)
+		}
+		for _, tg := range []store.Team{returned, tm, listed[0]} {
+			if money(tg.MonthlyBudgetUSD) != st.monthly || money(tg.PlanBudgetUSD) != st.plan || tg.PlanBudgetEnforced != st.enforced {
+				t.Fatalf("%s: team %s/%s/%v, want %s/%s/%v", st.name, money(tg.MonthlyBudgetUSD), money(tg.PlanBudgetUSD), tg.PlanBudgetEnforced,
+					st.monthly, st.plan, st.enforced)
+			}
+		}
+		wantTeamBudgets(t, tm.ID, st.want...)
+	}
+
+	// A deleted or unknown team's budgets are not written.
+	unknown := uuid.New()
+	if _, err := teams.Update(ctx, unknown, store.TeamPatch{MonthlyBudgetUSD: store.Some(ptr(dec("1")))}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("Update unknown = %v", err)
+	}
+	wantTeamBudgets(t, unknown)
+	if _, err := teams.Update(ctx, tm.ID, store.TeamPatch{MonthlyBudgetUSD: store.Some(ptr(dec("-1")))}); !errors.Is(err, store.ErrInvalid) {
+		t.Fatalf("negative budget = %v", err)
 	}
 }

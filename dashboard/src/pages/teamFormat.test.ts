@@ -11,7 +11,7 @@ describe('team formatting', () => {
   it.each([
     [null, false, '—'],
     ['2000.00', true, '$2,000.00 (enforced)'],
-    ['12.5', false, '$12.50 (informational)'],
+    ['12.5', false, '$12.50 (notify only)'],
   ])('planBudget(%s, %s) = %s', (v, enforced, want) => expect(planBudget({ plan_budget_usd: v, plan_budget_enforced: enforced })).toBe(want))
 
   it.each([

@@ -9,7 +9,7 @@ export function allowedModels(t: Pick<Team, 'allowed_models'>): string {
 /** A team's Plan budget: its amount and whether reaching it refuses requests. */
 export function planBudget(t: Pick<Team, 'plan_budget_usd' | 'plan_budget_enforced'>): string {
   if (t.plan_budget_usd === null) return '—'
-  return money(t.plan_budget_usd) + (t.plan_budget_enforced ? ' (enforced)' : ' (informational)')
+  return money(t.plan_budget_usd) + (t.plan_budget_enforced ? ' (enforced)' : ' (notify only)')
 }
 
 /** The allow-list field of the team form: comma-separated, "" for every model. */

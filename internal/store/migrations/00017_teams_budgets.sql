@@ -1,9 +1,11 @@
 -- Teams and budgets that act.
 --
 -- A team groups developers: each user belongs to at most one. A team has a
--- monthly Bedrock budget, an optional monthly budget on the Plan list-price
--- equivalent of its traffic (informational or enforced), a default routing
--- strategy for its members and a model allow-list.
+-- default routing strategy for its members and a model allow-list. Its
+-- monthly Bedrock budget and its monthly budget on the Plan list-price
+-- equivalent of its traffic are rows of budgets (scope team, window
+-- monthly, metric bedrock or plan_list), not columns: they notify at their
+-- thresholds like every budget.
 --
 -- Budgets generalise the user's monthly Bedrock budget: one row per
 -- (subject, window, metric), for an access key, a user or a team, over a
@@ -16,12 +18,6 @@
 CREATE TABLE teams (
     id                   uuid          PRIMARY KEY DEFAULT gen_random_uuid(),
     name                 text          NOT NULL CHECK (length(name) BETWEEN 1 AND 200),
-    -- NULL: no budget. Bedrock spend per billing month; the action is block.
-    monthly_budget_usd   numeric(14,2) CHECK (monthly_budget_usd >= 0),
-    -- NULL: none. The month's Plan traffic at Anthropic's list prices;
-    -- enforced (Plan requests refused at 100 %) or only reported.
-    plan_budget_usd      numeric(14,2) CHECK (plan_budget_usd >= 0),
-    plan_budget_enforced boolean       NOT NULL DEFAULT false,
     -- NULL: members keep their own routing strategy.
     routing_strategy     text          CHECK (routing_strategy IN ('plan_first', 'bedrock_only', 'plan_only')),
     -- NULL: every model. Otherwise the model ids (or family aliases such as
