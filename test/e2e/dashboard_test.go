@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -22,7 +18,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
-	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 )
@@ -67,27 +62,7 @@ type browserResult struct {
 // says and what is computed here by hand. Screenshots of every page go to
 // $CCPROXY_BROWSER_ARTIFACTS (default: the test's temporary directory).
 func TestDashboardInBrowser(t *testing.T) {
-	required := os.Getenv("CCPROXY_REQUIRE_BROWSER_TESTS") == "1"
-	skip := func(why string) {
-		if required {
-			t.Fatal(why + " (CCPROXY_REQUIRE_BROWSER_TESTS=1: make test builds the dashboard and installs chromium)")
-		}
-		t.Skip(why + "; make test runs this test")
-	}
-	if !dashboard.Built() {
-		skip("the dashboard is not built into this binary (make dashboard)")
-	}
-	chromiumPath, err := exec.LookPath("chromium")
-	if err != nil {
-		skip("no chromium")
-	}
-	root, err := filepath.Abs(filepath.Join("..", "..", "dashboard"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules", "playwright-core")); err != nil {
-		skip("dashboard/node_modules has no playwright-core (make dashboard)")
-	}
+	browser := needDashboardBrowser(t)
 
 	// The fake Anthropic answers every request with the same usage:
 	// claude-sonnet-4-5 at the seeded list price (input 3, output 15,
@@ -139,33 +114,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}))
 	defer control.Close()
 
-	artifacts := os.Getenv("CCPROXY_BROWSER_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(t.TempDir(), "screenshots")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "e2e/run.mjs")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "ADMIN=http://"+g.AdminAddr, "GATEWAY="+g.Base, "PASSWORD="+password,
-		"CONTROL="+control.URL, "ARTIFACTS="+artifacts, "CHROMIUM="+chromiumPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
 	var res browserResult
-	for sc := bufio.NewScanner(bytes.NewReader(out)); sc.Scan(); {
-		if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
-			if err := json.Unmarshal([]byte(v), &res); err != nil {
-				t.Fatalf("browser result: %v", err)
-			}
-		} else {
-			t.Log(sc.Text())
-		}
-	}
-	t.Logf("screenshots in %s", artifacts)
-	if runErr != nil || res.Error != "" {
-		t.Fatalf("browser test failed: %v %s\n%s", runErr, res.Error, stderr.String())
-	}
+	browser.run(t, 5*time.Minute, "e2e/run.mjs", []string{"ADMIN=http://" + g.AdminAddr, "GATEWAY=" + g.Base, "PASSWORD=" + password,
+		"CONTROL=" + control.URL}, &res)
 
 	// The gateway request's row, as the page shows it, and the key's last use.
 	if !strings.Contains(res.RecentRow, "claude-sonnet-4-5 Plan 100K / 10K / 240K $0.66") || !strings.Contains(res.RecentRow, " 200") {
@@ -245,7 +196,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	t.Logf("login answered in %d ms; the overview showed its numbers %d ms later and its charts %d ms later", res.LoginMs, res.NumbersMs, res.FirstLoadMs)
 	for _, name := range []string{"01-login-wrong-password", "02-overview", "02-overview-1024", "03-developers", "04-key-issued", "05-developer-detail", "06-models", "07-plan", "08-audit", "09-team-admin"} {
-		if _, err := os.Stat(filepath.Join(artifacts, name+".png")); err != nil {
+		if _, err := os.Stat(filepath.Join(browser.Artifacts, name+".png")); err != nil {
 			t.Errorf("screenshot %s: %v", name, err)
 		}
 	}

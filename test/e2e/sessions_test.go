@@ -1,14 +1,8 @@
 package e2e
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,7 +10,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/shopspring/decimal"
 
-	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/claudecode"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
@@ -206,57 +199,13 @@ func seedCacheBreak(t *testing.T, g *gateway, user uuid.UUID) string {
 // (dashboard/e2e/sessions.mjs), skipping like TestDashboardInBrowser when
 // the dashboard or chromium is missing.
 func browseSessions(t *testing.T, g *gateway, password, userID, session, agent, conv string) {
-	required := os.Getenv("CCPROXY_REQUIRE_BROWSER_TESTS") == "1"
-	skip := func(why string) {
-		if required {
-			t.Fatal(why + " (CCPROXY_REQUIRE_BROWSER_TESTS=1)")
-		}
-		t.Skip(why + "; make test runs this test")
-	}
-	if !dashboard.Built() {
-		skip("the dashboard is not built into this binary (make dashboard)")
-	}
-	chromiumPath, err := exec.LookPath("chromium")
-	if err != nil {
-		skip("no chromium")
-	}
-	root, err := filepath.Abs(filepath.Join("..", "..", "dashboard"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules", "playwright-core")); err != nil {
-		skip("dashboard/node_modules has no playwright-core (make dashboard)")
-	}
-	artifacts := os.Getenv("CCPROXY_BROWSER_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(t.TempDir(), "screenshots")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "e2e/sessions.mjs")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "ADMIN=http://"+g.AdminAddr, "PASSWORD="+password, "USER_ID="+userID,
-		"SESSION="+session, "AGENT="+agent, "CONV="+conv, "ARTIFACTS="+artifacts, "CHROMIUM="+chromiumPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
+	browser := needDashboardBrowser(t)
 	var res struct {
 		Error         string
 		ConsoleErrors []string
 	}
-	for s := bufio.NewScanner(bytes.NewReader(out)); s.Scan(); {
-		if v, ok := strings.CutPrefix(s.Text(), "RESULT "); ok {
-			if err := json.Unmarshal([]byte(v), &res); err != nil {
-				t.Fatalf("browser result: %v", err)
-			}
-		} else {
-			t.Log(s.Text())
-		}
-	}
-	t.Logf("screenshots in %s", artifacts)
-	if runErr != nil || res.Error != "" {
-		t.Fatalf("browser test failed: %v %s\n%s", runErr, res.Error, stderr.String())
-	}
+	browser.run(t, 3*time.Minute, "e2e/sessions.mjs", []string{"ADMIN=http://" + g.AdminAddr, "PASSWORD=" + password, "USER_ID=" + userID,
+		"SESSION=" + session, "AGENT=" + agent, "CONV=" + conv}, &res)
 	if len(res.ConsoleErrors) > 0 {
 		t.Errorf("console errors: %q", res.ConsoleErrors)
 	}

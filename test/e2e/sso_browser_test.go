@@ -1,20 +1,14 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/internal/oidctest"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 )
@@ -44,27 +38,7 @@ type ssoBrowserResult struct {
 // its role; someone whose groups map to no role is sent back to the login
 // page with a message.
 func TestSSOInBrowser(t *testing.T) {
-	required := os.Getenv("CCPROXY_REQUIRE_BROWSER_TESTS") == "1"
-	skip := func(why string) {
-		if required {
-			t.Fatal(why + " (CCPROXY_REQUIRE_BROWSER_TESTS=1: make test builds the dashboard and installs chromium)")
-		}
-		t.Skip(why + "; make test runs this test")
-	}
-	if !dashboard.Built() {
-		skip("the dashboard is not built into this binary (make dashboard)")
-	}
-	chromiumPath, err := exec.LookPath("chromium")
-	if err != nil {
-		skip("no chromium")
-	}
-	root, err := filepath.Abs(filepath.Join("..", "..", "dashboard"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules", "playwright-core")); err != nil {
-		skip("dashboard/node_modules has no playwright-core (make dashboard)")
-	}
+	browser := needDashboardBrowser(t)
 
 	issuer, startProvider := oidctest.New(t, []oidctest.Person{
 		{ID: "u-vera", Username: "vera", Password: "vera's long password", Email: "vera@example.com", Groups: []string{"staff", "ccproxy-viewers"}},
@@ -96,33 +70,8 @@ func TestSSOInBrowser(t *testing.T) {
 		"CCPROXY_OIDC_ROLE_MAPPING=ccproxy-viewers=viewer,ccproxy-owners=owner",
 	}})
 
-	artifacts := os.Getenv("CCPROXY_BROWSER_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(t.TempDir(), "screenshots")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "e2e/sso.mjs")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "ADMIN=http://"+adminAddr, "ISSUER="+issuer, "PASSWORD="+password,
-		"ARTIFACTS="+artifacts, "CHROMIUM="+chromiumPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
 	var res ssoBrowserResult
-	for sc := bufio.NewScanner(bytes.NewReader(out)); sc.Scan(); {
-		if v, ok := strings.CutPrefix(sc.Text(), "RESULT "); ok {
-			if err := json.Unmarshal([]byte(v), &res); err != nil {
-				t.Fatalf("browser result: %v", err)
-			}
-		} else {
-			t.Log(sc.Text())
-		}
-	}
-	t.Logf("screenshots in %s", artifacts)
-	if runErr != nil || res.Error != "" {
-		t.Fatalf("browser test failed: %v %s\n%s", runErr, res.Error, stderr.String())
-	}
+	browser.run(t, 4*time.Minute, "e2e/sso.mjs", []string{"ADMIN=http://" + adminAddr, "ISSUER=" + issuer, "PASSWORD=" + password}, &res)
 	if res.ViewerWho != "vera@example.com (viewer) · UTC" {
 		t.Errorf("viewer's header = %q", res.ViewerWho)
 	}

@@ -1,26 +1,18 @@
 package e2e
 
 import (
-	"bufio"
-	"bytes"
-	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ccproxy/ccproxy/admin/usageexport"
-	"github.com/ccproxy/ccproxy/dashboard"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 )
 
@@ -46,27 +38,7 @@ type webhooksBrowserResult struct {
 // Webhooks link nor the page. The receiver checks that the test event
 // came signed with the secret the page showed.
 func TestWebhooksAndExportsInBrowser(t *testing.T) {
-	required := os.Getenv("CCPROXY_REQUIRE_BROWSER_TESTS") == "1"
-	skip := func(why string) {
-		if required {
-			t.Fatal(why + " (CCPROXY_REQUIRE_BROWSER_TESTS=1)")
-		}
-		t.Skip(why + "; make test runs this test")
-	}
-	if !dashboard.Built() {
-		skip("the dashboard is not built into this binary (make dashboard)")
-	}
-	chromiumPath, err := exec.LookPath("chromium")
-	if err != nil {
-		skip("no chromium")
-	}
-	root, err := filepath.Abs(filepath.Join("..", "..", "dashboard"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "node_modules", "playwright-core")); err != nil {
-		skip("dashboard/node_modules has no playwright-core (make dashboard)")
-	}
+	browser := needDashboardBrowser(t)
 
 	type delivery struct {
 		id, typ, ts, sig string
@@ -98,33 +70,9 @@ func TestWebhooksAndExportsInBrowser(t *testing.T) {
 	var user struct{ ID string }
 	a.call("POST", "/api/v1/users", map[string]string{"name": "Ada Export"}, &user)
 
-	artifacts := os.Getenv("CCPROXY_BROWSER_ARTIFACTS")
-	if artifacts == "" {
-		artifacts = filepath.Join(t.TempDir(), "screenshots")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", "e2e/webhooks.mjs")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "ADMIN=http://"+g.AdminAddr, "PASSWORD="+password, "VIEWER=vera",
-		"RECEIVER="+receiver.URL+"/ccproxy", "DEVELOPER=Ada Export", "ARTIFACTS="+artifacts, "CHROMIUM="+chromiumPath)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, runErr := cmd.Output()
 	var res webhooksBrowserResult
-	for s := bufio.NewScanner(bytes.NewReader(out)); s.Scan(); {
-		if v, ok := strings.CutPrefix(s.Text(), "RESULT "); ok {
-			if err := json.Unmarshal([]byte(v), &res); err != nil {
-				t.Fatalf("browser result: %v", err)
-			}
-		} else {
-			t.Log(s.Text())
-		}
-	}
-	t.Logf("screenshots in %s", artifacts)
-	if runErr != nil || res.Error != "" {
-		t.Fatalf("browser test failed: %v %s\n%s", runErr, res.Error, stderr.String())
-	}
+	browser.run(t, 2*time.Minute, "e2e/webhooks.mjs", []string{"ADMIN=http://" + g.AdminAddr, "PASSWORD=" + password, "VIEWER=vera",
+		"RECEIVER=" + receiver.URL + "/ccproxy", "DEVELOPER=Ada Export"}, &res)
 	if len(res.ConsoleErrors) > 0 {
 		t.Errorf("console errors: %q", res.ConsoleErrors)
 	}
