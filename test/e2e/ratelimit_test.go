@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -59,6 +60,19 @@ func newBalancer(t *testing.T, gateways ...*gateway) *balancer {
 		b.proxies = append(b.proxies, p)
 	}
 	b.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The balancer buffers each request body before it forwards it, as
+		// buffering L7 balancers do. Streaming it would race: the gateway
+		// may answer from the request headers alone (a rate-limit 429,
+		// sent with Connection: close), and net/http's server, writing
+		// that answer back, drains the unread request body the proxy's
+		// transport is still sending, which then fails and closes the
+		// upstream connection under the answer's body.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, "balancer: reading the request body: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		n := b.next.Add(1) - 1
 		b.proxies[int(n)%len(b.proxies)].ServeHTTP(w, r)
 	}))
