@@ -2,7 +2,6 @@ package admin
 
 import (
 	"encoding/base64"
-	"errors"
 	"net/http"
 	"strconv"
 	"strings"
@@ -494,19 +493,5 @@ func (s *Server) handleCostSplit(w http.ResponseWriter, r *http.Request) {
 // with at t: its own or its family's, else the provider default, else the
 // ingester's fallback rates. Only their proportions matter (splitCost).
 func (s *Server) ratesFor(r *http.Request, p store.Provider, model string, t time.Time) (store.PriceRates, error) {
-	q := store.PriceQuery{Provider: p, Model: model, At: t}
-	pr, flag, err := s.st.Prices().PriceAt(r.Context(), q)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return store.PriceRates{}, err
-	}
-	if (err != nil || flag == store.PriceDefault) && ingest.FamilyOf(model) != "" {
-		q.Family = ingest.FamilyOf(model)
-		if fp, fflag, ferr := s.st.Prices().PriceAt(r.Context(), q); ferr == nil && fflag != store.PriceDefault {
-			return fp.PriceRates, nil
-		}
-	}
-	if err != nil {
-		return ingest.FallbackRates, nil
-	}
-	return pr.PriceRates, nil
+	return ingest.NewRateFinder(s.st).Rates(r.Context(), &store.UsageEvent{Provider: p, RequestedModel: model, EventTime: t})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/ccproxy/ccproxy/admin/ingest"
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/headroom"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	"github.com/ccproxy/ccproxy/internal/store"
 )
 
@@ -344,7 +345,7 @@ func (s *Server) handleSeats(w http.ResponseWriter, r *http.Request) {
 func (s *Server) bedrockRates(ctx context.Context, model string, t time.Time) (store.PriceRates, error) {
 	p, _, err := s.st.Prices().PriceAt(ctx, store.PriceQuery{Provider: store.ProviderBedrock, Model: model, At: t})
 	if errors.Is(err, store.ErrNotFound) {
-		return ingest.FallbackRates, nil
+		return pricing.Fallback(), nil
 	}
 	if err != nil {
 		return store.PriceRates{}, err

@@ -35,7 +35,8 @@ const (
 
 // DatabaseOptions returns base with its Bedrock part read from Postgres: BedrockRegions are
 // the regions of the Bedrock credentials in use, and Bedrock is base.Bedrock (its tables and
-// flags) with the enabled model mappings. A region or mapping the control plane cannot serve
+// flags) with the enabled model mappings and the rate card (the prices in effect now or later,
+// with every mapping's names, which the price lookup resolves). A region or mapping the control plane cannot serve
 // is skipped and logged on log (may be nil), so one bad row does not hold back every other
 // change.
 func DatabaseOptions(ctx context.Context, st *store.Store, base Options, log *slog.Logger) (Options, error) {
@@ -47,6 +48,15 @@ func DatabaseOptions(ctx context.Context, st *store.Store, base Options, log *sl
 		return Options{}, err
 	}
 	models, err := st.Models().ListEnabled(ctx)
+	if err != nil {
+		return Options{}, err
+	}
+	allModels, err := st.Models().List(ctx)
+	if err != nil {
+		return Options{}, err
+	}
+	now := time.Now()
+	prices, err := st.Prices().List(ctx, store.PriceFilter{EndsAfter: &now})
 	if err != nil {
 		return Options{}, err
 	}
@@ -72,6 +82,7 @@ func DatabaseOptions(ctx context.Context, st *store.Store, base Options, log *sl
 		}
 		cfg.Models = append(cfg.Models, pm)
 	}
+	cfg.Prices = PriceCardProto(prices, allModels)
 	opts.Bedrock = cfg
 	return opts, nil
 }

@@ -8,8 +8,10 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	"github.com/ccproxy/ccproxy/internal/store"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
@@ -48,6 +50,29 @@ func ModelMappingProto(m store.ModelMapping) *runtimev1.ModelMapping {
 		BedrockModelId:   m.BedrockModelID,
 		RegionModelIds:   maps.Clone(m.Regions),
 	}
+}
+
+// PriceCardProto converts stored prices and model mappings to the rate card extproc prices
+// requests with. Every mapping is listed, enabled or not: the ingester's lookup resolves a
+// requested name through all of them.
+func PriceCardProto(prices []store.Price, models []store.ModelMapping) *runtimev1.PriceCard {
+	c := &runtimev1.PriceCard{Rows: make([]*runtimev1.PriceRow, len(prices)), Models: make([]*runtimev1.PricedModel, len(models))}
+	for i, p := range prices {
+		r := &runtimev1.PriceRow{
+			Provider: string(p.Provider), Region: p.Region, ModelId: p.ModelID, Family: p.Family,
+			Input: p.Input.String(), Output: p.Output.String(), CacheRead: p.CacheRead.String(),
+			CacheWrite_5M: p.CacheWrite5m.String(), CacheWrite_1H: p.CacheWrite1h.String(),
+			EffectiveFrom: timestamppb.New(p.EffectiveFrom),
+		}
+		if p.EffectiveTo != nil {
+			r.EffectiveTo = timestamppb.New(*p.EffectiveTo)
+		}
+		c.Rows[i] = r
+	}
+	for i, m := range models {
+		c.Models[i] = &runtimev1.PricedModel{AnthropicModelId: m.AnthropicModelID, Aliases: slices.Clone(m.Aliases), Family: m.Family}
+	}
+	return c
 }
 
 // resolveBedrockConfig completes a copy of in (nil is empty): the regions of the Bedrock and
@@ -93,6 +118,9 @@ func checkBedrockConfig(c *runtimev1.BedrockConfig) error {
 			}
 			names[n] = m.GetAnthropicModelId()
 		}
+	}
+	if _, err := pricing.CardFromProto(c.GetPrices()); err != nil {
+		return invalid("rate card: %v", err)
 	}
 	if c.GetBetas().GetVersion() == "" || c.GetFields().GetVersion() == "" {
 		return invalid("Bedrock beta and field tables need a version")

@@ -56,6 +56,7 @@ import (
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
 	"github.com/ccproxy/ccproxy/internal/observability/telemetry"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
@@ -65,17 +66,6 @@ import (
 // cut at a character boundary. Claude Code's values are far shorter; the
 // bound keeps a hostile header from failing the indexes.
 const MaxTextLen = 512
-
-// FallbackRates price an event when the rate card has no row at all for
-// its provider (not even the default an admin may have deleted): the seeded
-// provider default, so that usage is never free.
-var FallbackRates = store.PriceRates{
-	Input:        decimal.RequireFromString("5"),
-	Output:       decimal.RequireFromString("25"),
-	CacheRead:    decimal.RequireFromString("0.5"),
-	CacheWrite5m: decimal.RequireFromString("6.25"),
-	CacheWrite1h: decimal.RequireFromString("10"),
-}
 
 // Options configures an Ingester.
 type Options struct {
@@ -514,15 +504,10 @@ func clean(s string, n int) string {
 }
 
 // Cost is the exact cost of a row's tokens at rates given per million
-// tokens, rounded to 6 decimal places.
+// tokens, rounded to 6 decimal places (pricing.Cost).
 func Cost(r store.PriceRates, ev *store.UsageEvent) decimal.Decimal {
-	million := decimal.NewFromInt(1_000_000)
-	sum := r.Input.Mul(decimal.NewFromInt(ev.InputTokens)).
-		Add(r.Output.Mul(decimal.NewFromInt(ev.OutputTokens))).
-		Add(r.CacheRead.Mul(decimal.NewFromInt(ev.CacheReadTokens))).
-		Add(r.CacheWrite5m.Mul(decimal.NewFromInt(ev.CacheWrite5mTokens))).
-		Add(r.CacheWrite1h.Mul(decimal.NewFromInt(ev.CacheWrite1hTokens)))
-	return sum.Div(million).Round(6)
+	return pricing.Cost(r, pricing.Tokens{Input: ev.InputTokens, Output: ev.OutputTokens, CacheRead: ev.CacheReadTokens,
+		CacheWrite5m: ev.CacheWrite5mTokens, CacheWrite1h: ev.CacheWrite1hTokens})
 }
 
 // pricer prices the rows of one batch, remembering each lookup for the
@@ -539,7 +524,7 @@ type priceKey struct {
 
 type cachedPrice struct {
 	// from and to are the price row's effective window; without a row
-	// (FallbackRates) from is zero and the lookup holds only for at.
+	// (pricing.Fallback) from is zero and the lookup holds only for at.
 	from  time.Time
 	to    *time.Time
 	at    time.Time
@@ -589,7 +574,7 @@ func (p *pricer) find(ctx context.Context, row *store.UsageEvent) (cachedPrice, 
 
 // RateFinder finds the rates usage rows are priced at, exactly as the
 // ingester prices them (the model's own price, its family's, the
-// provider's default, then FallbackRates), remembering each price for the
+// provider's default, then pricing.Fallback()), remembering each price for the
 // time range it is effective in. Analyses that split a row's cost into its
 // parts (prompt-cache economics) use it. Not safe for concurrent use.
 type RateFinder struct{ p pricer }
@@ -601,11 +586,19 @@ func NewRateFinder(st *store.Store) *RateFinder { return &RateFinder{p: pricer{s
 // was stored (a correction of the rate card) gives the corrected rates,
 // while the row keeps the cost it was stored with.
 func (f *RateFinder) Rates(ctx context.Context, row *store.UsageEvent) (store.PriceRates, error) {
+	r, _, err := f.Price(ctx, row)
+	return r, err
+}
+
+// Price returns the rates row is priced at and the kind of price row they
+// come from (store.PriceDefault for pricing.Fallback), whatever the row's
+// kind: a count_tokens row is stored unpriced.
+func (f *RateFinder) Price(ctx context.Context, row *store.UsageEvent) (store.PriceRates, store.PriceFlag, error) {
 	c, err := f.p.find(ctx, row)
 	if err != nil {
-		return store.PriceRates{}, fmt.Errorf("ingest: price of %s: %w", row.RequestID, err)
+		return store.PriceRates{}, store.PriceNone, fmt.Errorf("ingest: price of %s: %w", row.RequestID, err)
 	}
-	return c.rates, nil
+	return c.rates, c.flag, nil
 }
 
 func (p *pricer) cached(key priceKey, at time.Time) (cachedPrice, bool) {
@@ -620,7 +613,7 @@ func (p *pricer) cached(key priceKey, at time.Time) (cachedPrice, bool) {
 // lookup finds the price of a model: its own row or its mapping's family
 // first; then, for a model the mappings do not know, the family its name
 // says (claude-opus-9 → opus); then the provider default; then
-// FallbackRates.
+// pricing.Fallback().
 func (p *pricer) lookup(ctx context.Context, k priceKey, at time.Time) (cachedPrice, error) {
 	q := store.PriceQuery{Provider: k.provider, Region: k.region, Model: k.model, At: at}
 	pr, flag, err := p.st.Prices().PriceAt(ctx, q)
@@ -628,8 +621,8 @@ func (p *pricer) lookup(ctx context.Context, k priceKey, at time.Time) (cachedPr
 		return cachedPrice{}, err
 	}
 	found := err == nil
-	if (!found || flag == store.PriceDefault) && FamilyOf(k.model) != "" {
-		q.Family = FamilyOf(k.model)
+	if (!found || flag == store.PriceDefault) && pricing.FamilyOf(k.model) != "" {
+		q.Family = pricing.FamilyOf(k.model)
 		fp, fflag, ferr := p.st.Prices().PriceAt(ctx, q)
 		switch {
 		case ferr == nil && fflag != store.PriceDefault:
@@ -639,38 +632,7 @@ func (p *pricer) lookup(ctx context.Context, k priceKey, at time.Time) (cachedPr
 		}
 	}
 	if !found {
-		return cachedPrice{at: at, rates: FallbackRates, flag: store.PriceDefault}, nil
+		return cachedPrice{at: at, rates: pricing.Fallback(), flag: store.PriceDefault}, nil
 	}
 	return cachedPrice{from: pr.EffectiveFrom, to: pr.EffectiveTo, rates: pr.PriceRates, flag: flag}, nil
-}
-
-// FamilyOf guesses a model's family from its name: the first word after
-// "claude" that is all letters ("claude-opus-4-9" → "opus",
-// "claude-3-5-haiku-20241022" → "haiku",
-// "us.anthropic.claude-sonnet-4-5-v1:0" → "sonnet"); "" when there is none.
-func FamilyOf(model string) string {
-	words := strings.FieldsFunc(strings.ToLower(model), func(r rune) bool {
-		return r == '-' || r == '.' || r == ':' || r == '_' || r == '/' || r == '[' || r == ']' || r == '@'
-	})
-	for i, w := range words {
-		if w != "claude" {
-			continue
-		}
-		for _, f := range words[i+1:] {
-			if isLetters(f) {
-				return f
-			}
-		}
-		return ""
-	}
-	return ""
-}
-
-func isLetters(s string) bool {
-	for _, c := range s {
-		if c < 'a' || c > 'z' {
-			return false
-		}
-	}
-	return s != ""
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/internal/billing"
 	"github.com/ccproxy/ccproxy/internal/observability/emf"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	"github.com/ccproxy/ccproxy/internal/store"
 	"github.com/ccproxy/ccproxy/internal/store/storetest"
 	"github.com/ccproxy/ccproxy/internal/testenv"
@@ -254,17 +255,6 @@ func TestToStoreEventCleansText(t *testing.T) {
 	}
 }
 
-func TestFamilyOf(t *testing.T) {
-	for in, want := range map[string]string{
-		"claude-opus-9-1": "opus", "claude-3-5-haiku-20241022": "haiku", "us.anthropic.claude-sonnet-4-5-20250929-v1:0": "sonnet",
-		"Claude-Fable-5[1m]": "fable", "gpt-4o": "", "claude-4": "", "": "", "claude": "",
-	} {
-		if got := FamilyOf(in); got != want {
-			t.Errorf("FamilyOf(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // FuzzStoreEvent: whatever the stream decoder accepts becomes a row the
 // schema accepts, so an entry can never block the ingester; the row keeps
 // the event's values, its free text only cleaned (NUL bytes removed,
@@ -284,7 +274,7 @@ func FuzzStoreEvent(f *testing.F) {
 			return
 		}
 		row := ToStoreEvent(ev)
-		row.PriceFlag, row.CostUSD = store.PriceDefault, Cost(FallbackRates, &row)
+		row.PriceFlag, row.CostUSD = store.PriceDefault, Cost(pricing.Fallback(), &row)
 		if err := row.Validate(); err != nil {
 			t.Fatalf("decoded event %+v makes an invalid row: %v", ev, err)
 		}

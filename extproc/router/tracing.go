@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/ccproxy/ccproxy/extproc/accesskey"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	"github.com/ccproxy/ccproxy/internal/usage"
 )
 
@@ -154,6 +155,7 @@ func (p *Processor) endSpan(ev *usage.Event, status int) {
 		if ev.TTFT > 0 {
 			attrs = append(attrs, attribute.Int64("ccproxy.ttft_ms", ev.TTFT.Milliseconds()))
 		}
+		attrs = p.appendCost(attrs, ev)
 	}
 	if status != 0 {
 		attrs = append(attrs, attribute.Int("http.response.status_code", status))
@@ -163,4 +165,25 @@ func (p *Processor) endSpan(ev *usage.Event, status int) {
 		s.SetStatus(otelcodes.Error, et)
 	}
 	s.End()
+}
+
+// appendCost adds the request's cost in USD and the kind of price row it
+// came from, priced as the ingester prices the request's usage row (the
+// rate card the control plane serves, internal/pricing's rules); nothing
+// without a rate card. A count_tokens request costs nothing, as its row.
+// The usage row stays the record: a price changed between this span and
+// the ingester's batch prices the two differently.
+func (p *Processor) appendCost(attrs []attribute.KeyValue, ev *usage.Event) []attribute.KeyValue {
+	cfg := p.r.runtimeConfig()
+	if cfg == nil || cfg.Prices() == nil {
+		return attrs
+	}
+	if ev.PathKind == usage.PathCountTokens {
+		return append(attrs, attribute.Float64("ccproxy.cost_usd", 0))
+	}
+	rates, flag := cfg.Prices().Price(ev.Provider, ev.Region, ev.Model, ev.Time)
+	u := ev.Usage
+	cost := pricing.Cost(rates, pricing.Tokens{Input: u.InputTokens, Output: u.OutputTokens, CacheRead: u.CacheReadInputTokens,
+		CacheWrite5m: u.CacheWrite5mInputTokens, CacheWrite1h: u.CacheWrite1hInputTokens})
+	return append(attrs, attribute.Float64("ccproxy.cost_usd", cost.InexactFloat64()), attribute.String("ccproxy.price", string(flag)))
 }

@@ -1,7 +1,8 @@
 // Package runtimeconfig owns extproc's view of the runtime configuration the
 // control plane serves over xDS: the Bedrock model mapping table, the regions
 // that have a Bedrock cluster, the anthropic-beta and body-field allow-lists
-// (compiled into a bedrock.Translator) and the profile-rule fallback flag.
+// (compiled into a bedrock.Translator), the profile-rule fallback flag and the
+// rate card (a pricing.Card).
 //
 // extproc holds no database credentials; the control plane reads these tables
 // from Postgres and serves them as the ECDS resource "ccproxy.bedrock" (a
@@ -20,6 +21,7 @@ import (
 
 	"github.com/ccproxy/ccproxy/extproc/translate/bedrock"
 	"github.com/ccproxy/ccproxy/internal/bedrockpolicy"
+	"github.com/ccproxy/ccproxy/internal/pricing"
 	runtimev1 "github.com/ccproxy/ccproxy/proto/ccproxy/runtime/v1"
 )
 
@@ -84,6 +86,7 @@ type Config struct {
 	// fallbackRegions have a plan+bedrock-<region> cluster and route.
 	fallbackRegions map[string]struct{}
 	fallback        bool
+	prices          *pricing.Card
 	version         string
 }
 
@@ -207,8 +210,15 @@ func FromProto(pb *runtimev1.BedrockConfig) (*Config, error) {
 		return nil, err
 	}
 	c.Translator = bedrock.NewTranslator(betas, fields)
+	if c.prices, err = pricing.CardFromProto(pb.GetPrices()); err != nil {
+		return nil, fmt.Errorf("runtimeconfig: prices: %w", err)
+	}
 	return c, nil
 }
+
+// Prices is the rate card requests are priced at for their trace spans; nil
+// when the control plane serves none (it reads no database).
+func (c *Config) Prices() *pricing.Card { return c.prices }
 
 func betaTable(pb *runtimev1.BetaTable) (bedrockpolicy.BetaTable, error) {
 	if len(pb.GetRules()) == 0 {

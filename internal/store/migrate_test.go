@@ -30,6 +30,7 @@ var wantMigrations = []string{
 	"00015_admin_roles.sql",
 	"00016_webhooks.sql",
 	"00017_teams_budgets.sql",
+	"00018_prices_notify.sql",
 }
 
 // publicTables lists the ordinary and partitioned tables of the public schema.

@@ -9,16 +9,13 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/shopspring/decimal"
+
+	"github.com/ccproxy/ccproxy/internal/pricing"
 )
 
-// PriceRates are USD per million tokens.
-type PriceRates struct {
-	Input        decimal.Decimal
-	Output       decimal.Decimal
-	CacheRead    decimal.Decimal
-	CacheWrite5m decimal.Decimal
-	CacheWrite1h decimal.Decimal
-}
+// PriceRates are USD per million tokens: the pricing rules' own type, so
+// that a stored price is priced by them without conversion.
+type PriceRates = pricing.Rates
 
 // Price is a rate card row, effective in [EffectiveFrom, EffectiveTo).
 type Price struct {
@@ -69,6 +66,9 @@ type PriceFilter struct {
 	Family   string
 	// At keeps only prices effective at that instant.
 	At *time.Time
+	// EndsAfter keeps only prices in effect at that instant or later (not
+	// ended by then).
+	EndsAfter *time.Time
 }
 
 // Prices is the price repository.
@@ -103,10 +103,10 @@ func (n NewPrice) validate() error {
 	if n.EffectiveFrom.IsZero() {
 		return invalidf("price without effective_from")
 	}
-	return n.PriceRates.validate()
+	return validateRates(n.PriceRates)
 }
 
-func (r PriceRates) validate() error {
+func validateRates(r PriceRates) error {
 	for _, v := range []decimal.Decimal{r.Input, r.Output, r.CacheRead, r.CacheWrite5m, r.CacheWrite1h} {
 		if v.IsNegative() {
 			return invalidf("negative price %s", v)
@@ -183,6 +183,9 @@ func (r Prices) List(ctx context.Context, f PriceFilter) ([]Price, error) {
 		a := arg(*f.At)
 		where = append(where, "effective_from <= "+a+" AND (effective_to IS NULL OR effective_to > "+a+")")
 	}
+	if f.EndsAfter != nil {
+		where = append(where, "(effective_to IS NULL OR effective_to > "+arg(*f.EndsAfter)+")")
+	}
 	rows, err := r.q.db.Query(ctx, `SELECT `+priceColumns+` FROM prices WHERE `+strings.Join(where, " AND ")+
 		` ORDER BY provider, model_id, family, region, effective_from`, args...)
 	if err != nil {
@@ -196,7 +199,7 @@ func (r Prices) List(ctx context.Context, f PriceFilter) ([]Price, error) {
 func (r Prices) Update(ctx context.Context, id uuid.UUID, p PricePatch) (Price, error) {
 	var s setList
 	if p.Rates.Set {
-		if err := p.Rates.Value.validate(); err != nil {
+		if err := validateRates(p.Rates.Value); err != nil {
 			return Price{}, err
 		}
 		v := p.Rates.Value

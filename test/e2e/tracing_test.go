@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shopspring/decimal"
 	"go.opentelemetry.io/collector/component/componenttest"
 	"go.opentelemetry.io/collector/config/configoptional"
 	"go.opentelemetry.io/collector/consumer/consumertest"
@@ -178,16 +179,17 @@ func TestOpenTelemetryTraces(t *testing.T) {
 	type row struct {
 		id, user, provider string
 		fallback           bool
+		cost, price        string
 	}
 	waitUsageSettled(t, fg.gateway)
-	rows, err := fg.DB.Query(context.Background(), `SELECT request_id, user_id::text, provider, fallback FROM usage_events`)
+	rows, err := fg.DB.Query(context.Background(), `SELECT request_id, user_id::text, provider, fallback, cost_usd::text, coalesce(price_flag, '') FROM usage_events`)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var metered []row
 	for rows.Next() {
 		var r row
-		if err := rows.Scan(&r.id, &r.user, &r.provider, &r.fallback); err != nil {
+		if err := rows.Scan(&r.id, &r.user, &r.provider, &r.fallback, &r.cost, &r.price); err != nil {
 			t.Fatal(err)
 		}
 		metered = append(metered, r)
@@ -258,6 +260,14 @@ func TestOpenTelemetryTraces(t *testing.T) {
 		if rs.Attrs["ccproxy.provider"] != r.provider || rs.Attrs["ccproxy.route"] == "" || rs.Attrs["ccproxy.model"] == "" ||
 			rs.Attrs["ccproxy.tokens.input"] == "" || rs.Attrs["ccproxy.fallback"] != map[bool]string{true: "true", false: "false"}[r.fallback] {
 			t.Errorf("request span of %s: %v", r.id, rs.Attrs)
+		}
+		// The span's cost is the usage row's: extproc prices the request
+		// from the rate card the control plane serves, by the ingester's
+		// rules.
+		if spanCost, err := decimal.NewFromString(rs.Attrs["ccproxy.cost_usd"]); err != nil ||
+			!spanCost.Round(6).Equal(decimal.RequireFromString(r.cost)) || rs.Attrs["ccproxy.price"] != r.price {
+			t.Errorf("request span of %s: cost %q, price %q; the usage row has %s, %s",
+				r.id, rs.Attrs["ccproxy.cost_usd"], rs.Attrs["ccproxy.price"], r.cost, r.price)
 		}
 		n := names(trace)
 		if n["ccproxy.key_lookup"] != 1 {

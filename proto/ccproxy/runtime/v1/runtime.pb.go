@@ -18,12 +18,12 @@
 package runtimev1
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -79,7 +79,7 @@ func (x BetaRule_Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use BetaRule_Action.Descriptor instead.
 func (BetaRule_Action) EnumDescriptor() ([]byte, []int) {
-	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{3, 0}
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{6, 0}
 }
 
 // BedrockConfig is everything extproc needs to serve Bedrock routes.
@@ -106,8 +106,13 @@ type BedrockConfig struct {
 	// Plan and Bedrock URLs are both TLS or both plaintext (one transport
 	// socket per cluster). extproc selects the fallback route only for these.
 	FallbackRegions []string `protobuf:"bytes,6,rep,name=fallback_regions,json=fallbackRegions,proto3" json:"fallback_regions,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The rate card: the price rows in effect now or later. extproc prices
+	// each request by internal/pricing's rules, the ingester's, for the
+	// request's trace span; the usage row the ingester writes stays the
+	// record. Unset when the control plane reads no database.
+	Prices        *PriceCard `protobuf:"bytes,7,opt,name=prices,proto3" json:"prices,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *BedrockConfig) Reset() {
@@ -182,6 +187,259 @@ func (x *BedrockConfig) GetFallbackRegions() []string {
 	return nil
 }
 
+func (x *BedrockConfig) GetPrices() *PriceCard {
+	if x != nil {
+		return x.Prices
+	}
+	return nil
+}
+
+// PriceCard is the rate card (internal/store.Price rows) and the model names
+// its lookup resolves, of every model mapping, enabled or not.
+type PriceCard struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rows          []*PriceRow            `protobuf:"bytes,1,rep,name=rows,proto3" json:"rows,omitempty"`
+	Models        []*PricedModel         `protobuf:"bytes,2,rep,name=models,proto3" json:"models,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriceCard) Reset() {
+	*x = PriceCard{}
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriceCard) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriceCard) ProtoMessage() {}
+
+func (x *PriceCard) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriceCard.ProtoReflect.Descriptor instead.
+func (*PriceCard) Descriptor() ([]byte, []int) {
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *PriceCard) GetRows() []*PriceRow {
+	if x != nil {
+		return x.Rows
+	}
+	return nil
+}
+
+func (x *PriceCard) GetModels() []*PricedModel {
+	if x != nil {
+		return x.Models
+	}
+	return nil
+}
+
+// PriceRow is one price, effective in [effective_from, effective_to).
+type PriceRow struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "anthropic" (Plan) or "bedrock".
+	Provider string `protobuf:"bytes,1,opt,name=provider,proto3" json:"provider,omitempty"`
+	// AWS region; "" for any.
+	Region string `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	// Canonical Anthropic model id; "" for a family or default row.
+	ModelId string `protobuf:"bytes,3,opt,name=model_id,json=modelId,proto3" json:"model_id,omitempty"`
+	// Family of a family row; "" with an empty model_id is the default.
+	Family string `protobuf:"bytes,4,opt,name=family,proto3" json:"family,omitempty"`
+	// USD per million tokens, decimal strings.
+	Input         string                 `protobuf:"bytes,5,opt,name=input,proto3" json:"input,omitempty"`
+	Output        string                 `protobuf:"bytes,6,opt,name=output,proto3" json:"output,omitempty"`
+	CacheRead     string                 `protobuf:"bytes,7,opt,name=cache_read,json=cacheRead,proto3" json:"cache_read,omitempty"`
+	CacheWrite_5M string                 `protobuf:"bytes,8,opt,name=cache_write_5m,json=cacheWrite5m,proto3" json:"cache_write_5m,omitempty"`
+	CacheWrite_1H string                 `protobuf:"bytes,9,opt,name=cache_write_1h,json=cacheWrite1h,proto3" json:"cache_write_1h,omitempty"`
+	EffectiveFrom *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=effective_from,json=effectiveFrom,proto3" json:"effective_from,omitempty"`
+	// Unset while the price is current.
+	EffectiveTo   *timestamppb.Timestamp `protobuf:"bytes,11,opt,name=effective_to,json=effectiveTo,proto3" json:"effective_to,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PriceRow) Reset() {
+	*x = PriceRow{}
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PriceRow) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PriceRow) ProtoMessage() {}
+
+func (x *PriceRow) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PriceRow.ProtoReflect.Descriptor instead.
+func (*PriceRow) Descriptor() ([]byte, []int) {
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PriceRow) GetProvider() string {
+	if x != nil {
+		return x.Provider
+	}
+	return ""
+}
+
+func (x *PriceRow) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *PriceRow) GetModelId() string {
+	if x != nil {
+		return x.ModelId
+	}
+	return ""
+}
+
+func (x *PriceRow) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
+func (x *PriceRow) GetInput() string {
+	if x != nil {
+		return x.Input
+	}
+	return ""
+}
+
+func (x *PriceRow) GetOutput() string {
+	if x != nil {
+		return x.Output
+	}
+	return ""
+}
+
+func (x *PriceRow) GetCacheRead() string {
+	if x != nil {
+		return x.CacheRead
+	}
+	return ""
+}
+
+func (x *PriceRow) GetCacheWrite_5M() string {
+	if x != nil {
+		return x.CacheWrite_5M
+	}
+	return ""
+}
+
+func (x *PriceRow) GetCacheWrite_1H() string {
+	if x != nil {
+		return x.CacheWrite_1H
+	}
+	return ""
+}
+
+func (x *PriceRow) GetEffectiveFrom() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EffectiveFrom
+	}
+	return nil
+}
+
+func (x *PriceRow) GetEffectiveTo() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EffectiveTo
+	}
+	return nil
+}
+
+// PricedModel is a model mapping's names and family.
+type PricedModel struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	AnthropicModelId string                 `protobuf:"bytes,1,opt,name=anthropic_model_id,json=anthropicModelId,proto3" json:"anthropic_model_id,omitempty"`
+	Aliases          []string               `protobuf:"bytes,2,rep,name=aliases,proto3" json:"aliases,omitempty"`
+	Family           string                 `protobuf:"bytes,3,opt,name=family,proto3" json:"family,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PricedModel) Reset() {
+	*x = PricedModel{}
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PricedModel) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PricedModel) ProtoMessage() {}
+
+func (x *PricedModel) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PricedModel.ProtoReflect.Descriptor instead.
+func (*PricedModel) Descriptor() ([]byte, []int) {
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *PricedModel) GetAnthropicModelId() string {
+	if x != nil {
+		return x.AnthropicModelId
+	}
+	return ""
+}
+
+func (x *PricedModel) GetAliases() []string {
+	if x != nil {
+		return x.Aliases
+	}
+	return nil
+}
+
+func (x *PricedModel) GetFamily() string {
+	if x != nil {
+		return x.Family
+	}
+	return ""
+}
+
 // ModelMapping maps an Anthropic model id and its aliases to Bedrock.
 type ModelMapping struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -203,7 +461,7 @@ type ModelMapping struct {
 
 func (x *ModelMapping) Reset() {
 	*x = ModelMapping{}
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[1]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -215,7 +473,7 @@ func (x *ModelMapping) String() string {
 func (*ModelMapping) ProtoMessage() {}
 
 func (x *ModelMapping) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[1]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -228,7 +486,7 @@ func (x *ModelMapping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ModelMapping.ProtoReflect.Descriptor instead.
 func (*ModelMapping) Descriptor() ([]byte, []int) {
-	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{1}
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ModelMapping) GetAnthropicModelId() string {
@@ -277,7 +535,7 @@ type BetaTable struct {
 
 func (x *BetaTable) Reset() {
 	*x = BetaTable{}
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[2]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +547,7 @@ func (x *BetaTable) String() string {
 func (*BetaTable) ProtoMessage() {}
 
 func (x *BetaTable) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[2]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +560,7 @@ func (x *BetaTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BetaTable.ProtoReflect.Descriptor instead.
 func (*BetaTable) Descriptor() ([]byte, []int) {
-	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{2}
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *BetaTable) GetVersion() string {
@@ -333,7 +591,7 @@ type BetaRule struct {
 
 func (x *BetaRule) Reset() {
 	*x = BetaRule{}
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[3]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +603,7 @@ func (x *BetaRule) String() string {
 func (*BetaRule) ProtoMessage() {}
 
 func (x *BetaRule) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[3]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +616,7 @@ func (x *BetaRule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BetaRule.ProtoReflect.Descriptor instead.
 func (*BetaRule) Descriptor() ([]byte, []int) {
-	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{3}
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *BetaRule) GetAnthropic() string {
@@ -396,7 +654,7 @@ type FieldTable struct {
 
 func (x *FieldTable) Reset() {
 	*x = FieldTable{}
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[4]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +666,7 @@ func (x *FieldTable) String() string {
 func (*FieldTable) ProtoMessage() {}
 
 func (x *FieldTable) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[4]
+	mi := &file_ccproxy_runtime_v1_runtime_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +679,7 @@ func (x *FieldTable) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FieldTable.ProtoReflect.Descriptor instead.
 func (*FieldTable) Descriptor() ([]byte, []int) {
-	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{4}
+	return file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *FieldTable) GetVersion() string {
@@ -449,14 +707,36 @@ var File_ccproxy_runtime_v1_runtime_proto protoreflect.FileDescriptor
 
 const file_ccproxy_runtime_v1_runtime_proto_rawDesc = "" +
 	"\n" +
-	" ccproxy/runtime/v1/runtime.proto\x12\x12ccproxy.runtime.v1\"\xaf\x02\n" +
+	" ccproxy/runtime/v1/runtime.proto\x12\x12ccproxy.runtime.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe6\x02\n" +
 	"\rBedrockConfig\x128\n" +
 	"\x06models\x18\x01 \x03(\v2 .ccproxy.runtime.v1.ModelMappingR\x06models\x12\x18\n" +
 	"\aregions\x18\x02 \x03(\tR\aregions\x123\n" +
 	"\x05betas\x18\x03 \x01(\v2\x1d.ccproxy.runtime.v1.BetaTableR\x05betas\x126\n" +
 	"\x06fields\x18\x04 \x01(\v2\x1e.ccproxy.runtime.v1.FieldTableR\x06fields\x122\n" +
 	"\x15profile_rule_fallback\x18\x05 \x01(\bR\x13profileRuleFallback\x12)\n" +
-	"\x10fallback_regions\x18\x06 \x03(\tR\x0ffallbackRegions\"\xbb\x02\n" +
+	"\x10fallback_regions\x18\x06 \x03(\tR\x0ffallbackRegions\x125\n" +
+	"\x06prices\x18\a \x01(\v2\x1d.ccproxy.runtime.v1.PriceCardR\x06prices\"v\n" +
+	"\tPriceCard\x120\n" +
+	"\x04rows\x18\x01 \x03(\v2\x1c.ccproxy.runtime.v1.PriceRowR\x04rows\x127\n" +
+	"\x06models\x18\x02 \x03(\v2\x1f.ccproxy.runtime.v1.PricedModelR\x06models\"\x8c\x03\n" +
+	"\bPriceRow\x12\x1a\n" +
+	"\bprovider\x18\x01 \x01(\tR\bprovider\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x19\n" +
+	"\bmodel_id\x18\x03 \x01(\tR\amodelId\x12\x16\n" +
+	"\x06family\x18\x04 \x01(\tR\x06family\x12\x14\n" +
+	"\x05input\x18\x05 \x01(\tR\x05input\x12\x16\n" +
+	"\x06output\x18\x06 \x01(\tR\x06output\x12\x1d\n" +
+	"\n" +
+	"cache_read\x18\a \x01(\tR\tcacheRead\x12$\n" +
+	"\x0ecache_write_5m\x18\b \x01(\tR\fcacheWrite5m\x12$\n" +
+	"\x0ecache_write_1h\x18\t \x01(\tR\fcacheWrite1h\x12A\n" +
+	"\x0eeffective_from\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\reffectiveFrom\x12=\n" +
+	"\feffective_to\x18\v \x01(\v2\x1a.google.protobuf.TimestampR\veffectiveTo\"m\n" +
+	"\vPricedModel\x12,\n" +
+	"\x12anthropic_model_id\x18\x01 \x01(\tR\x10anthropicModelId\x12\x18\n" +
+	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x16\n" +
+	"\x06family\x18\x03 \x01(\tR\x06family\"\xbb\x02\n" +
 	"\fModelMapping\x12,\n" +
 	"\x12anthropic_model_id\x18\x01 \x01(\tR\x10anthropicModelId\x12\x18\n" +
 	"\aaliases\x18\x02 \x03(\tR\aaliases\x12\x16\n" +
@@ -496,28 +776,37 @@ func file_ccproxy_runtime_v1_runtime_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_runtime_v1_runtime_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_ccproxy_runtime_v1_runtime_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_ccproxy_runtime_v1_runtime_proto_goTypes = []any{
-	(BetaRule_Action)(0),  // 0: ccproxy.runtime.v1.BetaRule.Action
-	(*BedrockConfig)(nil), // 1: ccproxy.runtime.v1.BedrockConfig
-	(*ModelMapping)(nil),  // 2: ccproxy.runtime.v1.ModelMapping
-	(*BetaTable)(nil),     // 3: ccproxy.runtime.v1.BetaTable
-	(*BetaRule)(nil),      // 4: ccproxy.runtime.v1.BetaRule
-	(*FieldTable)(nil),    // 5: ccproxy.runtime.v1.FieldTable
-	nil,                   // 6: ccproxy.runtime.v1.ModelMapping.RegionModelIdsEntry
+	(BetaRule_Action)(0),          // 0: ccproxy.runtime.v1.BetaRule.Action
+	(*BedrockConfig)(nil),         // 1: ccproxy.runtime.v1.BedrockConfig
+	(*PriceCard)(nil),             // 2: ccproxy.runtime.v1.PriceCard
+	(*PriceRow)(nil),              // 3: ccproxy.runtime.v1.PriceRow
+	(*PricedModel)(nil),           // 4: ccproxy.runtime.v1.PricedModel
+	(*ModelMapping)(nil),          // 5: ccproxy.runtime.v1.ModelMapping
+	(*BetaTable)(nil),             // 6: ccproxy.runtime.v1.BetaTable
+	(*BetaRule)(nil),              // 7: ccproxy.runtime.v1.BetaRule
+	(*FieldTable)(nil),            // 8: ccproxy.runtime.v1.FieldTable
+	nil,                           // 9: ccproxy.runtime.v1.ModelMapping.RegionModelIdsEntry
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_ccproxy_runtime_v1_runtime_proto_depIdxs = []int32{
-	2, // 0: ccproxy.runtime.v1.BedrockConfig.models:type_name -> ccproxy.runtime.v1.ModelMapping
-	3, // 1: ccproxy.runtime.v1.BedrockConfig.betas:type_name -> ccproxy.runtime.v1.BetaTable
-	5, // 2: ccproxy.runtime.v1.BedrockConfig.fields:type_name -> ccproxy.runtime.v1.FieldTable
-	6, // 3: ccproxy.runtime.v1.ModelMapping.region_model_ids:type_name -> ccproxy.runtime.v1.ModelMapping.RegionModelIdsEntry
-	4, // 4: ccproxy.runtime.v1.BetaTable.rules:type_name -> ccproxy.runtime.v1.BetaRule
-	0, // 5: ccproxy.runtime.v1.BetaRule.action:type_name -> ccproxy.runtime.v1.BetaRule.Action
-	6, // [6:6] is the sub-list for method output_type
-	6, // [6:6] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	5,  // 0: ccproxy.runtime.v1.BedrockConfig.models:type_name -> ccproxy.runtime.v1.ModelMapping
+	6,  // 1: ccproxy.runtime.v1.BedrockConfig.betas:type_name -> ccproxy.runtime.v1.BetaTable
+	8,  // 2: ccproxy.runtime.v1.BedrockConfig.fields:type_name -> ccproxy.runtime.v1.FieldTable
+	2,  // 3: ccproxy.runtime.v1.BedrockConfig.prices:type_name -> ccproxy.runtime.v1.PriceCard
+	3,  // 4: ccproxy.runtime.v1.PriceCard.rows:type_name -> ccproxy.runtime.v1.PriceRow
+	4,  // 5: ccproxy.runtime.v1.PriceCard.models:type_name -> ccproxy.runtime.v1.PricedModel
+	10, // 6: ccproxy.runtime.v1.PriceRow.effective_from:type_name -> google.protobuf.Timestamp
+	10, // 7: ccproxy.runtime.v1.PriceRow.effective_to:type_name -> google.protobuf.Timestamp
+	9,  // 8: ccproxy.runtime.v1.ModelMapping.region_model_ids:type_name -> ccproxy.runtime.v1.ModelMapping.RegionModelIdsEntry
+	7,  // 9: ccproxy.runtime.v1.BetaTable.rules:type_name -> ccproxy.runtime.v1.BetaRule
+	0,  // 10: ccproxy.runtime.v1.BetaRule.action:type_name -> ccproxy.runtime.v1.BetaRule.Action
+	11, // [11:11] is the sub-list for method output_type
+	11, // [11:11] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_ccproxy_runtime_v1_runtime_proto_init() }
@@ -531,7 +820,7 @@ func file_ccproxy_runtime_v1_runtime_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_runtime_v1_runtime_proto_rawDesc), len(file_ccproxy_runtime_v1_runtime_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   6,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
