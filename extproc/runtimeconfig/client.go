@@ -305,7 +305,7 @@ func (c *Client) handle(ctx context.Context, resp *discoveryv3.DiscoveryResponse
 			slog.String("version", cfg.version), slog.String("previous_version", prev.Version()),
 			slog.Int("models", len(cfg.models)), slog.Int("regions", len(cfg.regions)),
 			slog.String("beta_table", beta), slog.String("field_table", field),
-			slog.Bool("profile_rule_fallback", cfg.fallback))
+			slog.Bool("profile_rule_fallback", cfg.fallback), slog.Int("price_rows", cfg.prices.Len()))
 	}
 	return c.request(cfg.version, resp.GetNonce(), nil), 0
 }

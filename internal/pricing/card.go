@@ -72,6 +72,14 @@ func NewCard(rows []Row, models []Model) *Card {
 	return c
 }
 
+// Len is the number of price rows on the card; 0 for a nil card.
+func (c *Card) Len() int {
+	if c == nil {
+		return 0
+	}
+	return len(c.rows)
+}
+
 // Price returns the rates a request of provider, region and model (as
 // requested) at is priced at, and the kind of row that matched — the
 // ingester's lookup: the model's own row or its mapping's family first;

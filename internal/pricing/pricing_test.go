@@ -122,15 +122,15 @@ func TestCardFromProto(t *testing.T) {
 		return r
 	}
 	t.Run("nil is no card", func(t *testing.T) {
-		if c, err := CardFromProto(nil); c != nil || err != nil {
+		if c, err := CardFromProto(nil); c != nil || err != nil || c.Len() != 0 {
 			t.Errorf("CardFromProto(nil) = %v, %v", c, err)
 		}
 	})
 	t.Run("valid", func(t *testing.T) {
 		c, err := CardFromProto(&runtimev1.PriceCard{Rows: []*runtimev1.PriceRow{row(nil)},
 			Models: []*runtimev1.PricedModel{{AnthropicModelId: "claude-x-1", Aliases: []string{"x"}, Family: "x"}}})
-		if err != nil {
-			t.Fatal(err)
+		if err != nil || c.Len() != 1 {
+			t.Fatalf("CardFromProto = %d rows, %v; want 1", c.Len(), err)
 		}
 		got, flag := c.Price("anthropic", "", "x", time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC))
 		if !ratesEqual(got, rates("3", "15", "0.3", "3.75", "6")) || flag != Exact {
