@@ -53,6 +53,8 @@ const (
 	pkgEventStr  = "./extproc/translate/eventstream"
 	pkgKeySvc    = "./extproc/keylookup"
 	pkgConfig    = "./internal/config"
+	pkgPricing   = "./internal/pricing"
+	pkgControl   = "./controlplane"
 )
 
 // Mutations is the list `make mutate` runs. Every entry must be caught by
@@ -382,6 +384,17 @@ var Mutations = []Mutation{
 	{
 		Name: "admin: paging loses the tail", File: "admin/list.go",
 		From: "if end < len(items) {", To: "if end < len(items)-1 {", Packages: []string{pkgAdmin},
+	},
+	// Pricing: the span's cost must be the usage row's.
+	{
+		Name: "pricing: an ended price still charged", File: "internal/pricing/card.go",
+		From: "return !r.From.After(at) && (r.To.IsZero() || r.To.After(at))", To: "return !r.From.After(at)",
+		Packages: []string{pkgPricing, pkgControl}, Run: "TestCardPrice|TestCardFromProto|TestServedRateCardPricesAsTheIngester",
+	},
+	{
+		Name: "pricing: a region's price not preferred", File: "internal/pricing/card.go",
+		From: "\t\tif r.Region != \"\" {\n\t\t\ts++\n\t\t}", To: "",
+		Packages: []string{pkgPricing}, Run: "TestCardPrice",
 	},
 	// The dashboard's numbers.
 	{
