@@ -74,14 +74,27 @@ func (s *Server) BudgetSpend(ctx context.Context, req *keyservicev1.BudgetSpendR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "window must be daily, weekly or monthly and window_start the YYYY-MM-DD it starts on")
 	}
-	key := billing.BudgetKey(s.opts.RedisPrefix, req.GetScope(), subject.String(), req.GetMetric(), w)
+	value, err := s.budgetSpend(ctx, req.GetScope(), subject, req.GetMetric(), w)
+	if err != nil {
+		return nil, err
+	}
+	return &keyservicev1.BudgetSpendResponse{SpendUsd: value}, nil
+}
+
+// budgetSpend is the exact spend a budget of scope and subject counts on
+// metric in window w, formatted by billing.FormatSpend, also SET as the
+// window's Redis budget counter. BudgetSpend and DeveloperStatus share it,
+// so both answer the same number and share computations and reused
+// answers. Its errors are gRPC status errors.
+func (s *Server) budgetSpend(ctx context.Context, scope string, subject uuid.UUID, metric string, w billing.Window) (string, error) {
+	key := billing.BudgetKey(s.opts.RedisPrefix, scope, subject.String(), metric, w)
 	if v, ok := s.reused(key); ok {
-		return &keyservicev1.BudgetSpendResponse{SpendUsd: v}, nil
+		return v, nil
 	}
 	v, err, _ := s.flight.Do(key, func() (any, error) {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
-		spend, err := s.store.Budgets().Spend(ctx, req.GetScope(), subject, req.GetMetric(), w.Start, w.End)
+		spend, err := s.store.Budgets().Spend(ctx, scope, subject, metric, w.Start, w.End)
 		if err != nil {
 			s.opts.Logger.ErrorContext(ctx, "budget spend query failed", "key", key, "err", err)
 			return "", status.Error(codes.Unavailable, "budget spend query failed")
@@ -98,11 +111,11 @@ func (s *Server) BudgetSpend(ctx context.Context, req *keyservicev1.BudgetSpendR
 	})
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, status.FromContextError(ctx.Err()).Err()
+			return "", status.FromContextError(ctx.Err()).Err()
 		}
-		return nil, err
+		return "", err
 	}
 	value := v.(string)
 	s.reuse(key, value)
-	return &keyservicev1.BudgetSpendResponse{SpendUsd: value}, nil
+	return value, nil
 }

@@ -3,6 +3,7 @@ package keyservice
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,7 +24,15 @@ const statusTimeout = 5 * time.Second
 // DeveloperStatus implements keyservicev1.KeyServiceServer: the developer's
 // own month, budget, Plan headroom and today's cache hit rate, from the
 // rollups (two summary reads) and plan_headroom (one read of the last
-// hour).
+// hour), and the budgets that act on their requests with each one's exact
+// spend in its current window (one budgets read, then budgetSpend per
+// budget, as BudgetSpend computes it).
+//
+// Budgets of the user and of their team are always included; key budgets
+// only for the request's key_id, the key the developer is asking with
+// (extproc passes it for /ak/<key>/me): a budget on another of their keys
+// never acts on this key's requests, so showing it would mislead the
+// status line. A key_id that is not the user's adds nothing.
 func (s *Server) DeveloperStatus(ctx context.Context, req *keyservicev1.DeveloperStatusRequest) (*keyservicev1.DeveloperStatusResponse, error) {
 	userID, err := uuid.Parse(req.GetUserId())
 	if err != nil {
@@ -37,6 +46,12 @@ func (s *Server) DeveloperStatus(ctx context.Context, req *keyservicev1.Develope
 		}
 		s.opts.Logger.ErrorContext(ctx, "developer status: "+what+" failed", "user_id", userID, "err", err)
 		return status.Error(codes.Unavailable, "developer status query failed")
+	}
+	var keyID uuid.UUID
+	if k := req.GetKeyId(); k != "" {
+		if keyID, err = uuid.Parse(k); err != nil {
+			return nil, status.Error(codes.InvalidArgument, "key_id must be a UUID")
+		}
 	}
 	u, err := s.store.Users().Get(ctx, userID)
 	if errors.Is(err, store.ErrNotFound) {
@@ -77,6 +92,39 @@ func (s *Server) DeveloperStatus(ctx context.Context, req *keyservicev1.Develope
 	}
 	if len(samples) > 0 {
 		out.Headroom = headroomProto(samples)
+	}
+	if out.Budgets, err = s.developerBudgets(ctx, userID, keyID, now, loc); err != nil {
+		return nil, fail("budgets", err)
+	}
+	return out, nil
+}
+
+// developerBudgets returns the budgets of a developer (store ForDeveloper)
+// with their spend in the window that contains now.
+func (s *Server) developerBudgets(ctx context.Context, userID, keyID uuid.UUID, now time.Time, loc *time.Location) ([]*keyservicev1.DeveloperBudget, error) {
+	rows, err := s.store.Budgets().ForDeveloper(ctx, userID, keyID)
+	if err != nil || len(rows) == 0 {
+		return nil, err
+	}
+	out := make([]*keyservicev1.DeveloperBudget, 0, len(rows))
+	for _, b := range rows {
+		w, err := billing.WindowOf(b.Window, now, loc)
+		if err != nil {
+			return nil, fmt.Errorf("budget %s: %w", b.ID, err)
+		}
+		spent, err := s.budgetSpend(ctx, b.Scope, b.SubjectID, b.Metric, w)
+		if err != nil {
+			return nil, fmt.Errorf("budget %s spend: %w", b.ID, err)
+		}
+		db := &keyservicev1.DeveloperBudget{
+			Id: b.ID.String(), Scope: b.Scope, Window: b.Window, Metric: b.Metric,
+			LimitUsd: b.AmountUSD.StringFixed(6), SpentUsd: spent, Action: b.Action,
+			WindowStart: w.Key, ResetsAt: timestamppb.New(w.End),
+		}
+		if b.Action == store.BudgetDowngrade {
+			db.Downgrade = b.Downgrade
+		}
+		out = append(out, db)
 	}
 	return out, nil
 }

@@ -221,6 +221,23 @@ func (r Budgets) ForRequest(ctx context.Context, keyID, userID uuid.UUID) ([]Bud
 	return r.forSubjects(ctx, []uuid.UUID{keyID}, []uuid.UUID{userID})
 }
 
+// ForDeveloper returns the budgets a developer sees about themselves: the
+// user's, the user's team's and, when keyID is not uuid.Nil, that key's if
+// it is one of the user's (a key of someone else adds nothing). Ordered
+// like ForRequest. One query.
+func (r Budgets) ForDeveloper(ctx context.Context, userID, keyID uuid.UUID) ([]Budget, error) {
+	rows, err := r.q.db.Query(ctx, `SELECT `+budgetColumns+` FROM budgets
+		WHERE scope = 'key' AND subject_id = $2 AND subject_id IN (SELECT id FROM access_keys WHERE user_id = $1)
+		   OR scope = 'user' AND subject_id = $1
+		   OR scope = 'team' AND subject_id IN (SELECT team_id FROM users WHERE id = $1 AND team_id IS NOT NULL)
+		ORDER BY scope, subject_id, budget_window, metric`, userID, keyID)
+	if err != nil {
+		return nil, mapErr("store: budgets of a developer", err)
+	}
+	out, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Budget, error) { return scanBudget(row) })
+	return out, mapErr("store: budgets of a developer", err)
+}
+
 // ForUsage returns every budget that counts usage of any of keys or users
 // (their keys', users' and the users' teams'), for the ingester.
 func (r Budgets) ForUsage(ctx context.Context, keys, users []uuid.UUID) ([]Budget, error) {

@@ -111,6 +111,43 @@ func TestBudgets(t *testing.T) {
 			t.Fatalf("ForRequest = %q; want %q", lines, want)
 		}
 	}
+	// A developer sees their own and their team's budgets, and the asking
+	// key's only when it is theirs: mk is member's, k1 (u1's in the usage
+	// fixture) is not an access key of member's.
+	mk, err := st.AccessKeys().Create(ctx, store.NewAccessKey{UserID: member, Name: "laptop", Hash: randomHash(t), Prefix: "ak_abcdefgh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.Create(ctx, store.Budget{Scope: "key", SubjectID: mk.ID, Window: "daily", Metric: "all", AmountUSD: decimal.NewFromInt(2), Action: "block"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bs.Create(ctx, store.Budget{Scope: "user", SubjectID: member, Window: "monthly", Metric: "all", AmountUSD: decimal.NewFromInt(9), Action: "notify"}); err != nil {
+		t.Fatal(err)
+	}
+	teamRows := []string{"team monthly bedrock", "team monthly plan_list", "team weekly bedrock"}
+	for _, tc := range []struct {
+		name      string
+		user, key uuid.UUID
+		want      []string
+	}{
+		{"member with their key", member, mk.ID, append([]string{"key daily all"}, append(teamRows, "user monthly all")...)},
+		{"member without a key", member, uuid.Nil, append(teamRows[:3:3], "user monthly all")},
+		{"member with another's key", member, k1, append(teamRows[:3:3], "user monthly all")},
+		{"u1 with member's key", u1, mk.ID, []string{"user daily all"}},
+		{"u2", u2, uuid.Nil, nil},
+	} {
+		devs, err := bs.ForDeveloper(ctx, tc.user, tc.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, r := range devs {
+			got = append(got, r.Scope+" "+r.Window+" "+r.Metric)
+		}
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("%s: ForDeveloper = %q; want %q", tc.name, got, tc.want)
+		}
+	}
 	if l, err := bs.List(ctx, "team", uuid.Nil); err != nil || len(l) != 3 || l[2].ID != tb.ID {
 		t.Fatalf("List(team) = %+v, %v", l, err)
 	}

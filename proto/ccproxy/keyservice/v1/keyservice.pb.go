@@ -84,7 +84,11 @@ func (KeyStatus) EnumDescriptor() ([]byte, []int) {
 type DeveloperStatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The user's UUID.
-	UserId        string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// The UUID of the access key the developer asked with (optional): its
+	// budgets are among the answer's, if the key is the user's. Budgets of
+	// the user's other keys are not: they do not act on this key's requests.
+	KeyId         string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +130,13 @@ func (x *DeveloperStatusRequest) GetUserId() string {
 	return ""
 }
 
+func (x *DeveloperStatusRequest) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
 type DeveloperStatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Billing month, "YYYY-MM", in the billing time zone, and when it ends.
@@ -143,8 +154,13 @@ type DeveloperStatusResponse struct {
 	// (cache reads + uncached input + cache writes); unset without input.
 	CacheHitRateToday *float64 `protobuf:"fixed64,7,opt,name=cache_hit_rate_today,json=cacheHitRateToday,proto3,oneof" json:"cache_hit_rate_today,omitempty"`
 	RequestsToday     int64    `protobuf:"varint,8,opt,name=requests_today,json=requestsToday,proto3" json:"requests_today,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The budgets that act on the developer's requests (the budgets table:
+	// the user's, their team's and the asking key's), each with its spend in
+	// the current window, ordered by scope, window and metric. The user's
+	// monthly_budget_usd is not among them (it is field 5).
+	Budgets       []*DeveloperBudget `protobuf:"bytes,9,rep,name=budgets,proto3" json:"budgets,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeveloperStatusResponse) Reset() {
@@ -233,6 +249,139 @@ func (x *DeveloperStatusResponse) GetRequestsToday() int64 {
 	return 0
 }
 
+func (x *DeveloperStatusResponse) GetBudgets() []*DeveloperBudget {
+	if x != nil {
+		return x.Budgets
+	}
+	return nil
+}
+
+// DeveloperBudget is one budget as its developer sees it.
+type DeveloperBudget struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// key, user or team.
+	Scope string `protobuf:"bytes,2,opt,name=scope,proto3" json:"scope,omitempty"`
+	// daily, weekly or monthly (billing time zone).
+	Window string `protobuf:"bytes,3,opt,name=window,proto3" json:"window,omitempty"`
+	// bedrock, plan_list or all.
+	Metric string `protobuf:"bytes,4,opt,name=metric,proto3" json:"metric,omitempty"`
+	// The budget's amount and the exact spend it counts in the current
+	// window, USD decimal strings with 6 decimals.
+	LimitUsd string `protobuf:"bytes,5,opt,name=limit_usd,json=limitUsd,proto3" json:"limit_usd,omitempty"`
+	SpentUsd string `protobuf:"bytes,6,opt,name=spent_usd,json=spentUsd,proto3" json:"spent_usd,omitempty"`
+	// block, downgrade, plan_only or notify.
+	Action string `protobuf:"bytes,7,opt,name=action,proto3" json:"action,omitempty"`
+	// The current window: the local date it starts on ("YYYY-MM-DD") and
+	// when it ends, i.e. when the spend resets.
+	WindowStart string                 `protobuf:"bytes,8,opt,name=window_start,json=windowStart,proto3" json:"window_start,omitempty"`
+	ResetsAt    *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=resets_at,json=resetsAt,proto3" json:"resets_at,omitempty"`
+	// For downgrade: requested model (id, alias or family) -> served model.
+	Downgrade     map[string]string `protobuf:"bytes,10,rep,name=downgrade,proto3" json:"downgrade,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeveloperBudget) Reset() {
+	*x = DeveloperBudget{}
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeveloperBudget) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeveloperBudget) ProtoMessage() {}
+
+func (x *DeveloperBudget) ProtoReflect() protoreflect.Message {
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeveloperBudget.ProtoReflect.Descriptor instead.
+func (*DeveloperBudget) Descriptor() ([]byte, []int) {
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *DeveloperBudget) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetWindow() string {
+	if x != nil {
+		return x.Window
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetMetric() string {
+	if x != nil {
+		return x.Metric
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetLimitUsd() string {
+	if x != nil {
+		return x.LimitUsd
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetSpentUsd() string {
+	if x != nil {
+		return x.SpentUsd
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetWindowStart() string {
+	if x != nil {
+		return x.WindowStart
+	}
+	return ""
+}
+
+func (x *DeveloperBudget) GetResetsAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ResetsAt
+	}
+	return nil
+}
+
+func (x *DeveloperBudget) GetDowngrade() map[string]string {
+	if x != nil {
+		return x.Downgrade
+	}
+	return nil
+}
+
 type PlanHeadroom struct {
 	state          protoimpl.MessageState `protogen:"open.v1"`
 	SampledAt      *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=sampled_at,json=sampledAt,proto3" json:"sampled_at,omitempty"`
@@ -251,7 +400,7 @@ type PlanHeadroom struct {
 
 func (x *PlanHeadroom) Reset() {
 	*x = PlanHeadroom{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +412,7 @@ func (x *PlanHeadroom) String() string {
 func (*PlanHeadroom) ProtoMessage() {}
 
 func (x *PlanHeadroom) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +425,7 @@ func (x *PlanHeadroom) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PlanHeadroom.ProtoReflect.Descriptor instead.
 func (*PlanHeadroom) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{2}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *PlanHeadroom) GetSampledAt() *timestamppb.Timestamp {
@@ -345,7 +494,7 @@ type LookupKeyRequest struct {
 
 func (x *LookupKeyRequest) Reset() {
 	*x = LookupKeyRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -357,7 +506,7 @@ func (x *LookupKeyRequest) String() string {
 func (*LookupKeyRequest) ProtoMessage() {}
 
 func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -370,7 +519,7 @@ func (x *LookupKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyRequest.ProtoReflect.Descriptor instead.
 func (*LookupKeyRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{3}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *LookupKeyRequest) GetKeyHash() []byte {
@@ -424,7 +573,7 @@ type LookupKeyResponse struct {
 
 func (x *LookupKeyResponse) Reset() {
 	*x = LookupKeyResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -436,7 +585,7 @@ func (x *LookupKeyResponse) String() string {
 func (*LookupKeyResponse) ProtoMessage() {}
 
 func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -449,7 +598,7 @@ func (x *LookupKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LookupKeyResponse.ProtoReflect.Descriptor instead.
 func (*LookupKeyResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{4}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *LookupKeyResponse) GetKeyId() string {
@@ -599,7 +748,7 @@ type Budget struct {
 
 func (x *Budget) Reset() {
 	*x = Budget{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -611,7 +760,7 @@ func (x *Budget) String() string {
 func (*Budget) ProtoMessage() {}
 
 func (x *Budget) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -624,7 +773,7 @@ func (x *Budget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Budget.ProtoReflect.Descriptor instead.
 func (*Budget) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{5}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Budget) GetId() string {
@@ -723,7 +872,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +884,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[6]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +897,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{6}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RateLimit) GetScope() string {
@@ -801,7 +950,7 @@ type BedrockCredential struct {
 
 func (x *BedrockCredential) Reset() {
 	*x = BedrockCredential{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +962,7 @@ func (x *BedrockCredential) String() string {
 func (*BedrockCredential) ProtoMessage() {}
 
 func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[7]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +975,7 @@ func (x *BedrockCredential) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BedrockCredential.ProtoReflect.Descriptor instead.
 func (*BedrockCredential) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{7}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *BedrockCredential) GetCredentialId() string {
@@ -869,7 +1018,7 @@ type MonthlySpendRequest struct {
 
 func (x *MonthlySpendRequest) Reset() {
 	*x = MonthlySpendRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -881,7 +1030,7 @@ func (x *MonthlySpendRequest) String() string {
 func (*MonthlySpendRequest) ProtoMessage() {}
 
 func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[8]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -894,7 +1043,7 @@ func (x *MonthlySpendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendRequest.ProtoReflect.Descriptor instead.
 func (*MonthlySpendRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{8}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *MonthlySpendRequest) GetUserId() string {
@@ -921,7 +1070,7 @@ type MonthlySpendResponse struct {
 
 func (x *MonthlySpendResponse) Reset() {
 	*x = MonthlySpendResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -933,7 +1082,7 @@ func (x *MonthlySpendResponse) String() string {
 func (*MonthlySpendResponse) ProtoMessage() {}
 
 func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[9]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -946,7 +1095,7 @@ func (x *MonthlySpendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MonthlySpendResponse.ProtoReflect.Descriptor instead.
 func (*MonthlySpendResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{9}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *MonthlySpendResponse) GetSpendUsd() string {
@@ -973,7 +1122,7 @@ type BudgetSpendRequest struct {
 
 func (x *BudgetSpendRequest) Reset() {
 	*x = BudgetSpendRequest{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -985,7 +1134,7 @@ func (x *BudgetSpendRequest) String() string {
 func (*BudgetSpendRequest) ProtoMessage() {}
 
 func (x *BudgetSpendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[10]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -998,7 +1147,7 @@ func (x *BudgetSpendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetSpendRequest.ProtoReflect.Descriptor instead.
 func (*BudgetSpendRequest) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{10}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *BudgetSpendRequest) GetScope() string {
@@ -1046,7 +1195,7 @@ type BudgetSpendResponse struct {
 
 func (x *BudgetSpendResponse) Reset() {
 	*x = BudgetSpendResponse{}
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1058,7 +1207,7 @@ func (x *BudgetSpendResponse) String() string {
 func (*BudgetSpendResponse) ProtoMessage() {}
 
 func (x *BudgetSpendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[11]
+	mi := &file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1071,7 +1220,7 @@ func (x *BudgetSpendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetSpendResponse.ProtoReflect.Descriptor instead.
 func (*BudgetSpendResponse) Descriptor() ([]byte, []int) {
-	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{11}
+	return file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *BudgetSpendResponse) GetSpendUsd() string {
@@ -1085,9 +1234,10 @@ var File_ccproxy_keyservice_v1_keyservice_proto protoreflect.FileDescriptor
 
 const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\n" +
-	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n" +
+	"&ccproxy/keyservice/v1/keyservice.proto\x12\x15ccproxy.keyservice.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"H\n" +
 	"\x16DeveloperStatusRequest\x12\x17\n" +
-	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x94\x03\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\xd6\x03\n" +
 	"\x17DeveloperStatusResponse\x12\x14\n" +
 	"\x05month\x18\x01 \x01(\tR\x05month\x12B\n" +
 	"\x0fmonth_resets_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\rmonthResetsAt\x12\x19\n" +
@@ -1097,8 +1247,24 @@ const file_ccproxy_keyservice_v1_keyservice_proto_rawDesc = "" +
 	"\x12monthly_budget_usd\x18\x05 \x01(\tR\x10monthlyBudgetUsd\x12?\n" +
 	"\bheadroom\x18\x06 \x01(\v2#.ccproxy.keyservice.v1.PlanHeadroomR\bheadroom\x124\n" +
 	"\x14cache_hit_rate_today\x18\a \x01(\x01H\x00R\x11cacheHitRateToday\x88\x01\x01\x12%\n" +
-	"\x0erequests_today\x18\b \x01(\x03R\rrequestsTodayB\x17\n" +
-	"\x15_cache_hit_rate_today\"\x9f\x03\n" +
+	"\x0erequests_today\x18\b \x01(\x03R\rrequestsToday\x12@\n" +
+	"\abudgets\x18\t \x03(\v2&.ccproxy.keyservice.v1.DeveloperBudgetR\abudgetsB\x17\n" +
+	"\x15_cache_hit_rate_today\"\xa8\x03\n" +
+	"\x0fDeveloperBudget\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05scope\x18\x02 \x01(\tR\x05scope\x12\x16\n" +
+	"\x06window\x18\x03 \x01(\tR\x06window\x12\x16\n" +
+	"\x06metric\x18\x04 \x01(\tR\x06metric\x12\x1b\n" +
+	"\tlimit_usd\x18\x05 \x01(\tR\blimitUsd\x12\x1b\n" +
+	"\tspent_usd\x18\x06 \x01(\tR\bspentUsd\x12\x16\n" +
+	"\x06action\x18\a \x01(\tR\x06action\x12!\n" +
+	"\fwindow_start\x18\b \x01(\tR\vwindowStart\x127\n" +
+	"\tresets_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\bresetsAt\x12S\n" +
+	"\tdowngrade\x18\n" +
+	" \x03(\v25.ccproxy.keyservice.v1.DeveloperBudget.DowngradeEntryR\tdowngrade\x1a<\n" +
+	"\x0eDowngradeEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x03\n" +
 	"\fPlanHeadroom\x129\n" +
 	"\n" +
 	"sampled_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tsampledAt\x12\x16\n" +
@@ -1207,55 +1373,60 @@ func file_ccproxy_keyservice_v1_keyservice_proto_rawDescGZIP() []byte {
 }
 
 var file_ccproxy_keyservice_v1_keyservice_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_ccproxy_keyservice_v1_keyservice_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_ccproxy_keyservice_v1_keyservice_proto_goTypes = []any{
 	(KeyStatus)(0),                  // 0: ccproxy.keyservice.v1.KeyStatus
 	(*DeveloperStatusRequest)(nil),  // 1: ccproxy.keyservice.v1.DeveloperStatusRequest
 	(*DeveloperStatusResponse)(nil), // 2: ccproxy.keyservice.v1.DeveloperStatusResponse
-	(*PlanHeadroom)(nil),            // 3: ccproxy.keyservice.v1.PlanHeadroom
-	(*LookupKeyRequest)(nil),        // 4: ccproxy.keyservice.v1.LookupKeyRequest
-	(*LookupKeyResponse)(nil),       // 5: ccproxy.keyservice.v1.LookupKeyResponse
-	(*Budget)(nil),                  // 6: ccproxy.keyservice.v1.Budget
-	(*RateLimit)(nil),               // 7: ccproxy.keyservice.v1.RateLimit
-	(*BedrockCredential)(nil),       // 8: ccproxy.keyservice.v1.BedrockCredential
-	(*MonthlySpendRequest)(nil),     // 9: ccproxy.keyservice.v1.MonthlySpendRequest
-	(*MonthlySpendResponse)(nil),    // 10: ccproxy.keyservice.v1.MonthlySpendResponse
-	(*BudgetSpendRequest)(nil),      // 11: ccproxy.keyservice.v1.BudgetSpendRequest
-	(*BudgetSpendResponse)(nil),     // 12: ccproxy.keyservice.v1.BudgetSpendResponse
-	nil,                             // 13: ccproxy.keyservice.v1.Budget.DowngradeEntry
-	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 15: google.protobuf.Duration
+	(*DeveloperBudget)(nil),         // 3: ccproxy.keyservice.v1.DeveloperBudget
+	(*PlanHeadroom)(nil),            // 4: ccproxy.keyservice.v1.PlanHeadroom
+	(*LookupKeyRequest)(nil),        // 5: ccproxy.keyservice.v1.LookupKeyRequest
+	(*LookupKeyResponse)(nil),       // 6: ccproxy.keyservice.v1.LookupKeyResponse
+	(*Budget)(nil),                  // 7: ccproxy.keyservice.v1.Budget
+	(*RateLimit)(nil),               // 8: ccproxy.keyservice.v1.RateLimit
+	(*BedrockCredential)(nil),       // 9: ccproxy.keyservice.v1.BedrockCredential
+	(*MonthlySpendRequest)(nil),     // 10: ccproxy.keyservice.v1.MonthlySpendRequest
+	(*MonthlySpendResponse)(nil),    // 11: ccproxy.keyservice.v1.MonthlySpendResponse
+	(*BudgetSpendRequest)(nil),      // 12: ccproxy.keyservice.v1.BudgetSpendRequest
+	(*BudgetSpendResponse)(nil),     // 13: ccproxy.keyservice.v1.BudgetSpendResponse
+	nil,                             // 14: ccproxy.keyservice.v1.DeveloperBudget.DowngradeEntry
+	nil,                             // 15: ccproxy.keyservice.v1.Budget.DowngradeEntry
+	(*timestamppb.Timestamp)(nil),   // 16: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 17: google.protobuf.Duration
 }
 var file_ccproxy_keyservice_v1_keyservice_proto_depIdxs = []int32{
-	14, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
-	3,  // 1: ccproxy.keyservice.v1.DeveloperStatusResponse.headroom:type_name -> ccproxy.keyservice.v1.PlanHeadroom
-	14, // 2: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
-	14, // 3: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
-	14, // 4: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
-	14, // 5: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
-	0,  // 6: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
-	14, // 7: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
-	14, // 8: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
-	15, // 10: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
-	7,  // 11: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
-	6,  // 12: ccproxy.keyservice.v1.LookupKeyResponse.budgets:type_name -> ccproxy.keyservice.v1.Budget
-	13, // 13: ccproxy.keyservice.v1.Budget.downgrade:type_name -> ccproxy.keyservice.v1.Budget.DowngradeEntry
-	14, // 14: ccproxy.keyservice.v1.Budget.window_start:type_name -> google.protobuf.Timestamp
-	14, // 15: ccproxy.keyservice.v1.Budget.window_end:type_name -> google.protobuf.Timestamp
-	4,  // 16: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
-	9,  // 17: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
-	11, // 18: ccproxy.keyservice.v1.KeyService.BudgetSpend:input_type -> ccproxy.keyservice.v1.BudgetSpendRequest
-	1,  // 19: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
-	5,  // 20: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
-	10, // 21: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
-	12, // 22: ccproxy.keyservice.v1.KeyService.BudgetSpend:output_type -> ccproxy.keyservice.v1.BudgetSpendResponse
-	2,  // 23: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	16, // 0: ccproxy.keyservice.v1.DeveloperStatusResponse.month_resets_at:type_name -> google.protobuf.Timestamp
+	4,  // 1: ccproxy.keyservice.v1.DeveloperStatusResponse.headroom:type_name -> ccproxy.keyservice.v1.PlanHeadroom
+	3,  // 2: ccproxy.keyservice.v1.DeveloperStatusResponse.budgets:type_name -> ccproxy.keyservice.v1.DeveloperBudget
+	16, // 3: ccproxy.keyservice.v1.DeveloperBudget.resets_at:type_name -> google.protobuf.Timestamp
+	14, // 4: ccproxy.keyservice.v1.DeveloperBudget.downgrade:type_name -> ccproxy.keyservice.v1.DeveloperBudget.DowngradeEntry
+	16, // 5: ccproxy.keyservice.v1.PlanHeadroom.sampled_at:type_name -> google.protobuf.Timestamp
+	16, // 6: ccproxy.keyservice.v1.PlanHeadroom.reset_5h:type_name -> google.protobuf.Timestamp
+	16, // 7: ccproxy.keyservice.v1.PlanHeadroom.reset_7d:type_name -> google.protobuf.Timestamp
+	16, // 8: ccproxy.keyservice.v1.PlanHeadroom.limit_at_5h:type_name -> google.protobuf.Timestamp
+	0,  // 9: ccproxy.keyservice.v1.LookupKeyResponse.status:type_name -> ccproxy.keyservice.v1.KeyStatus
+	16, // 10: ccproxy.keyservice.v1.LookupKeyResponse.expires_at:type_name -> google.protobuf.Timestamp
+	16, // 11: ccproxy.keyservice.v1.LookupKeyResponse.revoked_at:type_name -> google.protobuf.Timestamp
+	9,  // 12: ccproxy.keyservice.v1.LookupKeyResponse.bedrock_credential:type_name -> ccproxy.keyservice.v1.BedrockCredential
+	17, // 13: ccproxy.keyservice.v1.LookupKeyResponse.cache_ttl:type_name -> google.protobuf.Duration
+	8,  // 14: ccproxy.keyservice.v1.LookupKeyResponse.rate_limits:type_name -> ccproxy.keyservice.v1.RateLimit
+	7,  // 15: ccproxy.keyservice.v1.LookupKeyResponse.budgets:type_name -> ccproxy.keyservice.v1.Budget
+	15, // 16: ccproxy.keyservice.v1.Budget.downgrade:type_name -> ccproxy.keyservice.v1.Budget.DowngradeEntry
+	16, // 17: ccproxy.keyservice.v1.Budget.window_start:type_name -> google.protobuf.Timestamp
+	16, // 18: ccproxy.keyservice.v1.Budget.window_end:type_name -> google.protobuf.Timestamp
+	5,  // 19: ccproxy.keyservice.v1.KeyService.LookupKey:input_type -> ccproxy.keyservice.v1.LookupKeyRequest
+	10, // 20: ccproxy.keyservice.v1.KeyService.MonthlySpend:input_type -> ccproxy.keyservice.v1.MonthlySpendRequest
+	12, // 21: ccproxy.keyservice.v1.KeyService.BudgetSpend:input_type -> ccproxy.keyservice.v1.BudgetSpendRequest
+	1,  // 22: ccproxy.keyservice.v1.KeyService.DeveloperStatus:input_type -> ccproxy.keyservice.v1.DeveloperStatusRequest
+	6,  // 23: ccproxy.keyservice.v1.KeyService.LookupKey:output_type -> ccproxy.keyservice.v1.LookupKeyResponse
+	11, // 24: ccproxy.keyservice.v1.KeyService.MonthlySpend:output_type -> ccproxy.keyservice.v1.MonthlySpendResponse
+	13, // 25: ccproxy.keyservice.v1.KeyService.BudgetSpend:output_type -> ccproxy.keyservice.v1.BudgetSpendResponse
+	2,  // 26: ccproxy.keyservice.v1.KeyService.DeveloperStatus:output_type -> ccproxy.keyservice.v1.DeveloperStatusResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ccproxy_keyservice_v1_keyservice_proto_init() }
@@ -1264,15 +1435,15 @@ func file_ccproxy_keyservice_v1_keyservice_proto_init() {
 		return
 	}
 	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[1].OneofWrappers = []any{}
-	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[2].OneofWrappers = []any{}
-	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[4].OneofWrappers = []any{}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[3].OneofWrappers = []any{}
+	file_ccproxy_keyservice_v1_keyservice_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc), len(file_ccproxy_keyservice_v1_keyservice_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,9 +51,11 @@ type KeyServiceClient interface {
 	BudgetSpend(ctx context.Context, in *BudgetSpendRequest, opts ...grpc.CallOption) (*BudgetSpendResponse, error)
 	// DeveloperStatus returns what a developer may see about themselves
 	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
-	// and budget, the latest Plan headroom reading and today's prompt-cache
-	// hit rate. Nothing about other users, no secrets. A malformed user_id
-	// is INVALID_ARGUMENT, an unknown one NOT_FOUND.
+	// and budget, the budgets that apply to them with their spend in the
+	// current window, the latest Plan headroom reading and today's
+	// prompt-cache hit rate. Nothing about other users, no secrets. A
+	// malformed user_id or key_id is INVALID_ARGUMENT, an unknown user
+	// NOT_FOUND.
 	DeveloperStatus(ctx context.Context, in *DeveloperStatusRequest, opts ...grpc.CallOption) (*DeveloperStatusResponse, error)
 }
 
@@ -126,9 +128,11 @@ type KeyServiceServer interface {
 	BudgetSpend(context.Context, *BudgetSpendRequest) (*BudgetSpendResponse, error)
 	// DeveloperStatus returns what a developer may see about themselves
 	// (GET /ak/<key>/me, answered by extproc): this billing month's spend
-	// and budget, the latest Plan headroom reading and today's prompt-cache
-	// hit rate. Nothing about other users, no secrets. A malformed user_id
-	// is INVALID_ARGUMENT, an unknown one NOT_FOUND.
+	// and budget, the budgets that apply to them with their spend in the
+	// current window, the latest Plan headroom reading and today's
+	// prompt-cache hit rate. Nothing about other users, no secrets. A
+	// malformed user_id or key_id is INVALID_ARGUMENT, an unknown user
+	// NOT_FOUND.
 	DeveloperStatus(context.Context, *DeveloperStatusRequest) (*DeveloperStatusResponse, error)
 	mustEmbedUnimplementedKeyServiceServer()
 }
