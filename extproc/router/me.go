@@ -68,6 +68,28 @@ type meJSON struct {
 	Plan          *mePlan    `json:"plan"`
 	Route         meRoute    `json:"route"`
 	Cache         meCache    `json:"cache"`
+	// Budgets are the budgets that act on this key's requests (the
+	// user's, the team's and this key's), never null.
+	Budgets []meBudgetRow `json:"budgets"`
+}
+
+// meBudgetRow is one budget (DeveloperBudget) with its spend in the
+// current window.
+type meBudgetRow struct {
+	ID     string `json:"id"`
+	Scope  string `json:"scope"`
+	Window string `json:"window"`
+	Metric string `json:"metric"`
+	// LimitUSD is the budget's amount, SpentUSD what it counts in the
+	// window starting on the local date WindowStart, 6 decimals each.
+	LimitUSD    string     `json:"limit_usd"`
+	SpentUSD    string     `json:"spent_usd"`
+	Action      string     `json:"action"`
+	WindowStart string     `json:"window_start"`
+	ResetsAt    *time.Time `json:"resets_at"`
+	// DowngradeMap is the model mapping of a downgrade budget; null for
+	// other actions.
+	DowngradeMap map[string]string `json:"downgrade_map"`
 }
 
 type meSpend struct {
@@ -119,6 +141,31 @@ func tsPtr(t *timestamppb.Timestamp) *time.Time {
 	return &v
 }
 
+// usd6 is a decimal USD string with 6 decimals; v unchanged if it is not
+// a decimal.
+func usd6(v string) string {
+	d, err := decimal.NewFromString(v)
+	if err != nil {
+		return v
+	}
+	return d.StringFixed(6)
+}
+
+// meBudgets converts the status's budgets; never nil, so the JSON says [].
+func meBudgets(in []*keyservicev1.DeveloperBudget) []meBudgetRow {
+	out := make([]meBudgetRow, 0, len(in))
+	for _, b := range in {
+		row := meBudgetRow{ID: b.GetId(), Scope: b.GetScope(), Window: b.GetWindow(), Metric: b.GetMetric(),
+			LimitUSD: usd6(b.GetLimitUsd()), SpentUSD: usd6(b.GetSpentUsd()), Action: b.GetAction(),
+			WindowStart: b.GetWindowStart(), ResetsAt: tsPtr(b.GetResetsAt())}
+		if len(b.GetDowngrade()) > 0 {
+			row.DowngradeMap = b.GetDowngrade()
+		}
+		out = append(out, row)
+	}
+	return out
+}
+
 // selfStatus answers GET /ak/<key>/me.
 func (p *Processor) selfStatus(ctx context.Context) *extprocv3.ProcessingResponse {
 	p.r.metrics.request(OutcomeSelfService)
@@ -128,7 +175,9 @@ func (p *Processor) selfStatus(ctx context.Context) *extprocv3.ProcessingRespons
 	id := p.req.identity
 	cctx, cancel := context.WithTimeout(ctx, selfServiceTimeout)
 	defer cancel()
-	st, err := p.r.self.DeveloperStatus(cctx, &keyservicev1.DeveloperStatusRequest{UserId: id.UserID.String()})
+	// The key's id brings its own budgets (not those of the user's other
+	// keys, which never act on this key's requests) in the same call.
+	st, err := p.r.self.DeveloperStatus(cctx, &keyservicev1.DeveloperStatusRequest{UserId: id.UserID.String(), KeyId: id.KeyID.String()})
 	if err != nil {
 		p.logger().LogAttrs(ctx, slog.LevelWarn, "developer status unavailable", slog.Any("error", err))
 		return immediate(503, apierror.API, "ccproxy: your status is unavailable right now; try again shortly", "ccproxy_me_failed")
@@ -137,8 +186,9 @@ func (p *Processor) selfStatus(ctx context.Context) *extprocv3.ProcessingRespons
 	bedrock, _ := decimal.NewFromString(st.GetBedrockUsd())
 	out := meJSON{
 		UserID: id.UserID, KeyPrefix: id.KeyPrefix, Month: st.GetMonth(), MonthResetsAt: tsPtr(st.GetMonthResetsAt()),
-		Spend: meSpend{PlanUSD: plan.StringFixed(6), BedrockUSD: bedrock.StringFixed(6), TotalUSD: plan.Add(bedrock).StringFixed(6)},
-		Cache: meCache{RequestsToday: st.GetRequestsToday()},
+		Spend:   meSpend{PlanUSD: plan.StringFixed(6), BedrockUSD: bedrock.StringFixed(6), TotalUSD: plan.Add(bedrock).StringFixed(6)},
+		Cache:   meCache{RequestsToday: st.GetRequestsToday()},
+		Budgets: meBudgets(st.GetBudgets()),
 	}
 	if st.CacheHitRateToday != nil {
 		r := st.GetCacheHitRateToday()

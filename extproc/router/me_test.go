@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,13 +19,15 @@ import (
 
 // fakeSelf answers DeveloperStatus with resp, or err.
 type fakeSelf struct {
-	resp  *keyservicev1.DeveloperStatusResponse
-	err   error
-	asked []string
+	resp     *keyservicev1.DeveloperStatusResponse
+	err      error
+	asked    []string
+	askedKey []string
 }
 
 func (f *fakeSelf) DeveloperStatus(_ context.Context, in *keyservicev1.DeveloperStatusRequest, _ ...grpc.CallOption) (*keyservicev1.DeveloperStatusResponse, error) {
 	f.asked = append(f.asked, in.GetUserId())
+	f.askedKey = append(f.askedKey, in.GetKeyId())
 	return f.resp, f.err
 }
 
@@ -48,6 +51,13 @@ func TestSelfStatus(t *testing.T) {
 		PlanUsd: "9.5", BedrockUsd: "2.25", MonthlyBudgetUsd: "5.00",
 		Headroom:          &keyservicev1.PlanHeadroom{Status: "allowed_warning", Claim: "five_hour", Utilization_5H: &u5, Reset_5H: timestamppb.New(reset)},
 		CacheHitRateToday: &hit, RequestsToday: 4,
+		Budgets: []*keyservicev1.DeveloperBudget{
+			{Id: "b-key", Scope: "key", Window: "monthly", Metric: "plan_list", LimitUsd: "10.000000", SpentUsd: "1.750000", Action: "plan_only",
+				WindowStart: "2026-12-01", ResetsAt: timestamppb.New(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))},
+			{Id: "b-user", Scope: "user", Window: "daily", Metric: "all", LimitUsd: "5", SpentUsd: "4.2", Action: "downgrade",
+				WindowStart: "2026-12-07", ResetsAt: timestamppb.New(time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)),
+				Downgrade: map[string]string{"opus": "claude-sonnet-4-5"}},
+		},
 	}
 	tests := []struct {
 		name     string
@@ -87,8 +97,8 @@ func TestSelfStatus(t *testing.T) {
 			if len(brk.states) != 0 {
 				t.Fatal("/me asked the breaker's State (it takes the probe lease); it must Peek")
 			}
-			if len(self.asked) != 1 || self.asked[0] != p.req.identity.UserID.String() {
-				t.Fatalf("asked about %v, want only the key's user %s", self.asked, p.req.identity.UserID)
+			if len(self.asked) != 1 || self.asked[0] != p.req.identity.UserID.String() || self.askedKey[0] != p.req.identity.KeyID.String() {
+				t.Fatalf("asked about %v (keys %v), want only the key's user %s and the key %s", self.asked, self.askedKey, p.req.identity.UserID, p.req.identity.KeyID)
 			}
 			if tt.code != 200 {
 				return
@@ -104,13 +114,20 @@ func TestSelfStatus(t *testing.T) {
 			if got.UserID != p.req.identity.UserID || got.Month != "2026-12" {
 				t.Fatalf("status %s", ir.GetBody())
 			}
+			if tt.name == "over budget" && !strings.HasSuffix(string(ir.GetBody()), `,"budgets":[]}`) {
+				t.Fatalf("without budgets the list is empty, not null: %s", ir.GetBody())
+			}
 			if tt.name == "plan first" {
 				want := `{"user_id":"` + got.UserID.String() + `","key_prefix":"` + got.KeyPrefix + `","month":"2026-12",` +
 					`"month_resets_at":"2027-01-01T00:00:00Z","spend":{"plan_usd":"9.500000","bedrock_usd":"2.250000","total_usd":"11.750000"},` +
 					`"budget":{"monthly_budget_usd":"5.00","remaining_usd":"2.750000"},` +
 					`"plan":{"sampled_at":null,"status":"allowed_warning","claim":"five_hour","utilization_5h":0.97,"reset_5h":"2026-12-07T21:00:00Z",` +
 					`"utilization_7d":null,"reset_7d":null,"limit_at_5h":null},` +
-					`"route":{"backend":"plan","reason":"plan_first","until":null},"cache":{"hit_rate_today":0.5,"requests_today":4}}`
+					`"route":{"backend":"plan","reason":"plan_first","until":null},"cache":{"hit_rate_today":0.5,"requests_today":4},` +
+					`"budgets":[{"id":"b-key","scope":"key","window":"monthly","metric":"plan_list","limit_usd":"10.000000","spent_usd":"1.750000",` +
+					`"action":"plan_only","window_start":"2026-12-01","resets_at":"2027-01-01T00:00:00Z","downgrade_map":null},` +
+					`{"id":"b-user","scope":"user","window":"daily","metric":"all","limit_usd":"5.000000","spent_usd":"4.200000",` +
+					`"action":"downgrade","window_start":"2026-12-07","resets_at":"2026-12-08T00:00:00Z","downgrade_map":{"opus":"claude-sonnet-4-5"}}]}`
 				if string(ir.GetBody()) != want {
 					t.Fatalf("body\n got %s\nwant %s", ir.GetBody(), want)
 				}
