@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -65,6 +67,17 @@ type meStatus struct {
 	Cache struct {
 		HitRateToday *float64 `json:"hit_rate_today"`
 	} `json:"cache"`
+	Budgets []meBudget `json:"budgets"`
+}
+
+// meBudget is the part of one of /me's budgets the status line uses.
+type meBudget struct {
+	Window       string            `json:"window"`
+	LimitUSD     string            `json:"limit_usd"`
+	SpentUSD     string            `json:"spent_usd"`
+	Action       string            `json:"action"`
+	ResetsAt     *time.Time        `json:"resets_at"`
+	DowngradeMap map[string]string `json:"downgrade_map"`
 }
 
 // claudeStatus is the part of the JSON Claude Code writes to a statusLine
@@ -82,7 +95,9 @@ func (a *app) statuslineCommand() *cobra.Command {
 		Short: "Print one status line for Claude Code: spend, budget, Plan headroom, route",
 		Long: `statusline prints one short line about your own use of the gateway, for Claude Code's
 statusLine setting: this month's spend, your Bedrock budget, your Plan 5-hour and 7-day
-utilization, where your next request goes and today's prompt-cache hit rate.
+utilization, where your next request goes and today's prompt-cache hit rate. Of the budgets that
+act (block, downgrade, plan_only), the one closest to its limit is shown, e.g. "day $4.20/$5.00 →
+sonnet".
 
 It reads the gateway URL with your access key from ANTHROPIC_BASE_URL (and extra headers from
 ANTHROPIC_CUSTOM_HEADERS), as Claude Code does, and asks GET <ANTHROPIC_BASE_URL>/me. Your
@@ -183,12 +198,17 @@ func (a *app) fetchStatus(ctx context.Context) (meStatus, error) {
 }
 
 // formatStatus is the line, e.g.
-// "$12.34 this month · Bedrock $3.20 of $50.00 · 5h 42% (resets 14:05) · 7d 10% · → Plan · cache 83%".
+// "$12.34 this month · Bedrock $3.20 of $50.00 · day $4.20/$5.00 → sonnet · 5h 42% (resets 14:05) · 7d 10% · → Plan · cache 83%".
+// "no budget" stands for both budget parts when neither applies.
 func formatStatus(st meStatus, loc *time.Location) string {
 	parts := []string{money(st.Spend.TotalUSD) + " this month"}
 	if b := st.Budget.MonthlyBudgetUSD; b != nil {
 		parts = append(parts, "Bedrock "+money(st.Spend.BedrockUSD)+" of "+money(*b))
-	} else {
+	}
+	if b, ok := tightestBudget(st.Budgets); ok {
+		parts = append(parts, formatBudget(b))
+	}
+	if len(parts) == 1 {
 		parts = append(parts, "no budget")
 	}
 	if p := st.Plan; p != nil && p.Utilization5h != nil {
@@ -220,6 +240,117 @@ func formatStatus(st meStatus, loc *time.Location) string {
 		parts = append(parts, "cache "+percent(*r))
 	}
 	return strings.Join(parts, " · ")
+}
+
+// actionRank orders the acting budgets' actions as extproc does when
+// several are used up (block > plan_only > downgrade); notify, which does
+// not act, is 0.
+func actionRank(action string) int {
+	switch action {
+	case "block":
+		return 3
+	case "plan_only":
+		return 2
+	case "downgrade":
+		return 1
+	}
+	return 0
+}
+
+// budgetRatio is spent ÷ limit; a limit of 0 (or less) is used up at
+// once, so it ranks above every finite ratio.
+func budgetRatio(b meBudget) float64 {
+	spent, _ := strconv.ParseFloat(b.SpentUSD, 64)
+	limit, err := strconv.ParseFloat(b.LimitUSD, 64)
+	if err != nil || limit <= 0 {
+		return math.Inf(1)
+	}
+	return spent / limit
+}
+
+// tightestBudget is the most constraining acting budget: of those whose
+// action is block, plan_only or downgrade, the highest spent ÷ limit;
+// among equal ratios the stronger action, then the earlier reset, then
+// the first listed. ok is false when no budget acts.
+func tightestBudget(budgets []meBudget) (meBudget, bool) {
+	var best meBudget
+	var bestRatio float64
+	found := false
+	for _, b := range budgets {
+		if actionRank(b.Action) == 0 {
+			continue
+		}
+		r := budgetRatio(b)
+		better := !found || r > bestRatio
+		if found && r == bestRatio {
+			switch rb, rc := actionRank(b.Action), actionRank(best.Action); {
+			case rb != rc:
+				better = rb > rc
+			case b.ResetsAt != nil && best.ResetsAt != nil:
+				better = b.ResetsAt.Before(*best.ResetsAt)
+			}
+		}
+		if better {
+			best, bestRatio, found = b, r, true
+		}
+	}
+	return best, found
+}
+
+// windowLabel is a budget window's short name on the line.
+func windowLabel(window string) string {
+	switch window {
+	case "daily":
+		return "day"
+	case "weekly":
+		return "week"
+	case "monthly":
+		return "month"
+	}
+	return window
+}
+
+// formatBudget is one budget on the line: "<day|week|month>
+// $spent/$limit <effect>", the effect "block", "plan only" or, for
+// downgrade, "→ " and the model families it serves ("→ sonnet",
+// "→ haiku/sonnet").
+func formatBudget(b meBudget) string {
+	out := windowLabel(b.Window) + " " + money(b.SpentUSD) + "/" + money(b.LimitUSD) + " "
+	switch b.Action {
+	case "block":
+		return out + "block"
+	case "plan_only":
+		return out + "plan only"
+	}
+	var targets []string
+	seen := map[string]bool{}
+	for _, to := range b.DowngradeMap {
+		if f := modelFamily(to); !seen[f] {
+			seen[f] = true
+			targets = append(targets, f)
+		}
+	}
+	if len(targets) == 0 {
+		return out + "downgrade"
+	}
+	sort.Strings(targets)
+	return out + "→ " + strings.Join(targets, "/")
+}
+
+// modelFamily is the family of a Claude model id, the first word of
+// letters after "claude-" (claude-sonnet-4-5 → sonnet, claude-3-5-haiku
+// → haiku); other names are returned whole.
+func modelFamily(model string) string {
+	rest, ok := strings.CutPrefix(model, "claude-")
+	if !ok {
+		return model
+	}
+	for _, w := range strings.Split(rest, "-") {
+		if w != "" && strings.Trim(w, "abcdefghijklmnopqrstuvwxyz") == "" {
+			return w
+		}
+	}
+	return model
 }
 
 // money formats a decimal USD string with two decimals ("$12.34").
