@@ -74,7 +74,7 @@ func (s *Server) BudgetSpend(ctx context.Context, req *keyservicev1.BudgetSpendR
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, "window must be daily, weekly or monthly and window_start the YYYY-MM-DD it starts on")
 	}
-	value, err := s.budgetSpend(ctx, req.GetScope(), subject, req.GetMetric(), w)
+	value, err := s.budgetSpend(ctx, req.GetScope(), subject, req.GetMetric(), w, true)
 	if err != nil {
 		return nil, err
 	}
@@ -82,12 +82,22 @@ func (s *Server) BudgetSpend(ctx context.Context, req *keyservicev1.BudgetSpendR
 }
 
 // budgetSpend is the exact spend a budget of scope and subject counts on
-// metric in window w, formatted by billing.FormatSpend, also SET as the
-// window's Redis budget counter. BudgetSpend and DeveloperStatus share it,
-// so both answer the same number and share computations and reused
-// answers. Its errors are gRPC status errors.
-func (s *Server) budgetSpend(ctx context.Context, scope string, subject uuid.UUID, metric string, w billing.Window) (string, error) {
-	key := billing.BudgetKey(s.opts.RedisPrefix, scope, subject.String(), metric, w)
+// metric in window w, formatted by billing.FormatSpend. BudgetSpend and
+// DeveloperStatus share it, so both answer the same number. With
+// setCounter it is also SET as the window's Redis budget counter
+// (BudgetSpend, asked when the counter is missing). DeveloperStatus reads
+// only: the counter is the ingester's, which SETs it after each commit,
+// and /me is asked on every update of a status line, so a SET of a value
+// computed just before a commit would keep rolling the counter back. The
+// two kinds share neither computations nor reused answers (a read-only
+// answer reused by BudgetSpend would skip its SET). Its errors are gRPC
+// status errors.
+func (s *Server) budgetSpend(ctx context.Context, scope string, subject uuid.UUID, metric string, w billing.Window, setCounter bool) (string, error) {
+	counter := billing.BudgetKey(s.opts.RedisPrefix, scope, subject.String(), metric, w)
+	key := counter
+	if !setCounter {
+		key += " (read)"
+	}
 	if v, ok := s.reused(key); ok {
 		return v, nil
 	}
@@ -96,15 +106,15 @@ func (s *Server) budgetSpend(ctx context.Context, scope string, subject uuid.UUI
 		defer cancel()
 		spend, err := s.store.Budgets().Spend(ctx, scope, subject, metric, w.Start, w.End)
 		if err != nil {
-			s.opts.Logger.ErrorContext(ctx, "budget spend query failed", "key", key, "err", err)
+			s.opts.Logger.ErrorContext(ctx, "budget spend query failed", "key", counter, "err", err)
 			return "", status.Error(codes.Unavailable, "budget spend query failed")
 		}
 		value := billing.FormatSpend(spend)
-		if s.opts.Redis != nil {
+		if setCounter && s.opts.Redis != nil {
 			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
-			if err := s.opts.Redis.Set(sctx, key, value, billing.BudgetTTL).Err(); err != nil {
-				s.opts.Logger.WarnContext(ctx, "storing the budget counter failed", "key", key, "err", err)
+			if err := s.opts.Redis.Set(sctx, counter, value, billing.BudgetTTL).Err(); err != nil {
+				s.opts.Logger.WarnContext(ctx, "storing the budget counter failed", "key", counter, "err", err)
 			}
 		}
 		return value, nil

@@ -26,7 +26,7 @@ const statusTimeout = 5 * time.Second
 // rollups (two summary reads) and plan_headroom (one read of the last
 // hour), and the budgets that act on their requests with each one's exact
 // spend in its current window (one budgets read, then budgetSpend per
-// budget, as BudgetSpend computes it).
+// budget, as BudgetSpend computes it, without setting the counters).
 //
 // Budgets of the user and of their team are always included; key budgets
 // only for the request's key_id, the key the developer is asking with
@@ -112,7 +112,7 @@ func (s *Server) developerBudgets(ctx context.Context, userID, keyID uuid.UUID, 
 		if err != nil {
 			return nil, fmt.Errorf("budget %s: %w", b.ID, err)
 		}
-		spent, err := s.budgetSpend(ctx, b.Scope, b.SubjectID, b.Metric, w)
+		spent, err := s.budgetSpend(ctx, b.Scope, b.SubjectID, b.Metric, w, false)
 		if err != nil {
 			return nil, fmt.Errorf("budget %s spend: %w", b.ID, err)
 		}

@@ -204,10 +204,18 @@ func TestDeveloperStatusBudgets(t *testing.T) {
 			t.Errorf("%s: budgets\n%q %q\nwant\n%q %q", tc.name, ids, got, tc.ids, tc.want)
 		}
 	}
-	// The spend is BudgetSpend's: the window's counter is set as well.
+	// The spend is BudgetSpend's, but the counters are the ingester's:
+	// DeveloperStatus leaves them alone (a stale SET would roll one back).
 	counter := billing.BudgetKey(prefix, "team", tm.ID.String(), "bedrock", billing.Window{Kind: "weekly", Key: "2026-12-07"})
+	if n, err := rdb.Exists(ctx, counter).Result(); err != nil || n != 0 {
+		t.Errorf("counter %s exists (%d, %v): DeveloperStatus set it", counter, n, err)
+	}
+	r, err := srv.BudgetSpend(ctx, &keyservicev1.BudgetSpendRequest{Scope: "team", SubjectId: tm.ID.String(), Metric: "bedrock", Window: "weekly", WindowStart: "2026-12-07"})
+	if err != nil || r.GetSpendUsd() != "7.250000" {
+		t.Fatalf("BudgetSpend = %v, %v; want 7.250000", r, err)
+	}
 	if v, err := rdb.Get(ctx, counter).Result(); err != nil || v != "7.250000" {
-		t.Errorf("counter %s = %q, %v; want 7.250000", counter, v, err)
+		t.Errorf("counter %s = %q, %v after BudgetSpend; want 7.250000 (a reused read-only answer must not skip the SET)", counter, v, err)
 	}
 	// Another user sees their own budget alone (without a key: not their
 	// key's); a malformed key_id is refused.
