@@ -59,8 +59,13 @@ func parseBedrockPath(rest []byte) (bedrockPath, bool) {
 	if err != nil || !validBedrockModelID(model) {
 		return bedrockPath{}, false
 	}
-	upstream := strings.TrimSuffix(bedrock.ModelPath(model, false), "/invoke") + "/" + seg[3]
-	return bedrockPath{upstream: upstream, model: model, op: seg[3]}, true
+	return bedrockPath{upstream: bedrockModePath(model, seg[3]), model: model, op: seg[3]}, true
+}
+
+// bedrockModePath is the path sent to Bedrock for op on model, escaped as
+// the AWS SDK escapes it.
+func bedrockModePath(model, op string) string {
+	return strings.TrimSuffix(bedrock.ModelPath(model, false), "/invoke") + "/" + op
 }
 
 // validBedrockModelID accepts the shape of Bedrock model and system

@@ -46,7 +46,8 @@ type budgetState struct {
 // Bedrock-mode request and applies the strongest used-up action
 // (extproc/budget): block refuses the request (a used-up Bedrock block
 // budget only withholds Bedrock, as the monthly budget does), plan_only
-// withholds Bedrock, downgrade rewrites the body's model. body is replaced
+// withholds Bedrock, downgrade rewrites the body's model (the path's, for a
+// Claude Code Bedrock-mode request). body is replaced
 // by the rewritten body, and common carries it to Envoy with its length.
 // A budget whose spend is unknown is skipped (fail open).
 func (p *Processor) applyBudgets(ctx context.Context, body *[]byte, common *extprocv3.CommonResponse) *extprocv3.ProcessingResponse {
@@ -76,8 +77,12 @@ func (p *Processor) applyBudgets(ctx context.Context, body *[]byte, common *extp
 	case budget.ActionPlanOnly:
 		p.req.budget.noBedrock = true
 	case budget.ActionDowngrade:
-		if *body == nil || p.req.kind == pathBedrockModel {
-			return nil // the model is in the path: served as asked
+		if p.req.kind == pathBedrockModel {
+			p.downgradeBedrockPath(ctx, v)
+			return nil
+		}
+		if *body == nil {
+			return nil
 		}
 		to, ok := p.downgradeTarget(v.Budget.Downgrade)
 		if !ok || to == p.req.fields.model {
@@ -101,6 +106,44 @@ func (p *Processor) applyBudgets(ctx context.Context, body *[]byte, common *extp
 		common.BodyMutation = &extprocv3.BodyMutation{Mutation: &extprocv3.BodyMutation_Body{Body: out}}
 	}
 	return nil
+}
+
+// downgradeBedrockPath applies a downgrade to a Claude Code Bedrock-mode
+// request, whose model is the path's Bedrock id: the path is rewritten to
+// the target's id for the user's region (its inference profile, or its base
+// id for count-tokens, as the gateway's own translation invokes it). A
+// model the catalog does not map is left as asked (newBedrockMode refuses
+// it), and so is a target that cannot be invoked from the region.
+func (p *Processor) downgradeBedrockPath(ctx context.Context, v budget.Verdict) {
+	cfg := p.r.runtimeConfig()
+	if cfg == nil {
+		return
+	}
+	asked := cfg.AnthropicIDFor(p.req.bedrock.model)
+	if asked == "" {
+		return
+	}
+	p.req.fields.model = asked // what downgradeTarget matches the map's keys against
+	to, ok := p.downgradeTarget(v.Budget.Downgrade)
+	if !ok {
+		return
+	}
+	region := ""
+	if p.req.identity.Bedrock != nil {
+		region = p.req.identity.Bedrock.Region
+	}
+	target, err := cfg.ResolveModel(to, region)
+	if err != nil || target.Guessed || target.AnthropicID == asked {
+		return
+	}
+	id := target.InvokeID
+	if p.req.bedrock.op == "count-tokens" {
+		id = target.BaseID
+	}
+	p.logger().LogAttrs(ctx, slog.LevelInfo, "budget used up: model downgraded",
+		slog.String("budget_id", v.Budget.ID), slog.String("model", asked), slog.String("served", target.AnthropicID))
+	p.req.budget.recorded, p.req.budget.originalModel = usage.BudgetDowngrade, asked
+	p.req.bedrock = bedrockPath{upstream: bedrockModePath(id, p.req.bedrock.op), model: id, op: p.req.bedrock.op}
 }
 
 // refuseBudgetAction refuses a request because of a used-up budget: 429

@@ -113,3 +113,79 @@ func TestBudgetActions(t *testing.T) {
 		})
 	}
 }
+
+// TestBudgetDowngradeBedrockMode: in Claude Code's Bedrock mode the model
+// is the path's Bedrock id, so a downgrade rewrites the path to the
+// target's id for the user's region — its inference profile, or its base
+// id for count-tokens — and the usage event records the downgrade.
+func TestBudgetDowngradeBedrockMode(t *testing.T) {
+	reset := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	downgrade := func(m map[string]string) budget.Verdict {
+		return budget.Verdict{Action: "downgrade", Spent: decimal.RequireFromString("5.2"), ResetAt: reset,
+			Budget: accesskey.Budget{ID: "b", Scope: "user", Window: "daily", Metric: "all", AmountUSD: decimal.NewFromInt(5), Action: "downgrade", Downgrade: m}}
+	}
+	tests := []struct {
+		name     string
+		path     string
+		verdict  budget.Verdict
+		wantPath string // the path sent to Bedrock
+		served   string // the Anthropic id served and metered
+		recorded string
+	}{
+		{name: "a stream goes to the target's inference profile", path: "/model/us.anthropic.claude-opus-5-5/invoke-with-response-stream",
+			verdict: downgrade(map[string]string{"opus": "claude-sonnet-4-5"}), wantPath: "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke-with-response-stream",
+			served: "claude-sonnet-4-5-20250929", recorded: "downgrade"},
+		{name: "the base id asked for, by its canonical key", path: "/model/anthropic.claude-opus-5-5/invoke",
+			verdict: downgrade(map[string]string{"claude-opus-5-5": "claude-sonnet-4-5-20250929"}), wantPath: "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke",
+			served: "claude-sonnet-4-5-20250929", recorded: "downgrade"},
+		{name: "count-tokens takes the base id", path: "/model/us.anthropic.claude-opus-5-5/count-tokens",
+			verdict: downgrade(map[string]string{"opus": "claude-sonnet-4-5"}), wantPath: "/model/anthropic.claude-sonnet-4-5-20250929-v1%3A0/count-tokens",
+			served: "claude-sonnet-4-5-20250929", recorded: "downgrade"},
+		{name: "a model the map does not name is served as asked", path: "/model/us.anthropic.claude-sonnet-4-5-20250929-v1:0/invoke",
+			verdict: downgrade(map[string]string{"opus": "claude-sonnet-4-5"}), wantPath: "/model/us.anthropic.claude-sonnet-4-5-20250929-v1%3A0/invoke",
+			served: "claude-sonnet-4-5-20250929"},
+		{name: "a target the catalog cannot invoke leaves the request alone", path: "/model/us.anthropic.claude-opus-5-5/invoke",
+			verdict: downgrade(map[string]string{"opus": "claude-haiku-9"}), wantPath: "/model/us.anthropic.claude-opus-5-5/invoke",
+			served: "claude-opus-5-5"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
+				Models: []*runtimev1.ModelMapping{
+					{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
+						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-opus-5-5"}},
+					{AnthropicModelId: "claude-sonnet-4-5-20250929", Aliases: []string{"claude-sonnet-4-5"}, Family: "sonnet",
+						BedrockModelId: "anthropic.claude-sonnet-4-5-20250929-v1:0",
+						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
+				},
+				Regions: []string{"us-east-1"},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			h := newBedrockHarness(t, cfg, nil)
+			h.r.bedrock.Budgets = &fakeBudgets{verdict: tc.verdict}
+			p := h.r.NewProcessor()
+			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock-budgets"]+"/bedrock"+tc.path))
+			resp := mustProcess(t, p, reqBody([]byte(`{"anthropic_version":"bedrock-2023-05-31","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`)))
+			if ir := resp.GetImmediateResponse(); ir != nil {
+				t.Fatalf("refused: %d %s", ir.GetStatus().GetCode(), ir.GetBody())
+			}
+			set := setHeaders(resp.GetRequestBody().GetResponse().GetHeaderMutation())
+			stored := h.requests.Get(set[dataplane.StateHeader])
+			if stored == nil || stored.Path != tc.wantPath || set[dataplane.RouteHeader] != dataplane.BedrockRoute("us-east-1") {
+				t.Fatalf("route %q, stored %+v; want path %s", set[dataplane.RouteHeader], stored, tc.wantPath)
+			}
+			if p.req.fields.model != tc.served || p.req.budget.recorded != tc.recorded {
+				t.Fatalf("model %q, recorded %q; want %q, %q", p.req.fields.model, p.req.budget.recorded, tc.served, tc.recorded)
+			}
+			wantOriginal := ""
+			if tc.recorded != "" {
+				wantOriginal = "claude-opus-5-5"
+			}
+			if p.req.budget.originalModel != wantOriginal {
+				t.Fatalf("original model %q, want %q", p.req.budget.originalModel, wantOriginal)
+			}
+		})
+	}
+}

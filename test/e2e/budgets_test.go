@@ -12,18 +12,20 @@ import (
 	"github.com/shopspring/decimal"
 
 	"github.com/ccproxy/ccproxy/internal/testenv"
+	"github.com/ccproxy/ccproxy/test/e2e/internal/claudecode"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakeanthropic"
 	"github.com/ccproxy/ccproxy/test/e2e/internal/fakebedrock"
 )
 
-// addBudget stores a budget for a user directly (before the user's first
-// request, so the key lookup carries it).
-func addBudget(t *testing.T, fg *fallbackGateway, userID, metric, amount, action, downgrade string) {
-	t.Helper()
-	if _, err := fg.DB.Exec(context.Background(), `INSERT INTO budgets (scope, subject_id, budget_window, metric, amount_usd, thresholds, action, downgrade_map)
-		VALUES ('user', $1, 'daily', $2, $3, '{50,100}', $4, $5::jsonb)`, userID, metric, amount, action, downgrade); err != nil {
-		t.Fatal(err)
+// addBudget creates a user's daily budget through the admin API, as an
+// administrator would; downgrade is the action's map (nil without one).
+func addBudget(fg *fallbackGateway, userID, metric, amount, action string, downgrade map[string]string) {
+	in := map[string]any{"scope": "user", "subject_id": userID, "window": "daily", "metric": metric,
+		"amount_usd": amount, "thresholds": []int{50, 100}, "action": action}
+	if downgrade != nil {
+		in["downgrade_map"] = downgrade
 	}
+	fg.admin.call("POST", "/api/v1/budgets", in, nil)
 }
 
 // waitBudgetSpent waits until the user's daily budget counter (billing time
@@ -57,8 +59,8 @@ func waitBudgetSpent(t *testing.T, fg *fallbackGateway, userID, metric, amount s
 // its headers and the usage row records it.
 func TestBudgetDowngrade(t *testing.T) {
 	fg := startFallbackGateway(t)
-	u := fg.admin.user("downgraded", "plan_first", nil)
-	addBudget(t, fg, u.ID, "all", "0.01", "downgrade", `{"opus":"claude-sonnet-4-5"}`)
+	u := fg.admin.user("downgraded", "plan_first", eastCredential())
+	addBudget(fg, u.ID, "all", "0.01", "downgrade", map[string]string{"opus": "claude-sonnet-4-5"})
 	const sonnet = "claude-sonnet-4-5"
 	// 100,000 input tokens at Opus list prices cost far more than $0.01.
 	marker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
@@ -92,6 +94,30 @@ func TestBudgetDowngrade(t *testing.T) {
 		t.Fatalf("downgraded request: %d %v %.300s", status, hdr, body)
 	}
 
+	// Claude Code's own Bedrock mode names the model in the path: the
+	// gateway rewrites it to Sonnet's inference profile for the user's
+	// region.
+	bedrockMarker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
+		t.Errorf("Plan received %s in Bedrock mode", r.URLPath())
+		return fakeanthropic.Reply{Status: 500}
+	}, func(r fakebedrock.Request) fakebedrock.Reply {
+		return fakebedrock.Text(fakebedrock.AnthropicModel(r.ModelID), "Bedrock served "+r.ModelID+".", 2, fakebedrock.Usage{Input: 50, Output: 6})
+	})
+	const sonnetProfile = "us.anthropic.claude-sonnet-4-5-20250929-v1:0"
+	bedrockMode := claudecode.Run{Bin: binaries.claude, Timeout: 2 * time.Minute, Env: []string{
+		"CLAUDE_CODE_USE_BEDROCK=1",
+		"ANTHROPIC_BEDROCK_BASE_URL=" + fg.Base + "/ak/" + u.Key + "/bedrock",
+		"CLAUDE_CODE_SKIP_BEDROCK_AUTH=1",
+		"AWS_REGION=us-east-1",
+		"ANTHROPIC_MODEL=us.anthropic.claude-opus-5-5",
+	}}
+	wantPrinted(t, bedrockMode.Prompt(t, "Bedrock mode "+bedrockMarker), "Bedrock served "+sonnetProfile+".")
+	for _, r := range fg.fb.Carrying(bedrockMarker) {
+		if r.ModelID != sonnetProfile {
+			t.Errorf("Bedrock received %s in Bedrock mode with the budget used up; want %s", r.ModelID, sonnetProfile)
+		}
+	}
+
 	// The usage rows record the downgrade.
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -101,11 +127,19 @@ func TestBudgetDowngrade(t *testing.T) {
 			u.ID, mainModel, sonnet).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
-		if n >= 2 {
+		var bedrockRows int
+		if err := fg.DB.QueryRow(context.Background(), `SELECT count(*) FROM usage_events
+			WHERE user_id = $1 AND provider = 'bedrock' AND budget_action = 'downgrade' AND original_model = $2
+			  AND requested_model = 'claude-sonnet-4-5-20250929' AND bedrock_model_id = $3`,
+			u.ID, mainModel, sonnetProfile).Scan(&bedrockRows); err != nil {
+			t.Fatal(err)
+		}
+		if n >= 2 && bedrockRows >= 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d downgraded usage rows; want at least 2 (the Claude Code turn and the direct request)", n)
+			t.Fatalf("%d downgraded usage rows on Plan, %d in Bedrock mode; want at least 2 (the Claude Code turn and the direct request) and 1",
+				n, bedrockRows)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -117,7 +151,7 @@ func TestBudgetDowngrade(t *testing.T) {
 func TestBudgetPlanOnly(t *testing.T) {
 	fg := startFallbackGateway(t)
 	u := fg.admin.user("planonly", "plan_first", eastCredential())
-	addBudget(t, fg, u.ID, "plan_list", "0.01", "plan_only", `{}`)
+	addBudget(fg, u.ID, "plan_list", "0.01", "plan_only", nil)
 	var limited atomic.Bool
 	marker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
 		if limited.Load() {
