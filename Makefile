@@ -31,8 +31,9 @@ export CCPROXY_REQUIRE_FAULT_TESTS := 1
 
 all: build
 
-build: dashboard ## build bin/ccproxy (with the dashboard)
+build: dashboard ## build bin/ccproxy (with the dashboard) and bin/ccproxy-statusline
 	$(GO) build -ldflags '$(LDFLAGS)' -o bin/ccproxy ./cmd/ccproxy
+	$(GO) build -o bin/ccproxy-statusline ./cmd/ccproxy-statusline
 
 # The container image without a Docker daemon: the static binary (with the
 # dashboard) in an OCI image layout, bin/image, and a tarball for

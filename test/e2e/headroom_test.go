@@ -162,19 +162,22 @@ func TestStatusline(t *testing.T) {
 	if status, _, body := postJSON(t, fg.Base+"/ak/"+u.Key+"/v1/messages", streamBody(marker)); status != 200 {
 		t.Fatalf("%d %s", status, body)
 	}
-	run := func(baseURL, stdin string) string {
+	// ccproxy statusline and ccproxy-statusline print the same line.
+	commands := [][]string{{binaries.ccproxy, "statusline"}, {binaries.statusline}}
+	runWith := func(command []string, baseURL, stdin string) string {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, binaries.ccproxy, "statusline", "--timeout", "2s")
+		cmd := exec.CommandContext(ctx, command[0], append(command[1:], "--timeout", "2s")...)
 		cmd.Env = []string{"ANTHROPIC_BASE_URL=" + baseURL, "ANTHROPIC_API_KEY=" + apiKey, "TZ=UTC", "HOME=" + t.TempDir()}
 		cmd.Stdin = strings.NewReader(stdin)
 		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("ccproxy statusline: %v: %s", err, out)
+			t.Fatalf("%s: %v: %s", strings.Join(command, " "), err, out)
 		}
 		return string(out)
 	}
+	run := func(baseURL, stdin string) string { return runWith(commands[0], baseURL, stdin) }
 	// The usage row (and its headroom reading) is ingested asynchronously.
 	deadline := time.Now().Add(15 * time.Second)
 	stdin := `{"session_id":"s1","model":{"id":"claude-opus-5-5","display_name":"Opus 5.5"}}`
@@ -192,6 +195,9 @@ func TestStatusline(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	if line := strings.TrimSuffix(runWith(commands[1], fg.Base+"/ak/"+u.Key, stdin), "\n"); line != want {
+		t.Fatalf("ccproxy-statusline printed %q\nwant               %q", line, want)
+	}
 
 	// The gateway down: a port nothing listens on that accepts no
 	// connection, and one that accepts and never answers.
@@ -205,9 +211,10 @@ func TestStatusline(t *testing.T) {
 	for _, base := range []string{closed, silent} {
 		// A silent gateway would hold the command until the test's own
 		// 30 s deadline killed it (an error); the 2 s timeout ends it first.
-		out := run(base+"/ak/"+u.Key, "")
-		if out != "ccproxy: gateway unreachable\n" {
-			t.Fatalf("gateway down (%s): printed %q", base, out)
+		for _, command := range commands {
+			if out := runWith(command, base+"/ak/"+u.Key, ""); out != "ccproxy: gateway unreachable\n" {
+				t.Fatalf("%s, gateway down (%s): printed %q", strings.Join(command, " "), base, out)
+			}
 		}
 	}
 }

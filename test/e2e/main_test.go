@@ -16,7 +16,7 @@ import (
 // binaries are the executables every test runs. TestMain sets them once,
 // before any test starts, and nothing writes them afterwards.
 var binaries struct {
-	ccproxy, claude string
+	ccproxy, statusline, claude string
 }
 
 func TestMain(m *testing.M) {
@@ -40,6 +40,12 @@ func run(m *testing.M) int {
 	build := exec.CommandContext(ctx, "go", "build", "-tags", "ccproxyfaults", "-o", binaries.ccproxy, "github.com/ccproxy/ccproxy/cmd/ccproxy")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/ccproxy: %v\n%s", err, out)
+		return 1
+	}
+	binaries.statusline = filepath.Join(dir, "ccproxy-statusline")
+	build = exec.CommandContext(ctx, "go", "build", "-o", binaries.statusline, "github.com/ccproxy/ccproxy/cmd/ccproxy-statusline")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/ccproxy-statusline: %v\n%s", err, out)
 		return 1
 	}
 	binaries.claude, err = claudecode.Install(ctx)
