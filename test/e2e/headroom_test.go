@@ -149,12 +149,14 @@ func TestPreemptiveFailover(t *testing.T) {
 }
 
 // TestStatusline runs `ccproxy statusline` as Claude Code would, against
-// the gateway: it prints the developer's spend, budget and Plan headroom,
+// the gateway: it prints the developer's spend, budgets and Plan headroom,
 // and a short fallback text within its timeout when the gateway is down.
 func TestStatusline(t *testing.T) {
 	fg := startFallbackGateway(t)
 	u := fg.admin.user("statusline", "plan_first", eastCredential())
 	fg.admin.call("PATCH", "/api/v1/users/"+u.ID, map[string]any{"monthly_budget_usd": "50.00"}, nil)
+	// A budget that acts: the line shows it after the monthly Bedrock budget.
+	addBudget(fg, u.ID, "all", "5.00", "downgrade", map[string]string{"opus": "claude-sonnet-4-5"})
 	reset := time.Now().Add(3 * time.Hour)
 	marker := fg.scenario(t, func(r fakeanthropic.Request) fakeanthropic.Reply {
 		return planWithLimits(r, "Plan answered.", 0.42, reset)
@@ -183,7 +185,7 @@ func TestStatusline(t *testing.T) {
 	stdin := `{"session_id":"s1","model":{"id":"claude-opus-5-5","display_name":"Opus 5.5"}}`
 	// The one request's Plan list-price equivalent is under a cent; its
 	// 20 input tokens read nothing from the cache: 0 %.
-	want := "Opus 5.5 · $0.00 this month · Bedrock $0.00 of $50.00 · 5h 42% (resets " + reset.UTC().Format("15:04") + ") · 7d 30% · → Plan · cache 0%"
+	want := "Opus 5.5 · $0.00 this month · Bedrock $0.00 of $50.00 · day $0.00/$5.00 → sonnet · 5h 42% (resets " + reset.UTC().Format("15:04") + ") · 7d 30% · → Plan · cache 0%"
 	for {
 		out := run(fg.Base+"/ak/"+u.Key, stdin)
 		line := strings.TrimSuffix(out, "\n")
