@@ -20,6 +20,27 @@ import (
 var testBudgets = []accesskey.Budget{{ID: "b", Scope: "user", SubjectID: uuid.New(), Window: "daily", Metric: "all",
 	AmountUSD: decimal.NewFromInt(5), Action: "notify"}}
 
+// budgetRuntime is the budget tests' catalog: Opus 5.5 and Sonnet 4.5 with
+// their us-east-1 inference profiles, us-east-1 with a fallback route.
+func budgetRuntime(t *testing.T) *runtimeconfig.Config {
+	t.Helper()
+	cfg, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
+		Models: []*runtimev1.ModelMapping{
+			{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
+				RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-opus-5-5"}},
+			{AnthropicModelId: "claude-sonnet-4-5-20250929", Aliases: []string{"claude-sonnet-4-5"}, Family: "sonnet",
+				BedrockModelId: "anthropic.claude-sonnet-4-5-20250929-v1:0",
+				RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
+		},
+		Regions:         []string{"us-east-1"},
+		FallbackRegions: []string{"us-east-1"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // TestBudgetActions: the strongest used-up budget's action, as the checker
 // reports it, decides the request's fate before routing.
 func TestBudgetActions(t *testing.T) {
@@ -58,21 +79,7 @@ func TestBudgetActions(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
-				Models: []*runtimev1.ModelMapping{
-					{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
-						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-opus-5-5"}},
-					{AnthropicModelId: "claude-sonnet-4-5-20250929", Aliases: []string{"claude-sonnet-4-5"}, Family: "sonnet",
-						BedrockModelId: "anthropic.claude-sonnet-4-5-20250929-v1:0",
-						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
-				},
-				Regions:         []string{"us-east-1"},
-				FallbackRegions: []string{"us-east-1"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := newBedrockHarness(t, cfg, nil)
+			h := newBedrockHarness(t, budgetRuntime(t), nil)
 			h.r.now = func() time.Time { return now }
 			h.r.bedrock.Budgets = &fakeBudgets{verdict: tc.verdict}
 			p := h.r.NewProcessor()
@@ -150,20 +157,7 @@ func TestBudgetDowngradeBedrockMode(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := runtimeconfig.FromProto(&runtimev1.BedrockConfig{
-				Models: []*runtimev1.ModelMapping{
-					{AnthropicModelId: "claude-opus-5-5", Family: "opus", BedrockModelId: "anthropic.claude-opus-5-5",
-						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-opus-5-5"}},
-					{AnthropicModelId: "claude-sonnet-4-5-20250929", Aliases: []string{"claude-sonnet-4-5"}, Family: "sonnet",
-						BedrockModelId: "anthropic.claude-sonnet-4-5-20250929-v1:0",
-						RegionModelIds: map[string]string{"us-east-1": "us.anthropic.claude-sonnet-4-5-20250929-v1:0"}},
-				},
-				Regions: []string{"us-east-1"},
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			h := newBedrockHarness(t, cfg, nil)
+			h := newBedrockHarness(t, budgetRuntime(t), nil)
 			h.r.bedrock.Budgets = &fakeBudgets{verdict: tc.verdict}
 			p := h.r.NewProcessor()
 			mustProcess(t, p, reqHeaders("POST", "/ak/"+h.keys["bedrock-budgets"]+"/bedrock"+tc.path))
